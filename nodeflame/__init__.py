@@ -1,0 +1,25 @@
+"""nodeflame: profile running Node.js processes into pandas tables and flame graphs.
+
+>>> import nodeflame as nf
+>>> p = nf.read("app.cpuprofile")      # any supported format, sniffed
+>>> p.top(20); p.write("flame.svg"); print(p.text())
+"""
+from .frames import (FormatError, FormatWarning, InvariantError, NodeflameError, Profile, Transform,
+                     TransformError, read)
+from . import writers as _writers  # noqa: F401  (registers the output formats)
+
+__version__ = "0.1.0"
+
+__all__ = ["read", "Profile", "Transform", "NodeflameError", "FormatError", "FormatWarning",
+           "InvariantError", "TransformError", "__version__"]
+
+
+def __getattr__(name):
+    # capture and diff are imported on first use so that `import nodeflame` stays light
+    if name in ("capture", "run", "backends"):
+        from . import capture as _capture
+        return getattr(_capture, name)
+    if name == "diff":
+        from .frames.diff import diff
+        return diff
+    raise AttributeError(f"module 'nodeflame' has no attribute {name!r}")

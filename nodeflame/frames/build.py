@@ -1,0 +1,212 @@
+"""Building Profiles from what readers parse.
+
+Readers hand over frames as keys and stacks as root-first paths in CSR form
+(``offsets`` + flat frame ids); everything else here is numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .kinds import classify_many, package_of
+from .profile import Profile, default_meta
+from .stacktable import paths_to_stacks, tree_to_stacks
+
+_I64 = np.int64
+
+
+class FrameTable:
+    """Interns frames described by key tuples.
+
+    A frame key is ``(name, file, line, column, hint, tier, label)``.  ``hint``
+    is what the reader knows about the kind (see kinds.classify); functions
+    are (name, file, func_line, func_column, kind) where func_line defaults to
+    the frame's line.
+    """
+
+    def __init__(self):
+        self.index: dict = {}
+        self.keys: list = []
+
+    def add(self, name, file="", line=0, column=0, hint=None, tier="", label="", func_line=None, func_column=None) -> int:
+        key = (name, file, int(line), int(column), hint, tier, label,
+               int(line if func_line is None else func_line), int(column if func_column is None else func_column))
+        i = self.index.get(key)
+        if i is None:
+            i = self.index[key] = len(self.keys)
+            self.keys.append(key)
+        return i
+
+    def __len__(self):
+        return len(self.keys)
+
+    def tables(self):
+        """Return (funcs DataFrame, frames DataFrame) for the interned keys."""
+        n = len(self.keys)
+        if n == 0:
+            cols = dict(name=[], file=[], line=[], column=[], kind=[], package=[])
+            return pd.DataFrame(cols), pd.DataFrame(dict(func=[], line=[], column=[], tier=[], label=[]))
+        names, files, lines, cols, hints, tiers, labels, flines, fcols = (list(c) for c in zip(*self.keys))
+        kinds = classify_many(names, files, hints)
+        fkeys = pd.MultiIndex.from_arrays([names, files, flines, fcols, kinds])
+        func_codes, uniq = pd.factorize(fkeys)
+        fn = uniq.get_level_values
+        ufiles = list(fn(1))
+        funcs = pd.DataFrame({
+            "name": pd.Categorical(list(fn(0))),
+            "file": pd.Categorical(ufiles),
+            "line": np.asarray(fn(2), np.int32),
+            "column": np.asarray(fn(3), np.int32),
+            "kind": list(fn(4)),
+            "package": pd.Categorical([package_of(x) for x in ufiles]),
+        })
+        frames = pd.DataFrame({"func": func_codes, "line": lines, "column": cols, "tier": tiers, "label": labels})
+        return funcs, frames
+
+
+def dedupe_frames(frames: pd.DataFrame):
+    """Merge frames whose (func, line, column, tier, label) are equal.
+
+    Returns (unique frames DataFrame, old->new mapping array)."""
+    if len(frames) == 0:
+        return frames.reset_index(drop=True), np.empty(0, _I64)
+    key = pd.MultiIndex.from_frame(frames[["func", "line", "column", "tier", "label"]].astype(
+        {"tier": str, "label": str}))
+    codes, _ = pd.factorize(key)
+    first = np.unique(codes, return_index=True)[1]
+    uniq = frames.iloc[first].reset_index(drop=True)
+    return uniq, codes.astype(_I64)
+
+
+def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None, times=None,
+                  threads=None, meta=None, lines=None, path_lines=None) -> Profile:
+    """Make a Profile from root-first paths over ``frame_table``'s frames.
+
+    One sample row per path.  ``weights``/``times``/``threads`` are per path.
+    ``lines`` (optional) is a DataFrame (path, line, ticks) of per-line ticks
+    attributed to each path's leaf.
+    """
+    funcs, frames = frame_table.tables()
+    frames, fmap = dedupe_frames(frames)
+    flat = fmap[np.asarray(flat_frames, _I64)] if len(flat_frames) else np.asarray(flat_frames, _I64)
+    prefix, frame, depth, path_stack = paths_to_stacks(offsets, flat, len(frames))
+    n = len(path_stack)
+    return _assemble(funcs, frames, prefix, frame, depth, path_stack, n, weights, times, threads, meta, lines)
+
+
+def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_node, *, weights=None,
+                    times=None, threads=None, meta=None, node_lines=None) -> Profile:
+    """Make a Profile from a node tree (cpuprofile, pprof-like inputs).
+
+    ``node_frame[i] == -1`` marks a transparent node (an artificial root).
+    ``sample_node`` gives each sample's node.  ``node_lines`` (optional)
+    is a DataFrame (node, line, ticks)."""
+    funcs, frames = frame_table.tables()
+    frames, fmap = dedupe_frames(frames)
+    nf = np.asarray(node_frame, _I64)
+    nf = np.where(nf >= 0, fmap[np.maximum(nf, 0)] if len(fmap) else -1, -1)
+    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames))
+    sn = np.asarray(sample_node, _I64)
+    sstack = node_stack[sn] if len(sn) else np.empty(0, _I64)
+    lines = None
+    if node_lines is not None and len(node_lines):
+        st = node_stack[np.asarray(node_lines["node"], _I64)]
+        ok = st >= 0
+        lines = pd.DataFrame({"stack": st[ok], "line": np.asarray(node_lines["line"])[ok],
+                              "ticks": np.asarray(node_lines["ticks"])[ok]})
+        lines = lines.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+    return _assemble(funcs, frames, prefix, frame, depth, sstack, len(sn), weights, times, threads, meta,
+                     lines, lines_are_stacks=True)
+
+
+def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, times, threads, meta,
+              lines, lines_are_stacks=False) -> Profile:
+    sample_stack = np.asarray(sample_stack, _I64)
+    keep = sample_stack >= 0  # a sample with no frames at all has nothing to attribute
+    md = default_meta()
+    if meta:
+        md.update(meta)
+    if not keep.all():
+        md.setdefault("warnings", [])
+        md["warnings"] = list(md["warnings"]) + [f"{int((~keep).sum())} empty stack(s) set aside"]
+    samples = pd.DataFrame({
+        "stack": sample_stack[keep],
+        "time_ns": (np.asarray(times, _I64)[keep] if times is not None else np.zeros(int(keep.sum()), _I64)),
+        "weight": (np.asarray(weights, _I64)[keep] if weights is not None else np.ones(int(keep.sum()), _I64)),
+        "thread": (pd.Categorical(np.asarray(threads, object)[keep]) if threads is not None
+                   else pd.Categorical(["main"] * int(keep.sum()))),
+    })
+    if times is not None and md.get("timed", True):
+        md["timed"] = True
+        # normalise: samples in time order within each thread (stable)
+        t = samples["time_ns"].to_numpy()
+        if len(t) and (np.diff(t) < 0).any():
+            samples = samples.iloc[np.argsort(t, kind="stable")].reset_index(drop=True)
+    else:
+        md["timed"] = False
+    if lines is not None and not lines_are_stacks and len(lines):
+        st = sample_stack[np.asarray(lines["path"], _I64)]
+        lines = pd.DataFrame({"stack": st, "line": lines["line"], "ticks": lines["ticks"]})
+        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
+    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth})
+    return Profile(funcs, frames, stacks, samples, md, lines)
+
+
+def compact(p: Profile) -> Profile:
+    """Drop funcs, frames and stacks that no sample reaches; renumber keeping order."""
+    prefix = p.stacks["prefix"].to_numpy().astype(_I64)
+    n = len(prefix)
+    used = np.zeros(n, bool)
+    s = np.unique(p.samples["stack"].to_numpy())
+    used[s] = True
+    if len(p.lines):
+        used[p.lines["stack"].to_numpy()] = True
+    # mark every ancestor of a used stack: one step up per iteration, only new ones walk on
+    cur = np.flatnonzero(used)
+    while len(cur):
+        par = prefix[cur]
+        par = np.unique(par[par >= 0])
+        par = par[~used[par]]
+        used[par] = True
+        cur = par
+    new_id = np.cumsum(used) - 1
+    st = p.stacks[used].copy()
+    st["prefix"] = np.where(st["prefix"] >= 0, new_id[np.maximum(st["prefix"].to_numpy(), 0)], -1)
+    st.index = pd.RangeIndex(len(st))
+    fr_used = np.zeros(len(p.frames), bool)
+    fr_used[st["frame"].to_numpy()] = True
+    fr_new = np.cumsum(fr_used) - 1
+    st["frame"] = fr_new[st["frame"].to_numpy()]
+    frames = p.frames[fr_used].copy()
+    frames.index = pd.RangeIndex(len(frames))
+    fu_used = np.zeros(len(p.funcs), bool)
+    fu_used[frames["func"].to_numpy()] = True
+    fu_new = np.cumsum(fu_used) - 1
+    frames["func"] = fu_new[frames["func"].to_numpy()]
+    funcs = p.funcs[fu_used].copy()
+    funcs.index = pd.RangeIndex(len(funcs))
+    for c in ("name", "file", "package"):
+        funcs[c] = funcs[c].cat.remove_unused_categories()
+    samples = p.samples.copy()
+    samples["stack"] = new_id[samples["stack"].to_numpy()]
+    lines = p.lines.copy()
+    if len(lines):
+        lines["stack"] = new_id[lines["stack"].to_numpy()]
+    return Profile(funcs, frames, st, samples, p.meta, lines)
+
+
+def replace_stacks(p: Profile, prefix, frame, depth, old_to_new, *, sample_mask=None, meta=None) -> Profile:
+    """A new Profile with the stack table replaced (used by transforms)."""
+    samples = p.samples if sample_mask is None else p.samples[sample_mask]
+    new_stack = old_to_new[samples["stack"].to_numpy()]
+    keep = new_stack >= 0
+    samples = samples[keep].copy()
+    samples["stack"] = new_stack[keep]
+    samples.index = pd.RangeIndex(len(samples))
+    lines = p.lines
+    if len(lines):
+        ls = old_to_new[lines["stack"].to_numpy()]
+        lines = pd.DataFrame({"stack": ls, "line": lines["line"].to_numpy(), "ticks": lines["ticks"].to_numpy()})
+        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
+    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth})
+    return Profile(p.funcs, p.frames, stacks, samples, meta if meta is not None else p.meta, lines).compact()

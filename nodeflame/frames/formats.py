@@ -1,0 +1,211 @@
+"""Format registry: readers (here, in ``frames``) and writers (registered by
+``nodeflame.writers`` so that ``frames`` never imports the layer above it).
+
+``read(path_or_file, format=None)`` sniffs the format from the content;
+``write(profile, path, format=None)`` takes it from the extension.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import FormatError, NodeflameError
+
+
+@dataclass
+class Reader:
+    name: str
+    read: Callable  # (data: bytes, source: str, **options) -> Profile
+    sniff: Callable  # (head: bytes, text_head: str | None) -> bool
+    extensions: tuple = ()
+
+
+@dataclass
+class Writer:
+    name: str
+    write: Callable  # (profile, out: binary file, **options) -> None
+    extensions: tuple = ()
+    binary: bool = False
+
+
+READERS: dict[str, Reader] = {}
+WRITERS: dict[str, Writer] = {}
+ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof": "pprof",
+           "pb": "pprof", "json": "speedscope", "txt": "text", "stacks": "raw"}
+# order in which sniffers are tried: most specific first
+SNIFF_ORDER = ["pprof", "cpuprofile", "speedscope", "perf", "raw", "folded"]
+
+
+def register_reader(name, read, sniff, extensions=()):
+    READERS[name] = Reader(name, read, sniff, tuple(extensions))
+
+
+def register_writer(name, write, extensions=(), binary=False):
+    WRITERS[name] = Writer(name, write, tuple(extensions), binary)
+
+
+def _canon(fmt: str) -> str:
+    fmt = fmt.lower().lstrip(".")
+    return ALIASES.get(fmt, fmt)
+
+
+def _load(path_or_file):
+    if isinstance(path_or_file, (bytes, bytearray)):
+        return bytes(path_or_file), "<bytes>"
+    if hasattr(path_or_file, "read"):
+        data = path_or_file.read()
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return data, getattr(path_or_file, "name", "<stream>")
+    path = os.fspath(path_or_file)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(), path
+    except FileNotFoundError:
+        raise NodeflameError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NodeflameError(f"{path}: is a directory, expected a profile file") from None
+    except PermissionError:
+        raise NodeflameError(f"{path}: permission denied") from None
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """Bytes to text: UTF-8 (with or without BOM) or UTF-16 with a BOM; CRLF kept for readers to strip."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"invalid UTF-16 at byte {e.start}", source=source,
+                              expected="text in UTF-8 or UTF-16 with a byte-order mark") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        # tolerate stray bytes (perf output of binary symbol names) but say where
+        text = data.decode("utf-8", errors="replace")
+        import warnings
+        from .errors import FormatWarning
+        warnings.warn(f"{source}:{line}: invalid UTF-8 at byte {e.start}, replaced", FormatWarning, stacklevel=3)
+        return text
+
+
+def sniff(data: bytes, source: str = "<input>") -> str:
+    """Name of the format of ``data``, decided from its content."""
+    _ensure_readers()
+    head = data[:65536]
+    text_head = None
+    if not head.startswith(b"\x1f\x8b"):
+        try:
+            text_head = decode_text(head if not head.startswith((b"\xff\xfe", b"\xfe\xff")) else data[:65536 - (65536 % 2)], source)
+        except FormatError:
+            text_head = None
+    for name in SNIFF_ORDER:
+        r = READERS.get(name)
+        if r is not None and r.sniff(head, text_head):
+            return name
+    if not data.strip():
+        raise FormatError("file is empty", source=source, expected="a profile")
+    raise FormatError("format not recognised", source=source, line=1,
+                      expected="one of " + ", ".join(SNIFF_ORDER) + " (use format=... to force one)")
+
+
+def read(path_or_file, format: str | None = None, **options):
+    """Read a profile in any supported format; the format is sniffed from the content."""
+    _ensure_readers()
+    data, source = _load(path_or_file)
+    fmt = _canon(format) if format else sniff(data, source)
+    r = READERS.get(fmt)
+    if r is None:
+        raise NodeflameError(f"unknown input format {format!r}; known: {', '.join(sorted(READERS))}")
+    if fmt != "pprof" and data.startswith(b"\x1f\x8b"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise FormatError(f"broken gzip stream: {e}", source=source) from None
+    try:
+        prof = r.read(data, source, **options)
+    except (NodeflameError, MemoryError, KeyboardInterrupt):
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, UnicodeError) as e:
+        # last line of defence: a reader bug must still name the file
+        raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}", source=source) from e
+    if prof.meta.get("source_format") is None:
+        prof.meta["source_format"] = fmt
+    if prof.meta.get("source") is None:
+        prof.meta["source"] = source
+    return prof
+
+
+def format_for_path(path, format: str | None) -> str:
+    _ensure_writers()
+    if format:
+        fmt = _canon(format)
+    else:
+        name = os.fspath(path) if not hasattr(path, "write") else getattr(path, "name", "")
+        base = os.path.basename(str(name)).lower()
+        fmt = None
+        for w in WRITERS.values():
+            for ext in w.extensions:
+                if base.endswith(ext):
+                    fmt = w.name if fmt is None or len(ext) > len(_ext_of(fmt)) else fmt
+        if fmt is None:
+            raise NodeflameError(f"cannot tell the output format from {name!r}; pass format= "
+                                 f"(one of {', '.join(sorted(WRITERS))})")
+    if fmt not in WRITERS:
+        raise NodeflameError(f"unknown output format {format!r}; known: {', '.join(sorted(WRITERS))}")
+    return fmt
+
+
+def _ext_of(fmt):
+    w = WRITERS[fmt]
+    return max(w.extensions, key=len) if w.extensions else ""
+
+
+def write(profile, path, format: str | None = None, **options) -> None:
+    fmt = format_for_path(path, format)
+    w = WRITERS[fmt]
+    if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase):
+            buf = io.BytesIO()
+            w.write(profile, buf, **options)
+            path.write(buf.getvalue().decode("utf-8"))
+        else:
+            w.write(profile, path, **options)
+        return
+    tmp = os.fspath(path) + ".tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            w.write(profile, fh, **options)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def render(profile, format: str, **options) -> str | bytes:
+    _ensure_writers()
+    fmt = _canon(format)
+    if fmt not in WRITERS:
+        raise NodeflameError(f"unknown output format {format!r}; known: {', '.join(sorted(WRITERS))}")
+    buf = io.BytesIO()
+    WRITERS[fmt].write(profile, buf, **options)
+    data = buf.getvalue()
+    return data if WRITERS[fmt].binary else data.decode("utf-8")
+
+
+def _ensure_readers():
+    if not READERS:
+        from . import readers  # noqa: F401  (registers the readers)
+
+
+def _ensure_writers():
+    if not WRITERS:
+        raise NodeflameError("no writers registered: import nodeflame (not only nodeflame.frames)")

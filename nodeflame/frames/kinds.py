@@ -1,0 +1,75 @@
+"""What a frame is: its kind and npm package, classified from name and file."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+KINDS = ("js", "deps", "node", "builtin", "native", "kernel", "gc", "idle", "program")
+
+_SPECIAL = {
+    "(garbage collector)": "gc",
+    "(gc)": "gc",
+    "(idle)": "idle",
+    "(program)": "program",
+    "(root)": "program",
+}
+
+# node_modules/<name> or node_modules/@scope/<name>; the last node_modules wins.
+_PKG = re.compile(r"node_modules[/\\]((?:@[^/\\]+[/\\])?[^/\\]+)(?!.*node_modules[/\\])")
+_JS_FILE = re.compile(r"\.(?:[cm]?js|[cm]?ts|jsx|tsx|coffee)$|^(?:file|https?|webpack)://", re.I)
+_KERNEL_SYM = re.compile(r"^(?:entry_SYSCALL|__x64_sys_|do_syscall|__sys_|sys_|ksys_|asm_|irq_|__irqentry)")
+
+
+def package_of(file: str) -> str:
+    """npm package name of a file under node_modules, else ''."""
+    if not file or "node_modules" not in file:
+        return ""
+    m = _PKG.search(file)
+    return m.group(1).replace("\\", "/") if m else ""
+
+
+def classify(name: str, file: str = "", hint: str | None = None) -> str:
+    """Kind of one function.
+
+    ``hint`` is what the reader already knows (perf's ``[kernel.kallsyms]``
+    gives ``kernel``, FlameGraph's ``_[j]`` gives a JIT frame, ...).  A JIT hint
+    is refined by the file: node_modules -> deps, ``node:`` -> node.
+    """
+    special = _SPECIAL.get(name)
+    if special:
+        return special
+    if hint in ("kernel", "gc", "idle", "program", "native", "builtin"):
+        return hint
+    f = file or ""
+    if f.startswith("node:") or f.startswith("internal/") or f in ("node.js", "events.js", "timers.js", "module.js", "fs.js", "net.js", "stream.js", "buffer.js"):
+        return "node"
+    if "node_modules" in f:
+        return "deps"
+    if f:
+        return "js"
+    if hint == "js":
+        return "js"
+    if hint == "jit-builtin":
+        return "builtin"
+    return "native"
+
+
+def classify_many(names, files, hints=None) -> np.ndarray:
+    """Vectorised over unique (name, file, hint) triples."""
+    n = len(names)
+    if hints is None:
+        hints = [None] * n
+    cache: dict = {}
+    out = np.empty(n, dtype=object)
+    for i, key in enumerate(zip(names, files, hints)):
+        k = cache.get(key)
+        if k is None:
+            k = cache[key] = classify(*key)
+        out[i] = k
+    return out
+
+
+def kind_categorical(values) -> pd.Categorical:
+    return pd.Categorical(values, categories=list(KINDS))

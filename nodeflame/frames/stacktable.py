@@ -1,0 +1,190 @@
+"""Vectorised construction and rewriting of prefix stack tables.
+
+A stack table is three parallel arrays ``prefix`` (-1 for a root frame),
+``frame`` and ``depth`` in which every parent comes before its children.  All
+functions here work one depth level at a time with numpy: the loop is over
+levels, never over stacks or samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_I = np.int64
+
+
+def _level_segments(depth: np.ndarray):
+    """Yield (d, indices) for each depth level, shallowest first."""
+    if len(depth) == 0:
+        return
+    order = np.argsort(depth, kind="stable")
+    d_sorted = depth[order]
+    bounds = np.flatnonzero(np.diff(d_sorted)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(order)]))
+    for s, e in zip(starts, ends):
+        yield int(d_sorted[s]), order[s:e]
+
+
+class _Interner:
+    """Assigns stack ids to (prefix, frame) keys, level by level.
+
+    Storage is preallocated for ``capacity`` stacks (an upper bound the caller
+    knows), so reading back a parent's frame or depth is O(1)."""
+
+    def __init__(self, nframes: int, capacity: int):
+        self.nframes = max(int(nframes), 1)
+        self.prefix = np.empty(capacity, _I)
+        self.frame = np.empty(capacity, _I)
+        self.depth = np.empty(capacity, _I)
+        self.count = 0
+
+    def add_level(self, parent: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Intern keys (parent, frame); returns the stack id of each key."""
+        if len(parent) == 0:
+            return np.empty(0, _I)
+        parent = parent.astype(_I, copy=False)
+        key = (parent + 1) * self.nframes + frame.astype(_I, copy=False)
+        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        k = len(uniq)
+        c = self.count
+        up = parent[first]
+        self.prefix[c:c + k] = up
+        self.frame[c:c + k] = frame[first]
+        self.depth[c:c + k] = np.where(up >= 0, self.depth[np.maximum(up, 0)] + 1, 0)
+        self.count = c + k
+        return (c + inv.reshape(-1)).astype(_I)
+
+    def result(self):
+        c = self.count
+        return self.prefix[:c].copy(), self.frame[:c].copy(), self.depth[:c].copy()
+
+
+def paths_to_stacks(offsets: np.ndarray, flat_frames: np.ndarray, nframes: int):
+    """Intern root-first paths given in CSR form.
+
+    ``offsets`` has n+1 entries; path i is ``flat_frames[offsets[i]:offsets[i+1]]``
+    (root first).  Returns ``(prefix, frame, depth, path_stack)`` where
+    ``path_stack[i]`` is the stack id of path i's leaf (-1 for an empty path).
+    """
+    offsets = np.asarray(offsets, _I)
+    flat_frames = np.asarray(flat_frames, _I)
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    path_of = np.repeat(np.arange(n, dtype=_I), lengths)
+    depth_flat = np.arange(len(flat_frames), dtype=_I) - offsets[:-1][path_of]
+    cur = np.full(n, -1, _I)
+    it = _Interner(nframes, len(flat_frames))
+    for _d, idx in _level_segments(depth_flat):
+        paths = path_of[idx]
+        cur[paths] = it.add_level(cur[paths], flat_frames[idx])
+    prefix, frame, depth = it.result()
+    return prefix, frame, depth, cur
+
+
+def node_depths(parent: np.ndarray) -> np.ndarray:
+    """Depth of every node of a parent-pointer tree, by pointer doubling."""
+    parent = np.asarray(parent, _I)
+    n = len(parent)
+    if n == 0:
+        return np.empty(0, _I)
+    if np.any(parent >= n) or np.any(parent < -1):
+        raise ValueError("parent index out of range")
+    jump = parent.copy()
+    dist = (jump >= 0).astype(_I)
+    for _ in range(70):
+        active = jump >= 0
+        if not active.any():
+            return dist
+        j = np.maximum(jump, 0)
+        dist = np.where(active, dist + dist[j], dist)
+        jump = np.where(active, jump[j], -1)
+    raise ValueError("cycle in the node tree")
+
+
+def tree_to_stacks(parent: np.ndarray, frame: np.ndarray, nframes: int):
+    """Intern a node tree (``parent[i]`` = index of i's parent, -1 for roots).
+
+    Nodes may come in any order; nodes with the same path of frames merge.
+    A node whose frame is -1 is transparent: its children attach to its parent
+    (used for artificial roots such as V8's ``(root)``).
+    Returns ``(prefix, frame, depth, node_stack)``.
+    """
+    parent = np.asarray(parent, _I)
+    frame = np.asarray(frame, _I)
+    n = len(parent)
+    depth = node_depths(parent)
+    cur = np.full(n, -1, _I)
+    it = _Interner(nframes, n)
+    for _d, idx in _level_segments(depth):
+        p = parent[idx]
+        pst = np.where(p >= 0, cur[np.maximum(p, 0)], -1)
+        f = frame[idx]
+        keep = f >= 0
+        res = pst.copy()
+        if keep.any():
+            res[keep] = it.add_level(pst[keep], f[keep])
+        cur[idx] = res
+    pr, fr, de = it.result()
+    return pr, fr, de, cur
+
+
+def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
+            frame_map: np.ndarray, collapse_same=None):
+    """Rewrite a stack table through a frame mapping.
+
+    ``frame_map[f]`` is the new frame id of old frame f, or -1 to drop the frame
+    (its children attach to its parent; what becomes equal merges).  If
+    ``collapse_same`` is given (an array mapping *new* frame ids to a key such as
+    the function), a frame whose key equals its new parent's key is dropped too,
+    so direct recursion merges into one level.
+
+    Returns ``(new_prefix, new_frame, new_depth, old_to_new)`` where
+    ``old_to_new[s]`` is the new stack of old stack s (-1 if every frame of s
+    was dropped).
+    """
+    prefix = np.asarray(prefix, _I)
+    frame = np.asarray(frame, _I)
+    depth = np.asarray(depth, _I)
+    frame_map = np.asarray(frame_map, _I)
+    n = len(prefix)
+    nframes = int(frame_map.max()) + 1 if len(frame_map) else 1
+    old_to_new = np.full(n, -1, _I)
+    it = _Interner(nframes, n)
+    for _d, idx in _level_segments(depth):
+        p = prefix[idx]
+        newp = np.where(p >= 0, old_to_new[np.maximum(p, 0)], -1)
+        nf = frame_map[frame[idx]]
+        keep = nf >= 0
+        if collapse_same is not None and it.count:
+            pf = np.where(newp >= 0, it.frame[np.maximum(newp, 0)], -1)
+            same = (newp >= 0) & keep & (collapse_same[np.maximum(pf, 0)] == collapse_same[np.maximum(nf, 0)])
+            keep &= ~same
+        res = newp.copy()
+        if keep.any():
+            res[keep] = it.add_level(newp[keep], nf[keep])
+        old_to_new[idx] = res
+    pr, fr, de = it.result()
+    return pr, fr, de, old_to_new
+
+
+def stack_paths(prefix: np.ndarray, stacks: np.ndarray, values: np.ndarray | None = None):
+    """Root-first paths of ``stacks`` in CSR form: ``(offsets, flat_stack_ids)``.
+
+    Walks all requested stacks towards the root together, one level per step.
+    """
+    prefix = np.asarray(prefix, _I)
+    stacks = np.asarray(stacks, _I)
+    depth = node_depths(prefix) if values is None else values
+    lengths = np.where(stacks >= 0, depth[np.maximum(stacks, 0)] + 1, 0)
+    offsets = np.zeros(len(stacks) + 1, _I)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), _I)
+    pos = offsets[1:] - 1  # leaf goes last
+    cur = stacks.copy()
+    idx = np.flatnonzero(cur >= 0)
+    while len(idx):
+        flat[pos[idx]] = cur[idx]
+        pos[idx] -= 1
+        cur[idx] = prefix[cur[idx]]
+        idx = idx[cur[idx] >= 0]
+    return offsets, flat

@@ -1,0 +1,266 @@
+"""Derived views of a Profile: call trees, top table, long view, flame layout.
+
+All vectorised with numpy; loops run over depth levels, never over samples,
+stacks or nodes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .stacktable import _level_segments, paths_to_stacks, restack, stack_paths
+
+_I64 = np.int64
+
+
+def _func_tree(p):
+    """Function-level top-down tree: stacks merged where the functions agree.
+
+    Returns (prefix, func, depth, stack_to_node)."""
+    c = p._cache.get("func_tree")
+    if c is None:
+        a = p._arrays()
+        c = restack(a["prefix"], a["frame"], a["depth"], a["frame_func"])
+        p._cache["func_tree"] = c
+    return c
+
+
+def _accumulate(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np.ndarray:
+    """Subtree totals: self plus all descendants, children before parents."""
+    total = self_w.astype(_I64).copy()
+    if len(total) == 0:
+        return total
+    levels = list(_level_segments(depth))
+    for _d, idx in reversed(levels):
+        par = prefix[idx]
+        ok = par >= 0
+        if ok.any():
+            total += np.bincount(par[ok], weights=total[idx[ok]], minlength=len(total)).astype(_I64)
+    return total
+
+
+def _tree_frame(p, prefix, func, depth, self_w, total) -> pd.DataFrame:
+    f = p.funcs
+    fi = func.astype(_I64)
+    return pd.DataFrame({
+        "parent": prefix.astype(_I64),
+        "depth": depth.astype(np.int32),
+        "func": fi,
+        "name": f["name"].to_numpy()[fi] if len(fi) else [],
+        "file": f["file"].to_numpy()[fi] if len(fi) else [],
+        "line": f["line"].to_numpy()[fi] if len(fi) else np.empty(0, np.int32),
+        "kind": f["kind"].to_numpy()[fi] if len(fi) else [],
+        "self": self_w.astype(_I64),
+        "total": total.astype(_I64),
+    }).astype({"name": "category", "file": "category", "kind": "category"})
+
+
+def call_tree(p, inverted: bool = False) -> pd.DataFrame:
+    """Call tree by function; index = node id, parents before children.
+
+    Top-down: a node per distinct root-first path of functions.  Bottom-up
+    (``inverted``): roots are the functions samples ended in, children their
+    callers; ``total`` of a node is the weight of samples whose stack ends with
+    that path, and ``self`` is non-zero only at the roots."""
+    key = f"tree_{inverted}"
+    if key in p._cache:
+        return p._cache[key]
+    if not inverted:
+        prefix, func, depth, s2n = _func_tree(p)
+        sw = p.stack_weights()
+        self_w = np.bincount(s2n, weights=sw, minlength=len(prefix)).astype(_I64) if len(s2n) else np.zeros(len(prefix), _I64)
+        total = _accumulate(prefix, depth, self_w)
+        out = _tree_frame(p, prefix, func, depth, self_w, total)
+    else:
+        a = p._arrays()
+        sw = p.stack_weights()
+        leaves = np.flatnonzero(sw > 0)
+        offsets, flat = stack_paths(a["prefix"], leaves, a["depth"])
+        # reverse each path: leaf first
+        n = len(leaves)
+        lengths = np.diff(offsets)
+        path_of = np.repeat(np.arange(n), lengths)
+        pos = np.arange(len(flat)) - offsets[:-1][path_of]
+        rev = offsets[:-1][path_of] + (lengths[path_of] - 1 - pos)
+        funcs_flat = a["stack_func"][flat[rev]]
+        prefix, func, depth, path_node = paths_to_stacks(offsets, funcs_flat, len(p.funcs))
+        # a path's weight belongs to every node on it: deposit at its end, accumulate up
+        dep = np.bincount(path_node, weights=sw[leaves], minlength=len(prefix)).astype(_I64)
+        total = _accumulate(prefix, depth, dep)
+        self_w = np.where(depth == 0, total, 0)
+        out = _tree_frame(p, prefix, func, depth, self_w, total)
+    p._cache[key] = out
+    return out
+
+
+def func_self_total(p):
+    """(self, total) weight per function; total counts recursion once per sample."""
+    c = p._cache.get("func_self_total")
+    if c is not None:
+        return c
+    nf = len(p.funcs)
+    a = p._arrays()
+    sw = p.stack_weights()
+    self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf).astype(_I64) if len(sw) else np.zeros(nf, _I64)
+    prefix, func, depth, s2n = _func_tree(p)
+    tw = np.bincount(s2n, weights=sw, minlength=len(prefix)).astype(_I64) if len(s2n) else np.zeros(0, _I64)
+    total_node = _accumulate(prefix, depth, tw)
+    # a node is recursive when its function appears among its ancestors
+    rec = np.zeros(len(prefix), bool)
+    idx = np.flatnonzero(prefix >= 0)
+    cur = prefix[idx]
+    while len(idx):
+        hit = func[cur] == func[idx]
+        rec[idx[hit]] = True
+        cur = prefix[cur]
+        alive = (~hit) & (cur >= 0)
+        idx, cur = idx[alive], cur[alive]
+    keep = ~rec
+    total_f = np.bincount(func[keep], weights=total_node[keep], minlength=nf).astype(_I64)
+    c = (self_f, total_f)
+    p._cache["func_self_total"] = c
+    return c
+
+
+def top(p, n: int | None = 20, by: str = "self") -> pd.DataFrame:
+    """Self and total per function, heaviest first, with shares of the whole."""
+    if by not in ("self", "total"):
+        raise ValueError("by must be 'self' or 'total'")
+    self_f, total_f = func_self_total(p)
+    whole = max(p.total, 1)
+    f = p.funcs
+    df = pd.DataFrame({
+        "name": f["name"], "file": f["file"], "line": f["line"], "kind": f["kind"], "package": f["package"],
+        "self": self_f, "total": total_f,
+        "self_pct": 100.0 * self_f / whole, "total_pct": 100.0 * total_f / whole,
+    })
+    df.index.name = "func"
+    other = "total" if by == "self" else "self"
+    df = df[(df["self"] > 0) | (df["total"] > 0)]
+    df = df.sort_values([by, other], ascending=False, kind="stable")
+    return df if n is None else df.head(n)
+
+
+def long_view(p) -> pd.DataFrame:
+    """One row per (sample, depth), root first."""
+    a = p._arrays()
+    s = p.samples
+    sst = s["stack"].to_numpy().astype(_I64)
+    uniq, inv = np.unique(sst, return_inverse=True)
+    off_u, flat_u = stack_paths(a["prefix"], uniq, a["depth"])
+    len_u = np.diff(off_u)
+    lens = len_u[inv]
+    sample = np.repeat(np.arange(len(s)), lens)
+    start = np.repeat(off_u[:-1][inv], lens)
+    row_start = np.repeat(np.cumsum(lens) - lens, lens)
+    depth = np.arange(len(sample)) - row_start
+    stack = flat_u[start + depth]
+    frame = a["frame"][stack]
+    func = a["frame_func"][frame]
+    f = p.funcs
+    return pd.DataFrame({
+        "sample": sample, "depth": depth.astype(np.int32), "stack": stack, "frame": frame, "func": func,
+        "name": f["name"].to_numpy()[func], "file": f["file"].to_numpy()[func],
+        "line": p.frames["line"].to_numpy()[frame], "kind": f["kind"].to_numpy()[func],
+        "package": f["package"].to_numpy()[func],
+        "thread": s["thread"].to_numpy()[sample], "time_ns": s["time_ns"].to_numpy()[sample],
+        "weight": s["weight"].to_numpy()[sample],
+    }).astype({"name": "category", "file": "category", "kind": "category", "package": "category",
+               "thread": "category"})
+
+
+def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Flame-graph rectangles for the call tree.
+
+    Returns one row per drawn node (parents before children): ``parent``
+    (row of the parent, -1 at the root level), ``depth``, ``x0``/``x1`` in
+    weight units (the root level spans 0..total), ``total``, ``self``,
+    ``func`` (-1 for an "other" node), ``label``, ``kind``, ``other`` (number
+    of nodes merged into an "other" node, 0 otherwise).
+
+    Siblings are ordered alphabetically by label (as flamegraph.pl does), an
+    "other" node last.  Nodes narrower than ``minwidth`` (a fraction of the
+    whole, e.g. 0.1 px / 1200 px) are merged per parent into one explicit
+    "other" node and their descendants are not drawn.
+    """
+    t = tree if tree is not None else call_tree(p, inverted=inverted)
+    whole = float(t.loc[t["depth"] == 0, "total"].sum()) if len(t) else 0.0
+    thr = minwidth * whole
+    parent = t["parent"].to_numpy()
+    depth = t["depth"].to_numpy().astype(_I64)
+    total = t["total"].to_numpy()
+    selfw = t["self"].to_numpy()
+    func = t["func"].to_numpy()
+    labels = p.func_labels()
+    # alphabetical rank of each function's label, computed once
+    order = np.argsort(labels.astype(str), kind="stable") if len(labels) else np.empty(0, _I64)
+    rank = np.empty(len(labels), _I64)
+    rank[order] = np.arange(len(labels))
+    kinds = p.funcs["kind"].astype(str).to_numpy(object)
+
+    lay_of_node = np.full(len(t), -1, _I64)
+    cols = {k: [] for k in ("parent", "depth", "x0", "total", "self", "func", "other")}
+    count = 0
+    x0_arr = np.zeros(2 * len(t) + 1, np.float64)  # by layout id; at most one 'other' per node
+    for d, idx in _level_segments(depth):
+        par = parent[idx]
+        if d == 0:
+            play = np.full(len(idx), -1, _I64)
+        else:
+            play = lay_of_node[par]
+            vis = play >= 0
+            idx, play = idx[vis], play[vis]
+        if len(idx) == 0:
+            break
+        big = total[idx] >= thr if thr > 0 else np.ones(len(idx), bool)
+        b_idx, b_play = idx[big], play[big]
+        # "other" per parent for the small ones
+        s_play = play[~big]
+        if len(s_play):
+            o_par, o_inv = np.unique(s_play, return_inverse=True)
+            o_tot = np.bincount(o_inv, weights=total[idx[~big]]).astype(_I64)
+            o_self = np.bincount(o_inv, weights=selfw[idx[~big]]).astype(_I64)
+            o_cnt = np.bincount(o_inv).astype(_I64)
+        else:
+            o_par = np.empty(0, _I64)
+            o_tot = o_self = o_cnt = np.empty(0, _I64)
+        e_par = np.concatenate([b_play, o_par])
+        e_tot = np.concatenate([total[b_idx], o_tot]).astype(_I64)
+        e_self = np.concatenate([selfw[b_idx], o_self]).astype(_I64)
+        e_func = np.concatenate([func[b_idx], np.full(len(o_par), -1, _I64)])
+        e_other = np.concatenate([np.zeros(len(b_idx), _I64), o_cnt])
+        e_node = np.concatenate([b_idx, np.full(len(o_par), -1, _I64)])
+        e_rank = np.where(e_func >= 0, rank[np.maximum(e_func, 0)], len(labels))
+        srt = np.lexsort((e_rank, e_par))
+        e_par, e_tot, e_self, e_func, e_other, e_node = (x[srt] for x in (e_par, e_tot, e_self, e_func, e_other, e_node))
+        cs = np.cumsum(e_tot)
+        excl = cs - e_tot
+        new_group = np.ones(len(e_par), bool)
+        new_group[1:] = e_par[1:] != e_par[:-1]
+        gstart = np.maximum.accumulate(np.where(new_group, np.arange(len(e_par)), 0))
+        within = excl - excl[gstart]
+        base = np.where(e_par >= 0, x0_arr[np.maximum(e_par, 0)], 0.0)
+        x0 = base + within
+        ids = np.arange(count, count + len(e_par))
+        has = e_node >= 0
+        lay_of_node[e_node[has]] = ids[has]
+        count += len(e_par)
+        x0_arr[ids] = x0
+        for k, v in (("parent", e_par), ("depth", np.full(len(e_par), d, _I64)), ("total", e_tot),
+                     ("self", e_self), ("func", e_func), ("other", e_other)):
+            cols[k].append(v)
+        cols["x0"].append(x0)
+    if count == 0:
+        return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
+                             "func": [], "label": [], "kind": [], "other": []})
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    fsafe = np.maximum(out["func"], 0)
+    lab = np.where(out["func"] >= 0, labels[fsafe] if len(labels) else "", "other")
+    lab = np.where(out["other"] > 0, np.char.add("other (", np.char.add(out["other"].astype(str), " frames)")).astype(object), lab)
+    kind = np.where(out["func"] >= 0, kinds[fsafe] if len(kinds) else "", "other")
+    return pd.DataFrame({
+        "parent": out["parent"], "depth": out["depth"].astype(np.int32),
+        "x0": out["x0"].astype(np.float64), "x1": (out["x0"] + out["total"]).astype(np.float64),
+        "total": out["total"], "self": out["self"], "func": out["func"],
+        "label": lab, "kind": kind, "other": out["other"],
+    })

@@ -1,0 +1,86 @@
+"""torch's text tree: ``Total samples: N`` then ``count name`` lines, two spaces per level."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..frames.formats import register_writer
+from ..frames.views import call_tree
+
+
+def tree_order(t, key: str = "total"):
+    """Depth-first order of a call tree with children sorted heaviest first (ties by name).
+
+    Vectorised: a node's sort key is the path of its ancestors' sibling ranks,
+    so one lexsort over per-level rank columns gives the pre-order."""
+    n = len(t)
+    if n == 0:
+        return np.empty(0, np.int64)
+    parent = t["parent"].to_numpy()
+    depth = t["depth"].to_numpy()
+    w = t[key].to_numpy()
+    names = t["name"].astype(str).to_numpy()
+    # rank among siblings: heavier first, then by name
+    name_rank = np.unique(names, return_inverse=True)[1]
+    sib = np.lexsort((name_rank, -w, parent))
+    rank = np.empty(n, np.int64)
+    grp_start = np.ones(n, bool)
+    grp_start[1:] = parent[sib][1:] != parent[sib][:-1]
+    pos = np.arange(n)
+    start_pos = np.maximum.accumulate(np.where(grp_start, pos, 0))
+    rank[sib] = pos - start_pos
+    # global sibling-rank code of each node's path: encode path as ordinal in a pre-order
+    # computed level by level: order[node] = order among nodes of its level, by (order[parent], rank)
+    from ..frames.stacktable import _level_segments
+    ordinal = np.zeros(n, np.int64)
+    for d, idx in _level_segments(depth.astype(np.int64)):
+        if d == 0:
+            o = np.lexsort((rank[idx],))
+        else:
+            o = np.lexsort((rank[idx], ordinal[parent[idx]]))
+        ordinal[idx[o]] = np.arange(len(idx))
+    # pre-order: sort by (ordinal path). Build via subtree sizes: position = parent's position + 1 + sizes of earlier siblings
+    size = np.ones(n, np.int64)
+    levels = list(_level_segments(depth.astype(np.int64)))
+    for d, idx in reversed(levels):
+        par = parent[idx]
+        ok = par >= 0
+        np.add.at(size, par[ok], size[idx[ok]])
+    position = np.zeros(n, np.int64)
+    for d, idx in levels:
+        o = idx[np.lexsort((rank[idx], ordinal[parent[idx]] if d else np.zeros(len(idx), np.int64)))]
+        par = parent[o]
+        sz = size[o]
+        cs = np.cumsum(sz) - sz
+        newg = np.ones(len(o), bool)
+        newg[1:] = par[1:] != par[:-1]
+        gstart = np.maximum.accumulate(np.where(newg, np.arange(len(o)), 0))
+        before = cs - cs[gstart]
+        base = np.where(par >= 0, position[np.maximum(par, 0)] + 1, 0)
+        position[o] = base + before
+    order = np.empty(n, np.int64)
+    order[position] = np.arange(n)
+    return order
+
+
+def render_text(p, *, inverted: bool = False, max_depth: int | None = None, min_count: int = 0) -> str:
+    t = call_tree(p, inverted=inverted)
+    labels = p.func_labels()
+    order = tree_order(t)
+    depth = t["depth"].to_numpy()
+    total = t["total"].to_numpy()
+    func = t["func"].to_numpy()
+    keep = total[order] >= max(min_count, 1)
+    if max_depth is not None:
+        keep &= depth[order] <= max_depth
+    order = order[keep]
+    unit = p.meta.get("unit") or "samples"
+    head = f"Total samples: {p.total}" if unit == "samples" else f"Total {unit}: {p.total}"
+    body = ["  " * int(depth[i]) + f"{total[i]} {labels[func[i]]}" for i in order]
+    return "\n".join([head] + body) + "\n"
+
+
+def write_text(p, out, **options):
+    out.write(render_text(p, **options).encode("utf-8"))
+
+
+register_writer("text", write_text, (".txt", ".text"))

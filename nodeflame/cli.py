@@ -1,0 +1,146 @@
+"""The command line.  ``main(argv) -> int`` so it is testable in-process.
+
+    nodeflame convert INPUT OUTPUT [--from FMT] [--to FMT] [--title T] [--width W] [--minwidth PX] [--inverted]
+    nodeflame top INPUT [-n N] [--by self|total]
+
+A user error prints one line (``nodeflame: ...``) to stderr and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .frames.errors import FormatWarning, NodeflameError
+
+# sub-commands are registered by name -> (configure parser, run); see _commands()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other user error
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _add_render_options(ap):
+    ap.add_argument("--title", help="title of an SVG flame graph")
+    ap.add_argument("--width", type=int, help="SVG width in pixels (default 1200)")
+    ap.add_argument("--minwidth", type=float, help="SVG: merge frames narrower than this many pixels into 'other'")
+    ap.add_argument("--inverted", action="store_true", help="icicle: root on top (SVG) / bottom-up tree (text)")
+
+
+def render_options(args) -> dict:
+    opts = {}
+    for k in ("title", "width", "minwidth"):
+        v = getattr(args, k, None)
+        if v is not None:
+            opts[k] = v
+    if getattr(args, "inverted", False):
+        opts["inverted"] = True
+    return opts
+
+
+def _cmd_convert(args) -> int:
+    from .frames.formats import read
+    p = read(args.input, format=args.from_fmt)
+    p.write(args.output, format=args.to_fmt, **render_options(args))
+    return 0
+
+
+def _cmd_top(args) -> int:
+    import pandas as pd
+    from .frames.formats import read
+    p = read(args.input, format=args.from_fmt)
+    df = p.top(args.n, by=args.by)
+    cols = ["self", "self_pct", "total", "total_pct", "kind", "name", "file", "line"]
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60,
+                           "display.float_format", "{:.2f}".format):
+        print(f"{p.total} {p.meta.get('unit') or 'samples'}, {len(p.funcs)} functions")
+        print(df[cols].to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="nodeflame", description="Profile running Node.js processes; convert and inspect profiles.")
+    sub = ap.add_subparsers(dest="command", parser_class=_Parser)
+    c = sub.add_parser("convert", help="convert a profile between formats (format sniffed / from extension)")
+    c.add_argument("input")
+    c.add_argument("output")
+    c.add_argument("--from", dest="from_fmt", help="input format (default: sniffed from content)")
+    c.add_argument("--to", dest="to_fmt", help="output format (default: from OUTPUT's extension)")
+    _add_render_options(c)
+    c.set_defaults(run=_cmd_convert)
+    t = sub.add_parser("top", help="self and total time per function")
+    t.add_argument("input")
+    t.add_argument("-n", type=int, default=20, help="rows to show (default 20)")
+    t.add_argument("--by", choices=("self", "total"), default="self")
+    t.add_argument("--from", dest="from_fmt")
+    t.set_defaults(run=_cmd_top)
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return ap
+
+
+# functions (subparsers) -> None that add further sub-commands (capture commands append here)
+EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _load_extra_commands()
+        if argv and argv[0].isdigit():  # torch form: nodeflame <pid> <text|flame|raw> <duration>
+            return torch_main(argv)
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if not getattr(args, "run", None):
+            ap.print_help(sys.stderr)
+            return 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", FormatWarning)
+            warnings.showwarning = _show_warning
+            return int(args.run(args) or 0)
+    except _UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except NodeflameError as e:
+        print(f"nodeflame: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nodeflame: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"nodeflame: warning: {message}", file=sys.stderr)
+
+
+def torch_main(argv) -> int:
+    """``nodeflame <pid> <text|flame|raw> <duration>``: provided by the capture layer."""
+    from .cli_capture import torch_command
+    return torch_command(argv)
+
+
+def _load_extra_commands():
+    if EXTRA_COMMANDS:
+        return
+    try:
+        from .cli_capture import register_commands
+    except ModuleNotFoundError as e:  # capture commands not built yet
+        if e.name != f"{__package__}.cli_capture":
+            raise
+        return
+    EXTRA_COMMANDS.append(register_commands)
+
+
+def main_entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

@@ -136,7 +136,7 @@ def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, tim
         "thread": (pd.Categorical(np.asarray(threads, object)[keep]) if threads is not None
                    else pd.Categorical(["main"] * int(keep.sum()))),
     })
-    if times is not None and md.get("timed", True):
+    if times is not None and (meta or {}).get("timed", True):
         md["timed"] = True
         # normalise: samples in time order within each thread (stable)
         t = samples["time_ns"].to_numpy()

@@ -135,12 +135,16 @@ def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
     ``frame_map[f]`` is the new frame id of old frame f, or -1 to drop the frame
     (its children attach to its parent; what becomes equal merges).  If
     ``collapse_same`` is given (an array mapping *new* frame ids to a key such as
-    the function), a frame whose key equals its new parent's key is dropped too,
-    so direct recursion merges into one level.
+    the function), a frame whose key equals its nearest kept ancestor's key is
+    dropped too, so direct recursion merges into one level.
 
     Returns ``(new_prefix, new_frame, new_depth, old_to_new)`` where
     ``old_to_new[s]`` is the new stack of old stack s (-1 if every frame of s
     was dropped).
+
+    Two passes: over old depth levels, decide which stacks keep a frame and
+    their new depth; then intern the kept ones by new depth level, so keys
+    that become equal always meet in the same batch.
     """
     prefix = np.asarray(prefix, _I)
     frame = np.asarray(frame, _I)
@@ -148,21 +152,33 @@ def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
     frame_map = np.asarray(frame_map, _I)
     n = len(prefix)
     nframes = int(frame_map.max()) + 1 if len(frame_map) else 1
-    old_to_new = np.full(n, -1, _I)
-    it = _Interner(nframes, n)
+    nf_all = frame_map[frame] if n else np.empty(0, _I)
+    keep = nf_all >= 0
+    anc = np.full(n, -1, _I)     # nearest kept stack on the path, self included
+    nd = np.full(n, -1, _I)      # new depth of that stack
     for _d, idx in _level_segments(depth):
         p = prefix[idx]
-        newp = np.where(p >= 0, old_to_new[np.maximum(p, 0)], -1)
-        nf = frame_map[frame[idx]]
-        keep = nf >= 0
-        if collapse_same is not None and it.count:
-            pf = np.where(newp >= 0, it.frame[np.maximum(newp, 0)], -1)
-            same = (newp >= 0) & keep & (collapse_same[np.maximum(pf, 0)] == collapse_same[np.maximum(nf, 0)])
-            keep &= ~same
-        res = newp.copy()
-        if keep.any():
-            res[keep] = it.add_level(newp[keep], nf[keep])
-        old_to_new[idx] = res
+        pa = np.where(p >= 0, anc[np.maximum(p, 0)], -1)
+        k = keep[idx]
+        if collapse_same is not None:
+            pf = np.where(pa >= 0, nf_all[np.maximum(pa, 0)], -1)
+            same = (pa >= 0) & k & (collapse_same[np.maximum(pf, 0)] == collapse_same[np.maximum(nf_all[idx], 0)])
+            k = k & ~same
+            keep[idx] = k
+        pnd = np.where(pa >= 0, nd[np.maximum(pa, 0)], -1)
+        anc[idx] = np.where(k, idx, pa)
+        nd[idx] = np.where(k, pnd + 1, pnd)
+    old_to_new = np.full(n, -1, _I)
+    kept = np.flatnonzero(keep)
+    it = _Interner(nframes, len(kept))
+    for _d, sub in _level_segments(nd[kept]):
+        idx = kept[sub]
+        p = prefix[idx]
+        pa = np.where(p >= 0, anc[np.maximum(p, 0)], -1)
+        newp = np.where(pa >= 0, old_to_new[np.maximum(pa, 0)], -1)
+        old_to_new[idx] = it.add_level(newp, nf_all[idx])
+    dropped = ~keep
+    old_to_new[dropped] = np.where(anc[dropped] >= 0, old_to_new[np.maximum(anc[dropped], 0)], -1)
     pr, fr, de = it.result()
     return pr, fr, de, old_to_new
 

@@ -9,7 +9,8 @@ so a list of them can be saved, printed and replayed::
 Patterns are Python regular expressions searched in a function's display
 name, ``name file:line`` (so ``node_modules/express`` or ``:42$`` work too).
 
-The examples below are doctests: the test suite runs them.
+The examples below are doctests (the test suite runs them); each transform's
+example starts from this profile ``p``:
 
 >>> import nodeflame as nf
 >>> p = nf.read(b"main;work;parse 3\\nmain;work;gc 1\\nmain;idle 2\\n", format="folded")
@@ -73,7 +74,11 @@ class Transform:
 def parse_list(specs) -> list[Transform]:
     if isinstance(specs, (str, tuple, Transform)):
         specs = [specs]
-    return [Transform.parse(s) for s in specs]
+    try:
+        items = list(specs)
+    except TypeError:
+        raise TransformError(f"cannot read {specs!r} as a transform; expected 'name=argument' or a list of them") from None
+    return [Transform.parse(s) for s in items]
 
 
 def apply(p, specs):

@@ -1,0 +1,92 @@
+"""The layers' imports flow one way: cli -> capture -> frames <- writers <- widgets."""
+import ast
+import pathlib
+import sys
+
+import pytest
+
+PKG = pathlib.Path(__file__).resolve().parent.parent / "nodeflame"
+STDLIB = set(sys.stdlib_module_names)
+
+# layer -> layers (under nodeflame.) it may import
+ALLOWED = {
+    "frames": {"frames"},
+    "writers": {"frames", "writers"},
+    "capture": {"frames", "capture"},
+    "widgets": {"frames", "writers", "widgets"},
+}
+THIRD_PARTY = {
+    "frames": {"numpy", "pandas"},
+    "writers": {"numpy", "pandas"},
+}
+
+
+def _imports(path: pathlib.Path):
+    """(module name, lineno) of every import in a file, relative imports resolved."""
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+        pkg = parts
+    else:
+        pkg = parts[:-1]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+                if not node.module:
+                    for a in node.names:
+                        yield f"{mod}.{a.name}", node.lineno
+                    continue
+                yield mod, node.lineno
+            else:
+                yield node.module, node.lineno
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                yield node.args[0].value, node.lineno
+
+
+def _violations(layer: str):
+    bad = []
+    for path in sorted((PKG / layer).rglob("*.py")):
+        for mod, line in _imports(path):
+            top = mod.split(".")[0]
+            if top == "nodeflame":
+                sub = mod.split(".")[1] if "." in mod else ""
+                if sub not in ALLOWED[layer]:
+                    bad.append(f"{path.relative_to(PKG.parent)}:{line} imports {mod}")
+            elif layer in THIRD_PARTY and top not in STDLIB and top not in THIRD_PARTY[layer]:
+                bad.append(f"{path.relative_to(PKG.parent)}:{line} imports third-party {mod}")
+    return bad
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_layer_imports_point_one_way(layer):
+    if not (PKG / layer).is_dir():
+        pytest.skip(f"no {layer} layer yet")
+    assert _violations(layer) == []
+
+
+def test_checker_catches_a_wrong_arrow(tmp_path, monkeypatch):
+    """The walker must see relative imports that climb into another layer."""
+    fake = tmp_path / "nodeflame"
+    (fake / "frames").mkdir(parents=True)
+    (fake / "frames" / "bad.py").write_text("from ..writers import svg\nimport plotly\n")
+    monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+    v = _violations("frames")
+    assert any("nodeflame.writers" in x for x in v)
+    assert any("plotly" in x for x in v)
+
+
+def test_core_import_is_light():
+    """`import nodeflame` loads numpy and pandas only: no plotly, websocket, elftools, tqdm."""
+    import subprocess
+    code = ("import sys, nodeflame; heavy = [m for m in ('plotly', 'ipywidgets', 'websocket', 'elftools', "
+            "'tqdm', 'google.protobuf') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,236 @@
+"""The Profile model: invariants, views, transforms."""
+import doctest
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import nodeflame as nf
+from nodeflame.frames import transforms as tr_mod
+from nodeflame.frames.errors import InvariantError, TransformError
+from nodeflame.frames.views import flame_layout
+
+FOLDED = b"main;work;parse 3\nmain;work;gc 1\nmain;idle 2\n"
+
+
+def folded(text: str):
+    return nf.read(text.encode(), format="folded")
+
+
+def folded_text(p, **kw):
+    return nf.frames.formats.render(p, "folded", **kw)
+
+
+# ------------------------------------------------------------------ invariants
+
+def test_tables_have_documented_columns_and_dtypes():
+    p = folded(FOLDED.decode())
+    assert list(p.funcs.columns) == ["name", "file", "line", "column", "kind", "package"]
+    assert list(p.frames.columns) == ["func", "line", "column", "tier", "label"]
+    assert list(p.stacks.columns) == ["prefix", "frame", "depth"]
+    assert list(p.samples.columns) == ["stack", "time_ns", "weight", "thread"]
+    for df, col in ((p.funcs, "name"), (p.funcs, "file"), (p.funcs, "kind"), (p.samples, "thread")):
+        assert isinstance(df[col].dtype, pd.CategoricalDtype)
+    assert (p.stacks["prefix"].to_numpy() < np.arange(len(p.stacks))).all()
+
+
+def _broken(mutate):
+    p = folded(FOLDED.decode())
+    mutate(p)
+    return p
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p.stacks.__setitem__("prefix", np.r_[-1, 2, 0, 1, 0][: len(p.stacks)]), "parents before children"),
+    (lambda p: p.stacks.__setitem__("depth", p.stacks["depth"] + 1), "depth"),
+    (lambda p: p.samples.__setitem__("stack", p.samples["stack"] + 100), "samples.stack"),
+    (lambda p: p.samples.__setitem__("weight", -p.samples["weight"]), "weight negative"),
+    (lambda p: p.frames.__setitem__("func", p.frames["func"] + 100), "frames.func"),
+    (lambda p: p.funcs.__setitem__("line", p.funcs["line"] - 5), "funcs.line"),
+    (lambda p: setattr(p, "stacks", pd.concat([p.stacks, p.stacks.iloc[[0]]], ignore_index=True)), "duplicate (prefix, frame)"),
+    (lambda p: setattr(p, "samples", p.samples.set_axis(p.samples.index + 1)), "index"),
+])
+def test_validate_names_the_broken_invariant(mutate, message):
+    p = _broken(mutate)
+    with pytest.raises(InvariantError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        p.validate()
+
+
+def test_validate_checks_time_order_only_for_timed_profiles():
+    p = folded(FOLDED.decode())
+    p.samples["time_ns"] = [30, 20, 10]
+    p.validate()  # untimed: times carry no meaning
+    p.meta["timed"] = True
+    with pytest.raises(InvariantError, match="time_ns decreases"):
+        p.validate()
+
+
+# ------------------------------------------------------------------ views
+
+def test_top_counts_recursion_once_per_sample():
+    p = folded("main;fib;fib;fib 2\nmain;fib 1\nmain;other;fib 1\n")
+    t = p.top(None).set_index("name")
+    assert t.loc["fib", "total"] == 4          # not 2*3 + 1 + 1
+    assert t.loc["fib", "self"] == 4
+    assert t.loc["main", "total"] == 4
+    assert t.loc["other", "total"] == 1
+    assert t["self"].sum() == p.total
+    assert t.loc["fib", "total_pct"] == pytest.approx(100.0)
+
+
+def test_top_orders_and_limits():
+    p = folded(FOLDED.decode())
+    t = p.top(2)
+    assert list(t["name"]) == ["parse", "idle"]
+    assert list(p.top(1, by="total")["name"]) == ["main"]
+
+
+def test_top_down_tree_merges_frames_of_one_function():
+    # two frames of `work` (different lines) are one node of the function tree
+    p = nf.read(b"main;work:1;leaf 2\nmain;work:2;leaf 3\n", format="folded")
+    t = p.tree()
+    assert t["total"].max() == 5
+    assert len(t) == 5  # main, work:1, work:2 are distinct names in folded; each is its own function
+    # function tree must equal totals of the stack tree at depth 0
+    assert t.loc[t.depth == 0, "total"].sum() == p.total
+
+
+def test_bottom_up_tree():
+    p = folded(FOLDED.decode())
+    t = p.tree(inverted=True)
+    roots = t[t.depth == 0].set_index("name")["total"].to_dict()
+    assert roots == {"parse": 3, "gc": 1, "idle": 2}
+    work_under_parse = t[(t.depth == 1) & (t.name == "work")]
+    assert sorted(work_under_parse["total"]) == [1, 3]
+    assert t[t.depth == 0]["total"].sum() == p.total
+
+
+def test_long_view_has_one_row_per_sample_and_depth():
+    p = folded(FOLDED.decode())
+    lv = p.long()
+    assert len(lv) == 3 + 3 + 2
+    first = lv[lv["sample"] == lv["sample"].iloc[0]]
+    assert list(first["depth"]) == list(range(len(first)))
+    assert (lv.groupby("sample")["name"].first() == "main").all()
+    # pandas questions work directly: weight per function at any depth
+    assert lv.groupby("name", observed=True)["weight"].sum()["work"] == 4
+
+
+def test_flame_layout_nests_children_in_parents():
+    p = folded(FOLDED.decode())
+    lay = flame_layout(p)
+    par = lay["parent"].to_numpy()
+    ok = par >= 0
+    assert (lay["x0"].to_numpy()[ok] >= lay["x0"].to_numpy()[par[ok]]).all()
+    assert (lay["x1"].to_numpy()[ok] <= lay["x1"].to_numpy()[par[ok]]).all()
+    kids = lay[lay.parent == 0]
+    assert list(kids["label"]) == ["idle", "work"]  # alphabetical, like flamegraph.pl
+    assert kids["x0"].iloc[1] == kids["x1"].iloc[0]
+
+
+def test_flame_layout_merges_narrow_nodes_into_explicit_other():
+    lines = ["main;big 1000"] + [f"main;small{i};leaf 1" for i in range(20)]
+    p = folded("\n".join(lines))
+    lay = flame_layout(p, minwidth=0.01)
+    other = lay[lay["other"] > 0]
+    assert len(other) == 1
+    assert other["total"].iloc[0] == 20 and other["other"].iloc[0] == 20
+    assert "other (20 frames)" == other["label"].iloc[0]
+    assert not lay["label"].str.startswith("small").any()
+    # nothing is lost: the root's children sum to the root
+    assert lay[lay.parent == 0]["total"].sum() == 1020
+
+
+# ------------------------------------------------------------------ transforms
+
+def test_transform_docstrings_show_what_they_do():
+    p = nf.read(FOLDED, format="folded")
+    res = doctest.testmod(tr_mod, extraglobs={"nf": nf, "p": p}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted >= 6 and res.failed == 0
+
+
+def test_transforms_have_a_stable_string_form_that_replays():
+    p = folded(FOLDED.decode())
+    q = p.apply(["focus=work", "hide=^gc$", "merge-recursion"])
+    assert q.meta["transforms"] == ["focus=work", "hide=^gc$", "merge-recursion"]
+    r = p.apply(q.meta["transforms"])
+    assert folded_text(r) == folded_text(q)
+    assert q.total == 4
+
+
+@pytest.mark.parametrize("spec, msg", [("nope=1", "unknown transform"), ("focus=(", "invalid regular"),
+                                       ("slice=abc", "START:END"), (42, "cannot read")])
+def test_bad_transforms_are_user_errors(spec, msg):
+    with pytest.raises(TransformError, match=msg):
+        folded(FOLDED.decode()).apply(spec)
+
+
+def test_slice_needs_times():
+    with pytest.raises(TransformError, match="no sample times"):
+        folded(FOLDED.decode()).slice(0, 10)
+
+
+def test_slice_and_thread_on_a_timed_profile():
+    from nodeflame.frames.build import FrameTable, build_profile
+    ft = FrameTable()
+    a, b = ft.add("a", "/x.js", 1), ft.add("b", "/x.js", 5)
+    p = build_profile(ft, np.array([0, 1, 3, 4]), np.array([a, a, b, a]), times=[10, 20, 30],
+                      threads=["main", "worker", "main"])
+    assert p.meta["timed"]
+    assert p.slice(15, 31).total == 2
+    assert p.slice(None, 20).total == 1
+    assert p.thread("^work").total == 1
+    assert p.thread("^work").threads == ["worker"]
+
+
+# ------------------------------------------------------------------ properties
+
+name = st.text(alphabet=st.characters(blacklist_characters=";\r\n\x00", blacklist_categories=("Cs",)),
+               min_size=1, max_size=6).filter(lambda s: s.strip() == s and s and not s.startswith(("#", "//")))
+stacks = st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "fib", "node:x", "π"]) | name,
+                                     min_size=1, max_size=8),
+                            st.integers(1, 50)), min_size=1, max_size=25)
+
+
+def _expected_folded(rows):
+    agg = {}
+    for frames, n in rows:
+        key = ";".join(frames)
+        agg[key] = agg.get(key, 0) + n
+    return "".join(f"{k} {v}\n" for k, v in sorted(agg.items()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(stacks)
+def test_folded_round_trip(rows):
+    text = "".join(f"{';'.join(f)} {n}\n" for f, n in rows)
+    p = folded(text).validate()
+    assert folded_text(p) == _expected_folded(rows)
+    again = folded(folded_text(p))
+    assert folded_text(again) == folded_text(p)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stacks, st.sampled_from(["a", "b", "fib", "^c$", "π|node"]))
+def test_transform_invariants(rows, pattern):
+    p = folded("".join(f"{';'.join(f)} {n}\n" for f, n in rows))
+    foc, ign = p.focus(pattern).validate(), p.ignore(pattern).validate()
+    assert foc.total + ign.total == p.total
+    hid = p.hide(pattern).validate()
+    # hide keeps every sample that has at least one frame left
+    import re
+    rx = re.compile(pattern)
+    survivors = sum(n for f, n in rows if any(not rx.search(x) for x in f))
+    assert hid.total == survivors
+    assert not any(rx.search(lbl) for lbl in hid.func_labels())
+    mr = p.merge_recursion().validate()
+    assert mr.total == p.total
+    a = mr._arrays()
+    par = a["prefix"]
+    ok = par >= 0
+    assert not (a["stack_func"][ok] == a["stack_func"][par[ok]]).any()
+    # self sums to the total; no function's total exceeds the whole
+    t = p.top(None)
+    assert t["self"].sum() == p.total
+    assert (t["total"] <= p.total).all() and (t["total"] >= t["self"]).all()

@@ -1,0 +1,397 @@
+"""Process helpers for the capture backends, read from /proc (Linux).
+
+Everything here only reads /proc or sends a signal that was checked first;
+nothing attaches to or stops a process.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+
+from .base import Target, TargetError
+
+PROC = "/proc"
+
+
+# ---------------------------------------------------------------------- basics
+def _read(path: str, binary: bool = False):
+    with open(path, "rb" if binary else "r") as fh:
+        return fh.read()
+
+
+def exists(pid: int) -> bool:
+    """True while /proc/<pid> exists and is not a zombie."""
+    st = state(pid)
+    return st is not None and st not in ("Z", "X")
+
+
+def state(pid: int) -> str | None:
+    """One-letter process state (R, S, D, T, t, Z, ...) or None when the pid is gone."""
+    try:
+        stat = _read(f"{PROC}/{pid}/stat")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: the state follows the LAST ')'
+    try:
+        return stat[stat.rindex(")") + 2]
+    except (ValueError, IndexError):
+        return None
+
+
+def status(pid: int) -> dict:
+    """/proc/<pid>/status as a dict of strings ({} when gone)."""
+    try:
+        text = _read(f"{PROC}/{pid}/status")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def tracer_pid(pid: int) -> int:
+    try:
+        return int(status(pid).get("TracerPid", "0"))
+    except ValueError:
+        return 0
+
+
+def uid_of(pid: int) -> int | None:
+    try:
+        return int(status(pid)["Uid"].split()[0])
+    except (KeyError, ValueError, IndexError):
+        return None
+
+
+def exe(pid: int) -> str:
+    """Path of the executable (/proc/<pid>/exe), '' when not readable (another user's process)."""
+    try:
+        return os.readlink(f"{PROC}/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        data = _read(f"{PROC}/{pid}/cmdline", binary=True)
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1]] if data else []
+
+
+def comm(pid: int) -> str:
+    try:
+        return _read(f"{PROC}/{pid}/comm").strip()
+    except OSError:
+        return ""
+
+
+def environ(pid: int) -> dict | None:
+    """The process's initial environment, or None when not readable."""
+    try:
+        data = _read(f"{PROC}/{pid}/environ", binary=True)
+    except OSError:
+        return None
+    env = {}
+    for item in data.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            env[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+    return env
+
+
+def threads(pid: int) -> dict[int, str]:
+    """tid -> thread name (comm) of every thread of pid."""
+    out = {}
+    try:
+        tids = os.listdir(f"{PROC}/{pid}/task")
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            out[int(t)] = _read(f"{PROC}/{pid}/task/{t}/comm").strip()
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------- node
+_NODE_EXE = re.compile(r"^(node|nodejs)(\d+(\.\d+)*)?$")
+
+
+def is_node(pid: int) -> bool | None:
+    """True if pid runs node, False if it clearly does not, None if it cannot be told."""
+    path = exe(pid)
+    if path:
+        base = os.path.basename(path.replace(" (deleted)", ""))
+        if _NODE_EXE.match(base):
+            return True
+        # an embedded node (libnode.so) counts as node
+        try:
+            with open(f"{PROC}/{pid}/maps") as fh:
+                for line in fh:
+                    if "libnode.so" in line:
+                        return True
+        except OSError:
+            pass
+        return False
+    argv = cmdline(pid)
+    if argv:
+        return bool(_NODE_EXE.match(os.path.basename(argv[0])))
+    c = comm(pid)
+    if c:
+        return c in ("node", "nodejs", "MainThread")
+    return None
+
+
+_VERSION_CACHE: dict = {}
+
+
+def node_version(pid: int) -> str | None:
+    """'v20.20.2' for the node binary pid runs (asks that binary), None when unknown."""
+    path = exe(pid)
+    if not path:
+        return None
+    try:
+        st = os.stat(f"{PROC}/{pid}/exe")
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    except OSError:
+        return None
+    if key in _VERSION_CACHE:
+        return _VERSION_CACHE[key]
+    ver = None
+    try:
+        r = subprocess.run([f"{PROC}/{pid}/exe", "--version"], capture_output=True, text=True, timeout=10,
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        out = r.stdout.strip()
+        if re.match(r"^v\d+\.\d+\.\d+", out):
+            ver = out.split()[0]
+    except (OSError, subprocess.SubprocessError):
+        ver = None
+    _VERSION_CACHE[key] = ver
+    return ver
+
+
+def node_flags(argv: list[str], env: dict | None = None) -> list[str]:
+    """node's own options: those on the command line before the script, then NODE_OPTIONS."""
+    flags = []
+    for a in argv[1:]:
+        if not a.startswith("-") or a == "--":
+            break
+        flags.append(a)
+        if a in ("-e", "--eval", "-p", "--print", "-r", "--require", "--import", "--loader"):
+            break  # what follows is code or a module, not a flag (good enough for our checks)
+    if env and env.get("NODE_OPTIONS"):
+        try:
+            flags += shlex.split(env["NODE_OPTIONS"])
+        except ValueError:
+            flags += env["NODE_OPTIONS"].split()
+    return flags
+
+
+def has_flag(flags: list[str], *names: str) -> str | None:
+    """The first flag among ``flags`` equal to one of ``names`` or ``name=...``; '_' and '-' alike."""
+    want = {n.replace("_", "-") for n in names}
+    for f in flags:
+        k = f.split("=", 1)[0].replace("_", "-")
+        if k in want:
+            return f
+    return None
+
+
+def flag_value(flags: list[str], *names: str) -> str | None:
+    f = has_flag(flags, *names)
+    if f is None or "=" not in f:
+        return None
+    return f.split("=", 1)[1]
+
+
+def describe(pid: int) -> Target:
+    """A Target for pid (raises TargetError when there is no such process)."""
+    if not exists(pid):
+        raise TargetError(f"no process {pid}" if state(pid) is None else f"process {pid} has exited (zombie)")
+    argv = cmdline(pid)
+    env = environ(pid)
+    t = Target(pid=pid, exe=exe(pid), argv=argv, uid=uid_of(pid), is_node=is_node(pid))
+    t.node_options = node_flags(argv, env)
+    if t.is_node:
+        t.node_version = node_version(pid)
+    return t
+
+
+# ---------------------------------------------------------------------- signals
+def signal_mask(pid: int, which: str = "SigCgt") -> int:
+    """A signal mask from /proc/<pid>/status (SigCgt caught, SigIgn ignored, SigBlk blocked)."""
+    try:
+        return int(status(pid).get(which, "0"), 16)
+    except ValueError:
+        return 0
+
+
+def catches(pid: int, sig: int) -> bool:
+    """True if pid has a handler installed for ``sig`` (so sending it does not kill it)."""
+    return bool(signal_mask(pid, "SigCgt") & (1 << (sig - 1)))
+
+
+def can_signal(pid: int) -> str | None:
+    """None if we may signal pid, else why not (with the fix)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"no process {pid}"
+    except PermissionError:
+        owner = uid_of(pid)
+        who = _user_name(owner) if owner is not None else "another user"
+        return (f"no permission to signal process {pid} (owned by {who}, you are {_user_name(os.geteuid())}); "
+                f"run nodeflame as {who} or as root")
+    return None
+
+
+def _user_name(uid: int | None) -> str:
+    if uid is None:
+        return "?"
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return f"uid {uid}"
+
+
+def send_signal(pid: int, sig: int) -> None:
+    """os.kill with errors turned into TargetError messages."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        raise TargetError(f"process {pid} exited") from None
+    except PermissionError:
+        raise TargetError(can_signal(pid) or f"no permission to signal process {pid}") from None
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """End a process we started: SIGTERM, then SIGKILL; reap it."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    except OSError:
+        pass
+
+
+def wait_until_node(pid: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until pid has exec'd node (after fork+exec its exe changes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TargetError(f"the command exited with status {proc.returncode} before it could be profiled")
+        if is_node(pid):
+            return
+        time.sleep(0.01)
+    raise TargetError(f"process {pid} did not start node within {timeout:g} s")
+
+
+# ---------------------------------------------------------------------- sockets
+def _socket_inodes(pid: int) -> set[int]:
+    out = set()
+    try:
+        fds = os.listdir(f"{PROC}/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            link = os.readlink(f"{PROC}/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(int(link[8:-1]))
+    return out
+
+
+def _parse_addr(hexaddr: str) -> tuple[str, int]:
+    ip, port = hexaddr.split(":")
+    port = int(port, 16)
+    if len(ip) == 8:
+        b = bytes.fromhex(ip)[::-1]
+        return ".".join(str(x) for x in b), port
+    # IPv6: four little-endian 32-bit words
+    words = [bytes.fromhex(ip[i:i + 8])[::-1] for i in range(0, 32, 8)]
+    raw = b"".join(words)
+    import ipaddress
+    return str(ipaddress.IPv6Address(raw)), port
+
+
+def _listening_table(pid: int) -> list[tuple[str, int, int]]:
+    """(ip, port, inode) of every TCP socket in LISTEN state visible in pid's network namespace."""
+    rows = []
+    for name in ("tcp", "tcp6"):
+        try:
+            text = _read(f"{PROC}/{pid}/net/{name}")
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 10 or parts[3] != "0A":
+                continue
+            try:
+                ip, port = _parse_addr(parts[1])
+                rows.append((ip, port, int(parts[9])))
+            except (ValueError, IndexError):
+                continue
+    return rows
+
+
+def listening_ports(pid: int) -> list[tuple[str, int]]:
+    """(ip, port) of the TCP sockets pid listens on (sorted)."""
+    inodes = _socket_inodes(pid)
+    return sorted({(ip, port) for ip, port, ino in _listening_table(pid) if ino in inodes})
+
+
+def port_owner(port: int, pid_hint: int | None = None) -> int | None:
+    """pid of a process that listens on ``port`` (in pid_hint's network namespace), or None."""
+    table = _listening_table(pid_hint if pid_hint else os.getpid())
+    inodes = {ino for _ip, p, ino in table if p == port}
+    if not inodes:
+        return None
+    for d in os.listdir(PROC):
+        if not d.isdigit():
+            continue
+        if _socket_inodes(int(d)) & inodes:
+            return int(d)
+    return -1  # listening, but by a process we cannot see
+
+
+def port_listening(port: int, pid_hint: int | None = None) -> bool:
+    table = _listening_table(pid_hint if pid_hint else os.getpid())
+    return any(p == port for _ip, p, _ino in table)
+
+
+# ---------------------------------------------------------------------- health
+def health(pid: int) -> dict:
+    """What tests (and the capture) check after a capture: state, tracer, listening ports."""
+    return {"state": state(pid), "tracer_pid": tracer_pid(pid), "ports": listening_ports(pid)}
+
+
+def describe_pid_briefly(pid: int) -> str:
+    argv = cmdline(pid)
+    return f"{pid} ({' '.join(argv)[:60] or comm(pid) or '?'})"
+
+
+__all__ = ["exists", "state", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",
+           "threads", "is_node", "node_version", "node_flags", "has_flag", "flag_value", "describe",
+           "signal_mask", "catches", "can_signal", "send_signal", "terminate", "wait_until_node",
+           "listening_ports", "port_owner", "port_listening", "health"]

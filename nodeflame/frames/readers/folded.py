@@ -20,7 +20,8 @@ from ..build import FrameTable, build_profile
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
 
-_LINE = re.compile(r"^(.*\S)\s+(\d+)(?:\s+(\d+))?\s*$")
+# a second count makes a difffolded.pl line, as flamegraph.pl decides it too
+_LINE = re.compile(r"^(.*?\S)\s+(\d+)(?:\s+(\d+))?\s*$")
 _ANNOT = {"_[j]": "js", "_[k]": "kernel", "_[i]": None, "_[w]": None}
 _SNIFF = re.compile(r"^[^\n]*;[^\n]*\s\d+\s*$|^[^\s;][^\n]*\s\d+\s*$", re.M)
 

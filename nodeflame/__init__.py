@@ -7,10 +7,14 @@
 from .frames import (FormatError, FormatWarning, InvariantError, NodeflameError, Profile, Transform,
                      TransformError, read)
 from . import writers as _writers  # noqa: F401  (registers the output formats)
+from .frames.formats import register_lazy as _register_lazy
+from .frames.diff import Diff, diff
+
+_register_lazy("widgets", lambda: __import__("nodeflame.widgets", fromlist=["_"]))
 
 __version__ = "0.1.0"
 
-__all__ = ["read", "Profile", "Transform", "NodeflameError", "FormatError", "FormatWarning",
+__all__ = ["read", "diff", "Diff", "Profile", "Transform", "NodeflameError", "FormatError", "FormatWarning",
            "InvariantError", "TransformError", "__version__"]
 
 
@@ -19,7 +23,4 @@ def __getattr__(name):
     if name in ("capture", "run", "backends"):
         from . import capture as _capture
         return getattr(_capture, name)
-    if name == "diff":
-        from .frames.diff import diff
-        return diff
     raise AttributeError(f"module 'nodeflame' has no attribute {name!r}")

@@ -33,6 +33,10 @@ class Writer:
 
 READERS: dict[str, Reader] = {}
 WRITERS: dict[str, Writer] = {}
+DIFF_WRITERS: dict[str, Writer] = {}
+# modules of higher layers that frames may reach only through a loader the
+# package registers (``nodeflame/__init__.py``), e.g. "widgets" for .flame()
+_LAZY: dict[str, Callable] = {}
 ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof": "pprof",
            "pb": "pprof", "json": "speedscope", "txt": "text", "stacks": "raw"}
 # order in which sniffers are tried: most specific first
@@ -45,6 +49,26 @@ def register_reader(name, read, sniff, extensions=()):
 
 def register_writer(name, write, extensions=(), binary=False):
     WRITERS[name] = Writer(name, write, tuple(extensions), binary)
+
+
+def register_diff_writer(name, write, extensions=(), binary=False):
+    DIFF_WRITERS[name] = Writer(name, write, tuple(extensions), binary)
+
+
+def register_lazy(name: str, loader: Callable) -> None:
+    _LAZY[name] = loader
+
+
+def lazy_module(name: str):
+    """A higher layer's module, loaded on first use through its registered loader."""
+    loader = _LAZY.get(name)
+    if loader is None:
+        raise NodeflameError(f"{name} are not available: import nodeflame (not only nodeflame.frames)")
+    try:
+        return loader()
+    except ModuleNotFoundError as e:
+        raise NodeflameError(f"{name} need a package that is not installed ({e.name}): "
+                             f"pip install 'nodeflame[notebook]'") from e
 
 
 def _canon(fmt: str) -> str:
@@ -188,6 +212,25 @@ def write(profile, path, format: str | None = None, **options) -> None:
         except OSError:
             pass
         raise
+
+
+def write_diff(d, path, format: str | None = None, **options) -> None:
+    """Write a Diff: format from the extension among the registered diff writers."""
+    _ensure_writers()
+    if format:
+        fmt = _canon(format)
+    else:
+        base = os.path.basename(str(os.fspath(path) if not hasattr(path, "write") else getattr(path, "name", ""))).lower()
+        fmt = next((w.name for w in DIFF_WRITERS.values() if any(base.endswith(e) for e in w.extensions)), None)
+    if fmt not in DIFF_WRITERS:
+        raise NodeflameError(f"cannot write a diff as {format or path!r}; diff formats: "
+                             f"{', '.join(sorted(DIFF_WRITERS))}")
+    w = DIFF_WRITERS[fmt]
+    if hasattr(path, "write"):
+        w.write(d, path, **options)
+        return
+    with open(path, "wb") as fh:
+        w.write(d, fh, **options)
 
 
 def render(profile, format: str, **options) -> str | bytes:

@@ -334,6 +334,11 @@ class Profile:
         from .formats import write
         write(self, path, format=format, **options)
 
+    def flame(self, **options):
+        """Interactive flame/icicle explorer for Jupyter (needs ``nodeflame[notebook]``)."""
+        from .formats import lazy_module
+        return lazy_module("widgets").explorer(self, **options)
+
     # ----------------------------------------------------------- transforms
     def apply(self, transforms) -> "Profile":
         """Apply a transform, its string form, or a list of either, in order."""

@@ -1,0 +1,44 @@
+"""Writers for a Diff: two-count folded lines and a differential SVG flame graph."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..frames.formats import WRITERS, register_diff_writer
+from .folded import folded_lines
+
+
+def diff_folded_lines(d, **options) -> list[str]:
+    """``stack before after`` for every stack of either profile, as difffolded.pl prints them
+    (raw counts; difffolded.pl's ``-n`` normalisation is ``normalize=True``)."""
+    lb, cb = folded_lines(d.before, **options)
+    la, ca = folded_lines(d.after, **options)
+    b = pd.Series(cb, index=pd.Index(lb.astype(str))).groupby(level=0).sum()
+    a = pd.Series(ca, index=pd.Index(la.astype(str))).groupby(level=0).sum()
+    m = pd.concat([b.rename("before"), a.rename("after")], axis=1).fillna(0).astype(np.int64).sort_index()
+    return [f"{k} {int(x)} {int(y)}" for k, x, y in zip(m.index, m["before"], m["after"])]
+
+
+def write_diff_folded(d, out, *, normalize: bool = False, **options):
+    lines = diff_folded_lines(d, **options)
+    if normalize:  # scale before-counts to the after total, like difffolded.pl -n
+        scale = d.after.total / max(d.before.total, 1)
+        fixed = []
+        for ln in lines:
+            head, x, y = ln.rsplit(" ", 2)
+            fixed.append(f"{head} {int(round(int(x) * scale))} {y}")
+        lines = fixed
+    out.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def write_diff_svg(d, out, **options):
+    svg = WRITERS.get("svg")
+    if svg is None:
+        from ..frames.errors import NodeflameError
+        raise NodeflameError("the SVG writer is not available")
+    options.setdefault("title", "Differential flame graph (red grew, blue shrank)")
+    svg.write(d.after, out, deltas=d.deltas(), **options)
+
+
+register_diff_writer("folded", write_diff_folded, (".folded", ".collapsed"))
+register_diff_writer("svg", write_diff_svg, (".svg",))

@@ -234,3 +234,30 @@ def test_transform_invariants(rows, pattern):
     t = p.top(None)
     assert t["self"].sum() == p.total
     assert (t["total"] <= p.total).all() and (t["total"] >= t["self"]).all()
+
+
+def _naive_text(rows):
+    """Reference text tree built with plain dicts: children by count desc, then name."""
+    tree = {}
+    for frames, n in rows:
+        node = tree
+        for f in frames:
+            child = node.setdefault(f, [0, {}])
+            child[0] += n
+            node = child[1]
+    out = [f"Total samples: {sum(n for _, n in rows)}"]
+
+    def walk(node, depth):
+        for name, (cnt, kids) in sorted(node.items(), key=lambda kv: (-kv[1][0], kv[0])):
+            out.append("  " * depth + f"{cnt} {name}")
+            walk(kids, depth + 1)
+    walk(tree, 0)
+    return "\n".join(out) + "\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "d", "fib"]), min_size=1, max_size=7),
+                          st.integers(1, 9)), min_size=1, max_size=30))
+def test_text_tree_matches_a_naive_recursive_tree(rows):
+    p = folded("".join(f"{';'.join(f)} {n}\n" for f, n in rows))
+    assert p.text() == _naive_text(rows)

@@ -35,8 +35,13 @@ def _accumulate(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np
         par = prefix[idx]
         ok = par >= 0
         if ok.any():
-            total += np.bincount(par[ok], weights=total[idx[ok]], minlength=len(total)).astype(_I64)
+            np.add.at(total, par[ok], total[idx[ok]])  # cost proportional to the level, not the tree
     return total
+
+
+def take_cat(col: pd.Series, idx: np.ndarray) -> pd.Categorical:
+    """``col[idx]`` for a categorical column, by codes (no string round trip)."""
+    return pd.Categorical.from_codes(col.cat.codes.to_numpy()[idx], dtype=col.dtype)
 
 
 def _tree_frame(p, prefix, func, depth, self_w, total) -> pd.DataFrame:
@@ -46,13 +51,13 @@ def _tree_frame(p, prefix, func, depth, self_w, total) -> pd.DataFrame:
         "parent": prefix.astype(_I64),
         "depth": depth.astype(np.int32),
         "func": fi,
-        "name": f["name"].to_numpy()[fi] if len(fi) else [],
-        "file": f["file"].to_numpy()[fi] if len(fi) else [],
-        "line": f["line"].to_numpy()[fi] if len(fi) else np.empty(0, np.int32),
-        "kind": f["kind"].to_numpy()[fi] if len(fi) else [],
+        "name": take_cat(f["name"], fi),
+        "file": take_cat(f["file"], fi),
+        "line": f["line"].to_numpy()[fi],
+        "kind": take_cat(f["kind"], fi),
         "self": self_w.astype(_I64),
         "total": total.astype(_I64),
-    }).astype({"name": "category", "file": "category", "kind": "category"})
+    })
 
 
 def call_tree(p, inverted: bool = False) -> pd.DataFrame:
@@ -160,13 +165,12 @@ def long_view(p) -> pd.DataFrame:
     f = p.funcs
     return pd.DataFrame({
         "sample": sample, "depth": depth.astype(np.int32), "stack": stack, "frame": frame, "func": func,
-        "name": f["name"].to_numpy()[func], "file": f["file"].to_numpy()[func],
-        "line": p.frames["line"].to_numpy()[frame], "kind": f["kind"].to_numpy()[func],
-        "package": f["package"].to_numpy()[func],
-        "thread": s["thread"].to_numpy()[sample], "time_ns": s["time_ns"].to_numpy()[sample],
+        "name": take_cat(f["name"], func), "file": take_cat(f["file"], func),
+        "line": p.frames["line"].to_numpy()[frame], "kind": take_cat(f["kind"], func),
+        "package": take_cat(f["package"], func),
+        "thread": take_cat(s["thread"], sample), "time_ns": s["time_ns"].to_numpy()[sample],
         "weight": s["weight"].to_numpy()[sample],
-    }).astype({"name": "category", "file": "category", "kind": "category", "package": "category",
-               "thread": "category"})
+    })
 
 
 def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from ..frames.formats import register_writer
 from ..frames.views import call_tree
 
 
-def tree_order(t, key: str = "total"):
+def tree_order(t, key: str = "total", labels=None):
     """Depth-first order of a call tree with children sorted heaviest first (ties by name).
 
     Vectorised: a node's sort key is the path of its ancestors' sibling ranks,
@@ -18,9 +18,15 @@ def tree_order(t, key: str = "total"):
     parent = t["parent"].to_numpy()
     depth = t["depth"].to_numpy()
     w = t[key].to_numpy()
-    names = t["name"].astype(str).to_numpy()
-    # rank among siblings: heavier first, then by name
-    name_rank = np.unique(names, return_inverse=True)[1]
+    # rank among siblings: heavier first, then by name (ranked once per function, not per node)
+    if labels is None:
+        labels = t["name"].cat.categories.astype(str).to_numpy()
+        codes = t["name"].cat.codes.to_numpy()
+    else:
+        codes = t["func"].to_numpy()
+    lab_rank = np.empty(len(labels), np.int64)
+    lab_rank[np.argsort(np.asarray(labels, dtype=str), kind="stable")] = np.arange(len(labels))
+    name_rank = lab_rank[codes]
     sib = np.lexsort((name_rank, -w, parent))
     rank = np.empty(n, np.int64)
     grp_start = np.ones(n, bool)
@@ -65,7 +71,7 @@ def tree_order(t, key: str = "total"):
 def render_text(p, *, inverted: bool = False, max_depth: int | None = None, min_count: int = 0) -> str:
     t = call_tree(p, inverted=inverted)
     labels = p.func_labels()
-    order = tree_order(t)
+    order = tree_order(t, labels=labels)
     depth = t["depth"].to_numpy()
     total = t["total"].to_numpy()
     func = t["func"].to_numpy()
@@ -75,8 +81,9 @@ def render_text(p, *, inverted: bool = False, max_depth: int | None = None, min_
     order = order[keep]
     unit = p.meta.get("unit") or "samples"
     head = f"Total samples: {p.total}" if unit == "samples" else f"Total {unit}: {p.total}"
-    body = ["  " * int(depth[i]) + f"{total[i]} {labels[func[i]]}" for i in order]
-    return "\n".join([head] + body) + "\n"
+    indent = np.array(["  " * d for d in range(int(depth.max()) + 1 if len(depth) else 1)], dtype=object)
+    body = indent[depth[order]] + total[order].astype(str).astype(object) + " " + labels[func[order]]
+    return head + "\n" + "".join(body + "\n") if len(body) else head + "\n"
 
 
 def write_text(p, out, **options):

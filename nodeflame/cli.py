@@ -2,6 +2,7 @@
 
     nodeflame convert INPUT OUTPUT [--from FMT] [--to FMT] [--title T] [--width W] [--minwidth PX] [--inverted]
     nodeflame top INPUT [-n N] [--by self|total]
+    nodeflame diff BEFORE AFTER [-o OUT] [-n N]
 
 A user error prints one line (``nodeflame: ...``) to stderr and exits 2.
 """
@@ -63,6 +64,25 @@ def _cmd_top(args) -> int:
     return 0
 
 
+def _cmd_diff(args) -> int:
+    import pandas as pd
+    from .frames.diff import diff
+    from .frames.formats import read
+    d = diff(read(args.before, format=args.from_fmt), read(args.after, format=args.from_fmt))
+    if args.output:
+        d.write(args.output, format=args.to_fmt, **render_options(args))
+        return 0
+    t = d.table(args.n)
+    cols = ["status", "self_before_pct", "self_after_pct", "self_delta_pp", "self_low_pp", "self_high_pp",
+            "total_delta_pp", "significant", "name", "file", "line"]
+    with pd.option_context("display.max_rows", None, "display.width", 220, "display.max_colwidth", 50,
+                           "display.float_format", "{:+.2f}".format):
+        print(f"before {d.before.total} samples, after {d.after.total} samples; "
+              f"{int(d.table()['significant'].sum())} functions changed beyond sampling noise (95%)")
+        print(t[cols].to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="nodeflame", description="Profile running Node.js processes; convert and inspect profiles.")
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
@@ -79,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--by", choices=("self", "total"), default="self")
     t.add_argument("--from", dest="from_fmt")
     t.set_defaults(run=_cmd_top)
+    df = sub.add_parser("diff", help="compare two profiles: table of changes, or a differential SVG / two-count folded")
+    df.add_argument("before")
+    df.add_argument("after")
+    df.add_argument("-o", "--output", help="write OUT (.svg differential flame graph, .folded two counts)")
+    df.add_argument("-n", type=int, default=20, help="rows to print (default 20)")
+    df.add_argument("--from", dest="from_fmt")
+    df.add_argument("--to", dest="to_fmt")
+    _add_render_options(df)
+    df.set_defaults(run=_cmd_diff)
     for register in EXTRA_COMMANDS:
         register(sub)
     return ap

@@ -56,3 +56,16 @@ def test_user_errors_are_one_line_and_exit_2(argv, msg, folded_file, tmp_path, c
 def test_console_script_runs(folded_file):
     r = subprocess.run([sys.executable, "-m", "nodeflame.cli", "top", str(folded_file)], capture_output=True, text=True)
     assert r.returncode == 0 and "parse" in r.stdout
+
+
+def test_diff_prints_the_table_and_writes_folded(tmp_path, capsys):
+    a, b = tmp_path / "a.folded", tmp_path / "b.folded"
+    a.write_text("main;fast 500\nmain;slow 500\n")
+    b.write_text("main;fast 300\nmain;slow 700\n")
+    assert main(["diff", str(a), str(b), "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "slow" in out.splitlines()[2] or "fast" in out.splitlines()[2]
+    assert "changed beyond sampling noise" in out
+    out_f = tmp_path / "d.folded"
+    assert main(["diff", str(a), str(b), "-o", str(out_f)]) == 0
+    assert "main;slow 500 700" in out_f.read_text().splitlines()

@@ -237,6 +237,12 @@ class Profile:
         return (f"<Profile {self.total:,} {self.meta.get('unit', 'samples')} in {len(self.samples):,} rows, "
                 f"{len(self.stacks):,} stacks, {len(self.funcs):,} functions, from {src}>")
 
+    def _repr_html_(self) -> str:
+        import html
+        head = html.escape(repr(self))
+        top = self.top(15)[["self", "self_pct", "total", "total_pct", "kind", "name", "file", "line"]]
+        return f"<p><code>{head}</code></p>" + top.to_html(float_format=lambda x: f"{x:.1f}")
+
     @property
     def total(self) -> int:
         """Sum of sample weights."""

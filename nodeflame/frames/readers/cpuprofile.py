@@ -1,0 +1,776 @@
+"""V8 / Chrome DevTools CPU profiles (``.cpuprofile``).
+
+Accepted shapes:
+
+- the DevTools protocol's ``Profiler.Profile`` (what ``node --cpu-prof``,
+  the inspector and Chrome's "Save profile" write): ``nodes`` (each with
+  ``id``, ``callFrame`` {functionName, scriptId, url, lineNumber,
+  columnNumber}, ``hitCount``, ``children`` or ``parent``,
+  ``positionTicks``), ``samples`` (node ids), ``timeDeltas`` (µs, the first
+  one from ``startTime``), ``startTime``/``endTime`` (µs);
+- the old tree form of V8's C++ API (v8-profiler): ``head`` with nested
+  ``children`` objects, ``samples`` and absolute ``timestamps`` (µs).  Its
+  ``lineNumber`` is taken as 0-based like the protocol's, as speedscope does;
+- Chrome trace files (``[...]`` or ``{"traceEvents": [...]}``) holding
+  ``Profile``/``ProfileChunk`` events (one thread per profile id, named
+  from ``thread_name`` metadata), or ``CpuProfile`` events.
+
+Normalisation: callFrame lines/columns are 0-based and become 1-based (0 =
+unknown, V8's -1); ``positionTicks`` lines are already 1-based and become
+the ``lines`` table.  The artificial ``(root)`` node is transparent;
+``(program)``, ``(idle)`` and ``(garbage collector)`` stay as frames.  A
+function with no url and scriptId 0 is V8-internal: ``builtin`` when its name
+looks like a JavaScript builtin (``Array.prototype.sort``, ``JSON.parse``),
+``native`` otherwise (C++ bindings such as ``writeUtf8String``); with a
+scriptId but no url it is ``js`` (eval'd code).  In the old tree form, when
+every scriptId is 0 (converted files that never recorded them) functions
+are taken as ``js``.
+
+Sample times are ``startTime`` + cumulative ``timeDeltas`` in ns.  Negative
+deltas are tolerated: samples are put in time order (stable) and
+``meta['warnings']`` says so.  A profile without samples falls back to each
+node's ``hitCount`` as weights, untimed.
+
+Bad input raises FormatError naming the file and the JSON path
+(``nodes[12].children[0]``) or the line/column of a JSON syntax error.
+
+Performance: the per-node work is a handful of list comprehensions plus
+interning of call frames; everything per sample is numpy.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import re
+import warnings
+import zlib
+from itertools import chain, repeat
+from operator import itemgetter
+
+import numpy as np
+import pandas as pd
+
+from ..build import FrameTable, build_from_tree
+from ..errors import FormatError, FormatWarning
+from ..formats import register_reader
+
+_I64 = np.int64
+
+# ------------------------------------------------------------------ JSON helpers (shared with speedscope)
+
+
+class no_gc:
+    """Pause the cyclic garbage collector (re-entrant; restores the previous state).
+
+    A large profile parses into millions of dicts and lists; while they are
+    alive every allocation-triggered collection rescans them, which more than
+    doubles the time of parsing and of the per-node passes after it.  Nothing
+    built here is cyclic, so reference counting frees it all."""
+
+    def __enter__(self):
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was:
+            gc.enable()
+
+
+def load_json(data: bytes, source: str, what: str = "JSON"):
+    """Parse JSON bytes; syntax errors become FormatError with line and column."""
+    try:
+        with no_gc():
+            return json.loads(data)
+    except json.JSONDecodeError as e:
+        truncated = e.pos >= len(e.doc.rstrip()) if isinstance(e.doc, str) else False
+        msg = e.msg + (" (file truncated?)" if truncated else "")
+        raise FormatError(f"invalid JSON: {msg}", source=source, line=e.lineno,
+                          position=f"column {e.colno}", expected=what) from None
+    except UnicodeDecodeError as e:
+        raise FormatError(f"invalid text encoding at byte {e.start}", source=source,
+                          expected=f"{what} in UTF-8") from None
+    except RecursionError:
+        raise FormatError("JSON nested too deeply", source=source, expected=what) from None
+
+
+def type_name(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def int_array(values, source: str, path: str, what: str = "integers") -> np.ndarray:
+    """A JSON list of integers as int64, or FormatError naming the first bad element."""
+    if not isinstance(values, list):
+        raise FormatError(f"{path} is {type_name(values)}", source=source, position=path,
+                          expected=f"a list of {what}")
+    if _all_ints(values):
+        try:
+            return np.array(values, dtype=_I64) if values else np.empty(0, _I64)
+        except OverflowError:
+            pass
+    for i, v in enumerate(values):
+        if not is_int(v) or not -2**63 <= v < 2**63:
+            raise FormatError(f"{path}[{i}] is {type_name(v)} {v!r}"[:200], source=source,
+                              position=f"{path}[{i}]", expected="an integer")
+    raise AssertionError("unreachable")
+
+
+def num_array(values, source: str, path: str) -> np.ndarray:
+    """A JSON list of numbers as float64, or FormatError naming the first bad element."""
+    if not isinstance(values, list):
+        raise FormatError(f"{path} is {type_name(values)}", source=source, position=path,
+                          expected="a list of numbers")
+    if set(map(type, values)) <= {int, float}:
+        return np.array(values, dtype=np.float64) if values else np.empty(0, np.float64)
+    for i, v in enumerate(values):
+        if not is_num(v):
+            raise FormatError(f"{path}[{i}] is {type_name(v)} {v!r}"[:200], source=source,
+                              position=f"{path}[{i}]", expected="a number")
+    raise AssertionError("unreachable")
+
+
+def _all_ints(values) -> bool:
+    # type() is exact: bool is a subclass of int and must not pass
+    return set(map(type, values)) <= {int}
+
+
+def head_text(head: bytes, text: str | None) -> str | None:
+    """The text of a sniffing head, decompressing a gzip head partially."""
+    if text is not None:
+        return text
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            raw = zlib.decompressobj(wbits=31).decompress(head, 65536)
+        except zlib.error:
+            return None
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            return raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as e:
+            if e.start >= len(raw) - 4:  # cut in the middle of a character
+                return raw[:e.start].decode("utf-8")
+            return None
+    return None
+
+
+# ------------------------------------------------------------------ kinds
+
+_BUILTIN = re.compile(
+    r"^(?:get |set )?(?:Array|ArrayBuffer|Atomics|BigInt|Boolean|DataView|Date|Error|Function|JSON|Map|Math|"
+    r"Number|Object|Promise|Proxy|Reflect|RegExp|Set|String|Symbol|TypedArray|WeakMap|WeakRef|WeakSet|"
+    r"Intl\.\w+|(?:Ui|I)nt(?:8|16|32)Array|Float(?:32|64)Array|Big(?:Ui|I)nt64Array|Uint8ClampedArray)"
+    r"(?:\.prototype)?(?:\.[\w$]+|\[Symbol\.\w+\])$")
+
+
+def _hint(name: str, url: str, script_id, script_ids_known: bool) -> str | None:
+    if url:
+        return None  # classify from the url: node:, node_modules, application
+    if not script_ids_known or str(script_id) not in ("0", ""):
+        return "js"
+    if _BUILTIN.match(name):
+        return "jit-builtin"
+    return "native"
+
+
+# ------------------------------------------------------------------ one profile -> arrays
+
+
+class _Part:
+    """One parsed profile, as arrays over its nodes (before frames are interned)."""
+
+    __slots__ = ("keys", "codes", "parent", "transparent", "sample_node", "times", "weights",
+                 "line_node", "line_line", "line_ticks", "thread", "warnings", "start_ns",
+                 "end_ns", "period_ns", "timed")
+
+
+def _where(path, i, key=None):
+    return f"{path}[{i}]" + (f".{key}" if key else "")
+
+
+def _diagnose_node(node, i, source, path="nodes", need_id=True):
+    """Raise the FormatError that explains what is wrong with one node."""
+    p = _where(path, i)
+    if not isinstance(node, dict):
+        raise FormatError(f"{p} is {type_name(node)}", source=source, position=p, expected="a node object")
+    if need_id and not is_int(node.get("id")):
+        raise FormatError(f"{p}.id is {'missing' if 'id' not in node else type_name(node['id'])}",
+                          source=source, position=f"{p}.id", expected="an integer node id")
+    cf = node.get("callFrame")
+    if not isinstance(cf, dict):
+        raise FormatError(f"{p}.callFrame is {'missing' if cf is None else type_name(cf)}", source=source,
+                          position=f"{p}.callFrame",
+                          expected="an object {functionName, scriptId, url, lineNumber, columnNumber}")
+    for k, check, exp in (("functionName", lambda v: isinstance(v, str), "a string"),
+                          ("url", lambda v: isinstance(v, str), "a string"),
+                          ("lineNumber", is_int, "an integer (0-based, -1 unknown)"),
+                          ("columnNumber", is_int, "an integer (0-based, -1 unknown)")):
+        if k in cf or k in ("functionName",):
+            if not check(cf.get(k)):
+                raise FormatError(f"{p}.callFrame.{k} is {'missing' if k not in cf else type_name(cf[k])}",
+                                  source=source, position=f"{p}.callFrame.{k}", expected=exp)
+    sid = cf.get("scriptId", "0")
+    if not isinstance(sid, (str, int)) or isinstance(sid, bool):
+        raise FormatError(f"{p}.callFrame.scriptId is {type_name(sid)}", source=source,
+                          position=f"{p}.callFrame.scriptId", expected="a string or integer")
+    for k in ("children",):
+        if k in node and node[k] is not None:
+            v = node[k]
+            if not isinstance(v, list):
+                raise FormatError(f"{p}.{k} is {type_name(v)}", source=source, position=f"{p}.{k}",
+                                  expected="a list of node ids")
+            for j, c in enumerate(v):
+                if not is_int(c):
+                    raise FormatError(f"{p}.{k}[{j}] is {type_name(c)}", source=source,
+                                      position=f"{p}.{k}[{j}]", expected="an integer node id")
+    if "parent" in node and node["parent"] is not None and not is_int(node["parent"]):
+        raise FormatError(f"{p}.parent is {type_name(node['parent'])}", source=source,
+                          position=f"{p}.parent", expected="an integer node id")
+    if "hitCount" in node and not is_int(node["hitCount"]):
+        raise FormatError(f"{p}.hitCount is {type_name(node['hitCount'])}", source=source,
+                          position=f"{p}.hitCount", expected="an integer")
+    pt = node.get("positionTicks")
+    if pt is not None:
+        if not isinstance(pt, list):
+            raise FormatError(f"{p}.positionTicks is {type_name(pt)}", source=source,
+                              position=f"{p}.positionTicks", expected="a list of {line, ticks}")
+        for j, t in enumerate(pt):
+            if not (isinstance(t, dict) and is_int(t.get("line")) and is_int(t.get("ticks"))):
+                raise FormatError(f"{p}.positionTicks[{j}] is {type_name(t)} {t!r}"[:200], source=source,
+                                  position=f"{p}.positionTicks[{j}]", expected="{line: int, ticks: int}")
+
+
+class _IdIndex:
+    """Node id -> node index lookups, vectorised."""
+
+    def __init__(self, ids: np.ndarray, source: str, path: str):
+        n = len(ids)
+        self.n = n
+        self.contiguous = bool(n and (ids[-1] - ids[0] == n - 1) and (np.diff(ids) == 1).all()) if n else True
+        self.base = int(ids[0]) if n else 0
+        if not self.contiguous:
+            self.order = np.argsort(ids, kind="stable")
+            self.sorted = ids[self.order]
+            dup = np.flatnonzero(self.sorted[1:] == self.sorted[:-1])
+            if len(dup):
+                a, b = sorted((int(self.order[dup[0]]), int(self.order[dup[0] + 1])))
+                raise FormatError(f"duplicate node id {int(self.sorted[dup[0]])} at {path}[{a}] and {path}[{b}]",
+                                  source=source, position=f"{path}[{b}].id", expected="unique node ids")
+
+    def lookup(self, q: np.ndarray) -> np.ndarray:
+        """Index of each id in q, -1 where unknown."""
+        q = np.asarray(q, _I64)
+        if self.contiguous:
+            idx = q - self.base
+            return np.where((idx >= 0) & (idx < self.n), idx, -1)
+        if self.n == 0:
+            return np.full(len(q), -1, _I64)
+        pos = np.searchsorted(self.sorted, q)
+        pos_c = np.minimum(pos, self.n - 1)
+        ok = self.sorted[pos_c] == q
+        return np.where(ok, self.order[pos_c], -1)
+
+
+_KEY = itemgetter("functionName", "url", "lineNumber", "columnNumber", "scriptId")
+_GET = dict.get
+
+
+def _column(nodes, key, default=None):
+    """``[node.get(key, default) for node in nodes]`` at C speed."""
+    return list(map(_GET, nodes, repeat(key, len(nodes)), repeat(default, len(nodes))))
+
+
+def _diagnose_all(nodes, source, path, which=None):
+    for i in (range(len(nodes)) if which is None else which):
+        _diagnose_node(nodes[i], i, source, path)
+
+
+def _parse_nodes(nodes, source, path, need_hits=True):
+    """Columns of a flat node list.
+
+    Returns (distinct call-frame keys, node -> key code, ids, id index,
+    parent index per node, hitCount per node, (line node, line, ticks),
+    whether scriptIds were recorded).  Every pass over the nodes is a
+    C-level ``map``; a failing pass re-walks the nodes in Python only to say
+    exactly which one is wrong."""
+    if not isinstance(nodes, list):
+        raise FormatError(f"{path} is {type_name(nodes)}", source=source, position=path,
+                          expected="a list of node objects")
+    n = len(nodes)
+    try:
+        ids = list(map(itemgetter("id"), nodes))
+        cfs = list(map(itemgetter("callFrame"), nodes))
+    except (KeyError, TypeError):
+        _diagnose_all(nodes, source, path)
+        raise
+    try:
+        keys = list(map(_KEY, cfs))
+    except (KeyError, TypeError):  # optional fields missing somewhere: the slow, lenient way
+        try:
+            keys = [(c["functionName"], c.get("url", ""), c.get("lineNumber", -1), c.get("columnNumber", -1),
+                     c.get("scriptId", "0")) for c in cfs]
+        except (KeyError, TypeError, AttributeError):
+            _diagnose_all(nodes, source, path)
+            raise
+    del cfs
+    # intern call frames in one hashing pass: each key maps to the index of its
+    # first node; first indices ascend in insertion order, so searchsorted makes them dense
+    pos: dict = {}
+    try:
+        first = np.fromiter(map(pos.setdefault, keys, range(n)), _I64, n)
+    except TypeError:  # an unhashable value (a list or object) in a call frame
+        _diagnose_all(nodes, source, path)
+        raise
+    ukeys = list(pos)
+    codes = np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)
+    # type checks on distinct call frames only
+    for k in ukeys:
+        if not (isinstance(k[0], str) and isinstance(k[1], str) and is_int(k[2]) and is_int(k[3])
+                and isinstance(k[4], (str, int)) and not isinstance(k[4], bool)):
+            i = keys.index(k)
+            _diagnose_node(nodes[i], i, source, path)
+    del keys, pos
+    if not _all_ints(ids):
+        _diagnose_all(nodes, source, path)
+    id_arr = int_array(ids, source, path + "[].id")
+    del ids
+    idx = _IdIndex(id_arr, source, path)
+    parent = np.full(n, -1, _I64)
+    flat = ()
+    # children lists (protocol form) and/or parent ids (trace-event chunks)
+    ch = _column(nodes, "children", ())
+    try:
+        lens = np.fromiter(map(len, ch), _I64, n)
+        flat_list = list(chain.from_iterable(ch))
+    except TypeError:
+        _diagnose_all(nodes, source, path)
+        raise
+    del ch
+    if flat_list:
+        if not _all_ints(flat_list):
+            _diagnose_all(nodes, source, path)
+        flat = np.array(flat_list, _I64)
+        del flat_list
+        owner = np.repeat(np.arange(n, dtype=_I64), lens)
+        cidx = idx.lookup(flat)
+        bad = np.flatnonzero(cidx < 0)
+        if len(bad):
+            k = int(bad[0])
+            i = int(owner[k])
+            j = k - int(np.concatenate(([0], np.cumsum(lens)))[i])
+            raise FormatError(f"{path}[{i}].children[{j}] is {int(flat[k])}, which is no node's id",
+                              source=source, position=f"{path}[{i}].children[{j}]",
+                              expected=f"the id of a node in {path}")
+        seen = np.bincount(cidx, minlength=n)
+        twice = np.flatnonzero(seen > 1)
+        if len(twice):
+            c = int(twice[0])
+            where = np.flatnonzero(cidx == c)[:2]
+            raise FormatError(f"node id {int(id_arr[c])} is a child of both {path}[{int(owner[where[0]])}] and "
+                              f"{path}[{int(owner[where[1]])}]", source=source,
+                              position=f"{path}[{int(owner[where[1]])}].children", expected="a tree")
+        parent[cidx] = owner
+    # parent ids are the trace-event chunks' form; files with children lists are not read for them
+    pa = _column(nodes, "parent") if not len(flat) else [None] * n
+    if pa.count(None) != n:
+        has_pa = [i for i, v in enumerate(pa) if v is not None]
+        vals = [pa[i] for i in has_pa]
+        if not _all_ints(vals):
+            _diagnose_all(nodes, source, path, has_pa)
+        hp = np.asarray(has_pa, _I64)
+        pidx = idx.lookup(np.asarray(vals, _I64))
+        bad = np.flatnonzero(pidx < 0)
+        if len(bad):
+            i = int(hp[bad[0]])
+            raise FormatError(f"{path}[{i}].parent is {vals[bad[0]]}, which is no node's id", source=source,
+                              position=f"{path}[{i}].parent", expected=f"the id of a node in {path}")
+        conflict = (parent[hp] >= 0) & (parent[hp] != pidx)
+        if conflict.any():
+            i = int(hp[np.flatnonzero(conflict)[0]])
+            raise FormatError(f"{path}[{i}].parent disagrees with the children list naming it", source=source,
+                              position=f"{path}[{i}].parent", expected="one consistent tree")
+        parent[hp] = pidx
+    del pa
+    selfp = np.flatnonzero(parent == np.arange(n))
+    if len(selfp):
+        i = int(selfp[0])
+        raise FormatError(f"{path}[{i}] is its own parent", source=source, position=f"{path}[{i}]",
+                          expected="a tree")
+    if need_hits:
+        hit = _column(nodes, "hitCount", 0)
+        if not _all_ints(hit):
+            _diagnose_all(nodes, source, path)
+        hit = np.array(hit, _I64) if n else np.empty(0, _I64)
+    else:  # samples say it all; hitCount is their per-node count
+        hit = None
+    pts = _column(nodes, "positionTicks", ())
+    try:
+        plen = np.fromiter(map(len, pts), _I64, n)
+        flat_pt = list(chain.from_iterable(pts))
+        ll = list(map(itemgetter("line"), flat_pt))
+        lt = list(map(itemgetter("ticks"), flat_pt))
+        if not (_all_ints(ll) and _all_ints(lt)):
+            raise TypeError
+    except (KeyError, TypeError):
+        _diagnose_all(nodes, source, path)
+        raise
+    ln = np.repeat(np.arange(n, dtype=_I64), plen)
+    ll = np.array(ll, _I64) if ll else np.empty(0, _I64)
+    lt = np.array(lt, _I64) if lt else np.empty(0, _I64)
+    return ukeys, codes, id_arr, idx, parent, hit, (ln, ll, lt), True  # V8 always records scriptIds
+
+
+def _samples_times(doc, source, path, idx, n_nodes, start_us, warns):
+    """(sample_node, times_ns or None) of a protocol-form profile."""
+    raw = doc.get("samples")
+    if raw is None or (isinstance(raw, list) and not raw):
+        return None, None
+    s = int_array(raw, source, f"{path}samples", "node ids")
+    node = idx.lookup(s)
+    bad = np.flatnonzero(node < 0)
+    if len(bad):
+        k = int(bad[0])
+        raise FormatError(f"{path}samples[{k}] is {int(s[k])}, which is no node's id", source=source,
+                          position=f"{path}samples[{k}]", expected="the id of a node in nodes")
+    deltas = doc.get("timeDeltas")
+    if deltas is None:
+        warns.append("no timeDeltas: samples are untimed")
+        return node, None
+    d = num_array(deltas, source, f"{path}timeDeltas")
+    if len(d) != len(s):
+        warns.append(f"timeDeltas has {len(d)} entries for {len(s)} samples; "
+                     + ("extra deltas ignored" if len(d) > len(s) else "missing ones taken as the median"))
+        if len(d) > len(s):
+            d = d[:len(s)]
+        else:
+            fill = float(np.median(d[1:])) if len(d) > 1 else 1000.0
+            d = np.concatenate((d, np.full(len(s) - len(d), fill)))
+    neg = int((d[1:] < 0).sum()) if len(d) > 1 else 0
+    if neg:
+        warns.append(f"{neg} negative timeDeltas: samples put back in time order")
+    t_us = np.cumsum(d) + (start_us or 0)
+    return node, np.rint(t_us * 1000.0).astype(_I64)
+
+
+def _protocol_part(doc, source, path="", thread="main", start_us=None) -> _Part:
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path or 'profile'} is {type_name(doc)}", source=source, position=path or None,
+                          expected="a CPU profile object {nodes, samples, timeDeltas, startTime, endTime}")
+    warns: list[str] = []
+    raw = doc.get("samples")
+    has_samples = isinstance(raw, list) and len(raw) > 0
+    ukeys, codes, ids, idx, parent, hit, lines, known = _parse_nodes(doc["nodes"], source, f"{path}nodes",
+                                                                     need_hits=not has_samples)
+    if start_us is None:
+        start_us = doc.get("startTime")
+    end_us = doc.get("endTime")
+    for k, v in (("startTime", start_us), ("endTime", end_us)):
+        if v is not None and not is_num(v):
+            raise FormatError(f"{path}{k} is {type_name(v)}", source=source, position=f"{path}{k}",
+                              expected="a number of microseconds")
+    sample_node, times = _samples_times(doc, source, path, idx, len(codes), start_us, warns)
+    return _finish_part(ukeys, codes, parent, hit, lines, known, sample_node, times, start_us, end_us, thread,
+                        warns)
+
+
+def _finish_part(ukeys, codes, parent, hit, lines, known, sample_node, times, start_us, end_us, thread, warns):
+    part = _Part()
+    part.keys = [(k[0], k[1], k[2], k[3], _hint(k[0], k[1], k[4], known)) for k in ukeys]
+    part.codes = codes
+    part.parent = parent
+    # the artificial root is transparent: its children become root frames
+    root_key = [i for i, k in enumerate(ukeys) if k[0] == "(root)"]
+    part.transparent = (np.isin(codes, root_key) & (parent < 0)) if root_key else np.zeros(len(codes), bool)
+    if sample_node is None:
+        nz = np.flatnonzero(hit > 0)
+        part.sample_node, part.weights, part.times = nz, hit[nz], None
+        if len(nz):
+            warns.append("no samples: weights are the nodes' hitCount, untimed")
+    else:
+        part.sample_node, part.weights, part.times = sample_node, np.ones(len(sample_node), _I64), times
+    ln, ll, lt = lines
+    bad = ll < 1
+    if bad.any():
+        warns.append(f"{int(bad.sum())} positionTicks with line < 1 ignored")
+        ln, ll, lt = ln[~bad], ll[~bad], lt[~bad]
+    part.line_node, part.line_line, part.line_ticks = ln, ll, np.maximum(lt, 0)
+    part.thread = thread
+    part.warnings = warns
+    part.start_ns = int(round(start_us * 1000)) if start_us is not None else None
+    part.end_ns = int(round(end_us * 1000)) if end_us is not None else None
+    part.timed = part.times is not None
+    if part.timed and len(part.times) > 1:
+        st = np.sort(part.times)
+        part.period_ns = int(round(float(np.diff(st).mean())))
+    else:
+        part.period_ns = None
+    return part
+
+
+def _old_part(doc, source, thread="main") -> _Part:
+    """The pre-protocol tree form: ``head`` with nested children objects, ``timestamps``."""
+    head = doc["head"]
+    if not isinstance(head, dict):
+        raise FormatError(f"head is {type_name(head)}", source=source, position="head", expected="a node object")
+    flat, parents, paths = [], [], []
+    todo = [(head, -1, "head")]
+    while todo:
+        nd, par, p = todo.pop()
+        if not isinstance(nd, dict):
+            raise FormatError(f"{p} is {type_name(nd)}", source=source, position=p, expected="a node object")
+        i = len(flat)
+        flat.append(nd)
+        parents.append(par)
+        paths.append(p)
+        kids = nd.get("children") or []
+        if not isinstance(kids, list):
+            raise FormatError(f"{p}.children is {type_name(kids)}", source=source, position=f"{p}.children",
+                              expected="a list of node objects")
+        todo.extend((c, i, f"{p}.children[{j}]") for j, c in reversed(list(enumerate(kids))))
+    keys = []
+    for nd, p in zip(flat, paths):
+        k = (nd.get("functionName", ""), nd.get("url", ""), nd.get("lineNumber", -1),
+             nd.get("columnNumber", -1), nd.get("scriptId", 0))
+        if not (isinstance(k[0], str) and isinstance(k[1], str) and is_int(k[2]) and is_int(k[3])):
+            bad = next(n for n, v, ok in (("functionName", k[0], isinstance(k[0], str)),
+                                          ("url", k[1], isinstance(k[1], str)),
+                                          ("lineNumber", k[2], is_int(k[2])),
+                                          ("columnNumber", k[3], is_int(k[3]))) if not ok)
+            raise FormatError(f"{p}.{bad} is {type_name(nd.get(bad))}", source=source, position=f"{p}.{bad}",
+                              expected="a string" if bad in ("functionName", "url") else "an integer")
+        if not is_int(nd.get("id", 0)) or not is_int(nd.get("hitCount", 0)):
+            raise FormatError(f"{p}.id/hitCount is not an integer", source=source, position=p,
+                              expected="integer id and hitCount")
+        keys.append(k)
+    index: dict = {}
+    codes = np.asarray([index.setdefault(k, len(index)) for k in keys], _I64)
+    ids = np.asarray([nd.get("id", i + 1) for i, nd in enumerate(flat)], _I64)
+    idx = _IdIndex(ids, source, "head")
+    hit = np.asarray([nd.get("hitCount", 0) for nd in flat], _I64)
+    known = any(str(k[4]) not in ("0", "") for k in index)
+    warns: list[str] = []
+    sample_node, times, start_us = None, None, None
+    raw = doc.get("samples")
+    if raw:
+        s = int_array(raw, source, "samples", "node ids")
+        sample_node = idx.lookup(s)
+        bad = np.flatnonzero(sample_node < 0)
+        if len(bad):
+            k = int(bad[0])
+            raise FormatError(f"samples[{k}] is {int(s[k])}, which is no node's id", source=source,
+                              position=f"samples[{k}]", expected="the id of a node under head")
+        ts = doc.get("timestamps")
+        if ts is not None:
+            t = num_array(ts, source, "timestamps")
+            if len(t) < len(s):
+                warns.append(f"{len(t)} timestamps for {len(s)} samples: untimed")
+            else:
+                if len(t) == len(s) + 1:  # converted files put the start time first
+                    start_us = float(t[0])
+                    t = t[1:]
+                t = t[:len(s)]
+                if (np.diff(t) < 0).any():
+                    warns.append(f"{int((np.diff(t) < 0).sum())} decreasing timestamps: samples put back in "
+                                 "time order")
+                times = np.rint(t * 1000.0).astype(_I64)
+    end_us = None
+    if times is not None and len(times):
+        if start_us is None:
+            start_us = float(times.min()) / 1000.0
+        end_us = float(times.max()) / 1000.0
+    empty = (np.empty(0, _I64),) * 3
+    return _finish_part(list(index), codes, np.asarray(parents, _I64), hit, empty, known, sample_node, times,
+                        start_us, end_us, thread, warns)
+
+
+# ------------------------------------------------------------------ trace events
+
+
+def _trace_parts(events, source, path) -> list:
+    if not isinstance(events, list):
+        raise FormatError(f"{path or 'traceEvents'} is {type_name(events)}", source=source,
+                          position=path or "traceEvents", expected="a list of trace events")
+    names: dict = {}
+    profiles: dict = {}  # (pid, id) -> {"tid", "start", "chunks": [...]}
+    full: list = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            continue
+        name = ev.get("name")
+        if name == "thread_name" and ev.get("ph") == "M":
+            nm = (ev.get("args") or {}).get("name")
+            if isinstance(nm, str):
+                names[(ev.get("pid"), ev.get("tid"))] = nm
+        elif name in ("Profile", "ProfileChunk"):
+            data = (ev.get("args") or {}).get("data")
+            if not isinstance(data, dict):
+                raise FormatError(f"{path}[{i}].args.data is {type_name(data)}", source=source,
+                                  position=f"{path}[{i}].args.data", expected="an object")
+            key = (ev.get("pid"), ev.get("id"))
+            pr = profiles.setdefault(key, {"tid": ev.get("tid"), "start": None, "chunks": []})
+            if name == "Profile":
+                pr["start"] = data.get("startTime")
+                pr["tid"] = ev.get("tid")
+            else:
+                pr["chunks"].append((i, data))
+        elif name == "CpuProfile":
+            data = (ev.get("args") or {}).get("data") or {}
+            cp = data.get("cpuProfile")
+            if isinstance(cp, dict):
+                full.append((i, ev, cp))
+    docs = []
+    for (pid, _pid_id), pr in profiles.items():
+        nodes, samples, deltas = [], [], []
+        for i, data in pr["chunks"]:
+            cp = data.get("cpuProfile") or {}
+            if not isinstance(cp, dict):
+                raise FormatError(f"{path}[{i}].args.data.cpuProfile is {type_name(cp)}", source=source,
+                                  position=f"{path}[{i}].args.data.cpuProfile", expected="an object")
+            nodes.extend(cp.get("nodes") or [])
+            samples.extend(cp.get("samples") or [])
+            deltas.extend(data.get("timeDeltas") or [])
+        thread = names.get((pid, pr["tid"])) or f"{pid}:{pr['tid']}"
+        docs.append(({"nodes": nodes, "samples": samples, "timeDeltas": deltas}, pr["start"], thread))
+    for i, ev, cp in full:
+        thread = names.get((ev.get("pid"), ev.get("tid"))) or f"{ev.get('pid')}:{ev.get('tid')}"
+        docs.append((cp, cp.get("startTime"), thread))
+    if not docs:
+        raise FormatError("trace has no Profile/ProfileChunk or CpuProfile events", source=source,
+                          expected="a Chrome trace recorded with the disabled-by-default-v8.cpu_profiler category")
+    used: dict = {}
+    parts = []
+    for doc, start, thread in docs:
+        k = used.get(thread, 0)
+        used[thread] = k + 1
+        parts.append(_protocol_part(doc, source, "", thread if not k else f"{thread} ({k + 1})", start_us=start))
+    return parts
+
+
+# ------------------------------------------------------------------ reader
+
+
+def read_cpuprofile(data: bytes, source: str = "<cpuprofile>", *, thread: str | None = None):
+    """Read a ``.cpuprofile`` (protocol, old tree form or Chrome trace events).
+
+    ``thread`` names the thread of a single-profile file (default ``main``)."""
+    with no_gc():
+        return _read(data, source, thread)
+
+
+def _read(data, source, thread):
+    doc = load_json(data, source, "a V8 CPU profile (JSON)")
+    if isinstance(doc, dict) and "nodes" in doc:
+        parts = [_protocol_part(doc, source, "", thread or "main")]
+    elif isinstance(doc, dict) and "head" in doc:
+        parts = [_old_part(doc, source, thread or "main")]
+    elif isinstance(doc, dict) and "traceEvents" in doc:
+        parts = _trace_parts(doc["traceEvents"], source, "traceEvents")
+    elif isinstance(doc, list):
+        parts = _trace_parts(doc, source, "")
+    else:
+        got = type_name(doc) if not isinstance(doc, dict) else "an object with keys " + ", ".join(
+            repr(k) for k in list(doc)[:6])
+        raise FormatError(f"not a CPU profile: top level is {got}", source=source,
+                          expected="an object with 'nodes' (and samples, timeDeltas, startTime, endTime)")
+    return _build(parts, source)
+
+
+def _build(parts, source):
+    ft = FrameTable()
+    node_parent, node_frame, sample_node, weights, times, threads = [], [], [], [], [], []
+    ln, ll, lt = [], [], []
+    warns: list[str] = []
+    offset = 0
+    timed = all(p.timed for p in parts) and any(len(p.sample_node) for p in parts)
+    for p in parts:
+        used = np.zeros(len(p.keys), bool)
+        used[p.codes[~p.transparent]] = True  # the artificial root gets no frame
+        kf = np.asarray([ft.add(k[0], k[1], k[2] + 1 if k[2] >= 0 else 0, k[3] + 1 if k[3] >= 0 else 0,
+                                hint=k[4]) if u else -1 for k, u in zip(p.keys, used)], _I64)
+        nf = kf[p.codes] if len(p.codes) else np.empty(0, _I64)
+        nf[p.transparent] = -1
+        node_frame.append(nf)
+        node_parent.append(np.where(p.parent >= 0, p.parent + offset, -1))
+        sample_node.append(np.asarray(p.sample_node, _I64) + offset)
+        weights.append(p.weights)
+        if timed:
+            times.append(p.times)
+        threads.append(np.full(len(p.sample_node), p.thread, dtype=object))
+        ln.append(p.line_node + offset)
+        ll.append(p.line_line)
+        lt.append(p.line_ticks)
+        warns.extend(p.warnings if len(parts) == 1 else [f"{p.thread}: {w}" for w in p.warnings])
+        offset += len(p.codes)
+    cat = np.concatenate
+    node_lines = pd.DataFrame({"node": cat(ln), "line": cat(ll), "ticks": cat(lt)})
+    starts = [p.start_ns for p in parts if p.start_ns is not None]
+    ends = [p.end_ns for p in parts if p.end_ns is not None]
+    periods = [p.period_ns for p in parts if p.period_ns]
+    meta = {
+        "source_format": "cpuprofile",
+        "unit": "samples",
+        "timed": timed,
+        "start_time": min(starts) if starts else None,
+        "duration_ns": (max(ends) - min(starts)) if starts and ends else None,
+        "period_ns": int(round(float(np.mean(periods)))) if periods and timed else None,
+        "warnings": warns,
+    }
+    if len(parts) == 1 and parts[0].thread == "main":
+        thr = None
+    else:
+        thr = cat(threads)
+    try:
+        prof = build_from_tree(ft, cat(node_parent), cat(node_frame), cat(sample_node), weights=cat(weights),
+                               times=cat(times) if timed else None, threads=thr, meta=meta,
+                               node_lines=node_lines)
+    except ValueError as e:
+        if "cycle" in str(e):
+            raise FormatError("the node tree has a cycle (a node is its own ancestor)",
+                              source=source, position="nodes", expected="a tree") from None
+        raise
+    return prof
+
+
+# ------------------------------------------------------------------ sniffing
+
+_NODES = re.compile(r'"nodes"\s*:\s*\[')
+_HEAD = re.compile(r'"head"\s*:\s*\{')
+_TRACE = re.compile(r'"(?:ProfileChunk|CpuProfile)"')
+
+
+def sniff(head: bytes, text: str | None) -> bool:
+    t = head_text(head, text)
+    if t is None:
+        return False
+    s = t.lstrip("\ufeff \t\r\n")
+    if s.startswith("{"):
+        if _NODES.search(s) and '"callFrame"' in s:
+            return True
+        if _HEAD.search(s) and '"functionName"' in s:
+            return True
+        return '"traceEvents"' in s[:4096] and bool(_TRACE.search(s))
+    if s.startswith("["):
+        return bool(_TRACE.search(s)) and '"ph"' in s
+    return False
+
+
+register_reader("cpuprofile", read_cpuprofile, sniff, (".cpuprofile",))

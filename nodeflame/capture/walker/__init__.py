@@ -1,0 +1,193 @@
+"""The ``walker`` backend: V8 stack walking from user space with ptrace.
+
+Every thread that runs JavaScript (the main thread and worker threads) is
+interrupted ``hz`` times a second (PTRACE_SEIZE + PTRACE_INTERRUPT, so the
+process is never group-stopped and no SIGSTOP is sent), its registers and
+used stack are copied, and it runs again.  The frame-pointer chain is then
+walked over the copy; JS frames are named by reading the V8 heap (JSFunction
+-> SharedFunctionInfo -> ScopeInfo / Script) with offsets from the binary's
+own ``v8dbg_*`` symbols (:mod:`nodeflame.capture.v8layout`); native frames
+from the ELF symbol tables of node and the shared libraries.
+
+It is a wall-clock sampler: a thread blocked in a syscall is sampled too,
+with the syscall as a ``kernel`` leaf frame.
+
+>>> from nodeflame.capture.walker import capture_walker
+>>> p = capture_walker(4242, duration=5, hz=1000)
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from ..base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError
+from . import ptrace
+
+__all__ = ["BACKEND", "WalkerBackend", "capture_walker", "ptrace_permission"]
+
+
+def ptrace_permission(pid: int) -> str | None:
+    """None when this process may ptrace ``pid``, else why not (one sentence with the fix)."""
+    try:
+        st = os.stat(f"/proc/{pid}")
+    except FileNotFoundError:
+        return f"no process {pid}"
+    except OSError as e:
+        return f"cannot inspect /proc/{pid}: {e.strerror}"
+    euid = os.geteuid()
+    cap = _has_cap_sys_ptrace()
+    if euid != 0 and not cap and st.st_uid != euid:
+        return (f"process {pid} belongs to uid {st.st_uid}: run as that user or as root "
+                "(or give python CAP_SYS_PTRACE)")
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        scope = 0
+    if scope >= 3:
+        return "ptrace is disabled on this machine (kernel.yama.ptrace_scope=3)"
+    if scope >= 1 and euid != 0 and not cap:
+        return ("kernel.yama.ptrace_scope is %d: run as root, give python CAP_SYS_PTRACE, or "
+                "`sysctl kernel.yama.ptrace_scope=0`" % scope)
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("TracerPid:"):
+                    tp = int(line.split()[1])
+                    if tp:
+                        return f"process {pid} is already traced by pid {tp} (a debugger or another profiler)"
+    except OSError:
+        pass
+    return None
+
+
+def _has_cap_sys_ptrace() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 19 & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+class WalkerSession(Session):
+    def __init__(self, backend, target, opts, sampler, thread):
+        super().__init__(backend, target, opts)
+        self.sampler = sampler
+        self.thread = thread
+        self._closed = False
+        self._profile = None
+
+    def poll(self):
+        s = self.sampler
+        if s.error is not None and not isinstance(s.error, (ProcessLookupError,)):
+            raise CaptureError(f"walker: sampling failed: {type(s.error).__name__}: {s.error}")
+
+    def target_exited(self) -> bool:
+        return True  # what was sampled is kept
+
+    def stop(self):
+        self.sampler.stop()
+        self.thread.join()
+        s = self.sampler
+        if s.error is not None and s.stats["samples"] == 0:
+            raise CaptureError(f"walker: sampling failed: {type(s.error).__name__}: {s.error}")
+        meta = {"backend": "walker", "pid": self.target.pid, "node_version": s.lay.node_version,
+                "unit": "samples"}
+        self._profile = s.profile(meta)
+        return self._profile
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sampler.stop()
+            self.thread.join(30)
+        except BaseException:  # noqa: BLE001 - close must never raise
+            pass
+
+
+class WalkerBackend(Backend):
+    name = "walker"
+    summary = "V8 frame walk from user space (ptrace + v8dbg metadata): JS and native frames, all threads"
+    needs = "ptrace permission (root, CAP_SYS_PTRACE or ptrace_scope 0) and a node with v8dbg_* symbols"
+    default_hz = 1000
+
+    def available(self, pid: int | None = None) -> str | None:
+        why = ptrace.supported()
+        if why:
+            return why
+        if pid is None:
+            return None
+        why = ptrace_permission(pid)
+        if why:
+            return why
+        from ..v8layout import LayoutError, layout_for_pid
+        try:
+            layout_for_pid(pid).check_supported()
+        except LayoutError as e:
+            return str(e)
+        except Exception as e:  # noqa: BLE001 - available() reports, never raises
+            return f"cannot read the V8 layout of pid {pid}: {type(e).__name__}: {e}"
+        return None
+
+    def start(self, target: Target, opts: CaptureOptions) -> Session:
+        from ..v8layout import LayoutError, layout_for_pid
+        from .sampler import Sampler
+        why = self.available(target.pid)
+        if why:
+            raise CaptureError(f"walker: {why}")
+        try:
+            lay = layout_for_pid(target.pid).check_supported()
+        except LayoutError as e:
+            raise TargetError(str(e)) from None
+        ex = dict(opts.extra or {})
+        sampler = Sampler(target.pid, lay, hz=opts.hz or self.default_hz, threads=opts.threads or "all",
+                          duration=None, max_stack=int(ex.get("max_stack", 2 << 20)),
+                          consistent=bool(ex.get("consistent", False)))
+        th = threading.Thread(target=sampler.run, name=f"nodeflame-walker-{target.pid}", daemon=True)
+        th.start()
+        sampler.started.wait(30)
+        if sampler.error is not None and sampler.stats["samples"] == 0 and not th.is_alive():
+            e = sampler.error
+            if isinstance(e, PermissionError):
+                raise CaptureError(f"walker: {e.strerror or e}") from None
+            raise CaptureError(f"walker: cannot start: {type(e).__name__}: {e}") from None
+        return WalkerSession(self, target, opts, sampler, th)
+
+
+BACKEND = WalkerBackend()
+
+
+def capture_walker(pid: int, duration: float, hz: int = 1000, *, threads: str = "all", consistent=False,
+                   max_stack: int = 2 << 20, meta=None):
+    """Sample ``pid`` for ``duration`` seconds with the walker (no driver, no progress bar).
+
+    Ctrl-C stops early and keeps what was sampled.  Always detaches."""
+    from ..v8layout import layout_for_pid
+    from .sampler import Sampler
+    why = BACKEND.available(pid)
+    if why:
+        raise CaptureError(f"walker: {why}")
+    lay = layout_for_pid(pid).check_supported()
+    s = Sampler(pid, lay, hz=hz, threads=threads, duration=duration, max_stack=max_stack, consistent=consistent)
+    th = threading.Thread(target=s.run, name=f"nodeflame-walker-{pid}", daemon=True)
+    th.start()
+    try:
+        while th.is_alive():
+            th.join(0.1)
+    except KeyboardInterrupt:
+        s.stop()
+        th.join()
+    finally:
+        s.stop()
+        th.join()
+    if s.error is not None and s.stats["samples"] == 0:
+        raise CaptureError(f"walker: {type(s.error).__name__}: {s.error}")
+    md = {"backend": "walker", "pid": pid, "node_version": lay.node_version}
+    md.update(meta or {})
+    return s.profile(md)

@@ -1,0 +1,549 @@
+"""The ptrace sampling loop: stop a thread briefly, copy its registers and stack, resume, decode.
+
+Per sample and thread the target is stopped only for PTRACE_INTERRUPT, the
+wait for the stop, PTRACE_GETREGS, one pread of the used stack and
+PTRACE_CONT.  Frame walking and heap decoding happen after the thread runs
+again (objects a GC moves in the meantime are found through their
+forwarding address; every decoded object is validated).  With
+``consistent=True`` the walk and the JSFunction -> SharedFunctionInfo reads
+happen before resuming instead.
+
+Signals that arrive while a thread is traced turn into signal-delivery stops;
+they are re-injected at once (a stop found between samples within ~1 ms).
+Every path out of :meth:`Sampler.run` detaches from every thread.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+from ...frames.build import FrameTable, build_profile
+from . import ptrace
+from .heap import V8Heap
+from .memory import Memory
+from .symbols import AddressSpace, clean_native, demangle
+from .unwind import Unwinder
+
+_REG_NAMES = {0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 4: "rsp", 5: "rbp", 6: "rsi", 7: "rdi", 8: "r8", 9: "r9",
+              10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14", 15: "r15"}
+SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 202: "futex",
+            228: "clock_gettime", 230: "clock_nanosleep", 232: "epoll_wait", 281: "epoll_pwait",
+            288: "accept4", 270: "pselect6", 271: "ppoll", 441: "epoll_pwait2", 61: "wait4", 17: "pread64",
+            18: "pwrite64", 19: "readv", 20: "writev", 44: "sendto", 45: "recvfrom", 46: "sendmsg",
+            47: "recvmsg", 34: "pause", 130: "rt_sigsuspend", 128: "rt_sigtimedwait", 425: "io_uring_setup",
+            426: "io_uring_enter", 24: "sched_yield", 257: "openat", 3: "close", 9: "mmap", 11: "munmap",
+            10: "mprotect", 12: "brk", 4: "stat", 5: "fstat", 262: "newfstatat", 332: "statx"}
+WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
+
+
+class _Thread:
+    __slots__ = ("tid", "label", "seized", "group_stopped", "stack", "samples", "gone")
+
+    def __init__(self, tid, label):
+        self.tid, self.label = tid, label
+        self.seized = False
+        self.group_stopped = False
+        self.stack = None
+        self.samples = 0
+        self.gone = False
+
+
+class Sampler:
+    """Samples the JavaScript threads of ``pid`` at ``hz`` until ``stop()`` or ``duration``."""
+
+    def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
+                 max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5):
+        self.pid = pid
+        self.lay = lay
+        self.hz = max(1, int(hz))
+        self.threads_mode = threads
+        self.duration = duration
+        self.max_stack = max_stack
+        self.consistent = consistent
+        self.rescan_s = rescan_s
+        self._stop = threading.Event()
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+        self.threads: dict[int, _Thread] = {}
+        self.known: dict[int, str] = {}      # tid -> 'main' | 'worker' | 'other'
+        self.n_workers = 0
+        self.ft = FrameTable()
+        self.paths: list = []                 # per sample: list of frame tokens (root-first after finalise)
+        self.times: list = []
+        self.labels: list = []
+        self.leaf_lines: list = []            # (sample index, line)
+        self.native_ids: dict = {}            # pc -> placeholder index
+        self.native_pcs: list = []
+        self.stats = dict(samples=0, missed=0, forwarded_signals=0, stopped_ns=[], walk_ns=0, invalid_js=0,
+                          threads_seen=0, detach_errors=0, group_stops=0, truncated=0)
+        self.t0 = 0
+        self.exited = False
+        self.mem = None
+        self.space = None
+        self.heap = None
+        self.unwinder = None
+        self._last_refresh = 0.0
+        regcode = lay.get("InterpreterBytecodeOffsetRegister", 9)
+        self.bc_reg = _REG_NAMES.get(regcode, "r9")
+
+    # ------------------------------------------------------------- control
+    def stop(self):
+        self._stop.set()
+
+    def run(self):
+        """Sampler thread body.  Detaches on every path."""
+        try:
+            self._setup()
+            self._discover(first=True)
+            self.started.set()
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - reported to the caller through .error
+            self.error = e
+        finally:
+            self._detach_all()
+            self.started.set()
+            if self.mem is not None:
+                self.mem.close()
+
+    def _setup(self):
+        self.mem = Memory(self.pid)
+        self.space = AddressSpace(self.pid)
+        self.heap = V8Heap(self.mem, self.lay)
+        self.unwinder = Unwinder(self.space, self.heap, self.lay)
+        wr = self.space.node_elf.symbol_range(WORKER_RUN) if self.space.node_elf is not None else None
+        self.worker_run = wr
+        self.regs = ptrace.Regs()
+        self.t0 = time.monotonic_ns()
+
+    # ------------------------------------------------------------- threads
+    def _tids(self):
+        try:
+            return sorted(int(x) for x in os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return []
+
+    def _discover(self, first=False):
+        tids = self._tids()
+        if not tids:
+            if first:
+                raise ProcessLookupError(f"process {self.pid} is gone")
+            self.exited = True
+            return
+        for tid in tids:
+            if tid in self.known:
+                continue
+            if tid == self.pid:
+                kind = "main"
+            elif self.threads_mode == "main":
+                kind = "other"
+            else:
+                kind = self._classify_thread(tid)
+            if kind is None:
+                continue  # could not tell yet; retry at the next rescan
+            self.known[tid] = kind
+            if kind == "other":
+                continue
+            t = _Thread(tid, "main")
+            if kind == "worker":
+                self.n_workers += 1
+                t.label = f"worker {self.n_workers}"
+            try:
+                ptrace.seize(tid)
+                t.seized = True
+            except ptrace.PtraceError as e:
+                if tid == self.pid and first:
+                    raise PermissionError(e.errno, f"cannot ptrace pid {self.pid}: {os.strerror(e.errno)}") from None
+                continue
+            self.threads[tid] = t
+            self.stats["threads_seen"] += 1
+
+    def _classify_thread(self, tid):
+        """'worker' when node::worker::Worker::Run is on the thread's stack, else 'other' (None: unknown)."""
+        if self.worker_run is None:
+            return "other"
+        sp = None
+        try:
+            with open(f"/proc/{self.pid}/task/{tid}/syscall") as f:
+                parts = f.read().split()
+            if parts and parts[0] not in ("running",) and len(parts) >= 8:
+                sp = int(parts[-2], 16)
+        except (OSError, ValueError):
+            return "other"
+        if sp is None:
+            # running: stop it once to read rsp
+            try:
+                ptrace.seize(tid)
+            except ptrace.PtraceError:
+                return "other"
+            try:
+                regs = self._stop_and_regs(tid)
+                sp = regs[1] if regs else None
+            finally:
+                self._detach_one(tid)
+            if sp is None:
+                return None
+        r = self.space.region(sp)
+        if r is None:
+            self.space.refresh()
+            r = self.space.region(sp)
+            if r is None:
+                return "other"
+        data = self.mem.read(sp & ~7, min(r.end - (sp & ~7), 16 << 20))
+        if not data:
+            return "other"
+        w = np.frombuffer(data[:len(data) // 8 * 8], np.uint64)
+        lo, hi = self.worker_run
+        return "worker" if bool(((w >= lo) & (w < hi)).any()) else "other"
+
+    def _stop_and_regs(self, tid):
+        """Interrupt a seized thread, read (rip, rsp), resume."""
+        try:
+            ptrace.interrupt(tid)
+        except ptrace.PtraceError:
+            return None
+        got = None
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            st = ptrace.wait(tid, nohang=True)
+            if st is None:
+                time.sleep(0.0002)
+                continue
+            kind, sig = ptrace.classify(st)
+            if kind == "exited":
+                return None
+            if got is None and kind in ("interrupt", "signal"):
+                ptrace.getregs(tid, self.regs)
+                got = (self.regs.rip, self.regs.rsp)
+            if kind == "interrupt":
+                ptrace.cont(tid, 0)
+                return got
+            if kind == "signal":
+                ptrace.cont(tid, sig)
+                self.stats["forwarded_signals"] += 1
+                return got
+            if kind == "group":
+                ptrace.listen(tid)
+                return got
+            ptrace.cont(tid, 0)
+        return got
+
+    # ------------------------------------------------------------- the loop
+    def _loop(self):
+        period = 1_000_000_000 // self.hz
+        next_t = time.monotonic_ns()
+        next_scan = time.monotonic() + self.rescan_s
+        end = None if self.duration is None else self.t0 + int(self.duration * 1e9)
+        while not self._stop.is_set() and not self.exited:
+            while True:
+                self._service()
+                now = time.monotonic_ns()
+                rem = next_t - now
+                if rem <= 0 or self._stop.is_set():
+                    break
+                time.sleep(min(rem, 1_000_000) / 1e9)
+            if self._stop.is_set():
+                break
+            if end is not None and now >= end:
+                break
+            for t in list(self.threads.values()):
+                if not t.gone and not t.group_stopped:
+                    self._sample(t)
+            for tid in [tid for tid, t in self.threads.items() if t.gone]:
+                del self.threads[tid]
+            if not self.threads or self.threads.get(self.pid) is None and not os.path.exists(f"/proc/{self.pid}"):
+                self.exited = not os.path.exists(f"/proc/{self.pid}/task")
+                if self.exited or not self.threads:
+                    self.exited = True
+                    break
+            next_t += period
+            now = time.monotonic_ns()
+            if next_t < now:
+                self.stats["missed"] += (now - next_t) // period
+                next_t = now + period // 4
+            if time.monotonic() >= next_scan:
+                next_scan = time.monotonic() + self.rescan_s
+                if self.threads_mode != "main":
+                    self._discover()
+
+    def _service(self):
+        """Reap stops that happened between samples: forward signals, keep group stops."""
+        for t in list(self.threads.values()):
+            if t.gone:
+                continue
+            st = ptrace.wait(t.tid, nohang=True)
+            if st is None:
+                continue
+            self._handle_stray(t, st)
+
+    def _handle_stray(self, t, st):
+        kind, sig = ptrace.classify(st)
+        try:
+            if kind == "exited":
+                t.gone = True
+            elif kind == "signal":
+                ptrace.cont(t.tid, sig)
+                self.stats["forwarded_signals"] += 1
+            elif kind == "group":
+                ptrace.listen(t.tid)
+                t.group_stopped = True
+                self.stats["group_stops"] += 1
+            else:
+                if t.group_stopped and kind == "interrupt":
+                    t.group_stopped = False  # resumed by SIGCONT while listening
+                ptrace.cont(t.tid, 0)
+        except ptrace.PtraceError:
+            t.gone = not os.path.exists(f"/proc/{self.pid}/task/{t.tid}")
+
+    def _sample(self, t):
+        tid = t.tid
+        regs = self.regs
+        t_stop = time.perf_counter_ns()
+        try:
+            ptrace.interrupt(tid)
+        except ptrace.PtraceError:
+            t.gone = True
+            return
+        sampled = None
+        while True:
+            # a blocking wait: spinning would take a CPU from the very thread that has to run to stop
+            st = ptrace.wait(tid)
+            if st is None:
+                t.gone = True
+                return
+            kind, sig = ptrace.classify(st)
+            if kind == "exited":
+                t.gone = True
+                return
+            if kind in ("interrupt", "signal") and sampled is None:
+                try:
+                    ptrace.getregs(tid, regs)
+                except ptrace.PtraceError:
+                    t.gone = True
+                    return
+                sampled = self._copy(t, regs)
+            try:
+                if kind == "interrupt":
+                    ptrace.cont(tid, 0)
+                    break
+                if kind == "signal":
+                    # a signal arrived first: sample here (the registers are the interrupted context), deliver
+                    # it; the pending interrupt stop that follows is resumed by _service
+                    ptrace.cont(tid, sig)
+                    self.stats["forwarded_signals"] += 1
+                    break
+                if kind == "group":
+                    ptrace.listen(tid)
+                    t.group_stopped = True
+                    break
+                ptrace.cont(tid, 0)
+            except ptrace.PtraceError:
+                t.gone = True
+                return
+        self.stats["stopped_ns"].append(time.perf_counter_ns() - t_stop)
+        if sampled is not None:
+            self._decode(t, sampled)
+
+    def _copy(self, t, regs):
+        """Registers and the used stack, copied while the thread is stopped."""
+        rsp = regs.rsp
+        st = t.stack
+        if st is None or not (st[0] <= rsp < st[1]):
+            r = self.space.region(rsp)
+            if r is None:
+                self.space.refresh()
+                r = self.space.region(rsp)
+            st = t.stack = (r.start, r.end) if r is not None else (rsp, rsp + 65536)
+        n = min(st[1] - rsp, self.max_stack)
+        if st[1] - rsp > self.max_stack:
+            self.stats["truncated"] += 1
+        buf = self.mem.read(rsp, n)
+        snap = (regs.rip, rsp, regs.rbp, getattr(regs, self.bc_reg), regs.orig_rax, regs.rax, buf,
+                time.monotonic_ns())
+        if self.consistent:
+            # walk now and resolve JSFunction -> SFI while the thread is still stopped
+            toks = self.unwinder.walk(*snap[:7], rsp, self.mem)
+            fns = {}
+            for tok in toks:
+                if tok[0] == "js" and tok[1] not in fns:
+                    fns[tok[1]] = self.heap.function_sfi(tok[1]) if tok[1] else None
+            return snap, toks, fns
+        return snap, None, None
+
+    # ------------------------------------------------------------- decoding
+    def _decode(self, t, sampled):
+        snap, toks, fns = sampled
+        tw = time.perf_counter_ns()
+        rip, rsp, rbp, bcr, orax, rax, buf, when = snap
+        if toks is None:
+            toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
+            fns = {}
+        heap = self.heap
+        ids = []
+        pending_bpc = None
+        leaf_line = 0
+        first_js = True
+        for tok in toks:
+            kind = tok[0]
+            if kind == "pc":
+                if pending_bpc is not None:
+                    ids.append(self._native(pending_bpc))
+                    pending_bpc = None
+                ids.append(self._native(tok[1]))
+            elif kind == "bpc":
+                pending_bpc = tok[1]
+            elif kind == "sys":
+                nm = SYSCALLS.get(tok[1], f"syscall_{tok[1]}")
+                ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))
+            else:
+                _, fn, tier, bca, x = tok
+                sfi = fns.get(fn, 0)
+                if sfi == 0:
+                    sfi = fns[fn] = heap.function_sfi(fn) if fn else None
+                info = heap.sfi_info(sfi) if sfi else None
+                if info is None:
+                    self.stats["invalid_js"] += 1
+                    if pending_bpc is not None:
+                        ids.append(self._native(pending_bpc))
+                        pending_bpc = None
+                    ids.append(self.ft.add("(unknown JS)", "", hint="js", tier=""))
+                    first_js = False
+                    continue
+                if pending_bpc is not None:
+                    if not info.native:
+                        ids.append(self._native(pending_bpc))
+                    pending_bpc = None
+                if tier != "interpreted":
+                    tier = self._tier(tier, bca, x)
+                elif first_js and x >= 0 and not ids:
+                    leaf_line = heap.bytecode_line(bca, x, heap.script(info.script) if info.script else None)
+                ids.append(self.ft.add(info.name, info.file, info.line, info.column,
+                                       hint="builtin" if info.native else "js", tier=tier))
+                first_js = False
+        if pending_bpc is not None:
+            ids.append(self._native(pending_bpc))
+        if not ids:
+            return
+        ids.reverse()
+        k = len(self.paths)
+        self.paths.append(ids)
+        self.times.append(when - self.t0)
+        self.labels.append(t.label)
+        if leaf_line:
+            self.leaf_lines.append((k, leaf_line))
+        t.samples += 1
+        self.stats["samples"] += 1
+        self.stats["walk_ns"] += time.perf_counter_ns() - tw
+
+    def _tier(self, tier, bca, bco):
+        heap = self.heap
+        is_bc = bca is not None and heap.is_heap(bca) and heap.itype(bca) == heap.t_bytecode
+        if tier == "jit":
+            return "baseline" if is_bc else "optimized"
+        # '?': a frameless builtin was running on top of this frame
+        if is_bc:
+            return "interpreted" if (bco is not None and bco & 1 == 0) else "baseline"
+        return "optimized"
+
+    def _native(self, pc):
+        i = self.native_ids.get(pc)
+        if i is None:
+            i = self.native_ids[pc] = len(self.native_pcs)
+            self.native_pcs.append(pc)
+        return -1 - i
+
+    # ------------------------------------------------------------- detach
+    def _detach_one(self, tid):
+        """Stop (if needed) and detach one thread, delivering a pending signal."""
+        try:
+            ptrace.interrupt(tid)
+        except ptrace.PtraceError:
+            return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            st = ptrace.wait(tid, nohang=True)
+            if st is None:
+                time.sleep(0.0002)
+                continue
+            kind, sig = ptrace.classify(st)
+            if kind == "exited":
+                return
+            try:
+                ptrace.detach(tid, sig if kind == "signal" else 0)
+                return
+            except ptrace.PtraceError:
+                return
+        # not stopping (uninterruptible sleep): try a plain detach, which fails unless stopped
+        try:
+            ptrace.detach(tid, 0)
+        except ptrace.PtraceError:
+            self.stats["detach_errors"] += 1
+
+    def _detach_all(self):
+        for t in list(self.threads.values()):
+            if t.seized:
+                self._detach_one(t.tid)
+                t.seized = False
+        # reap leftover notifications of detached threads (none expected)
+        self.threads.clear()
+
+    # ------------------------------------------------------------- result
+    def profile(self, meta=None):
+        """The Profile of everything sampled so far (call after the sampler thread ended)."""
+        names = []
+        syms = []
+        for pc in self.native_pcs:
+            name, module, start = self.space.symbolize(pc) if self.space else (None, "", None)
+            syms.append((name, module))
+            if name:
+                names.append(name)
+        dem = demangle(sorted(set(names)))
+        nid = []
+        for pc, (name, module) in zip(self.native_pcs, syms):
+            is_builtin = bool(name) and name.startswith("Builtins_")
+            if name:
+                nm = clean_native(dem.get(name, name))
+            elif self.space is not None and self.space.classify(pc) == 1:
+                nm = "(JIT code)"
+                is_builtin = True
+            else:
+                nm = f"[{os.path.basename(module)}]" if module else "[unknown]"
+            nid.append(self.ft.add(nm, module or "", hint="builtin" if is_builtin else "native"))
+        flat = []
+        offsets = [0]
+        for ids in self.paths:
+            flat.extend(i if i >= 0 else nid[-1 - i] for i in ids)
+            offsets.append(len(flat))
+        md = dict(meta or {})
+        st = self.stats
+        stopped = np.asarray(st["stopped_ns"], np.int64)
+        md.setdefault("backend", "walker")
+        md["period_ns"] = 1_000_000_000 // self.hz
+        md["walker"] = {
+            "samples": st["samples"], "missed_periods": int(st["missed"]),
+            "forwarded_signals": st["forwarded_signals"], "invalid_js_frames": st["invalid_js"],
+            "threads": sorted({lbl for lbl in self.labels}),
+            "stopped_us_p50": float(np.percentile(stopped, 50) / 1e3) if len(stopped) else None,
+            "stopped_us_p90": float(np.percentile(stopped, 90) / 1e3) if len(stopped) else None,
+            "walk_us_mean": (st["walk_ns"] / st["samples"] / 1e3) if st["samples"] else None,
+            "moved_objects": self.heap.moved if self.heap else 0,
+            "stack_truncated": st["truncated"], "signal_frames": self.unwinder.stats["signal_frames"]
+            if self.unwinder else 0, "consistent": self.consistent,
+            "v8_version": self.lay.v8_version,
+        }
+        warns = list(md.get("warnings", []))
+        if st["detach_errors"]:
+            warns.append(f"walker: {st['detach_errors']} thread(s) could not be detached cleanly")
+        if st["invalid_js"]:
+            warns.append(f"walker: {st['invalid_js']} JS frame(s) could not be decoded (shown as '(unknown JS)')")
+        md["warnings"] = warns
+        lines = None
+        if self.leaf_lines:
+            a = np.asarray(self.leaf_lines, np.int64)
+            lines = pd.DataFrame({"path": a[:, 0], "line": a[:, 1], "ticks": np.ones(len(a), np.int64)})
+        return build_profile(self.ft, np.asarray(offsets, np.int64), np.asarray(flat, np.int64),
+                             times=np.asarray(self.times, np.int64), threads=self.labels, meta=md, lines=lines)

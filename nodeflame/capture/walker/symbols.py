@@ -1,0 +1,231 @@
+"""Address space of the target: /proc/<pid>/maps regions, code classification, native symbols.
+
+A pc is one of:
+  * ``JIT``     -- anonymous executable memory (V8's code space),
+  * ``BUILTIN`` -- V8's embedded builtins, either inside node's text or in the
+    second, file-backed copy V8 maps for short builtin calls (symbolised via
+    the file offset),
+  * ``NATIVE``  -- any other code of node or a shared library,
+  * ``NONE``    -- not code.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+
+from .elf import read_elf
+
+JIT, BUILTIN, NATIVE, NONE = 1, 2, 3, 0
+
+_RESTORE_RT = bytes.fromhex("48c7c00f0000000f05")  # mov $15,%rax; syscall  (x86-64 __restore_rt)
+_elf_cache: dict = {}
+
+
+class Region:
+    __slots__ = ("start", "end", "perms", "offset", "path", "dev_ino", "elf", "is_node")
+
+    def __init__(self, start, end, perms, offset, path, dev_ino):
+        self.start, self.end, self.perms, self.offset, self.path, self.dev_ino = start, end, perms, offset, path, dev_ino
+        self.elf = None
+        self.is_node = False
+
+    @property
+    def exec(self):
+        return "x" in self.perms
+
+    def __repr__(self):
+        return f"<{self.start:#x}-{self.end:#x} {self.perms} {self.offset:#x} {self.path}>"
+
+
+def read_maps(pid: int) -> list[Region]:
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) < 5:
+                continue
+            a, b = parts[0].split("-")
+            path = parts[5].rstrip("\n") if len(parts) > 5 else ""
+            out.append(Region(int(a, 16), int(b, 16), parts[1], int(parts[2], 16), path, (parts[3], int(parts[4]))))
+    return out
+
+
+def _elf_for(path: str, pid: int):
+    """ELF info for a mapped file, read through /proc/<pid>/map_files or the path itself."""
+    try:
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return None
+    info = _elf_cache.get(key)
+    if info is None:
+        try:
+            info = read_elf(path)
+        except Exception:
+            info = False
+        _elf_cache[key] = info
+    return info or None
+
+
+class AddressSpace:
+    """Classifies and symbolises code addresses of one process."""
+
+    def __init__(self, pid: int, exe: str | None = None):
+        self.pid = pid
+        self.exe = exe or os.path.realpath(f"/proc/{pid}/exe")
+        self.refresh()
+
+    def refresh(self):
+        self.regions = read_maps(self.pid)
+        self.starts = [r.start for r in self.regions]
+        exe_real = self.exe
+        try:
+            exe_id = os.stat(f"/proc/{self.pid}/exe")
+            exe_key = (exe_id.st_dev, exe_id.st_ino)
+        except OSError:
+            exe_key = None
+        self.node_elf = None
+        for r in self.regions:
+            if not r.path or r.path.startswith("["):
+                continue
+            if r.path.endswith(" (deleted)"):
+                continue
+            try:
+                st = os.stat(r.path)
+                r.is_node = exe_key is not None and (st.st_dev, st.st_ino) == exe_key or r.path == exe_real
+            except OSError:
+                r.is_node = r.path == exe_real
+            if r.exec or r.is_node:
+                r.elf = _elf_for(r.path, self.pid)
+                if r.is_node and r.elf is not None:
+                    self.node_elf = r.elf
+        # embedded builtins: the range covered by Builtins_* symbols in node
+        self.builtins = None
+        if self.node_elf is not None:
+            ix = self.node_elf.symbols_with_prefix(b"Builtins_")
+            if len(ix):
+                s = self.node_elf.syms[ix]
+                self.builtins = (int(s["value"].min()), int((s["value"] + s["size"]).max()))
+        self._restore_rt = None
+        self.cls_cache: dict = {}
+
+    # ------------------------------------------------------------------ lookup
+    def region(self, addr: int):
+        i = bisect.bisect_right(self.starts, addr) - 1
+        if i >= 0:
+            r = self.regions[i]
+            if addr < r.end:
+                return r
+        return None
+
+    def node_vaddr(self, r: Region, addr: int):
+        """ELF vaddr of addr in region r (which maps a file)."""
+        if r.elf is None:
+            return None
+        return r.elf.offset_to_vaddr(addr - r.start + r.offset)
+
+    def classify(self, pc: int) -> int:
+        c = self.cls_cache.get(pc)
+        if c is not None:
+            return c
+        r = self.region(pc)
+        if r is None or not r.exec:
+            c = NONE
+        elif not r.path or r.path.startswith("[anon"):
+            c = JIT
+        elif r.is_node and self.builtins is not None:
+            va = self.node_vaddr(r, pc)
+            c = BUILTIN if va is not None and self.builtins[0] <= va < self.builtins[1] else NATIVE
+        else:
+            c = NATIVE
+        if len(self.cls_cache) < 200000:
+            self.cls_cache[pc] = c
+        return c
+
+    def symbolize(self, pc: int):
+        """(name, module path, start vaddr) or (None, module, None)."""
+        r = self.region(pc)
+        if r is None:
+            return None, "", None
+        if r.elf is None:
+            return None, r.path, None
+        va = r.elf.offset_to_vaddr(pc - r.start + r.offset)
+        if va is None:
+            return None, r.path, None
+        name, start = r.elf.lookup(va)
+        return name, r.path, start
+
+    def is_node_pc(self, pc: int) -> bool:
+        r = self.region(pc)
+        return r is not None and r.is_node
+
+    def builtin_name(self, pc: int):
+        r = self.region(pc)
+        if r is None or not r.is_node or r.elf is None:
+            return None
+        va = self.node_vaddr(r, pc)
+        name, _ = r.elf.lookup(va) if va is not None else (None, None)
+        return name
+
+    def restore_rt(self):
+        """Address of libc's __restore_rt in this process (found by its code bytes), or 0."""
+        if self._restore_rt is not None:
+            return self._restore_rt
+        self._restore_rt = 0
+        for r in self.regions:
+            if not r.exec or "libc" not in os.path.basename(r.path):
+                continue
+            try:
+                with open(f"/proc/{self.pid}/mem", "rb", buffering=0) as f:
+                    f.seek(r.start)
+                    data = f.read(r.end - r.start)
+            except OSError:
+                try:
+                    with open(r.path, "rb") as f:
+                        f.seek(r.offset)
+                        data = f.read(r.end - r.start)
+                except OSError:
+                    continue
+            k = data.find(_RESTORE_RT)
+            if k >= 0:
+                self._restore_rt = r.start + k
+                break
+        return self._restore_rt
+
+
+_CXXFILT = None
+
+
+def demangle(names: list[str]) -> dict:
+    """{mangled: demangled without parameter lists}, via one c++filt run (identity if missing)."""
+    global _CXXFILT
+    todo = [n for n in names if n.startswith("_Z")]
+    out = {n: n for n in names}
+    if not todo:
+        return out
+    if _CXXFILT is None:
+        _CXXFILT = shutil.which("c++filt") or ""
+    if not _CXXFILT:
+        return out
+    try:
+        res = subprocess.run([_CXXFILT, "-p"], input="\n".join(todo) + "\n", capture_output=True, text=True,
+                             timeout=60)
+        dem = res.stdout.split("\n")
+        if len(dem) >= len(todo):
+            for a, b in zip(todo, dem):
+                out[a] = b or a
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+_CLONE_SUFFIX = re.compile(r"\.(?:constprop|isra|part|cold|lto_priv)\.\d+$|\.cold$")
+
+
+def clean_native(name: str) -> str:
+    return _CLONE_SUFFIX.sub("", name)

@@ -1,0 +1,95 @@
+'use strict';
+// Workload for tests/test_walker.py: known hot functions of every shape the walker must name.
+// Usage: node walker_main.js [seconds=60] [--no-worker] [--deep]
+const { libWork } = require('./walker_lib.js');
+const path = require('path');
+
+function plainHot(n) {                      // a plain function declaration
+  let s = 0;
+  for (let i = 0; i < n; i++) s = (s * 31 + i) % 1000003;
+  return s;
+}
+
+class Matrix {                              // class constructor and method
+  constructor(n) {
+    this.n = n;
+    this.a = new Float64Array(n * n);
+    for (let i = 0; i < n * n; i++) this.a[i] = (i * 13) % 7;
+  }
+  multiply(o) {
+    const n = this.n, r = new Matrix(n);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let k = 0; k < n; k++) s += this.a[i * n + k] * o.a[k * n + j];
+        r.a[i * n + j] = s;
+      }
+    return r;
+  }
+}
+
+const arrowHot = (n) => {                   // an arrow function
+  let s = 1;
+  for (let i = 1; i < n; i++) s = (s ^ (i * 2654435761)) >>> 0;
+  return s;
+};
+
+const handlers = {};
+handlers.onTick = function (n) {          // anonymous, inferred name "handlers.onTick"
+  let s = '';
+  for (let i = 0; i < n; i++) s = String.fromCharCode(97 + (i % 26)) + s.slice(0, 30);
+  return s.length;
+};
+
+function função(n) {                        // Latin-1 name (one-byte string)
+  let s = 0;
+  for (let i = 0; i < n; i++) s += Math.sin(i) * Math.cos(i);
+  return s;
+}
+
+function 計算する(n) {                        // two-byte name
+  let s = 0;
+  for (let i = 0; i < n; i++) s += (i % 3 === 0 ? i : -i) | 0;
+  return s;
+}
+
+function deep(k) {                          // recursion 3000 deep
+  if (k === 0) {
+    let s = 0;
+    for (let i = 0; i < 20000; i++) s += i % 7;
+    return s;
+  }
+  return deep(k - 1) + 1;
+}
+
+const argv = process.argv.slice(2);
+const seconds = Number(argv.find((a) => /^\d+(\.\d+)?$/.test(a)) || 60);
+const withWorker = !argv.includes('--no-worker');
+const withDeep = argv.includes('--deep');
+
+let worker = null;
+if (withWorker) {
+  const { Worker } = require('worker_threads');
+  worker = new Worker(path.join(__dirname, 'walker_worker.js'));
+  worker.unref();
+}
+
+const m = new Matrix(24);
+let rounds = 0;
+const until = Date.now() + seconds * 1000;
+function round() {
+  plainHot(60000);
+  m.multiply(m);
+  arrowHot(60000);
+  handlers.onTick(3000);
+  função(30000);
+  計算する(60000);
+  libWork(40000);
+  if (withDeep) deep(3000);
+  rounds++;
+  if (Date.now() < until) setImmediate(round);
+  else { if (worker) worker.terminate(); }
+}
+process.on('SIGUSR2', () => { process.stdout.write(`rounds ${rounds}\n`); });
+process.stdout.write(`ready ${process.pid}\n`);
+setImmediate(round);

@@ -82,7 +82,9 @@ def load_json(data: bytes, source: str, what: str = "JSON"):
         with no_gc():
             return json.loads(data)
     except json.JSONDecodeError as e:
-        truncated = e.pos >= len(e.doc.rstrip()) if isinstance(e.doc, str) else False
+        # "Unterminated string" means no closing quote before the end of the text
+        truncated = e.msg.startswith("Unterminated string") or (
+            isinstance(e.doc, str) and e.pos >= len(e.doc.rstrip()))
         msg = e.msg + (" (file truncated?)" if truncated else "")
         raise FormatError(f"invalid JSON: {msg}", source=source, line=e.lineno,
                           position=f"column {e.colno}", expected=what) from None
@@ -360,10 +362,11 @@ def _parse_nodes(nodes, source, path, need_hits=True):
     ch = _column(nodes, "children", ())
     try:
         lens = np.fromiter(map(len, ch), _I64, n)
-        flat_list = list(chain.from_iterable(ch))
     except TypeError:
         _diagnose_all(nodes, source, path)
-        raise
+        ch = [() if c is None else c for c in ch]  # "children": null
+        lens = np.fromiter(map(len, ch), _I64, n)
+    flat_list = list(chain.from_iterable(ch))
     del ch
     if flat_list:
         if not _all_ints(flat_list):
@@ -424,6 +427,8 @@ def _parse_nodes(nodes, source, path, need_hits=True):
         hit = None
     pts = _column(nodes, "positionTicks", ())
     try:
+        if None in pts:
+            pts = [() if t is None else t for t in pts]
         plen = np.fromiter(map(len, pts), _I64, n)
         flat_pt = list(chain.from_iterable(pts))
         ll = list(map(itemgetter("line"), flat_pt))

@@ -1,0 +1,31 @@
+"""Notebook widgets: the flame/icicle explorer and the diff explorer (plotly + ipywidgets).
+
+Imported lazily (``Profile.flame()``, ``Diff.flame()``, ``%load_ext nodeflame``),
+never by the layers below; install with ``pip install 'nodeflame[notebook]'``.
+"""
+from __future__ import annotations
+
+from .diffview import DiffExplorer
+from .explorer import Explorer
+
+__all__ = ["explorer", "diff_explorer", "Explorer", "DiffExplorer"]
+
+
+def explorer(profile, **options) -> Explorer:
+    """Interactive flame graph of ``profile``; what ``Profile.flame(**options)`` returns.
+
+    Options: ``transforms`` (list applied first, e.g. ``['hide=^node:']``),
+    ``inverted`` (bottom-up), ``orientation`` ('flame': root at the bottom, or
+    'icicle'), ``color`` ('kind', 'package', 'file'), ``minwidth`` (fraction of
+    the whole below which frames merge into "other" nodes; None = automatic),
+    ``search`` (regex to highlight), ``max_nodes``, ``height``, ``timeline``,
+    ``name`` (variable name used in the replay code), ``title``."""
+    return Explorer(profile, **options)
+
+
+def diff_explorer(diff, **options) -> DiffExplorer:
+    """The after profile's flame graph coloured by change; what ``Diff.flame(**options)`` returns.
+
+    Red grew, blue shrank, grey unchanged or within sampling noise.  Same
+    options as :func:`explorer`, with ``color='diff'`` the default."""
+    return DiffExplorer(diff, **options)

@@ -1,0 +1,347 @@
+"""What the explorer draws, computed from a Profile with numpy (no plotly, no widgets).
+
+Everything here is a pure function of a profile and view options, so tests
+can assert on it directly and the widget only moves the results to the
+browser.  Loops run over functions (one entry per distinct function) or over
+depth levels, never over samples or stacks.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from ..frames.kinds import KINDS
+from ..frames.stacktable import _level_segments
+from ..frames.views import call_tree, flame_layout
+
+_I64 = np.int64
+
+# colour of each kind (flamegraph.pl-like warm for JS, cooler for the runtime)
+KIND_COLORS = {
+    "js": "#f28e2b",       # application JavaScript: orange
+    "deps": "#59a14f",     # node_modules: green
+    "node": "#4e9ad8",     # node: internals: blue
+    "builtin": "#d4b84a",  # V8 builtins: khaki
+    "native": "#e15759",   # C/C++: red
+    "kernel": "#b07aa1",   # kernel: mauve
+    "gc": "#8c6bb1",       # garbage collector: purple
+    "idle": "#cfcfcf",     # idle: light grey
+    "program": "#a8a8a8",  # (program): grey
+}
+OTHER_COLOR = "#e8e8e8"
+ROOT_COLOR = "#f4f4f4"
+MATCH_COLOR = "#e040fb"   # search matches, magenta as in flamegraph.pl
+# qualitative palette for packages and files (stable hash of the name)
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+           "#9c755f", "#86bcb6", "#d37295", "#a0cbe8", "#ffbe7d", "#8cd17d", "#b6992d", "#499894",
+           "#f1ce63", "#d4a6c8", "#fabfd2", "#79706e", "#d7b5a6", "#bab0ac", "#e6c229", "#6a9f58")
+COLOR_BY = ("kind", "package", "file")
+# diff colours: red grew, blue shrank, grey unchanged or within noise
+DIFF_GREY = "#d9d9d9"
+
+
+# ------------------------------------------------------------------ layout
+
+def auto_layout(p, *, inverted: bool = False, minwidth: float | None = None, max_nodes: int = 6000):
+    """``flame_layout`` with a minimum width that keeps the node count under ``max_nodes``.
+
+    ``minwidth=None`` starts at 1/4000 of the whole (narrower than a pixel of
+    any chart) and doubles it until the layout fits; an explicit ``minwidth``
+    is honoured as long as the result fits.  Narrow nodes become explicit
+    "other" nodes; nothing is dropped.  Returns ``(layout, minwidth_used)``."""
+    tree = call_tree(p, inverted=inverted)
+    mw = 1 / 4000 if minwidth is None else float(minwidth)
+    while True:
+        lay = flame_layout(p, minwidth=mw, tree=tree)
+        if len(lay) <= max_nodes or mw >= 0.5:
+            return lay, mw
+        mw = max(mw * 2, 1e-6)
+
+
+def short_labels(p) -> np.ndarray:
+    """The function name to print inside a rectangle (file and line go to the hover)."""
+    names = p.funcs["name"].astype(str).to_numpy(object)
+    return np.where(names == "", "(anonymous)", names)
+
+
+def func_where(p) -> np.ndarray:
+    """``file:line`` of each function ('' when unknown)."""
+    f = p.funcs
+    files = f["file"].astype(str).to_numpy(object)
+    lines = f["line"].to_numpy()
+    out = np.empty(len(f), dtype=object)
+    for i in range(len(f)):  # one entry per distinct function
+        out[i] = (f"{files[i]}:{lines[i]}" if lines[i] else files[i]) if files[i] else ""
+    return out
+
+
+def _hash_color(values: np.ndarray) -> np.ndarray:
+    cats, inv = np.unique(values.astype(str), return_inverse=True)
+    pal = np.array([PALETTE[zlib.crc32(c.encode("utf-8")) % len(PALETTE)] for c in cats], dtype=object)
+    return pal[inv] if len(values) else np.empty(0, object)
+
+
+def func_colors(p, by: str = "kind") -> np.ndarray:
+    """One colour per function: by ``kind``, npm ``package`` or ``file``.
+
+    Functions without a package (or file) keep their kind's colour."""
+    if by not in COLOR_BY:
+        raise ValueError(f"color must be one of {', '.join(COLOR_BY)}, not {by!r}")
+    kinds = p.funcs["kind"].astype(str).to_numpy(object)
+    base = np.array([KIND_COLORS.get(k, OTHER_COLOR) for k in KINDS], dtype=object)
+    kind_idx = p.funcs["kind"].cat.codes.to_numpy()
+    col = np.where(kind_idx >= 0, base[np.maximum(kind_idx, 0)], OTHER_COLOR) if len(kinds) else np.empty(0, object)
+    if by == "kind":
+        return col.astype(object)
+    key = p.funcs[by].astype(str).to_numpy(object)
+    has = key != ""
+    out = col.astype(object).copy()
+    if has.any():
+        out[has] = _hash_color(key[has])
+    return out
+
+
+def node_colors(lay: pd.DataFrame, fcolors: np.ndarray) -> np.ndarray:
+    func = lay["func"].to_numpy()
+    return np.where(func >= 0, fcolors[np.maximum(func, 0)] if len(fcolors) else OTHER_COLOR, OTHER_COLOR).astype(object)
+
+
+# ------------------------------------------------------------------ search
+
+def matching_funcs(p, pattern: str) -> np.ndarray:
+    """Functions whose display name (``name file:line``) the regular expression finds."""
+    rx = re.compile(pattern)
+    labels = p.func_labels()
+    return np.fromiter((rx.search(s) is not None for s in labels), bool, len(labels))
+
+
+def matched_share(p, func_mask: np.ndarray) -> float:
+    """Share (0..1) of the weight whose stack contains a matching function."""
+    total = p.total
+    if total <= 0 or not func_mask.any():
+        return 0.0
+    a = p._arrays()
+    hit = func_mask[a["stack_func"]]
+    for _d, idx in _level_segments(a["depth"]):
+        par = a["prefix"][idx]
+        ok = par >= 0
+        hit[idx[ok]] |= hit[par[ok]]
+    sw = p.stack_weights()
+    return float(sw[hit].sum()) / total
+
+
+def exact_pattern(p, func: int) -> str:
+    """A regular expression that matches exactly one function's display name."""
+    return "^" + re.escape(str(p.func_labels()[func])) + "$"
+
+
+# ------------------------------------------------------------------ icicle
+
+def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str = "flame",
+                 root_label: str = "all") -> dict:
+    """A plotly ``icicle`` trace as a plain dict (JSON-ready lists).
+
+    Node ``i`` of the layout has id ``str(i)``; a root ``r`` spans the whole
+    profile (plotly needs one root; flamegraph.pl draws it as "all")."""
+    total = int(p.total)
+    n = len(lay)
+    par = lay["parent"].to_numpy()
+    func = lay["func"].to_numpy()
+    ids = ["r"] + np.arange(n).astype(str).tolist()
+    parents = [""] + np.where(par >= 0, par.astype(str), "r").tolist()
+    values = [total] + lay["total"].astype(_I64).tolist()
+    short = short_labels(p)
+    other = lay["other"].to_numpy()
+    lab = np.where(func >= 0, short[np.maximum(func, 0)] if len(short) else "", "")
+    if (other > 0).any():
+        lab = np.where(other > 0, np.char.add(np.char.add("other (", other.astype(str)), ")").astype(object), lab)
+    where = func_where(p)
+    wh = np.where(func >= 0, where[np.maximum(func, 0)] if len(where) else "", "narrow frames merged")
+    whole = max(total, 1)
+    selfw = lay["self"].to_numpy()
+    tot = lay["total"].to_numpy()
+    custom = list(zip(wh.tolist(), selfw.tolist(), np.round(100.0 * selfw / whole, 3).tolist(),
+                      np.round(100.0 * tot / whole, 3).tolist()))
+    custom = [["", 0, 0.0, 100.0]] + [list(c) for c in custom]
+    flame = orientation == "flame"
+    return {
+        "type": "icicle",
+        "ids": ids,
+        "parents": parents,
+        "values": values,
+        "labels": [root_label] + lab.tolist(),
+        "customdata": custom,
+        "branchvalues": "total",
+        "sort": False,
+        "marker": {"colors": [ROOT_COLOR] + list(colors), "line": {"width": 0.5, "color": "#ffffff"}},
+        "tiling": {"orientation": "v", "flip": "y" if flame else "", "pad": 0},
+        "pathbar": {"visible": True, "side": "bottom" if flame else "top"},
+        "textinfo": "label",
+        "insidetextfont": {"size": 11},
+        "hovertemplate": ("<b>%{label}</b><br>%{customdata[0]}<br>self %{customdata[1]:,} "
+                          "(%{customdata[2]:.2f}%)<br>total %{value:,} (%{customdata[3]:.2f}%)<extra></extra>"),
+        "maxdepth": -1,
+    }
+
+
+def icicle_layout(*, height: int = 560, title: str | None = None) -> dict:
+    lay = {"height": height, "margin": {"l": 4, "r": 4, "t": 28 if title else 4, "b": 4},
+           "uniformtext": {"minsize": 8, "mode": "hide"}}
+    if title:
+        lay["title"] = {"text": title, "font": {"size": 13}, "x": 0.01}
+    return lay
+
+
+def node_func(lay: pd.DataFrame, node_id) -> int:
+    """Function of the node with plotly id ``node_id`` ('r' or a layout row), -1 for root/other."""
+    if node_id in (None, "", "r"):
+        return -1
+    try:
+        i = int(node_id)
+    except (TypeError, ValueError):
+        return -1
+    if not 0 <= i < len(lay):
+        return -1
+    return int(lay["func"].iat[i])
+
+
+# ------------------------------------------------------------------ details
+
+def func_details(p, func: int, *, n: int = 10):
+    """(summary dict, callers DataFrame, callees DataFrame) of one function.
+
+    Callers and callees come from the top-down call tree: each caller's row is
+    the weight of the calls it made to ``func`` (its node totals), each callee's
+    the weight ``func`` spent in it."""
+    from ..frames.views import func_self_total
+    self_f, total_f = func_self_total(p)
+    whole = max(p.total, 1)
+    f = p.funcs
+    summary = {
+        "name": str(short_labels(p)[func]),
+        "where": str(func_where(p)[func]),
+        "kind": str(f["kind"].iat[func]),
+        "package": str(f["package"].iat[func]),
+        "self": int(self_f[func]), "total": int(total_f[func]),
+        "self_pct": 100.0 * self_f[func] / whole, "total_pct": 100.0 * total_f[func] / whole,
+    }
+    t = call_tree(p)
+    parent = t["parent"].to_numpy()
+    tf = t["func"].to_numpy()
+    tot = t["total"].to_numpy()
+    here = tf == func
+    labels = p.func_labels()
+
+    def table(funcs, weights):
+        if len(funcs) == 0:
+            return pd.DataFrame({"function": [], "weight": [], "pct": []})
+        s = pd.Series(weights).groupby(funcs).sum().sort_values(ascending=False).head(n)
+        return pd.DataFrame({"function": labels[s.index.to_numpy()], "weight": s.to_numpy().astype(_I64),
+                             "pct": 100.0 * s.to_numpy() / whole})
+
+    callers_nodes = np.flatnonzero(here & (parent >= 0))
+    callers = table(tf[parent[callers_nodes]], tot[callers_nodes])
+    child = np.flatnonzero((parent >= 0) & here[np.maximum(parent, 0)])
+    callees = table(tf[child], tot[child])
+    return summary, callers, callees
+
+
+# ------------------------------------------------------------------ timeline
+
+def timeline(p, bins: int = 200, *, t0_ns: int | None = None, t1_ns: int | None = None) -> pd.DataFrame | None:
+    """Sample weight over time, stacked by the kind of each sample's leaf.
+
+    One row per bin: ``t0_ms`` (start of the bin, ms since ``t0_ns``, default
+    the first sample), ``width_ms``, then one column per kind present.  None
+    for untimed profiles."""
+    if not p.meta.get("timed") or len(p.samples) == 0:
+        return None
+    s = p.samples
+    t = s["time_ns"].to_numpy()
+    t0 = int(t.min()) if t0_ns is None else int(t0_ns)
+    t1 = int(t.max()) if t1_ns is None else int(t1_ns)
+    span = max(t1 - t0, 1)
+    b = np.clip(((t - t0) * bins) // (span + 1), 0, bins - 1).astype(_I64)
+    a = p._arrays()
+    kcode = p.funcs["kind"].cat.codes.to_numpy().astype(_I64)
+    leafk = kcode[a["stack_func"][s["stack"].to_numpy()]]
+    nk = len(KINDS)
+    m = np.bincount(b * nk + leafk, weights=s["weight"].to_numpy(), minlength=bins * nk).reshape(bins, nk)
+    width = (span + 1) / bins / 1e6
+    out = pd.DataFrame({"t0_ms": np.arange(bins) * width, "width_ms": np.full(bins, width)})
+    for k in range(nk):
+        if m[:, k].any():
+            out[KINDS[k]] = m[:, k].astype(_I64)
+    out.attrs["t0_ns"] = t0
+    out.attrs["t1_ns"] = t1
+    return out
+
+
+def timeline_figure(tl: pd.DataFrame, *, height: int = 120, selected_ms=None) -> dict:
+    data = []
+    for k in KINDS:
+        if k in tl.columns:
+            data.append({"type": "bar", "name": k, "x": (tl["t0_ms"] + tl["width_ms"] / 2).round(3).tolist(),
+                         "y": tl[k].tolist(), "width": float(tl["width_ms"].iat[0]),
+                         "marker": {"color": KIND_COLORS[k], "line": {"width": 0}},
+                         "hovertemplate": f"{k}: %{{y:,}} at %{{x:.0f}} ms<extra></extra>"})
+    layout = {"barmode": "stack", "height": height, "bargap": 0,
+              "margin": {"l": 40, "r": 4, "t": 4, "b": 28}, "dragmode": "select", "selectdirection": "h",
+              "xaxis": {"title": {"text": "ms", "standoff": 2}, "fixedrange": True},
+              "yaxis": {"fixedrange": True}, "showlegend": True,
+              "legend": {"orientation": "h", "y": 1.15, "x": 0, "font": {"size": 10}}}
+    if selected_ms is not None:
+        a, b = selected_ms
+        layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": a, "x1": b, "y0": 0, "y1": 1,
+                             "fillcolor": "rgba(40,120,255,0.12)", "line": {"width": 1, "color": "#2878ff"}}]
+    return {"data": data, "layout": layout}
+
+
+# ------------------------------------------------------------------ diffs
+
+def diff_colors(d, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per function of ``p`` (the after side, possibly transformed): colour, self change
+    in points and significance, from the diff table joined on (name, file, line).
+
+    Red grew, blue shrank (intensity by the size of the change), grey when the
+    change is within sampling noise (``Diff.significant()``'s test)."""
+    t = d.table()
+    key = pd.MultiIndex.from_arrays([t["name"].astype(str), t["file"].astype(str), t["line"].to_numpy()])
+    f = p.funcs
+    idx = pd.MultiIndex.from_arrays([f["name"].astype(str), f["file"].astype(str), f["line"].to_numpy()])
+    pos = key.get_indexer(idx)
+    ok = pos >= 0
+    delta = np.where(ok, t["self_delta_pp"].to_numpy()[np.maximum(pos, 0)], 0.0)
+    sig = np.where(ok, t["significant"].to_numpy(bool)[np.maximum(pos, 0)], False)
+    return shade(delta, sig), delta, sig
+
+
+def shade(delta: np.ndarray, sig: np.ndarray) -> np.ndarray:
+    """Colours for changes in points: grey when not significant, else red/blue
+    from pale to full by |delta| relative to the largest significant change."""
+    delta = np.asarray(delta, float)
+    sig = np.asarray(sig, bool)
+    out = np.full(len(delta), DIFF_GREY, dtype=object)
+    if not sig.any():
+        return out
+    top = np.abs(delta[sig]).max() or 1.0
+    x = np.clip(np.abs(delta) / top, 0, 1)
+    s = (0.25 + 0.75 * x)  # even a small significant change is visibly tinted
+    fade = np.round(235 * (1 - s)).astype(int) + 20
+    red = np.array([f"rgb(235,{v},{v})" for v in fade], dtype=object)
+    blue = np.array([f"rgb({v},{v},235)" for v in fade], dtype=object)
+    out = np.where(sig & (delta > 0), red, out)
+    out = np.where(sig & (delta < 0), blue, out)
+    return out.astype(object)
+
+
+def code_for(name: str, transforms, view: dict) -> str:
+    """Replayable code for a view: ``p.apply([...]).flame(...)``."""
+    expr = name
+    if transforms:
+        expr += ".apply(" + repr([str(t) for t in transforms]) + ")"
+    opts = ", ".join(f"{k}={v!r}" for k, v in view.items())
+    return f"{expr}.flame({opts})"

@@ -1,0 +1,390 @@
+"""``perf script`` output (after ``perf record -g``).
+
+One sample is a header line, its frames leaf first, then a blank line::
+
+    node 4242/4243 [001] 184694.229089:     250000 cycles:
+            7f26dc479340 __write_nocancel+0x10 (/lib/x86_64-linux-gnu/libpthread-2.19.so)
+            3a8e1c2f0e12 LazyCompile:*main /app/x.js:3 (/tmp/perf-4242.map)
+            ffffffff8173186d system_call_fastpath ([kernel.kallsyms])
+
+The header's fields vary with perf's version and ``-F``: ``comm`` (may hold
+spaces), ``tid`` or ``pid/tid``, optional ``[cpu]``, optional ``seconds.micro:``
+timestamp, optional period, optional ``event:``.  Comment lines (``#``, perf's
+``--header``) may appear anywhere.
+
+Each frame's label is what FlameGraph's ``stackcollapse-perf.pl`` makes of
+it (offset ``+0x..`` removed, ``[unknown]`` replaced by ``[<dso basename>]``,
+everything from the first ``(`` removed except in Go method names and
+``(anonymous namespace)``, quotes removed, ``;`` -> ``:``, Java's leading
+``L`` removed in processes named ``java*``, ``a->b`` split into ``a`` and the
+inlined ``b_[i]``), so that the folded writer with ``thread_root=True``
+prints exactly what ``stackcollapse-perf.pl`` prints.  The function behind
+the label is parsed from the verbatim symbol: V8 perf-map names (see
+:mod:`nodeflame.frames.symbols`) give name, file, line, column and tier; the
+DSO gives the kind (``[kernel.kallsyms]``, kernel modules and ``vmlinux`` ->
+kernel, ``/tmp/perf-<pid>.map`` and ``[JIT] tid N`` -> JIT code, a ``.so`` or
+the node binary -> native, ``Builtins_*`` -> builtin) and native functions
+keep their DSO as their file.
+
+Samples: ``thread`` is the comm; ``tid`` always, ``pid`` (``pid/tid`` form),
+``cpu`` and ``event`` when the input has them, are extra columns; ``time_ns``
+is the timestamp in nanoseconds (``meta['timed']`` when every sample has one);
+``weight`` is the period when perf printed one, else 1 (as stackcollapse-perf.pl
+counts).  Like stackcollapse-perf.pl only the first event type is read by
+default (adding cycles to instructions means nothing); the others are set
+aside with a FormatWarning: pass ``event='cycles'`` to pick one or
+``event='all'`` to keep every sample.  A sample without frames keeps its
+comm as its only frame (kind ``program``), as stackcollapse-perf.pl does.
+
+Where this reader differs from stackcollapse-perf.pl: the last sample is kept
+even when the file does not end with a blank line; a header line always
+starts a new sample; spaces in the comm are kept (stackcollapse-perf.pl
+writes ``_``); a frame line after a blank line (outside any sample) or a
+line that is neither header nor frame is a FormatError naming the line.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..build import FrameTable, build_profile
+from ..errors import FormatError, FormatWarning
+from ..formats import decode_text, register_reader
+from ..symbols import parse_symbol
+
+_WS = " \t\n\r\f\v"
+# stackcollapse-perf.pl's own patterns (ASCII classes: Perl reads bytes)
+_HEADER = re.compile(r"([^ \t\n\r\f\v].*?)[ \t]+([0-9]+)/*([0-9]+)?[ \t]+")
+_EVENT = re.compile(r":[ \t]*([0-9]+)?[ \t]+([^ \t]+):[ \t]*\Z")
+_FRAME = re.compile(r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)")
+_OFFSET = re.compile(r"\+0x[0-9a-f]+\Z")
+_GO_METHOD = re.compile(r"\.\(.*\)\.")
+_ARGS = re.compile(r"\((?!anonymous namespace\)).*")
+_DIR = re.compile(r".*/")
+_CPU = re.compile(r"[ \t]\[([0-9]+)\][ \t]")
+_TIME = re.compile(r"[ \t]([0-9]+)\.([0-9]+):(?:[ \t]|\Z)")
+_JITMAP = re.compile(r"perf-[0-9]+\.map")
+_KERNEL_NOT = ("[unknown]", "[vdso]", "[vsyscall]", "[vvar]", "[heap]", "[stack]", "[anon]", "[uprobes]")
+
+HEADER, FRAME, BLANK, COMMENT = 0, 1, 2, 3
+
+
+def dso_kind(mod: str) -> str:
+    """'kernel', 'jit' or 'native' for perf's DSO column."""
+    if _JITMAP.search(mod) or mod.startswith("[JIT]"):
+        return "jit"
+    if mod.startswith("[kernel.") or mod.endswith("vmlinux"):
+        return "kernel"
+    if mod.startswith("[") and mod.endswith("]") and mod not in _KERNEL_NOT and not mod.startswith("[anon"):
+        return "kernel"  # a kernel module: [nf_conntrack_ipv4]
+    return "native"
+
+
+def collapse_symbol(rawfunc: str, mod: str, java: bool = False):
+    """stackcollapse-perf.pl's frames for one symbol: a list of (label, verbatim part), outermost first."""
+    rawfunc = _OFFSET.sub("", rawfunc, count=1)
+    if rawfunc.startswith("("):
+        return []  # perf's "(process name)" pseudo frames are skipped
+    parts = rawfunc.split("->")
+    while parts and parts[-1] == "":
+        parts.pop()
+    out = []
+    for i, verb in enumerate(parts):
+        func = verb
+        if func == "[unknown]":
+            func = "[" + (_DIR.sub("", mod, count=1) if mod != "[unknown]" else "unknown") + "]"
+            verb = func
+        func = func.replace(";", ":")
+        if not _GO_METHOD.search(func):
+            func = _ARGS.sub("", func, count=1)
+        func = func.replace('"', "").replace("'", "")
+        if java and "/" in func and func.startswith("L"):
+            func = func[1:]
+        if i and "_[i]" not in func:
+            func += "_[i]"
+        out.append((func, verb))
+    return out
+
+
+def _parse_header(line: str):
+    """(comm, pid|None, tid, cpu|None, time_ns|None, period|None, event|None) or None."""
+    m = _HEADER.match(line)
+    if m is None:
+        return None
+    comm, a, b = m.group(1), m.group(2), m.group(3)
+    pid, tid = (int(a), int(b)) if b else (None, int(a))
+    period = event = None
+    e = _EVENT.search(line)
+    if e is not None:
+        event = e.group(2)
+        if e.group(1):
+            period = int(e.group(1))
+    c = _CPU.search(line, m.end() - 1)
+    cpu = int(c.group(1)) if c else None
+    t = _TIME.search(line, m.end() - 1)
+    time_ns = None
+    if t is not None:
+        frac = t.group(2)
+        time_ns = int(t.group(1)) * 1_000_000_000 + int((frac + "000000000")[:9])
+    return comm, pid, tid, cpu, time_ns, period, event
+
+
+def _lines(data: bytes, source: str):
+    text = decode_text(data, source)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _factorize(lines):
+    arr = np.empty(len(lines), dtype=object)
+    arr[:] = lines
+    codes, uniq = pd.factorize(arr, sort=False)
+    return codes.astype(np.int64, copy=False), uniq
+
+
+def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
+    lines = _lines(data, source)
+    n = len(lines)
+    codes, uniq = _factorize(lines)
+    nu = len(uniq)
+    utype = np.full(nu, BLANK, np.int8)
+    header_of: dict[int, tuple] = {}   # unique line -> parsed header
+    frame_of: dict[int, tuple] = {}    # unique line -> (pc, rawfunc, mod)
+    perf_header: dict[str, str] = {}
+    bad_u = []
+    for k, ln in enumerate(uniq):
+        c = ln[:1]
+        if c == "#":
+            utype[k] = COMMENT
+            if ln.startswith("# ") and " : " in ln:
+                key, _, val = ln[2:].partition(" : ")
+                perf_header.setdefault(key.strip(), val.strip())
+            continue
+        if not ln.strip(_WS):
+            continue  # BLANK
+        if c not in _WS:
+            h = _parse_header(ln)
+            if h is not None:
+                utype[k] = HEADER
+                header_of[k] = h
+                continue
+        m = _FRAME.match(ln)
+        if m is not None:
+            utype[k] = FRAME
+            frame_of[k] = (m.group(1), m.group(2), m.group(3))
+            continue
+        utype[k] = BLANK
+        bad_u.append(k)
+    t = utype[codes]
+    if bad_u:
+        first = int(np.flatnonzero(np.isin(codes, bad_u))[0])
+        ln = lines[first]
+        exp = ("a sample header 'comm [pid/]tid [cpu] time: [period] event:'" if ln[:1] not in _WS
+               else "a frame line 'address symbol (dso)'")
+        raise FormatError(f"unrecognised line {ln.strip()[:80]!r}", source=source, line=first + 1, expected=exp)
+    hpos = np.flatnonzero(t == HEADER)
+    fpos = np.flatnonzero(t == FRAME)
+    if not len(hpos):
+        if len(fpos):
+            raise FormatError("frame line outside a sample", source=source, line=int(fpos[0]) + 1,
+                              expected="a sample header 'comm [pid/]tid [cpu] time: [period] event:' first")
+        raise FormatError("no samples", source=source, expected="perf script output (perf record -g; perf script)")
+    # every frame belongs to the last header before it, unless a blank line came in between
+    fsample = np.searchsorted(hpos, fpos, side="right") - 1
+    bpos = np.flatnonzero(t == BLANK)
+    if len(bpos):
+        j = np.searchsorted(bpos, fpos) - 1
+        lastblank = np.where(j >= 0, bpos[np.maximum(j, 0)], -1)
+    else:
+        lastblank = np.full(len(fpos), -1, np.int64)
+    outside = (fsample < 0) | (lastblank > np.where(fsample >= 0, hpos[np.maximum(fsample, 0)], -1))
+    if outside.any():
+        i = int(fpos[np.argmax(outside)])
+        raise FormatError(f"frame line outside a sample: {lines[i].strip()[:80]!r}", source=source, line=i + 1,
+                          expected="frame lines directly after a sample header, before the blank line ending it")
+
+    # per-sample header fields
+    hdr = [header_of[k] for k in codes[hpos].tolist()]
+    ns = len(hdr)
+    comm = [h[0] for h in hdr]
+    events = [h[6] for h in hdr]
+    meta_warn = []
+    seen_events = list(dict.fromkeys(e for e in events if e is not None))
+    if event is None or event == "first":
+        chosen = seen_events[0] if seen_events else None
+    elif event == "all":
+        chosen = None
+    else:
+        if event not in seen_events:
+            raise FormatError(f"no samples of event {event!r}", source=source,
+                              expected="one of " + (", ".join(seen_events) or "(no event names in the file)"))
+        chosen = event
+    if chosen is not None:
+        keep = np.fromiter((e is None or e == chosen for e in events), bool, ns)
+    else:
+        keep = np.ones(ns, bool)
+    if not keep.all():
+        counts = pd.Series([e for e in events if e is not None]).value_counts()
+        others = ", ".join(f"{e} ({counts[e]} samples)" for e in seen_events if e != chosen)
+        msg = (f"{source}: read the samples of event {chosen!r} ({int(counts[chosen])}) only; set aside {others}. "
+               f"Pass event='<name>' to read another or event='all' for every sample")
+        warnings.warn(msg, FormatWarning, stacklevel=3)
+        meta_warn.append(msg)
+    java = np.fromiter((c.startswith("java") for c in comm), bool, ns)
+
+    # frames of the samples kept: one entry per distinct (line, java-process) pair
+    fkeep = keep[fsample]
+    fpos, fsample = fpos[fkeep], fsample[fkeep]
+    fcode = codes[fpos]
+    fjava = java[fsample].astype(np.int64)
+    fkey = fcode * 2 + fjava
+    ukey, kinv = np.unique(fkey, return_inverse=True)
+    ft = FrameTable()
+    cache: dict = {}
+    ids: list[int] = []
+    kstart = np.zeros(len(ukey), np.int64)
+    klen = np.zeros(len(ukey), np.int64)
+    for j, key in enumerate(ukey.tolist()):
+        pc, rawfunc, mod = frame_of[key >> 1]
+        parts = collapse_symbol(rawfunc, mod, bool(key & 1))
+        kstart[j] = len(ids)
+        klen[j] = len(parts)
+        dk = None
+        for label, verb in reversed(parts):  # leaf first, like the lines
+            ck = (label, verb, mod)
+            fid = cache.get(ck)
+            if fid is None:
+                if dk is None:
+                    dk = dso_kind(mod)
+                sym = verb[:-4] if verb.endswith("_[i]") else verb
+                if dk == "kernel":
+                    s = parse_symbol(sym, kernel=True)
+                elif dk == "jit":
+                    s = parse_symbol(sym, jit=True)
+                else:
+                    s = parse_symbol(sym, module="" if mod == "[unknown]" else mod)
+                fid = cache[ck] = ft.add(s.name, s.file, s.line, s.column, s.hint, s.tier, label=label)
+            ids.append(fid)
+    kinv = kinv.reshape(-1)
+    nparts = klen[kinv]
+    ids_arr = np.asarray(ids, np.int64)
+    fs = np.repeat(fsample, nparts)
+    starts = np.repeat(kstart[kinv], nparts)
+    within = np.arange(len(fs)) - np.repeat(np.cumsum(nparts) - nparts, nparts)
+    leaf_first = ids_arr[starts + within] if len(fs) else np.empty(0, np.int64)
+
+    # samples kept, renumbered
+    kept = np.flatnonzero(keep)
+    new_id = np.cumsum(keep) - 1
+    fs = new_id[fs]
+    nk = len(kept)
+    lengths = np.bincount(fs, minlength=nk)
+    # a sample without frames keeps its comm as its only frame (stackcollapse-perf.pl prints 'comm count')
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        extra = np.asarray([ft.add(comm[kept[i]], hint="program", label=comm[kept[i]]) for i in empty], np.int64)
+        fs = np.concatenate([fs, empty])
+        leaf_first = np.concatenate([leaf_first, extra])
+        order = np.argsort(fs, kind="stable")
+        fs, leaf_first = fs[order], leaf_first[order]
+        lengths = np.bincount(fs, minlength=nk)
+    offsets = np.zeros(nk + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    pos = np.arange(len(fs)) - offsets[fs]
+    flat = np.empty(len(fs), np.int64)
+    flat[offsets[fs] + lengths[fs] - 1 - pos] = leaf_first
+
+    hk = [hdr[i] for i in kept.tolist()]
+    threads = [h[0] for h in hk]
+    tid = np.asarray([h[2] for h in hk], np.int64)
+    pids = [h[1] for h in hk]
+    cpus = [h[3] for h in hk]
+    times = [h[4] for h in hk]
+    periods = [h[5] for h in hk]
+    evs = [h[6] for h in hk]
+    weights = np.asarray([1 if p is None else p for p in periods], np.int64)
+    timed = nk > 0 and all(x is not None for x in times)
+    tarr = np.asarray(times, np.int64) if timed else None
+    extras = {"tid": tid}
+    if any(p is not None for p in pids):
+        extras["pid"] = np.asarray([-1 if p is None else p for p in pids], np.int64)
+    if any(c is not None for c in cpus):
+        extras["cpu"] = np.asarray([-1 if c is None else c for c in cpus], np.int32)
+    if any(e is not None for e in evs):
+        extras["event"] = pd.Categorical(["" if e is None else e for e in evs])
+    if timed and len(tarr) > 1 and (np.diff(tarr) < 0).any():
+        # perf script prints in time order; if not, order here so the extra columns stay aligned
+        order = np.argsort(tarr, kind="stable")
+        paths = [flat[offsets[i]:offsets[i + 1]] for i in order]
+        lengths = lengths[order]
+        offsets = np.zeros(nk + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate(paths) if paths else flat
+        tarr, weights = tarr[order], weights[order]
+        threads = [threads[i] for i in order]
+        extras = {k: (v[order] if not isinstance(v, pd.Categorical) else v.take(order)) for k, v in extras.items()}
+
+    chosen_ev = chosen if chosen is not None else (seen_events[0] if len(seen_events) == 1 else None)
+    has_period = any(p is not None for p in periods)
+    if not has_period:
+        unit = "samples"
+    elif chosen_ev in ("cpu-clock", "task-clock") or (chosen_ev or "").startswith(("cpu-clock:", "task-clock:")):
+        unit = "nanoseconds"
+    else:
+        unit = chosen_ev or "events"
+    meta = {"source_format": "perf", "backend": None, "unit": unit, "warnings": meta_warn,
+            "event": chosen_ev, "events": {e: int(sum(1 for x in events if x == e)) for e in seen_events}}
+    if perf_header:
+        meta["perf_header"] = perf_header
+        if "cmdline" in perf_header:
+            meta["command"] = perf_header["cmdline"]
+    upids = {p for p in pids if p is not None}
+    if len(upids) == 1:
+        meta["pid"] = upids.pop()
+    if timed and nk:
+        meta["duration_ns"] = int(tarr.max() - tarr.min())
+    if unit == "nanoseconds":
+        meta["period_ns"] = int(np.median(weights)) if nk else None
+    prof = build_profile(ft, offsets, flat, weights=weights, times=tarr, threads=threads, meta=meta)
+    if len(prof.samples) != nk:  # cannot happen: every sample has a frame
+        raise FormatError("internal: samples lost while building", source=source)
+    for k, v in extras.items():
+        prof.samples[k] = v
+    return prof
+
+
+_SNIFF_HEADER = re.compile(r"[^ \t#].*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z")
+_SNIFF_FRAME = re.compile(r"[ \t]+[0-9a-fA-F]+[ \t]+.*\(.*\)[ \t]*\Z")
+
+
+def sniff(head: bytes, text: str | None) -> bool:
+    """A sample header line directly followed by an indented 'hex symbol (dso)' line."""
+    if text is None:
+        return False
+    lines = text.replace("\r\n", "\n").split("\n")[:2000]
+    frames = indented = pairs = 0
+    prev_header = False
+    for ln in lines:
+        if not ln.strip() or ln.startswith("#"):
+            prev_header = False
+            continue
+        if ln[0] in " \t":
+            indented += 1
+            if _SNIFF_FRAME.match(ln):
+                frames += 1
+                if prev_header:
+                    pairs += 1
+            prev_header = False
+        else:
+            prev_header = bool(_SNIFF_HEADER.match(ln))
+    return pairs >= 1 and frames * 2 >= indented
+
+
+register_reader("perf", read_perf, sniff, (".perf", ".perf-script", ".perf.txt"))

@@ -1,0 +1,235 @@
+"""Raw stacks: what DTrace/SystemTap ``ustack()`` aggregations and torch print.
+
+::
+
+    CPU     ID                    FUNCTION:NAME        <- optional header (up to 3 lines)
+      0  64091                        :tick-60s
+
+                  libc.so.1`malloc+0x12                 <- frames, leaf first, any indentation
+                  node`uv_run+0x1f
+                  LazyCompile:*main /app/x.js:3
+                   42                                   <- the stack's count
+
+                  ...
+
+Frames are turned into names exactly as FlameGraph's ``stackcollapse.pl``
+does, so that ``raw -> folded`` prints what ``stackcollapse.pl`` prints:
+leading whitespace goes; the last ``+...`` (the ``+0x12`` offset) goes; C++
+arguments go (from the first ``::`` to the last ``(`` or ``<``); an empty
+frame becomes ``-``; ``a->b`` is the frame ``a`` with ``b_[i]`` inlined into
+it; ``;`` becomes ``:``; a leading ``L`` goes (stackcollapse.pl's Java
+rule).  That text is each frame's ``label``; the function's name, file and
+kind come from parsing it (``module`func``, V8 perf-map names).
+
+Differences from stackcollapse.pl, all on input it mishandles: it drops the
+first three lines whatever they hold, this reader drops only recognisable
+header lines (blank, ``#`` comments, DTrace's ``CPU ID FUNCTION:NAME`` and
+probe line) among the first three; CRLF line ends and spaces after a count
+are accepted; a stack whose frames are followed by a blank line instead of a
+count is an error (FormatError naming the line), and frames at the very end
+of the file without a count are set aside with a FormatWarning.
+
+Pass ``stackcollapse=False`` to keep every frame verbatim (only surrounding
+whitespace removed).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..build import FrameTable, build_profile
+from ..errors import FormatError, FormatWarning
+from ..formats import decode_text, register_reader
+from ..symbols import parse_dtrace
+
+_WS = " \t\n\r\f\v"  # Perl's \s on bytes: ASCII whitespace only
+_COUNT = re.compile(r"[ \t\f\v]*([0-9]+)[ \t\f\v]*\Z")
+_OFFSET = re.compile(r"\+[^+]*\Z")
+_CPP_ARGS = re.compile(r"(::.*)[(<].*")
+_DT_HEAD = re.compile(r"[ \t]*CPU[ \t]+ID[ \t]+FUNCTION:NAME[ \t]*\Z")
+_DT_PROBE = re.compile(r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+[^ \t]*:[^ \t]*[ \t]*\Z")
+_INLINE = "_[i]"
+
+BLANK, COUNT, FRAME = 0, 1, 2
+
+
+def collapse_frame(line: str) -> list[str]:
+    """The frame(s) stackcollapse.pl makes of one input line, outermost first.
+
+    Usually one; ``a->b`` gives ``['a', 'b_[i]']``; ``->`` alone gives none."""
+    f = line.lstrip(_WS)
+    f = _OFFSET.sub("", f, count=1)
+    f = _CPP_ARGS.sub(r"\1", f, count=1)
+    if f == "":
+        f = "-"
+    parts = f.split("->")
+    while parts and parts[-1] == "":  # Perl's split drops trailing empty fields
+        parts.pop()
+    out = []
+    for i, p in enumerate(parts):
+        p = p.replace(";", ":")
+        if p.startswith("L"):
+            p = p[1:]
+        if i:
+            p += _INLINE
+        out.append(p)
+    return out
+
+
+def header_length(lines) -> int:
+    """Number of leading header lines (at most 3): blank, '#', DTrace's column and probe lines."""
+    h = 0
+    while h < min(3, len(lines)):
+        ln = lines[h]
+        if (not ln.strip(_WS) or ln.startswith("#") or _DT_HEAD.match(ln)
+                or (h and _DT_HEAD.match(lines[h - 1]) and _DT_PROBE.match(ln))):
+            h += 1
+        else:
+            break
+    return h
+
+
+def _split_lines(data: bytes, source: str):
+    text = decode_text(data, source)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _factorize(lines):
+    """(codes array, unique list) in order of first appearance."""
+    arr = np.empty(len(lines), dtype=object)
+    arr[:] = lines
+    codes, uniq = pd.factorize(arr, sort=False)
+    return codes.astype(np.int64, copy=False), uniq
+
+
+def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) -> "Profile":
+    lines = _split_lines(data, source)
+    h = header_length(lines)
+    body = lines[h:] if h else lines
+    codes, uniq = _factorize(body)
+    nu = len(uniq)
+    utype = np.empty(nu, np.int8)
+    ucount = np.zeros(nu, np.int64)
+    ustart = np.zeros(nu, np.int64)   # into ids: frames of the line, leaf first
+    ulen = np.zeros(nu, np.int64)
+    ids: list[int] = []
+    ft = FrameTable()
+    by_label: dict[str, int] = {}
+    for k, ln in enumerate(uniq):
+        m = _COUNT.match(ln)
+        if m is not None:
+            utype[k] = COUNT
+            v = int(m.group(1))
+            if v >= 2 ** 63:
+                raise FormatError(f"count {v} too large", source=source,
+                                  line=h + int(np.flatnonzero(codes == k)[0]) + 1,
+                                  expected="a count below 2**63")
+            ucount[k] = v
+            continue
+        if not ln.strip(_WS):
+            utype[k] = BLANK
+            continue
+        utype[k] = FRAME
+        parts = collapse_frame(ln) if stackcollapse else [ln.strip(_WS)]
+        ustart[k] = len(ids)
+        ulen[k] = len(parts)
+        for p in reversed(parts):  # leaf first, like the lines
+            fid = by_label.get(p)
+            if fid is None:
+                base = p[:-len(_INLINE)] if p.endswith(_INLINE) else p
+                s = parse_dtrace(base)
+                fid = by_label[p] = ft.add(s.name, s.file, s.line, s.column, s.hint, s.tier, label=p)
+            ids.append(fid)
+    t = utype[codes]
+    n = len(body)
+    cpos = np.flatnonzero(t == COUNT)
+    fpos = np.flatnonzero(t == FRAME)
+    # a stack must end with its count: a frame followed by a blank line with more input after it is an error
+    if len(fpos):
+        nxt = fpos + 1
+        nonblank = np.flatnonzero(t != BLANK)
+        last_nonblank = nonblank[-1]
+        bad = fpos[(nxt < n) & (t[np.minimum(nxt, n - 1)] == BLANK) & (nxt < last_nonblank)]
+        if len(bad):
+            i = int(bad[0])
+            raise FormatError(f"stack has no count: {body[i].strip()[:80]!r} is not a count",
+                              source=source, line=h + i + 1,
+                              expected="a line with the stack's count (a whole number) after its frames")
+    blk = np.searchsorted(cpos, fpos)  # index of the count line that ends each frame's stack
+    meta = {"source_format": "raw", "unit": "samples"}
+    tail = blk == len(cpos)
+    if tail.any():
+        first = int(fpos[np.argmax(tail)])
+        msg = (f"{source}:{h + first + 1}: {int(tail.sum())} frame line(s) at the end have no count line; "
+               "that stack was set aside")
+        warnings.warn(msg, FormatWarning, stacklevel=3)
+        meta["warnings"] = [msg]
+        fpos, blk = fpos[~tail], blk[~tail]
+    if not len(cpos):
+        raise FormatError("no stacks", source=source, line=h + 1 if n else None,
+                          expected="frames one per line, leaf first, then a line with the count")
+    fcode = codes[fpos]
+    nparts = ulen[fcode]
+    ids_arr = np.asarray(ids, np.int64)
+    if len(nparts) and (nparts == 1).all():
+        leaf_first = ids_arr[ustart[fcode]]
+        fblk = blk
+    else:
+        fblk = np.repeat(blk, nparts)
+        starts = np.repeat(ustart[fcode], nparts)
+        within = np.arange(len(fblk)) - np.repeat(np.cumsum(nparts) - nparts, nparts)
+        leaf_first = ids_arr[starts + within]
+    nstack = len(cpos)
+    lengths = np.bincount(fblk, minlength=nstack)
+    offsets = np.zeros(nstack + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    pos = np.arange(len(fblk)) - offsets[fblk]
+    flat = np.empty(len(fblk), np.int64)
+    flat[offsets[fblk] + lengths[fblk] - 1 - pos] = leaf_first
+    counts = ucount[codes[cpos]]
+    return build_profile(ft, offsets, flat, weights=counts, meta=meta)
+
+
+def sniff(head: bytes, text: str | None) -> bool:
+    """Blocks of frame lines each ending in a count-only line."""
+    if text is None:
+        return False
+    lines = text.replace("\r\n", "\n").split("\n")[:400]
+    if len(text) >= 65536 and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    h = header_length(lines)
+    body = lines[h:]
+    counts = frames = 0
+    prev = BLANK
+    for ln in body:
+        if not ln.strip(_WS):
+            if prev == FRAME:
+                return False  # frames must end with a count before a blank line
+            prev = BLANK
+            continue
+        if _COUNT.match(ln):
+            if prev != FRAME:
+                return False
+            counts += 1
+            prev = COUNT
+            continue
+        if _FOLDED_LIKE.match(ln) or _PERF_HEADER_LIKE.match(ln):
+            return False
+        frames += 1
+        prev = FRAME
+    return counts >= 1
+
+
+# a folded line ('a;b 12') or a perf script sample header ('comm 123 ... cycles:')
+_FOLDED_LIKE = re.compile(r".*;.*[ \t][0-9]+[ \t]*\Z")
+_PERF_HEADER_LIKE = re.compile(r"\S.*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z")
+
+register_reader("raw", read_raw, sniff, (".raw", ".stacks"))

@@ -75,17 +75,17 @@ if (withWorker) {
 }
 
 const m = new Matrix(24);
+function buildMatrix(n) { return new Matrix(n); }
+function multiplyTask() { return m.multiply(m); }
+function deepTask() { return deep(3000); }
+// called through one megamorphic call site, so that TurboFan inlines none of them into round()
+const tasks = [plainHot, buildMatrix, multiplyTask, arrowHot, handlers.onTick, função, 計算する, libWork];
+const args = [60000, 90, 0, 60000, 3000, 30000, 60000, 40000];
+if (withDeep) { tasks.push(deepTask); args.push(0); }
 let rounds = 0;
 const until = Date.now() + seconds * 1000;
 function round() {
-  plainHot(60000);
-  m.multiply(m);
-  arrowHot(60000);
-  handlers.onTick(3000);
-  função(30000);
-  計算する(60000);
-  libWork(40000);
-  if (withDeep) deep(3000);
+  for (let i = 0; i < tasks.length; i++) tasks[i](args[i]);
   rounds++;
   if (Date.now() < until) setImmediate(round);
   else { if (worker) worker.terminate(); }

@@ -285,13 +285,18 @@ class V8Heap:
             return "", "", -1
         scope_type = flags & ((1 << f["sf_scope_type_bits"]) - 1)
         off = f["scopeinfo_vars"] + 8 * ((n if n < f["max_inlined_locals"] else 1) + n)
-        off += 8 * f.get("scopeinfo_extra_words_after_locals", 0)
+        hpos = f.get("scopeinfo_header_position")
+        if hpos is not None and scope_type == f.get("module_scope"):
+            off += 8  # module_variable_count
         if flags >> f["sf_has_saved_class_variable"] & 1:
             off += 8
         fv = flags >> f["sf_function_variable"] & 3
         has_inf = flags >> f["sf_has_inferred_function_name"] & 1
-        has_pos = scope_type in f["scope_types_with_position"] or (
-            scope_type == f["class_scope"] and not (flags >> f["sf_is_empty"] & 1))
+        if hpos is not None:
+            has_pos = False  # position_info is in the header
+        else:
+            has_pos = scope_type in f["scope_types_with_position"] or (
+                scope_type == f["class_scope"] and not (flags >> f["sf_is_empty"] & 1))
         need = off + (16 if fv else 0) + (8 if has_inf else 0) + (16 if has_pos else 0)
         body = self.mem.read(base + off, need - off)
         if len(body) < need - off:
@@ -311,6 +316,8 @@ class V8Heap:
         start = -1
         if has_pos:
             start = self.smi(_Q.unpack_from(body, p)[0])
+        elif hpos is not None and not (flags >> f["sf_is_empty"] & 1):
+            start = self.smi(_Q.unpack_from(hdr, hpos)[0])
         return name, inferred, start
 
     # ------------------------------------------------------------- scripts

@@ -250,9 +250,7 @@ class Sampler:
                 break
             if end is not None and now >= end:
                 break
-            for t in list(self.threads.values()):
-                if not t.gone and not t.group_stopped:
-                    self._sample(t)
+            self._sample_round([t for t in self.threads.values() if not t.gone and not t.group_stopped])
             for tid in [tid for tid, t in self.threads.items() if t.gone]:
                 del self.threads[tid]
             if not self.threads or self.threads.get(self.pid) is None and not os.path.exists(f"/proc/{self.pid}"):
@@ -299,32 +297,45 @@ class Sampler:
         except ptrace.PtraceError:
             t.gone = not os.path.exists(f"/proc/{self.pid}/task/{t.tid}")
 
-    def _sample(self, t):
+    def _sample_round(self, threads):
+        """Interrupt every thread first (their stops overlap), then collect each and resume it; decode last."""
+        t_stop = time.perf_counter_ns()
+        live = []
+        for t in threads:
+            try:
+                ptrace.interrupt(t.tid)
+                live.append(t)
+            except ptrace.PtraceError:
+                t.gone = True
+        got = []
+        for t in live:
+            sampled = self._collect(t)
+            self.stats["stopped_ns"].append(time.perf_counter_ns() - t_stop)
+            if sampled is not None:
+                got.append((t, sampled))
+        for t, sampled in got:
+            self._decode(t, sampled)
+
+    def _collect(self, t):
         tid = t.tid
         regs = self.regs
-        t_stop = time.perf_counter_ns()
-        try:
-            ptrace.interrupt(tid)
-        except ptrace.PtraceError:
-            t.gone = True
-            return
         sampled = None
         while True:
             # a blocking wait: spinning would take a CPU from the very thread that has to run to stop
             st = ptrace.wait(tid)
             if st is None:
                 t.gone = True
-                return
+                return None
             kind, sig = ptrace.classify(st)
             if kind == "exited":
                 t.gone = True
-                return
+                return None
             if kind in ("interrupt", "signal") and sampled is None:
                 try:
                     ptrace.getregs(tid, regs)
                 except ptrace.PtraceError:
                     t.gone = True
-                    return
+                    return None
                 sampled = self._copy(t, regs)
             try:
                 if kind == "interrupt":
@@ -335,6 +346,7 @@ class Sampler:
                     # it; the pending interrupt stop that follows is resumed by _service
                     ptrace.cont(tid, sig)
                     self.stats["forwarded_signals"] += 1
+                    self._resume_pending(t)
                     break
                 if kind == "group":
                     ptrace.listen(tid)
@@ -343,10 +355,19 @@ class Sampler:
                 ptrace.cont(tid, 0)
             except ptrace.PtraceError:
                 t.gone = True
+                return None
+        return sampled
+
+    def _resume_pending(self, t, budget_s=0.0003):
+        """After delivering a signal the pending interrupt stops the thread again at once (at the handler's
+        entry): resume it without waiting for the next service round."""
+        end = time.perf_counter() + budget_s
+        while time.perf_counter() < end:
+            st = ptrace.wait(t.tid, nohang=True)
+            if st is not None:
+                self._handle_stray(t, st)
                 return
-        self.stats["stopped_ns"].append(time.perf_counter_ns() - t_stop)
-        if sampled is not None:
-            self._decode(t, sampled)
+            os.sched_yield()
 
     def _copy(self, t, regs):
         """Registers and the used stack, copied while the thread is stopped."""

@@ -113,6 +113,7 @@ class AddressSpace:
                 self.builtins = (int(s["value"].min()), int((s["value"] + s["size"]).max()))
         self._restore_rt = None
         self.cls_cache: dict = {}
+        self._fstart: dict = {}
 
     # ------------------------------------------------------------------ lookup
     def region(self, addr: int):
@@ -163,6 +164,23 @@ class AddressSpace:
     def is_node_pc(self, pc: int) -> bool:
         r = self.region(pc)
         return r is not None and r.is_node
+
+    def func_start(self, pc: int):
+        """Process address of the start of the symbol containing pc (None when unknown), cached."""
+        c = self._fstart.get(pc, -1)
+        if c != -1:
+            return c
+        r = self.region(pc)
+        res = None
+        if r is not None and r.elf is not None:
+            va = r.elf.offset_to_vaddr(pc - r.start + r.offset)
+            if va is not None:
+                _, start = r.elf.lookup(va)
+                if start is not None:
+                    res = pc - (va - start)
+        if len(self._fstart) < 200000:
+            self._fstart[pc] = res
+        return res
 
     def builtin_name(self, pc: int):
         r = self.region(pc)

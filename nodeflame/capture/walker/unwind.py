@@ -41,6 +41,7 @@ class Unwinder:
         self.restore_rt = space.restore_rt()
         self._builtin_is_interp: dict = {}
         self.stats = {"signal_frames": 0, "scanned": 0}
+        self._prologues: dict = {}
 
     # -------------------------------------------------------------- helpers
     def _interp(self, pc):
@@ -88,9 +89,10 @@ class Unwinder:
                 break
             if c == NATIVE:
                 out.append(("pc", pc))
-                if leaf and not self.space.is_node_pc(pc):
-                    # frameless library leaf (glibc has no frame pointers): find its caller by scanning
-                    nxt = self._scan(sp, fp, rd, lo, hi)
+                if leaf:
+                    # the leaf may not have set up its frame (no frame pointer, or still in the prologue):
+                    # then rbp is the caller's frame and the caller's pc is on the stack near rsp
+                    nxt = self._native_leaf(pc, sp, fp, rd, lo, hi)
                     if nxt is not None:
                         self.stats["scanned"] += 1
                         pc, fp = nxt
@@ -155,6 +157,33 @@ class Unwinder:
             pc, fp = ret, nfp
             leaf = False
         return out
+
+    def _prologue(self, fs):
+        """Offset of ``push %rbp; mov %rsp,%rbp`` at the function start ``fs``, or -1 (frameless)."""
+        k = self._prologues.get(fs)
+        if k is None:
+            code = self.heap.mem.read(fs, 16) if self.heap is not None else b""
+            k = -1
+            j = 4 if code[:4] == b"\xf3\x0f\x1e\xfa" else 0  # endbr64
+            if code[j:j + 4] == b"\x55\x48\x89\xe5":
+                k = j
+            self._prologues[fs] = k
+        return k
+
+    def _native_leaf(self, pc, sp, fp, rd, lo, hi):
+        """(caller pc, caller fp) when the native leaf at pc has no frame of its own, else None."""
+        fs = self.space.func_start(pc)
+        if fs is not None:
+            k = self._prologue(fs)
+            if k >= 0:
+                if pc <= fs + k:
+                    w = rd(sp)
+                    return (w, fp) if w else None
+                if pc < fs + k + 4:
+                    w = rd(sp + 8)
+                    return (w, fp) if w else None
+                return None  # its own frame is at rbp
+        return self._scan(sp, fp, rd, lo, hi)
 
     def _sigcontext(self, uc, rd):
         """(rip, rsp, rbp) saved in the ucontext at ``uc`` (rt_sigframe on x86-64)."""

@@ -71,10 +71,8 @@ class DiffExplorer(Explorer):
         fmt = np.array([f"{d:+.2f} pp" + ("" if s else " (within noise)") for d, s in zip(delta, sig)], dtype=object)
         func = lay["func"].to_numpy()
         per_node = np.where(func >= 0, fmt[np.maximum(func, 0)] if len(fmt) else "", "")
-        trace["customdata"] = [trace["customdata"][0] + [""]] + [c + [x] for c, x in
-                                                                 zip(trace["customdata"][1:], per_node.tolist())]
-        trace["hovertemplate"] = trace["hovertemplate"].replace(
-            "<extra></extra>", "<br>self change %{customdata[4]}<extra></extra>")
+        trace["customdata"] = [trace["customdata"][0]] + [c + " · change " + x for c, x in
+                                                          zip(trace["customdata"][1:], per_node.tolist())]
 
     def diff_table(self, n: int = 12) -> pd.DataFrame:
         t = self.diff.table(n)

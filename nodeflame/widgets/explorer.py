@@ -54,7 +54,7 @@ class Explorer(W.VBox):
     def __init__(self, profile, *, transforms=(), inverted: bool = False, orientation: str = "flame",
                  color: str = "kind", minwidth: float | None = None, search: str = "",
                  max_nodes: int = 6000, height: int = 560, timeline: bool = True, name: str = "p",
-                 title: str | None = None, static_nodes: int = 3000):
+                 title: str | None = None, static_nodes: int = 3000, defer_panes: bool = True):
         if orientation not in ("flame", "icicle"):
             raise ValueError("orientation must be 'flame' (root at the bottom) or 'icicle' (root on top)")
         if color not in self._color_choices():
@@ -66,6 +66,7 @@ class Explorer(W.VBox):
         self.title = title
         self.max_nodes = int(max_nodes)
         self.static_nodes = int(static_nodes)
+        self.defer_panes = defer_panes
         self.height = int(height)
         self.transforms: list[str] = [str(t) for t in (Transform.parse(s) for s in
                                                           ([transforms] if isinstance(transforms, str) else transforms))]
@@ -75,6 +76,7 @@ class Explorer(W.VBox):
         self.message = ""
         self._profiles = _LRU()
         self._layouts = _LRU()
+        self._timelines = _LRU()
         self._restyle: dict = {}
         self._syncing = False
         self._t0 = int(profile.samples["time_ns"].min()) if profile.meta.get("timed") and len(profile.samples) else 0
@@ -287,7 +289,24 @@ class Explorer(W.VBox):
         return self.title
 
     def refresh(self) -> None:
-        """Recompute everything from the transform list and view options."""
+        """Redraw from the transform list and view options: the chart first, then (after the
+        chart's message has gone out, when a kernel's event loop runs) the panes around it."""
+        self._refresh_chart()
+        self._generation = getattr(self, "_generation", 0) + 1
+        gen = self._generation
+        loop = None
+        if self.defer_panes:
+            try:
+                import asyncio
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        if loop is None:
+            self._refresh_panes()
+        else:
+            loop.call_soon(lambda: gen == self._generation and self._refresh_panes(warm=True))
+
+    def _refresh_chart(self) -> None:
         key = tuple(self.transforms)
         p = self._profile_for(key)
         lay, _mw = self._layout_for(key, p)
@@ -297,10 +316,15 @@ class Explorer(W.VBox):
         fig = {"data": [trace], "layout": M.icicle_layout(height=self.height, title=self._title())}
         self._restyle = {}
         self.chart.set_figure(fig)
+        self._sync_controls()
+
+    def _refresh_panes(self, warm: bool = False) -> None:
         self._render_timeline()
         self._render_details()
         self._render_side()
-        self._sync_controls()
+        if warm:  # idle time in a live kernel: make the invert toggle instant too
+            from ..frames.views import call_tree
+            call_tree(self.profile, inverted=not self.view["inverted"])
 
     def _extra_trace(self, trace, p, lay):
         pass
@@ -461,7 +485,7 @@ class Explorer(W.VBox):
             return
         key = tuple(t for t in self.transforms if not t.startswith("slice="))
         p = self._profile_for(key)
-        tl = M.timeline(p, t0_ns=self._t0, t1_ns=self._t1)
+        tl = self._timelines.get_or(key, lambda: M.timeline(p, t0_ns=self._t0, t1_ns=self._t1))
         if tl is None:
             self.timeline_chart.set_figure({"data": [], "layout": {"height": 40}})
             return

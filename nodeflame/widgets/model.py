@@ -48,17 +48,21 @@ DIFF_GREY = "#d9d9d9"
 def auto_layout(p, *, inverted: bool = False, minwidth: float | None = None, max_nodes: int = 6000):
     """``flame_layout`` with a minimum width that keeps the node count under ``max_nodes``.
 
-    ``minwidth=None`` starts at 1/4000 of the whole (narrower than a pixel of
-    any chart) and doubles it until the layout fits; an explicit ``minwidth``
-    is honoured as long as the result fits.  Narrow nodes become explicit
+    ``minwidth=None`` means 1/4000 of the whole (narrower than a pixel of any
+    chart); either way the width is raised, if needed, to the total of the
+    ``max_nodes // 2``-th widest node, which bounds the drawn nodes (those at
+    least that wide, plus at most one "other" node per drawn parent) by
+    ``max_nodes`` in a single layout pass.  Narrow nodes become explicit
     "other" nodes; nothing is dropped.  Returns ``(layout, minwidth_used)``."""
     tree = call_tree(p, inverted=inverted)
     mw = 1 / 4000 if minwidth is None else float(minwidth)
-    while True:
-        lay = flame_layout(p, minwidth=mw, tree=tree)
-        if len(lay) <= max_nodes or mw >= 0.5:
-            return lay, mw
-        mw = max(mw * 2, 1e-6)
+    tot = tree["total"].to_numpy()
+    whole = float(tot[tree["depth"].to_numpy() == 0].sum()) if len(tot) else 0.0
+    k = max(int(max_nodes) // 2, 1)
+    if len(tot) > k and whole > 0:
+        kth = np.partition(tot, len(tot) - k)[len(tot) - k]  # k-th largest total
+        mw = max(mw, (float(kth) + 1) / whole)
+    return flame_layout(p, minwidth=mw, tree=tree), mw
 
 
 def short_labels(p) -> np.ndarray:
@@ -162,10 +166,7 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
     wh = np.where(func >= 0, where[np.maximum(func, 0)] if len(where) else "", "narrow frames merged")
     whole = max(total, 1)
     selfw = lay["self"].to_numpy()
-    tot = lay["total"].to_numpy()
-    custom = list(zip(wh.tolist(), selfw.tolist(), np.round(100.0 * selfw / whole, 3).tolist(),
-                      np.round(100.0 * tot / whole, 3).tolist()))
-    custom = [["", 0, 0.0, 100.0]] + [list(c) for c in custom]
+    self_txt = [f"{s:,} ({pc:.2f} %)" for s, pc in zip(selfw.tolist(), (100.0 * selfw / whole).tolist())]
     flame = orientation == "flame"
     return {
         "type": "icicle",
@@ -173,7 +174,8 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
         "parents": parents,
         "values": values,
         "labels": [root_label] + lab.tolist(),
-        "customdata": custom,
+        "text": [""] + wh.tolist(),
+        "customdata": [f"{0:,} (0.00 %)"] + self_txt,
         "branchvalues": "total",
         "sort": False,
         "marker": {"colors": [ROOT_COLOR] + list(colors), "line": {"width": 0.5, "color": "#ffffff"}},
@@ -181,8 +183,8 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
         "pathbar": {"visible": True, "side": "bottom" if flame else "top"},
         "textinfo": "label",
         "insidetextfont": {"size": 11},
-        "hovertemplate": ("<b>%{label}</b><br>%{customdata[0]}<br>self %{customdata[1]:,} "
-                          "(%{customdata[2]:.2f}%)<br>total %{value:,} (%{customdata[3]:.2f}%)<extra></extra>"),
+        "hovertemplate": ("<b>%{label}</b><br>%{text}<br>self %{customdata}<br>"
+                          "total %{value:,} (%{percentRoot:.2%})<extra></extra>"),
         "maxdepth": -1,
     }
 

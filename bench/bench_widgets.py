@@ -1,0 +1,208 @@
+"""Benchmark of the notebook explorer on a 1 M-sample profile with 20 k distinct stacks.
+
+    .venv/bin/python bench/bench_widgets.py [--repeat 3] [--json out.json]
+
+Goals (issue 5): first render < 2 s, a control change < 200 ms, < 2 MB sent to
+the browser.  Two shapes of the same profile are measured:
+
+- ``folded``: bench/gen_profiles.py's node-1m-20k (1,000,000 samples as
+  20,000 weighted stack rows, ~349 k stack prefixes, 1,723 functions);
+- ``timed``: the same stacks expanded to 1,000,000 timed sample rows over
+  10 s of two threads (what a long cpuprofile or live capture gives),
+  which also draws the timeline.
+
+"First render" = ``p.flame()`` + the display bundle (``_repr_mimebundle_``)
+from a profile just read (no derived views cached).  "Sent" = every byte the
+widgets put on the comm channel (the comm_open states and messages, JSON plus
+binary buffers, recorded by replacing ``comm.create_comm``) plus the display
+bundle itself.  Each control change starts from cold caches for the new
+transform list (the explorer caches earlier lists, so undo and breadcrumbs are
+cheaper than what is measured here).  "chart" is the time until the chart's
+update has been sent; "all panes" adds the details, top table and timeline,
+which a live kernel computes after the chart has gone out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+class Recorder:
+    """Counts the bytes the widgets send to the front end."""
+
+    def __init__(self):
+        self.bytes = 0
+        self.messages = 0
+
+    def install(self):
+        import comm
+        from comm import DummyComm
+        rec = self
+
+        class RecordingComm(DummyComm):
+            def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+                rec.messages += 1
+                rec.bytes += len(json.dumps(data or {}, default=str, separators=(",", ":")))
+                rec.bytes += sum(memoryview(b).nbytes for b in (buffers or []))
+
+        comm.create_comm = lambda *a, **k: RecordingComm(*a, **k)
+        import ipywidgets.widgets.widget as wmod
+        if hasattr(wmod, "comm"):
+            wmod.comm.create_comm = comm.create_comm
+
+    def take(self):
+        b, m = self.bytes, self.messages
+        self.bytes = self.messages = 0
+        return b, m
+
+
+def load_profiles():
+    import gen_profiles
+    import nodeflame as nf
+    from nodeflame.frames.profile import Profile
+    path = gen_profiles.ensure("small", os.path.join(HERE, "out"))
+    p = nf.read(path)
+    # the same stacks as 1 M timed samples over 10 s of two threads
+    rng = np.random.default_rng(1)
+    w = p.samples["weight"].to_numpy()
+    stacks = np.repeat(p.samples["stack"].to_numpy(), w)
+    rng.shuffle(stacks)
+    n = len(stacks)
+    times = np.sort(rng.integers(0, 10_000_000_000, n)) + 1_000_000_000
+    threads = np.where(rng.random(n) < 0.8, "main", "worker-1")
+    import pandas as pd
+    samples = pd.DataFrame({"stack": stacks, "time_ns": times, "weight": np.ones(n, np.int64),
+                            "thread": pd.Categorical(threads)})
+    meta = dict(p.meta, timed=True, source_format="bench")
+    timed = Profile(p.funcs, p.frames, p.stacks, samples, meta, validate=False)
+    return p, timed
+
+
+def fresh(p):
+    """The same profile with no derived views cached (as just read)."""
+    q = p.copy()
+    q._cache = {}
+    return q
+
+
+def timeit(fn, repeat):
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out), out
+
+
+def bench_profile(label, p, repeat, rec):
+    import nodeflame.widgets as wg
+    res = {"profile": label, "samples": int(p.total), "rows": len(p.samples), "stacks": len(p.stacks),
+           "funcs": len(p.funcs)}
+
+    def first():
+        q = fresh(p)
+        rec.take()
+        e = wg.explorer(q)
+        bundle = e._repr_mimebundle_()
+        sent, _ = rec.take()
+        sent += sum(len(v if isinstance(v, str) else json.dumps(v)) for v in bundle.values())
+        first.result = (e, sent, bundle)
+
+    med, allt = timeit(first, repeat)
+    e, sent, bundle = first.result
+    res["first_render_s"] = round(med, 3)
+    res["first_render_runs_s"] = [round(x, 3) for x in allt]
+    res["first_sent_bytes"] = sent
+    res["static_html_bytes"] = len(bundle["text/html"])
+    res["nodes"] = len(e.layout_table)
+    heavy = e.profile.top(3).index[0]
+    heavy_pat = "^" + __import__("re").escape(str(e.profile.func_labels()[heavy])) + "$"
+    controls = [
+        ("search", lambda: e.search("Builtins_"), lambda: e.search("")),
+        ("colour by package", lambda: e.set_view(color="package"), lambda: e.set_view(color="kind")),
+        ("icicle orientation", lambda: e.set_view(orientation="icicle"), lambda: e.set_view(orientation="flame")),
+        ("click (details)", lambda: e.select("5"), lambda: e.select(func=-1)),
+        ("min width 0.1 %", lambda: e.set_view(minwidth=1e-3), lambda: e.set_view(minwidth=None)),
+        ("invert", lambda: e.set_view(inverted=True), lambda: e.set_view(inverted=False)),
+        ("focus (heaviest function)", lambda: e.focus(heavy_pat), lambda: e.reset()),
+        ("ignore regex", lambda: e.ignore("Builtins_JsonParse"), lambda: e.reset()),
+        ("hide regex", lambda: e.hide("^Builtins_"), lambda: e.reset()),
+        ("merge recursion", lambda: e.merge_recursion(True), lambda: e.reset()),
+    ]
+    if len(p.threads) > 1:
+        controls.append(("thread", lambda: e.set_thread("worker-1"), lambda: e.reset()))
+    if e.timeline_chart is not None:
+        controls.append(("time slice", lambda: e.set_slice_ms(2000, 4000), lambda: e.reset()))
+    controls.append(("undo to cached view", lambda: e.undo(), lambda: None))
+    ctl = {}
+    stamp = {}
+    for chart in (e.chart,):
+        orig = chart.set_figure, chart.__class__.restyle
+
+        def set_figure(fig, _orig=orig[0]):
+            _orig(fig)
+            stamp["t"] = time.perf_counter()
+        chart.set_figure = set_figure
+        chart.observe(lambda ch: stamp.__setitem__("t", time.perf_counter()), "restyle")
+    for name, do, undo in controls:
+        runs, sizes, charts = [], [], []
+        for _ in range(repeat):
+            if name.startswith("undo"):
+                e.set_transforms(["hide=^Builtins_"])
+                e.set_transforms(["hide=^Builtins_", "ignore=JsonParse"])
+            else:
+                e._profiles.clear()
+                e._layouts.clear()
+            rec.take()
+            stamp.clear()
+            t = time.perf_counter()
+            do()
+            runs.append(time.perf_counter() - t)
+            charts.append(stamp.get("t", t) - t)
+            sizes.append(rec.take()[0])
+            undo()
+        ctl[name] = {"median_ms": round(1000 * statistics.median(runs), 1), "max_ms": round(1000 * max(runs), 1),
+                     "chart_ms": round(1000 * statistics.median(charts), 1),
+                     "sent_bytes": int(statistics.median(sizes))}
+    res["controls"] = ctl
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", help="write the results here too")
+    args = ap.parse_args(argv)
+    rec = Recorder()
+    rec.install()
+    t = time.perf_counter()
+    folded, timed = load_profiles()
+    print(f"loaded in {time.perf_counter() - t:.1f} s: {folded!r}")
+    out = []
+    for label, p in (("folded", folded), ("timed", timed)):
+        r = bench_profile(label, p, args.repeat, rec)
+        out.append(r)
+        print(f"\n== {label}: {r['samples']:,} samples in {r['rows']:,} rows, {r['stacks']:,} stacks, "
+              f"{r['funcs']:,} functions; {r['nodes']:,} nodes drawn")
+        print(f"first render {r['first_render_s']:.2f} s (runs {r['first_render_runs_s']}), "
+              f"sent {r['first_sent_bytes'] / 1e6:.2f} MB (static HTML {r['static_html_bytes'] / 1e6:.2f} MB)")
+        for name, c in r["controls"].items():
+            print(f"  {name:28s} chart {c['chart_ms']:7.1f} ms, all panes {c['median_ms']:7.1f} ms "
+                  f"(max {c['max_ms']:7.1f})  sent {c['sent_bytes'] / 1e3:8.1f} kB")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -40,7 +40,7 @@ _LAZY: dict[str, Callable] = {}
 ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof": "pprof",
            "pb": "pprof", "json": "speedscope", "txt": "text", "stacks": "raw"}
 # order in which sniffers are tried: most specific first
-SNIFF_ORDER = ["pprof", "cpuprofile", "speedscope", "perf", "raw", "folded"]
+SNIFF_ORDER = ["nfprof", "pprof", "cpuprofile", "speedscope", "perf", "raw", "folded"]
 
 
 def register_reader(name, read, sniff, extensions=()):

@@ -208,7 +208,7 @@ class Profile:
             if not np.array_equal(want, dep):
                 fail("stacks.depth != depth(prefix) + 1")
             key = (pre + 1) * (nfr + 1) + sfr
-            if len(np.unique(key)) != nst:
+            if nst > 1 and (np.diff(np.sort(key)) == 0).any():  # np.sort: np.unique is slow in numpy 2.4
                 fail("stacks: duplicate (prefix, frame)")
         s = sa["stack"].to_numpy()
         if len(s) and (s.min() < 0 or s.max() >= nst):

@@ -129,10 +129,29 @@ def parse_symbol(symbol: str, *, jit: bool = False, kernel: bool = False, module
     return Symbol(symbol, module, 0, 0, "", "native", module)
 
 
+_DISPLAY = re.compile(r"(.*) ([^ ]+?):([0-9]+)(?::([0-9]+))?\Z", re.S)
+_JSFILE = re.compile(r"(?:^(?:node|file|https?|webpack|webpack-internal):|[/\\]|\.(?:[cm]?js|[cm]?ts|jsx|tsx|coffee)$"
+                     r"|^\[eval\]|^evalmachine\.)")
+
+
+def parse_display(text: str) -> Symbol | None:
+    """nodeflame's own display form of a JS function, ``name file:line[:column]``; None if not one."""
+    m = _DISPLAY.match(text)
+    if m is None or not _JSFILE.search(m.group(2)):
+        return None
+    name = m.group(1)
+    return Symbol("" if name == "(anonymous)" else name, m.group(2), int(m.group(3)), int(m.group(4) or 0), "", "js")
+
+
 def parse_dtrace(frame: str) -> Symbol:
-    """A DTrace/SystemTap frame ``module`function`` (offset already removed) or a bare symbol."""
+    """A DTrace/SystemTap frame ``module`function`` (offset already removed), a V8 name,
+    nodeflame's ``name file:line`` or a bare symbol."""
     m = _DTRACE.match(frame)
     if m is None:
+        if parse_v8(frame) is None:
+            d = parse_display(frame)
+            if d is not None:
+                return d
         return parse_symbol(frame)
     module, func = m.group(1), m.group(2)
     v8 = parse_v8(func)

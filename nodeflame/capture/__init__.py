@@ -1,9 +1,352 @@
-"""Live capture of node processes: ``capture(pid, duration)``, ``run(cmd)``, ``backends()``.
+"""Live capture of node processes.
 
-The backend interface and registry are in :mod:`nodeflame.capture.base`.
+>>> import nodeflame as nf
+>>> p = nf.capture(4242, 10)                       # 10 s of pid 4242, best backend
+>>> p = nf.capture(4242, 10, backend="inspector", hz=1000)
+>>> p = nf.run(["node", "server.js"], 10)          # start a command and profile it
+>>> nf.backends(4242)                              # what can capture here, and why not
+
+The backend interface and registry are in :mod:`nodeflame.capture.base`;
+process helpers in :mod:`nodeflame.capture.procutil`.
 """
-from .base import (AUTO_ORDER, Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target,
-                   TargetError, TargetExited, get_backend, register_backend)
+from __future__ import annotations
 
-__all__ = ["AUTO_ORDER", "Backend", "BackendUnavailable", "CaptureError", "CaptureOptions", "Session",
-           "Target", "TargetError", "TargetExited", "get_backend", "register_backend"]
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pandas as pd
+
+from . import procutil
+from .base import (AUTO_ORDER, Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target,
+                   TargetError, TargetExited, availability, backend_names, common_meta, get_backend,
+                   register_backend)
+
+__all__ = ["capture", "run", "backends", "AUTO_ORDER", "Backend", "BackendUnavailable", "CaptureError",
+           "CaptureOptions", "Session", "Target", "TargetError", "TargetExited", "get_backend",
+           "register_backend"]
+
+POLL_INTERVAL = 0.1   # s between checks of the target and the session while waiting
+
+
+# ------------------------------------------------------------------ backends()
+def backends(pid: int | None = None) -> pd.DataFrame:
+    """Every backend, in ``auto`` order, with whether it can capture here (from ``pid``) and why not.
+
+    Columns: backend, available (bool), reason ('' when available, else one
+    sentence with the fix), frames (what it names), needs."""
+    rows = []
+    for name in backend_names():
+        b = get_backend(name)
+        reason = availability(name, pid)
+        rows.append({
+            "backend": name,
+            "available": reason is None,
+            "reason": reason or "",
+            "frames": getattr(b, "summary", "") if b is not None else "",
+            "needs": getattr(b, "needs", "") if b is not None else "",
+        })
+    return pd.DataFrame(rows, columns=["backend", "available", "reason", "frames", "needs"])
+
+
+def _choose(backend: str, pid: int | None) -> tuple[list[Backend], dict]:
+    """Backends to try, best first, and why the others were skipped."""
+    skipped: dict[str, str] = {}
+    if backend != "auto":
+        if backend not in backend_names():
+            raise CaptureError(f"unknown backend {backend!r}; known: auto, {', '.join(backend_names())}")
+        why = availability(backend, pid)
+        if why:
+            raise BackendUnavailable(f"{backend} backend: {why}")
+        return [get_backend(backend)], skipped
+    chosen = []
+    for name in AUTO_ORDER:
+        why = availability(name, pid)
+        if why:
+            skipped[name] = why
+        else:
+            chosen.append(get_backend(name))
+    if not chosen:
+        lines = "; ".join(f"{n}: {w}" for n, w in skipped.items())
+        raise BackendUnavailable(f"no capture backend can run here ({lines})")
+    return chosen, skipped
+
+
+def _options(duration, hz, threads, backend_options) -> CaptureOptions:
+    if duration is not None:
+        try:
+            duration = float(duration)
+        except (TypeError, ValueError):
+            raise CaptureError(f"duration must be a number of seconds, got {duration!r}") from None
+        if not duration > 0:
+            raise CaptureError(f"duration must be positive, got {duration:g}")
+    if hz is not None:
+        try:
+            hz = int(hz)
+        except (TypeError, ValueError):
+            raise CaptureError(f"hz must be a whole number of samples per second, got {hz!r}") from None
+        if not 1 <= hz <= 100_000:
+            raise CaptureError(f"hz must be between 1 and 100000, got {hz}")
+    if threads not in ("all", "main"):
+        raise CaptureError(f"threads must be 'all' or 'main', got {threads!r}")
+    return CaptureOptions(hz=hz, threads=threads, duration=duration, extra=dict(backend_options or {}))
+
+
+# ------------------------------------------------------------------ progress and Ctrl-C
+def _in_notebook() -> bool:
+    ip = sys.modules.get("IPython")
+    if ip is None:
+        return False
+    try:
+        shell = ip.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and "Kernel" in type(shell).__name__ or "ZMQ" in type(shell).__name__
+
+
+def _progress_bar(duration, progress, desc):
+    if progress is None:
+        progress = duration is not None and duration >= 2 and (_in_notebook() or _isatty(sys.stderr))
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    total = round(duration, 1) if duration else None
+    return tqdm(total=total, desc=desc, unit="s", leave=False,
+                bar_format="{desc}: {bar} {n:.1f}/{total:.1f} s" if total else "{desc}: {n:.1f} s")
+
+
+def _isatty(f) -> bool:
+    try:
+        return f.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold off a second Ctrl-C while a session stops (it is re-raised afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+
+
+def _alive(target: Target) -> bool:
+    if target.proc is not None and target.proc.poll() is not None:
+        return False
+    return procutil.exists(target.pid)
+
+
+def _drive(session: Session, target: Target, opts: CaptureOptions, progress, desc: str):
+    """Wait out the capture; returns (Profile, interrupted, end note)."""
+    bar = _progress_bar(opts.duration, progress, desc)
+    t0 = time.monotonic()
+    interrupted = False
+    note = None
+    try:
+        while True:
+            elapsed = time.monotonic() - t0
+            if opts.duration is not None and elapsed >= opts.duration:
+                break
+            wait = POLL_INTERVAL if opts.duration is None else min(POLL_INTERVAL, opts.duration - elapsed)
+            try:
+                time.sleep(max(wait, 0))
+                if bar is not None:
+                    bar.n = round(min(time.monotonic() - t0, opts.duration or 1e18), 1)
+                    bar.refresh()
+                if not _alive(target):
+                    if session.target_exited():
+                        note = f"the process exited {time.monotonic() - t0:.1f} s into the capture"
+                        break
+                    raise TargetExited(
+                        f"process {target.pid} exited {time.monotonic() - t0:.1f} s into the capture; the "
+                        f"{session.backend.name} backend loses its samples when the process ends, "
+                        "so nothing was kept")
+                why = session.poll()
+                if why:
+                    note = f"capture ended after {time.monotonic() - t0:.1f} s: {why}"
+                    break
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    with _sigint_deferred():
+        prof = session.stop()
+    return prof, interrupted, note, time.monotonic() - t0
+
+
+def _finish(prof, target, backend, opts, skipped, start_time, elapsed, interrupted, note):
+    meta = common_meta(target, backend, opts, start_time=start_time, duration_s=elapsed,
+                       skipped=skipped, interrupted=interrupted)
+    hz = opts.hz or backend.default_hz
+    meta["requested_hz"] = hz
+    s = prof.samples
+    main = s[s["thread"] == "main"] if "main" in set(s["thread"].astype(str)) else s
+    dur = (prof.meta.get("profile_duration_ns") or int(elapsed * 1e9)) / 1e9
+    meta["achieved_hz"] = round(float(main["weight"].sum()) / dur, 1) if dur > 0 else None
+    if not prof.meta.get("period_ns"):
+        meta["period_ns"] = int(1e9 / hz)
+    warnings = list(prof.meta.get("warnings") or [])
+    if interrupted:
+        warnings.append(f"interrupted (Ctrl-C) after {elapsed:.1f} s; kept what was sampled")
+    if note:
+        warnings.append(note)
+    prof.meta.update(meta)
+    prof.meta["warnings"] = warnings
+    prof.meta["unit"] = prof.meta.get("unit") or "samples"
+    prof.meta["threads"] = [str(t) for t in pd.unique(s["thread"].astype(str))] if len(s) else []
+    return prof
+
+
+# ------------------------------------------------------------------ capture()
+def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz: int | None = None,
+            threads: str = "all", progress: bool | None = None, backend_options: dict | None = None):
+    """Profile the running node process ``pid`` for ``duration`` seconds and return a Profile.
+
+    ``backend``: ``auto`` (the best that can run: see ``backends(pid)``) or a
+    name (``inspector``, ``perf``, ``walker``, ``stap``).  ``hz``: samples per
+    second (default: the backend's, 1000 for inspector, 999 for perf).
+    ``threads``: ``all`` (main thread and workers) or ``main``.  ``duration``
+    None samples until the process exits or Ctrl-C.  ``progress``: a tqdm bar
+    (None: for captures of 2 s or more on a terminal or in a notebook).
+
+    Ctrl-C ends the capture early and returns what was sampled
+    (``meta['interrupted']``).  The target is left as found on every path.
+    """
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        raise TargetError(f"pid must be a process id, got {pid!r}") from None
+    opts = _options(duration, hz, threads, backend_options)
+    target = procutil.describe(pid)
+    if target.is_node is False:
+        raise TargetError(f"process {procutil.describe_pid_briefly(pid)} is not a node process "
+                          f"(it runs {target.exe or '?'}); nodeflame profiles node programs")
+    candidates, skipped = _choose(backend, pid)
+    errors = []
+    for i, b in enumerate(candidates):
+        start_time = time.time()
+        try:
+            session = b.start(target, opts)
+        except (TargetError, TargetExited):
+            raise
+        except CaptureError as e:
+            if backend != "auto" or i == len(candidates) - 1:
+                if errors:
+                    raise CaptureError(f"{e} (also tried: {'; '.join(errors)})") from None
+                raise
+            errors.append(f"{b.name}: {e}")
+            skipped[b.name] = f"could not start: {e}"
+            continue
+        try:
+            prof, interrupted, note, elapsed = _drive(session, target, opts, progress,
+                                                      f"nodeflame {b.name} pid {pid}")
+        finally:
+            session.close()
+        return _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+    raise CaptureError("no backend could start")  # pragma: no cover
+
+
+# ------------------------------------------------------------------ run()
+def _node_argv(cmd) -> list[str]:
+    argv = shlex.split(cmd) if isinstance(cmd, str) else [os.fspath(a) for a in cmd]
+    if not argv:
+        raise CaptureError("run() needs a command, e.g. ['node', 'app.js']")
+    if argv[0].endswith((".js", ".mjs", ".cjs")):
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise CaptureError("node is not on PATH: install nodejs")
+        argv = [node] + argv
+    elif shutil.which(argv[0]) is None and not os.path.exists(argv[0]):
+        raise CaptureError(f"{argv[0]}: command not found")
+    return argv
+
+
+def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | None = None,
+        threads: str = "all", progress: bool | None = None, backend_options: dict | None = None,
+        stdin=None, stdout=None, stderr=None, env=None, cwd=None, terminate: bool = True):
+    """Start ``cmd`` (a node program: ``["node", "app.js"]``, or ``"app.js"``) and profile it
+    until it exits or ``duration`` seconds pass; returns the Profile.
+
+    With the inspector backend node starts with ``--inspect-wait=127.0.0.1:0``
+    (``--inspect-brk`` on older node) so the profile begins before the first
+    line of the program, and a program that ends by itself still hands over
+    its profile.  With ``perf``, node starts with ``--perf-basic-prof
+    --interpreted-frames-native-stack``.  Other backends start the command
+    and attach once it runs node.
+
+    The command runs in its own process group, so Ctrl-C ends the capture
+    (keeping what was sampled) instead of killing the program mid-profile.
+    When the duration ends and the program still runs it is sent SIGTERM
+    (``terminate=False`` leaves it running; its pid is in ``meta['pid']``).
+    ``meta['exit_code']`` holds its exit status when it ended.
+    """
+    argv = _node_argv(cmd)
+    opts = _options(duration, hz, threads, backend_options)
+    candidates, skipped = _choose(backend, None)
+    b = candidates[0]
+    for name in [c.name for c in candidates[1:]]:
+        skipped.setdefault(name, f"{b.name} was preferred")
+    popen_kwargs = dict(stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, start_new_session=False,
+                        process_group=0)
+    start_time = time.time()
+    proc, session = b.spawn(argv, opts, **popen_kwargs)
+    target = session.target
+    target.proc = proc
+    try:
+        try:
+            prof, interrupted, note, elapsed = _drive(session, target, opts, progress,
+                                                      f"nodeflame {b.name} {os.path.basename(argv[-1])}")
+        finally:
+            session.close()
+    except BaseException:
+        procutil.terminate(proc)
+        raise
+    if proc.poll() is None and terminate:
+        procutil.terminate(proc)
+        note = note or "the program was terminated when the capture ended"
+    elif proc.poll() is None:
+        pass
+    else:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+    prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted,
+                   None if note and note.startswith("capture ended") and "exiting" in note else note)
+    prof.meta["exit_code"] = proc.returncode
+    return prof
+
+
+# ``nodeflame.capture`` is both this package and the function above: once any
+# ``nodeflame.capture.*`` module is imported, the package attribute
+# ``nodeflame.capture`` is this module, so the module itself must be callable
+# for ``nf.capture(pid, 10)`` to keep working.
+class _CallableModule(type(sys)):
+    def __call__(self, *args, **kwargs):
+        return capture(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

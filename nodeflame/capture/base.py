@@ -40,10 +40,12 @@ Backend (subclass :class:`Backend`)
 
 Session (subclass :class:`Session`)
 -----------------------------------
-``poll() -> None``
-    Called about 10 times a second while the driver waits.  Raise
-    :class:`CaptureError` if the capture can no longer succeed (the tool
-    died).  Return normally otherwise.  Default: nothing.
+``poll() -> None | str``
+    Called about 10 times a second while the driver waits.  Return None to
+    go on, or a short reason ("the process is exiting") to end the capture
+    now: the driver then calls ``stop()`` and records the reason in
+    ``meta['warnings']``.  Raise :class:`CaptureError` if the capture can no
+    longer succeed (the tool died).  Default: None.
 ``target_exited() -> bool``
     Called by the driver when it notices the target has exited (zombie or
     gone) before the duration ended.  Return True when ``stop()`` can still
@@ -159,7 +161,7 @@ class Session:
         self.opts = opts
         self.started_at = time.time()
 
-    def poll(self) -> None:
+    def poll(self) -> str | None:
         return None
 
     def target_exited(self) -> bool:

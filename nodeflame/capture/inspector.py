@@ -1,0 +1,689 @@
+"""The ``inspector`` backend: V8's own sampling profiler over the DevTools protocol.
+
+How a capture of a live pid goes:
+
+1. Checks that cost the target nothing: we may signal it, it runs node, it
+   catches SIGUSR1 (node >= 22.14 started with ``--disable-sigusr1``, or a
+   program that removed node's handler, would be *killed* by SIGUSR1), and the
+   port its inspector would take is free.
+2. ``kill -USR1 <pid>``: node opens its inspector.  The port is read from the
+   sockets the process listens on (``/proc/<pid>/net/tcp`` matched against
+   its fd inodes), never assumed to be 9229.  When the target was started with
+   ``--inspect`` its inspector is used as it is, and left open afterwards.
+3. Over the websocket: ``Profiler.enable``, ``Profiler.setSamplingInterval``
+   (µs, from ``hz``), ``NodeWorker.enable`` so every worker thread attaches as
+   a session of its own (``NodeWorker.sendMessageToWorker`` /
+   ``receivedMessageFromWorker`` carry the same Profiler calls to it),
+   ``NodeRuntime.notifyWhenWaitingForDisconnect`` so that a thread that ends
+   during the capture waits for us to fetch its profile, then
+   ``Profiler.start`` everywhere.
+4. ``Profiler.stop`` on every thread; each profile is read by the
+   ``cpuprofile`` reader and the threads are concatenated into one Profile
+   (thread ``main``, ``worker 1 file:///app/w.js``, ...).
+5. ``close()``: when the capture opened the inspector it closes it again
+   (``Runtime.evaluate("require('inspector').close()")`` with
+   ``includeCommandLineAPI``) and waits until the port is gone.
+
+``spawn()`` (``nodeflame.run``) starts ``node --inspect-wait=127.0.0.1:0``
+(``--inspect-brk`` on node without ``--inspect-wait``) so profiling starts
+before the program's first line, and a program that exits by itself still
+hands over its profile (the inspector holds the exit until we disconnect).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+
+from . import procutil
+from .base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError, TargetExited
+
+DEFAULT_PORT = 9229
+OPEN_TIMEOUT = 5.0     # s to wait for the inspector port after SIGUSR1
+CALL_TIMEOUT = 15.0    # s for one protocol call (Profiler.stop of a big profile included)
+CLOSE_TIMEOUT = 3.0    # s to wait for the port to go away after closing
+
+
+class ProtocolError(CaptureError):
+    pass
+
+
+# --------------------------------------------------------------------- client
+class _Client:
+    """A DevTools protocol connection with a reader thread.
+
+    Replies are matched by (worker session id or None, message id); events go
+    to ``self.events`` as (session id or None, method, params)."""
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        try:
+            import websocket
+        except ImportError:  # pragma: no cover - it is a dependency
+            raise CaptureError("the inspector backend needs websocket-client: pip install websocket-client") from None
+        self._ws_mod = websocket
+        try:
+            self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True,
+                                                  enable_multithread=True)
+        except (OSError, websocket.WebSocketException) as e:
+            raise CaptureError(f"cannot connect to the inspector at {url}: {e}") from None
+        self.ws.settimeout(None)
+        self._id = 0
+        self._id_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._replies: dict = {}
+        self.events: "queue.Queue" = queue.Queue()
+        self.closed: str | None = None
+        self._thread = threading.Thread(target=self._reader, name="nodeflame-inspector", daemon=True)
+        self._thread.start()
+
+    def _reader(self):
+        ws = self._ws_mod
+        while True:
+            try:
+                raw = self.ws.recv()
+            except (OSError, ws.WebSocketException, ValueError) as e:
+                with self._cond:
+                    self.closed = str(e) or type(e).__name__
+                    self._cond.notify_all()
+                self.events.put((None, "_closed", {}))
+                return
+            if not raw:
+                continue
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if "id" in msg:
+                with self._cond:
+                    self._replies[(None, msg["id"])] = msg
+                    self._cond.notify_all()
+                continue
+            method = msg.get("method")
+            params = msg.get("params") or {}
+            if method == "NodeWorker.receivedMessageFromWorker":
+                sid = params.get("sessionId")
+                try:
+                    inner = json.loads(params.get("message") or "{}")
+                except ValueError:
+                    continue
+                if "id" in inner:
+                    with self._cond:
+                        self._replies[(sid, inner["id"])] = inner
+                        self._cond.notify_all()
+                else:
+                    self.events.put((sid, inner.get("method"), inner.get("params") or {}))
+            else:
+                self.events.put((None, method, params))
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
+        with self._id_lock:
+            self._id += 1
+            mid = self._id
+        body = {"id": mid, "method": method, "params": params or {}}
+        if session is not None:
+            body = {"id": self._next_outer(), "method": "NodeWorker.sendMessageToWorker",
+                    "params": {"sessionId": session, "message": json.dumps(body)}}
+        if self.closed:
+            raise ProtocolError(f"the inspector connection is closed ({self.closed})")
+        try:
+            self.ws.send(json.dumps(body))
+        except (OSError, self._ws_mod.WebSocketException) as e:
+            raise ProtocolError(f"the inspector connection broke: {e}") from None
+        return mid
+
+    def _next_outer(self) -> int:
+        with self._id_lock:
+            self._id += 1
+            return self._id
+
+    def wait(self, mid: int, session: str | None = None, timeout: float = CALL_TIMEOUT, what: str = "") -> dict:
+        deadline = time.monotonic() + timeout
+        key = (session, mid)
+        with self._cond:
+            while key not in self._replies:
+                if self.closed:
+                    raise ProtocolError(f"the inspector connection closed while waiting for {what or 'a reply'}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ProtocolError(f"no reply to {what or 'a call'} within {timeout:g} s")
+                self._cond.wait(min(left, 0.5))
+            msg = self._replies.pop(key)
+        if "error" in msg:
+            err = msg["error"]
+            raise ProtocolError(f"{what}: {err.get('message', err)}")
+        return msg.get("result") or {}
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = CALL_TIMEOUT) -> dict:
+        return self.wait(self.send(method, params, session), session, timeout, what=method)
+
+    def close(self):
+        try:
+            self.ws.close(timeout=1)
+        except Exception:
+            try:
+                self.ws.shutdown()
+            except Exception:
+                pass
+        self._thread.join(2)
+
+
+# --------------------------------------------------------------------- discovery
+def _http_json(host: str, port: int, path: str, timeout: float = 2.0):
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": f"{host}:{port}"})
+        r = conn.getresponse()
+        if r.status != 200:
+            return None
+        return json.loads(r.read())
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _connect_host(ip: str) -> str:
+    if ip in ("0.0.0.0", "", "::", "::ffff:0.0.0.0"):
+        return "127.0.0.1"
+    if ip.startswith("::ffff:"):
+        return ip[7:]
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def probe(ip: str, port: int) -> str | None:
+    """The webSocketDebuggerUrl of a node inspector at ip:port, or None."""
+    host = _connect_host(ip)
+    targets = _http_json(host.strip("[]"), port, "/json/list")
+    if not isinstance(targets, list):
+        return None
+    for t in targets:
+        if isinstance(t, dict) and t.get("webSocketDebuggerUrl"):
+            url = t["webSocketDebuggerUrl"]
+            # the url's host is what node thinks it listens on (0.0.0.0 for --inspect=0.0.0.0)
+            return re.sub(r"^ws://[^/]+/", f"ws://{host}:{port}/", url)
+    return None
+
+
+def _expected_port(target: Target) -> tuple[str, int]:
+    """(host, port) the inspector of ``target`` binds when it opens."""
+    val = procutil.flag_value(target.node_options, "--inspect-port", "--debug-port", "--inspect",
+                              "--inspect-brk", "--inspect-wait")
+    host, port = "127.0.0.1", DEFAULT_PORT
+    if val:
+        if ":" in val:
+            h, _, p = val.rpartition(":")
+            host = h.strip("[]") or host
+        else:
+            p = val
+        try:
+            port = int(p)
+        except ValueError:
+            if not p.isdigit():  # --inspect=host
+                host = p
+    return host, port
+
+
+def _inspector_active_flag(target: Target) -> str | None:
+    return procutil.has_flag(target.node_options, "--inspect", "--inspect-brk", "--inspect-wait")
+
+
+# --------------------------------------------------------------------- backend
+class InspectorBackend(Backend):
+    name = "inspector"
+    summary = "V8's sampling profiler over the DevTools protocol (SIGUSR1); JS with exact lines, all threads"
+    needs = "permission to signal the process"
+    default_hz = 1000
+
+    def available(self, pid: int | None = None) -> str | None:
+        try:
+            import websocket  # noqa: F401
+        except ImportError:
+            return "websocket-client is not installed: pip install websocket-client"
+        if pid is None:
+            return None
+        if not procutil.exists(pid):
+            return f"no process {pid}"
+        why = procutil.can_signal(pid)
+        if why:
+            return why
+        if procutil.is_node(pid) is False:
+            return f"process {procutil.describe_pid_briefly(pid)} is not a node process"
+        target = procutil.describe(pid)
+        if not _inspector_active_flag(target):
+            why = _sigusr1_refusal(target)
+            if why:
+                return why
+        return None
+
+    # ------------------------------------------------------------- live pid
+    def start(self, target: Target, opts: CaptureOptions) -> Session:
+        pid = target.pid
+        why = procutil.can_signal(pid)
+        if why:
+            raise TargetError(why)
+        if target.is_node is False:
+            raise TargetError(f"process {procutil.describe_pid_briefly(pid)} is not a node process; "
+                              "nodeflame profiles node (JavaScript) programs")
+        url, opened = _open_inspector(target)
+        try:
+            client = _Client(url)
+        except BaseException:
+            if opened:
+                _close_inspector_fresh(target, url)
+            raise
+        s = InspectorSession(self, target, opts, client, url, opened)
+        try:
+            s.begin()
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    # ------------------------------------------------------------- run()
+    def spawn(self, argv, opts: CaptureOptions, **popen_kwargs):
+        exe_path = argv[0]
+        if not _looks_like_node(exe_path):
+            return super().spawn(argv, opts, **popen_kwargs)
+        flag = "--inspect-wait" if _supports(exe_path, "--inspect-wait") else "--inspect-brk"
+        full = [exe_path, f"{flag}=127.0.0.1:0", "--inspect-publish-uid=http"] + list(argv[1:])
+        proc = subprocess.Popen(full, **popen_kwargs)
+        try:
+            url = None
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and url is None:
+                if proc.poll() is not None:
+                    raise TargetError(f"{' '.join(argv)} exited with status {proc.returncode} before it "
+                                      "could be profiled")
+                for ip, port in procutil.listening_ports(proc.pid):
+                    url = probe(ip, port)
+                    if url:
+                        break
+                else:
+                    time.sleep(0.02)
+            if url is None:
+                raise CaptureError(f"node did not open its inspector ({flag}=127.0.0.1:0) within 15 s")
+            target = procutil.describe(proc.pid)
+            target.proc = proc
+            client = _Client(url)
+            s = InspectorSession(self, target, opts, client, url, opened=False)
+            s.spawned_flag = flag
+            try:
+                s.begin()
+                s.release_start()
+            except BaseException:
+                s.close()
+                raise
+            return proc, s
+        except BaseException:
+            procutil.terminate(proc)
+            raise
+
+
+def _looks_like_node(path: str) -> bool:
+    return bool(re.match(r"^(node|nodejs)(\d+(\.\d+)*)?$", os.path.basename(path)))
+
+
+_SUPPORTS: dict = {}
+
+
+def _supports(node: str, flag: str) -> bool:
+    key = (node, flag)
+    if key not in _SUPPORTS:
+        try:
+            out = subprocess.run([node, "--help"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        _SUPPORTS[key] = flag in out
+    return _SUPPORTS[key]
+
+
+def _sigusr1_refusal(target: Target) -> str | None:
+    """Why SIGUSR1 must not be sent to target (it would not open the inspector, or kill it)."""
+    pid = target.pid
+    flag = procutil.has_flag(target.node_options, "--disable-sigusr1")
+    if flag:
+        return (f"process {pid} was started with --disable-sigusr1, so SIGUSR1 cannot open its inspector; "
+                "restart it without that flag or with --inspect, or use the perf backend "
+                "(start node with --perf-basic-prof)")
+    if procutil.exists(pid) and not procutil.catches(pid, signal.SIGUSR1):
+        ignored = procutil.signal_mask(pid, "SigIgn") & (1 << (signal.SIGUSR1 - 1))
+        what = "ignores" if ignored else "does not handle (it would be terminated by)"
+        return (f"process {pid} {what} SIGUSR1, so its inspector cannot be opened by signal "
+                "(started with --disable-sigusr1, or the program removed node's SIGUSR1 handler); "
+                "restart it with --inspect, or use the perf backend (start node with --perf-basic-prof)")
+    return None
+
+
+def _open_inspector(target: Target) -> tuple[str, bool]:
+    """Find or open target's inspector: (websocket url, opened by us)."""
+    pid = target.pid
+    before = procutil.listening_ports(pid)
+    host, port = _expected_port(target)
+    if _inspector_active_flag(target):
+        # started with --inspect*: its inspector is (normally) open already
+        for ip, p in sorted(before, key=lambda a: a[1] != port):
+            url = probe(ip, p)
+            if url:
+                return url, False
+    why = _sigusr1_refusal(target)
+    if why:
+        raise TargetError(why)
+    if port != 0 and not any(p == port for _ip, p in before):
+        owner = procutil.port_owner(port, pid_hint=pid)
+        if owner is not None and owner != pid:
+            who = f"process {procutil.describe_pid_briefly(owner)}" if owner > 0 else "another process"
+            raise CaptureError(
+                f"the inspector port {port} that process {pid} would open is taken by {who}; "
+                f"free it, or restart the target with --inspect-port=0 (any free port) or another port, "
+                f"or use the perf backend (node --perf-basic-prof)")
+    procutil.send_signal(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + OPEN_TIMEOUT
+    while time.monotonic() < deadline:
+        if not procutil.exists(pid):
+            raise TargetExited(f"process {pid} exited right after SIGUSR1")
+        now = procutil.listening_ports(pid)
+        new = [a for a in now if a not in before]
+        for ip, p in sorted(new, key=lambda a: a[1] != port):
+            url = probe(ip, p)
+            if url:
+                return url, True
+        time.sleep(0.02)
+    # no new port: maybe its inspector was open already (an earlier SIGUSR1), or the bind failed
+    for ip, p in sorted(before, key=lambda a: a[1] != port):
+        url = probe(ip, p)
+        if url:
+            return url, False
+    owner = procutil.port_owner(port, pid_hint=pid) if port else None
+    if owner is not None and owner != pid:
+        who = f"process {procutil.describe_pid_briefly(owner)}" if owner > 0 else "another process"
+        raise CaptureError(f"process {pid} could not open its inspector: port {port} is taken by {who}; "
+                           "free it or restart the target with --inspect-port=0, or use the perf backend")
+    raise CaptureError(f"process {pid} did not open an inspector within {OPEN_TIMEOUT:g} s of SIGUSR1 "
+                       "(the program may handle SIGUSR1 itself, or node cannot bind the port: see its stderr); "
+                       "restart it with --inspect, or use the perf backend (node --perf-basic-prof)")
+
+
+def _port_of(url: str) -> int | None:
+    m = re.match(r"^ws://.*:(\d+)/", url)
+    return int(m.group(1)) if m else None
+
+
+def _wait_port_closed(pid: int, port: int | None, timeout: float = CLOSE_TIMEOUT) -> bool:
+    if port is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not procutil.exists(pid) or not any(p == port for _ip, p in procutil.listening_ports(pid)):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _evaluate_close(client: _Client) -> None:
+    try:
+        client.send("Runtime.evaluate", {"expression": "require('inspector').close()",
+                                         "includeCommandLineAPI": True})
+    except ProtocolError:
+        pass
+
+
+def _close_inspector_fresh(target: Target, url: str) -> bool:
+    """Close an inspector we opened but hold no working connection to."""
+    try:
+        c = _Client(url, timeout=2.0)
+    except CaptureError:
+        return _wait_port_closed(target.pid, _port_of(url), 0.1)
+    try:
+        _evaluate_close(c)
+        return _wait_port_closed(target.pid, _port_of(url))
+    finally:
+        c.close()
+
+
+# --------------------------------------------------------------------- session
+class _Thread:
+    def __init__(self, session_id, name, worker_id=None):
+        self.session = session_id      # None for the main thread
+        self.name = name
+        self.worker_id = worker_id
+        self.started = False
+        self.profile = None            # the cpuprofile dict once stopped
+        self.lost = None               # why its samples were lost
+
+
+class InspectorSession(Session):
+    def __init__(self, backend, target, opts, client: _Client, url: str, opened: bool):
+        super().__init__(backend, target, opts)
+        self.client = client
+        self.url = url
+        self.opened = opened
+        self.port = _port_of(url)
+        self.hz = int(opts.hz or backend.default_hz)
+        self.interval_us = max(1, int(round(1e6 / self.hz)))
+        self.main = _Thread(None, "main")
+        self.workers: dict[str, _Thread] = {}
+        self.exiting = False
+        self.closed = False
+        self.warnings: list[str] = []
+        self.spawned_flag = None
+        self.stop_time = None
+
+    # -- protocol helpers
+    def _setup_thread(self, th: _Thread):
+        c, s = self.client, th.session
+        c.call("Profiler.enable", session=s)
+        c.call("Profiler.setSamplingInterval", {"interval": self.interval_us}, session=s)
+        try:
+            c.call("NodeRuntime.notifyWhenWaitingForDisconnect", {"enabled": True}, session=s)
+        except ProtocolError:
+            pass  # older node: a thread that exits mid-capture loses its samples
+        c.call("Profiler.start", session=s)
+        th.started = True
+
+    def begin(self):
+        self._setup_thread(self.main)
+        self.started_at = time.time()
+        if self.opts.threads != "main":
+            try:
+                self.client.call("NodeWorker.enable", {"waitForDebuggerOnStart": False})
+            except ProtocolError as e:
+                self.warnings.append(f"worker threads not profiled: {e}")
+            # existing workers announce themselves right away
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                self._drain(0.05)
+
+    def release_start(self):
+        """For spawn(): let a program that waits for the debugger run."""
+        if self.spawned_flag == "--inspect-brk":
+            self.client.call("Debugger.enable")
+            self.client.call("Runtime.runIfWaitingForDebugger")
+            # it pauses on the first line: resume, then stop debugging
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    sid, method, _p = self.client.events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if method == "Debugger.paused" and sid is None:
+                    break
+                self._event(sid, method, _p)
+            self.client.call("Debugger.resume")
+            self.client.call("Debugger.disable")
+        else:
+            self.client.call("Runtime.runIfWaitingForDebugger")
+
+    def _drain(self, timeout: float = 0.0):
+        try:
+            sid, method, params = self.client.events.get(timeout=timeout) if timeout else \
+                self.client.events.get_nowait()
+        except queue.Empty:
+            return False
+        self._event(sid, method, params)
+        while True:
+            try:
+                sid, method, params = self.client.events.get_nowait()
+            except queue.Empty:
+                return True
+            self._event(sid, method, params)
+
+    def _event(self, sid, method, params):
+        if method == "NodeWorker.attachedToWorker" and sid is None:
+            wid = params.get("sessionId")
+            info = params.get("workerInfo") or {}
+            name = f"worker {info.get('workerId', len(self.workers) + 1)}"
+            if info.get("url"):
+                name += f" {info['url']}"
+            th = _Thread(wid, name, info.get("workerId"))
+            self.workers[wid] = th
+            if self.stop_time is None:
+                try:
+                    self._setup_thread(th)
+                except ProtocolError as e:
+                    th.lost = f"{name}: could not start its profiler ({e})"
+        elif method == "NodeWorker.detachedFromWorker" and sid is None:
+            th = self.workers.get(params.get("sessionId"))
+            if th is not None and th.started and th.profile is None and th.lost is None:
+                th.lost = f"{th.name} ended during the capture; its samples were lost"
+        elif method == "NodeRuntime.waitingForDisconnect":
+            if sid is None:
+                self.exiting = True
+            else:
+                th = self.workers.get(sid)
+                if th is not None and th.started and th.profile is None:
+                    self._stop_thread(th)
+                    try:
+                        self.client.send("NodeWorker.detach", {"sessionId": sid})
+                    except ProtocolError:
+                        pass
+        elif method == "_closed":
+            pass
+
+    def _stop_thread(self, th: _Thread):
+        try:
+            res = self.client.call("Profiler.stop", session=th.session, timeout=60)
+            th.profile = res.get("profile")
+        except ProtocolError as e:
+            th.lost = f"{th.name}: Profiler.stop failed ({e})"
+
+    # -- Session interface
+    def poll(self):
+        self._drain()
+        if self.exiting:
+            return "the process is exiting"
+        if self.client.closed:
+            if not procutil.exists(self.target.pid):
+                return None  # the driver handles the exit
+            raise CaptureError(f"the inspector connection closed unexpectedly ({self.client.closed})")
+        return None
+
+    def target_exited(self) -> bool:
+        return self.exiting and not self.client.closed
+
+    def stop(self):
+        self.stop_time = time.time()
+        self._drain()
+        if self.client.closed:
+            raise TargetExited(f"process {self.target.pid} went away during the capture "
+                               f"(the inspector connection closed: {self.client.closed}); nothing was kept")
+        # stop all threads at about the same moment: send every stop, then collect
+        pending = []
+        for th in list(self.workers.values()) + [self.main]:
+            if th.started and th.profile is None and th.lost is None:
+                try:
+                    pending.append((th, self.client.send("Profiler.stop", session=th.session)))
+                except ProtocolError as e:
+                    th.lost = f"{th.name}: Profiler.stop failed ({e})"
+        for th, mid in pending:
+            try:
+                th.profile = (self.client.wait(mid, th.session, 60, "Profiler.stop") or {}).get("profile")
+            except ProtocolError as e:
+                th.lost = f"{th.name}: Profiler.stop failed ({e})"
+        if self.main.profile is None:
+            raise CaptureError(self.main.lost or "the main thread's profile could not be fetched")
+        return self._profile()
+
+    def _profile(self):
+        from ..frames.combine import concat
+        threads = [self.main] + [t for t in self.workers.values() if t.profile is not None]
+        parts, names = [], []
+        t0 = self.main.profile.get("startTime", 0)
+        for th in threads:
+            parts.append(cpuprofile_to_profile(th.profile, f"<inspector pid {self.target.pid} {th.name}>"))
+            names.append(th.name)
+        prof = concat(parts, names) if len(parts) > 1 else _with_thread(parts[0], names[0])
+        for th in self.workers.values():
+            if th.lost:
+                self.warnings.append(th.lost)
+        end = self.main.profile.get("endTime", t0)
+        prof.meta.update({
+            "backend": "inspector",
+            "source_format": "cpuprofile",
+            "period_ns": self.interval_us * 1000,
+            "sampling_interval_us": self.interval_us,
+            "profile_duration_ns": int((end - t0) * 1000),
+            "inspector_url": self.url,
+            "inspector_opened": self.opened,
+            "threads": names,
+        })
+        prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
+        return prof
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        c = self.client
+        try:
+            if not c.closed and not self.exiting:
+                if self.opened:
+                    _evaluate_close(c)
+                else:
+                    for th in list(self.workers.values()) + [self.main]:
+                        for m in ("Profiler.disable",):
+                            try:
+                                c.send(m, session=th.session)
+                            except ProtocolError:
+                                pass
+                    try:
+                        c.send("NodeWorker.disable")
+                        c.send("NodeRuntime.notifyWhenWaitingForDisconnect", {"enabled": False})
+                    except ProtocolError:
+                        pass
+                    time.sleep(0.05)
+        finally:
+            c.close()
+        if self.opened and not self.exiting and procutil.exists(self.target.pid):
+            if not _wait_port_closed(self.target.pid, self.port):
+                # the evaluate did not get through: one more try on a fresh connection
+                if not _close_inspector_fresh(self.target, self.url):
+                    self.warnings.append(f"the inspector port {self.port} of process {self.target.pid} "
+                                         "could not be closed")
+
+
+def _with_thread(prof, name):
+    import pandas as pd
+    prof.samples["thread"] = pd.Categorical([name] * len(prof.samples))
+    return prof
+
+
+def cpuprofile_to_profile(profile: dict, source: str):
+    """A Profile from one Profiler.stop result, through the cpuprofile reader."""
+    from ..frames.formats import READERS, _ensure_readers
+    _ensure_readers()
+    data = json.dumps(profile).encode("utf-8")
+    r = READERS.get("cpuprofile")
+    if r is None:
+        raise CaptureError("the cpuprofile reader is missing from this nodeflame build "
+                           "(nodeflame/frames/readers/cpuprofile.py)")
+    return r.read(data, source)
+
+
+BACKEND = InspectorBackend()

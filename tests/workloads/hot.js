@@ -1,0 +1,163 @@
+'use strict';
+// Accuracy/health workload for the capture tests and benchmarks.
+//
+// Main thread: functionA and functionB, two CPU-hot functions called in turn
+// (A gets ~2x the iterations of B), each call timed with process.hrtime, in
+// chunks of ~5 ms between which the event loop turns (so stdin is answered).
+// Worker thread: functionW, hot the same way; its counters are shared with the
+// main thread through a SharedArrayBuffer.
+//
+// stdin commands (one per line), answered with one JSON line on stdout:
+//   stats  -> {"t": ns since start, "a": ns in functionA, "b": ns in functionB,
+//              "ai": iterations of A, "bi": iterations of B,
+//              "w": ns in functionW, "wt": worker ns since its start, "wi": iterations of W}
+//   ping   -> {"pong": n}
+//   exit   -> exits 0
+// stdin closing also exits.  First line printed: {"ready": pid, ...} once the
+// worker runs.
+//
+// options: --no-worker  --ratio=R (A:B iterations, default 2)
+//          --no-sigusr1 (install then remove a SIGUSR1 listener: the process no
+//          longer catches SIGUSR1, as with node's --disable-sigusr1 on node >= 22.14)
+//          --print-ms=N (also print stats every N ms)  --exit-after-ms=N
+const { Worker, isMainThread, parentPort, workerData } = require('worker_threads');
+
+const N = 20000;  // iterations per call of A (B: N / ratio)
+
+// Bodies big enough that TurboFan does not inline them into their caller,
+// so every backend (perf with --perf-basic-prof too) sees them as frames.
+function functionA(n, x) {
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 7; x = (x + i) | 0;
+    x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 3; x = (x - i) | 0;
+    x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 11; x = (x + 3) | 0;
+    x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 5; x = (x ^ i) | 0;
+    x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 13; x = (x + 7) | 0;
+    x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 2; x = (x - 5) | 0;
+    x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 17; x = (x + 11) | 0;
+    x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 9; x = (x ^ 13) | 0;
+  }
+  return x;
+}
+
+function functionB(n, x) {
+  for (let i = 0; i < n; i++) {
+    x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 9; x = (x + i) | 0;
+    x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 4; x = (x - i) | 0;
+    x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 5; x = (x + 17) | 0;
+    x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 6; x = (x ^ i) | 0;
+    x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 3; x = (x + 19) | 0;
+    x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 1; x = (x - 23) | 0;
+    x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 15; x = (x + 29) | 0;
+    x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 7; x = (x ^ 31) | 0;
+  }
+  return x;
+}
+
+function functionW(n, x) {
+  for (let i = 0; i < n; i++) {
+    x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 8; x = (x + i) | 0;
+    x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 3; x = (x - i) | 0;
+    x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 12; x = (x + 37) | 0;
+    x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 5; x = (x ^ i) | 0;
+    x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 4; x = (x + 41) | 0;
+    x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 2; x = (x - 43) | 0;
+    x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 16; x = (x + 47) | 0;
+    x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 11; x = (x ^ 53) | 0;
+  }
+  return x;
+}
+
+const now = process.hrtime.bigint;
+
+if (!isMainThread) {
+  // worker: counters[0] = ns in functionW, [1] = ns since worker start, [2] = iterations
+  const counters = new BigInt64Array(workerData.sab);
+  const t0 = now();
+  let x = 1;
+  const chunk = () => {
+    const end = now() + 5000000n;
+    let t = now();
+    while (t < end) {
+      x = functionW(N, x);
+      const t2 = now();
+      counters[0] += t2 - t;
+      counters[2] += BigInt(N);
+      t = t2;
+    }
+    counters[1] = t - t0;
+    setImmediate(chunk);
+  };
+  parentPort.postMessage('started');
+  chunk();
+} else {
+  const args = process.argv.slice(2);
+  const opt = (name, dflt) => {
+    const a = args.find((s) => s === `--${name}` || s.startsWith(`--${name}=`));
+    if (a === undefined) return dflt;
+    return a.includes('=') ? a.split('=')[1] : true;
+  };
+  const ratio = Number(opt('ratio', 2));
+  const NB = Math.max(1, Math.round(N / ratio));
+  const sab = new SharedArrayBuffer(8 * 3);
+  const wc = new BigInt64Array(sab);
+  const t0 = now();
+  let a = 0n, b = 0n, ai = 0n, bi = 0n, pongs = 0, x = 1;
+
+  const stats = () => JSON.stringify({
+    t: Number(now() - t0), a: Number(a), b: Number(b), ai: Number(ai), bi: Number(bi),
+    w: Number(wc[0]), wt: Number(wc[1]), wi: Number(wc[2]),
+  });
+
+  const chunk = () => {
+    const end = now() + 5000000n;
+    let t = now();
+    while (t < end) {
+      x = functionA(N, x);
+      const t1 = now();
+      x = functionB(NB, x);
+      const t2 = now();
+      a += t1 - t; b += t2 - t1; ai += BigInt(N); bi += BigInt(NB);
+      t = t2;
+    }
+    setImmediate(chunk);
+  };
+
+  if (opt('no-sigusr1', false)) {
+    const f = () => {};
+    process.on('SIGUSR1', f);
+    process.removeListener('SIGUSR1', f);
+  }
+
+  let buf = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const cmd = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (cmd === 'stats') process.stdout.write(stats() + '\n');
+      else if (cmd === 'ping') process.stdout.write(JSON.stringify({ pong: ++pongs }) + '\n');
+      else if (cmd === 'exit') process.exit(0);
+    }
+  });
+  process.stdin.on('end', () => process.exit(0));
+
+  const printMs = Number(opt('print-ms', 0));
+  if (printMs > 0) setInterval(() => process.stdout.write(stats() + '\n'), printMs);
+  const exitAfter = Number(opt('exit-after-ms', 0));
+  if (exitAfter > 0) setTimeout(() => process.exit(0), exitAfter);
+
+  const ready = () => {
+    process.stdout.write(JSON.stringify({ ready: process.pid, node: process.version }) + '\n');
+    chunk();
+  };
+  if (opt('no-worker', false)) {
+    ready();
+  } else {
+    const w = new Worker(__filename, { workerData: { sab } });
+    w.unref();
+    w.once('message', ready);
+  }
+}

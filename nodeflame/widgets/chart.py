@@ -1,168 +1,156 @@
-"""A plotly chart as a small anywidget.
+"""The explorer's chart: one plotly ``FigureWidget`` holding the icicle and the timeline strip.
 
-plotly's own ``FigureWidget`` ships its 5 MB JavaScript bundle to the browser
-with every instance; this widget sends only the figure (and plotly.js once per
-page from the CDN, or from the kernel when the browser is offline).  Clicks
-and range selections come back as ``on_event`` callbacks.
+Trace 0 is the ``go.Icicle`` flame chart; when the profile is timed, traces
+1..len(KINDS) are the timeline's stacked bars (one per kind, always present so
+that a redraw is a restyle, never a delete/add) on an x axis below the
+icicle.  One figure widget rather than two because every ``FigureWidget``
+carries plotly's whole front-end bundle (about 5 MB) with it.
+
+Clicks on the icicle and box selections on the timeline come back through
+plotly's own trace callbacks as ``on_event`` messages:
+``{"type": "click", "id": <plotly id>}`` and ``{"type": "select", "x": [a, b] | None}``.
 """
 from __future__ import annotations
 
-import anywidget
-import traitlets
+import plotly.graph_objects as go
 
-# the browser side, kept here (not in a .js file) so it installs with the module
-ESM = r"""
-// nodeflame's plotly chart widget (anywidget ES module).
-//
-// The figure (data + layout) arrives as the `figure` trait; `restyle` carries
-// small updates of trace 0 (colours after a search) so they need not resend
-// the figure.  plotly.js is taken from the page when it is there, else
-// fetched once per page from `plotly_src` (a CDN), else - offline - asked of
-// the kernel, which sends the copy bundled with the plotly Python package.
-// Clicks and range selections go back to Python as messages.
+from ..frames.kinds import KINDS
 
-function evalUmd(source) {
-  const module = { exports: {} };
-  // plotly's UMD bundle fills module.exports when `module` is defined, which
-  // also works where require.js would otherwise swallow a <script> tag
-  new Function("module", "exports", "define", source)(module, module.exports, undefined);
-  return module.exports;
-}
-
-function loadPlotly(model) {
-  if (globalThis.Plotly && globalThis.Plotly.newPlot) return Promise.resolve(globalThis.Plotly);
-  if (globalThis.__nodeflamePlotly) return globalThis.__nodeflamePlotly;
-  const fromKernel = () => new Promise((resolve, reject) => {
-    const onMsg = (msg) => {
-      if (msg && msg.type === "plotlyjs") {
-        model.off("msg:custom", onMsg);
-        try { resolve(evalUmd(msg.source)); } catch (e) { reject(e); }
-      }
-    };
-    model.on("msg:custom", onMsg);
-    model.send({ type: "need-plotlyjs" });
-  });
-  const src = model.get("plotly_src");
-  const p = (src ? fetch(src).then((r) => {
-    if (!r.ok) throw new Error("HTTP " + r.status);
-    return r.text();
-  }).then(evalUmd) : Promise.reject(new Error("no source"))).catch(fromKernel).then((P) => {
-    globalThis.Plotly = globalThis.Plotly || P;
-    return P;
-  });
-  globalThis.__nodeflamePlotly = p;
-  p.catch(() => { globalThis.__nodeflamePlotly = undefined; });
-  return p;
-}
-
-function render({ model, el }) {
-  const div = document.createElement("div");
-  div.className = "nodeflame-chart";
-  div.style.width = "100%";
-  el.appendChild(div);
-  let Plotly = null;
-  let alive = true;
-  const config = { displaylogo: false, responsive: true, scrollZoom: false };
-
-  const draw = () => {
-    if (!Plotly || !alive) return;
-    const fig = model.get("figure") || {};
-    const data = JSON.parse(JSON.stringify(fig.data || []));
-    const restyle = model.get("restyle") || {};
-    if (data.length) {
-      for (const [path, value] of Object.entries(restyle)) {
-        const parts = path.split(".");
-        let o = data[0];
-        for (const k of parts.slice(0, -1)) o = o[k] = o[k] || {};
-        o[parts[parts.length - 1]] = value;
-      }
-    }
-    Plotly.react(div, data, fig.layout || {}, config);
-  };
-  const restyle = () => {
-    if (!Plotly || !alive) return;
-    const r = model.get("restyle") || {};
-    const upd = {};
-    for (const [k, v] of Object.entries(r)) upd[k] = [v];
-    if (Object.keys(upd).length) Plotly.restyle(div, upd, [0]); else draw();
-  };
-
-  loadPlotly(model).then((P) => {
-    Plotly = P;
-    draw();
-    div.on("plotly_click", (ev) => {
-      const pt = ev && ev.points && ev.points[0];
-      if (pt) model.send({ type: "click", id: pt.id === undefined ? null : String(pt.id),
-                           curve: pt.curveNumber, index: pt.pointNumber, x: pt.x === undefined ? null : pt.x });
-    });
-    div.on("plotly_selected", (ev) => {
-      if (ev && ev.range && ev.range.x) model.send({ type: "select", x: ev.range.x });
-    });
-    div.on("plotly_deselect", () => model.send({ type: "select", x: null }));
-  }).catch((e) => {
-    div.textContent = "nodeflame: could not load plotly.js (" + e + ")";
-  });
-  model.on("change:figure", draw);
-  model.on("change:restyle", restyle);
-  return () => {
-    alive = false;
-    model.off("change:figure", draw);
-    model.off("change:restyle", restyle);
-    if (Plotly) Plotly.purge(div);
-  };
-}
-
-export default { render };
-"""
+TIMELINE_FRACTION = 0.17   # of the figure's plotting height
+TIMELINE_PX = 130          # extra pixels given to the figure for the strip
 
 
-def plotly_version() -> str:
-    from plotly.offline import get_plotlyjs_version
-    return get_plotlyjs_version()
+def _nested(updates: dict) -> dict:
+    """``{"marker.colors": x}`` -> ``{"marker": {"colors": x}}``."""
+    out: dict = {}
+    for path, value in updates.items():
+        parts = path.split(".")
+        o = out
+        for k in parts[:-1]:
+            o = o.setdefault(k, {})
+        o[parts[-1]] = value
+    return out
 
 
-def cdn_url() -> str:
-    return f"https://cdn.plot.ly/plotly-{plotly_version()}.min.js"
+class Chart:
+    """A ``go.FigureWidget`` (``self.widget``) kept in step with the explorer's figure dicts."""
 
-
-class PlotlyChart(anywidget.AnyWidget):
-    """``figure``: {"data": [...], "layout": {...}} as plain JSON; ``restyle``: updates of trace 0
-    applied on top of it (dotted property paths, e.g. ``{"marker.colors": [...]}``)."""
-
-    _esm = ESM
-    figure = traitlets.Dict().tag(sync=True)
-    restyle = traitlets.Dict().tag(sync=True)
-    plotly_src = traitlets.Unicode("").tag(sync=True)
-
-    def __init__(self, figure: dict | None = None, **kw):
-        kw.setdefault("plotly_src", cdn_url())
-        super().__init__(figure=figure or {}, **kw)
+    def __init__(self, *, height: int = 560, timeline: bool = False):
+        self.height = int(height)
+        self.timeline = bool(timeline)
         self._handlers = []
-        self.on_msg(self._on_msg)
+        self.sent_figures = 0     # how many whole-figure updates went out (for tests and the benchmark)
+        self.sent_restyles = 0
+        self._last_select = None
+        self.widget = go.FigureWidget()
+        self._listeners = []
 
+    # ------------------------------------------------------------- events
     def on_event(self, fn) -> None:
-        """Call ``fn(message)`` for each click/select message from the browser."""
+        """Call ``fn(message)`` for each click/select coming from the browser."""
         self._handlers.append(fn)
 
-    def _on_msg(self, _widget, content, _buffers):
-        if not isinstance(content, dict):
-            return
-        if content.get("type") == "need-plotlyjs":
-            from plotly.offline import get_plotlyjs
-            self.send({"type": "plotlyjs", "source": get_plotlyjs()})
-            return
+    def _emit(self, msg):
         for fn in self._handlers:
-            fn(content)
+            fn(msg)
 
-    def set_figure(self, figure: dict) -> None:
-        with self.hold_sync():
-            self.restyle = {}
-            self.figure = figure
+    def _on_click(self, trace, points, _state=None):
+        inds = list(getattr(points, "point_inds", []) or [])
+        if not inds:
+            return
+        ids = trace.ids
+        i = inds[0]
+        node = ids[i] if ids is not None and 0 <= i < len(ids) else None
+        self._emit({"type": "click", "id": None if node is None else str(node)})
+
+    def _on_select(self, _trace, points, selector=None):
+        xr = getattr(selector, "xrange", None)
+        if xr is None:
+            xs = list(getattr(points, "xs", []) or [])
+            xr = (min(xs), max(xs)) if xs else None
+        key = None if xr is None else (float(min(xr)), float(max(xr)))
+        if key == self._last_select:  # every bar trace reports the same selection
+            return
+        self._last_select = key
+        self._emit({"type": "select", "x": None if key is None else list(key)})
+
+    def _on_deselect(self, _trace, _points, *_a):
+        if self._last_select is None:
+            return
+        self._last_select = None
+        self._emit({"type": "select", "x": None})
+
+    def _connect(self):
+        data = self.widget.data
+        if data:
+            data[0].on_click(self._on_click)
+        for tr in data[1:]:
+            tr.on_selection(self._on_select)
+            tr.on_deselect(self._on_deselect)
+
+    # ------------------------------------------------------------ drawing
+    def _layout(self, layout: dict) -> dict:
+        lay = dict(layout)
+        lay["height"] = self.height + (TIMELINE_PX if self.timeline else 0)
+        if self.timeline:
+            lay.update({
+                "xaxis": {"domain": [0, 1], "anchor": "y", "title": {"text": "ms", "standoff": 2},
+                          "fixedrange": True},
+                "yaxis": {"domain": [0, TIMELINE_FRACTION], "fixedrange": True},
+                "barmode": "stack", "bargap": 0, "dragmode": "select", "selectdirection": "h",
+                "showlegend": True,
+                "legend": {"orientation": "h", "x": 0, "y": TIMELINE_FRACTION + 0.005, "yanchor": "bottom",
+                           "font": {"size": 10}},
+            })
+        return lay
+
+    def _icicle(self, trace: dict) -> dict:
+        tr = {k: v for k, v in trace.items() if k != "type"}
+        if self.timeline:
+            tr["domain"] = {"x": [0, 1], "y": [TIMELINE_FRACTION + 0.07, 1]}
+        return tr
+
+    def set_flame(self, trace: dict, layout: dict) -> None:
+        """Replace the icicle (trace 0) and the figure's layout."""
+        w = self.widget
+        tr = self._icicle(trace)
+        if not w.data:
+            bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
+                    for k in KINDS] if self.timeline else []
+            w.add_traces([go.Icicle(**tr)] + bars)
+            w.layout.update(self._layout(layout))
+            self._connect()
+        else:
+            with w.batch_update():
+                w.data[0].update(tr, overwrite=True)
+                w.layout.update(self._layout(layout))
+        self.sent_figures += 1
+
+    def restyle(self, updates: dict) -> None:
+        """Small changes of the icicle (colours after a search, orientation)."""
+        if self.widget.data:
+            self.widget.data[0].update(_nested(updates))
+        self.sent_restyles += 1
+
+    def set_timeline(self, bars: list[dict], shapes: list[dict]) -> None:
+        """Replace the timeline's bars (one dict per kind present) and its selection shape."""
+        if not self.timeline or not self.widget.data:
+            return
+        by_kind = {b["name"]: b for b in bars}
+        with self.widget.batch_update():
+            for tr in self.widget.data[1:]:
+                b = by_kind.get(tr.name)
+                if b is None:
+                    tr.update(x=[], y=[], showlegend=False)
+                else:
+                    tr.update({k: v for k, v in b.items() if k not in ("type", "name")}, showlegend=True)
+            self.widget.layout.shapes = shapes
+
+    @property
+    def figure(self) -> dict:
+        """The figure as a plain dict ({"data": [...], "layout": {...}}), as the browser has it."""
+        return self.widget.to_plotly_json()
 
     def to_plotly(self):
         """The current figure as a ``plotly.graph_objects.Figure``."""
-        import plotly.graph_objects as go
-        fig = go.Figure(self.figure, skip_invalid=False)
-        for k, v in self.restyle.items():
-            fig.update_traces(selector=0, **{k.replace(".", "_"): v})
-        return fig
+        return go.Figure(self.widget)

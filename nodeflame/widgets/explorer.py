@@ -19,7 +19,7 @@ import pandas as pd
 from ..frames.errors import NodeflameError, TransformError
 from ..frames.transforms import Transform
 from . import model as M
-from .chart import PlotlyChart
+from .chart import Chart
 
 _REPLACE_ONE = ("thread", "slice")  # at most one of these in the list: setting it replaces the old one
 MINWIDTHS = (("auto", None), ("0.01 %", 1e-4), ("0.05 %", 5e-4), ("0.1 %", 1e-3), ("0.5 %", 5e-3),
@@ -54,7 +54,8 @@ class Explorer(W.VBox):
     def __init__(self, profile, *, transforms=(), inverted: bool = False, orientation: str = "flame",
                  color: str = "kind", minwidth: float | None = None, search: str = "",
                  max_nodes: int = 6000, height: int = 560, timeline: bool = True, name: str = "p",
-                 title: str | None = None, static_nodes: int = 3000, defer_panes: bool = True):
+                 title: str | None = None, static_nodes: int = 3000, defer_panes: bool = True,
+                 focus_on_click: bool = True):
         if orientation not in ("flame", "icicle"):
             raise ValueError("orientation must be 'flame' (root at the bottom) or 'icicle' (root on top)")
         if color not in self._color_choices():
@@ -67,6 +68,7 @@ class Explorer(W.VBox):
         self.max_nodes = int(max_nodes)
         self.static_nodes = int(static_nodes)
         self.defer_panes = defer_panes
+        self.focus_on_click = bool(focus_on_click)
         self.height = int(height)
         self.transforms: list[str] = [str(t) for t in (Transform.parse(s) for s in
                                                           ([transforms] if isinstance(transforms, str) else transforms))]
@@ -131,22 +133,16 @@ class Explorer(W.VBox):
     @property
     def figure(self) -> dict:
         """The flame chart's plotly figure as a dict, with the latest restyle applied."""
-        fig = {"data": [dict(t) for t in self.chart.figure.get("data", [])], "layout": self.chart.figure.get("layout", {})}
-        if fig["data"]:
-            tr = fig["data"][0]
-            for path, value in self.chart.restyle.items():
-                parts = path.split(".")
-                o = tr
-                for k in parts[:-1]:
-                    o[k] = dict(o.get(k, {}))
-                    o = o[k]
-                o[parts[-1]] = value
-        return fig
+        return self.chart.figure
 
     def to_plotly(self):
         """The flame chart as a ``plotly.graph_objects.Figure``."""
-        import plotly.graph_objects as go
-        return go.Figure(self.figure)
+        return self.chart.to_plotly()
+
+    @property
+    def widget(self):
+        """The plotly ``go.FigureWidget`` on screen (icicle trace 0, timeline bars after it)."""
+        return self.chart.widget
 
     # ------------------------------------------------------------ transforms
     def apply(self, spec) -> "Explorer":
@@ -252,6 +248,20 @@ class Explorer(W.VBox):
         self._sync_controls()
         return self
 
+    def click(self, node) -> "Explorer":
+        """What a click on the chart does: with ``focus_on_click`` (the default) focus on the
+        clicked frame's function (a ``focus=`` transform; the breadcrumbs lead back out), and
+        show it in the details pane.  Clicks on the root or an "other" node only clear the
+        selection."""
+        func = M.node_func(self.layout_table, node)
+        if func < 0 or not self.focus_on_click:
+            return self.select(func=func)
+        label = str(self.profile.func_labels()[func])
+        self.apply(("focus", M.exact_pattern(self.profile, func)))
+        labels = self.profile.func_labels()
+        hit = np.flatnonzero(labels == label)
+        return self.select(func=int(hit[0]) if len(hit) else -1)
+
     def select(self, node=None, *, func: int | None = None) -> "Explorer":
         """Show a function in the details pane: by plotly node id (a click) or by function id."""
         if func is None:
@@ -313,9 +323,8 @@ class Explorer(W.VBox):
         trace = M.icicle_trace(p, lay, [], orientation=self.view["orientation"])
         trace["marker"]["colors"] = self._trace_colors(p, lay)
         self._extra_trace(trace, p, lay)
-        fig = {"data": [trace], "layout": M.icicle_layout(height=self.height, title=self._title())}
         self._restyle = {}
-        self.chart.set_figure(fig)
+        self.chart.set_flame(trace, M.icicle_layout(height=self.height, title=self._title()))
         self._sync_controls()
 
     def _refresh_panes(self, warm: bool = False) -> None:
@@ -333,7 +342,7 @@ class Explorer(W.VBox):
         p = self.profile
         lay = self.layout_table
         self._restyle = {"marker.colors": self._trace_colors(p, lay), **self._orientation_style()}
-        self.chart.restyle = dict(self._restyle)
+        self.chart.restyle(dict(self._restyle))
         self._render_status()
 
     # ------------------------------------------------------------- controls
@@ -363,14 +372,16 @@ class Explorer(W.VBox):
         self.crumbs = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.b_undo = _btn("undo", "remove the last transform")
         self.b_reset = _btn("reset", "remove every transform")
-        self.chart = PlotlyChart(layout=W.Layout(width="100%"))
+        has_timeline = bool(timeline and self._t1 > self._t0)
+        self.chart = Chart(height=self.height, timeline=has_timeline)
         self.chart.on_event(self._on_chart_event)
-        self.timeline_chart = None
+        self.timeline_chart = self.chart if has_timeline else None   # the strip lives in the same figure
         self.range = None
-        if timeline and self._t1 > self._t0:
+        self.click_focus = W.Checkbox(value=self.focus_on_click, description="click focuses", indent=False,
+                                      layout=W.Layout(width="110px"))
+        self.click_focus.observe(lambda ch: setattr(self, "focus_on_click", bool(ch["new"])), "value")
+        if has_timeline:
             span = (self._t1 - self._t0) / 1e6
-            self.timeline_chart = PlotlyChart(layout=W.Layout(width="100%"))
-            self.timeline_chart.on_event(self._on_timeline_event)
             self.range = W.FloatRangeSlider(value=(0.0, span), min=0.0, max=span, step=max(span / 1000, 0.001),
                                             description="time (ms)", continuous_update=False, readout_format=".0f",
                                             layout=W.Layout(width="100%"))
@@ -404,11 +415,12 @@ class Explorer(W.VBox):
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             W.HBox([self.orient, self.invert, self.merge, self.color, self.thread, self.minwidth],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
-            W.HBox([self.crumbs, self.b_undo, self.b_reset], layout=W.Layout(flex_flow="row wrap")),
-            self.chart,
+            W.HBox([self.crumbs, self.b_undo, self.b_reset, self.click_focus],
+                   layout=W.Layout(flex_flow="row wrap", align_items="center")),
+            self.chart.widget,
         ]
-        if self.timeline_chart is not None:
-            rows += [self.timeline_chart, self.range]
+        if self.range is not None:
+            rows += [self.range]
         rows += [W.HBox([W.VBox([self.details, W.HBox([self.d_focus, self.d_ignore, self.d_hide])],
                                 layout=W.Layout(width="50%")), self.side]),
                  self.code_view]
@@ -487,9 +499,10 @@ class Explorer(W.VBox):
         p = self._profile_for(key)
         tl = self._timelines.get_or(key, lambda: M.timeline(p, t0_ns=self._t0, t1_ns=self._t1))
         if tl is None:
-            self.timeline_chart.set_figure({"data": [], "layout": {"height": 40}})
+            self.chart.set_timeline([], [])
             return
-        self.timeline_chart.set_figure(M.timeline_figure(tl, selected_ms=self.slice_ms()))
+        fig = M.timeline_figure(tl, selected_ms=self.slice_ms())
+        self.chart.set_timeline(fig["data"], fig["layout"].get("shapes", []))
 
     def _details_html(self, p, func):
         s, callers, callees = M.func_details(p, func)
@@ -533,10 +546,8 @@ class Explorer(W.VBox):
     # --------------------------------------------------------------- events
     def _on_chart_event(self, msg):
         if msg.get("type") == "click":
-            self._ui(lambda: self.select(msg.get("id")))()
-
-    def _on_timeline_event(self, msg):
-        if msg.get("type") == "select":
+            self._ui(lambda: self.click(msg.get("id")))()
+        elif msg.get("type") == "select":
             x = msg.get("x")
             self._ui(lambda: self.set_slice_ms(*(sorted(x) if x else (None, None))))()
 

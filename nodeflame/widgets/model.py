@@ -297,7 +297,7 @@ def timeline_figure(tl: pd.DataFrame, *, height: int = 120, selected_ms=None) ->
               "legend": {"orientation": "h", "y": 1.15, "x": 0, "font": {"size": 10}}}
     if selected_ms is not None:
         a, b = selected_ms
-        layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "paper", "x0": a, "x1": b, "y0": 0, "y1": 1,
+        layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "y domain", "x0": a, "x1": b, "y0": 0, "y1": 1,
                              "fillcolor": "rgba(40,120,255,0.12)", "line": {"width": 1, "color": "#2878ff"}}]
     return {"data": data, "layout": layout}
 

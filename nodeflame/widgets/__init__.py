@@ -8,7 +8,7 @@ from __future__ import annotations
 from .diffview import DiffExplorer
 from .explorer import Explorer
 
-__all__ = ["explorer", "diff_explorer", "Explorer", "DiffExplorer"]
+__all__ = ["explorer", "diff_explorer", "timeline", "Explorer", "DiffExplorer"]
 
 
 def explorer(profile, **options) -> Explorer:
@@ -29,3 +29,19 @@ def diff_explorer(diff, **options) -> DiffExplorer:
     Red grew, blue shrank, grey unchanged or within sampling noise.  Same
     options as :func:`explorer`, with ``color='diff'`` the default."""
     return DiffExplorer(diff, **options)
+
+
+def timeline(profile, bins: int = 200, *, height: int = 220):
+    """Samples over time, stacked by the kind of each sample's leaf, as a plotly Figure
+    (a text note for untimed profiles: folded and raw files carry no times)."""
+    import plotly.graph_objects as go
+    from . import model as M
+    tl = M.timeline(profile, bins)
+    if tl is None:
+        fig = go.Figure(layout={"height": 60, "margin": {"l": 4, "r": 4, "t": 4, "b": 4}})
+        fig.add_annotation(text="no sample times in this profile (folded/raw input)", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
+        return fig
+    spec = M.timeline_figure(tl, height=height)
+    spec["layout"]["dragmode"] = "zoom"
+    return go.Figure(spec)

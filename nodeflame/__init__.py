@@ -21,6 +21,13 @@ __all__ = ["read", "diff", "Diff", "Profile", "Transform", "NodeflameError", "Fo
 def __getattr__(name):
     # capture and diff are imported on first use so that `import nodeflame` stays light
     if name in ("capture", "run", "backends"):
-        from . import capture as _capture
+        import importlib  # not `from . import capture`: that asks this __getattr__ again, forever
+        _capture = importlib.import_module(".capture", __name__)
         return getattr(_capture, name)
     raise AttributeError(f"module 'nodeflame' has no attribute {name!r}")
+
+
+def load_ipython_extension(ip):
+    """``%load_ext nodeflame``: registers the ``%nodeflame`` magic (see nodeflame.magic)."""
+    from .magic import load_ipython_extension as _load
+    _load(ip)

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _load_extra_commands()
-        if argv and argv[0].isdigit():  # torch form: nodeflame <pid> <text|flame|raw> <duration>
+        if _torch_form(argv):  # torch form: nodeflame <pid> <text|flame|raw> <duration>
             return torch_main(argv)
         ap = build_parser()
         args = ap.parse_args(argv)
@@ -153,6 +153,16 @@ def torch_main(argv) -> int:
     """``nodeflame <pid> <text|flame|raw> <duration>``: provided by the capture layer."""
     from .cli_capture import torch_command
     return torch_command(argv)
+
+
+def _torch_form(argv) -> bool:
+    if argv and argv[0].isdigit():
+        return True
+    try:
+        from .cli_capture import is_torch_form
+    except ModuleNotFoundError:
+        return False
+    return is_torch_form(argv, ("convert", "top", "diff", "record", "backends", "stap-script"))
 
 
 def _load_extra_commands():

@@ -1,0 +1,358 @@
+"""The capture commands of the command line (loaded by ``nodeflame.cli``).
+
+    nodeflame PID text|flame|raw SECONDS [--backend B] [--hz N] [--threads all|main]   # torch's form
+    nodeflame record (--pid PID | -- CMD ...) [-d SECONDS] [--hz N] [--backend B] [--threads all|main] -o OUT
+    nodeflame backends [--pid PID]
+    nodeflame stap-script --pid PID [-o FILE]
+
+Data goes to stdout (torch form) or to OUT; everything else (the progress
+bar, the one-line summary after a capture, notes) goes to stderr.  A user
+error is one ``nodeflame: ...`` line on stderr and exit status 2 (raised here
+as NodeflameError; ``nodeflame.cli.main`` prints it).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import tempfile
+
+from .frames.errors import NodeflameError
+
+#: torch's modes -> output format
+TORCH_MODES = {"text": "text", "flame": "svg", "raw": "raw"}
+
+#: extensions of formats that have (or will have) a writer, for a clear message when one is missing
+KNOWN_EXTENSIONS = {
+    ".svg": "svg", ".cpuprofile": "cpuprofile", ".folded": "folded", ".collapsed": "folded",
+    ".txt": "text", ".raw": "raw", ".stacks": "raw", ".nfprof": "nfprof", ".ipynb": "ipynb",
+    ".speedscope.json": "speedscope", ".pb.gz": "pprof", ".pprof": "pprof", ".pb": "pprof",
+    ".parquet": "parquet",
+}
+
+_SIGNALS = {int(s) for s in signal.Signals}
+
+#: writer options that a format understands, from the command line's render options
+RENDER_OPTIONS = {"svg": ("title", "width", "minwidth", "inverted"), "text": ("inverted",)}
+
+
+class _TorchParser(argparse.ArgumentParser):
+    """Usage errors of the torch form: one line through NodeflameError (the cli prints it)."""
+
+    def error(self, message):
+        raise NodeflameError(f"{message} (usage: nodeflame PID text|flame|raw SECONDS "
+                             "[--backend NAME] [--hz N] [--threads all|main])")
+
+
+# ------------------------------------------------------------------ argument checks
+def parse_pid(value) -> int:
+    s = str(value).strip()
+    try:
+        pid = int(s)
+    except ValueError:
+        raise NodeflameError(f"pid must be a process id (a positive whole number), got {s!r}") from None
+    if pid <= 0:
+        raise NodeflameError(f"pid must be a process id (a positive whole number), got {s!r}")
+    return pid
+
+
+def parse_duration(value) -> float:
+    s = str(value).strip()
+    try:
+        d = float(s.rstrip("s") if s.endswith("s") and s[:-1] else s)
+    except ValueError:
+        raise NodeflameError(f"duration must be a number of seconds, got {s!r}") from None
+    if not (d > 0 and math.isfinite(d)):
+        raise NodeflameError(f"duration must be a positive number of seconds, got {s!r}")
+    return d
+
+
+def is_torch_form(argv, commands=()) -> bool:
+    """``nodeflame PID MODE SECONDS``: the first word a number, or (to give a good error for
+    ``nodeflame abc text 10``) any non-command word followed by a torch mode."""
+    if not argv:
+        return False
+    if argv[0].isdigit():
+        return True
+    return (len(argv) >= 2 and argv[1] in TORCH_MODES and not argv[0].startswith("-")
+            and argv[0] not in commands)
+
+
+def writer_for(path, format: str | None = None) -> str:
+    """The output format for ``path``, checked BEFORE capturing, so a capture is never wasted on
+    an output that cannot be written.  A planned but missing writer gets a clear message."""
+    from .frames import formats
+    import nodeflame  # noqa: F401  (registers the writers)
+    name = os.path.basename(os.fspath(path)).lower() if path is not None else ""
+    want = formats._canon(format) if format else None
+    if want is None:
+        for ext in sorted(KNOWN_EXTENSIONS, key=len, reverse=True):
+            if name.endswith(ext):
+                want = KNOWN_EXTENSIONS[ext]
+                break
+    if want is not None and want not in formats.WRITERS:
+        raise NodeflameError(f"writing {want} is not part of this nodeflame build yet; "
+                             f"write one of {_available_extensions()} instead")
+    try:
+        return formats.format_for_path(path if want is None else name, want)
+    except NodeflameError as e:
+        raise NodeflameError(f"{e}; known output extensions: {_available_extensions()}") from None
+
+
+def _available_extensions() -> str:
+    from .frames import formats
+    exts = []
+    for w in formats.WRITERS.values():
+        exts += [e for e in w.extensions if e not in exts]
+    return ", ".join(exts) or "(none)"
+
+
+def _check_output_path(out: str) -> None:
+    d = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(d):
+        raise NodeflameError(f"{out}: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise NodeflameError(f"{out}: cannot write in directory {d} (permission denied)")
+    if os.path.isdir(out):
+        raise NodeflameError(f"{out}: is a directory; give a file name such as {os.path.join(out, 'profile.cpuprofile')}")
+
+
+def _writer_options(fmt: str, args) -> dict:
+    from .cli import render_options
+    opts = render_options(args)
+    allowed = RENDER_OPTIONS.get(fmt, ())
+    return {k: v for k, v in opts.items() if k in allowed}
+
+
+# ------------------------------------------------------------------ capturing
+def _do_capture(args, *, pid=None, cmd=None, duration=None):
+    from .capture import capture, run  # not `from . import capture` (nodeflame.__getattr__ recursion)
+    kw = dict(backend=args.backend, hz=args.hz, threads=args.threads, progress=None)
+    if cmd:
+        return run(cmd, duration, **kw)
+    return capture(pid, duration, **kw)
+
+
+def summary_line(p, wrote: str | None = None) -> str:
+    """One line: backend, samples, duration, achieved rate, threads, warnings."""
+    m = p.meta
+    parts = [f"{m.get('backend') or '?'} backend"]
+    dur = (m.get("duration_ns") or 0) / 1e9
+    s = f"{p.total} samples"
+    if dur:
+        s += f" in {dur:.1f} s"
+    parts.append(s)
+    ach, req = m.get("achieved_hz"), m.get("requested_hz")
+    if ach is not None:
+        parts.append(f"{ach:.0f} Hz achieved" + (f" of {req:g} requested" if req else ""))
+    threads = m.get("threads") or []
+    if len(threads) > 1:
+        parts.append(f"{len(threads)} threads")
+    skipped = m.get("backends_skipped") or {}
+    failed = [f"{k} {v}" for k, v in skipped.items() if str(v).startswith("could not start")]
+    notes = [str(w) for w in (m.get("warnings") or []) if not str(w).startswith("interrupted (Ctrl-C)")]
+    if failed:
+        notes.append("fell back from " + "; ".join(failed))
+    code = m.get("exit_code")
+    if isinstance(code, int) and code > 0:
+        notes.append(f"the program exited with status {code}")
+    elif isinstance(code, int) and code < 0 and -code not in (signal.SIGTERM, signal.SIGKILL):
+        notes.append(f"the program was killed by {signal.Signals(-code).name if -code in _SIGNALS else -code}")
+    if p.total == 0:
+        notes.append("no samples were taken")
+    line = "nodeflame: " + ", ".join(parts)
+    if wrote:
+        line += f"; wrote {wrote}"
+    if notes:
+        line += "; warning: " + "; ".join(notes)
+    return line
+
+
+def _note(msg: str) -> None:
+    print(f"nodeflame: {msg}", file=sys.stderr, flush=True)
+
+
+def _write_file(p, out: str, fmt: str, opts: dict) -> str:
+    """Write OUT; if that fails after a capture, keep the data in a temporary .nfprof instead."""
+    try:
+        p.write(out, format=fmt, **opts)
+        return out
+    except OSError as e:
+        fd, keep = tempfile.mkstemp(prefix=f"nodeflame-{p.meta.get('pid') or 'capture'}-", suffix=".nfprof")
+        os.close(fd)
+        try:
+            p.write(keep, format="nfprof")
+        except Exception:
+            raise NodeflameError(f"{out}: cannot write: {e.strerror or e}") from None
+        raise NodeflameError(f"{out}: cannot write: {e.strerror or e}; the capture was saved to {keep} "
+                             f"(nodeflame convert {keep} OUT)") from None
+
+
+def _interrupted_note(p, where: str) -> None:
+    if p.meta.get("interrupted"):
+        dur = (p.meta.get("duration_ns") or 0) / 1e9
+        _note(f"interrupted after {dur:.1f} s: {where} the {p.total} samples taken")
+
+
+# ------------------------------------------------------------------ torch form
+def torch_command(argv) -> int:
+    """``nodeflame PID text|flame|raw SECONDS [options]``: the profile to stdout, notes to stderr."""
+    from .cli import _add_render_options
+    ap = _TorchParser(prog="nodeflame", add_help=False)
+    ap.add_argument("pid")
+    ap.add_argument("mode")
+    ap.add_argument("duration")
+    _add_capture_options(ap)
+    _add_render_options(ap)
+    ap.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    args = ap.parse_args(list(argv))
+    pid = parse_pid(args.pid)
+    if args.mode not in TORCH_MODES:
+        raise NodeflameError(f"mode must be one of text, flame, raw (torch's modes), got {args.mode!r}")
+    duration = parse_duration(args.duration)
+    fmt = TORCH_MODES[args.mode]
+    try:
+        writer_for(None, fmt)
+    except NodeflameError as e:
+        if fmt == "svg":
+            raise NodeflameError("flame mode needs the SVG flame-graph writer, which is not part of this "
+                                 "nodeflame build yet; use `nodeflame PID raw SECONDS | stackcollapse.pl | "
+                                 "flamegraph.pl > flame.svg` or `nodeflame record --pid PID -o out.cpuprofile`") from None
+        raise
+    p = _do_capture(args, pid=pid, duration=duration)
+    out = sys.stdout
+    try:
+        p.write(out, format=fmt, **_writer_options(fmt, args))
+        out.flush()
+    finally:
+        if not args.quiet:
+            print(summary_line(p), file=sys.stderr, flush=True)
+        _interrupted_note(p, "printed")
+    return 0
+
+
+def _add_capture_options(ap) -> None:
+    ap.add_argument("--backend", default="auto",
+                    help="auto (default: the best that can run, see `nodeflame backends`), stap, walker, perf, inspector")
+    ap.add_argument("--hz", type=int, help="samples per second (default: the backend's, about 1000)")
+    ap.add_argument("--threads", choices=("all", "main"), default="all",
+                    help="all: the main thread and worker threads (default); main: the main thread only")
+
+
+# ------------------------------------------------------------------ record
+def _cmd_record(args) -> int:
+    cmd = list(args.cmd or [])
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if args.pid is None and not cmd:
+        raise NodeflameError("record needs --pid PID or a command after -- (nodeflame record -o out.cpuprofile -- node app.js)")
+    if args.pid is not None and cmd:
+        raise NodeflameError(f"record takes --pid PID or a command, not both (got --pid {args.pid} and {' '.join(cmd)!r})")
+    duration = parse_duration(args.duration) if args.duration is not None else None
+    fmt = writer_for(args.output)
+    _check_output_path(args.output)
+    if args.pid is not None:
+        pid = parse_pid(args.pid)
+        if duration is None:
+            _note(f"recording process {pid} until Ctrl-C")
+        p = _do_capture(args, pid=pid, duration=duration)
+    else:
+        if duration is None:
+            _note(f"recording {' '.join(cmd)} until it exits (Ctrl-C stops early)")
+        p = _do_capture(args, cmd=cmd, duration=duration)
+    wrote = _write_file(p, args.output, fmt, _writer_options(fmt, args))
+    if not args.quiet:
+        print(summary_line(p, wrote), file=sys.stderr, flush=True)
+    _interrupted_note(p, f"wrote {wrote} with")
+    return 0
+
+
+# ------------------------------------------------------------------ backends
+def _cmd_backends(args) -> int:
+    from .capture import backends, procutil
+    from .capture.base import AUTO_ORDER
+    pid = None
+    if args.pid is not None:
+        pid = parse_pid(args.pid)
+        t = procutil.describe(pid)   # TargetError (no such process) is a one-line error
+        what = (f"node {t.node_version}" if t.node_version else "node") if t.is_node else \
+               ("not node" if t.is_node is False else "unknown program")
+        print(f"process {pid}: {what}: {t.command[:100] or procutil.comm(pid)}")
+    df = backends(pid)
+    rows = [("backend", "available", "reason")]
+    for r in df.itertuples(index=False):
+        rows.append((str(r.backend), "yes" if r.available else "no", str(r.reason or "")))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    for r in rows:
+        print(f"{r[0]:<{w0}}  {r[1]:<{w1}}  {r[2]}".rstrip())
+    avail = set(df.loc[df["available"], "backend"])
+    best = next((b for b in AUTO_ORDER if b in avail), None)
+    print(f"auto picks: {best}" if best else "auto picks: none (no backend can capture here)")
+    return 0
+
+
+# ------------------------------------------------------------------ stap-script
+def _cmd_stap_script(args) -> int:
+    from .capture import procutil
+    pid = parse_pid(args.pid)
+    t = procutil.describe(pid)
+    if t.is_node is False:
+        raise NodeflameError(f"process {procutil.describe_pid_briefly(pid)} is not a node process")
+    import importlib
+    try:
+        stap = importlib.import_module("nodeflame.capture.stap")
+    except ModuleNotFoundError as e:
+        if e.name == "nodeflame.capture.stap":
+            raise NodeflameError("the stap backend (nodeflame/capture/stap.py) is not part of this nodeflame "
+                                 "build yet, so there is no SystemTap script to print") from None
+        raise NodeflameError(f"the stap backend cannot be loaded: {e}") from None
+    except ImportError as e:
+        raise NodeflameError(f"the stap backend cannot be loaded: {e}") from None
+    gen = getattr(stap, "generate_script", None)
+    if gen is None:
+        raise NodeflameError("nodeflame.capture.stap has no generate_script(pid)")
+    try:
+        script = gen(pid)
+    except OSError as e:
+        raise NodeflameError(f"cannot generate the SystemTap script for process {pid}: {e}") from None
+    if args.output:
+        _check_output_path(args.output)
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(script)
+        _note(f"wrote {args.output} (run it with: sudo stap -x {pid} {args.output})")
+    else:
+        sys.stdout.write(script if script.endswith("\n") else script + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+# ------------------------------------------------------------------ registration
+def register_commands(sub) -> None:
+    from .cli import _add_render_options
+    r = sub.add_parser("record", help="capture a running node process (--pid) or a command (-- CMD) into OUT",
+                       description="Capture a running node process (--pid PID) or start a command and "
+                                   "capture it (-- node app.js).  Without -d: until Ctrl-C (pid) or until "
+                                   "the command exits.  Ctrl-C ends early and still writes OUT.")
+    r.add_argument("--pid", help="process id of a running node program")
+    r.add_argument("-d", "--duration", help="seconds to capture (default: until Ctrl-C / the command exits)")
+    _add_capture_options(r)
+    r.add_argument("-o", "--output", required=True,
+                   help="output file; its extension picks the format (.cpuprofile, .svg, .folded, .txt, .nfprof, ...)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    _add_render_options(r)
+    r.add_argument("cmd", nargs="*", metavar="-- CMD", help="command to start and profile (after --)")
+    r.set_defaults(run=_cmd_record)
+    b = sub.add_parser("backends", help="which capture backends can run here (and from a pid), and why not")
+    b.add_argument("--pid", help="check against this process")
+    b.set_defaults(run=_cmd_backends)
+    s = sub.add_parser("stap-script", help="print the SystemTap script the stap backend would run on PID")
+    s.add_argument("--pid", required=True, help="process id of a running node program")
+    s.add_argument("-o", "--output", help="write the script to this file instead of stdout")
+    s.set_defaults(run=_cmd_stap_script)
+
+
+__all__ = ["register_commands", "torch_command", "is_torch_form", "summary_line", "writer_for",
+           "parse_pid", "parse_duration", "TORCH_MODES"]

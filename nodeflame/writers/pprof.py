@@ -17,7 +17,10 @@ What ``go tool pprof`` and other pprof readers get:
   column), so each frame stays its own location (no inlining).  Locations
   point at a mapping with ``has_functions``/``has_filenames``/
   ``has_line_numbers`` set (nothing to symbolize); kernel frames at a mapping
-  named ``[kernel.kallsyms]``, as perf_to_profile writes them.
+  named ``[kernel.kallsyms]``, as perf_to_profile writes them, and functions
+  whose kind their name and file do not tell (JavaScript without a file,
+  builtins, native code in a .js file) at mappings named ``[jit]``,
+  ``[v8 builtins]``, ``[native]``, which our reader turns back into kinds.
 - ``string_table[0]`` is ``""``; ``time_nanos`` is the start time when
   ``meta['start_time']`` is a wall-clock time (epoch seconds or epoch
   nanoseconds), ``duration_nanos`` ``meta['duration_ns']``, ``period_type``
@@ -33,11 +36,15 @@ import numpy as np
 import pandas as pd
 
 from ..frames.formats import register_writer
+from ..frames.kinds import classify
 from ..frames.pprof_schema import messages
+from ..frames.readers.pprof import kind_hint
 
 _I64 = np.int64
 _TIME_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000}
 _COUNT_UNITS = ("samples", "count", "none", "")
+# mappings tried in turn for a function's kind (see the reader's MAPPING_HINTS)
+_MAPPINGS = ("", "[kernel.kallsyms]", "[jit]", "[v8 builtins]", "[native]")
 
 
 class _Strings:
@@ -67,6 +74,15 @@ def _epoch_ns(start):
     if 1e17 < v < 1e19:  # nanoseconds since the epoch
         return int(start)
     return 0  # a monotonic clock (V8's timestamps): not a time of collection
+
+
+def _mapping_for(name: str, file: str, kind: str) -> str:
+    """Name of the mapping a function's locations point at: "" (the program) unless the
+    reader could not tell the function's kind from its name and file alone."""
+    for m in _MAPPINGS:
+        if classify(name, file, kind_hint(file, m)) == kind:
+            return m
+    return ""
 
 
 def _leaf_first_paths(p, stacks, loc_of_frame):
@@ -139,11 +155,6 @@ def pprof_message(p):
 
     # ---- functions, mappings, locations
     f, fr = p.funcs, p.frames
-    kinds = f["kind"].astype(str).to_numpy(object)
-    kernel_funcs = kinds == "kernel"
-    prof.mapping.add(id=1, has_functions=True, has_filenames=True, has_line_numbers=True)
-    if kernel_funcs.any():
-        prof.mapping.add(id=2, filename=S("[kernel.kallsyms]"), has_functions=True)
     ff = fr["func"].to_numpy().astype(_I64)
     loc_key = pd.MultiIndex.from_arrays([ff, fr["line"].to_numpy(), fr["column"].to_numpy()])
     loc_codes, loc_uniq = pd.factorize(loc_key)
@@ -154,13 +165,22 @@ def pprof_message(p):
     used_funcs = np.unique(loc_func)
     names = f["name"].astype(str).to_numpy(object)
     files = f["file"].astype(str).to_numpy(object)
+    kinds = f["kind"].astype(str).to_numpy(object)
     flines = f["line"].to_numpy().astype(_I64)
+    mapping_ids: dict[str, int] = {}
+    func_mapping = np.ones(len(f), _I64)
     for i in used_funcs.tolist():  # one per function
         nm = S(names[i])
         prof.function.add(id=i + 1, name=nm, system_name=nm, filename=S(files[i]), start_line=int(flines[i]))
+        m = _mapping_for(names[i], files[i], kinds[i])
+        if m not in mapping_ids:
+            mapping_ids[m] = len(mapping_ids) + 1
+            prof.mapping.add(id=mapping_ids[m], filename=S(m), has_functions=True, has_filenames=True,
+                             has_line_numbers=True)
+        func_mapping[i] = mapping_ids[m]
     Line = M.Line
     for j, (fn, line, col) in enumerate(zip(loc_func.tolist(), loc_line, loc_col)):  # one per location
-        prof.location.add(id=j + 1, mapping_id=2 if kernel_funcs[fn] else 1,
+        prof.location.add(id=j + 1, mapping_id=int(func_mapping[fn]),
                           line=[Line(function_id=fn + 1, line=line, column=col)])
 
     # ---- samples

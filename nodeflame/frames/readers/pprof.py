@@ -10,8 +10,10 @@ What is read (field names as in google/pprof ``proto/profile.proto``):
   function's name (``system_name`` when the name is empty), file and
   ``start_line``.  A location without lines (not symbolized) becomes a frame
   named by its address (``0x4005d6``) in its mapping's file.  Frames of a
-  mapping named ``[kernel.kallsyms]`` are kernel frames, functions in C, C++,
-  Go, Rust... source files are native; other kinds come from
+  mapping named ``[kernel.kallsyms]`` are kernel frames; of ``[jit]``,
+  ``[v8 builtins]`` or ``[native]`` (the mappings nodeflame's writer uses when
+  name and file do not tell the kind) JavaScript, builtin or native frames;
+  functions in C, C++, Go, Rust... source files are native; the rest is up to
   :func:`nodeflame.frames.kinds.classify`.
 - The weight is one of the sample values: ``sample_type=`` (a type name such
   as ``"cpu"`` or ``"samples"``, ``"type/unit"``, or an index) or
@@ -62,10 +64,21 @@ TIME_UNITS = {"nanoseconds": 1, "nanosecond": 1, "ns": 1, "microseconds": 1_000,
               "seconds": 1_000_000_000, "second": 1_000_000_000, "s": 1_000_000_000}
 COUNT_UNITS = ("count", "samples", "sample", "")
 THREAD_LABELS = ("thread_name", "thread", "pid")  # in order of preference
-KERNEL_MAPPINGS = ("[kernel.kallsyms]", "[kernel]", "[vmlinux]")
+# mappings whose name says what their code is: the kernel's (as perf_to_profile names it),
+# and the ones nodeflame's writer uses for kinds a name and file alone do not tell
+MAPPING_HINTS = {"[kernel.kallsyms]": "kernel", "[kernel]": "kernel", "[vmlinux]": "kernel",
+                 "[jit]": "js", "[v8 builtins]": "builtin", "[native]": "native"}
 # source files of compiled code (pprof comes from Go, C++ and Rust as often as from node):
 # their functions are native, not application JavaScript
 NATIVE_FILE = re.compile(r"\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|inl|s|asm|go|rs|zig|m|mm|swift|d)$", re.I)
+
+
+def kind_hint(file: str, mapping_file: str = "") -> str | None:
+    """The hint for kinds.classify of a function in ``file``, located in ``mapping_file``."""
+    h = MAPPING_HINTS.get(mapping_file)
+    if h is None and NATIVE_FILE.search(file):
+        h = "native"
+    return h
 EXPECTED = "a gzipped perftools.profiles.Profile protobuf (pprof)"
 
 # Profile fields: number -> wire types allowed (2 = length-delimited, 0 = varint)
@@ -245,10 +258,9 @@ def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_
                 raise _err(f"location[{i}] (id {loc.id}) has mapping_id {loc.mapping_id}, which no mapping has",
                            source, f"location[{i}].mapping_id", "the id of a mapping in the profile")
             mfile = mappings[loc.mapping_id]
-        hint = "kernel" if mfile in KERNEL_MAPPINGS else None
         lines = loc.line
         if not len(lines):
-            loc_frames.append(ft.add(f"0x{loc.address:x}", mfile, hint=hint or "native"))
+            loc_frames.append(ft.add(f"0x{loc.address:x}", mfile, hint=MAPPING_HINTS.get(mfile, "native")))
             loc_len[i] = 1
             continue
         for j in range(len(lines) - 1, -1, -1):
@@ -262,8 +274,8 @@ def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_
                     raise _err(f"location[{i}] (id {loc.id}).line[{j}] has function_id {fid}, which no function has",
                                source, f"location[{i}].line[{j}].function_id", "the id of a function in the profile")
                 name, file, start = fn
-            h = hint or ("native" if NATIVE_FILE.search(file) else None)
-            loc_frames.append(ft.add(name, file, max(int(ln.line), 0), max(int(ln.column), 0), hint=h,
+            loc_frames.append(ft.add(name, file, max(int(ln.line), 0), max(int(ln.column), 0),
+                                     hint=kind_hint(file, mfile),
                                      func_line=start, func_column=0))
         loc_len[i] = len(lines)
     loc_off = np.zeros(nloc + 1, _I64)

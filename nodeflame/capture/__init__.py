@@ -107,7 +107,10 @@ def _in_notebook() -> bool:
         shell = ip.get_ipython()
     except Exception:
         return False
-    return shell is not None and "Kernel" in type(shell).__name__ or "ZMQ" in type(shell).__name__
+    if shell is None:
+        return False
+    kind = type(shell).__name__
+    return "ZMQ" in kind or "Kernel" in kind
 
 
 def _progress_bar(duration, progress, desc):
@@ -132,23 +135,46 @@ def _isatty(f) -> bool:
 
 
 @contextmanager
-def _sigint_deferred():
-    """Hold off a second Ctrl-C while a session stops (it is re-raised afterwards)."""
+def _sigint_held(limit: int | None = None):
+    """Hold Ctrl-C while a session starts or stops: the block runs on, and the list it yields
+    records each SIGINT.  With ``limit``, the ``limit``-th SIGINT raises KeyboardInterrupt after
+    all (a user who insists gets out of a stuck stop).  Outside the main thread: no effect."""
+    got: list = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield got
         return
-    got = []
+
+    def handler(*_):
+        got.append(time.monotonic())
+        if limit is not None and len(got) >= limit:
+            raise KeyboardInterrupt
+
     try:
-        old = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+        old = signal.signal(signal.SIGINT, handler)
     except (ValueError, OSError):
-        yield
+        yield got
         return
     try:
-        yield
+        yield got
     finally:
         signal.signal(signal.SIGINT, old)
-    if got:
-        raise KeyboardInterrupt
+
+
+def _start(b: Backend, target: Target, opts: CaptureOptions):
+    """``b.start()`` with Ctrl-C held until it returns (so a half-started session is never
+    abandoned with a port open or a thread stopped): (session, interrupted meanwhile)."""
+    with _sigint_held() as got:
+        session = b.start(target, opts)
+    return session, bool(got)
+
+
+def _close(session: Session) -> None:
+    """``session.close()``, which must run to its end whatever happens (Ctrl-C held meanwhile)."""
+    with _sigint_held():
+        try:
+            session.close()
+        except Exception:  # close() must not raise; if it does, the capture's own outcome wins
+            pass
 
 
 def _alive(target: Target) -> bool:
@@ -157,14 +183,14 @@ def _alive(target: Target) -> bool:
     return procutil.exists(target.pid)
 
 
-def _drive(session: Session, target: Target, opts: CaptureOptions, progress, desc: str):
-    """Wait out the capture; returns (Profile, interrupted, end note)."""
-    bar = _progress_bar(opts.duration, progress, desc)
+def _drive(session: Session, target: Target, opts: CaptureOptions, progress, desc: str,
+           interrupted: bool = False):
+    """Wait out the capture; returns (Profile, interrupted, end note, seconds waited)."""
+    bar = None if interrupted else _progress_bar(opts.duration, progress, desc)
     t0 = time.monotonic()
-    interrupted = False
     note = None
     try:
-        while True:
+        while not interrupted:
             elapsed = time.monotonic() - t0
             if opts.duration is not None and elapsed >= opts.duration:
                 break
@@ -192,9 +218,14 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
     finally:
         if bar is not None:
             bar.close()
-    with _sigint_deferred():
+    elapsed = time.monotonic() - t0
+    # a second Ctrl-C while the profile is fetched is ignored (the capture is ending anyway);
+    # a third one aborts the stop
+    with _sigint_held(limit=2) as got:
         prof = session.stop()
-    return prof, interrupted, note, time.monotonic() - t0
+    if got:
+        interrupted = True
+    return prof, interrupted, note, elapsed
 
 
 def _finish(prof, target, backend, opts, skipped, start_time, elapsed, interrupted, note):
@@ -249,7 +280,7 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
     for i, b in enumerate(candidates):
         start_time = time.time()
         try:
-            session = b.start(target, opts)
+            session, interrupted = _start(b, target, opts)
         except (TargetError, TargetExited):
             raise
         except CaptureError as e:
@@ -262,9 +293,9 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
             continue
         try:
             prof, interrupted, note, elapsed = _drive(session, target, opts, progress,
-                                                      f"nodeflame {b.name} pid {pid}")
+                                                      f"nodeflame {b.name} pid {pid}", interrupted)
         finally:
-            session.close()
+            _close(session)
         return _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
     raise CaptureError("no backend could start")  # pragma: no cover
 
@@ -312,15 +343,17 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     popen_kwargs = dict(stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, start_new_session=False,
                         process_group=0)
     start_time = time.time()
-    proc, session = b.spawn(argv, opts, **popen_kwargs)
+    with _sigint_held() as got:
+        proc, session = b.spawn(argv, opts, **popen_kwargs)
     target = session.target
     target.proc = proc
     try:
         try:
             prof, interrupted, note, elapsed = _drive(session, target, opts, progress,
-                                                      f"nodeflame {b.name} {os.path.basename(argv[-1])}")
+                                                      f"nodeflame {b.name} {os.path.basename(argv[-1])}",
+                                                      bool(got))
         finally:
-            session.close()
+            _close(session)
     except BaseException:
         procutil.terminate(proc)
         raise

@@ -312,7 +312,9 @@ class InspectorBackend(Backend):
             target = procutil.describe(proc.pid)
             target.proc = proc
             client = _Client(url)
-            s = InspectorSession(self, target, opts, client, url, opened=False)
+            # opened=True: the inspector exists only for this capture, so close() closes it again
+            # (a program left running with terminate=False keeps no debug port)
+            s = InspectorSession(self, target, opts, client, url, opened=True)
             s.spawned_flag = flag
             try:
                 s.begin()
@@ -372,6 +374,13 @@ def _open_inspector(target: Target) -> tuple[str, bool]:
             url = probe(ip, p)
             if url:
                 return url, False
+    elif port != 0:
+        # an inspector opened earlier (by another tool's SIGUSR1) and left open: use it, leave it open
+        for ip, p in before:
+            if p == port:
+                url = probe(ip, p)
+                if url:
+                    return url, False
     why = _sigusr1_refusal(target)
     if why:
         raise TargetError(why)
@@ -426,10 +435,18 @@ def _wait_port_closed(pid: int, port: int | None, timeout: float = CLOSE_TIMEOUT
     return False
 
 
+#: Closes the inspector from inside the target.  ``require`` is the command-line API's
+#: (``includeCommandLineAPI``: it exists in CommonJS and ES module programs alike, node 18-24);
+#: ``process.getBuiltinModule`` (node >= 20.16) is the fallback should it be missing.
+CLOSE_EXPRESSION = ("(typeof require === 'function' ? require('inspector') "
+                    ": process.getBuiltinModule('inspector')).close()")
+
+
 def _evaluate_close(client: _Client) -> None:
+    """Ask the target to close its inspector (no reply is awaited: it closes this very socket)."""
     try:
-        client.send("Runtime.evaluate", {"expression": "require('inspector').close()",
-                                         "includeCommandLineAPI": True})
+        client.send("Runtime.evaluate", {"expression": CLOSE_EXPRESSION, "includeCommandLineAPI": True,
+                                         "silent": True, "returnByValue": True})
     except ProtocolError:
         pass
 
@@ -456,6 +473,7 @@ class _Thread:
         self.started = False
         self.profile = None            # the cpuprofile dict once stopped
         self.lost = None               # why its samples were lost
+        self.info = {"thread": name}
 
 
 class InspectorSession(Session):
@@ -537,11 +555,13 @@ class InspectorSession(Session):
     def _event(self, sid, method, params):
         if method == "NodeWorker.attachedToWorker" and sid is None:
             wid = params.get("sessionId")
+            if wid in self.workers:
+                return
             info = params.get("workerInfo") or {}
-            name = f"worker {info.get('workerId', len(self.workers) + 1)}"
-            if info.get("url"):
-                name += f" {info['url']}"
+            name = worker_thread_name(info, {t.name for t in self.workers.values()} | {"main"})
             th = _Thread(wid, name, info.get("workerId"))
+            th.info = {"thread": name, "worker_id": info.get("workerId"), "title": info.get("title"),
+                       "url": info.get("url")}
             self.workers[wid] = th
             if self.stop_time is None:
                 try:
@@ -632,6 +652,7 @@ class InspectorSession(Session):
             "inspector_url": self.url,
             "inspector_opened": self.opened,
             "threads": names,
+            "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
         })
         prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
         return prof
@@ -666,6 +687,28 @@ class InspectorSession(Session):
                 if not _close_inspector_fresh(self.target, self.url):
                     self.warnings.append(f"the inspector port {self.port} of process {self.target.pid} "
                                          "could not be closed")
+
+
+_TITLE = re.compile(r"^\[worker (\d+)\]\s*(.*)$")
+
+
+def worker_thread_name(info: dict, taken=()) -> str:
+    """The ``thread`` value of a worker: its name (``new Worker(f, {name})``) when it has one,
+    else ``worker <id>``; made unique among ``taken`` by adding its id.
+
+    ``info`` is NodeWorker's workerInfo: ``title`` is ``[worker 1] name`` (``[worker 1]``
+    on node < 22 without a name, ``[worker 1] WorkerThread`` on node 24)."""
+    wid = str(info.get("workerId") or "?")
+    title = str(info.get("title") or "")
+    m = _TITLE.match(title)
+    name = (m.group(2) if m else title).strip()
+    if m:
+        wid = m.group(1)
+    if not name or name == "WorkerThread":
+        name = f"worker {wid}"
+    if name in taken:
+        name = f"{name} (worker {wid})"
+    return name
 
 
 def _with_thread(prof, name):

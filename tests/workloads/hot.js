@@ -4,7 +4,7 @@
 // Main thread: functionA and functionB, two CPU-hot functions called in turn
 // (A gets ~2x the iterations of B), each call timed with process.hrtime, in
 // chunks of ~5 ms between which the event loop turns (so stdin is answered).
-// Worker thread: functionW, hot the same way; its counters are shared with the
+// Worker thread (named 'hot-worker'): functionW, hot the same way; its counters are shared with the
 // main thread through a SharedArrayBuffer.
 //
 // stdin commands (one per line), answered with one JSON line on stdout:
@@ -156,7 +156,7 @@ if (!isMainThread) {
   if (opt('no-worker', false)) {
     ready();
   } else {
-    const w = new Worker(__filename, { workerData: { sab } });
+    const w = new Worker(__filename, { workerData: { sab }, name: 'hot-worker' });
     w.unref();
     w.once('message', ready);
   }

@@ -28,7 +28,7 @@ def ip():
 def demo():
     if NODE is None:
         pytest.skip("node is not on PATH")
-    proc = subprocess.Popen([NODE, DEMO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([NODE, "--inspect-port=0", DEMO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     try:
         assert b"ready" in proc.stdout.readline()

@@ -1,0 +1,360 @@
+"""Interactive SVG flame graph: ``Profile.write("flame.svg", **options)``.
+
+A self-contained SVG (works opened from ``file://``, no network) in the manner
+of FlameGraph's ``flamegraph.pl``: one ``<g>`` per drawn frame holding a
+``<title>`` (tooltip), a ``<rect>`` and, where it fits, a ``<text>`` label.
+The embedded script (``flamegraph.js``, with the frames' integer sample
+intervals as a JSON array) adds hover details, click to zoom (ancestors stay,
+full width and greyed), regex search (button, Ctrl-F; Escape resets) that
+highlights matches and prints the matched share with every sample counted
+once, and reset zoom / reset search.  The page also exposes
+``window.nodeflame`` (``search(re)``, ``resetSearch()``, ``zoom(i)``,
+``resetZoom()``, ``matched()``) for scripting and tests.
+
+Options (all optional, unknown ones ignored):
+
+- ``title`` (default "Flame Graph", "Icicle Graph" when inverted), ``subtitle``
+- ``width`` in pixels (1200); ``minwidth``: frames narrower than this many
+  pixels (default 0.1; ``"0.5%"`` for a share of the whole) are merged per
+  parent into one explicit "other" node and their descendants are not drawn
+- ``inverted``: icicle, root on top (default: flame, root at the bottom)
+- ``reverse``: draw the bottom-up (caller) tree instead of the top-down one
+- ``deltas``: an array per function of the profile, change in percentage
+  points; frames are coloured red (grew) / blue (shrank) / grey (unchanged),
+  as a differential flame graph
+- ``frameheight`` (16), ``fontsize`` (12), ``countname`` (the profile's unit)
+
+Colours are by kind (js, deps, node, builtin, native, kernel, gc, idle,
+program each own a range of hues) and, within a kind, deterministic per
+function name.  Every name and file is XML-escaped; control characters and
+lone surrogates (which XML cannot carry) are shown as ``\\xNN`` / ``\\uNNNN``.
+
+Writing is vectorised: per drawn frame, strings are built by numpy
+object-array concatenation; only labels that fit on screen are truncated in a
+Python comprehension.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from ..frames.formats import register_writer
+from ..frames.views import flame_layout
+
+_I64 = np.int64
+_HERE = pathlib.Path(__file__).resolve().parent
+XPAD = 10
+FONTWIDTH = 0.59  # average glyph width relative to the font size (Verdana-ish)
+SEARCH_COLOR = "#e600e6"
+
+# ------------------------------------------------------------------ escaping
+_SANITIZE = {i: f"\\x{i:02x}" for i in list(range(0x20)) + list(range(0x7f, 0xa0))}
+_SANITIZE.update({i: f"\\u{i:04x}" for i in range(0xD800, 0xE000)})
+_SANITIZE.update({0xFFFE: "\\ufffe", 0xFFFF: "\\uffff"})
+_XML = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;", ord("'"): "&#39;"}
+_SANITIZE_XML = {**_SANITIZE, **_XML}
+
+
+def sanitize(s: str) -> str:
+    """``s`` with what XML 1.0 cannot hold (C0/C1 controls, lone surrogates, U+FFFE/F) made visible."""
+    return str(s).translate(_SANITIZE)
+
+
+def xml_escape(s: str) -> str:
+    """``s`` safe as XML text or attribute value (also sanitised)."""
+    return str(s).translate(_SANITIZE_XML)
+
+
+# ------------------------------------------------------- vectorised numbers
+_FRAC2 = np.array([""] + [("." + f"{i:02d}").rstrip("0") for i in range(1, 100)], dtype=object)
+_FRAC2_FIXED = np.array([f".{i:02d}" for i in range(100)], dtype=object)
+_PAD3 = np.array([f"{i:03d}" for i in range(1000)], dtype=object)
+_HEX2 = np.array([f"{i:02x}" for i in range(256)], dtype=object)
+
+
+def _istr(a) -> np.ndarray:
+    """Integers as an object array of decimal strings."""
+    return np.asarray(a, _I64).astype(str).astype(object)
+
+
+def _num(a) -> np.ndarray:
+    """Non-negative numbers with at most two decimals, trailing zeros dropped (``12``, ``3.5``, ``0.25``)."""
+    v = np.rint(np.asarray(a, np.float64) * 100).astype(_I64)
+    neg = v < 0
+    v = np.abs(v)
+    s = _istr(v // 100) + _FRAC2[v % 100]
+    if neg.any():
+        s = np.where(neg & (v > 0), "-" + s, s)
+    return s
+
+
+def _fixed2(a) -> np.ndarray:
+    """Non-negative numbers with exactly two decimals (``12.50``)."""
+    v = np.rint(np.asarray(a, np.float64) * 100).astype(_I64)
+    return _istr(v // 100) + _FRAC2_FIXED[v % 100]
+
+
+def _commas(a) -> np.ndarray:
+    """Non-negative integers with thousands separators (``1,234,567``)."""
+    n = np.asarray(a, _I64)
+    out = _istr(n)
+    idx = np.flatnonzero(n >= 1000)
+    if len(idx):
+        m = n[idx]
+        s = "," + _PAD3[m % 1000]
+        m = m // 1000
+        while True:
+            more = m >= 1000
+            fin = ~more
+            out[idx[fin]] = _istr(m[fin]) + s[fin]
+            if not more.any():
+                break
+            idx, m, s = idx[more], m[more], s[more]
+            s = "," + _PAD3[m % 1000] + s
+            m = m // 1000
+    return out
+
+
+# ------------------------------------------------------------------ colours
+# (hue from, hue to, saturation from, to, lightness from, to): the hue range is
+# the kind's own, the position within it comes from a hash of the name
+PALETTES = {
+    "js":      (22, 48, 0.85, 0.95, 0.55, 0.64),   # orange / amber
+    "deps":    (62, 82, 0.55, 0.70, 0.48, 0.58),   # yellow-green
+    "node":    (105, 140, 0.45, 0.60, 0.52, 0.62),  # green
+    "builtin": (172, 192, 0.45, 0.60, 0.50, 0.60),  # aqua
+    "native":  (0, 12, 0.75, 0.90, 0.57, 0.65),    # red
+    "kernel":  (205, 225, 0.55, 0.70, 0.62, 0.70),  # blue
+    "gc":      (255, 275, 0.45, 0.60, 0.64, 0.72),  # violet
+    "idle":    (0, 0, 0.0, 0.0, 0.82, 0.88),       # light grey
+    "program": (35, 50, 0.15, 0.25, 0.60, 0.68),   # khaki
+    "other":   (0, 0, 0.0, 0.0, 0.68, 0.70),       # grey
+    "all":     (0, 0, 0.0, 0.0, 0.78, 0.78),
+}
+
+
+def _hsl_to_hex(h, s, l) -> np.ndarray:
+    h = np.asarray(h, np.float64) % 360
+    c = (1 - np.abs(2 * l - 1)) * s
+    hp = h / 60.0
+    x = c * (1 - np.abs(hp % 2 - 1))
+    z = np.zeros_like(c)
+    sector = np.minimum(hp.astype(np.int64), 5)
+    r = np.choose(sector, [c, x, z, z, x, c])
+    g = np.choose(sector, [x, c, c, x, z, z])
+    b = np.choose(sector, [z, z, x, c, c, x])
+    m = l - c / 2
+    to = lambda v: np.clip(np.rint((v + m) * 255), 0, 255).astype(np.int64)  # noqa: E731
+    return "#" + _HEX2[to(r)] + _HEX2[to(g)] + _HEX2[to(b)]
+
+
+def kind_colors(names, kinds) -> np.ndarray:
+    """Fill colour per (name, kind): the kind picks the hue range, the name's hash the spot in it."""
+    names = np.asarray(names, dtype=object)
+    kinds = np.asarray(kinds, dtype=object)
+    if len(names) == 0:
+        return np.empty(0, object)
+    h = pd.util.hash_array(names.astype(str).astype(object)).astype(np.uint64)
+    v1 = (h & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
+    v2 = ((h >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
+    v3 = ((h >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
+    pal = np.array([PALETTES.get(k, PALETTES["js"]) for k in PALETTES], np.float64)
+    keys = list(PALETTES)
+    code = pd.Categorical(kinds, categories=keys).codes.astype(np.int64)
+    code = np.where(code < 0, keys.index("js"), code)
+    p = pal[code]
+    hue = p[:, 0] + v1 * (p[:, 1] - p[:, 0])
+    sat = p[:, 2] + v2 * (p[:, 3] - p[:, 2])
+    lig = p[:, 4] + v3 * (p[:, 5] - p[:, 4])
+    return _hsl_to_hex(hue, sat, lig)
+
+
+def delta_colors(deltas, maxabs: float | None = None) -> np.ndarray:
+    """Differential colours: red grew, blue shrank, grey unchanged; intensity by |delta| / max |delta|."""
+    d = np.nan_to_num(np.asarray(deltas, np.float64))
+    if len(d) == 0:
+        return np.empty(0, object)
+    m = float(np.max(np.abs(d))) if maxabs is None else float(maxabs)
+    t = np.clip(np.abs(d) / m, 0, 1) if m > 0 else np.zeros_like(d)
+    # a visible floor so that any real change is tinted
+    t = np.where(np.abs(d) >= 0.005, 0.15 + 0.85 * t, 0.0)
+    lo = np.rint(220 - 200 * t).astype(np.int64)
+    hi = np.full(len(d), 255, np.int64)
+    grey = np.full(len(d), 220, np.int64)
+    r = np.where(d > 0, hi, np.where(d < 0, lo, grey))
+    g = np.where(d != 0, lo, grey)
+    b = np.where(d < 0, hi, np.where(d > 0, lo, grey))
+    r, g, b = (np.where(t == 0, 220, v) for v in (r, g, b))
+    return "#" + _HEX2[r] + _HEX2[g] + _HEX2[b]
+
+
+# ------------------------------------------------------------------ assets
+def _asset(name: str) -> str:
+    return (_HERE / name).read_text(encoding="utf-8")
+
+
+def _cdata(text: str) -> str:
+    return "<![CDATA[\n" + text.replace("]]>", "]]]]><![CDATA[>") + "\n]]>"
+
+
+# ------------------------------------------------------------------ layout
+def _minwidth_fraction(minwidth, plot_width: float) -> float:
+    if minwidth is None:
+        minwidth = 0.1
+    if isinstance(minwidth, str):
+        s = minwidth.strip()
+        if s.endswith("%"):
+            return max(float(s[:-1]), 0.0) / 100.0
+        minwidth = float(s)
+    return max(float(minwidth), 0.0) / max(plot_width, 1.0)
+
+
+def render_svg(p, *, title: str | None = None, subtitle: str | None = None, width=1200,
+               minwidth=0.1, inverted: bool = False, reverse: bool = False, deltas=None,
+               frameheight=16, fontsize=12, countname: str | None = None, **_) -> str:
+    """The SVG document as a string (see the module docstring for the options)."""
+    width = float(width or 1200)
+    if width < 2 * XPAD + 10:
+        width = 2 * XPAD + 10
+    fh = float(frameheight or 16)
+    fs = float(fontsize or 12)
+    plot_w = width - 2 * XPAD
+    total = int(p.total)
+    unit = countname or str(p.meta.get("unit") or "samples")
+    if title is None:
+        title = "Icicle Graph" if inverted else "Flame Graph"
+
+    lay = flame_layout(p, minwidth=_minwidth_fraction(minwidth, plot_w), inverted=bool(reverse))
+    nl = len(lay)
+    # row 0 is the synthetic root "all"
+    func = np.concatenate([[-1], lay["func"].to_numpy().astype(_I64)])
+    other = np.concatenate([[0], lay["other"].to_numpy().astype(_I64)])
+    depth = np.concatenate([[0], lay["depth"].to_numpy().astype(_I64) + 1])
+    x0 = np.concatenate([[0], np.rint(lay["x0"].to_numpy()).astype(_I64)])
+    n = np.concatenate([[total], lay["total"].to_numpy().astype(_I64)])
+    nrows = nl + 1
+    maxdepth = int(depth.max()) if nrows else 0
+
+    ypad1 = fs * 3
+    ypad2 = fs * 2 + 10
+    ypad3 = fs * 2 if subtitle else 0.0
+    height = (maxdepth + 1) * fh + ypad1 + ypad2 + ypad3
+    scale = plot_w / total if total > 0 else 0.0
+
+    # --- per function: escaped label, clean label, colour
+    flabels = p.func_labels()
+    nf = len(flabels)
+    clean_f = np.array([sanitize(s) for s in flabels], dtype=object) if nf else np.empty(0, object)
+    esc_f = np.array([s.translate(_XML) for s in clean_f], dtype=object) if nf else np.empty(0, object)
+    fkinds = p.funcs["kind"].astype(str).to_numpy(object) if nf else np.empty(0, object)
+    if deltas is not None:
+        dl = np.asarray(deltas, np.float64)
+        if len(dl) != nf:
+            raise ValueError(f"deltas has {len(dl)} values, the profile has {nf} functions")
+        dl = np.nan_to_num(dl)
+        fcolor = delta_colors(dl)
+    else:
+        dl = None
+        fcolor = kind_colors(p.funcs["name"].astype(str).to_numpy(object), fkinds) if nf else np.empty(0, object)
+
+    real = func >= 0
+    fsafe = np.where(real, func, 0)
+    is_other = (~real) & (np.arange(nrows) > 0)
+    other_lab = np.where(is_other, "other (" + _istr(other) + " frames)", "all")
+    if nf:
+        clean = np.where(real, clean_f[fsafe], other_lab)
+        esc = np.where(real, esc_f[fsafe], other_lab)
+        color = np.where(real, fcolor[fsafe], np.where(is_other, PALETTES_HEX["other"], PALETTES_HEX["all"]))
+        kind = np.where(real, fkinds[fsafe], np.where(is_other, "other", "all"))
+    else:
+        clean = esc = other_lab
+        color = np.where(is_other, PALETTES_HEX["other"], PALETTES_HEX["all"])
+        kind = np.where(is_other, "other", "all")
+    color = color.astype(object)
+
+    # --- geometry
+    xs = XPAD + x0 * scale
+    ws = n * scale if total > 0 else np.where(np.arange(nrows) == 0, plot_w, 0.0)
+    if inverted:
+        ys = ypad1 + ypad3 + depth * fh
+    else:
+        ys = height - ypad2 - (depth + 1) * fh
+    xs_s, ys_s = _num(xs), _num(ys)
+    # --- tooltips
+    pct = 100.0 * n / total if total > 0 else np.where(np.arange(nrows) == 0, 100.0, 0.0)
+    tip = esc + " (" + _commas(n) + (" " + xml_escape(unit) + ", ") + _fixed2(pct) + "%"
+    if dl is not None:
+        drow = np.where(real, dl[fsafe] if nf else 0.0, 0.0)
+        sign = np.where(drow > 0, "+", np.where(drow < 0, "-", "\u00b1"))
+        tip = tip + np.where(real, "; " + sign + _fixed2(np.abs(drow)) + " pp", "")
+    tip = tip + ")"
+    # --- labels that fit (flamegraph.pl: room for one character plus two dots)
+    chars = np.floor((ws - 6) / (fs * FONTWIDTH)).astype(_I64)
+    show = np.flatnonzero(chars >= 3)
+    txt = np.full(nrows, "", dtype=object)
+    if len(show):
+        sl = clean[show]
+        sc = chars[show]
+        cut = [s if len(s) <= c else s[:c - 2] + ".." for s, c in zip(sl, sc)]
+        txt[show] = "<text x=\"" + _num(xs[show] + 3) + "\" y=\"" + _num(ys[show] + fh / 2 + fs / 3 - 0.5) + "\">" + \
+            np.array([s.translate(_XML) for s in cut], dtype=object) + "</text>"
+
+    rect_h = _num([max(fh - 1, 1)])[0]
+    frames = ("<g><title>" + tip + "</title><rect x=\"" + xs_s + "\" y=\"" + ys_s + "\" width=\"" + _num(ws) +
+              "\" height=\"" + rect_h + "\" fill=\"" + color + "\"/>" + txt + "</g>\n")
+
+    # --- data for the script: integers only (no names, nothing to escape)
+    kind_names = list(PALETTES)
+    kcode = pd.Categorical(kind.astype(str), categories=kind_names).codes
+    data = ("var NF_DATA={" +
+            f"\"total\":{total},\"width\":{json.dumps(width)},\"xpad\":{XPAD},\"fh\":{json.dumps(fh)},"
+            f"\"fs\":{json.dumps(fs)},\"fw\":{FONTWIDTH},\"inverted\":{1 if inverted else 0},"
+            f"\"kinds\":{json.dumps(kind_names)},"
+            "\"x0\":[" + ",".join(x0.astype(str)) + "],"
+            "\"n\":[" + ",".join(n.astype(str)) + "],"
+            "\"d\":[" + ",".join(depth.astype(str)) + "],"
+            "\"k\":[" + ",".join(np.asarray(kcode, _I64).astype(str)) + "]};\n")
+
+    W, H = _num([width])[0], _num([height])[0]
+    mid = _num([width / 2])[0]
+    css = _asset("flamegraph.css").replace("__FONTSIZE__", _num([fs])[0]).replace(
+        "__TITLESIZE__", _num([fs + 5])[0]).replace("__SEARCHCOLOR__", SEARCH_COLOR)
+    head = [
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n',
+        f'<svg version="1.1" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'viewBox="0 0 {W} {H}" data-generator="nodeflame">\n',
+        "<style type=\"text/css\">", _cdata(css), "</style>\n",
+        '<defs><linearGradient id="nf-bg" y1="0" y2="1" x1="0" x2="0">'
+        '<stop stop-color="#eeeeee" offset="5%"/><stop stop-color="#eeeeb0" offset="95%"/>'
+        '</linearGradient></defs>\n',
+        f'<rect id="background" x="0" y="0" width="{W}" height="{H}" fill="url(#nf-bg)"/>\n',
+        f'<text id="title" x="{mid}" y="{_num([fs * 2])[0]}">{xml_escape(title)}</text>\n',
+    ]
+    if subtitle:
+        head.append(f'<text id="subtitle" x="{mid}" y="{_num([fs * 4])[0]}">{xml_escape(subtitle)}</text>\n')
+    bottom = _num([height - ypad2 / 2])[0]
+    head += [
+        f'<text id="details" x="{XPAD}" y="{bottom}"> </text>\n',
+        f'<text id="unzoom" class="hide" x="{XPAD}" y="{_num([fs * 2])[0]}">Reset Zoom</text>\n',
+        f'<text id="search" x="{_num([width - XPAD - 100])[0]}" y="{_num([fs * 2])[0]}">Search</text>\n',
+        f'<text id="matched" x="{_num([width - XPAD])[0]}" y="{bottom}"> </text>\n',
+        '<g id="frames">\n',
+    ]
+    tail = ["</g>\n", "<script type=\"text/ecmascript\">", _cdata(data + _asset("flamegraph.js")),
+            "</script>\n</svg>\n"]
+    return "".join(head) + "".join(frames.tolist()) + "".join(tail)
+
+
+PALETTES_HEX = {k: _hsl_to_hex(np.array([v[0]]), np.array([v[2]]), np.array([v[4]]))[0]
+                for k, v in PALETTES.items()}
+
+
+def write(p, out, **options) -> None:
+    """Write the SVG to the binary file ``out``."""
+    out.write(render_svg(p, **options).encode("utf-8"))
+
+
+register_writer("svg", write, (".svg",))

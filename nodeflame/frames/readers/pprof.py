@@ -39,7 +39,7 @@ FormatError naming the file, the field and what was expected.
 
 Sniffing: gzip magic, then the decompressed head must start with a field of
 the Profile message (and, when the whole file is in the head, parse as one
-with ``string_table[0] == ""``).  Uncompressed protobuf is read when the
+with a string table and sample types or samples).  Uncompressed protobuf is read when the
 format is given (``format="pprof"``); it is not sniffed from content.
 """
 from __future__ import annotations
@@ -100,8 +100,9 @@ def _starts_like_profile(raw: bytes) -> bool:
 
 
 def _plausible(prof) -> bool:
-    st = prof.string_table
-    return len(st) > 0 and st[0] == "" and (len(prof.sample_type) > 0 or len(prof.sample) > 0)
+    # a string table and sample types or samples; the reader checks the rest (string_table[0] == ""
+    # and every index) and says what is wrong, which "format not recognised" would not
+    return len(prof.string_table) > 0 and (len(prof.sample_type) > 0 or len(prof.sample) > 0)
 
 
 def sniff(head: bytes, text: str | None) -> bool:

@@ -1,0 +1,128 @@
+"""Benchmark: folded stacks -> interactive SVG flame graph, against FlameGraph's flamegraph.pl.
+
+On the generated Node-like folded profiles of bench/gen_profiles.py (``small``:
+1 M samples over 20 k distinct stacks; ``large``: 10 M samples over 200 k),
+in the same run and on the same input file:
+
+- ``flamegraph.pl IN > OUT``            whole process (perl), wall time and peak RSS
+- ``nodeflame convert IN OUT.svg``      whole process (python start-up and imports included)
+- in-process: ``nodeflame.read`` and the SVG writer alone (``render_svg``), best of the repeats
+
+and the ratios flamegraph.pl / nodeflame.  FlameGraph is not part of nodeflame:
+fetch it yourself (``git clone https://github.com/brendangregg/FlameGraph``) and pass
+the path of its flamegraph.pl.
+
+Usage: python bench/bench_svg.py PATH/TO/flamegraph.pl [--size small|large|all] [--repeat 3]
+       [--out DIR] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import gen_profiles  # noqa: E402
+
+CONVERT = "import sys; from nodeflame.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run(cmd, stdout_path=None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process; raises on failure."""
+    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    try:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+    finally:
+        if stdout_path:
+            out.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {err[-500:]}")
+    return wall, ru.ru_maxrss / 1024.0
+
+
+def count_frames(path: str) -> int:
+    with open(path, "rb") as fh:
+        return fh.read().count(b"<title>")
+
+
+def bench_size(size: str, fg: str, repeat: int, out_dir: str, tmp: str) -> dict:
+    src = gen_profiles.ensure(size, out_dir)
+    mb = os.path.getsize(src) / 1e6
+    print(f"\n== {size}: {os.path.basename(src)} ({mb:.1f} MB)", flush=True)
+    res = {}
+    fg_out, nf_out = os.path.join(tmp, f"fg-{size}.svg"), os.path.join(tmp, f"nf-{size}.svg")
+    fg_runs = [run(["perl", fg, src], fg_out) for _ in range(repeat)]
+    nf_runs = [run([sys.executable, "-c", CONVERT, "convert", src, nf_out]) for _ in range(repeat)]
+    res["fg_s"], res["fg_mb"] = min(r[0] for r in fg_runs), max(r[1] for r in fg_runs)
+    res["nf_s"], res["nf_mb"] = min(r[0] for r in nf_runs), max(r[1] for r in nf_runs)
+
+    import nodeflame as nf
+    from nodeflame.writers.svg import render_svg
+    reads, writes = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        p = nf.read(src)
+        reads.append(time.perf_counter() - t)
+        p = nf.read(src)  # a fresh profile: no cached call tree
+        t = time.perf_counter()
+        svg = render_svg(p)
+        writes.append(time.perf_counter() - t)
+    res["read_s"], res["svg_s"] = min(reads), min(writes)
+    res["svg_bytes"], res["fg_bytes"] = len(svg.encode("utf-8")), os.path.getsize(fg_out)
+    res["nf_frames"], res["fg_frames"] = count_frames(nf_out), count_frames(fg_out)
+
+    print(f"flamegraph.pl           {res['fg_s']:8.2f} s  {res['fg_mb']:7.0f} MB peak  "
+          f"{res['fg_bytes'] / 1e6:6.1f} MB svg, {res['fg_frames']} frames")
+    print(f"nodeflame convert       {res['nf_s']:8.2f} s  {res['nf_mb']:7.0f} MB peak  "
+          f"{res['svg_bytes'] / 1e6:6.1f} MB svg, {res['nf_frames']} frames")
+    print(f"  in-process: read {res['read_s']:.3f} s, svg writer {res['svg_s']:.3f} s")
+    print(f"ratio (whole process)   {res['fg_s'] / res['nf_s']:8.1f}x faster, "
+          f"peak memory {res['nf_mb'] / res['fg_mb']:.2f} of flamegraph.pl's")
+    print(f"ratio (svg writer only) {res['fg_s'] / res['svg_s']:8.1f}x")
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("flamegraph", nargs="?", default=os.environ.get("FLAMEGRAPH_PL", "/tmp/flamegraph.pl"),
+                    help="path of FlameGraph's flamegraph.pl (default $FLAMEGRAPH_PL or /tmp/flamegraph.pl)")
+    ap.add_argument("--size", choices=("small", "large", "all"), default="small")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(HERE, "out"), help="where generated profiles are cached")
+    ap.add_argument("--keep", action="store_true", help="keep the SVGs written (prints where)")
+    a = ap.parse_args(argv)
+    if not os.path.isfile(a.flamegraph):
+        print(f"flamegraph.pl not found at {a.flamegraph}: clone brendangregg/FlameGraph and pass its path",
+              file=sys.stderr)
+        return 2
+    if shutil.which("perl") is None:
+        print("perl not found", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="nodeflame-bench-svg-")
+    try:
+        for size in (("small", "large") if a.size == "all" else (a.size,)):
+            bench_size(size, a.flamegraph, max(a.repeat, 1), a.out, tmp)
+    finally:
+        if a.keep:
+            print(f"\nSVGs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

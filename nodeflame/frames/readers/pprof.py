@@ -229,7 +229,7 @@ def _threads(samples, S, source):
     return out if found else None
 
 
-def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_index=None, **_):
+def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_index=None):
     """Read a pprof profile.  ``sample_type`` ("cpu", "samples", "cpu/nanoseconds" or an
     index) or ``value_index`` picks the value used as the weight."""
     prof = decode(data, source)
@@ -329,6 +329,8 @@ def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_
                    f"sample[{i}].value", "one value per sample_type")
     count_col = None
     if ntypes == 0:
+        if sample_type is not None or value_index is not None:
+            raise NodeflameError(f"{source}: the profile has no sample types to choose from")
         if n:
             warns.append("no sample_type: each sample counts 1")
         weights = np.ones(n, _I64)
@@ -394,7 +396,7 @@ def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_
         if v:
             meta[key] = S(v, key)
     for w in warns:
-        warnings.warn(f"{source}: {w}", FormatWarning, stacklevel=4)
+        warnings.warn(f"{source}: {w}", FormatWarning, stacklevel=3)
 
     p = build_profile(ft, frame_off, flat_frames, weights=weights, threads=threads, meta=meta)
     if count_col is not None:

@@ -293,7 +293,7 @@ class Explorer(W.VBox):
 
     def _orientation_style(self):
         flame = self.view["orientation"] == "flame"
-        return {"tiling.flip": "y" if flame else "", "pathbar.side": "bottom" if flame else "top"}
+        return {"tiling.flip": "y" if flame else None, "pathbar.side": "bottom" if flame else "top"}
 
     def _title(self):
         return self.title
@@ -367,7 +367,10 @@ class Explorer(W.VBox):
         self.thread = W.Dropdown(options=[("all threads", None)] + [(t, t) for t in threads], value=None,
                                  description="thread", layout=W.Layout(width="220px"),
                                  disabled=len(threads) < 2)
-        self.minwidth = W.Dropdown(options=list(MINWIDTHS), value=self.view["minwidth"], description="min width",
+        widths = list(MINWIDTHS)
+        if self.view["minwidth"] not in dict(MINWIDTHS).values():   # a width given in code gets its own entry
+            widths.append((f"{100 * self.view['minwidth']:g} %", self.view["minwidth"]))
+        self.minwidth = W.Dropdown(options=widths, value=self.view["minwidth"], description="min width",
                                    layout=W.Layout(width="170px"))
         self.crumbs = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.b_undo = _btn("undo", "remove the last transform")
@@ -447,7 +450,10 @@ class Explorer(W.VBox):
             self.invert.value = self.view["inverted"]
             self.merge.value = "merge-recursion" in self.transforms
             self.color.value = self.view["color"]
-            self.minwidth.value = self.view["minwidth"] if self.view["minwidth"] in dict(MINWIDTHS).values() else None
+            mw = self.view["minwidth"]
+            if mw not in [v for _l, v in self.minwidth.options]:
+                self.minwidth.options = list(self.minwidth.options) + [(f"{100 * mw:g} %", mw)]
+            self.minwidth.value = mw
             th = next((t[len("thread="):] for t in self.transforms if t.startswith("thread=")), None)
             name = None
             if th is not None:

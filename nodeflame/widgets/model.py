@@ -179,7 +179,7 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
         "branchvalues": "total",
         "sort": False,
         "marker": {"colors": [ROOT_COLOR] + list(colors), "line": {"width": 0.5, "color": "#ffffff"}},
-        "tiling": {"orientation": "v", "flip": "y" if flame else "", "pad": 0},
+        "tiling": {"orientation": "v", "flip": "y" if flame else None, "pad": 0},
         "pathbar": {"visible": True, "side": "bottom" if flame else "top"},
         "textinfo": "label",
         "insidetextfont": {"size": 11},

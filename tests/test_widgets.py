@@ -1,0 +1,375 @@
+"""The notebook explorer: widget state asserted directly, and its HTML drawn in headless Chromium.
+
+Profiles are generated with known shapes (who calls whom, how often, when, on
+which thread), so every number the widget shows can be checked exactly.
+"""
+import base64
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("plotly", reason="plotly (nodeflame[notebook]) is not installed")
+pytest.importorskip("ipywidgets", reason="ipywidgets (nodeflame[notebook]) is not installed")
+pytest.importorskip("anywidget", reason="anywidget (nodeflame[notebook], for plotly's FigureWidget) is not installed")
+
+import nodeflame as nf  # noqa: E402
+from nodeflame.frames.build import FrameTable, build_profile  # noqa: E402
+from nodeflame.frames.kinds import KINDS  # noqa: E402
+from nodeflame.widgets import model as M  # noqa: E402
+from nodeflame.widgets.explorer import Explorer  # noqa: E402
+
+APP = "/srv/app/server.js"
+DEP = "/srv/app/node_modules/fastjson/index.js"
+
+# (path root-first as (name, file, line), weight, thread, time window in ms)
+SHAPE = [
+    ([("main", APP, 1), ("handle", APP, 10), ("parse", DEP, 5)], 300, "main", (0, 500)),
+    ([("main", APP, 1), ("handle", APP, 10), ("render", APP, 20)], 200, "main", (500, 1000)),
+    ([("main", APP, 1), ("fib", APP, 30), ("fib", APP, 30), ("fib", APP, 30)], 100, "main", (0, 1000)),
+    ([("main", APP, 1), ("(garbage collector)", "", 0)], 100, "main", (0, 1000)),
+    ([("worker", APP, 40), ("crunch", APP, 50)], 300, "worker-1", (0, 1000)),
+]
+T0 = 5_000_000_000
+
+
+def make_profile(shape=SHAPE, seed=0):
+    """One sample row per unit of weight, spread uniformly over its time window."""
+    rng = np.random.default_rng(seed)
+    ft = FrameTable()
+    offsets, flat, times, threads = [0], [], [], []
+    for path, w, th, (a, b) in shape:
+        ids = [ft.add(n, f, ln) for n, f, ln in path]
+        for t in np.sort(rng.uniform(a, b, w)):
+            flat.extend(ids)
+            offsets.append(len(flat))
+            times.append(T0 + int(t * 1e6))
+            threads.append(th)
+    order = np.argsort(times, kind="stable")
+    offs = np.asarray(offsets)
+    paths = [flat[offs[i]:offs[i + 1]] for i in order]
+    offsets2 = np.concatenate([[0], np.cumsum([len(x) for x in paths])])
+    p = build_profile(ft, offsets2, np.concatenate(paths), times=np.asarray(times)[order],
+                      threads=np.asarray(threads, object)[order], meta={"timed": True, "unit": "samples"})
+    return p.validate()
+
+
+@pytest.fixture(scope="module")
+def prof():
+    return make_profile()
+
+
+def ex(p, **kw):
+    kw.setdefault("defer_panes", False)
+    return Explorer(p, **kw)
+
+
+def labels_of(e):
+    """Node label -> list of (value, colour) in the drawn icicle (root 'all' included)."""
+    tr = e.widget.data[0]
+    out = {}
+    for lab, v, c in zip(tr.labels, tr.values, tr.marker.colors):
+        out.setdefault(lab, []).append((v, c))
+    return out
+
+
+# ------------------------------------------------------------------ traces
+
+def test_icicle_trace_is_the_profile(prof):
+    e = ex(prof)
+    tr = e.widget.data[0]
+    assert tr.type == "icicle" and tr.branchvalues == "total"
+    assert tr.tiling.flip == "y" and tr.pathbar.side == "bottom"          # flame: root at the bottom
+    lay = e.layout_table
+    assert len(tr.ids) == len(lay) + 1 == len(tr.parents) == len(tr.values) == len(tr.marker.colors)
+    assert tr.values[0] == prof.total == 1000
+    nodes = labels_of(e)
+    assert nodes["main"][0][0] == 700 and nodes["worker"][0][0] == 300
+    assert nodes["handle"][0][0] == 500 and nodes["parse"][0][0] == 300
+    assert sorted(v for v, _c in nodes["fib"]) == [100, 100, 100]    # three levels of recursion
+    # every child fits inside its parent
+    val = dict(zip(tr.ids, tr.values))
+    kids = {}
+    for i, par in zip(tr.ids, tr.parents):
+        if par:
+            kids[par] = kids.get(par, 0) + val[i]
+    assert all(s <= val[par] for par, s in kids.items())
+    # hover carries file:line, self and total
+    i = list(tr.labels).index("parse")
+    assert tr.text[i] == f"{DEP}:5" and tr.customdata[i].startswith("300 (30.00 %)")
+    assert "%{value" in tr.hovertemplate and "self" in tr.hovertemplate
+
+
+def test_timeline_strip_is_in_the_same_figure(prof):
+    e = ex(prof)
+    assert len(e.widget.data) == 1 + len(KINDS)
+    bars = {t.name: t for t in e.widget.data[1:]}
+    assert bars["js"].showlegend and bars["deps"].showlegend and bars["gc"].showlegend
+    assert not bars["kernel"].showlegend and len(bars["kernel"].y) == 0
+    # leaves by kind over time, summing to all samples
+    assert sum(sum(t.y) for t in e.widget.data[1:]) == 1000
+    assert sum(bars["deps"].y) == 300 and sum(bars["gc"].y) == 100
+    # parse ran in the first half only
+    x = np.asarray(bars["deps"].x)
+    y = np.asarray(bars["deps"].y)
+    assert y[x > 510].sum() == 0 and y[x <= 510].sum() == 300 and y[x < 250].sum() > 100
+
+
+def test_icicle_orientation_and_untimed_profiles(prof):
+    e = ex(prof, orientation="icicle", timeline=False)
+    assert len(e.widget.data) == 1
+    assert e.widget.data[0].tiling.flip in ("", None) and e.widget.data[0].pathbar.side == "top"
+    e.set_view(orientation="flame")
+    assert e.widget.data[0].tiling.flip == "y"
+    folded = nf.read(b"a;b 3\na;c 1\n", format="folded")
+    e2 = ex(folded)
+    assert len(e2.widget.data) == 1 and e2.timeline_chart is None and e2.range is None
+
+
+# ------------------------------------------------------------ large profiles
+
+def wide_profile(n_leaves=3000, seed=1):
+    """A root with many narrow callees and one heavy one."""
+    ft = FrameTable()
+    root = ft.add("root", APP, 1)
+    heavy = ft.add("heavy", APP, 2)
+    leaves = [ft.add(f"leaf{i}", APP, 100 + i) for i in range(n_leaves)]
+    offsets, flat, w = [0], [], []
+    for lf in leaves:
+        flat += [root, lf]
+        offsets.append(len(flat))
+        w.append(1)
+    flat += [root, heavy]
+    offsets.append(len(flat))
+    w.append(3 * n_leaves)
+    return build_profile(ft, np.asarray(offsets), np.asarray(flat), weights=np.asarray(w)).validate()
+
+
+def n_nodes(p):
+    return len(p.tree())
+
+
+def test_narrow_nodes_become_other_nodes_not_dropped():
+    p = wide_profile()
+    e = ex(p, max_nodes=200)
+    lay = e.layout_table
+    assert len(lay) <= 200
+    other = lay[lay["other"] > 0]
+    assert len(other) == 1 and other["total"].iloc[0] == 3000 and other["other"].iloc[0] == 3000
+    tr = e.widget.data[0]
+    i = list(tr.labels).index("other (3000)")
+    assert tr.values[i] == 3000 and tr.marker.colors[i] == M.OTHER_COLOR
+    assert "narrow frames merged" in tr.text[i]
+    # a finer minimum width draws them
+    e2 = ex(p, max_nodes=10_000, minwidth=1e-5)
+    assert "leaf7" in set(e2.widget.data[0].labels) and (e2.layout_table["other"] == 0).all()
+    assert len(e2.widget.data[0].ids) == n_nodes(p) + 1
+    assert "'other'" in e.status.value and "'other'" not in e2.status.value
+
+
+# ---------------------------------------------------------------- controls
+
+def test_search_colours_matches_and_shows_the_matched_share(prof):
+    e = ex(prof)
+    before = list(e.widget.data[0].marker.colors)
+    figs = e.chart.sent_figures
+    e.search_box.value = "^(parse|render) "
+    assert e.pattern == "^(parse|render) " and e.match_share == pytest.approx(0.5)
+    assert "matched 50.00 %" in e.status.value
+    nodes = labels_of(e)
+    assert nodes["parse"][0][1] == M.MATCH_COLOR and nodes["render"][0][1] == M.MATCH_COLOR
+    assert nodes["handle"][0][1] != M.MATCH_COLOR and nodes["crunch"][0][1] != M.MATCH_COLOR
+    assert e.chart.sent_figures == figs          # a restyle, not a new figure
+    assert "search='^(parse|render) '" in e.code
+    e.search_box.value = ""
+    assert list(e.widget.data[0].marker.colors) == before
+    e.search_box.value = "("                     # a bad regex is reported, nothing changes
+    assert "error" in e.status.value.lower() and e.pattern == ""
+
+
+def test_transform_buttons_apply_model_transforms(prof):
+    e = ex(prof)
+    e.search_box.value = "^parse "
+    e.b_focus.click()
+    assert e.transforms == ["focus=^parse "] and e.profile.total == 300
+    e.b_undo.click()
+    e.search_box.value = "^fib "
+    e.b_ignore.click()
+    assert e.transforms == ["ignore=^fib "] and e.profile.total == 900
+    e.search_box.value = "^handle "
+    e.b_hide.click()
+    assert e.transforms == ["ignore=^fib ", "hide=^handle "]
+    assert "handle" not in set(e.widget.data[0].labels)
+    assert labels_of(e)["parse"][0][0] == 300                          # moved up under main
+    # the view is printed as code, and replaying it gives the same profile
+    assert e.code == "p.apply(['ignore=^fib ', 'hide=^handle ']).flame(search='^handle ')"
+    q = prof.apply(e.transforms)
+    assert q.total == e.profile.total and q.text() == e.profile.text()
+    # breadcrumbs: "all" + one per transform; the first leads back out
+    assert [b.description for b in e.crumbs.children] == ["all", "ignore=^fib ", "hide=^handle "]
+    e.crumbs.children[1].click()
+    assert e.transforms == ["ignore=^fib "]
+    e.b_reset.click()
+    assert e.transforms == [] and e.profile.total == 1000
+
+
+def test_merge_recursion_invert_colour_thread_minwidth(prof):
+    e = ex(prof)
+    e.merge.value = True
+    assert e.transforms == ["merge-recursion"]
+    assert [v for v, _c in labels_of(e)["fib"]] == [100]
+    e.merge.value = False
+    assert e.transforms == []
+
+    e.invert.value = True                        # bottom-up: leaves at the root
+    lay = e.layout_table
+    roots = set(prof.func_labels()[lay.loc[lay["depth"] == 0, "func"].to_numpy()])
+    assert {f"parse {DEP}:5", f"crunch {APP}:50"} <= roots
+    assert e.code == "p.flame(inverted=True)"
+    e.invert.value = False
+
+    e.color.value = "package"
+    nodes = labels_of(e)
+    assert nodes["parse"][0][1] != M.KIND_COLORS["deps"] or nodes["parse"][0][1] in M.PALETTE
+    assert nodes["handle"][0][1] == M.KIND_COLORS["js"]             # no package: kind colour
+    e.color.value = "file"
+    assert labels_of(e)["parse"][0][1] != labels_of(e)["handle"][0][1]
+    e.color.value = "kind"
+    assert labels_of(e)["parse"][0][1] == M.KIND_COLORS["deps"]
+    assert labels_of(e)["(garbage collector)"][0][1] == M.KIND_COLORS["gc"]
+
+    assert not e.thread.disabled
+    e.thread.value = "worker-1"
+    assert e.transforms == ["thread=^worker\\-1$"] and e.profile.total == 300
+    assert "main" not in set(e.widget.data[0].labels)
+    e.thread.value = None
+    assert e.transforms == []
+
+    e.minwidth.value = 1e-2
+    assert e.view["minwidth"] == 1e-2 and "minwidth=0.01" in e.code
+
+
+def test_click_focuses_with_breadcrumbs_and_fills_the_details_pane(prof):
+    from plotly.callbacks import Points
+    e = ex(prof)
+    tr = e.widget.data[0]
+    i = list(tr.labels).index("render")
+    e.chart._on_click(tr, Points(point_inds=[i], trace_name="", trace_index=0))   # what plotly_click calls
+    assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"]
+    assert e.profile.total == 200
+    assert str(e.profile.func_labels()[e.selected]) == f"render {APP}:20"
+    d = e.details.value
+    assert "render" in d and f"{APP}:20" in d and "self 200 (100.00 %)" in d
+    assert "callers" in d and "handle" in d
+    e.crumbs.children[0].click()                  # back out
+    assert e.transforms == [] and e.profile.total == 1000
+    # with click-to-focus off a click only selects
+    e.click_focus.value = False
+    tr = e.widget.data[0]
+    e.chart._on_click(tr, Points(point_inds=[list(tr.labels).index("handle")], trace_name="", trace_index=0))
+    assert e.transforms == [] and "self 0 (0.00 %) · total 500 (50.00 %)" in e.details.value
+    # the details' own buttons are transforms too
+    e.d_ignore.click()
+    assert e.transforms == [f"ignore=^handle\\ {re.escape(APP)}:10$"] and e.profile.total == 500
+
+
+def test_details_callers_and_callees_tables(prof):
+    func = int(np.flatnonzero(prof.funcs["name"].astype(str) == "handle")[0])
+    s, callers, callees = M.func_details(prof, func)
+    assert (s["self"], s["total"], s["where"]) == (0, 500, f"{APP}:10")
+    assert list(callers["function"]) == [f"main {APP}:1"] and list(callers["weight"]) == [500]
+    assert list(callees["function"]) == [f"parse {DEP}:5", f"render {APP}:20"]
+    assert list(callees["weight"]) == [300, 200] and callees["pct"].tolist() == [30.0, 20.0]
+
+
+def test_timeline_selection_redraws_that_range(prof):
+    from plotly.callbacks import BoxSelector, Points
+    e = ex(prof)
+    span = e.range.max
+    assert 990 < span <= 1000
+    bar = e.widget.data[1]
+    e.chart._on_select(bar, Points(point_inds=[], trace_name="", trace_index=1),
+                       BoxSelector(xrange=[0, 500], yrange=[0, 1]))
+    assert len(e.transforms) == 1 and e.transforms[0].startswith("slice=")
+    nodes = labels_of(e)
+    assert "render" not in nodes and nodes["parse"][0][0] == 300       # render ran after 500 ms
+    assert e.widget.data[0].values[0] == e.profile.total
+    assert e.widget.layout.shapes and e.widget.layout.shapes[0].x1 == 500
+    # the same selection reported by every bar trace applies once
+    e.chart._on_select(e.widget.data[2], Points(point_inds=[], trace_name="", trace_index=2),
+                       BoxSelector(xrange=[0, 500], yrange=[0, 1]))
+    assert len(e.transforms) == 1
+    # the range slider is the same control
+    assert e.range.value == pytest.approx((0, 500), abs=1e-6)
+    e.range.value = (e.range.min, e.range.max)
+    assert e.transforms == [] and not e.widget.layout.shapes
+    e.set_slice_ms(500, None)
+    assert "parse" not in labels_of(e) and labels_of(e)["render"][0][0] == 200
+
+
+def test_outside_a_kernel_the_output_is_static_html_and_a_text_table(prof):
+    e = ex(prof)
+    b = e._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in b
+    txt = b["text/plain"]
+    assert txt.startswith("1,000 samples") and "crunch" in txt and "parse" in txt
+    html = b["text/html"]
+    assert "Plotly.newPlot" in html and '"type":"icicle"' in html.replace(" ", "")
+    assert "crunch" in html
+
+
+def test_diff_explorer_colours_red_blue_grey():
+    before = make_profile()
+    slower = [(p, w * 3 if p[-1][0] == "render" else w, th, tw) for p, w, th, tw in SHAPE]
+    after = make_profile(slower, seed=2)
+    d = nf.diff(before, after)
+    e = d.flame(defer_panes=False)
+    nodes = labels_of(e)
+    r, g, b = map(int, re.findall(r"\d+", nodes["render"][0][1]))
+    assert r > g and r > b                                     # grew: red
+    r, g, b = map(int, re.findall(r"\d+", nodes["crunch"][0][1]))
+    assert b > r and b > g                                     # shrank (share): blue
+    assert nodes["main"][0][1] == M.DIFF_GREY or "rgb" in nodes["main"][0][1]
+    same = nf.diff(before, before).flame(defer_panes=False)
+    assert {c for lab, vs in labels_of(same).items() if lab != "all" for _v, c in vs} == {M.DIFF_GREY}
+    assert "change +" in " ".join(e.widget.data[0].customdata)
+
+
+# ---------------------------------------------------------------- browser
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.browser
+def test_static_chart_is_drawn_in_headless_chromium(prof, tmp_path):
+    browser = pytest.importorskip("browser", reason="tests/browser.py (the headless-Chromium harness) is missing")
+    if browser.chromium_path() is None:
+        pytest.skip("chromium is not installed (/usr/bin/chromium)")
+    e = ex(prof)
+    page = tmp_path / "flame.html"
+    e.to_html(page, include_plotlyjs=True)       # plotly.js inlined: no network needed
+    assert not re.search(r"<script[^>]+src=", page.read_text())
+    with browser.Browser(width=1100, height=900) as b:
+        b.open(page)
+        n = b.wait_for("document.querySelectorAll('g.slice path').length", timeout=20)
+        assert n >= len(e.layout_table) // 2
+        labels = b.eval("Array.from(document.querySelectorAll('g.slice text')).map(t => t.textContent)")
+        assert any("handle" in t for t in labels)
+        png = b.screenshot(tmp_path / "shot.png")
+        data = base64.b64encode(png).decode()
+        painted, pixels, colours = b.eval(f"""(async () => {{
+            const img = new Image(); img.src = "data:image/png;base64,{data}"; await img.decode();
+            const c = document.createElement('canvas'); c.width = img.width; c.height = img.height;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data;
+            let n = 0; const seen = new Set();
+            for (let i = 0; i < d.length; i += 4) {{
+                if (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235) n++;
+                if (i % 64 === 0) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+            }}
+            return [n, c.width * c.height, seen.size];
+        }})()""")
+        assert painted > 0.1 * pixels and colours > 5, (painted, pixels, colours)
+        assert not b.errors

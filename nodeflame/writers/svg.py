@@ -75,26 +75,47 @@ _PAD3 = np.array([f"{i:03d}" for i in range(1000)], dtype=object)
 _HEX2 = np.array([f"{i:02x}" for i in range(256)], dtype=object)
 
 
+_SMALL = np.array([str(i) for i in range(4096)], dtype=object)
+
+
 def _istr(a) -> np.ndarray:
-    """Integers as an object array of decimal strings."""
-    return np.asarray(a, _I64).astype(str).astype(object)
+    """Integers as an object array of decimal strings (a table lookup for small non-negative ones,
+    as pixel coordinates are)."""
+    a = np.asarray(a, _I64)
+    if len(a) and 0 <= a.min() and a.max() < len(_SMALL):
+        return _SMALL[a]
+    out = np.empty(len(a), dtype=object)
+    out[:] = list(map(str, a.tolist()))
+    return out
 
 
-def _num(a) -> np.ndarray:
-    """Non-negative numbers with at most two decimals, trailing zeros dropped (``12``, ``3.5``, ``0.25``)."""
+def _num_parts(a) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers with at most two decimals as (integer part, fraction part) object arrays,
+    trailing zeros dropped (``12``, ``3.5``, ``0.25``); joined they read as the number."""
     v = np.rint(np.asarray(a, np.float64) * 100).astype(_I64)
     neg = v < 0
     v = np.abs(v)
-    s = _istr(v // 100) + _FRAC2[v % 100]
+    ints = _istr(v // 100)
     if neg.any():
-        s = np.where(neg & (v > 0), "-" + s, s)
-    return s
+        ints = np.where(neg & (v > 0), "-" + ints, ints)
+    return ints, _FRAC2[v % 100]
 
 
-def _fixed2(a) -> np.ndarray:
-    """Non-negative numbers with exactly two decimals (``12.50``)."""
-    v = np.rint(np.asarray(a, np.float64) * 100).astype(_I64)
-    return _istr(v // 100) + _FRAC2_FIXED[v % 100]
+def _num(a) -> np.ndarray:
+    """Numbers with at most two decimals, trailing zeros dropped, as one object array."""
+    i, f = _num_parts(a)
+    return i + f
+
+
+def _join_columns(nrows: int, cols: list) -> str:
+    """Row-wise concatenation of columns (str constants or object arrays of ``nrows`` strings),
+    all rows joined: one ``str.join`` over a piece matrix, no intermediate strings."""
+    if nrows == 0:
+        return ""
+    m = np.empty((nrows, len(cols)), dtype=object)
+    for j, c in enumerate(cols):
+        m[:, j] = c
+    return "".join(m.ravel().tolist())
 
 
 def _commas(a) -> np.ndarray:
@@ -282,15 +303,15 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
         ys = ypad1 + ypad3 + depth * fh
     else:
         ys = height - ypad2 - (depth + 1) * fh
-    xs_s, ys_s = _num(xs), _num(ys)
-    # --- tooltips
+    # --- tooltips: "label (1,234 samples, 5.67%[; +0.12 pp])"
     pct = 100.0 * n / total if total > 0 else np.where(np.arange(nrows) == 0, 100.0, 0.0)
-    tip = esc + " (" + _commas(n) + (" " + xml_escape(unit) + ", ") + _fixed2(pct) + "%"
+    pv = np.rint(pct * 100).astype(_I64)
+    tip_cols = [esc, " (", _commas(n), " " + xml_escape(unit) + ", ", _istr(pv // 100), _FRAC2_FIXED[pv % 100], "%"]
     if dl is not None:
         drow = np.where(real, dl[fsafe] if nf else 0.0, 0.0)
-        sign = np.where(drow > 0, "+", np.where(drow < 0, "-", "\u00b1"))
-        tip = tip + np.where(real, "; " + sign + _fixed2(np.abs(drow)) + " pp", "")
-    tip = tip + ")"
+        sign = np.where(drow > 0, "; +", np.where(drow < 0, "; -", "; \u00b1"))
+        dv = np.rint(np.abs(drow) * 100).astype(_I64)
+        tip_cols += [np.where(real, sign, ""), np.where(real, _istr(dv // 100) + _FRAC2_FIXED[dv % 100] + " pp", "")]
     # --- labels that fit (flamegraph.pl: room for one character plus two dots)
     chars = np.floor((ws - 6) / (fs * FONTWIDTH)).astype(_I64)
     show = np.flatnonzero(chars >= 3)
@@ -298,13 +319,18 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     if len(show):
         sl = clean[show]
         sc = chars[show]
-        cut = [s if len(s) <= c else s[:c - 2] + ".." for s, c in zip(sl, sc)]
-        txt[show] = "<text x=\"" + _num(xs[show] + 3) + "\" y=\"" + _num(ys[show] + fh / 2 + fs / 3 - 0.5) + "\">" + \
-            np.array([s.translate(_XML) for s in cut], dtype=object) + "</text>"
+        cut = np.empty(len(show), dtype=object)
+        cut[:] = [(s if len(s) <= c else s[:c - 2] + "..").translate(_XML) for s, c in zip(sl, sc)]
+        txt[show] = "<text x=\"" + _num(xs[show] + 3) + "\" y=\"" + _num(ys[show] + fh / 2 + fs / 3 - 0.5) + \
+            "\">" + cut + "</text>"
 
     rect_h = _num([max(fh - 1, 1)])[0]
-    frames = ("<g><title>" + tip + "</title><rect x=\"" + xs_s + "\" y=\"" + ys_s + "\" width=\"" + _num(ws) +
-              "\" height=\"" + rect_h + "\" fill=\"" + color + "\"/>" + txt + "</g>\n")
+    xi, xf = _num_parts(xs)
+    yi, yf = _num_parts(ys)
+    wi, wf = _num_parts(ws)
+    frames = _join_columns(nrows, ["<g><title>", *tip_cols, ")</title><rect x=\"", xi, xf, "\" y=\"", yi, yf,
+                                   "\" width=\"", wi, wf, "\" height=\"" + rect_h + "\" fill=\"", color, "\"/>",
+                                   txt, "</g>\n"])
 
     # --- data for the script: integers only (no names, nothing to escape)
     kind_names = list(PALETTES)
@@ -313,10 +339,10 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
             f"\"total\":{total},\"width\":{json.dumps(width)},\"xpad\":{XPAD},\"fh\":{json.dumps(fh)},"
             f"\"fs\":{json.dumps(fs)},\"fw\":{FONTWIDTH},\"inverted\":{1 if inverted else 0},"
             f"\"kinds\":{json.dumps(kind_names)},"
-            "\"x0\":[" + ",".join(x0.astype(str)) + "],"
-            "\"n\":[" + ",".join(n.astype(str)) + "],"
-            "\"d\":[" + ",".join(depth.astype(str)) + "],"
-            "\"k\":[" + ",".join(np.asarray(kcode, _I64).astype(str)) + "]};\n")
+            "\"x0\":[" + ",".join(map(str, x0.tolist())) + "],"
+            "\"n\":[" + ",".join(map(str, n.tolist())) + "],"
+            "\"d\":[" + ",".join(map(str, depth.tolist())) + "],"
+            "\"k\":[" + ",".join(map(str, np.asarray(kcode, _I64).tolist())) + "]};\n")
 
     W, H = _num([width])[0], _num([height])[0]
     mid = _num([width / 2])[0]
@@ -345,7 +371,7 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     ]
     tail = ["</g>\n", "<script type=\"text/ecmascript\">", _cdata(data + _asset("flamegraph.js")),
             "</script>\n</svg>\n"]
-    return "".join(head) + "".join(frames.tolist()) + "".join(tail)
+    return "".join(head) + frames + "".join(tail)
 
 
 PALETTES_HEX = {k: _hsl_to_hex(np.array([v[0]]), np.array([v[2]]), np.array([v[4]]))[0]

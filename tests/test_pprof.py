@@ -176,8 +176,9 @@ def test_schema_field_numbers_and_types_match_profile_proto():
     for msg, _ in pprof_schema.SCHEMA:
         for f in getattr(M, msg).DESCRIPTOR.fields:
             typ = f.message_type.name if f.message_type else scalar[f.type]
-            got[(msg, f.name)] = (f.number, typ, f.is_repeated)
-            if f.is_repeated and typ in ("int64", "uint64"):
+            repeated = f.is_repeated if hasattr(f, "is_repeated") else f.label == T.LABEL_REPEATED
+            got[(msg, f.name)] = (f.number, typ, repeated)
+            if repeated and typ in ("int64", "uint64") and hasattr(f, "is_packed"):
                 assert f.is_packed, f.full_name  # proto3 packs repeated scalars, as pprof writes them
     assert len(want) == 47  # 15 + 2 + 3 + 4 + 10 + 5 + 3 + 5
     assert got == want

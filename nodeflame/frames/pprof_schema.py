@@ -139,7 +139,9 @@ def messages() -> Messages:
         message = _protobuf("message")
         pool = descriptor_pool.DescriptorPool()
         pool.Add(file_descriptor_proto(descriptor_pb2))
-        classes = {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}"))
-                   for name, _ in SCHEMA}
+        get_class = getattr(message_factory, "GetMessageClass", None)
+        if get_class is None:  # protobuf < 4.22
+            get_class = message_factory.MessageFactory(pool).GetPrototype
+        classes = {name: get_class(pool.FindMessageTypeByName(f"{PACKAGE}.{name}")) for name, _ in SCHEMA}
         _MESSAGES = Messages(classes, message.DecodeError)
     return _MESSAGES

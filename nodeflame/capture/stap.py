@@ -61,6 +61,7 @@ SCRIPT_FORMAT = 1
 MAX_DEPTH = 256          # frames per stack (leaf side kept; '[truncated]' marks a cut)
 MAX_STACKS = 8192        # distinct (thread, stack) keys kept by the kernel map (oldest dropped beyond)
 MAX_FRAMES = 16384       # distinct frame ids (functions + native pcs); more become '[unknown]'
+MAX_DECODES_PER_SAMPLE = 8   # new SFIs named per sample; a frame over the budget is '[unknown]' once
 MAX_NAME = 200           # bytes of a function name (UTF-8)
 MAX_FILE = 300           # bytes of a script name
 START_TIMEOUT = 180.0    # s for stap to translate, compile and load the module
@@ -200,6 +201,7 @@ def script_constants(lay: V8Layout, *, max_depth: int = MAX_DEPTH) -> list[tuple
     k("MAX_NAME", MAX_NAME, "nodeflame: bytes of a function name")
     k("MAX_FILE", MAX_FILE, "nodeflame: bytes of a script name")
     k("MAX_STRING_LENGTH", 1 << 28, "nodeflame: a longer V8 string length is garbage")
+    k("MAX_DECODES_PER_SAMPLE", MAX_DECODES_PER_SAMPLE, "nodeflame: new functions named per sample (the rest next time)")
     k("MAX_STRING_DEPTH", 4, "nodeflame: cons/thin/sliced strings followed")
     k("MAX_CONTEXT_LOCALS", 1 << 20, "nodeflame: a larger ScopeInfo local count is garbage")
     return c
@@ -211,11 +213,13 @@ def stap_defines(max_depth: int = MAX_DEPTH) -> dict[str, int]:
     strlen = max(1024, 1 << (keylen - 1).bit_length())
     return {
         "MAXSTRINGLEN": strlen,
-        "MAXACTION": 40 * max_depth + 20000,        # per sample: ~25 statements per frame, names once
+        # per sample: ~25 statements per frame, plus naming up to MAX_DECODES_PER_SAMPLE new functions
+        "MAXACTION": 40 * max_depth + 5000 * MAX_DECODES_PER_SAMPLE + 10000,
         "MAXACTION_INTERRUPTIBLE": 200_000_000,     # the end probe prints every stack
         "MAXMAPENTRIES": MAX_FRAMES,
         "MAXNESTING": 16,
-        "STP_OVERLOAD_THRESHOLD": 200_000_000,      # ns per STP_OVERLOAD_INTERVAL (default 1 s): 20 %
+        "MAXSKIPPED": 100_000,                      # probes skipped on lock contention before stap gives up
+        "STP_OVERLOAD_THRESHOLD": 200_000_000,      # cycles per STP_OVERLOAD_INTERVAL (1e9 cycles): 20 %
     }
 
 
@@ -346,13 +350,16 @@ function js_frame_sfi:long (fp:long) {
   return sfi
 }
 
-function js_frame_id:long (sfi:long) {
+# id of the function; a new one is named only when may_name (the per-sample naming budget) allows
+function js_frame_id:long (sfi:long, may_name:long) {
   base = sfi - @HEAP_OBJECT_TAG
   chk = word(base + @SFI_NAME_OR_SCOPE_INFO) ^ word(base + @SFI_SCRIPT)
   if (sfi in fn_id && fn_check[sfi] == chk) return fn_id[sfi]   # cached, same name and script words
-  if (next_id >= @MAX_FRAMES) return 0
-  name = sfi_name(sfi)
-  file = sfi_file(sfi)
+  if (next_id >= @MAX_FRAMES || !may_name) return 0      # '[unknown]' this time
+  name = ""
+  file = ""
+  try { name = sfi_name(sfi) } catch { }          # a fault (page not readable now) leaves it empty
+  try { file = sfi_file(sfi) } catch { }
   id = ++next_id
   labels[id] = "JS:" . (name == "" ? "(anonymous)" : name) . (file == "" ? "" : " " . file)
   fn_id[sfi] = id
@@ -377,6 +384,7 @@ probe @PROBE_POINT {
       error("nodeflame: the target does not run the node binary this script was generated for")
   }
   nsamples <<< 1
+  decodes = 0
   pc = uaddr()
   fp = u_register("rbp")
   key = ""
@@ -385,7 +393,11 @@ probe @PROBE_POINT {
     id = 0
     try {
       sfi = fp ? js_frame_sfi(fp) : 0
-      id = sfi ? js_frame_id(sfi) : native_id(pc)
+      if (sfi) {
+        before = next_id
+        id = js_frame_id(sfi, decodes < @MAX_DECODES_PER_SAMPLE)
+        if (next_id != before) decodes++
+      } else id = native_id(pc)
     } catch {
       id = native_id(pc)
     }

@@ -21,7 +21,8 @@ block, a failed start, garbage collection and interpreter exit.
 Besides the calls above the harness records what the page did:
 ``b.console`` (console API calls as ``(type, text)``), ``b.errors`` (uncaught
 exceptions as text) and ``b.dialogs`` (``alert``/``confirm``/``prompt``
-dialogs opened, auto-dismissed so they never block).  ``b.add_init_script(js)``
+dialogs opened, auto-dismissed so they never block; set ``b.prompt_reply = "text"``
+to have ``prompt()`` answered with that text instead).  ``b.add_init_script(js)``
 runs ``js`` in every document before its own scripts (e.g. to stub ``alert``).
 """
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Browser:
         self.console: list[tuple[str, str]] = []
         self.errors: list[str] = []
         self.dialogs: list[tuple[str, str]] = []
+        self.prompt_reply: str | None = None  # set to answer window.prompt() with this text
         self._events: list[dict] = []
         self._next_id = 0
         self._finalizer = None
@@ -236,8 +238,10 @@ class Browser:
             self.dialogs.append((p.get("type", ""), p.get("message", "")))
             # answer it asynchronously (no reply awaited) so the page never blocks
             self._next_id += 1
+            reply = self.prompt_reply if p.get("type") == "prompt" else None
+            params = {"accept": False} if reply is None else {"accept": True, "promptText": str(reply)}
             self.ws.send(json.dumps({"id": self._next_id, "method": "Page.handleJavaScriptDialog",
-                                     "params": {"accept": False}, "sessionId": self.session}))
+                                     "params": params, "sessionId": self.session}))
         self._events.append(msg)
         del self._events[:-200]
 

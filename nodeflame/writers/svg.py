@@ -178,7 +178,9 @@ def kind_colors(names, kinds) -> np.ndarray:
     kinds = np.asarray(kinds, dtype=object)
     if len(names) == 0:
         return np.empty(0, object)
-    h = pd.util.hash_array(names.astype(str).astype(object)).astype(np.uint64)
+    clean = np.empty(len(names), dtype=object)
+    clean[:] = [sanitize(s) for s in names]  # hashing needs encodable text (no lone surrogates)
+    h = pd.util.hash_array(clean).astype(np.uint64)
     v1 = (h & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
     v2 = ((h >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
     v3 = ((h >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0

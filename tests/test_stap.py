@@ -372,3 +372,563 @@ def test_parse_output_errors():
     # without an address space the pcs stay hex, and the reader still takes them
     p = st.parse_output("0x1234\n[thread 9]\n2\n\n", pid=9)
     assert p.total == 2 and list(p.samples.thread) == ["main"]
+
+
+# ============================================================================================
+# Running the generated script without a kernel: a small interpreter for the subset of the
+# SystemTap language the script uses (the script text itself, as stap parses it), executed
+# against a live node whose main thread is stopped with ptrace for each sample.  user_*()
+# reads /proc/<pid>/mem, u_register()/uaddr() the stopped thread's registers.  It counts
+# statements per probe against the MAXACTION the script is run with.
+# ============================================================================================
+class _Fault(Exception):
+    pass
+
+
+class _StapError(Exception):
+    pass
+
+
+class _Next(Exception):
+    pass
+
+
+class _Break(Exception):
+    pass
+
+
+class _Return(Exception):
+    def __init__(self, v):
+        self.v = v
+
+
+_TOK = re.compile(r"""
+    (?P<ws>[ \t\r\n]+|\#[^\n]*|//[^\n]*)
+  | (?P<num>0x[0-9a-fA-F]+|\d+)
+  | (?P<str>"(?:[^"\\]|\\.)*")
+  | (?P<id>@?[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op><<<|<<|>>|<=|>=|==|!=|&&|\|\||\+\+|--|\+=|-=|\.=|[-+*/%&|^!~<>=?:.,;()\[\]{}])
+""", re.X)
+_BIN = [("||",), ("&&",), ("|",), ("^",), ("&",), ("in",), ("==", "!="), ("<", "<=", ">", ">="), ("<<", ">>"),
+        (".",), ("+", "-"), ("*", "/", "%")]
+_M64 = (1 << 64) - 1
+
+
+def _s64(v):
+    v &= _M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+class MiniStap:
+    """Parse the generated script (after macro expansion) and run its probes."""
+
+    def __init__(self, script: str, maxaction: int):
+        defs = dict(re.findall(r"^@define (\w+)\s+%\( (-?(?:0x[0-9a-f]+|\d+)) %\)", script, re.M))
+        body = "\n".join(ln for ln in script.splitlines() if not ln.startswith("@define"))
+        body = re.sub(r"@(\w+)", lambda m: m.group(0) if m.group(1) == "count" else f"({defs[m.group(1)]})", body)
+        self.toks = []
+        pos = 0
+        while pos < len(body):
+            m = _TOK.match(body, pos)
+            assert m, body[pos:pos + 40]
+            pos = m.end()
+            if m.lastgroup != "ws":
+                self.toks.append((m.lastgroup, m.group()))
+        self.i = 0
+        self.funcs, self.probes, self.globals = {}, {}, {}
+        self.maxaction = maxaction
+        self.out = []
+        self.stats = {}
+        self._parse_top()
+
+    # ------------------------------------------------------------------ parser
+    def peek(self, k=0):
+        return self.toks[self.i + k] if self.i + k < len(self.toks) else ("eof", "")
+
+    def take(self, want=None):
+        t = self.toks[self.i]
+        assert want is None or t[1] == want, (want, t, self.toks[self.i - 5:self.i + 5])
+        self.i += 1
+        return t[1]
+
+    def _parse_top(self):
+        while self.i < len(self.toks):
+            w = self.take()
+            if w == "global":
+                while True:
+                    name = self.take()
+                    if self.peek()[1] == "%":
+                        self.take()
+                    if self.peek()[1] == "[":
+                        while self.take() != "]":
+                            pass
+                    self.globals[name] = {} if True else 0
+                    if self.peek()[1] != ",":
+                        break
+                    self.take(",")
+            elif w == "function":
+                name = self.take()
+                if self.peek()[1] == ":":
+                    self.take(":"); self.take()
+                self.take("(")
+                params = []
+                while self.peek()[1] != ")":
+                    params.append(self.take())
+                    if self.peek()[1] == ":":
+                        self.take(":"); self.take()
+                    if self.peek()[1] == ",":
+                        self.take(",")
+                self.take(")")
+                self.funcs[name] = (params, self.stmt())
+            elif w == "probe":
+                point = []
+                while self.peek()[1] != "{":
+                    point.append(self.take())
+                self.probes["".join(point)] = self.stmt()
+            else:
+                raise AssertionError(f"unexpected {w!r}")
+
+    def stmt(self):
+        k, t = self.peek()
+        if t == "{":
+            self.take("{")
+            body = []
+            while self.peek()[1] != "}":
+                body.append(self.stmt())
+            self.take("}")
+            return ("block", body)
+        if t == ";":
+            self.take()
+            return ("block", [])
+        if t == "if":
+            self.take(); self.take("(")
+            c = self.expr(); self.take(")")
+            a = self.stmt()
+            b = None
+            if self.peek()[1] == "else":
+                self.take()
+                b = self.stmt()
+            return ("if", c, a, b)
+        if t == "while":
+            self.take(); self.take("(")
+            c = self.expr(); self.take(")")
+            return ("for", None, c, None, self.stmt())
+        if t == "for":
+            self.take(); self.take("(")
+            a = self.expr(); self.take(";")
+            c = self.expr(); self.take(";")
+            s = self.expr(); self.take(")")
+            return ("for", a, c, s, self.stmt())
+        if t == "foreach":
+            self.take(); self.take("(")
+            self.take("[")
+            names = [self.take()]
+            while self.peek()[1] == ",":
+                self.take(","); names.append(self.take())
+            self.take("]"); self.take("in")
+            arr = self.take(); self.take(")")
+            return ("foreach", names, arr, self.stmt())
+        if t == "try":
+            self.take()
+            a = self.stmt()
+            self.take("catch")
+            return ("try", a, self.stmt())
+        if t == "return":
+            self.take()
+            if self.peek()[1] in ("}", ";"):
+                return ("return", None)
+            return ("return", self.expr())
+        if t in ("next", "break"):
+            self.take()
+            return (t,)
+        return ("expr", self.expr())
+
+    def expr(self):
+        lhs = self.ternary()
+        op = self.peek()[1]
+        if op in ("=", "+=", "-=", ".=", "<<<"):
+            self.take()
+            return ("assign", op, lhs, self.expr())
+        return lhs
+
+    def ternary(self):
+        c = self.binary(0)
+        if self.peek()[1] == "?":
+            self.take()
+            a = self.expr(); self.take(":")
+            return ("?:", c, a, self.ternary())
+        return c
+
+    def binary(self, level):
+        if level == len(_BIN):
+            return self.unary()
+        lhs = self.binary(level + 1)
+        while self.peek()[1] in _BIN[level] and self.peek()[0] in ("op", "id"):
+            op = self.take()
+            if op == "in":
+                lhs = ("in", lhs, self.take())
+            else:
+                lhs = ("bin", op, lhs, self.binary(level + 1))
+        return lhs
+
+    def unary(self):
+        t = self.peek()[1]
+        if t in ("!", "-", "~"):
+            self.take()
+            return ("un", t, self.unary())
+        if t in ("++", "--"):
+            self.take()
+            return ("pre", t, self.unary())
+        e = self.primary()
+        if self.peek()[1] in ("++", "--"):
+            return ("post", self.take(), e)
+        return e
+
+    def primary(self):
+        k, t = self.peek()
+        if t == "(":
+            self.take()
+            e = self.expr()
+            self.take(")")
+            return e
+        self.take()
+        if k == "num":
+            return ("num", int(t, 0))
+        if k == "str":
+            return ("str", bytes(t[1:-1], "utf-8").decode("unicode_escape"))
+        assert k == "id", t
+        if self.peek()[1] == "(":
+            self.take("(")
+            args = []
+            while self.peek()[1] != ")":
+                args.append(self.expr())
+                if self.peek()[1] == ",":
+                    self.take(",")
+            self.take(")")
+            return ("call", t, args)
+        if self.peek()[1] == "[":
+            self.take("[")
+            idx = [self.expr()]
+            while self.peek()[1] == ",":
+                self.take(","); idx.append(self.expr())
+            self.take("]")
+            return ("idx", t, idx)
+        return ("var", t)
+
+    # ------------------------------------------------------------------ evaluator
+    def run(self, which, ctx):
+        """Run the probe whose point starts with ``which`` ('perf'/'timer.profile'/'end')."""
+        body = next(b for p, b in self.probes.items() if p.startswith(which))
+        self.ctx = ctx
+        self.actions = 0
+        self.tok_state = None
+        try:
+            self.ex(body, {})
+        except _Next:
+            pass
+        return self.actions
+
+    def ex(self, s, env):
+        self.actions += 1
+        if self.actions > self.maxaction:
+            raise AssertionError(f"MAXACTION {self.maxaction} exceeded")
+        op = s[0]
+        if op == "block":
+            for x in s[1]:
+                self.ex(x, env)
+        elif op == "expr":
+            self.ev(s[1], env)
+        elif op == "if":
+            if self.truth(self.ev(s[1], env)):
+                self.ex(s[2], env)
+            elif s[3] is not None:
+                self.ex(s[3], env)
+        elif op == "for":
+            if s[1] is not None:
+                self.ev(s[1], env)
+            while self.truth(self.ev(s[2], env)):
+                try:
+                    self.ex(s[4], env)
+                except _Break:
+                    break
+                if s[3] is not None:
+                    self.ev(s[3], env)
+        elif op == "foreach":
+            names, arr, body = s[1], s[2], s[3]
+            keys = list(self.globals[arr]) if self.globals[arr] else \
+                [k[1] for k in self.stats if k[0] == arr]
+            for key in keys:
+                for n, v in zip(names, key if isinstance(key, tuple) else (key,)):
+                    env[n] = v
+                try:
+                    self.ex(body, env)
+                except _Break:
+                    break
+        elif op == "try":
+            try:
+                self.ex(s[1], env)
+            except (_Fault, _StapError):
+                self.ex(s[2], env)
+        elif op == "return":
+            raise _Return(None if s[1] is None else self.ev(s[1], env))
+        elif op == "next":
+            raise _Next()
+        elif op == "break":
+            raise _Break()
+        else:
+            raise AssertionError(op)
+
+    @staticmethod
+    def truth(v):
+        return bool(v)
+
+    def lookup(self, name, env):
+        if name in env:
+            return env[name]
+        g = self.globals.get(name)
+        if name in self.globals:
+            return g if not isinstance(g, dict) else 0
+        return 0
+
+    def store(self, target, value, env):
+        if target[0] == "var":
+            n = target[1]
+            if n in self.globals and n not in env:
+                self.globals[n] = value
+            else:
+                env[n] = value
+        else:
+            key = tuple(self.ev(x, env) for x in target[2])
+            self.globals[target[1]][key[0] if len(key) == 1 else key] = value
+
+    def key_of(self, target, env):
+        if target[0] == "var":
+            return (target[1], None)
+        key = tuple(self.ev(x, env) for x in target[2])
+        return (target[1], key[0] if len(key) == 1 else key)
+
+    def ev(self, e, env):
+        op = e[0]
+        if op == "num" or op == "str":
+            return e[1]
+        if op == "var":
+            return self.lookup(e[1], env)
+        if op == "idx":
+            key = tuple(self.ev(x, env) for x in e[2])
+            return self.globals[e[1]].get(key[0] if len(key) == 1 else key, 0)
+        if op == "assign":
+            _, aop, tgt, rhs = e
+            v = self.ev(rhs, env)
+            if aop == "<<<":
+                k = self.key_of(tgt, env)
+                self.stats[k] = self.stats.get(k, 0) + 1
+                return v
+            if aop == "+=":
+                v = _s64(self.ev(tgt, env) + v)
+            elif aop == "-=":
+                v = _s64(self.ev(tgt, env) - v)
+            elif aop == ".=":
+                v = self.ev(tgt, env) + v
+            self.store(tgt, v, env)
+            return v
+        if op == "?:":
+            return self.ev(e[2], env) if self.truth(self.ev(e[1], env)) else self.ev(e[3], env)
+        if op == "in":
+            k = self.ev(e[1], env)
+            return int(k in self.globals[e[2]])
+        if op == "un":
+            v = self.ev(e[2], env)
+            return int(not v) if e[1] == "!" else _s64(-v) if e[1] == "-" else _s64(~v)
+        if op in ("pre", "post"):
+            old = self.ev(e[2], env)
+            new = _s64(old + (1 if e[1] == "++" else -1))
+            self.store(e[2], new, env)
+            return new if op == "pre" else old
+        if op == "bin":
+            o = e[1]
+            if o == "&&":
+                return int(bool(self.ev(e[2], env)) and bool(self.ev(e[3], env)))
+            if o == "||":
+                return int(bool(self.ev(e[2], env)) or bool(self.ev(e[3], env)))
+            a, b = self.ev(e[2], env), self.ev(e[3], env)
+            if o == ".":
+                return a + b
+            if o in ("==", "!=", "<", "<=", ">", ">="):
+                return int({"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[o])
+            if o == "<<":
+                return _s64(a << b)
+            if o == ">>":
+                return a >> b
+            return _s64({"+": a + b, "-": a - b, "*": a * b, "&": a & b, "|": a | b, "^": a ^ b,
+                         "/": int(a / b) if b else 0, "%": a % b if b else 0}[o])
+        if op == "call":
+            name, args = e[1], e[2]
+            if name == "@count":
+                return self.stats.get(self.key_of(args[0], env), 0)
+            vals = [self.ev(a, env) for a in args]
+            if name in self.funcs:
+                params, body = self.funcs[name]
+                try:
+                    self.ex(body, dict(zip(params, vals)))
+                except _Return as r:
+                    return r.v
+                return 0
+            return self.builtin(name, vals)
+        raise AssertionError(op)
+
+    # ------------------------------------------------------------------ tapset functions
+    def read(self, addr, n):
+        if addr <= 0 or addr >= 1 << 47:
+            raise _Fault(addr)
+        try:
+            b = os.pread(self.ctx["mem"], n, addr)
+        except OSError:
+            raise _Fault(addr) from None
+        if len(b) != n:
+            raise _Fault(addr)
+        return b
+
+    def builtin(self, name, v):
+        c = self.ctx
+        if name == "user_int64_error":
+            return int.from_bytes(self.read(v[0], 8), "little", signed=True)
+        if name == "user_uint16_error":
+            return int.from_bytes(self.read(v[0], 2), "little")
+        if name == "user_uint32_error":
+            return int.from_bytes(self.read(v[0], 4), "little")
+        if name == "user_uint8_error":
+            return self.read(v[0], 1)[0]
+        if name == "user_int_error":
+            return int.from_bytes(self.read(v[0], 4), "little", signed=True)
+        if name == "user_int":
+            try:
+                return int.from_bytes(self.read(v[0], 4), "little", signed=True)
+            except _Fault:
+                return 0
+        if name == "u_register":
+            return _s64(getattr(c["regs"], v[0]))
+        if name == "uaddr":
+            return _s64(c["regs"].rip)
+        if name in ("pid", "target"):
+            return c["pid"]
+        if name == "tid":
+            return c["tid"]
+        if name == "error":
+            raise _StapError(v[0])
+        if name == "strlen":
+            return len(v[0])
+        if name == "strtol":
+            return int(v[0], v[1])
+        if name in ("sprintf", "printf"):
+            args = iter(v[1:])
+
+            def fmt(m):
+                x = next(args)
+                return {"c": lambda: chr(x & 255), "x": lambda: "%x" % (x & _M64), "d": lambda: str(x),
+                        "s": lambda: x}[m.group(1)]()
+            s = re.sub(r"%([cxds])", fmt, v[0])
+            if name == "printf":
+                self.out.append(s)
+                return 0
+            return s
+        if name == "tokenize":
+            if v[0]:
+                self.tok_state = [t for t in v[0].split(v[1]) if t]
+            return self.tok_state.pop(0) if self.tok_state else ""
+        if name == "exit":
+            return 0
+        raise AssertionError(f"tapset function {name} not modelled")
+
+    def output(self) -> str:
+        return "".join(self.out).encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+@pytest.fixture
+def workload():
+    from walker_helpers import start_workload
+    procs = []
+
+    def start(major, *args):
+        p = start_workload(node_for(major), "60", "--no-worker", *args)
+        procs.append(p)
+        return p
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _sample_with_script(pid, script, n, *, maxaction):
+    """Run the script's sampling probe on ``n`` ptrace stops of the main thread, then its end probe."""
+    from nodeflame.capture.walker import ptrace
+    interp = MiniStap(script, maxaction)
+    mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    actions = []
+    ptrace.seize(pid)
+    try:
+        for _ in range(n):
+            ptrace.interrupt(pid)
+            while True:
+                status = ptrace.wait(pid)
+                kind, sig = ptrace.classify(status)
+                if kind == "interrupt":
+                    break
+                if kind == "exited":
+                    raise AssertionError("workload exited")
+                ptrace.cont(pid, sig if kind == "signal" else 0)   # a signal: deliver it, interrupt again
+                ptrace.interrupt(pid)
+            regs = ptrace.getregs(pid, ptrace.Regs())
+            try:
+                actions.append(interp.run("perf", {"mem": mem, "regs": regs, "pid": pid, "tid": pid}))
+            finally:
+                ptrace.cont(pid, 0)
+            time.sleep(0.013)
+    finally:
+        try:
+            ptrace.detach(pid)
+        except OSError:
+            try:                                   # detach needs a stopped tracee
+                ptrace.interrupt(pid)
+                ptrace.wait(pid)
+                ptrace.detach(pid)
+            except OSError:
+                pass
+        os.close(mem)
+    interp.maxaction = st.stap_defines()["MAXACTION_INTERRUPTIBLE"]
+    interp.run("end", {"mem": -1, "regs": None, "pid": pid, "tid": pid})
+    return interp.output(), actions
+
+
+WORKLOAD_NAMES = {"plainHot", "buildMatrix", "Matrix", "multiplyTask", "multiply", "arrowHot", "handlers.onTick",
+                  "função", "計算する", "libWork", "round"}
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_script_logic_names_live_frames(workload, major):
+    """The generated script, interpreted against a stopped live node: its walk and its heap decoding
+    name the workload's JS frames (Latin-1 and two-byte names included) on every version."""
+    from walker_helpers import assert_untouched, need_ptrace
+    from nodeflame.capture.walker.symbols import AddressSpace
+    need_ptrace()
+    p = workload(major)
+    time.sleep(0.3)
+    script = st.generate_script(p.pid, hz=1000)
+    text, actions = _sample_with_script(p.pid, script, 40, maxaction=st.stap_defines()["MAXACTION"])
+    assert_untouched(p.pid)
+    prof = st.parse_output(text, pid=p.pid, aspace=AddressSpace(p.pid))
+    prof.validate()
+    assert prof.total == 40 and prof.meta["stap_samples"] == 40
+    funcs = prof.funcs
+    ours = funcs[funcs.file.astype(str).str.endswith(("walker_main.js", "walker_lib.js"))]
+    names = set(ours.name.astype(str))
+    assert names <= WORKLOAD_NAMES, names - WORKLOAD_NAMES          # nothing misnamed
+    assert len(names & (WORKLOAD_NAMES - {"round"})) >= 3, names
+    assert "round" in names
+    # most samples run JS of the workload (the main thread is busy in it)
+    from walker_helpers import innermost_js
+    share = (innermost_js(prof) >= 0).mean()
+    assert share >= 0.6, (share, text[:2000])
+    # native frames: symbolised from the ELF tables, the event loop under the JS
+    allnames = set(funcs.name.astype(str))
+    assert "uv_run" in allnames and any(n.startswith("Builtins_") for n in allnames)
+    assert max(actions) < st.stap_defines()["MAXACTION"]

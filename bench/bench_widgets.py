@@ -15,11 +15,15 @@ the browser.  Two shapes of the same profile are measured:
 from a profile just read (no derived views cached).  "Sent" = every byte the
 widgets put on the comm channel (the comm_open states and messages, JSON plus
 binary buffers, recorded by replacing ``comm.create_comm``) plus the display
-bundle itself.  Each control change starts from cold caches for the new
+bundle itself; plotly's FigureWidget front-end code (its anywidget ``_esm``,
+~5 MB, identical for every FigureWidget of every library) is reported apart
+as ``frontend_code_bytes``.  Each control change starts from cold caches for the new
 transform list (the explorer caches earlier lists, so undo and breadcrumbs are
 cheaper than what is measured here).  "chart" is the time until the chart's
 update has been sent; "all panes" adds the details, top table and timeline,
-which a live kernel computes after the chart has gone out.
+which a live kernel computes after the chart has gone out; "cpu" is the
+process CPU time of the whole change (the wall clock on a shared machine
+is mostly waiting for a core).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ class Recorder:
     def __init__(self):
         self.bytes = 0
         self.messages = 0
+        self.bundle_bytes = 0   # front-end code (anywidget _esm/_css), counted apart from the data
 
     def install(self):
         import comm
@@ -51,7 +56,16 @@ class Recorder:
         class RecordingComm(DummyComm):
             def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
                 rec.messages += 1
-                rec.bytes += len(json.dumps(data or {}, default=str, separators=(",", ":")))
+                data = dict(data or {})
+                state = data.get("state")
+                if isinstance(state, dict) and ("_esm" in state or "_css" in state):
+                    state = dict(state)
+                    for k in ("_esm", "_css"):
+                        v = state.pop(k, None)
+                        if isinstance(v, str):
+                            rec.bundle_bytes += len(v.encode("utf-8"))
+                    data["state"] = state
+                rec.bytes += len(json.dumps(data, default=str, separators=(",", ":")))
                 rec.bytes += sum(memoryview(b).nbytes for b in (buffers or []))
 
         comm.create_comm = lambda *a, **k: RecordingComm(*a, **k)
@@ -63,6 +77,10 @@ class Recorder:
         b, m = self.bytes, self.messages
         self.bytes = self.messages = 0
         return b, m
+
+    def take_bundle(self):
+        b, self.bundle_bytes = self.bundle_bytes, 0
+        return b
 
 
 def load_profiles():
@@ -111,17 +129,21 @@ def bench_profile(label, p, repeat, rec):
     def first():
         q = fresh(p)
         rec.take()
+        rec.take_bundle()
         e = wg.explorer(q)
         bundle = e._repr_mimebundle_()
         sent, _ = rec.take()
         sent += sum(len(v if isinstance(v, str) else json.dumps(v)) for v in bundle.values())
-        first.result = (e, sent, bundle)
+        first.result = (e, sent, bundle, rec.take_bundle())
 
+    c0 = time.process_time()
     med, allt = timeit(first, repeat)
-    e, sent, bundle = first.result
+    res["first_render_cpu_s"] = round((time.process_time() - c0) / repeat, 3)
+    e, sent, bundle, code_bytes = first.result
     res["first_render_s"] = round(med, 3)
     res["first_render_runs_s"] = [round(x, 3) for x in allt]
     res["first_sent_bytes"] = sent
+    res["frontend_code_bytes"] = code_bytes
     res["static_html_bytes"] = len(bundle["text/html"])
     res["nodes"] = len(e.layout_table)
     heavy = e.profile.top(3).index[0]
@@ -146,15 +168,13 @@ def bench_profile(label, p, repeat, rec):
     ctl = {}
     stamp = {}
     for chart in (e.chart,):
-        orig = chart.set_figure, chart.__class__.restyle
-
-        def set_figure(fig, _orig=orig[0]):
-            _orig(fig)
-            stamp["t"] = time.perf_counter()
-        chart.set_figure = set_figure
-        chart.observe(lambda ch: stamp.__setitem__("t", time.perf_counter()), "restyle")
+        for meth in ("set_flame", "restyle"):
+            def stamped(*a, _orig=getattr(chart, meth), **k):
+                _orig(*a, **k)
+                stamp["t"] = time.perf_counter()
+            setattr(chart, meth, stamped)
     for name, do, undo in controls:
-        runs, sizes, charts = [], [], []
+        runs, sizes, charts, cpus = [], [], [], []
         for _ in range(repeat):
             if name.startswith("undo"):
                 e.set_transforms(["hide=^Builtins_"])
@@ -165,13 +185,16 @@ def bench_profile(label, p, repeat, rec):
             rec.take()
             stamp.clear()
             t = time.perf_counter()
+            c = time.process_time()
             do()
             runs.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
             charts.append(stamp.get("t", t) - t)
             sizes.append(rec.take()[0])
             undo()
         ctl[name] = {"median_ms": round(1000 * statistics.median(runs), 1), "max_ms": round(1000 * max(runs), 1),
                      "chart_ms": round(1000 * statistics.median(charts), 1),
+                     "cpu_ms": round(1000 * statistics.median(cpus), 1),
                      "sent_bytes": int(statistics.median(sizes))}
     res["controls"] = ctl
     return res
@@ -193,11 +216,14 @@ def main(argv=None):
         out.append(r)
         print(f"\n== {label}: {r['samples']:,} samples in {r['rows']:,} rows, {r['stacks']:,} stacks, "
               f"{r['funcs']:,} functions; {r['nodes']:,} nodes drawn")
-        print(f"first render {r['first_render_s']:.2f} s (runs {r['first_render_runs_s']}), "
-              f"sent {r['first_sent_bytes'] / 1e6:.2f} MB (static HTML {r['static_html_bytes'] / 1e6:.2f} MB)")
+        print(f"first render {r['first_render_s']:.2f} s (runs {r['first_render_runs_s']}, "
+              f"cpu {r['first_render_cpu_s']:.2f} s), "
+              f"sent {r['first_sent_bytes'] / 1e6:.2f} MB (static HTML {r['static_html_bytes'] / 1e6:.2f} MB; "
+              f"plus plotly's FigureWidget front-end code {r['frontend_code_bytes'] / 1e6:.2f} MB, "
+              f"the same for every figure widget)")
         for name, c in r["controls"].items():
             print(f"  {name:28s} chart {c['chart_ms']:7.1f} ms, all panes {c['median_ms']:7.1f} ms "
-                  f"(max {c['max_ms']:7.1f})  sent {c['sent_bytes'] / 1e3:8.1f} kB")
+                  f"(max {c['max_ms']:7.1f}, cpu {c['cpu_ms']:7.1f})  sent {c['sent_bytes'] / 1e3:8.1f} kB")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

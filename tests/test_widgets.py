@@ -373,3 +373,22 @@ def test_static_chart_is_drawn_in_headless_chromium(prof, tmp_path):
         }})()""")
         assert painted > 0.1 * pixels and colours > 5, (painted, pixels, colours)
         assert not b.errors
+
+
+def test_aggregated_drawing_of_long_timed_profiles_is_exact(prof):
+    """Long timed profiles are drawn from samples summed per (stack, thread): same trees, same timeline."""
+    exact, agg = ex(prof, aggregate=False), ex(prof, aggregate=True)
+    assert len(agg.profile.samples) == len(SHAPE) < len(exact.profile.samples) == 1000
+    for specs in ([], ["hide=^handle "], ["focus=^fib ", "merge-recursion"], ["thread=^main$", "ignore=gc"],
+                  ["hide=^(parse|render) "]):
+        exact.set_transforms(specs)
+        agg.set_transforms(specs)
+        assert agg.profile.text() == exact.profile.text() == prof.apply(specs).text()
+        assert list(agg.widget.data[0].values) == list(exact.widget.data[0].values)
+        for a, b in zip(agg.widget.data[1:], exact.widget.data[1:]):
+            assert (a.name, list(a.y), a.showlegend) == (b.name, list(b.y), b.showlegend)
+    # a slice is applied to the full profile first
+    exact.set_slice_ms(250, 750)
+    agg.set_slice_ms(250, 750)
+    assert agg.transforms == exact.transforms
+    assert agg.profile.text() == exact.profile.text() == prof.apply(exact.transforms).text()

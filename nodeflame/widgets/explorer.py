@@ -55,7 +55,7 @@ class Explorer(W.VBox):
                  color: str = "kind", minwidth: float | None = None, search: str = "",
                  max_nodes: int = 6000, height: int = 560, timeline: bool = True, name: str = "p",
                  title: str | None = None, static_nodes: int = 3000, defer_panes: bool = True,
-                 focus_on_click: bool = True):
+                 focus_on_click: bool = True, aggregate: bool | None = None):
         if orientation not in ("flame", "icicle"):
             raise ValueError("orientation must be 'flame' (root at the bottom) or 'icicle' (root on top)")
         if color not in self._color_choices():
@@ -79,6 +79,10 @@ class Explorer(W.VBox):
         self._profiles = _LRU()
         self._layouts = _LRU()
         self._timelines = _LRU()
+        self._aggs = _LRU()
+        n_rows = len(profile.samples)
+        self._aggregate = bool(aggregate if aggregate is not None else (
+            profile.meta.get("timed") and n_rows > 50_000))
         self._restyle: dict = {}
         self._syncing = False
         self._t0 = int(profile.samples["time_ns"].min()) if profile.meta.get("timed") and len(profile.samples) else 0
@@ -97,10 +101,66 @@ class Explorer(W.VBox):
 
     def _profile_for(self, key: tuple):
         """The base profile with the transforms ``key`` applied; prefixes are cached so that
-        adding one transform costs one transform."""
+        adding one transform costs one transform.
+
+        Long timed profiles (many more sample rows than distinct (stack, thread) pairs) are
+        drawn from an aggregate: the slice, if any, is applied to the full profile first (it
+        commutes with every other transform), then its samples are summed per (stack, thread)
+        and the other transforms run on those few rows.  Totals, trees and tables are the same
+        as ``base.apply(key)``'s; only the sample rows are fewer (and carry no times)."""
         if not key:
-            return self.base
-        return self._profiles.get_or(key, lambda: self._transform(self._profile_for(key[:-1]), [key[-1]]))
+            return self._agg_for("") if self._aggregate else self.base
+        if not self._aggregate:
+            return self._profiles.get_or(key, lambda: self._transform(self._profile_for(key[:-1]), [key[-1]]))
+        sl = next((t for t in key if t.startswith("slice=")), "")
+        rest = tuple(t for t in key if not t.startswith("slice="))
+        return self._agg_chain(sl, rest)
+
+    def _agg_chain(self, sl: str, rest: tuple):
+        if not rest:
+            return self._agg_for(sl)
+        return self._profiles.get_or((sl,) + rest,
+                                     lambda: self._transform(self._agg_chain(sl, rest[:-1]), [rest[-1]]))
+
+    def _agg_entry(self, sl: str):
+        """(aggregate, row of each source sample, source profile) for a slice ('' = none)."""
+        def make():
+            src = self._transform(self.base, [sl]) if sl else self.base
+            s = src.samples
+            codes = s["thread"].cat.codes.to_numpy().astype(np.int64)
+            key = s["stack"].to_numpy().astype(np.int64) * (len(s["thread"].cat.categories) + 1) + codes
+            uniq, inv = np.unique(key, return_inverse=True)
+            w = np.bincount(inv, weights=s["weight"].to_numpy(), minlength=len(uniq)).astype(np.int64)
+            first = np.full(len(uniq), len(s), np.int64)
+            np.minimum.at(first, inv, np.arange(len(s)))
+            agg = pd.DataFrame({"stack": s["stack"].to_numpy()[first], "time_ns": np.zeros(len(uniq), np.int64),
+                                "weight": w, "thread": s["thread"].iloc[first].to_numpy(),
+                                "_row": np.arange(len(uniq))})
+            agg["thread"] = pd.Categorical(agg["thread"], categories=s["thread"].cat.categories)
+            q = src.copy()
+            q.samples = agg
+            q.meta = dict(src.meta, timed=False, aggregated_from_rows=len(s))
+            q._cache = {}
+            return q, inv, src
+        return self._aggs.get_or(sl, make)
+
+    def _agg_for(self, sl: str):
+        """The (sliced) base with samples summed per (stack, thread); column ``_row`` numbers the rows."""
+        return self._agg_entry(sl)[0]
+
+    def _timeline_for(self, key: tuple):
+        """The timeline of the samples ``key`` keeps (ignoring its slice: the strip shows the whole capture)."""
+        rest = tuple(t for t in key if not t.startswith("slice="))
+        if not self._aggregate:
+            p = self._profile_for(rest)
+            return M.timeline(p, t0_ns=self._t0, t1_ns=self._t1)
+        p = self._agg_chain("", rest)
+        agg, inv, src = self._agg_entry("")
+        kind_of_row = np.full(len(agg.samples), -1, np.int64)
+        kind_of_row[p.samples["_row"].to_numpy()] = M.leaf_kinds(p)
+        s = src.samples
+        return M.timeline_counts(s["time_ns"].to_numpy(), s["weight"].to_numpy(), kind_of_row[inv],
+                                 t0_ns=self._t0, t1_ns=self._t1)
 
     @property
     def profile(self):
@@ -502,8 +562,7 @@ class Explorer(W.VBox):
         if self.timeline_chart is None:
             return
         key = tuple(t for t in self.transforms if not t.startswith("slice="))
-        p = self._profile_for(key)
-        tl = self._timelines.get_or(key, lambda: M.timeline(p, t0_ns=self._t0, t1_ns=self._t1))
+        tl = self._timelines.get_or(key, lambda: self._timeline_for(key))
         if tl is None:
             self.chart.set_timeline([], [])
             return

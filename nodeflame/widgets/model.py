@@ -262,16 +262,29 @@ def timeline(p, bins: int = 200, *, t0_ns: int | None = None, t1_ns: int | None 
     if not p.meta.get("timed") or len(p.samples) == 0:
         return None
     s = p.samples
-    t = s["time_ns"].to_numpy()
-    t0 = int(t.min()) if t0_ns is None else int(t0_ns)
-    t1 = int(t.max()) if t1_ns is None else int(t1_ns)
-    span = max(t1 - t0, 1)
-    b = np.clip(((t - t0) * bins) // (span + 1), 0, bins - 1).astype(_I64)
+    return timeline_counts(s["time_ns"].to_numpy(), s["weight"].to_numpy(), leaf_kinds(p), bins,
+                           t0_ns=t0_ns, t1_ns=t1_ns)
+
+
+def leaf_kinds(p) -> np.ndarray:
+    """Per sample row: the code (index in KINDS) of its leaf frame's kind."""
     a = p._arrays()
     kcode = p.funcs["kind"].cat.codes.to_numpy().astype(_I64)
-    leafk = kcode[a["stack_func"][s["stack"].to_numpy()]]
+    return kcode[a["stack_func"][p.samples["stack"].to_numpy()]]
+
+
+def timeline_counts(t, w, leafk, bins: int = 200, *, t0_ns=None, t1_ns=None) -> pd.DataFrame:
+    """``timeline`` from per-sample arrays: times (ns), weights and leaf kind codes (< 0: not counted)."""
+    t = np.asarray(t)
+    t0 = int(t.min()) if t0_ns is None else int(t0_ns)
+    t1 = int(t.max()) if t1_ns is None else int(t1_ns)
+    ok = np.asarray(leafk) >= 0
+    if not ok.all():
+        t, w, leafk = t[ok], np.asarray(w)[ok], np.asarray(leafk)[ok]
+    span = max(t1 - t0, 1)
+    b = np.clip(((t - t0) * bins) // (span + 1), 0, bins - 1).astype(_I64)
     nk = len(KINDS)
-    m = np.bincount(b * nk + leafk, weights=s["weight"].to_numpy(), minlength=bins * nk).reshape(bins, nk)
+    m = np.bincount(b * nk + np.asarray(leafk, _I64), weights=w, minlength=bins * nk).reshape(bins, nk)
     width = (span + 1) / bins / 1e6
     out = pd.DataFrame({"t0_ms": np.arange(bins) * width, "width_ms": np.full(bins, width)})
     for k in range(nk):

@@ -932,3 +932,23 @@ def test_script_logic_names_live_frames(workload, major):
     allnames = set(funcs.name.astype(str))
     assert "uv_run" in allnames and any(n.startswith("Builtins_") for n in allnames)
     assert max(actions) < st.stap_defines()["MAXACTION"]
+
+
+def test_script_logic_deep_recursion(workload):
+    """3000-deep recursion: the walk stops at MAX_DEPTH frames, marks the cut, stays within MAXACTION."""
+    from walker_helpers import assert_untouched, need_ptrace
+    need_ptrace()
+    p = workload("20", "--deep")
+    time.sleep(0.3)
+    script = st.generate_script(p.pid)
+    text, actions = _sample_with_script(p.pid, script, 60, maxaction=st.stap_defines()["MAXACTION"])
+    assert_untouched(p.pid)
+    prof = st.parse_output(text, pid=p.pid)
+    prof.validate()
+    stacks = [[ln for ln in blk.split("\n") if not ln.startswith("#")] for blk in text.split("\n\n") if "[thread" in blk]
+    deep = [s for s in stacks if sum(ln.startswith("JS:deep ") for ln in s) > 100]
+    if not deep:
+        pytest.skip("no sample landed in deep() this time")
+    for s in deep:
+        assert s[-3] == "[truncated]" and len(s) - 3 == st.MAX_DEPTH, s[-5:]
+    assert max(actions) < st.stap_defines()["MAXACTION"]

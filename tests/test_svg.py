@@ -482,3 +482,59 @@ def test_browser_hostile_names_execute_nothing(browser, tmp_path):
     assert browser.eval("document.querySelectorAll('script').length") == 1
     assert browser.eval("document.getElementsByTagName('img').length") == 0
     assert browser.errors == []
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_search_bounds_what_other_hides(browser, tmp_path):
+    paths = [(["main", "hot"], 100000)] + [(["main", f"tiny{i:03d}", "foo"], 1) for i in range(300)]
+    p = build(paths)
+    open_svg(browser, tmp_path, p, minwidth=1)
+    for pattern, lo, hi in (("foo", 0, 300), ("hot", 100000, 100300), ("main", 100300, 100300),
+                            ("^other", 300, 300)):
+        m = browser.eval(f"nodeflame.search({pattern!r})")
+        assert (m["samples"], m["upperSamples"]) == (lo, hi), pattern
+        assert m["samples"] <= p.focus(pattern).total <= m["upperSamples"] or pattern == "^other"
+        text = browser.eval("document.getElementById('matched').textContent")
+        assert ("up to" in text) == (hi > lo), text
+    browser.eval("nodeflame.search('/HOT/i')")
+    assert browser.eval("nodeflame.matched().samples") == 100000
+    assert browser.errors == []
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_harness_kills_chromium_and_reports_js_errors(tmp_path):
+    import os
+    b = Browser(400, 300)
+    with b:
+        pid = b.proc.pid
+        b.open("data:text/html,<title>t</title><script>console.log('hi'); setTimeout(function(){throw new Error('boom')}, 0)</script>")
+        b.wait_for("document.readyState === 'complete'")
+        b.wait_for("new Promise(function (r) { setTimeout(function () { r(true); }, 50); })")
+        assert b.eval("document.title") == "t" and b.eval("1 + 2") == 3
+        assert ("log", "hi") in b.console and any("boom" in e for e in b.errors)
+        with pytest.raises(Exception, match="nope"):
+            b.eval("(function(){ throw new Error('nope') })()")
+    assert b.proc.poll() is not None
+    assert [q for q in _group(pid) if _alive(q)] == []  # the whole process group is gone
+    assert not os.path.exists(b.tmpdir)
+
+
+def _group(pgid):
+    import os
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    out.append((int(d), fields[0]))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(entry):
+    return entry[1] != "Z"  # zombies reparented to a non-reaping init are dead already

@@ -67,30 +67,46 @@
     setText(t, s);
   }
 
-  function place(i, x, w) {
-    var r = rects[i];
+  // zoom so that frame z spans the whole width; its ancestors stay, full width and greyed.
+  // DOM writes only where something changes (40k frames zoom in a fraction of a second)
+  var cls = new Array(N), curX = new Float64Array(N), curW = new Float64Array(N);
+  for (var q = 0; q < N; q++) {
+    cls[q] = "";
+    curX[q] = parseFloat(rects[q].getAttribute("x"));
+    curW[q] = parseFloat(rects[q].getAttribute("width"));
+  }
+  function setClass(j, c) {
+    if (cls[j] !== c) {
+      cls[j] = c;
+      if (c) groups[j].setAttribute("class", c); else groups[j].removeAttribute("class");
+    }
+  }
+  function place(j, x, w) {
+    if (Math.abs(curX[j] - x) < 0.005 && Math.abs(curW[j] - w) < 0.005) return;
+    curX[j] = x;
+    curW[j] = w;
+    var r = rects[j];
     r.setAttribute("x", fmt(x));
     r.setAttribute("width", fmt(w));
-    updateText(i, x, w);
+    updateText(j, x, w);
   }
-
-  // zoom so that frame z spans the whole width; its ancestors stay, full width and greyed
   function zoom(z) {
     z = +z;
     if (!(z >= 0 && z < N)) return;
     var zx = D.x0[z], zn = Math.max(D.n[z], 1), zd = D.d[z], ze = zx + zn;
     var sc = full / zn;
     for (var j = 0; j < N; j++) {
-      var x0 = D.x0[j], n = D.n[j], d = D.d[j], g = groups[j];
+      var x0 = D.x0[j], n = D.n[j], d = D.d[j];
+      var m = matchedSet && matchedSet[j] ? " match" : "";
       if (d < zd) {
         if (x0 <= zx && x0 + n >= ze) {
-          g.setAttribute("class", z === 0 ? "" : "parent");
+          setClass(j, (z === 0 ? "" : "parent") + m);
           place(j, D.xpad, full);
-        } else g.setAttribute("class", "hide");
+        } else setClass(j, "hide");
       } else if (x0 >= zx && x0 + n <= ze && (n > 0 || j === z)) {
-        g.setAttribute("class", "");
+        setClass(j, m.trim());
         place(j, D.xpad + (x0 - zx) * sc, n * sc);
-      } else g.setAttribute("class", "hide");
+      } else setClass(j, "hide");
     }
     zoomed = z;
     unzoomBtn.setAttribute("class", z === 0 ? "hide" : "");
@@ -98,29 +114,42 @@
   }
   function resetZoom() { zoom(0); }
 
-  // search: highlight frames whose label matches; share of samples with every sample counted once
+  // "/re/flags" or a plain regular expression
+  function toRegExp(re) {
+    if (re instanceof RegExp) return re;
+    var s = String(re), m = /^\/(.*)\/([dgimsuy]*)$/.exec(s);
+    return m ? new RegExp(m[1], m[2].replace("g", "")) : new RegExp(s);
+  }
+  function withMatch(j, on) {
+    var c = cls[j].replace(/(^| )match( |$)/, " ").trim();
+    if (on && c !== "hide") c = c ? c + " match" : "match";
+    setClass(j, c);
+  }
+  // search: highlight frames whose label matches; share of samples with every sample counted once.
+  // Frames merged into "other" cannot be searched: the share they could add is given as a bound.
+  var matchedSet = null;
   function search(re) {
     var rx;
     try {
-      rx = re instanceof RegExp ? re : new RegExp(String(re));
+      rx = toRegExp(re);
     } catch (e) {
       setText(matchedEl, "Invalid regex: " + e.message);
       return null;
     }
     term = rx;
-    var hits = [];
+    var hits = [], others = [], set = new Uint8Array(N);
+    var otherCode = D.kinds.indexOf("other");
     for (var j = 1; j < N; j++) {
-      var cls = groups[j].getAttribute("class") || "";
-      var base = cls.replace(/(^| )match( |$)/, " ").trim();
       rx.lastIndex = 0;
-      if (rx.test(label(j))) {
-        hits.push(j);
-        groups[j].setAttribute("class", base ? base + " match" : "match");
-      } else if (base !== cls) groups[j].setAttribute("class", base);
+      var hit = rx.test(label(j));
+      if (hit) { hits.push(j); set[j] = 1; }
+      else if (D.k[j] === otherCode) others.push(j);
+      withMatch(j, hit);
     }
+    matchedSet = set;
     // frames nest (laminar intervals): sort by start, wider first, keep the outermost
     hits.sort(function (a, b) { return (D.x0[a] - D.x0[b]) || (D.n[b] - D.n[a]); });
-    var count = 0, inZoom = 0, end = -1;
+    var count = 0, inZoom = 0, end = -1, tops = [];
     var zx = D.x0[zoomed], ze = zx + D.n[zoomed];
     for (var k = 0; k < hits.length; k++) {
       var h = hits[k], a = D.x0[h], b = a + D.n[h];
@@ -128,13 +157,24 @@
         count += D.n[h];
         inZoom += Math.max(0, Math.min(b, ze) - Math.max(a, zx));
         end = b;
+        tops.push(h);
       }
+    }
+    // "other" frames not inside a match: what they hide might match too
+    var extra = 0, t = 0;
+    others.sort(function (a, b) { return D.x0[a] - D.x0[b]; });
+    for (var o = 0; o < others.length; o++) {
+      var ox = D.x0[others[o]];
+      while (t < tops.length && D.x0[tops[t]] + D.n[tops[t]] <= ox) t++;
+      if (!(t < tops.length && D.x0[tops[t]] <= ox)) extra += D.n[others[o]];
     }
     var pct = D.total > 0 ? 100 * count / D.total : 0;
     var zpct = D.n[zoomed] > 0 ? 100 * inZoom / D.n[zoomed] : 0;
     lastMatch = {samples: count, total: D.total, percent: pct, frames: hits.length,
+                 upperSamples: count + extra, upperPercent: D.total > 0 ? 100 * (count + extra) / D.total : 0,
                  zoomSamples: inZoom, zoomPercent: zpct};
     var msg = "Matched: " + pct.toFixed(2) + "%";
+    if (extra > 0) msg += " (up to " + lastMatch.upperPercent.toFixed(2) + "% with 'other')";
     if (zoomed !== 0) msg += " (" + zpct.toFixed(2) + "% of zoom)";
     setText(matchedEl, msg);
     searchBtn.setAttribute("class", "show");
@@ -144,16 +184,15 @@
   function resetSearch() {
     term = null;
     lastMatch = null;
-    for (var j = 0; j < N; j++) {
-      var cls = groups[j].getAttribute("class");
-      if (cls && cls.indexOf("match") >= 0) groups[j].setAttribute("class", cls.replace(/(^| )match( |$)/, " ").trim());
-    }
+    matchedSet = null;
+    for (var j = 0; j < N; j++) if (cls[j].indexOf("match") >= 0) withMatch(j, false);
     setText(matchedEl, " ");
     searchBtn.setAttribute("class", "");
     setText(searchBtn, "Search");
   }
   function searchPrompt() {
-    var t = window.prompt("Search (regular expression, e.g. ^emit|node_modules):", term ? term.source : "");
+    var t = window.prompt("Search (regular expression, e.g. ^emit|node_modules, or /re/i):",
+                          term ? term.source : "");
     if (t !== null && t !== "") search(t);
   }
 

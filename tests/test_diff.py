@@ -94,3 +94,113 @@ def test_empty_side_is_a_clear_error():
     empty = p.focus("^nothing-matches$")
     with pytest.raises(NodeflameError, match="empty profile"):
         nf.diff(p, empty)
+
+
+# ------------------------------------------------------- sampled (noisy) profiles
+
+APP = "/srv/app.js"
+# stacks of a small server and their true shares of CPU time
+STACKS = {
+    ("main", "handle", "parse"): 0.20, ("main", "handle", "render"): 0.15, ("main", "handle", "auth"): 0.10,
+    ("main", "handle", "db", "query"): 0.15, ("main", "gc"): 0.05, ("main", "idle"): 0.25,
+    ("main", "log"): 0.05, ("main", "handle", "escape"): 0.05,
+}
+LINES = {"main": 1, "handle": 10, "parse": 20, "render": 30, "auth": 40, "db": 50, "query": 60, "gc": 0,
+         "idle": 0, "log": 70, "escape": 80}
+
+
+def sampled(n, slower=None, factor=1.0, seed=0):
+    """n samples drawn from STACKS, with the stacks whose leaf is in ``slower`` made ``factor`` x slower."""
+    from nodeflame.frames.build import FrameTable, build_profile
+    rng = np.random.default_rng(seed)
+    keys = list(STACKS)
+    w = np.array([STACKS[k] * (factor if k[-1] in (slower or ()) else 1.0) for k in keys])
+    counts = rng.multinomial(n, w / w.sum())
+    ft = FrameTable()
+    offsets, flat, weights = [0], [], []
+    for k, c in zip(keys, counts):
+        if c:
+            flat += [ft.add(f, APP if LINES[f] else "", LINES[f]) for f in k]
+            offsets.append(len(flat))
+            weights.append(int(c))
+    return build_profile(ft, np.asarray(offsets), np.asarray(flat), weights=np.asarray(weights)).validate()
+
+
+def test_known_slower_functions_lead_the_table_of_sampled_profiles():
+    before = sampled(5000, seed=1)
+    after = sampled(5000, slower={"render", "query"}, factor=2.5, seed=2)
+    t = nf.diff(before, after).table()
+    # the two slowed leaves and the callers that contain them lead; they are beyond noise
+    assert set(t["name"].head(4)) >= {"render", "query"}
+    by = t.set_index("name")
+    for f in ("render", "query"):
+        assert by.loc[f, "self_delta_pp"] > 5 and by.loc[f, "significant"] and by.loc[f, "status"] == "changed"
+        assert by.loc[f, "self_ratio"] > 1.5
+        assert by.loc[f, "self_low_pp"] > 0
+    # the others did not get slower: their shares fell (normalised by totals), none grew beyond noise
+    others = by.drop(index=["render", "query", "db", "handle", "main"])
+    assert (others["self_delta_pp"] < 1.0).all()
+    # sorted by impact
+    impact = np.maximum(t["self_delta_pp"].abs(), t["total_delta_pp"].abs()).to_numpy()
+    assert (np.diff(impact) <= 1e-12).all()
+
+
+def test_two_samples_of_the_same_program_are_mostly_noise():
+    flagged = 0
+    rows = 0
+    for seed in range(10):
+        t = nf.diff(sampled(2000, seed=100 + seed), sampled(2000, seed=200 + seed)).table()
+        flagged += int(t["significant"].sum())
+        rows += len(t)
+        # every interval holds its own estimate
+        assert ((t["self_low_pp"] <= t["self_delta_pp"]) & (t["self_delta_pp"] <= t["self_high_pp"])).all()
+    # two 95 % tests per row (self and total): expect a few percent flagged, never most
+    assert flagged / rows < 0.15, (flagged, rows)
+
+
+def test_sampled_profile_diffed_with_itself_is_zero_and_not_significant():
+    p = sampled(3000, seed=5)
+    t = nf.diff(p, p).table()
+    assert len(t) == len(p.funcs)
+    assert (t["self_delta_pp"] == 0).all() and (t["total_delta_pp"] == 0).all()
+    assert (t["self_ratio"] == 1).all() and not t["significant"].any()
+    assert (t["self_low_pp"] < 0).all() and (t["self_high_pp"] > 0).all()   # an honest, non-zero width
+
+
+def test_table_columns_and_head():
+    d = nf.diff(prof(BASE), prof(dict(BASE, **{"main;server;handle;render": 600})))
+    cols = set(d.table().columns)
+    assert {"name", "file", "line", "kind", "self_before_pct", "self_after_pct", "total_before_pct",
+            "total_after_pct", "self_delta_pp", "total_delta_pp", "self_ratio", "total_ratio",
+            "self_low_pp", "self_high_pp", "total_low_pp", "total_high_pp", "significant", "status"} <= cols
+    assert len(d.table(3)) == 3
+    assert "changed beyond noise" in repr(d)
+
+
+def test_diff_svg_is_red_blue_grey(tmp_path):
+    import re
+    from nodeflame.frames.formats import WRITERS
+    if "svg" not in WRITERS:
+        pytest.skip("the SVG writer (nodeflame/writers/svg.py) is not available")
+    before = sampled(5000, seed=1)
+    after = sampled(5000, slower={"render"}, factor=3, seed=2)
+    out = tmp_path / "d.svg"
+    nf.diff(before, after).write(out)
+    svg = out.read_text()
+    fills = {}
+    for name, fill in re.findall(r"<title>(\S+)[^<]*</title><rect [^>]*fill=\"(#[0-9a-f]{6})\"", svg):
+        fills.setdefault(name, fill)
+    r, g, b = (int(fills["render"][i:i + 2], 16) for i in (1, 3, 5))
+    assert r > 200 and g < 200 and b < 200                    # grew: red
+    r, g, b = (int(fills["idle"][i:i + 2], 16) for i in (1, 3, 5))
+    assert b > 200 and r < 200                                # its share shrank beyond noise: blue
+    # within noise: grey (escape's share moved by chance only)
+    d = nf.diff(sampled(2000, seed=7), sampled(2000, seed=8))
+    d.write(tmp_path / "noise.svg")
+    t = d.table().set_index("name")
+    same = [n for n in t.index if not t.loc[n, "significant"] and n in ("parse", "auth", "escape", "log")]
+    assert same, "no function stayed within noise"
+    noisy = open(tmp_path / "noise.svg").read()
+    for n in same:
+        fill = re.search(rf"<title>{n} [^<]*</title><rect [^>]*fill=\"(#[0-9a-f]{{6}})\"", noisy).group(1)
+        assert fill[1:3] == fill[3:5] == fill[5:7], (n, fill)   # grey

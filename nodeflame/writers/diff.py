@@ -31,13 +31,22 @@ def write_diff_folded(d, out, *, normalize: bool = False, **options):
     out.write(("\n".join(lines) + "\n").encode("utf-8"))
 
 
-def write_diff_svg(d, out, **options):
+def write_diff_svg(d, out, *, noise: bool = False, **options):
+    """The after profile's flame graph coloured by the change of each function's self share:
+    red grew, blue shrank, grey unchanged.  Changes within sampling noise (the diff's 95 %
+    test) are drawn grey too unless ``noise=True`` (then every change is tinted, as
+    difffolded.pl + flamegraph.pl do)."""
     svg = WRITERS.get("svg")
     if svg is None:
         from ..frames.errors import NodeflameError
         raise NodeflameError("the SVG writer is not available")
+    deltas = d.deltas()
+    if not noise:
+        deltas = np.where(d.significant(), deltas, 0.0)
     options.setdefault("title", "Differential flame graph (red grew, blue shrank)")
-    svg.write(d.after, out, deltas=d.deltas(), **options)
+    options.setdefault("subtitle", f"{d.before.total:,} -> {d.after.total:,} samples; change of self share in "
+                                   "points" + ("" if noise else ", grey within sampling noise (95 %)"))
+    svg.write(d.after, out, deltas=deltas, **options)
 
 
 register_diff_writer("folded", write_diff_folded, (".folded", ".collapsed"))

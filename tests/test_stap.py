@@ -807,6 +807,8 @@ class MiniStap:
                 return 0
         if name == "u_register":
             return _s64(getattr(c["regs"], v[0]))
+        if name == "user_mode":
+            return c.get("user_mode", 1)       # a ptrace stop is at the user/kernel boundary: user regs
         if name == "uaddr":
             return _s64(c["regs"].rip)
         if name in ("pid", "target"):
@@ -858,7 +860,7 @@ def workload():
         p.wait()
 
 
-def _sample_with_script(pid, script, n, *, maxaction):
+def _sample_with_script(pid, script, n, *, maxaction, user_mode=1):
     """Run the script's sampling probe on ``n`` ptrace stops of the main thread, then its end probe."""
     from nodeflame.capture.walker import ptrace
     interp = MiniStap(script, maxaction)
@@ -879,7 +881,8 @@ def _sample_with_script(pid, script, n, *, maxaction):
                 ptrace.interrupt(pid)
             regs = ptrace.getregs(pid, ptrace.Regs())
             try:
-                actions.append(interp.run("perf", {"mem": mem, "regs": regs, "pid": pid, "tid": pid}))
+                actions.append(interp.run("perf", {"mem": mem, "regs": regs, "pid": pid, "tid": pid,
+                                                   "user_mode": user_mode}))
             finally:
                 ptrace.cont(pid, 0)
             time.sleep(0.013)
@@ -952,3 +955,19 @@ def test_script_logic_deep_recursion(workload):
     for s in deep:
         assert s[-3] == "[truncated]" and len(s) - 3 == st.MAX_DEPTH, s[-5:]
     assert max(actions) < st.stap_defines()["MAXACTION"]
+
+
+def test_script_logic_kernel_mode_sample(workload):
+    """A tick that lands in the kernel: no user frame pointer without guru mode, so the stack is
+    '[kernel]' over the user pc (never a walk from kernel registers)."""
+    from walker_helpers import need_ptrace
+    need_ptrace()
+    p = workload("20")
+    time.sleep(0.2)
+    text, _ = _sample_with_script(p.pid, st.generate_script(p.pid), 3, maxaction=st.stap_defines()["MAXACTION"],
+                                  user_mode=0)
+    blocks = [[ln for ln in b.split("\n") if ln and not ln.startswith("#")] for b in text.split("\n\n")]
+    blocks = [b for b in blocks if b]
+    assert blocks and sum(int(b[-1]) for b in blocks) == 3
+    for b in blocks:
+        assert len(b) == 4 and b[0] == "[kernel]" and re.fullmatch(r"0x[0-9a-f]+", b[1]), b

@@ -386,8 +386,14 @@ probe @PROBE_POINT {
   nsamples <<< 1
   decodes = 0
   pc = uaddr()
-  fp = u_register("rbp")
   key = ""
+  if (user_mode()) fp = u_register("rbp")
+  else {
+    # in the kernel (a syscall, a fault): u_register() would give kernel registers and the user
+    # frame pointer is not reachable without guru mode, so keep the user pc under a [kernel] leaf
+    fp = 0
+    key = "k;"
+  }
   depth = 0
   while (depth < @MAX_DEPTH) {
     id = 0
@@ -421,6 +427,7 @@ probe end {
     tok = tokenize(k, ";")
     while (tok != "") {
       if (tok == "t") printf("[truncated]\n")
+      else if (tok == "k") printf("[kernel]\n")
       else {
         id = strtol(tok, 16)
         if (id in labels) printf("%s\n", labels[id])
@@ -754,6 +761,9 @@ class StapSession(Session):
                 pass
         names = {t: n for t, n in procutil.threads(self.target.pid).items()}
         names = {t: ("main" if t == self.target.pid else f"{n} {t}") for t, n in names.items()}
+        if not _split_threads(text)[0]:
+            raise CaptureError(f"stap took no samples of process {self.target.pid}: it did not run on a CPU "
+                               "during the capture (the probe samples CPU time, like perf)")
         prof = parse_output(text, pid=self.target.pid, aspace=self.aspace, thread_names=names,
                             source=f"<stap pid {self.target.pid}>")
         hz = self.opts.hz or self.backend.default_hz

@@ -971,3 +971,34 @@ def test_script_logic_kernel_mode_sample(workload):
     assert blocks and sum(int(b[-1]) for b in blocks) == 3
     for b in blocks:
         assert len(b) == 4 and b[0] == "[kernel]" and re.fullmatch(r"0x[0-9a-f]+", b[1]), b
+
+
+def test_session_cleanup_and_empty_capture(live_node, tmp_path):
+    """close() ends a still-running stap (SIGINT, then SIGTERM) and deletes the temp dir; a
+    capture with no samples is a CaptureError that says why."""
+    from nodeflame.capture import procutil
+    from nodeflame.capture.base import CaptureError, CaptureOptions
+    from nodeflame.capture.walker.symbols import AddressSpace
+    p = live_node("20")
+    lay = load_layout(os.path.realpath(f"/proc/{p.pid}/exe"))
+
+    def session(proc, out_text):
+        d = tmp_path / f"s{proc.pid}"
+        d.mkdir()
+        (d / "out.raw").write_text(out_text)
+        (d / "stap.err").write_text("")
+        return st.StapSession(st.BACKEND, procutil.describe(p.pid), CaptureOptions(), proc, str(d),
+                              str(d / "out.raw"), str(d / "stap.err"), str(d / "x.stp"), lay, AddressSpace(p.pid)), d
+    fake = subprocess.Popen(["sleep", "60"])          # stands in for a stap that is still running
+    sess, d = session(fake, "")
+    t0 = time.monotonic()
+    sess.close()
+    assert fake.poll() is not None and not d.exists() and time.monotonic() - t0 < 5
+    sess.close()                                      # idempotent
+    done = subprocess.Popen(["true"])
+    done.wait()
+    sess, d = session(done, "# nodeflame-stap samples 0 ids 0\n")
+    with pytest.raises(CaptureError, match="took no samples"):
+        sess.stop()
+    sess.close()
+    assert not d.exists()

@@ -166,6 +166,34 @@ def test_options_title_width_inverted_subtitle():
     assert [f[0] for f in flame] == [f[0] for f in icicle]
 
 
+def test_reverse_draws_the_bottom_up_tree():
+    p = recursive_profile()
+    fr = frames_of(render(p, reverse=True, minwidth=0))
+    bottom = max(f[2] for f in fr[1:])
+    roots = {label_of(f[0]): f[0] for f in fr if f[2] == bottom}
+    # the first level above "all" is where samples ended: foo (10 + 5 + 3), baz (5), quux (7)
+    assert set(roots) == {"foo", "baz", "quux"}
+    assert roots["foo"] == "foo (18 samples, 60.00%)"
+
+
+def test_every_corpus_profile_renders_well_formed(corpus):
+    import warnings
+    n = 0
+    for f in sorted(corpus.rglob("*")):
+        if not f.is_file() or "invalid" in f.parts or f.suffix == ".md":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                p = nf.read(f)
+            except nf.NodeflameError:
+                continue  # readers are tested elsewhere
+        fr = frames_of(render(p))
+        assert fr[0][0].startswith(f"all ({p.total:,} "), f
+        n += 1
+    assert n >= 10
+
+
 def test_minwidth_merges_narrow_frames_into_other():
     paths = [(["main", "hot"], 100000)] + [(["main", f"tiny{i:03d}", "leaf"], 1) for i in range(300)]
     p = build(paths)
@@ -214,7 +242,7 @@ def test_deltas_colour_red_grew_blue_shrank_grey_same():
     after = folded("main;a 200\nmain;b 50\nmain;c 100\n")
     d = nf.diff(before, after)
     buf = io.BytesIO()
-    d.write(buf, format="svg")
+    d.write(buf, format="svg", noise=True)  # every change tinted, also those within sampling noise
     fr = frames_of(buf.getvalue())
     fill = {label_of(t): f for t, x, y, w, f, _ in fr}
     tips = {label_of(t): t for t, *_ in fr}

@@ -42,6 +42,7 @@ flags through ``NODE_OPTIONS`` instead.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
@@ -67,8 +68,8 @@ SCRIPT_TIMEOUT = 300.0  # s for perf script
 WORKER_FUNCS = re.compile(r"^node::worker::Worker::Run\b")
 WORKER_COMMS = ("WorkerThread",)
 SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,dso"
-# /bin/sh gate for spawn(): wait for 'go' on fd 3, then become the command (same pid)
-GATE = 'IFS= read -r go <&3 && [ "$go" = go ] || exit 125; exec 3<&-; exec "$@"'
+# /bin/sh gate for spawn(): wait for 'go' on the fifo $1, then become the command (same pid)
+GATE = 'IFS= read -r go < "$1" && [ "$go" = go ] || exit 125; shift; exec "$@"'
 
 _CAP_SYS_ADMIN, _CAP_SYS_PTRACE, _CAP_PERFMON = 21, 19, 38
 
@@ -254,23 +255,15 @@ class PerfBackend(Backend):
             env["NODE_OPTIONS"] = " ".join(x for x in (env.get("NODE_OPTIONS", ""),) + NODE_FLAGS if x)
             popen_kwargs["env"] = env
             full = argv
-        r, w = os.pipe()
-        kw = dict(popen_kwargs)
-        kw["pass_fds"] = tuple(kw.get("pass_fds") or ()) + (r,)
+        session = PerfSession(self, Target(pid=0), opts, path)
+        fifo = os.path.join(session.tmpdir, "gate")
+        proc = None
         try:
-            proc = subprocess.Popen(["/bin/sh", "-c", GATE, "nodeflame-perf", *full], **kw)
-        except BaseException:
-            os.close(r)
-            os.close(w)
-            raise
-        os.close(r)
-        session = None
-        try:
-            session = PerfSession(self, Target(pid=proc.pid, proc=proc), opts, path)
+            os.mkfifo(fifo, 0o600)
+            proc = subprocess.Popen(["/bin/sh", "-c", GATE, "nodeflame-perf", fifo, *full], **popen_kwargs)
+            session.target = Target(pid=proc.pid, proc=proc)
             session.launch(proc.pid, spawned=True)
-            os.write(w, b"go\n")
-            os.close(w)
-            w = -1
+            _open_gate(fifo, proc)
             if _looks_like_node(argv[0]):
                 procutil.wait_until_node(proc.pid, timeout=10.0, proc=proc)
             else:
@@ -280,12 +273,31 @@ class PerfBackend(Backend):
             session.target = target
             return proc, session
         except BaseException:
-            if w >= 0:
-                os.close(w)
-            if session is not None:
-                session.close()
-            procutil.terminate(proc)
+            session.close()
+            if proc is not None:
+                procutil.terminate(proc)
             raise
+
+
+def _open_gate(fifo: str, proc, timeout: float = 10.0):
+    """Tell the gate to exec the command: write 'go' into its fifo once it reads it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as e:  # ENXIO: the gate has not opened it yet
+            if e.errno != errno.ENXIO:
+                raise CaptureError(f"cannot start the command: {e}") from None
+        if proc.poll() is not None:
+            raise TargetError(f"the command exited with status {proc.returncode} before it could be profiled")
+        if time.monotonic() > deadline:
+            raise CaptureError(f"the command did not start within {timeout:g} s")
+        time.sleep(0.005)
+    try:
+        os.write(fd, b"go\n")
+    finally:
+        os.close(fd)
 
 
 def _wait_exec(proc, timeout: float = 10.0):

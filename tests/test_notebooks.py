@@ -63,3 +63,67 @@ def test_notebook_executes(path, tmp_path):
     assert not left, f"the notebook left demo processes running: {left}"
     # executed outputs are written to tmp only, never back over the committed notebook
     nbformat.write(nb, str(tmp_path / os.path.basename(path)))
+
+
+def _capture_like_profile():
+    """A small timed profile with capture metadata, as nf.capture returns one."""
+    import numpy as np
+    from nodeflame.frames.build import FrameTable, build_profile
+    ft = FrameTable()
+    a, b, c = ft.add("main", "/srv/app.js", 1), ft.add("handle", "/srv/app.js", 10), ft.add("(garbage collector)")
+    paths = [[a, b]] * 60 + [[a, c]] * 20 + [[a]] * 20
+    offsets = np.cumsum([0] + [len(x) for x in paths])
+    meta = {"timed": True, "backend": "inspector", "pid": 4242, "command": "node /srv/app.js | tee log",
+            "node_version": "v22.1.0", "start_time": 1764590000.0, "duration_ns": 100_000_000,
+            "period_ns": 1_000_000, "warnings": ["1 sample lost"]}
+    return build_profile(ft, offsets, np.concatenate(paths), times=np.arange(100) * 1_000_000 + 7,
+                         meta=meta).validate()
+
+
+def test_profile_write_ipynb_saves_the_profile_beside_a_notebook(tmp_path):
+    import nodeflame as nf
+    p = _capture_like_profile()
+    out = tmp_path / "inv" / "case.ipynb"
+    out.parent.mkdir()
+    p.write(out)
+    saved = tmp_path / "inv" / "case.nfprof"
+    assert saved.exists() and not (tmp_path / "inv" / "case.ipynb.tmp").exists()
+    again = nf.read(saved)
+    assert again.total == 100 and again.meta["pid"] == 4242
+    nb = nbformat.read(str(out), as_version=4)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    for fact in ("inspector", "4242", "node /srv/app.js \\| tee log", "v22.1.0", "2025-12-01", "0.10 s",
+                 "100 samples", "1 sample lost"):
+        assert fact in first.source, fact
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "nf.read('case.nfprof')" in code and "p.flame()" in code and "p.top(" in code and "timeline(p)" in code
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    assert nb.metadata["nodeflame"]["meta"]["backend"] == "inspector"
+
+
+@pytest.mark.slow
+def test_written_notebook_runs_and_opens_the_explorer(tmp_path):
+    p = _capture_like_profile()
+    p.write(tmp_path / "x.ipynb")
+    nb = nbformat.read(str(tmp_path / "x.ipynb"), as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    kinds = [set(o.get("data", {})) for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("application/vnd.jupyter.widget-view+json" in k and "text/plain" in k for k in kinds)
+    assert any("application/vnd.plotly.v1+json" in k for k in kinds)           # the timeline
+    tables = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if "text/plain" in o.get("data", {})]
+    assert any("handle" in t for t in tables)
+
+
+def test_writing_a_notebook_to_an_anonymous_stream_needs_profile_path(tmp_path):
+    import io
+    from nodeflame.frames.errors import NodeflameError
+    p = _capture_like_profile()
+    with pytest.raises(NodeflameError, match="profile_path"):
+        p.write(io.BytesIO(), format="ipynb")
+    buf = io.BytesIO()
+    p.write(buf, format="ipynb", profile_path=tmp_path / "p.nfprof")
+    assert (tmp_path / "p.nfprof").exists() and b"p.nfprof" in buf.getvalue()

@@ -123,7 +123,7 @@ def sniff(data: bytes, source: str = "<input>") -> str:
     _ensure_readers()
     head = data[:65536]
     text_head = None
-    if not head.startswith(b"\x1f\x8b"):
+    if not head.startswith((b"\x1f\x8b", b"PK\x03\x04")):  # gzip and zip (.nfprof) are never text
         try:
             text_head = decode_text(head if not head.startswith((b"\xff\xfe", b"\xfe\xff")) else data[:65536 - (65536 % 2)], source)
         except FormatError:

@@ -493,7 +493,9 @@ def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int |
         f"# nodeflame stap script (format {SCRIPT_FORMAT}): V8 stack sampler, generated from the binary's v8dbg_* symbols",
         f"# node {lay.node_version or '?'}  V8 {lay.v8_version}  build id {lay.build_id}",
         f"# binary {lay.path}" + (f"  (target pid {pid})" if pid is not None else ""),
-        f"# V8 layout facts: {lay.facts.get('verified', '?')}",
+        f"# V8 facts not in v8dbg (ScopeInfo layout, ...) for V8 {lay.v8_major_minor}: "
+        + (f"verified on {lay.facts['verified']}" if lay.facts.get("verified", "TODO") != "TODO"
+           else "not yet marked verified in nodeflame's v8layout table"),
         f"# run as root (or stapdev): stap -x PID {dflags} -s 32 THIS.stp",
         "# output: raw stacks (leaf first, '[thread TID]' as the root line, then the count, then a blank line);",
         "#   JS frames as 'JS:name script', other frames as 0x<pc> (nodeflame symbolises them from /proc/PID/maps)",

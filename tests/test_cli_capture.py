@@ -170,7 +170,42 @@ def test_torch_form_as_subprocess(healthy):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Total samples: ") and "functionA" in r.stdout, r.stdout
     assert "Traceback" not in r.stderr
-    _summary(r.stderr)
+    assert r.stderr.splitlines() == [_summary(r.stderr)]  # no progress bar when stderr is not a terminal
+
+
+def test_progress_bar_on_a_terminal(healthy):
+    """A 2 s capture shows a tqdm bar on a terminal's stderr; stdout keeps only the data."""
+    import threading
+    import fcntl
+    import struct
+    import termios
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    got = []
+
+    def drain():
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:
+                return
+            if not b:
+                return
+            got.append(b)
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "nodeflame.cli", str(healthy.pid), "text", "2", "--backend", "inspector"],
+                           stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60, cwd=ROOT)
+    finally:
+        os.close(slave)
+        t.join(5)
+        os.close(master)
+    err = b"".join(got).decode(errors="replace")
+    assert r.returncode == 0, err
+    assert r.stdout.startswith("Total samples: ") and "nodeflame" not in r.stdout
+    assert "nodeflame inspector pid" in err and "/2.0 s" in err, err   # the bar
+    assert "inspector backend, " in err                                # and the summary
 
 
 # ------------------------------------------------------------------ record

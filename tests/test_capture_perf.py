@@ -392,3 +392,69 @@ def test_not_permitted_names_perf_event_paranoid(monkeypatch, tmp_path):
     assert not P.kernel_allowed()   # 2: user space only, the session then records cpu-clock:u
     f.write_text("1\n")
     assert P.kernel_allowed()
+
+
+# ------------------------------------------------------------------ thread names and perf's messages (no perf run)
+
+def _sample(comm, pid, tid, t, frames):
+    lines = [f"{comm} {pid}/{tid} {t:.9f}:    1001001 cpu-clock: "]
+    lines += [f"\t{i + 1:x} {f} (/usr/bin/node)" for i, f in enumerate(frames)]
+    return "\n".join(lines) + "\n\n"
+
+
+def test_thread_names_from_perf_script_text():
+    """main = the pid; node workers (Worker::Run on a stack, or node 24's WorkerThread comm) numbered in tid
+    order; other threads keep their comm; a forked child is named by its pid; threads='main' keeps the pid."""
+    from nodeflame.capture import perf as P
+    from nodeflame.capture.base import CaptureOptions, Target
+    loop = ["uv_run", "node::Start", "__libc_start_main"]
+    text = (_sample("node", 100, 100, 1.0, ["JS:*f /a.js:1:1"] + loop)
+            + _sample("node", 100, 107, 1.1, ["JS:*w /w.js:1:1", "uv_run", "node::worker::Worker::Run", "start_thread"])
+            + _sample("node", 100, 103, 1.2, ["epoll_wait", "uv_run", "node::worker::Worker::Run", "start_thread"])
+            + _sample("WorkerThread", 100, 109, 1.3, ["__schedule"])
+            + _sample("node", 100, 101, 1.4, ["uv__work_done", "worker", "start_thread"])
+            + _sample("V8Worker", 100, 102, 1.5, ["v8::internal::ScavengerCollector::JobTask::Run", "start_thread"])
+            + _sample("sh", 120, 120, 1.6, ["execve"])).encode()
+    for threads, want in (("all", {100: "main", 103: "worker 1", 107: "worker 2", 109: "worker 3", 101: "node",
+                                   102: "V8Worker", 120: "sh (pid 120)"}),
+                          ("main", {100: "main"})):
+        s = P.PerfSession(P.BACKEND, Target(pid=100), CaptureOptions(threads=threads), "perf")
+        try:
+            p = s._read(text)
+        finally:
+            s.close()
+        assert not os.path.exists(s.tmpdir)
+        p.validate()
+        got = dict(zip(p.samples["tid"].tolist(), p.samples["thread"].astype(str)))
+        assert got == want
+        assert (p.samples["weight"] == 1).all() and p.meta["period_ns"] == 1001001
+        assert p.meta["thread_tids"]["main"] == [100]
+
+
+def test_lost_events_from_perf_messages():
+    from nodeflame.capture.perf import _lost
+    assert _lost("[ perf record: Captured and wrote 0.6 MB perf.data (3416 samples) ]") == {}
+    msg = ("Warning:\nProcessed 51234 events and lost 7 chunks!\n\nCheck IO/CPU overload!\n\n"
+           "Warning:\nProcessed 4000 samples and lost 2.50%  samples!\n")
+    assert _lost(msg) == {"perf_lost_chunks": 7, "perf_lost_samples_percent": 2.5}
+
+
+def test_capture_leaves_no_temporary_files(hot):
+    import glob
+    import tempfile
+    pattern = os.path.join(tempfile.gettempdir(), "nodeflame-perf-*")
+    before = set(glob.glob(pattern))
+    h = hot("--no-worker")
+    p = nf.capture(h.pid, 0.5, backend="perf")
+    assert len(p.samples)
+    assert set(glob.glob(pattern)) - before == set()
+    assert_healthy(h.pid)
+
+
+def test_run_of_a_command_that_is_not_node_gets_the_flags_through_node_options(perf_ok):
+    cmd = ["/bin/sh", "-c", f'exec "{NODE}" {" ".join(NO_INLINE)} "{HOT}" --no-worker']
+    p = nf.run(cmd, 1.5, backend="perf", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    p.validate()
+    f = p.funcs.set_index("name")
+    assert "functionA" in f.index and f.loc["functionA", "file"] == str(HOT)  # the perf map was written
+    assert perf_processes(p.meta["pid"]) == []

@@ -472,6 +472,13 @@ class PerfSession(Session):
             line = self._stderr_line()
             if not procutil.exists(pid):
                 raise TargetError(f"process {pid} exited before perf could attach")
+            err = self._stderr()
+            if re.search(r"perf_event_paranoid|ermission|not permitted|EACCES|EPERM", err):
+                level = paranoid()
+                raise CaptureError(f"perf record is not permitted to sample process {pid} ({line}): "
+                                   f"{PARANOID} is {level if level is not None else '?'}; set it to 2 or lower "
+                                   "(sudo sysctl kernel.perf_event_paranoid=2), or run as root; in a container, "
+                                   "perf_event_open must also be allowed by its seccomp profile")
             raise CaptureError(f"perf record exited (status {rc}) before sampling: {line or 'no message'}")
 
     # ------------------------------------------------------------- while waiting

@@ -902,8 +902,22 @@ def _sample_with_script(pid, script, n, *, maxaction, user_mode=1):
     return interp.output(), actions
 
 
-WORKLOAD_NAMES = {"plainHot", "buildMatrix", "Matrix", "multiplyTask", "multiply", "arrowHot", "handlers.onTick",
-                  "função", "計算する", "libWork", "round"}
+def _workload_names():
+    """Names V8 gives the workload's functions, read from its source (declarations, classes and
+    their methods, arrows bound to a const, functions assigned to obj.prop)."""
+    from walker_helpers import HERE
+    names = set()
+    for f in ("walker_main.js", "walker_lib.js"):
+        src = (HERE / "workloads" / f).read_text(encoding="utf-8")
+        names |= set(re.findall(r"function\s+([^\s(]+)\s*\(", src))
+        names |= set(re.findall(r"class\s+(\w+)", src))
+        names |= set(re.findall(r"^\s+(\w+)\s*\([^)]*\)\s*\{", src, re.M)) - {"if", "for", "while", "constructor"}
+        names |= set(re.findall(r"const\s+(\w+)\s*=\s*\([^)]*\)\s*=>", src))
+        names |= set(re.findall(r"(\w+\.\w+)\s*=\s*function\s*\(", src))
+    return names - {"constructor"}       # V8 names a class constructor after its class
+
+
+WORKLOAD_NAMES = _workload_names()
 
 
 @pytest.mark.parametrize("major", MAJORS)

@@ -587,7 +587,8 @@ def symbolize_output(text: str, aspace=None) -> str:
         if isinstance(x, tuple):
             mod, name = x
             if name in dem:
-                name = clean_native(dem[name])
+                # '(anonymous namespace)' would be cut by the raw reader's C++-argument rule
+                name = clean_native(dem[name]).replace("(anonymous namespace)", "{anonymous}")
             res.append(f"{mod}`{name}" if mod else name)
         else:
             res.append(x)

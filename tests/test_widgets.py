@@ -392,3 +392,69 @@ def test_aggregated_drawing_of_long_timed_profiles_is_exact(prof):
     agg.set_slice_ms(250, 750)
     assert agg.transforms == exact.transforms
     assert agg.profile.text() == exact.profile.text() == prof.apply(exact.transforms).text()
+
+
+@pytest.mark.browser
+def test_live_figure_widget_front_end_draws_and_a_click_comes_back(prof, tmp_path):
+    """plotly's own FigureWidget front-end (its anywidget module) renders the explorer's widget
+    state in Chromium, and a real click on a frame, fed back to the kernel side, focuses on it."""
+    import http.server
+    import json
+    import threading
+    browser = pytest.importorskip("browser", reason="tests/browser.py (the headless-Chromium harness) is missing")
+    if browser.chromium_path() is None:
+        pytest.skip("chromium is not installed (/usr/bin/chromium)")
+    from ipywidgets.widgets.widget import _remove_buffers
+    e = ex(prof, timeline=False)
+    state, paths, _bufs = _remove_buffers(e.widget.get_state())
+    assert not paths and len(state["_widget_data"]) == 1       # the figure travels in the comm_open state
+    esm = state.pop("_esm")
+    (tmp_path / "widget.js").write_text(esm)
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    (tmp_path / "index.html").write_text("""<!DOCTYPE html><html><body><div id="out" style="width:1000px"></div>
+<script type="module">
+const state = await (await fetch("state.json")).json();
+const handlers = {};
+window.__saved = [];
+const model = {
+  get: (k) => state[k], set: (k, v) => { state[k] = v; }, off: () => {}, send: () => {},
+  on: (ev, cb) => { (handlers[ev] = handlers[ev] || []).push(cb); },
+  save_changes: () => { if (state._js2py_pointsCallback) window.__saved.push(state._js2py_pointsCallback); },
+  widget_manager: {},
+};
+const mod = await import("./widget.js");
+const widget = typeof mod.default === "function" ? await mod.default() : mod.default;
+if (widget.initialize) await widget.initialize({ model });
+await widget.render({ model, el: document.getElementById("out") });
+window.__ready = true;
+</script></body></html>""")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path), **k)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        with browser.Browser(width=1100, height=800) as b:
+            b.open(f"http://127.0.0.1:{srv.server_address[1]}/index.html")
+            b.wait_for("window.__ready === true", timeout=30)
+            n = b.wait_for("document.querySelectorAll('g.slice path').length", timeout=20)
+            assert n == len(e.layout_table) + 1
+            box = b.eval("""(() => { const t = Array.from(document.querySelectorAll('g.slice'))
+                .find(g => (g.textContent || '').trim() === 'render');
+                const r = t.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()""")
+            b.click(*box)
+            pts = b.wait_for("window.__saved.find(p => p.event_type === 'plotly_click')", timeout=10)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert pts["points"]["trace_indexes"] == [0]
+    i = pts["points"]["point_indexes"][0]
+    assert e.widget.data[0].labels[i] == "render"
+    e.widget._js2py_pointsCallback = pts          # what the comm delivers to the kernel
+    assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"] and e.profile.total == 200

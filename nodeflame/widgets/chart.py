@@ -53,8 +53,9 @@ class Chart:
         self.sent_figures = 0     # how many whole-figure updates went out (for tests and the benchmark)
         self.sent_restyles = 0
         self._last_select = None
-        self.widget = go.FigureWidget()
-        self._listeners = []
+        # created by the first set_flame with the whole figure in its initial state, so that the
+        # widget's comm_open (and any saved widget state) carries it, not a trail of messages
+        self.widget = None
 
     # ------------------------------------------------------------- events
     def on_event(self, fn) -> None:
@@ -125,11 +126,10 @@ class Chart:
         """Replace the icicle (trace 0) and the figure's layout."""
         w = self.widget
         tr = self._icicle(trace)
-        if not w.data:
+        if w is None:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []
-            w.add_traces([go.Icicle(**tr)] + bars)
-            w.layout.update(self._layout(layout))
+            self.widget = go.FigureWidget(data=[go.Icicle(**tr)] + bars, layout=self._layout(layout))
             self._connect()
         else:
             # the trace was validated when it was added and keeps the same keys: plotly_restyle
@@ -141,13 +141,13 @@ class Chart:
 
     def restyle(self, updates: dict) -> None:
         """Small changes of the icicle (colours after a search, orientation)."""
-        if self.widget.data:
+        if self.widget is not None and self.widget.data:
             self.widget.plotly_restyle({k: [v] for k, v in updates.items()}, trace_indexes=[0])
         self.sent_restyles += 1
 
     def set_timeline(self, bars: list[dict], shapes: list[dict]) -> None:
         """Replace the timeline's bars (one dict per kind present) and its selection shape."""
-        if not self.timeline or not self.widget.data:
+        if not self.timeline or self.widget is None or not self.widget.data:
             return
         by_kind = {b["name"]: b for b in bars}
         traces = self.widget.data[1:]

@@ -88,8 +88,8 @@ class Explorer(W.VBox):
         self._t0 = int(profile.samples["time_ns"].min()) if profile.meta.get("timed") and len(profile.samples) else 0
         self._t1 = int(profile.samples["time_ns"].max()) if profile.meta.get("timed") and len(profile.samples) else 0
         self._build_controls(timeline)
+        self.refresh()   # the chart's FigureWidget is born holding the first figure
         super().__init__(children=self._children(), layout=W.Layout(width="100%"))
-        self.refresh()
 
     # ---------------------------------------------------------------- model
     @staticmethod

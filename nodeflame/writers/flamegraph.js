@@ -219,7 +219,7 @@
     }
   });
   window.addEventListener("keydown", function (e) {
-    if ((e.ctrlKey || e.metaKey) && (e.key === "f" || e.key === "F" || e.keyCode === 70)) {
+    if (e.key === "F3" || ((e.ctrlKey || e.metaKey) && (e.key === "f" || e.key === "F" || e.keyCode === 70))) {
       e.preventDefault();
       searchPrompt();
     } else if (e.key === "Escape") {

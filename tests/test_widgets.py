@@ -80,7 +80,7 @@ def labels_of(e):
 def test_icicle_trace_is_the_profile(prof):
     e = ex(prof)
     tr = e.widget.data[0]
-    assert tr.type == "icicle" and tr.branchvalues == "total"
+    assert tr.type == "icicle" and tr.branchvalues == "total" and tr.level == "r"
     assert tr.tiling.flip == "y" and tr.pathbar.side == "bottom"          # flame: root at the bottom
     lay = e.layout_table
     assert len(tr.ids) == len(lay) + 1 == len(tr.parents) == len(tr.values) == len(tr.marker.colors)

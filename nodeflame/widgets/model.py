@@ -186,6 +186,9 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
         "hovertemplate": ("<b>%{label}</b><br>%{text}<br>self %{customdata}<br>"
                           "total %{value:,} (%{percentRoot:.2%})<extra></extra>"),
         "maxdepth": -1,
+        # every redraw starts from the root: node ids are layout rows, so a zoom level kept from
+        # plotly's own click-to-zoom would point at some other frame after a transform
+        "level": "r",
     }
 
 

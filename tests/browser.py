@@ -16,7 +16,9 @@ profile; the port is read from the profile's ``DevToolsActivePort`` file and one
 websocket (websocket-client) talks to the browser, attached to one page in
 flat session mode.  The browser and every process it started (it runs in its
 own process group) are killed on every path: ``close()``, leaving the ``with``
-block, a failed start, garbage collection and interpreter exit.
+block, a failed start, garbage collection and interpreter exit; and if the Python
+process itself is killed, the kernel kills the browser (PR_SET_PDEATHSIG; so start
+the Browser in a thread that outlives it, e.g. the main thread).
 
 Besides the calls above the harness records what the page did:
 ``b.console`` (console API calls as ``(type, text)``), ``b.errors`` (uncaught
@@ -57,6 +59,16 @@ class BrowserError(RuntimeError):
 
 class JSError(BrowserError):
     """A script evaluated with ``Browser.eval`` threw."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the thread that started it dies (Linux
+    PR_SET_PDEATHSIG), so that even a test process killed with SIGKILL leaves no browser behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except Exception:
+        pass
 
 
 def _kill_group(proc: subprocess.Popen, tmpdir: str | None) -> None:
@@ -131,7 +143,7 @@ class Browser:
                 *self.extra_args, "about:blank"]
         try:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log.close()
         self._finalizer = weakref.finalize(self, _kill_group, self.proc, self.tmpdir)

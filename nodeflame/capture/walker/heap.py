@@ -97,6 +97,7 @@ class V8Heap:
         self.si = f
         self.map_types: dict = {}
         self.sfi_cache: dict = {}
+        self.fn_cache: dict = {}
         self.script_cache: dict = {}
         self.spt_cache: dict = {}
         self.invalid = 0
@@ -215,6 +216,27 @@ class V8Heap:
             return None
         sfi = _Q.unpack_from(b, self.fn_shared)[0]
         return sfi if self.is_heap(sfi) else None
+
+    def function_info(self, fn):
+        """FuncInfo of the JSFunction ``fn`` (tagged), or None.  Cached per function address and validated
+        by re-reading its map and ``shared`` words (one read when nothing changed)."""
+        fn2, b = self.deref_moved(fn, self.fn_shared + 8)
+        if len(b) < self.fn_shared + 8:
+            return None
+        check = b[0:8] + b[self.fn_shared:self.fn_shared + 8]
+        hit = self.fn_cache.get(fn2)
+        if hit is not None and hit[0] == check:
+            return hit[1]
+        t = self.map_type(_Q.unpack_from(b, 0)[0])
+        if t is None or not (self.t_fn_first <= t <= self.t_fn_last):
+            return None
+        sfi = _Q.unpack_from(b, self.fn_shared)[0]
+        info = self.sfi_info(sfi) if self.is_heap(sfi) else None
+        if info is not None:
+            if len(self.fn_cache) > 100000:
+                self.fn_cache.clear()
+            self.fn_cache[fn2] = (check, info)
+        return info
 
     def is_js_function(self, fn):
         return self.function_sfi(fn) is not None

@@ -15,6 +15,7 @@ Every path out of :meth:`Sampler.run` detaches from every thread.
 from __future__ import annotations
 
 import os
+import random
 import struct
 import threading
 import time
@@ -57,7 +58,8 @@ class Sampler:
     """Samples the JavaScript threads of ``pid`` at ``hz`` until ``stop()`` or ``duration``."""
 
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
-                 max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5):
+                 max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,
+                 realtime: bool = True):
         self.pid = pid
         self.lay = lay
         self.hz = max(1, int(hz))
@@ -66,6 +68,7 @@ class Sampler:
         self.max_stack = max_stack
         self.consistent = consistent
         self.rescan_s = rescan_s
+        self.realtime = realtime
         self._stop = threading.Event()
         self.started = threading.Event()
         self.error: BaseException | None = None
@@ -79,7 +82,7 @@ class Sampler:
         self.leaf_lines: list = []            # (sample index, line)
         self.native_ids: dict = {}            # pc -> placeholder index
         self.native_pcs: list = []
-        self.stats = dict(samples=0, missed=0, forwarded_signals=0, stopped_ns=[], walk_ns=0, invalid_js=0,
+        self.stats = dict(samples=0, missed=0, forwarded_signals=0, stopped_ns=[], latency_ns=[], walk_ns=0, invalid_js=0,
                           threads_seen=0, detach_errors=0, group_stops=0, truncated=0)
         self.t0 = 0
         self.exited = False
@@ -98,6 +101,7 @@ class Sampler:
     def run(self):
         """Sampler thread body.  Detaches on every path."""
         try:
+            self._realtime()
             self._setup()
             self._discover(first=True)
             self.started.set()
@@ -110,6 +114,19 @@ class Sampler:
             if self.mem is not None:
                 self.mem.close()
 
+    def _realtime(self):
+        """Run this (sampler) thread under SCHED_RR when allowed: on a busy machine a normal thread wakes
+        up milliseconds late, so samples bunch up and miss whole stretches of the target's time.  It
+        sleeps between samples and does bounded work per sample, so it cannot monopolise a CPU."""
+        self.stats["realtime"] = False
+        if not self.realtime or not hasattr(os, "sched_setscheduler"):
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))  # 0 = this thread on Linux
+            self.stats["realtime"] = True
+        except (OSError, AttributeError):
+            pass
+
     def _setup(self):
         self.mem = Memory(self.pid)
         self.space = AddressSpace(self.pid)
@@ -118,6 +135,12 @@ class Sampler:
         wr = self.space.node_elf.symbol_range(WORKER_RUN) if self.space.node_elf is not None else None
         self.worker_run = wr
         self.regs = ptrace.Regs()
+        # parse libc's .eh_frame now rather than in the middle of the first idle sample
+        from .cfi import cfi_for
+        for r in self.space.regions:
+            if r.exec and r.path and os.path.basename(r.path).startswith("libc.so"):
+                cfi_for(r.path)
+                break
         self.t0 = time.monotonic_ns()
 
     # ------------------------------------------------------------- threads
@@ -258,11 +281,15 @@ class Sampler:
                 if self.exited or not self.threads:
                     self.exited = True
                     break
-            next_t += period
+            # the next sample one period on, jittered by +-25 % so that it cannot lock onto a periodic
+            # workload; after a late wake-up (a busy machine) no burst of catch-up samples, which would
+            # all land in the same function: at least half a period between two samples
+            next_t += period + random.randint(-period // 4, period // 4)
             now = time.monotonic_ns()
-            if next_t < now:
-                self.stats["missed"] += (now - next_t) // period
-                next_t = now + period // 4
+            if next_t < now + period // 2:
+                if next_t < now:
+                    self.stats["missed"] += (now - next_t) // period
+                next_t = now + period // 2
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + self.rescan_s
                 if self.threads_mode != "main":
@@ -298,8 +325,8 @@ class Sampler:
             t.gone = not os.path.exists(f"/proc/{self.pid}/task/{t.tid}")
 
     def _sample_round(self, threads):
-        """Interrupt every thread first (their stops overlap), then collect each and resume it; decode last."""
-        t_stop = time.perf_counter_ns()
+        """Interrupt every thread, then take each as soon as it has stopped (copy registers and stack,
+        resume at once), so no thread waits stopped for another; decode after all run again."""
         live = []
         for t in threads:
             try:
@@ -307,26 +334,46 @@ class Sampler:
                 live.append(t)
             except ptrace.PtraceError:
                 t.gone = True
+        t_int = time.perf_counter_ns()
         got = []
-        for t in live:
-            sampled = self._collect(t)
-            self.stats["stopped_ns"].append(time.perf_counter_ns() - t_stop)
-            if sampled is not None:
-                got.append((t, sampled))
+        pending = live
+        # a thread running on another CPU stops within microseconds: poll briefly; one that is not
+        # running stops only when it is scheduled, so then block (a spinning real-time sampler would keep
+        # it off this CPU)
+        spin_until = t_int + 60_000
+        while pending:
+            rest = []
+            for t in pending:
+                st = ptrace.wait(t.tid, nohang=True)
+                if st is None:
+                    rest.append(t)
+                    continue
+                sampled = self._collect(t, st, t_int)
+                if sampled is not None:
+                    got.append((t, sampled))
+            pending = rest
+            if pending and time.perf_counter_ns() > spin_until:
+                t = pending.pop(0)
+                sampled = self._collect(t, None, t_int)
+                if sampled is not None:
+                    got.append((t, sampled))
         for t, sampled in got:
             self._decode(t, sampled)
 
-    def _collect(self, t):
+    def _collect(self, t, st=None, t_int=0):
+        """Handle the stop of ``t`` (status ``st``, or wait for it): sample it and resume it."""
         tid = t.tid
         regs = self.regs
         sampled = None
         while True:
-            # a blocking wait: spinning would take a CPU from the very thread that has to run to stop
-            st = ptrace.wait(tid)
+            if st is None:
+                st = ptrace.wait(tid)
             if st is None:
                 t.gone = True
                 return None
+            t_stopped = time.perf_counter_ns()
             kind, sig = ptrace.classify(st)
+            st = None
             if kind == "exited":
                 t.gone = True
                 return None
@@ -356,6 +403,10 @@ class Sampler:
             except ptrace.PtraceError:
                 t.gone = True
                 return None
+        now = time.perf_counter_ns()
+        self.stats["stopped_ns"].append(now - t_stopped)
+        if t_int:
+            self.stats["latency_ns"].append(t_stopped - t_int)
         return sampled
 
     def _resume_pending(self, t, budget_s=0.0003):
@@ -405,10 +456,16 @@ class Sampler:
             fns = {}
         heap = self.heap
         ids = []
+        memo = {}
         pending_bpc = None
         leaf_line = 0
         first_js = True
+        prev_tok = prev_id = None
         for tok in toks:
+            if tok is prev_tok and len(ids) and ids[-1] == prev_id:
+                ids.append(prev_id)      # the unwinder repeats the same token for recursion
+                continue
+            prev_tok = tok
             kind = tok[0]
             if kind == "pc":
                 if pending_bpc is not None:
@@ -422,10 +479,23 @@ class Sampler:
                 ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))
             else:
                 _, fn, tier, bca, x = tok
-                sfi = fns.get(fn, 0)
-                if sfi == 0:
-                    sfi = fns[fn] = heap.function_sfi(fn) if fn else None
-                info = heap.sfi_info(sfi) if sfi else None
+                key = (fn, tier, bca, x if tier == "?" else 0)
+                hit = memo.get(key)
+                if hit is not None and not (first_js and tier == "interpreted"):
+                    # the same function in the same state deeper in this stack (recursion)
+                    if pending_bpc is not None:
+                        if not hit[1]:
+                            ids.append(self._native(pending_bpc))
+                        pending_bpc = None
+                    ids.append(hit[0])
+                    prev_id = hit[0]
+                    first_js = False
+                    continue
+                if fn in fns:
+                    sfi = fns[fn]
+                    info = heap.sfi_info(sfi) if sfi else None
+                else:
+                    info = heap.function_info(fn) if fn else None
                 if info is None:
                     self.stats["invalid_js"] += 1
                     if pending_bpc is not None:
@@ -442,8 +512,11 @@ class Sampler:
                     tier = self._tier(tier, bca, x)
                 elif first_js and x >= 0 and not ids:
                     leaf_line = heap.bytecode_line(bca, x, heap.script(info.script) if info.script else None)
-                ids.append(self.ft.add(info.name, info.file, info.line, info.column,
-                                       hint="builtin" if info.native else "js", tier=tier))
+                fid = self.ft.add(info.name, info.file, info.line, info.column,
+                                  hint="builtin" if info.native else "js", tier=tier)
+                memo[key] = (fid, info.native)
+                ids.append(fid)
+                prev_id = fid
                 first_js = False
         if pending_bpc is not None:
             ids.append(self._native(pending_bpc))
@@ -550,11 +623,12 @@ class Sampler:
             "threads": sorted({lbl for lbl in self.labels}),
             "stopped_us_p50": float(np.percentile(stopped, 50) / 1e3) if len(stopped) else None,
             "stopped_us_p90": float(np.percentile(stopped, 90) / 1e3) if len(stopped) else None,
+            "stop_latency_us_p50": float(np.percentile(st["latency_ns"], 50) / 1e3) if st["latency_ns"] else None,
             "walk_us_mean": (st["walk_ns"] / st["samples"] / 1e3) if st["samples"] else None,
             "moved_objects": self.heap.moved if self.heap else 0,
             "stack_truncated": st["truncated"], "signal_frames": self.unwinder.stats["signal_frames"]
             if self.unwinder else 0, "consistent": self.consistent,
-            "v8_version": self.lay.v8_version,
+            "v8_version": self.lay.v8_version, "realtime": st.get("realtime", False),
         }
         warns = list(md.get("warnings", []))
         if st["detach_errors"]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 
+from .cfi import cfi_for
 from .symbols import BUILTIN, JIT, NATIVE, NONE
 
 _Q = struct.Struct("<Q")
@@ -42,6 +43,7 @@ class Unwinder:
         self._builtin_is_interp: dict = {}
         self.stats = {"signal_frames": 0, "scanned": 0}
         self._prologues: dict = {}
+        self._cfi_rules: dict = {}
 
     # -------------------------------------------------------------- helpers
     def _interp(self, pc):
@@ -59,8 +61,15 @@ class Unwinder:
         hi = lo + len(buf)
         out = []
         unpack = _Q.unpack_from
+        if lo & 7 == 0:
+            words = memoryview(buf)[:len(buf) & ~7].cast("Q")
+            whi = lo + 8 * len(words)
+        else:
+            words, whi = None, lo
 
         def rd(a):
+            if lo <= a < whi and not a & 7:
+                return words[(a - lo) >> 3]
             if lo <= a <= hi - 8:
                 return unpack(buf, a - lo)[0]
             if mem is not None and a > 0:
@@ -80,8 +89,24 @@ class Unwinder:
         leaf = True
         prev_fp = 0
         depth = 0
+        om, ofn, obca, obco = self.off_marker, self.off_fn, self.off_bca, self.off_bco
+        last = None   # (pc, marker, fn, bca, bco, token) of the last JS frame reached by a return address
         while depth < MAX_DEPTH:
             depth += 1
+            if last is not None and pc == last[0] and lo <= fp + obco and fp + 16 <= whi and not fp & 7:
+                k = (fp - lo) >> 3
+                if words[k + (om >> 3)] == last[1] and words[k + (ofn >> 3)] == last[2] and \
+                        words[k + (obca >> 3)] == last[3] and words[k + (obco >> 3)] == last[4]:
+                    out.append(last[5])
+                    nfp = words[k]
+                    ret = words[k + 1]
+                    if nfp > fp and ret != self.restore_rt:
+                        prev_fp = fp
+                        sp = fp + 16
+                        pc, fp = ret, nfp
+                        continue
+                    depth -= 1
+                    out.pop()
             c = cls(pc)
             if c == NONE:
                 if pc:
@@ -89,15 +114,14 @@ class Unwinder:
                 break
             if c == NATIVE:
                 out.append(("pc", pc))
-                if leaf:
-                    # the leaf may not have set up its frame (no frame pointer, or still in the prologue):
-                    # then rbp is the caller's frame and the caller's pc is on the stack near rsp
-                    nxt = self._native_leaf(pc, sp, fp, rd, lo, hi)
-                    if nxt is not None:
-                        self.stats["scanned"] += 1
-                        pc, fp = nxt
-                        leaf = False
-                        continue
+                # a frameless function (or a leaf still in its prologue) has no frame at rbp: rbp is its
+                # caller's frame and the caller's pc is on the stack above rsp
+                nxt = self._native_frame(pc, sp, fp, rd, lo, hi, leaf)
+                if nxt is not None:
+                    self.stats["scanned"] += 1
+                    pc, fp, sp = nxt
+                    leaf = False
+                    continue
             else:
                 # V8 code: JIT or embedded builtins
                 m = rd(fp + self.off_marker) if fp else None
@@ -122,6 +146,8 @@ class Unwinder:
                         else:
                             idx = -1
                         out.append(("js", fn, "interpreted", bca, idx))
+                        if not leaf and words is not None:
+                            last = (pc, m, fn, bca, bco, out[-1])
                     elif c == BUILTIN:
                         # a frameless builtin called from the JS frame at fp (or a JS builtin's own code:
                         # the sampler drops the extra frame when fn turns out to be that builtin)
@@ -130,6 +156,8 @@ class Unwinder:
                         out.append(("js", fn, "?", bca, bco))
                     else:
                         out.append(("js", fn, "jit", bca, bco))
+                    if not leaf and words is not None:
+                        last = (pc, m, fn, bca, bco, out[-1])
             # next frame
             if not fp or fp & 7 or fp <= prev_fp and not leaf:
                 break
@@ -159,31 +187,67 @@ class Unwinder:
         return out
 
     def _prologue(self, fs):
-        """Offset of ``push %rbp; mov %rsp,%rbp`` at the function start ``fs``, or -1 (frameless)."""
-        k = self._prologues.get(fs)
-        if k is None:
-            code = self.heap.mem.read(fs, 16) if self.heap is not None else b""
-            k = -1
+        """Where the function at ``fs`` sets up its frame: (push offset, end offset) of ``push %rbp`` ...
+        ``mov %rsp,%rbp`` in its first bytes (compilers may schedule other instructions in between), or
+        None when it never does (a frameless function)."""
+        k = self._prologues.get(fs, 0)
+        if k == 0:
+            code = self.heap.mem.read(fs, 48) if self.heap is not None else b""
             j = 4 if code[:4] == b"\xf3\x0f\x1e\xfa" else 0  # endbr64
-            if code[j:j + 4] == b"\x55\x48\x89\xe5":
-                k = j
+            k = None
+            m = code.find(b"\x48\x89\xe5", j)
+            if m >= 0:
+                p = code.rfind(b"\x55", j, m)
+                if p >= 0:
+                    k = (p, m + 3)
             self._prologues[fs] = k
         return k
 
-    def _native_leaf(self, pc, sp, fp, rd, lo, hi):
-        """(caller pc, caller fp) when the native leaf at pc has no frame of its own, else None."""
+    def _native_frame(self, pc, sp, fp, rd, lo, hi, leaf):
+        """(caller pc, caller fp, caller sp) when the native code at pc has no frame of its own at fp (a
+        frameless function, or a leaf still in its prologue); None when fp is its frame."""
+        lib = self._lib_cfi(pc if leaf else pc - 1)
+        if lib is not None:
+            reg, off, rbp_off = lib
+            cfa = (sp if reg == 7 else fp) + off
+            ret = rd(cfa - 8)
+            if not ret:
+                return None
+            nfp = rd(cfa + rbp_off) if rbp_off is not None else fp
+            return ret, nfp or 0, cfa
         fs = self.space.func_start(pc)
-        if fs is not None:
-            k = self._prologue(fs)
-            if k >= 0:
-                if pc <= fs + k:
+        if fs is None:
+            return self._scan(sp, fp, rd, lo, hi) if leaf else None
+        k = self._prologue(fs)
+        if k is not None:
+            push, end = k
+            if pc >= fs + end or not leaf:
+                return None          # its own frame is at rbp
+            if pc <= fs + push:
+                if push <= 4:        # nothing pushed before %rbp: [rsp] is the return address
                     w = rd(sp)
-                    return (w, fp) if w else None
-                if pc < fs + k + 4:
-                    w = rd(sp + 8)
-                    return (w, fp) if w else None
-                return None  # its own frame is at rbp
+                    return (w, fp, sp + 8) if w else None
+                return self._scan(sp, fp, rd, lo, hi)
+            w = rd(sp + 8)           # %rbp pushed, frame not set up yet
+            return (w, fp, sp + 16) if w else None
         return self._scan(sp, fp, rd, lo, hi)
+
+    def _lib_cfi(self, pc):
+        """The .eh_frame rule at pc when it is in a shared library (not node), else None (cached)."""
+        r = self._cfi_rules.get(pc, 0)
+        if r != 0:
+            return r
+        r = None
+        reg = self.space.region(pc)
+        if reg is not None and not reg.is_node and reg.elf is not None and reg.path:
+            cfi = cfi_for(reg.path)
+            if cfi is not None:
+                va = self.space.node_vaddr(reg, pc)
+                if va is not None:
+                    r = cfi.rule(va)
+        if len(self._cfi_rules) < 100000:
+            self._cfi_rules[pc] = r
+        return r
 
     def _sigcontext(self, uc, rd):
         """(rip, rsp, rbp) saved in the ucontext at ``uc`` (rt_sigframe on x86-64)."""
@@ -196,7 +260,7 @@ class Unwinder:
         return rip, rsp, rbp
 
     def _scan(self, sp, fp, rd, lo, hi):
-        """(caller pc, caller fp) for a frameless library leaf, found by scanning up from sp."""
+        """(caller pc, caller fp, caller sp) for a frameless function, found by scanning up from sp."""
         cls = self.space.classify
         a = sp
         end = min(hi, sp + 4096)
@@ -206,13 +270,13 @@ class Unwinder:
                 # w is the return address into the caller; the caller's frame is fp if fp is above,
                 # else the first plausible frame record above the slot
                 if fp and a < fp < hi and self._plausible(fp, rd, hi):
-                    return w, fp
+                    return w, fp, a + 8
                 b = a + 8
                 while b < end:
                     if self._plausible(b, rd, hi):
-                        return w, b
+                        return w, b, a + 8
                     b += 8
-                return w, 0
+                return w, 0, a + 8
             a += 8
         return None
 

@@ -1,0 +1,324 @@
+"""The ptrace walker backend on real node processes: node 18, 20 (the system node), 22 and 24.
+
+One workload process per node version (tests/workloads/walker_main.js with a worker thread and a
+3000-deep recursion) is captured once for 2 s at 1 kHz by a module-scoped fixture; the tests check
+that capture against the workload's own source (names, files, lines), its own account of where its
+time went (SIGUSR2), the inspector backend, and the state the target is left in.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import nodeflame as nf
+from nodeflame.capture import procutil, v8layout
+from nodeflame.capture.base import CaptureError, CaptureOptions
+
+from walker_helpers import (GROUPS, HERE, MAJORS, Workload, assert_untouched, innermost_js, js_samples,
+                            js_shares, js_sigma, need_ptrace, node_for, task_shares)
+
+WL = HERE / "workloads"
+
+
+def _def_lines():
+    """{(name, file): 1-based line of its definition}, found in the workload sources."""
+    spec = {
+        ("plainHot", "walker_main.js"): r"function plainHot\(",
+        ("Matrix", "walker_main.js"): r"^\s*constructor\(n\)",
+        ("multiply", "walker_main.js"): r"^\s*multiply\(o\)",
+        ("arrowHot", "walker_main.js"): r"const arrowHot = ",
+        ("handlers.onTick", "walker_main.js"): r"handlers\.onTick = function",
+        ("função", "walker_main.js"): r"function função\(",
+        ("計算する", "walker_main.js"): r"function 計算する\(",
+        ("deep", "walker_main.js"): r"function deep\(",
+        ("buildMatrix", "walker_main.js"): r"function buildMatrix\(",
+        ("multiplyTask", "walker_main.js"): r"function multiplyTask\(",
+        ("deepTask", "walker_main.js"): r"function deepTask\(",
+        ("round", "walker_main.js"): r"function round\(",
+        ("libWork", "walker_lib.js"): r"function libWork\(",
+        ("workerSpin", "walker_worker.js"): r"function workerSpin\(",
+        ("loop", "walker_worker.js"): r"function loop\(",
+    }
+    out = {}
+    for (name, file), pat in spec.items():
+        lines = (WL / file).read_text(encoding="utf-8").splitlines()
+        hit = [i + 1 for i, ln in enumerate(lines) if re.search(pat, ln)]
+        assert len(hit) == 1, (name, hit)
+        out[(name, file)] = hit[0]
+    # the three arrows in the worker's task list are real functions too (anonymous, never hot)
+    return out
+
+
+DEFS = _def_lines()
+TASKS = ("plainHot", "buildMatrix", "multiplyTask", "arrowHot", "handlers.onTick", "função", "計算する",
+         "libWork", "deepTask")
+
+
+class Run:
+    """One node version: its workload, the walker capture and what was observed around it."""
+
+
+@pytest.fixture(scope="module", params=MAJORS, ids=[f"node{m}" for m in MAJORS])
+def run(request):
+    need_ptrace()
+    major = request.param
+    node = node_for(major)
+    w = Workload(node, "600", "--deep")
+    request.addfinalizer(w.close)
+    r = Run()
+    r.major, r.node, r.w, r.pid = major, node, w, w.pid
+    time.sleep(1.5)                      # let the JIT settle
+    r.timing0 = w.timing()
+    # a signal sent to the target while it is traced must be delivered at once
+    sig = {}
+
+    def poke():
+        time.sleep(1.0)
+        sig["n"] = len(w.lines)
+        sig["sent"] = time.monotonic()
+        os.kill(w.pid, 12)  # SIGUSR2: the workload answers with a line
+    th = threading.Thread(target=poke, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    r.prof = nf.capture(w.pid, 2, backend="walker", hz=1000)
+    r.capture_s = time.monotonic() - t0
+    th.join()
+    got = w.wait_line("rounds", 5, after=sig["n"])
+    r.signal_latency = (got[0] - sig["sent"]) if got else None
+    r.health = procutil.health(w.pid)
+    r.timing1 = w.timing()
+    r.inspector = None
+    return r
+
+
+def _names(p):
+    return p.funcs["name"].astype(str).to_numpy(object)
+
+
+def _base(p):
+    return p.funcs["file"].astype(str).map(os.path.basename).to_numpy(object)
+
+
+# ------------------------------------------------------------------------------------------- names
+def test_js_samples_carry_the_right_name_file_and_line(run):
+    p = run.prof
+    p.validate()
+    assert p.meta["backend"] == "walker" and p.meta["walker"]["samples"] == len(p.samples)
+    names, files = _names(p), _base(p)
+    f = p.funcs
+    is_js = (f["kind"].astype(str).isin(["js", "node"])).to_numpy() | (names == "(unknown JS)")
+    a = p._arrays()
+    sf, pre = a["stack_func"], a["prefix"]
+    inner = np.full(len(sf), -1, np.int64)     # innermost JS frame (any script) per stack
+    for i in range(len(sf)):
+        inner[i] = sf[i] if is_js[sf[i]] else (inner[pre[i]] if pre[i] >= 0 else -1)
+    leaf = inner[p.samples["stack"].to_numpy().astype(np.int64)]
+    leaf = leaf[leaf >= 0]
+    assert len(leaf) >= 200, f"only {len(leaf)} JS samples in 2 s at 1 kHz"
+    lines = f["line"].to_numpy()
+    fpath = f["file"].astype(str).to_numpy(object)
+    right = np.zeros(len(leaf), bool)
+    wrong = {}
+    for k, fid in enumerate(leaf):
+        key = (names[fid], files[fid])
+        if key in DEFS:
+            right[k] = lines[fid] == DEFS[key] and fpath[fid].startswith(str(WL))
+        elif fpath[fid].startswith("node:"):
+            right[k] = True                                  # node's own JS (timers, async hooks)
+        elif files[fid] == "walker_worker.js" and names[fid] == "(anonymous)":
+            right[k] = True                                  # the worker's anonymous arrows
+        if not right[k]:
+            wrong[(names[fid], fpath[fid], int(lines[fid]))] = wrong.get(
+                (names[fid], fpath[fid], int(lines[fid])), 0) + 1
+    share = right.mean()
+    assert share >= 0.95, f"{share:.1%} of {len(leaf)} JS samples right; wrong: {wrong}"
+    seen = {(n, fl) for n, fl in zip(names, files)}
+    for must in ("plainHot", "libWork", "função", "計算する", "handlers.onTick", "deep", "workerSpin"):
+        assert any(n == must for n, _ in seen), f"{must} never sampled"
+    # the class method and constructor exist in the workload; the constructor is hot only on some
+    # versions (TurboFan inlines it into buildMatrix), the method on all
+    assert ("multiply", "walker_main.js") in seen or ("multiplyTask", "walker_main.js") in seen
+
+
+def test_names_outside_latin1(run):
+    p = run.prof
+    names, files = _names(p), _base(p)
+    got = {n for n, fl in zip(names, files) if fl == "walker_main.js"}
+    assert "função" in got          # Latin-1: a one-byte V8 string
+    assert "計算する" in got          # outside Latin-1: a two-byte V8 string
+    assert not [n for n in got if "\ufffd" in n or "Ã" in n], got
+    txt = p.text()
+    assert "função" in txt and "計算する" in txt
+
+
+# ------------------------------------------------------------------------------------------- shares
+def _tolerance(*sigmas):
+    """3 percentage points, or 3 standard errors of the compared shares when the capture was noisier
+    (their errors measured from the spread between stretches of each capture: see block_sigma)."""
+    return max(0.03, 3 * math.sqrt(sum(s * s for s in sigmas)))
+
+
+def test_shares_match_the_workloads_own_timing(run):
+    """Per task: the share of main-thread samples below round() vs the time the workload measured."""
+    shares, n, sig = task_shares(run.prof, only=TASKS, with_sigma=True)
+    assert n >= 150, f"only {n} samples inside the workload's tasks"
+    (r0, t0), (r1, t1) = run.timing0, run.timing1
+    assert r1 > r0
+    spent = {k: t1[k] - t0[k] for k in t1}
+    total = sum(spent.values())
+    truth = {k: v / total for k, v in spent.items()}
+    assert set(shares) <= set(TASKS), shares
+    bad = {}
+    for k in TASKS:
+        d = shares.get(k, 0.0) - truth[k]
+        if abs(d) > _tolerance(sig.get(k, 0.0)):
+            bad[k] = (round(100 * shares.get(k, 0.0), 1), round(100 * truth[k], 1))
+    assert not bad, f"walker vs workload timing (%, n={n}): {bad}; errors {sig}"
+
+
+def test_shares_match_the_inspector(run):
+    """Innermost workload function per main-thread sample, GC left out, vs the inspector right after."""
+    try:
+        ins = nf.capture(run.pid, 2, backend="inspector")
+    except CaptureError as e:
+        pytest.skip(f"the inspector backend cannot capture here: {e}")
+    a = js_shares(run.prof, "main", groups=GROUPS)
+    b = js_shares(ins, "main", groups=GROUPS)
+    na, nb = js_samples(run.prof, "main"), js_samples(ins, "main")
+    ea, eb = js_sigma(run.prof, "main", groups=GROUPS), js_sigma(ins, "main", groups=GROUPS)
+    assert na >= 150 and nb >= 150, (na, nb)
+    bad = {}
+    for k in set(a) | set(b):
+        sa, sb = a.get(k, 0.0), b.get(k, 0.0)
+        if abs(sa - sb) > _tolerance(ea.get(k, 0.0), eb.get(k, 0.0)):
+            bad[k] = (round(100 * sa, 1), round(100 * sb, 1))
+    assert not bad, f"walker vs inspector (%, n={na}/{nb}): {bad}"
+    assert_untouched(run.pid)
+
+
+# ------------------------------------------------------------------------------------------- stacks
+def test_deep_recursion_keeps_the_root_frames(run):
+    p = run.prof
+    names = _names(p)
+    lv = p.long()
+    lv = lv[lv["thread"].astype(str) == "main"]
+    per = lv.assign(is_deep=(lv["name"].astype(str) == "deep")).groupby("sample")
+    depth_deep = per["is_deep"].sum()
+    deep_ids = depth_deep[depth_deep >= 3000].index
+    assert len(deep_ids) >= 1, f"no sample with 3000 deep frames (max {depth_deep.max()})"
+    sub = lv[lv["sample"].isin(deep_ids)]
+    for sid, g in sub.groupby("sample"):
+        nm = g["name"].astype(str).tolist()
+        assert "node::Start" in nm and "uv_run" in nm, nm[:12]
+        k = nm.index("deep")
+        assert "round" in nm[:k] and "processImmediate" in nm[:k]
+    assert p.meta["walker"]["stack_truncated"] == 0
+    assert "deep" in names
+
+
+def test_worker_function_is_in_the_worker_thread(run):
+    p = run.prof
+    threads = set(p.samples["thread"].astype(str))
+    assert "main" in threads and any(t.startswith("worker") for t in threads), threads
+    f = innermost_js(p)
+    names = _names(p)
+    th = p.samples["thread"].astype(str).to_numpy()
+    inner = np.where(f >= 0, names[np.maximum(f, 0)], "")
+    on_main = set(inner[th == "main"])
+    on_worker = inner[np.char.startswith(th.astype(str), "worker")]
+    assert "workerSpin" not in on_main
+    assert not set(TASKS) & set(on_worker), set(on_worker)
+    js = on_worker[on_worker != ""]
+    assert len(js) >= 100 and (js == "workerSpin").mean() >= 0.9, (len(js), set(js))
+    lv = p.long()
+    wk = lv[lv["thread"].astype(str).str.startswith("worker")]
+    assert (wk["name"].astype(str) == "node::worker::Worker::Run").any()
+
+
+def test_tiers_and_typed_frames(run):
+    p = run.prof
+    fr, f = p.frames, p.funcs
+    kind = f["kind"].astype(str).to_numpy()[fr["func"].to_numpy()]
+    tiers = set(fr["tier"].astype(str)[kind == "js"])
+    assert tiers <= {"interpreted", "baseline", "maglev", "optimized"}, tiers
+    assert "optimized" in tiers
+    lv = p.long()
+    nm = lv["name"].astype(str)
+    # an entry frame (C++ -> JS) walked through: JS frames above Builtins_JSEntry, C++ below it
+    assert nm.str.startswith("Builtins_JSEntry").any()
+    assert (nm == "v8::internal::Execution::Call").any()
+    # an exit frame (JS -> C++) walked through: JS below a CEntry stub or a fast C call (Math.sin)
+    s = lv.assign(name=nm)
+    exits = s[s["name"].str.startswith("Builtins_CEntry") | s["name"].str.startswith("v8::base::ieee754::")]
+    assert len(exits), "no JS -> C++ transition sampled"
+    sid = exits["sample"].iloc[0]
+    path = s[s["sample"] == sid]["name"].tolist()
+    k = max(i for i, x in enumerate(path) if x.startswith(("Builtins_CEntry", "v8::base::ieee754::")))
+    assert any(x in {n for n, _ in DEFS} for x in path[:k]), path
+
+
+# ------------------------------------------------------------------------------------------- safety
+def test_target_left_running_untraced_and_signals_delivered(run):
+    h = run.health
+    assert h["state"] not in ("t", "T") and h["tracer_pid"] == 0, h
+    assert_untouched(run.pid)
+    assert run.w.proc.poll() is None
+    assert run.signal_latency is not None, "SIGUSR2 sent during the capture was never handled"
+    assert run.signal_latency < 0.5, f"SIGUSR2 took {run.signal_latency:.2f} s while traced"
+    assert run.timing1[0] > run.timing0[0]
+    assert run.capture_s < 8, f"a 2 s capture took {run.capture_s:.1f} s"
+
+
+def test_close_without_stop_detaches(run):
+    """The error / Ctrl-C path: a session closed before stop() leaves nothing traced."""
+    from nodeflame.capture.walker import BACKEND
+    target = procutil.describe(run.pid)
+    sess = BACKEND.start(target, CaptureOptions(hz=500, duration=1))
+    time.sleep(0.3)
+    sess.close()
+    sess.close()   # idempotent
+    assert_untouched(run.pid)
+
+
+def test_unknown_v8_version_is_a_clear_error(run, monkeypatch):
+    lay = v8layout.layout_for_pid(run.pid)
+    facts = {k: v for k, v in v8layout.VERSION_FACTS.items() if k != lay.v8_major_minor}
+    monkeypatch.setattr(v8layout, "VERSION_FACTS", facts)
+    v8layout._mem_cache.clear()
+    try:
+        with pytest.raises(CaptureError) as e:
+            nf.capture(run.pid, 1, backend="walker")
+        msg = str(e.value)
+        assert lay.v8_version in msg and "not in" in msg, msg
+    finally:
+        v8layout._mem_cache.clear()
+    assert_untouched(run.pid)
+
+
+def test_target_exiting_mid_capture(run):
+    prog = ("const end = Date.now() + 700; function spin() { let s = 0; for (let i = 0; i < 1e5; i++) "
+            "s += i; return s; } function go() { spin(); if (Date.now() < end) setImmediate(go); } go();")
+    proc = subprocess.Popen([run.node, "-e", prog])
+    try:
+        procutil.wait_until_node(proc.pid, timeout=10, proc=proc)
+        t0 = time.monotonic()
+        p = nf.capture(proc.pid, 5, backend="walker", hz=500)
+        took = time.monotonic() - t0
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert took < 4.5, f"the capture went on for {took:.1f} s after the target exited"
+    assert len(p.samples) > 0
+    p.validate()
+    assert "spin" in set(_names(p))
+    assert any("exit" in w for w in p.meta["warnings"]), p.meta["warnings"]
+    assert proc.returncode == 0

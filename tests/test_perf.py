@@ -433,6 +433,11 @@ def test_sniff_perf_without_comments_or_pid():
     ("Script:~ /x.js", ("(script)", "/x.js", 0, 0, "interpreted", "js")),
     ("LazyCompile:~body_0 evalmachine.<anonymous>:1", ("body_0", "evalmachine.<anonymous>", 1, 0, "interpreted", "js")),
     ("Builtin:ArrayMap", ("Builtin:ArrayMap", "", 0, 0, "", "builtin")),
+    # node 24 (V8 13.6): "'" after the tier marker = context-specialised code; written by --perf-basic-prof
+    ("JS:*'functionW /app/hot.js:57:19", ("functionW", "/app/hot.js", 57, 19, "optimized", "js")),
+    ("JS:+'isPosixPathSeparator node:path:69:30", ("isPosixPathSeparator", "node:path", 69, 30, "maglev", "js")),
+    ("JS:+' node:internal/bootstrap/node:135:49", ("", "node:internal/bootstrap/node", 135, 49, "maglev", "js")),
+    ("RegExp.> src: '%[dfijoOs]' flags: 'g'", ("RegExp.> src: '%[dfijoOs]' flags: 'g'", "", 0, 0, "", "builtin")),
     ("KeyedLoadIC:foo", ("KeyedLoadIC:foo", "", 0, 0, "", "builtin")),
 ])
 def test_parse_v8(sym, want):

@@ -9,9 +9,11 @@ changed over the years; all of these are understood::
     Function:^foo /app/x.js:12:3           '^' baseline (Sparkplug); line:column
     JS:*foo file:///app/x.mjs:12:3         node >= 20: one 'JS:' tag for every tier
     JS:+foo node:internal/timers:512:17    '+' maglev
+    JS:*'foo /app/x.js:12:3                node >= 24: "'" after the tier marks context-specialised code
     Script:~ /app/x.js                     top-level code of a script
     Eval:~ [eval]:1:1
     Builtin:ArrayMap  BytecodeHandler:LdaZero  Stub:CEntryStub  RegExp:[a-z]+
+    RegExp.> src: '[a-z]+' flags: 'g'      node >= 24's regular expression code
     Handler:...  LoadIC:...  KeyedStoreIC:...  Callback:...
 
 :func:`parse_symbol` returns a :class:`Symbol` with the function name, its file,
@@ -51,6 +53,7 @@ _TAG = re.compile(r"^([A-Z][A-Za-z]*):(.*)\Z", re.S)
 # 'file:line' or 'file:line:column' at the end; the file part is what is left
 _POS = re.compile(r"^(.*?):([0-9]+)(?::([0-9]+))?\Z", re.S)
 _NAME_PREFIX = re.compile(r"^(?:(?:get|set|bound|async) )+")
+_REGEXP_NEW = re.compile(r"^RegExp(?:\.>|\.|>)? src: ")
 _DTRACE = re.compile(r"^([^`\s]+)`(.+)\Z", re.S)
 
 
@@ -89,12 +92,16 @@ def parse_v8(symbol: str) -> Symbol | None:
     """Parse a V8 code-event name (``Tag:marker name file:line:col``); None if it is not one."""
     m = _TAG.match(symbol)
     if m is None:
+        if _REGEXP_NEW.match(symbol):  # V8 >= 12.x: "RegExp.> src: 'a+' flags: 'g'"
+            return Symbol(symbol, "", 0, 0, "", "builtin")
         return None
     tag, rest = m.group(1), m.group(2)
     if tag in JS_TAGS:
         tier = ""
         if rest[:1] in TIER_MARKERS:
             tier, rest = TIER_MARKERS[rest[0]], rest[1:]
+            if rest[:1] == "'":  # V8 >= 12.x: context-specialised optimised code ('*'' / '+'')
+                rest = rest[1:]
         name, file, line, col = _split_name_file(rest)
         if tag in ("Script", "NativeScript") and not name:
             name = "(script)"

@@ -337,10 +337,20 @@ class Browser:
         """Insert ``text`` into the focused element as if typed."""
         self.send("Input.insertText", {"text": text})
 
+    def set_viewport(self, width: int, height: int) -> None:
+        """Resize the page's viewport (CSS pixels)."""
+        self.width, self.height = int(width), int(height)
+        self.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
+                                                         "deviceScaleFactor": 1, "mobile": False})
+
     def screenshot(self, path=None, full_page: bool = False) -> bytes:
         """PNG of the viewport (or the whole page); written to ``path`` when given."""
         params = {"format": "png"}
         if full_page:
+            m = self.send("Page.getLayoutMetrics")
+            size = m.get("cssContentSize") or m.get("contentSize")
+            params["clip"] = {"x": 0, "y": 0, "width": max(size["width"], 1), "height": max(size["height"], 1),
+                              "scale": 1}
             params["captureBeyondViewport"] = True
         data = base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
         if path is not None:

@@ -381,6 +381,17 @@ def test_browser_renders(browser, tmp_path, corpus):
     assert browser.eval("document.querySelectorAll('#frames rect').length") == len(fr)
     png = browser.screenshot(tmp_path / "shot.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (tmp_path / "shot.png").read_bytes() == png
+    import struct
+    assert struct.unpack(">II", png[16:24]) == (1200, 900)  # the viewport
+    height = float(ET.fromstring((tmp_path / "f.svg").read_bytes()).get("height"))
+    browser.set_viewport(1200, 200)  # smaller than the SVG: a full-page shot goes beyond it
+    try:
+        full = browser.screenshot(full_page=True)
+        assert struct.unpack(">II", full[16:24]) == (1200, int(round(height)))
+        assert struct.unpack(">II", browser.screenshot()[16:24]) == (1200, 200)
+    finally:
+        browser.set_viewport(1200, 900)
     assert browser.errors == []
 
 

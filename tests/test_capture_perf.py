@@ -28,10 +28,10 @@ from nodeflame.capture.base import BackendUnavailable, CaptureError
 
 HOT = pathlib.Path(__file__).resolve().parent / "workloads" / "hot.js"
 FLAGS = ("--perf-basic-prof", "--interpreted-frames-native-stack")
-# After a few seconds of CPU, TurboFan re-optimises hot.js's chunk() with functionB inlined into it (node 20),
+# After a few seconds of CPU, TurboFan (or early on, Maglev on node 24) re-optimises hot.js's chunk() with functionB inlined into it (node 20),
 # and code inlined into its caller has no perf-map entry of its own, so perf (like any perf-map profiler)
 # then sees chunk where functionB runs.  The workloads here keep functions as frames.
-NO_INLINE = ("--no-turbo-inlining",)
+NO_INLINE = ("--no-turbo-inlining", "--no-maglev-inlining")
 NODE = shutil.which("node")
 TOLERANCE = 3.0   # percentage points
 
@@ -85,8 +85,9 @@ class Hot:
     """hot.js with its stats lines collected, each with the monotonic time it arrived."""
 
     def __init__(self, *args, flags=FLAGS):
-        self.proc = subprocess.Popen([NODE, *flags, *NO_INLINE, str(HOT), "--print-ms=50", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen([NODE, *flags, *NO_INLINE, str(HOT), "--print-ms=50", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
         self.pid = self.proc.pid
         deadline = time.monotonic() + 15
         while True:  # periodic stats lines may come before 'ready' (the worker starting)
@@ -162,21 +163,6 @@ def schedstat(pid, tid=None):
         return tuple(int(x) for x in fh.read().split()[:3])
 
 
-def tolerance(share, n_samples, cpu, slices):
-    """Allowed |captured - truth| in percentage points: TOLERANCE, or 3 standard errors of the comparison
-    when the machine is so busy that the comparison itself is noisier than that.
-
-    The truth is wall time (hrtime around each call) and perf samples CPU time.  When the thread is
-    descheduled, the whole gap counts as wall time of the function it was in: a few hundred gaps of
-    ~10 ms that each land in A or B at random.  Their share of the window is (1 - cpu); its noise is
-    binomial over the gaps (taken as slices / 2 to allow for unequal gap lengths), added to perf's own
-    binomial sampling noise.  On a quiet machine (cpu ~ 1) this is TOLERANCE exactly."""
-    p = min(max(share / 100, 0.01), 0.99)
-    var_samples = p * (1 - p) / max(n_samples, 1)
-    var_gaps = p * (1 - p) / max(slices / 2, 1) * (1 - min(cpu, 1.0)) ** 2
-    return max(TOLERANCE, 3 * 100 * (var_samples + var_gaps) ** 0.5)
-
-
 def shares(p, thread):
     """% of ``thread``'s samples whose stack holds each function (by name), and the sample count."""
     s = p.samples
@@ -212,27 +198,57 @@ def test_backends_lists_perf_available(hot):
     assert_healthy(h.pid)
 
 
-def test_capture_names_js_matches_truth_and_threads(hot):
-    h = hot()
-    time.sleep(0.5)   # past start-up: functions optimised, steady state
+def _capture_and_compare(h, hz=3999, duration=3):
+    """Capture h with perf; (profile, captured shares, truth, main-thread CPU fraction, lines to print)."""
+    time.sleep(1.0)   # past start-up: functions optimised, steady state
     sched0 = schedstat(h.pid)
     t0 = time.monotonic_ns()
-    p = nf.capture(h.pid, 3, backend="perf", hz=3999)
+    p = nf.capture(h.pid, duration, backend="perf", hz=hz)
     t1 = time.monotonic_ns()
     sched1 = schedstat(h.pid)
     p.validate()
     assert_healthy(h.pid)
+    got, n_main = shares(p, "main")
+    assert n_main >= 300, f"too few main-thread samples ({n_main}) to judge attribution"
+    tm = p.samples[p.samples["thread"].astype(str) == "main"]["time_ns"]
+    truth = h.truth(int(tm.min()), int(tm.max()))
+    cpu = (sched1[0] - sched0[0]) / (t1 - t0)
+    w, n_w = shares(p, "worker 1")
+    lines = [f"perf attribution at {hz} Hz, main thread: {n_main} samples; truth over "
+             f"{truth['window_s']:.2f} s; main thread on CPU {100 * cpu:.0f} % of the capture"]
+    for fn in ("functionA", "functionB"):
+        lines.append(f"  {fn}: captured {got[fn]:.2f} %, truth {truth[fn]:.2f} %, error {got[fn] - truth[fn]:+.2f} pp")
+    lines.append(f"  functionW, worker 1 ({n_w} samples): captured {w['functionW']:.2f} %, "
+                 f"truth {truth.get('functionW', float('nan')):.2f} %")
+    print("\n" + "\n".join(lines))
+    assert got["functionW"] == 0  # functionW only ever runs in the worker
+    assert n_w > 0 and w["functionW"] > 50 and w["functionA"] == w["functionB"] == 0
+    return p, got, w, truth, cpu, t0, t1
+
+
+def test_capture_names_js_kinds_threads_and_shares_match_truth(hot):
+    """Names, kinds, threads and meta of a capture, and functionA/functionB's shares of the main thread
+    against hot.js's own truth: within TOLERANCE points when the main thread had its CPU.
+
+    hot.js's truth is wall time (hrtime around each call) and perf samples CPU time: a gap in which the
+    thread waits for a CPU counts as wall time of the function it was in.  On a machine so busy that the
+    main thread runs less than 80 % of the time (2 cores, a dozen runnable tasks: 5-20 %) those gaps are
+    most of the window and, landing in lumps of milliseconds, move the truth by up to ~10 points from one
+    3-second window to the next with no profiler attached, while perf's shares stay within 1-2 points of
+    each other; there only gross misattribution (a function lost, ±15 points) is checked.  A CPU-time
+    truth is no way out: node's per-thread CPU clock (process.threadCpuUsage, getrusage) moves in
+    scheduler ticks, so it is itself a 250 Hz sampler."""
+    h = hot()
+    p, got, w, truth, cpu, t0, t1 = _capture_and_compare(h)
     m = p.meta
     assert m["backend"] == "perf" and m["pid"] == h.pid and m["perf_version"] and m["perf_event"].startswith("cpu-clock")
     assert m["period_ns"] == pytest.approx(1e9 / 3999, rel=0.01)
     assert m["unit"] == "samples" and (p.samples["weight"] == 1).all()
     # time_ns is CLOCK_MONOTONIC: every sample inside the capture call
     assert t0 <= p.samples["time_ns"].min() <= p.samples["time_ns"].max() <= t1
-
     threads = set(p.samples["thread"].astype(str))
     assert {"main", "worker 1"} <= threads, threads
     assert m["thread_tids"]["main"] == [h.pid]
-
     f = p.funcs.set_index("name")
     for fn, line in (("functionA", 29), ("functionB", 43), ("functionW", 57)):
         assert fn in f.index, fn
@@ -241,24 +257,12 @@ def test_capture_names_js_matches_truth_and_threads(hot):
     assert kinds.get("uv_run") == "native"
     assert any(n.startswith("Builtins_") and k == "builtin" for n, k in kinds.items())
     assert any(n.startswith("node::") and k == "native" for n, k in kinds.items())
-
-    got, n_main = shares(p, "main")
-    s_min = p.samples[p.samples["thread"].astype(str) == "main"]["time_ns"]
-    truth = h.truth(int(s_min.min()), int(s_min.max()))
-    on_cpu, slices = sched1[0] - sched0[0], sched1[2] - sched0[2]
-    cpu = on_cpu / (t1 - t0)
-    print(f"\nperf attribution, main thread ({n_main} samples, truth over {truth['window_s']:.2f} s, "
-          f"edge {truth['edge_ms']:.0f} ms, main thread on CPU {100 * cpu:.0f} % of the time in {slices} slices):")
-    assert n_main >= 300, f"too few main-thread samples ({n_main}) to judge attribution"
+    tol = TOLERANCE if cpu >= 0.8 else 15.0
+    if cpu < 0.8:
+        print(f"  (main thread on CPU only {100 * cpu:.0f} % of the time: compared within ±{tol:g} points only)")
     for fn in ("functionA", "functionB"):
-        tol = tolerance(truth[fn], n_main, cpu, slices)
-        print(f"  {fn}: captured {got[fn]:.2f} %, truth {truth[fn]:.2f} %, error {got[fn] - truth[fn]:+.2f} pp "
-              f"(allowed ±{tol:.1f})")
         assert abs(got[fn] - truth[fn]) <= tol, (fn, got[fn], truth[fn], tol)
-    assert got["functionW"] == 0  # functionW only ever runs in the worker
-    w, n_w = shares(p, "worker 1")
-    assert n_w > 0 and w["functionW"] > 50 and w["functionA"] == w["functionB"] == 0
-    print(f"  functionW in worker 1: captured {w['functionW']:.2f} %, truth {truth['functionW']:.2f} %")
+    assert abs(w["functionW"] - truth["functionW"]) <= tol, (w["functionW"], truth["functionW"])
 
 
 def test_capture_main_thread_only(hot):

@@ -194,7 +194,8 @@ def _last_line(text: str | bytes | None) -> str:
         text = text.decode("utf-8", "replace")
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     # perf's own progress lines say nothing about what went wrong
-    useful = [ln for ln in lines if not ln.startswith("[ perf record:")]
+    useful = [ln for ln in lines if not ln.startswith("[ perf record:") and ln not in ("Events enabled",
+                                                                                       "Events disabled")]
     return (useful or lines or [""])[-1]
 
 

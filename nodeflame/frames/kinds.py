@@ -19,6 +19,13 @@ _SPECIAL = {
 # node_modules/<name> or node_modules/@scope/<name>; the last node_modules wins.
 _PKG = re.compile(r"node_modules[/\\]((?:@[^/\\]+[/\\])?[^/\\]+)(?!.*node_modules[/\\])")
 _JS_FILE = re.compile(r"\.(?:[cm]?js|[cm]?ts|jsx|tsx|coffee)$|^(?:file|https?|webpack)://", re.I)
+# files that are machine code, not JavaScript: shared objects, native addons, executables named node,
+# the vdso, and C/C++/Go/Rust sources (pprof names native functions by their source file)
+_NATIVE_FILE = re.compile(
+    r"(?:\.so(?:\.[0-9][\w.]*)?|\.node|\.dll|\.dylib|\.exe|(?:^|/)(?:node|nodejs|node\d+)"
+    r"|\.(?:c|cc|cpp|cxx|h|hh|hpp|hxx|go|rs|S))$|^\[(?:vdso|vsyscall|vvar)\]$|^//anon$", re.I)
+_KERNEL_FILE = re.compile(r"^\[kernel\.kallsyms\]|^\[kernel\]$|\.ko$")
+_BUILTIN_NAME = re.compile(r"^(?:Builtins?_|Builtin:|BytecodeHandler:|Stub:|RegExp:|Handler:|StoreIC:|LoadIC:)")
 _KERNEL_SYM = re.compile(r"^(?:entry_SYSCALL|__x64_sys_|do_syscall|__sys_|sys_|ksys_|asm_|irq_|__irqentry)")
 
 
@@ -35,7 +42,10 @@ def classify(name: str, file: str = "", hint: str | None = None) -> str:
 
     ``hint`` is what the reader already knows (perf's ``[kernel.kallsyms]``
     gives ``kernel``, FlameGraph's ``_[j]`` gives a JIT frame, ...).  A JIT hint
-    is refined by the file: node_modules -> deps, ``node:`` -> node.
+    is refined by the file: node_modules -> deps, ``node:`` -> node.  Without a
+    ``js`` hint, a file that is machine code (``/usr/bin/node``, ``libc.so.6``,
+    ``addon.node``, ``[vdso]``, a ``.cc`` source) makes the frame native (or
+    builtin for V8's ``Builtins_*``), never JavaScript.
     """
     special = _SPECIAL.get(name)
     if special:
@@ -43,6 +53,13 @@ def classify(name: str, file: str = "", hint: str | None = None) -> str:
     if hint in ("kernel", "gc", "idle", "program", "native", "builtin"):
         return hint
     f = file or ""
+    if hint != "js":  # the reader did not say this is JavaScript: machine code files and V8 builtins
+        if _KERNEL_FILE.search(f):
+            return "kernel"
+        if _NATIVE_FILE.search(f):
+            return "builtin" if _BUILTIN_NAME.match(name or "") else "native"
+        if hint is None and _BUILTIN_NAME.match(name or ""):
+            return "builtin"
     if f.startswith("node:") or f.startswith("internal/") or f in ("node.js", "events.js", "timers.js", "module.js", "fs.js", "net.js", "stream.js", "buffer.js"):
         return "node"
     if "node_modules" in f:

@@ -18,6 +18,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 
 from .frames.errors import NodeflameError
 
@@ -174,10 +176,29 @@ def _note(msg: str) -> None:
     print(f"nodeflame: {msg}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def _sigint_held():
+    """Ctrl-C is ignored while a captured profile is written (an impatient second Ctrl-C must
+    not lose what the first one kept).  Outside the main thread: no effect."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        old = signal.signal(signal.SIGINT, lambda *_: None)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _write_file(p, out: str, fmt: str, opts: dict) -> str:
     """Write OUT; if that fails after a capture, keep the data in a temporary .nfprof instead."""
     try:
-        p.write(out, format=fmt, **opts)
+        with _sigint_held():
+            p.write(out, format=fmt, **opts)
         return out
     except OSError as e:
         fd, keep = tempfile.mkstemp(prefix=f"nodeflame-{p.meta.get('pid') or 'capture'}-", suffix=".nfprof")
@@ -224,8 +245,9 @@ def torch_command(argv) -> int:
     p = _do_capture(args, pid=pid, duration=duration)
     out = sys.stdout
     try:
-        p.write(out, format=fmt, **_writer_options(fmt, args))
-        out.flush()
+        with _sigint_held():
+            p.write(out, format=fmt, **_writer_options(fmt, args))
+            out.flush()
     finally:
         if not args.quiet:
             print(summary_line(p), file=sys.stderr, flush=True)

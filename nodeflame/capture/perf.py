@@ -263,7 +263,7 @@ class PerfBackend(Backend):
             os.mkfifo(fifo, 0o600)
             proc = subprocess.Popen(["/bin/sh", "-c", GATE, "nodeflame-perf", fifo, *full], **popen_kwargs)
             session.target = Target(pid=proc.pid, proc=proc)
-            session.launch(proc.pid, spawned=True)
+            session.launch(proc.pid)
             _open_gate(fifo, proc)
             if _looks_like_node(argv[0]):
                 procutil.wait_until_node(proc.pid, timeout=10.0, proc=proc)
@@ -374,14 +374,12 @@ class PerfSession(Session):
         self.event = "cpu-clock"
         self.hz = opts.hz or backend.default_hz
         self.main_only = opts.threads == "main"
-        self.comms: dict[int, str] = {}
         self.closed = False
         self.stopped = False
         self.argv: list[str] = []
-        self.enabled_at = None
 
     # ------------------------------------------------------------- start
-    def launch(self, pid: int, spawned: bool = False):
+    def launch(self, pid: int):
         if not kernel_allowed():
             self.event = "cpu-clock:u"
             self.warnings.append(f"kernel frames not recorded: {PARANOID} is {paranoid()} (1 or lower, or root, "
@@ -426,8 +424,6 @@ class PerfSession(Session):
                 self._check_running(pid)
                 time.sleep(0.02)
             time.sleep(0.1)
-        self.enabled_at = time.monotonic()
-        self.comms = procutil.threads(pid)
 
     def _enable(self):
         os.write(self.ctl, b"enable\n")
@@ -488,9 +484,6 @@ class PerfSession(Session):
             if procutil.exists(self.target.pid):
                 raise CaptureError(f"perf record exited early (status {self.proc.returncode}): "
                                    f"{self._stderr_line() or 'no message'}")
-        # remember thread names while the threads still exist
-        for tid, name in procutil.threads(self.target.pid).items():
-            self.comms.setdefault(tid, name)
         return None
 
     def target_exited(self) -> bool:
@@ -518,8 +511,6 @@ class PerfSession(Session):
 
     def stop(self):
         self.stopped = True
-        for tid, name in procutil.threads(self.target.pid).items():
-            self.comms.setdefault(tid, name)
         rc = self._end_perf()
         rec_err = self._stderr()
         if not os.path.exists(self.data) or os.path.getsize(self.data) == 0:
@@ -546,8 +537,10 @@ class PerfSession(Session):
         meta.update(lost)
         warnings = list(prof.meta.get("warnings") or []) + self.warnings
         if lost:
-            warnings.append("perf lost " + ", ".join(f"{v} {k[5:].replace('_', ' ')}" for k, v in lost.items())
-                            + " (the machine was too busy to keep up; try a lower hz)")
+            what = {"perf_lost_chunks": "{} chunks of events", "perf_lost_samples": "{} samples",
+                    "perf_lost_samples_percent": "{} % of the samples"}
+            warnings.append("perf lost " + ", ".join(what[k].format(v) for k, v in lost.items())
+                            + " (it could not keep up: try a lower hz)")
         if not procutil.has_flag(self.target.node_options, "--interpreted-frames-native-stack") \
                 and self.target.node_options:
             warnings.append("the target was started without --interpreted-frames-native-stack: interpreted "

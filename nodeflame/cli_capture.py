@@ -221,10 +221,13 @@ def _interrupted_note(p, where: str) -> None:
 def torch_command(argv) -> int:
     """``nodeflame PID text|flame|raw SECONDS [options]``: the profile to stdout, notes to stderr."""
     from .cli import _add_render_options
-    ap = _TorchParser(prog="nodeflame", add_help=False)
-    ap.add_argument("pid")
-    ap.add_argument("mode")
-    ap.add_argument("duration")
+    ap = _TorchParser(prog="nodeflame", usage="nodeflame PID text|flame|raw SECONDS [options]",
+                      description="torch's form: capture the running node process PID for SECONDS and write "
+                                  "its text tree (text), an SVG flame graph (flame) or raw stacks for "
+                                  "FlameGraph's stackcollapse.pl (raw) to stdout.")
+    ap.add_argument("pid", help="process id of a running node program")
+    ap.add_argument("mode", help="text, flame or raw")
+    ap.add_argument("duration", help="seconds to capture")
     _add_capture_options(ap)
     _add_render_options(ap)
     ap.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")

@@ -25,9 +25,11 @@ How a capture of a live pid goes:
    holds every sample, so ``target_exited()`` is True.
 4. Threads: the main thread (tid == pid) is ``main``; node worker threads
    (found by ``node::worker::Worker::Run`` on their stacks, or named
-   ``WorkerThread`` by node >= 24) are ``worker 1``, ``worker 2``, ... in the
-   order they were created (tid order); other threads (libuv's pool, V8's
-   platform workers, ``DelayedTaskScheduler``...) keep their comm.
+   ``WorkerThread`` by node >= 24) are named like the inspector backend names
+   them: by the name node >= 24 gives their thread (``new Worker(f, {name})``,
+   cut to 15 characters by the kernel), else ``worker 1``, ``worker 2``, ...
+   in the order they were created (tid order); other threads (libuv's pool,
+   V8's platform workers, ``DelayedTaskScheduler``...) keep their comm.
    ``samples.tid`` keeps the thread id, ``samples.period_ns`` perf's period;
    each sample weighs 1 (``meta['period_ns']`` is the sampling period).
 5. ``close()`` ends perf if it still runs (SIGINT, then SIGTERM, SIGKILL) and
@@ -585,8 +587,15 @@ class PerfSession(Session):
         in_stack = _stacks_containing(prof, is_w)
         wsample = in_stack[s["stack"].to_numpy()] | np.isin(comm, WORKER_COMMS)
         worker_tids = sorted(set(tid[wsample & (spid == pid)].tolist()))
-        names = {t: f"worker {i + 1}" for i, t in enumerate(worker_tids)}
-        names[pid] = "main"
+        names = {pid: "main"}
+        generic = {"node", "nodejs", "MainThread", "WorkerThread", "", *comm[tid == pid].tolist()}
+        for i, t in enumerate(worker_tids):
+            # node >= 24 names a worker's thread after new Worker(f, {name}) (15 characters, the kernel's limit)
+            own = [c for c in dict.fromkeys(comm[tid == t].tolist()) if c not in generic]
+            name = own[-1] if own else f"worker {i + 1}"
+            if name in names.values():
+                name = f"{name} (worker {i + 1})"
+            names[t] = name
         out = np.empty(len(s), dtype=object)
         for t in np.unique(tid).tolist():
             m = tid == t

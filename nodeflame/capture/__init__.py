@@ -55,12 +55,16 @@ def backends(pid: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["backend", "available", "reason", "frames", "needs"])
 
 
+def _check_name(backend) -> None:
+    if backend != "auto" and backend not in backend_names():
+        raise CaptureError(f"unknown backend {backend!r}; known: auto, {', '.join(backend_names())}")
+
+
 def _choose(backend: str, pid: int | None) -> tuple[list[Backend], dict]:
     """Backends to try, best first, and why the others were skipped."""
     skipped: dict[str, str] = {}
+    _check_name(backend)
     if backend != "auto":
-        if backend not in backend_names():
-            raise CaptureError(f"unknown backend {backend!r}; known: auto, {', '.join(backend_names())}")
         why = availability(backend, pid)
         if why:
             raise BackendUnavailable(f"{backend} backend: {why}")
@@ -271,6 +275,7 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
     except (TypeError, ValueError):
         raise TargetError(f"pid must be a process id, got {pid!r}") from None
     opts = _options(duration, hz, threads, backend_options)
+    _check_name(backend)
     target = procutil.describe(pid)
     if target.is_node is False:
         raise TargetError(f"process {procutil.describe_pid_briefly(pid)} is not a node process "
@@ -357,18 +362,19 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     except BaseException:
         procutil.terminate(proc)
         raise
-    if proc.poll() is None and terminate:
-        procutil.terminate(proc)
-        note = note or "the program was terminated when the capture ended"
-    elif proc.poll() is None:
-        pass
-    else:
+    if note is not None and not interrupted and proc.poll() is None:
+        # the session ended because the program is exiting: give it the moment it needs
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
-    prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted,
-                   None if note and note.startswith("capture ended") and "exiting" in note else note)
+    if proc.poll() is None:
+        if terminate:
+            procutil.terminate(proc)
+            note = "the program was terminated when the capture ended" + (f" ({note})" if note else "")
+    elif note is not None and not interrupted:
+        note = None   # the program ended by itself: the expected end of a run(), not a warning
+    prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
     prof.meta["exit_code"] = proc.returncode
     return prof
 

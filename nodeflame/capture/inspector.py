@@ -14,9 +14,10 @@ How a capture of a live pid goes:
    (µs, from ``hz``), ``NodeWorker.enable`` so every worker thread attaches as
    a session of its own (``NodeWorker.sendMessageToWorker`` /
    ``receivedMessageFromWorker`` carry the same Profiler calls to it),
-   ``NodeRuntime.notifyWhenWaitingForDisconnect`` so that a thread that ends
-   during the capture waits for us to fetch its profile, then
-   ``Profiler.start`` everywhere.
+   ``NodeRuntime.notifyWhenWaitingForDisconnect`` (main thread only) so that a
+   process that exits during the capture waits for us to fetch its profile,
+   then ``Profiler.start`` everywhere.  A worker that ends during the capture
+   loses its samples (a warning says so).
 4. ``Profiler.stop`` on every thread; each profile is read by the
    ``cpuprofile`` reader and the threads are concatenated into one Profile
    (thread ``main``, ``worker 1 file:///app/w.js``, ...).
@@ -274,9 +275,11 @@ class InspectorBackend(Backend):
         url, opened = _open_inspector(target)
         try:
             client = _Client(url)
-        except BaseException:
+        except BaseException as e:
             if opened:
-                _close_inspector_fresh(target, url)
+                why = _close_inspector_fresh(target, url)
+                if why and isinstance(e, CaptureError):
+                    raise CaptureError(f"{e}; {why}") from None
             raise
         s = InspectorSession(self, target, opts, client, url, opened)
         try:
@@ -435,33 +438,91 @@ def _wait_port_closed(pid: int, port: int | None, timeout: float = CLOSE_TIMEOUT
     return False
 
 
-#: Closes the inspector from inside the target.  ``require`` is the command-line API's
-#: (``includeCommandLineAPI``: it exists in CommonJS and ES module programs alike, node 18-24);
-#: ``process.getBuiltinModule`` (node >= 20.16) is the fallback should it be missing.
-CLOSE_EXPRESSION = ("(typeof require === 'function' ? require('inspector') "
-                    ": process.getBuiltinModule('inspector')).close()")
+#: How the inspector a capture opened is closed again, from inside the target.
+#:
+#: Closing it straight from a ``Runtime.evaluate`` while we also close our end crashes node 22/24
+#: now and then (SIGSEGV in WsHandler::OnCloseFrameWritten on the inspector's I/O thread, the main
+#: thread in ~InspectorIo: both ends closing the websocket at once; about 1 capture in 30 with a
+#: worker attached).  So:
+#:
+#: 1. CLOSE_LATER: a timer (unref'd: it never keeps a program alive) closes the inspector
+#:    CLOSE_DELAY_MS later, once we have disconnected and no client is left to write a close
+#:    frame to.  It needs the event loop to turn.
+#: 2. Only when it did not (a program running JavaScript without a pause): CLOSE_NOW on a fresh
+#:    connection, which cancels the timer and closes at once; we then only answer the close
+#:    frame node sends (we never close our end first), the ordinary server-side close.
+#:
+#: ``require`` is the command-line API's (``includeCommandLineAPI``), present in CommonJS and ES
+#: module programs alike (node 18-24); ``process.getBuiltinModule`` (node >= 20.16) the fallback.
+CLOSE_DELAY_MS = 400
+_INSPECTOR_JS = ("(typeof require === 'function' ? require('inspector') "
+                 ": process.getBuiltinModule('inspector'))")
+_TIMER_KEY = "globalThis[Symbol.for('nodeflame.inspector.close')]"
+CLOSE_LATER = (
+    "(() => { const i = %s; clearTimeout(%s); "
+    "const t = %s = setTimeout(() => { %s = undefined; try { i.close(); } catch (e) {} }, %d); "
+    "if (t && t.unref) t.unref(); return 'nodeflame: the inspector closes in %d ms'; })()"
+    % (_INSPECTOR_JS, _TIMER_KEY, _TIMER_KEY, _TIMER_KEY, CLOSE_DELAY_MS, CLOSE_DELAY_MS))
+CLOSE_NOW = "(() => { clearTimeout(%s); %s = undefined; %s.close(); })()" % (_TIMER_KEY, _TIMER_KEY,
+                                                                              _INSPECTOR_JS)
 
 
-def _evaluate_close(client: _Client) -> None:
-    """Ask the target to close its inspector (no reply is awaited: it closes this very socket)."""
+def _evaluate(client: _Client, expression: str, timeout: float = 5.0) -> str | None:
+    """Evaluate ``expression`` in the target's main context: None, or why it failed."""
     try:
-        client.send("Runtime.evaluate", {"expression": CLOSE_EXPRESSION, "includeCommandLineAPI": True,
-                                         "silent": True, "returnByValue": True})
-    except ProtocolError:
-        pass
+        res = client.call("Runtime.evaluate", {"expression": expression, "includeCommandLineAPI": True,
+                                                "silent": True, "returnByValue": True}, timeout=timeout)
+    except ProtocolError as e:
+        return str(e)
+    if res.get("exceptionDetails"):
+        d = res["exceptionDetails"]
+        return (d.get("exception") or {}).get("description") or d.get("text") or "it threw"
+    return None
 
 
-def _close_inspector_fresh(target: Target, url: str) -> bool:
-    """Close an inspector we opened but hold no working connection to."""
+def _close_now(url: str, pid: int, port: int | None) -> str | None:
+    """Step 2 above: None when the port is gone, else why not."""
     try:
         c = _Client(url, timeout=2.0)
-    except CaptureError:
-        return _wait_port_closed(target.pid, _port_of(url), 0.1)
+    except CaptureError as e:
+        return str(e)
     try:
-        _evaluate_close(c)
-        return _wait_port_closed(target.pid, _port_of(url))
+        c.send("Runtime.evaluate", {"expression": CLOSE_NOW, "includeCommandLineAPI": True, "silent": True})
+        # node closes the connection as it closes the inspector; wait for that instead of closing first
+        deadline = time.monotonic() + 5.0
+        with c._cond:
+            while not c.closed and time.monotonic() < deadline:
+                c._cond.wait(0.05)
+    except ProtocolError as e:
+        return str(e)
     finally:
         c.close()
+    return None if _wait_port_closed(pid, port, 2.0) else "it did not close"
+
+
+def _close_and_wait(client: _Client, pid: int, port: int | None, url: str) -> str | None:
+    """Close the inspector we opened (see CLOSE_LATER); disconnects ``client``.  None, or a warning."""
+    why = _evaluate(client, CLOSE_LATER)
+    client.close()
+    if why is None and _wait_port_closed(pid, port, CLOSE_DELAY_MS / 1000 + 0.8):
+        return None
+    if not procutil.exists(pid):
+        return None
+    why_now = _close_now(url, pid, port)
+    if why_now is None or not procutil.exists(pid):
+        return None
+    return f"the inspector port {port} of process {pid} could not be closed ({why or why_now})"
+
+
+def _close_inspector_fresh(target: Target, url: str) -> str | None:
+    """Close an inspector we opened but hold no working connection to: None, or a warning."""
+    try:
+        c = _Client(url, timeout=2.0)
+    except CaptureError as e:
+        if _wait_port_closed(target.pid, _port_of(url), 0.1):
+            return None
+        return f"the inspector port {_port_of(url)} of process {target.pid} could not be closed ({e})"
+    return _close_and_wait(c, target.pid, _port_of(url), url)
 
 
 # --------------------------------------------------------------------- session
@@ -492,16 +553,22 @@ class InspectorSession(Session):
         self.warnings: list[str] = []
         self.spawned_flag = None
         self.stop_time = None
+        self.profile = None
 
     # -- protocol helpers
     def _setup_thread(self, th: _Thread):
         c, s = self.client, th.session
         c.call("Profiler.enable", session=s)
         c.call("Profiler.setSamplingInterval", {"interval": self.interval_us}, session=s)
-        try:
-            c.call("NodeRuntime.notifyWhenWaitingForDisconnect", {"enabled": True}, session=s)
-        except ProtocolError:
-            pass  # older node: a thread that exits mid-capture loses its samples
+        if s is None:
+            # the main thread waits for us at exit, so a process that ends mid-capture still
+            # hands over its profile.  NOT on workers: a worker that waits for its debugger at
+            # exit deadlocks process.exit() (node 18-24: main waits for the worker, the worker
+            # for a disconnect that never reaches it) - the target would hang forever.
+            try:
+                c.call("NodeRuntime.notifyWhenWaitingForDisconnect", {"enabled": True})
+            except ProtocolError:
+                pass  # older node: a process that exits mid-capture loses its samples
         c.call("Profiler.start", session=s)
         th.started = True
 
@@ -513,10 +580,9 @@ class InspectorSession(Session):
                 self.client.call("NodeWorker.enable", {"waitForDebuggerOnStart": False})
             except ProtocolError as e:
                 self.warnings.append(f"worker threads not profiled: {e}")
-            # existing workers announce themselves right away
-            deadline = time.monotonic() + 0.3
-            while time.monotonic() < deadline:
-                self._drain(0.05)
+            # existing workers announce themselves (attachedToWorker) before that reply:
+            # start their profilers now; later ones are handled by poll()
+            self._drain(0.02)
 
     def release_start(self):
         """For spawn(): let a program that waits for the debugger run."""
@@ -655,6 +721,7 @@ class InspectorSession(Session):
             "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
         })
         prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
+        self.profile = prof
         return prof
 
     def close(self):
@@ -662,31 +729,33 @@ class InspectorSession(Session):
             return
         self.closed = True
         c = self.client
+        warning = None
         try:
-            if not c.closed and not self.exiting:
-                if self.opened:
-                    _evaluate_close(c)
-                else:
-                    for th in list(self.workers.values()) + [self.main]:
-                        for m in ("Profiler.disable",):
-                            try:
-                                c.send(m, session=th.session)
-                            except ProtocolError:
-                                pass
+            if c.closed or self.exiting:
+                pass  # gone or exiting: disconnecting is all there is to do (and lets it exit)
+            elif self.opened:
+                warning = _close_and_wait(c, self.target.pid, self.port, self.url)
+            else:
+                # an inspector that was open before us stays open: undo only what we enabled
+                for th in list(self.workers.values()) + [self.main]:
                     try:
-                        c.send("NodeWorker.disable")
-                        c.send("NodeRuntime.notifyWhenWaitingForDisconnect", {"enabled": False})
+                        c.send("Profiler.disable", session=th.session)
                     except ProtocolError:
                         pass
-                    time.sleep(0.05)
+                for m, p in (("NodeWorker.disable", None),
+                             ("NodeRuntime.notifyWhenWaitingForDisconnect", {"enabled": False})):
+                    try:
+                        c.call(m, p, timeout=2.0)
+                    except ProtocolError:
+                        pass
+        except Exception as e:  # close() never raises
+            warning = f"closing the inspector connection failed: {type(e).__name__}: {e}"
         finally:
             c.close()
-        if self.opened and not self.exiting and procutil.exists(self.target.pid):
-            if not _wait_port_closed(self.target.pid, self.port):
-                # the evaluate did not get through: one more try on a fresh connection
-                if not _close_inspector_fresh(self.target, self.url):
-                    self.warnings.append(f"the inspector port {self.port} of process {self.target.pid} "
-                                         "could not be closed")
+        if warning:
+            self.warnings.append(warning)
+            if self.profile is not None:
+                self.profile.meta.setdefault("warnings", []).append(warning)
 
 
 _TITLE = re.compile(r"^\[worker (\d+)\]\s*(.*)$")

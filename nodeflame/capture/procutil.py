@@ -251,8 +251,8 @@ def can_signal(pid: int) -> str | None:
     except PermissionError:
         owner = uid_of(pid)
         who = _user_name(owner) if owner is not None else "another user"
-        return (f"no permission to signal process {pid} (owned by {who}, you are {_user_name(os.geteuid())}); "
-                f"run nodeflame as {who} or as root")
+        fix = "run nodeflame as root" if owner == 0 else f"run nodeflame as {who} or as root"
+        return f"no permission to signal process {pid} (owned by {who}, you are {_user_name(os.geteuid())}); {fix}"
     return None
 
 
@@ -388,7 +388,8 @@ def health(pid: int) -> dict:
 
 def describe_pid_briefly(pid: int) -> str:
     argv = cmdline(pid)
-    return f"{pid} ({' '.join(argv)[:60] or comm(pid) or '?'})"
+    text = " ".join(" ".join(argv).split())  # one line: newlines/tabs in arguments become spaces
+    return f"{pid} ({text[:60] or comm(pid) or '?'})"
 
 
 __all__ = ["exists", "state", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",

@@ -8,7 +8,8 @@
 // main thread through a SharedArrayBuffer.
 //
 // stdin commands (one per line), answered with one JSON line on stdout:
-//   stats  -> {"t": ns since start, "a": ns in functionA, "b": ns in functionB,
+//   stats  -> {"t": ns since start, "m": CLOCK_MONOTONIC ns (the clock of V8's profile
+//              timestamps), "a": ns in functionA, "b": ns in functionB,
 //              "ai": iterations of A, "bi": iterations of B,
 //              "w": ns in functionW, "wt": worker ns since its start, "wi": iterations of W}
 //   ping   -> {"pong": n}
@@ -105,7 +106,7 @@ if (!isMainThread) {
   let a = 0n, b = 0n, ai = 0n, bi = 0n, pongs = 0, x = 1;
 
   const stats = () => JSON.stringify({
-    t: Number(now() - t0), a: Number(a), b: Number(b), ai: Number(ai), bi: Number(bi),
+    t: Number(now() - t0), m: Number(now()), a: Number(a), b: Number(b), ai: Number(ai), bi: Number(bi),
     w: Number(wc[0]), wt: Number(wc[1]), wi: Number(wc[2]),
   });
 

@@ -1,0 +1,430 @@
+"""The capture driver: nodeflame.capture() / run() / backends(), on real node processes.
+
+Backend-specific behaviour of the inspector is in test_inspector.py, which also
+uses the workload helpers defined here (``Workload``, ``workload``,
+``assert_healthy``).  Every node process started here is killed on every path.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+import pty
+import queue
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+import threading
+import time
+
+import pytest
+
+import nodeflame as nf
+from nodeflame.capture import base, procutil
+from nodeflame.capture.base import CaptureError, TargetError
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+HOT = HERE / "workloads" / "hot.js"
+NODE = shutil.which("node")
+PYTHON = sys.executable
+
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed (apt-get install nodejs)")
+
+
+# ---------------------------------------------------------------------------- helpers
+class Workload:
+    """tests/workloads/hot.js as a child process, driven over stdin/stdout."""
+
+    def __init__(self, *args, node=None, node_args=(), env=None, stderr_path=None, ready=True):
+        self.argv = [node or NODE, *node_args, str(HOT), *args]
+        self.stderr_path = stderr_path
+        self._err = open(stderr_path, "w+b") if stderr_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._err, env=env, bufsize=0)
+        self.pid = self.proc.pid
+        self.lines: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.info = self.expect("ready", 20) if ready else None
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            try:
+                self.lines.put(json.loads(raw))
+            except ValueError:
+                pass
+        self.lines.put(None)
+
+    def expect(self, key, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"hot.js (pid {self.pid}) gave no {key!r} line within {timeout:g} s")
+            try:
+                msg = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if msg is None:
+                raise AssertionError(f"hot.js (pid {self.pid}) closed its stdout (exit {self.proc.poll()}) "
+                                     f"while we waited for {key!r}; stderr: {self.stderr()[-500:]!r}")
+            if key in msg:
+                return msg
+
+    def send(self, cmd):
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def stats(self):
+        self.send("stats")
+        return self.expect("t")
+
+    def ping(self, timeout=10.0):
+        self.send("ping")
+        return self.expect("pong", timeout)
+
+    def stderr(self) -> str:
+        if not self.stderr_path:
+            return ""
+        with open(self.stderr_path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.stderr_path:
+            self._err.close()
+
+
+@pytest.fixture
+def workload(tmp_path):
+    """Factory: workload(*hot.js args, node=, node_args=) -> a started Workload (killed at teardown)."""
+    started = []
+
+    def start(*args, **kw):
+        kw.setdefault("stderr_path", tmp_path / f"hot-{len(started)}.stderr")
+        w = Workload(*args, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+
+
+def thread_states(pid):
+    """{tid: (state letter, TracerPid)} of every thread of pid."""
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        out[int(t)] = (procutil.state(f"{pid}/task/{t}"), procutil.tracer_pid(f"{pid}/task/{t}"))
+    return out
+
+
+def assert_healthy(w: Workload, ports=()):
+    """The target still runs, is neither stopped nor traced, listens on exactly ``ports``
+    (the debug ports it had before the capture) and answers ``ping``."""
+    assert w.proc.poll() is None, f"the target exited (status {w.proc.returncode}); stderr: {w.stderr()[-800:]}"
+    states = thread_states(w.pid)
+    assert states, "no threads?"
+    bad = {tid: st for tid, st in states.items() if st[0] in ("T", "t", "Z", "X") or st[1]}
+    assert not bad, f"threads stopped or traced after the capture: {bad}"
+    assert procutil.listening_ports(w.pid) == sorted(ports), \
+        f"the target listens on {procutil.listening_ports(w.pid)}, before the capture on {sorted(ports)}"
+    assert "pong" in w.ping()
+
+
+def shares(prof, thread="main"):
+    """Self share (percent of the thread's samples) per function name."""
+    s = prof.samples
+    s = s[s["thread"].astype(str) == thread]
+    stacks = prof.stacks
+    frame_of_stack = stacks["frame"].to_numpy()
+    func_of_frame = prof.frames["func"].to_numpy()
+    names = prof.funcs["name"].astype(str).to_numpy()
+    leaf = names[func_of_frame[frame_of_stack[s["stack"].to_numpy()]]]
+    w = s["weight"].to_numpy()
+    tot = w.sum()
+    out = {}
+    for n, x in zip(leaf, w):
+        out[n] = out.get(n, 0) + x
+    return {n: 100.0 * x / tot for n, x in out.items()}, int(tot)
+
+
+def funcs_in_thread(prof, thread):
+    """Names of every function on any stack of the thread's samples."""
+    s = prof.samples
+    stacks = s[s["thread"].astype(str) == thread]["stack"].unique()
+    pre = prof.stacks["prefix"].to_numpy()
+    fr = prof.stacks["frame"].to_numpy()
+    func_of_frame = prof.frames["func"].to_numpy()
+    names = prof.funcs["name"].astype(str).to_numpy()
+    seen, out = set(), set()
+    for st in stacks:
+        while st >= 0 and st not in seen:
+            seen.add(st)
+            out.add(names[func_of_frame[fr[st]]])
+            st = pre[st]
+    return out
+
+
+def run_python(code, *, timeout=60, user=None, stderr_tty=False, after_start=None):
+    """Run ``code`` in a fresh Python (optionally as uid ``user`` via setpriv, optionally with its
+    stderr on a pseudo-terminal); returns (returncode, stdout, stderr)."""
+    argv = [PYTHON, "-c", code]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    master = None
+    if stderr_tty:
+        master, slave = pty.openpty()
+        # a terminal of 100x30 (a fresh pty is 0x0, and tqdm draws nothing in 0 columns)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(ROOT))
+        os.close(slave)
+    else:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(ROOT))
+    err_chunks = []
+    try:
+        if after_start is not None:
+            after_start(proc)
+        if master is not None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                r, _, _ = select.select([master], [], [], 0.2)
+                if r:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: the child closed the terminal
+                        break
+                    if not data:
+                        break
+                    err_chunks.append(data)
+                elif proc.poll() is not None:
+                    break
+            out = proc.communicate(timeout=max(1, deadline - time.monotonic()))[0]
+            err = b"".join(err_chunks)
+        else:
+            out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if master is not None:
+            os.close(master)
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------- backends()
+@needs_node
+def test_backends_table_says_why(workload):
+    w = workload("--no-worker", node_args=["--inspect-port=0"])
+    t = nf.backends()
+    assert list(t.columns) == ["backend", "available", "reason", "frames", "needs"]
+    assert list(t["backend"])[:4] == list(base.AUTO_ORDER)[:4] == ["stap", "walker", "perf", "inspector"]
+    for row in t.itertuples():
+        # available XOR a reason, and a reason is one sentence with something to do about it
+        assert row.available == (row.reason == ""), row
+        if not row.available:
+            assert len(row.reason) > 20 and "\n" not in row.reason, row
+    insp = t.set_index("backend").loc["inspector"]
+    assert insp["available"] and "DevTools" in insp["frames"] and "signal" in insp["needs"]
+
+    tp = nf.backends(w.pid).set_index("backend")
+    assert tp.loc["inspector", "available"], tp.loc["inspector", "reason"]
+    # a pid that does not catch SIGUSR1: the inspector says why it cannot, and what to do
+    w2 = workload("--no-worker", "--no-sigusr1")
+    r = nf.backends(w2.pid).set_index("backend").loc["inspector"]
+    assert not r["available"]
+    assert "SIGUSR1" in r["reason"] and "--inspect" in r["reason"], r["reason"]
+    # no such process
+    r = nf.backends(2 ** 22 + 12345).set_index("backend").loc["inspector"]
+    assert not r["available"] and "no process" in r["reason"]
+    # availability checks leave the targets alone
+    assert_healthy(w)
+    assert_healthy(w2)
+
+
+def test_backends_unknown_and_bad_options():
+    with pytest.raises(CaptureError, match="unknown backend 'nope'; known: auto, stap, walker, perf, inspector"):
+        nf.capture(os.getpid(), 1, backend="nope")
+    with pytest.raises(TargetError, match="no process"):
+        nf.capture(2 ** 22 + 12345, 1, backend="inspector")
+    with pytest.raises(CaptureError, match="duration must be positive"):
+        nf.capture(os.getpid(), -1)
+    with pytest.raises(CaptureError, match="hz must be between 1 and 100000"):
+        nf.capture(os.getpid(), 1, hz=0)
+    with pytest.raises(CaptureError, match="threads must be 'all' or 'main'"):
+        nf.capture(os.getpid(), 1, threads="some")
+    with pytest.raises(TargetError, match="pid must be a process id"):
+        nf.capture("abc", 1)
+
+
+# ---------------------------------------------------------------------------- auto
+@needs_node
+def test_auto_picks_a_backend_and_records_why_not_the_others(workload):
+    w = workload(node_args=["--inspect-port=0"])
+    table = nf.backends(w.pid).set_index("backend")
+    prof = nf.capture(w.pid, 1.0, hz=500)
+    m = prof.meta
+    order = list(base.AUTO_ORDER)
+    assert m["backend"] in order
+    assert table.loc[m["backend"], "available"]
+    # every backend auto preferred to the one it took is skipped, with a reason
+    for name in order[:order.index(m["backend"])]:
+        assert m["backends_skipped"].get(name), (name, m["backends_skipped"])
+        if not table.loc[name, "available"]:
+            assert m["backends_skipped"][name] == table.loc[name, "reason"]
+    assert prof.total > 0
+    assert m["pid"] == w.pid and m["requested_hz"] == 500
+    assert_healthy(w)
+
+
+# ---------------------------------------------------------------------------- run()
+SHORT_PROGRAM = textwrap.dedent("""\
+    'use strict';
+    function shortHot(ms) {
+      const end = Date.now() + ms; let x = 1;
+      while (Date.now() < end) { for (let i = 0; i < 1000; i++) x = (x * 69069 + i) & 0xffff; }
+      return x;
+    }
+    shortHot(Number(process.argv[2] || 600));
+    console.log('done');
+""")
+
+
+@needs_node
+def test_run_short_program_that_exits_by_itself(tmp_path):
+    prog = tmp_path / "short.js"
+    prog.write_text(SHORT_PROGRAM)
+    t0 = time.monotonic()
+    prof = nf.run([NODE, str(prog), "600"], 20, backend="inspector", hz=1000,
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    took = time.monotonic() - t0
+    assert took < 15, took  # it returned when the program ended, not after 20 s
+    prof.validate()
+    m = prof.meta
+    assert m["backend"] == "inspector" and m["exit_code"] == 0
+    sh, n = shares(prof)
+    assert n > 100
+    # profiled from the first line: the 600 ms loop is most of what ran (idle is the wait at exit)
+    busy = 100 - sh.get("(idle)", 0) - sh.get("(program)", 0)
+    assert sh.get("shortHot", 0) > 0.8 * busy, sh
+    assert "shortHot" in set(prof.funcs["name"].astype(str))
+    assert not any("terminated" in w for w in m["warnings"]), m["warnings"]
+    assert m["command"] and "short.js" in m["command"]
+
+
+@needs_node
+def test_run_ends_a_longer_program_after_the_duration(tmp_path):
+    prog = tmp_path / "long.js"
+    prog.write_text(SHORT_PROGRAM)
+    t0 = time.monotonic()
+    prof = nf.run(f"{NODE} {prog} 30000", 1.0, backend="inspector",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    assert time.monotonic() - t0 < 15
+    assert prof.meta["exit_code"] is not None  # terminated, reaped
+    assert any("terminated" in w for w in prof.meta["warnings"]), prof.meta["warnings"]
+    assert shares(prof)[0].get("shortHot", 0) > 60
+    assert not procutil.exists(prof.meta["pid"])
+
+
+@needs_node
+def test_run_leaves_a_program_running_without_debug_port(tmp_path):
+    prog = tmp_path / "long.js"
+    prog.write_text(SHORT_PROGRAM)
+    prof = nf.run([NODE, str(prog), "30000"], 1.0, backend="inspector", terminate=False,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    pid = prof.meta["pid"]
+    try:
+        assert procutil.exists(pid)
+        assert procutil.listening_ports(pid) == []     # the inspector run() opened is closed again
+        assert procutil.state(pid) not in ("T", "t") and procutil.tracer_pid(pid) == 0
+        assert prof.meta["exit_code"] is None
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_run_bad_command():
+    with pytest.raises(CaptureError, match="command not found"):
+        nf.run(["definitely-not-a-command-xyz", "a.js"], 1)
+    with pytest.raises(CaptureError, match="needs a command"):
+        nf.run([], 1)
+
+
+# ---------------------------------------------------------------------------- Ctrl-C, progress
+CAPTURE_SCRIPT = """
+import json, sys, time
+import nodeflame as nf
+t0 = time.monotonic()
+try:
+    p = nf.capture({pid}, {duration}, backend="inspector", hz=1000)
+except Exception as e:
+    print(json.dumps({{"error": type(e).__name__, "message": str(e)}}))
+    sys.exit(3)
+print(json.dumps({{"samples": int(p.total), "interrupted": p.meta["interrupted"], "took": time.monotonic() - t0,
+                  "warnings": p.meta["warnings"], "threads": p.meta["threads"],
+                  "functions": sorted(set(p.funcs["name"].astype(str)))}}))
+"""
+
+
+def _wait_for_listening(w, timeout=15):
+    """Until the capture subprocess opened the target's inspector (its debug port appears)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if procutil.listening_ports(w.pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_node
+def test_ctrl_c_keeps_samples_and_shows_progress_on_a_terminal(workload):
+    w = workload(node_args=["--inspect-port=0"])
+
+    def interrupt(proc):
+        assert _wait_for_listening(w), "the capture did not open the inspector"
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+
+    rc, out, err = run_python(CAPTURE_SCRIPT.format(pid=w.pid, duration=30), stderr_tty=True,
+                              after_start=interrupt, timeout=60)
+    assert rc == 0, (out, err)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["interrupted"] is True
+    assert res["took"] < 20
+    assert res["samples"] > 200
+    assert {"functionA", "functionB", "functionW"} <= set(res["functions"])
+    assert any("Ctrl-C" in x for x in res["warnings"])
+    # the progress bar (tqdm) was drawn on the terminal
+    assert "nodeflame inspector pid" in err and "/30.0 s" in err, err[-500:]
+    assert_healthy(w)
+
+
+@needs_node
+def test_no_progress_bar_when_not_on_a_terminal(workload):
+    w = workload("--no-worker", node_args=["--inspect-port=0"])
+    rc, out, err = run_python(CAPTURE_SCRIPT.format(pid=w.pid, duration=2.0), timeout=60)
+    assert rc == 0, (out, err)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["interrupted"] is False and res["samples"] > 200
+    assert err == "", err
+    assert_healthy(w)

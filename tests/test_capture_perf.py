@@ -520,3 +520,22 @@ def test_run_of_a_command_that_is_not_node_gets_the_flags_through_node_options(p
     f = p.funcs.set_index("name")
     assert "functionA" in f.index and f.loc["functionA", "file"] == str(HOT)  # the perf map was written
     assert perf_processes(p.meta["pid"]) == []
+
+
+# ------------------------------------------------------------------ measuring by hand
+# .venv/bin/python tests/test_capture_perf.py [SECONDS [HZ [RUNS]]]: the attribution errors of the perf backend
+# against hot.js's truth, one line per run (the main thread's CPU share says how far the truth can be trusted).
+if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, str(HOT.parent.parent))
+    secs, hz, runs = (float(sys.argv[1]) if len(sys.argv) > 1 else 10.0, int(sys.argv[2]) if len(sys.argv) > 2
+                      else 999, int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+    why = _perf_reason()
+    if why:
+        sys.exit(f"perf backend cannot run here: {why}")
+    for run in range(runs):
+        h = Hot()
+        try:
+            _capture_and_compare(h, hz=hz, duration=secs)
+        finally:
+            h.kill()

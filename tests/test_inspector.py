@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -187,7 +188,10 @@ def test_program_that_never_yields_is_profiled_and_its_port_closed(tmp_path):
                     "x = (x * 69069 + i) & 0xffff; } }\nspin();\n")
     p = subprocess.Popen([NODE, "--inspect-port=0", str(prog)], stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 20    # until node has started (and installed its SIGUSR1 handler)
+        while not procutil.catches(p.pid, signal.SIGUSR1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
         prof = nf.capture(p.pid, 1.0, backend="inspector", hz=500)
         # (V8 may inline spin into the module function: count the leaves in spin.js)
         leaf_func = prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()[prof.samples["stack"].to_numpy()]]

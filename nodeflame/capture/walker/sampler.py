@@ -15,8 +15,10 @@ Every path out of :meth:`Sampler.run` detaches from every thread.
 from __future__ import annotations
 
 import os
+import queue
 import random
 import struct
+import sys
 import threading
 import time
 
@@ -69,6 +71,10 @@ class Sampler:
         self.consistent = consistent
         self.rescan_s = rescan_s
         self.realtime = realtime
+        self._decoder = None
+        self._queue = queue.SimpleQueue()
+        self._queued_bytes = 0
+        self.max_queue_bytes = 256 << 20
         self._stop = threading.Event()
         self.started = threading.Event()
         self.error: BaseException | None = None
@@ -99,20 +105,80 @@ class Sampler:
         self._stop.set()
 
     def run(self):
-        """Sampler thread body.  Detaches on every path."""
+        """Sampler thread body.  Detaches on every path.
+
+        Decoding runs in a second thread, so that the time a sample takes to decode (a 3000-frame stack
+        takes milliseconds) never delays the next sample: sampling times that depend on what the last
+        sample saw would bias the shares (fewer samples right after a deep stack)."""
+        old_switch = sys.getswitchinterval()
         try:
             self._realtime()
             self._setup()
             self._discover(first=True)
+            # the sampler must get the GIL back promptly from the decoder
+            sys.setswitchinterval(min(old_switch, 0.0002))
+            self._decoder = threading.Thread(target=self._decode_loop, name=f"nodeflame-decode-{self.pid}",
+                                             daemon=True)
+            self._decoder.start()
             self.started.set()
             self._loop()
         except BaseException as e:  # noqa: BLE001 - reported to the caller through .error
             self.error = e
         finally:
-            self._detach_all()
-            self.started.set()
-            if self.mem is not None:
-                self.mem.close()
+            try:
+                self._drain()
+            finally:
+                self._detach_all()
+                sys.setswitchinterval(old_switch)
+                self._finish_decoding()
+                self.started.set()
+                if self.mem is not None:
+                    self.mem.close()
+
+    # ------------------------------------------------------------- decoding thread
+    def _decode_loop(self):
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            t, sampled = item
+            try:
+                self._decode(t, sampled)
+            except Exception as e:  # noqa: BLE001 - one undecodable sample must not end the capture
+                self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
+                self.stats["decode_error"] = f"{type(e).__name__}: {e}"
+            finally:
+                self._queued_bytes -= len(sampled[0][6])
+
+    def _enqueue(self, t, sampled):
+        if self._decoder is None or self._queued_bytes > self.max_queue_bytes:
+            self._decode(t, sampled)      # no decoder, or too far behind: decode here (bounded memory)
+            return
+        self._queued_bytes += len(sampled[0][6])
+        self._queue.put((t, sampled))
+
+    def _drain(self, timeout=60.0):
+        """Wait for the decoder to catch up while still servicing the traced threads (a signal that
+        arrives meanwhile must not leave a thread in signal-delivery-stop)."""
+        if self._decoder is None:
+            return
+        end = time.monotonic() + timeout
+        while not self._queue.empty():
+            if time.monotonic() > end or not self._decoder.is_alive():
+                break
+            try:
+                self._service()
+            except Exception:  # noqa: BLE001
+                break
+            time.sleep(0.001)
+
+    def _finish_decoding(self):
+        if self._decoder is None:
+            return
+        self._queue.put(None)
+        self._decoder.join(120)
+        self._decoder = None
 
     def _realtime(self):
         """Run this (sampler) thread under SCHED_RR when allowed: on a busy machine a normal thread wakes
@@ -358,7 +424,7 @@ class Sampler:
                 if sampled is not None:
                     got.append((t, sampled))
         for t, sampled in got:
-            self._decode(t, sampled)
+            self._enqueue(t, sampled)
 
     def _collect(self, t, st=None, t_int=0):
         """Handle the stop of ``t`` (status ``st``, or wait for it): sample it and resume it."""

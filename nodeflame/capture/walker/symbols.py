@@ -81,16 +81,17 @@ class AddressSpace:
         self.refresh()
 
     def refresh(self):
-        self.regions = read_maps(self.pid)
-        self.starts = [r.start for r in self.regions]
+        """Re-read /proc/<pid>/maps.  Everything is computed first and published at the end: the
+        decoding thread may be classifying addresses meanwhile."""
+        regions = read_maps(self.pid)
         exe_real = self.exe
         try:
             exe_id = os.stat(f"/proc/{self.pid}/exe")
             exe_key = (exe_id.st_dev, exe_id.st_ino)
         except OSError:
             exe_key = None
-        self.node_elf = None
-        for r in self.regions:
+        node_elf = None
+        for r in regions:
             if not r.path or r.path.startswith("["):
                 continue
             if r.path.endswith(" (deleted)"):
@@ -103,23 +104,33 @@ class AddressSpace:
             if r.exec or r.is_node:
                 r.elf = _elf_for(r.path, self.pid)
                 if r.is_node and r.elf is not None:
-                    self.node_elf = r.elf
+                    node_elf = r.elf
         # embedded builtins: the range covered by Builtins_* symbols in node
-        self.builtins = None
-        if self.node_elf is not None:
-            ix = self.node_elf.symbols_with_prefix(b"Builtins_")
-            if len(ix):
-                s = self.node_elf.syms[ix]
-                self.builtins = (int(s["value"].min()), int((s["value"] + s["size"]).max()))
-        self._restore_rt = None
-        self.cls_cache: dict = {}
-        self._fstart: dict = {}
+        builtins = None
+        if node_elf is not None:
+            builtins = getattr(node_elf, "_builtins_range", 0)
+            if builtins == 0:
+                builtins = None
+                ix = node_elf.symbols_with_prefix(b"Builtins_")
+                if len(ix):
+                    s = node_elf.syms[ix]
+                    builtins = (int(s["value"].min()), int((s["value"] + s["size"]).max()))
+                node_elf._builtins_range = builtins
+        self.node_elf = node_elf
+        self.builtins = builtins
+        self.regions = regions
+        self._maps = (regions, [r.start for r in regions])
+        if not hasattr(self, "_restore_rt"):
+            self._restore_rt = None
+        self.cls_cache = {}
+        self._fstart = {}
 
     # ------------------------------------------------------------------ lookup
     def region(self, addr: int):
-        i = bisect.bisect_right(self.starts, addr) - 1
+        regions, starts = self._maps
+        i = bisect.bisect_right(starts, addr) - 1
         if i >= 0:
-            r = self.regions[i]
+            r = regions[i]
             if addr < r.end:
                 return r
         return None

@@ -44,6 +44,7 @@ class Unwinder:
         self.stats = {"signal_frames": 0, "scanned": 0}
         self._prologues: dict = {}
         self._cfi_rules: dict = {}
+        self._calls: dict = {}
 
     # -------------------------------------------------------------- helpers
     def _interp(self, pc):
@@ -217,7 +218,7 @@ class Unwinder:
             return ret, nfp or 0, cfa
         fs = self.space.func_start(pc)
         if fs is None:
-            return self._scan(sp, fp, rd, lo, hi) if leaf else None
+            return self._scan(sp, fp, rd, lo, hi, None) if leaf else None
         k = self._prologue(fs)
         if k is not None:
             push, end = k
@@ -227,7 +228,7 @@ class Unwinder:
                 if push <= 4:        # nothing pushed before %rbp: [rsp] is the return address
                     w = rd(sp)
                     return (w, fp, sp + 8) if w else None
-                return self._scan(sp, fp, rd, lo, hi)
+                return self._scan(sp, fp, rd, lo, hi, fs)
             w = rd(sp + 8)           # %rbp pushed, frame not set up yet
             return (w, fp, sp + 16) if w else None
         return self._scan(sp, fp, rd, lo, hi)
@@ -259,14 +260,45 @@ class Unwinder:
             return None
         return rip, rsp, rbp
 
-    def _scan(self, sp, fp, rd, lo, hi):
-        """(caller pc, caller fp, caller sp) for a frameless function, found by scanning up from sp."""
+    def _after_call(self, w, fs):
+        """Is ``w`` a return address, i.e. right after a call instruction (a direct call must call ``fs``,
+        the function we are unwinding, when it is known)?  Stale return addresses left on the stack by
+        earlier calls fail this test.  Cached."""
+        key = (w, fs)
+        r = self._calls.get(key)
+        if r is None:
+            code = self.heap.mem.read(w - 7, 7) if self.heap is not None else b""
+            r = False
+            if len(code) == 7:
+                if code[2] == 0xE8:                                       # call rel32
+                    tgt = (w + int.from_bytes(code[3:7], "little", signed=True)) & ((1 << 64) - 1)
+                    r = fs is None or tgt == fs or self.space.classify(tgt) != NATIVE or \
+                        self.space.func_start(tgt) != tgt   # a PLT stub or thunk: cannot tell
+                elif code[5] == 0xFF and 0xD0 <= code[6] <= 0xD7:         # call *%reg
+                    r = True
+                elif code[4] == 0xFF and code[5] in (0x15,) or code[1] == 0xFF and code[2] == 0x15:
+                    r = True                                              # call *disp32(%rip)
+                elif code[4] == 0xFF and 0x50 <= code[5] <= 0x57:          # call *disp8(%reg)
+                    r = True
+                elif code[1] == 0xFF and 0x90 <= code[2] <= 0x97:          # call *disp32(%reg)
+                    r = True
+                elif code[4] == 0x41 and code[5] == 0xFF and 0xD0 <= code[6] <= 0xD7:
+                    r = True
+                elif code[3] == 0xFF and code[4] == 0x54 or code[4] == 0xFF and code[5] == 0x14:
+                    r = True                                              # call *(%reg,%reg,s)
+            if len(self._calls) < 100000:
+                self._calls[key] = r
+        return r
+
+    def _scan(self, sp, fp, rd, lo, hi, fs=None):
+        """(caller pc, caller fp, caller sp) for a frameless function, found by scanning up from sp for a
+        word that is a return address."""
         cls = self.space.classify
         a = sp
         end = min(hi, sp + 4096)
         while a < end:
             w = rd(a)
-            if w is not None and w > 0x1000 and cls(w) in (NATIVE, BUILTIN, JIT):
+            if w is not None and w > 0x1000 and cls(w) in (NATIVE, BUILTIN, JIT) and self._after_call(w, fs):
                 # w is the return address into the caller; the caller's frame is fp if fp is above,
                 # else the first plausible frame record above the slot
                 if fp and a < fp < hi and self._plausible(fp, rd, hi):

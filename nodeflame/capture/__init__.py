@@ -342,14 +342,24 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     argv = _node_argv(cmd)
     opts = _options(duration, hz, threads, backend_options)
     candidates, skipped = _choose(backend, None)
-    b = candidates[0]
-    for name in [c.name for c in candidates[1:]]:
-        skipped.setdefault(name, f"{b.name} was preferred")
     popen_kwargs = dict(stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, start_new_session=False,
                         process_group=0)
-    start_time = time.time()
-    with _sigint_held() as got:
-        proc, session = b.spawn(argv, opts, **popen_kwargs)
+    for i, b in enumerate(candidates):
+        start_time = time.time()
+        try:
+            with _sigint_held() as got:
+                proc, session = b.spawn(argv, opts, **popen_kwargs)
+        except TargetError:
+            raise
+        except CaptureError as e:
+            # auto: the next backend starts the command afresh (spawn() ended this attempt's process)
+            if backend != "auto" or i == len(candidates) - 1:
+                raise
+            skipped[b.name] = f"could not start: {e}"
+            continue
+        break
+    for name in [c.name for c in candidates[i + 1:]]:
+        skipped.setdefault(name, f"{b.name} was preferred")
     target = session.target
     target.proc = proc
     try:

@@ -55,7 +55,10 @@ Session (subclass :class:`Session`)
     End sampling and return the Profile of what was sampled, with ``thread``
     filled and backend-specific ``meta`` keys (the driver adds the common
     ones, see :func:`common_meta`).  Called at most once.  Must not take
-    longer than needed; the driver masks a second Ctrl-C meanwhile.
+    longer than needed; the driver ignores a second Ctrl-C meanwhile (a
+    third one raises KeyboardInterrupt out of ``stop()``; ``close()`` still
+    runs).  A Ctrl-C during ``start()`` is held until it returns and then
+    ends the capture at once (``stop()`` follows right away).
 ``close() -> None``
     Release everything and leave the target exactly as found (detach,
     kill helper processes, close a debug port the session opened, delete

@@ -76,11 +76,12 @@ _V11_3 = dict(
 
 VERSION_FACTS: dict[str, dict] = {
     "11.3": _V11_3,
-    "10.2": dict(_V11_3, verified="TODO"),
-    "12.4": dict(_V11_3, verified="TODO"),
+    "10.2": dict(_V11_3, verified="node 18.20.8 (V8 10.2.154.26): tests/test_walker.py"),
+    "12.4": dict(_V11_3, verified="node 22.23.5 (V8 12.4.254.21): tests/test_walker.py"),
     # V8 13.x: flags are a raw uint32 (+4 padding), position_info moved into the header (+32/+40),
     # module scopes carry module_variable_count before the locals; ScopeType gained REPL_MODE_SCOPE
-    "13.6": dict(_V11_3, verified="TODO", scopeinfo_flags_raw32=True, scopeinfo_header_position=32,
+    "13.6": dict(_V11_3, verified="node 24.22.3 (V8 13.6.233.17): tests/test_walker.py",
+                 scopeinfo_flags_raw32=True, scopeinfo_header_position=32,
                  scopeinfo_vars=48, module_scope=5, scope_types_with_position=(), class_scope=2),
 }
 

@@ -36,7 +36,9 @@ How a capture of a live pid goes:
    deletes the temporary directory.
 
 ``spawn()`` (``nodeflame.run``) starts ``node --perf-basic-prof
---interpreted-frames-native-stack ...`` behind a small ``/bin/sh`` gate that
+--interpreted-frames-native-stack --no-logfile-per-isolate --logfile=+ ...``
+(the last two keep V8's log, which --perf-basic-prof opens, from leaving
+``isolate-*-v8.log`` files in the working directory) behind a small ``/bin/sh`` gate that
 waits on a pipe: perf attaches to the gate's pid, is enabled, and only then
 the gate execs node (same pid), so the profile starts with node's first
 instruction.  A command that is not node itself (``npm start``) gets the two
@@ -64,6 +66,9 @@ PARANOID = "/proc/sys/kernel/perf_event_paranoid"
 MAX_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"
 NODE_FLAGS = ("--perf-basic-prof", "--interpreted-frames-native-stack")
 MAP_FLAGS = ("--perf-basic-prof", "--perf-basic-prof-only-functions")
+# --perf-basic-prof also opens V8's log, isolate-0x...-<pid>-v8.log in the program's working directory (one
+# per isolate); '+' makes it an anonymous temporary file instead (not allowed in NODE_OPTIONS)
+QUIET_LOG = ("--no-logfile-per-isolate", "--logfile=+")
 START_TIMEOUT = 15.0    # s for perf record to attach and acknowledge 'enable'
 STOP_TIMEOUT = 20.0     # s for perf record to write its file after SIGINT
 SCRIPT_TIMEOUT = 300.0  # s for perf script
@@ -252,7 +257,11 @@ class PerfBackend(Backend):
             raise BackendUnavailable(why)
         argv = list(argv)
         if _looks_like_node(argv[0]):
-            full = [argv[0], *[f for f in NODE_FLAGS if f not in argv[1:]], *argv[1:]]
+            given = procutil.node_flags(argv)
+            add = [f for f in NODE_FLAGS if not procutil.has_flag(given, f)]
+            if not procutil.has_flag(given, "--logfile", "--prof", "--log", "--logfile-per-isolate"):
+                add += QUIET_LOG
+            full = [argv[0], *add, *argv[1:]]
         else:
             env = dict(popen_kwargs.get("env") or os.environ)
             env["NODE_OPTIONS"] = " ".join(x for x in (env.get("NODE_OPTIONS", ""),) + NODE_FLAGS if x)

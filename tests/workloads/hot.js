@@ -25,8 +25,10 @@ const { Worker, isMainThread, parentPort, workerData } = require('worker_threads
 
 const N = 20000;  // iterations per call of A (B: N / ratio)
 
-// Bodies big enough that TurboFan does not inline them into their caller,
-// so every backend (perf with --perf-basic-prof too) sees them as frames.
+// Bodies big enough that TurboFan does not inline them into their caller
+// (bytecode > 460 bytes, V8's --max-inlined-bytecode-size; at 8 lines, ~400
+// bytes, functionA got inlined into chunk after a while), so every backend
+// (perf with --perf-basic-prof too) sees them as frames.
 function functionA(n, x) {
   for (let i = 0; i < n; i++) {
     x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 7; x = (x + i) | 0;
@@ -37,6 +39,9 @@ function functionA(n, x) {
     x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 2; x = (x - 5) | 0;
     x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 17; x = (x + 11) | 0;
     x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 9; x = (x ^ 13) | 0;
+    x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 19; x = (x + 59) | 0;
+    x = (x * 69069 + 1) & 0x7fffffff; x ^= x << 4; x = (x - 61) | 0;
+    x = (x * 1103515245 + 12345) & 0x7fffffff; x ^= x >>> 21; x = (x ^ 67) | 0;
   }
   return x;
 }
@@ -51,6 +56,9 @@ function functionB(n, x) {
     x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 1; x = (x - 23) | 0;
     x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 15; x = (x + 29) | 0;
     x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 7; x = (x ^ 31) | 0;
+    x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 10; x = (x + 71) | 0;
+    x = (x * 22695477 + 1) & 0x7fffffff; x ^= x << 8; x = (x - 73) | 0;
+    x = (x * 214013 + 2531011) & 0x7fffffff; x ^= x >>> 14; x = (x ^ 79) | 0;
   }
   return x;
 }
@@ -65,6 +73,9 @@ function functionW(n, x) {
     x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 2; x = (x - 43) | 0;
     x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 16; x = (x + 47) | 0;
     x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 11; x = (x ^ 53) | 0;
+    x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 6; x = (x + 83) | 0;
+    x = (x * 1664525 + 1013904223) & 0x7fffffff; x ^= x << 9; x = (x - 89) | 0;
+    x = (x * 134775813 + 1) & 0x7fffffff; x ^= x >>> 18; x = (x ^ 97) | 0;
   }
   return x;
 }

@@ -20,10 +20,14 @@ How a capture of a live pid goes:
    loses its samples (a warning says so).
 4. ``Profiler.stop`` on every thread; each profile is read by the
    ``cpuprofile`` reader and the threads are concatenated into one Profile
-   (thread ``main``, ``worker 1 file:///app/w.js``, ...).
+   whose ``thread`` is ``main`` or the worker's name (``new Worker(f,
+   {name})``; ``worker <id>`` without one): see :func:`worker_thread_name`.
 5. ``close()``: when the capture opened the inspector it closes it again
-   (``Runtime.evaluate("require('inspector').close()")`` with
-   ``includeCommandLineAPI``) and waits until the port is gone.
+   and waits until the port is gone: an unref'd timer in the target closes
+   it once we have disconnected (closing it while connected can crash node:
+   see CLOSE_LATER), and a program that never returns to its event loop is
+   closed at once over a fresh connection (CLOSE_NOW).  An inspector that was
+   open before the capture is left open, with what we enabled disabled.
 
 ``spawn()`` (``nodeflame.run``) starts ``node --inspect-wait=127.0.0.1:0``
 (``--inspect-brk`` on node without ``--inspect-wait``) so profiling starts

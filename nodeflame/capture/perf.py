@@ -32,8 +32,16 @@ How a capture of a live pid goes:
    V8's platform workers, ``DelayedTaskScheduler``...) keep their comm.
    ``samples.tid`` keeps the thread id, ``samples.period_ns`` perf's period;
    each sample weighs 1 (``meta['period_ns']`` is the sampling period).
+   ``samples.time_ns`` is CLOCK_MONOTONIC (``-k CLOCK_MONOTONIC``): the clock
+   of node's ``process.hrtime`` and of V8's cpuprofile timestamps.
 5. ``close()`` ends perf if it still runs (SIGINT, then SIGTERM, SIGKILL) and
    deletes the temporary directory.
+
+Limits: a function TurboFan or Maglev inlined into its caller has no code
+object, so no perf-map entry: its samples go to the caller (the inspector
+backend still names it).  Functions interpreted by Ignition are named only
+with ``--interpreted-frames-native-stack``.  cpu-clock samples running
+threads only: an idle process gives an empty profile.
 
 ``spawn()`` (``nodeflame.run``) starts ``node --perf-basic-prof
 --interpreted-frames-native-stack --no-logfile-per-isolate --logfile=+ ...``

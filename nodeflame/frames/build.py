@@ -95,17 +95,18 @@ def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None
 
 
 def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_node, *, weights=None,
-                    times=None, threads=None, meta=None, node_lines=None) -> Profile:
+                    times=None, threads=None, meta=None, node_lines=None, node_depth=None) -> Profile:
     """Make a Profile from a node tree (cpuprofile, pprof-like inputs).
 
     ``node_frame[i] == -1`` marks a transparent node (an artificial root).
     ``sample_node`` gives each sample's node.  ``node_lines`` (optional)
-    is a DataFrame (node, line, ticks)."""
+    is a DataFrame (node, line, ticks).  ``node_depth`` (optional) is each
+    node's depth when the reader knows it (saves computing it)."""
     funcs, frames = frame_table.tables()
     frames, fmap = dedupe_frames(frames)
     nf = np.asarray(node_frame, _I64)
     nf = np.where(nf >= 0, fmap[np.maximum(nf, 0)] if len(fmap) else -1, -1)
-    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames))
+    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames), depth=node_depth)
     sn = np.asarray(sample_node, _I64)
     sstack = node_stack[sn] if len(sn) else np.empty(0, _I64)
     lines = None
@@ -117,6 +118,29 @@ def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_nod
         lines = lines.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
     return _assemble(funcs, frames, prefix, frame, depth, sstack, len(sn), weights, times, threads, meta,
                      lines, lines_are_stacks=True)
+
+
+def frame_tables(frame_table: FrameTable):
+    """(funcs, frames, old->new frame id map) of ``frame_table``, frames merged where equal."""
+    funcs, frames = frame_table.tables()
+    frames, fmap = dedupe_frames(frames)
+    return funcs, frames, fmap
+
+
+def build_from_nodes(funcs, frames, prefix, frame, depth, sample_stack, *, weights=None, meta=None,
+                     unique=False) -> Profile:
+    """Make a Profile from a node tree whose nodes are already in stack-table
+    order (parents before children, ``depth`` given, frames from
+    ``frame_tables``).  ``unique=True`` says the caller checked that no two
+    nodes share (parent, frame), so the nodes are the stacks; otherwise equal
+    paths are merged as in build_from_tree."""
+    prefix = np.asarray(prefix, _I64)
+    if not unique:
+        prefix, frame, depth, node_stack = tree_to_stacks(prefix, frame, len(frames), depth=depth)
+        sn = np.asarray(sample_stack, _I64)
+        sample_stack = np.where(sn >= 0, node_stack[np.maximum(sn, 0)], -1) if len(sn) else sn
+    return _assemble(funcs, frames, prefix, frame, depth, sample_stack, len(sample_stack), weights, None, None,
+                     meta, None, lines_are_stacks=True)
 
 
 def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, times, threads, meta,
@@ -148,7 +172,7 @@ def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, tim
         st = sample_stack[np.asarray(lines["path"], _I64)]
         lines = pd.DataFrame({"stack": st, "line": lines["line"], "ticks": lines["ticks"]})
         lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
-    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth})
+    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth}, copy=False)
     return Profile(funcs, frames, stacks, samples, md, lines)
 
 

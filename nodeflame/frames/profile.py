@@ -50,8 +50,9 @@ def _cat(values, categories=None) -> pd.Categorical:
     return pd.Categorical(values, categories=categories)
 
 
-def _frame(columns: dict, n: int) -> pd.DataFrame:
-    df = pd.DataFrame(columns, index=pd.RangeIndex(n))
+def _frame(columns: dict, n: int, copy: bool = True) -> pd.DataFrame:
+    # copy=False (for fresh arrays only) also skips pandas' block consolidation, a copy
+    df = pd.DataFrame(columns, index=pd.RangeIndex(n), copy=copy)
     return df
 
 
@@ -128,11 +129,11 @@ class Profile:
     @staticmethod
     def _norm_stacks(df: pd.DataFrame) -> pd.DataFrame:
         n = len(df)
-        return _frame({
-            "prefix": np.asarray(df["prefix"], _I32),
-            "frame": np.asarray(df["frame"], _I32),
-            "depth": np.asarray(df["depth"], _I32),
-        }, n)
+        return _frame({  # np.array: fresh arrays, owned by the new table
+            "prefix": np.array(df["prefix"], _I32),
+            "frame": np.array(df["frame"], _I32),
+            "depth": np.array(df["depth"], _I32),
+        }, n, copy=False)
 
     @staticmethod
     def _norm_samples(df: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,10 @@ def _level_segments(depth: np.ndarray):
     """Yield (d, indices) for each depth level, shallowest first."""
     if len(depth) == 0:
         return
-    order = np.argsort(depth, kind="stable")
+    if depth.min() >= 0 and depth.max() < 32767:
+        order = np.argsort(depth.astype(np.int16), kind="stable")  # radix sort: linear time
+    else:
+        order = np.argsort(depth, kind="stable")
     d_sorted = depth[order]
     bounds = np.flatnonzero(np.diff(d_sorted)) + 1
     starts = np.concatenate(([0], bounds))
@@ -101,18 +104,19 @@ def node_depths(parent: np.ndarray) -> np.ndarray:
     raise ValueError("cycle in the node tree")
 
 
-def tree_to_stacks(parent: np.ndarray, frame: np.ndarray, nframes: int):
+def tree_to_stacks(parent: np.ndarray, frame: np.ndarray, nframes: int, depth: np.ndarray | None = None):
     """Intern a node tree (``parent[i]`` = index of i's parent, -1 for roots).
 
     Nodes may come in any order; nodes with the same path of frames merge.
     A node whose frame is -1 is transparent: its children attach to its parent
     (used for artificial roots such as V8's ``(root)``).
+    ``depth`` (optional) is each node's depth, if the caller knows it.
     Returns ``(prefix, frame, depth, node_stack)``.
     """
     parent = np.asarray(parent, _I)
     frame = np.asarray(frame, _I)
     n = len(parent)
-    depth = node_depths(parent)
+    depth = node_depths(parent) if depth is None else np.asarray(depth, _I)
     cur = np.full(n, -1, _I)
     it = _Interner(nframes, n)
     for _d, idx in _level_segments(depth):

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..build import FrameTable, build_from_tree, build_profile
+from ..build import FrameTable, build_from_nodes, build_profile, frame_tables
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
 
@@ -123,25 +123,34 @@ def _frame_table(texts):
 # reader above decides, with its warnings and errors.  Both give the same
 # Profile.
 #
-# Consecutive lines of folded files share long prefixes (stackcollapse*.pl
-# sorts its output), so each line's bytes are compared with the previous
-# line's, 8 at a time, and only the frames after the common prefix are split
-# and interned: the line's new frames become a chain of nodes hung under the
-# previous line's node at that depth, and build_from_tree merges equal paths
-# (so unsorted files give the same result, only more slowly).
+# Lines and ';' separators are found with numpy; the counts are read from the
+# end of each line.  The frame texts are then interned by C-level
+# ``bytes.split`` over blocks of lines in which every line end and the blank
+# before each count became a ';' (so each stack line gives its frames and one
+# count token, every other line one token, all set aside).  With each line's
+# frame ids known, the number of leading frames it shares with the previous
+# line is found one depth level at a time; the frames after that become a chain
+# of new nodes hung under the previous line's node at that depth, and
+# build_from_tree merges any equal paths left (unsorted files only make more of
+# them).
 
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # ASCII characters str.isspace() accepts
 _DIGIT = np.zeros(256, bool)
 _DIGIT[48:58] = True
-_CHUNK = 1 << 24
+_CHUNK = 1 << 20
+_BLOCK = 1 << 23  # bytes of text split per bytes.split call
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
     """Sorted positions of ``byte`` in ``arr``, scanned in chunks to bound temporaries."""
     out = []
+    eq = np.empty(min(len(arr), _CHUNK), bool)  # one buffer, reused: no page faults per chunk
     for o in range(0, len(arr), _CHUNK):
-        idx = np.flatnonzero(arr[o:o + _CHUNK] == byte)
+        part = arr[o:o + _CHUNK]
+        m = eq[:len(part)]
+        np.equal(part, byte, out=m)
+        idx = np.flatnonzero(m)
         out.append(idx + o if o else idx)
     return np.concatenate(out).astype(np.int64) if out else np.empty(0, np.int64)
 
@@ -166,31 +175,33 @@ def _digits_value(arr, first, n):
     return val
 
 
-def _common_prefix(data: bytes, arr, s, ln):
-    """Length of the common prefix of stack text i and stack text i-1 (0 for the first)."""
-    n = len(s)
-    out = np.zeros(n, np.int64)
-    if n < 2:
-        return out
-    a, b = s[1:], s[:-1]
-    lim = np.minimum(ln[1:], ln[:-1])
-    k = np.zeros(n - 1, np.int64)
-    if len(data) >= 8:
-        words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
-        act = np.flatnonzero(lim >= 8)
-        while len(act):
-            ka = k[act]
-            act = act[words[a[act] + ka] == words[b[act] + ka]]
-            k[act] += 8
-            act = act[k[act] + 8 <= lim[act]]
-    act = np.flatnonzero(k < lim)
-    while len(act):
-        ka = k[act]
-        act = act[arr[a[act] + ka] == arr[b[act] + ka]]
-        k[act] += 1
-        act = act[k[act] < lim[act]]
-    out[1:] = k
-    return out
+def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Split ``data`` into tokens at ';', at line ends and at the positions ``blank_at``.
+
+    Returns (first_pos, index): per token the global token number of the first
+    token with the same bytes, and the dict of distinct token bytes (in order
+    of first appearance) to that number."""
+    index: dict = {}
+    pos = itertools.count()
+    setdefault = index.setdefault
+    out = []
+    n = len(starts)
+    if n == 0:
+        return np.empty(0, np.int64), index
+    # blocks of whole lines of about _BLOCK bytes
+    cuts = np.unique(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, _BLOCK), side="left"))
+    cuts = np.unique(np.concatenate((cuts[(cuts > 0) & (cuts < n)], [0, n])))
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        lo, hi = int(starts[a]), int(ends[b - 1])
+        v = np.frombuffer(data, np.uint8, hi - lo, lo).copy()
+        v[nl[np.searchsorted(nl, lo):np.searchsorted(nl, hi)] - lo] = 59
+        ba = blank_at[a:b]
+        v[ba[ba >= 0] - lo] = 59
+        toks = v.tobytes().split(b";")
+        del v
+        out.append(np.fromiter(map(setdefault, toks, pos), np.int64, len(toks)))
+        del toks
+    return np.concatenate(out), index
 
 
 def _read_fast(data) -> "Profile | None":
@@ -226,78 +237,122 @@ def _read_fast(data) -> "Profile | None":
     ok = one & (safe(stack_last) < 0x80)
     first = arr[starts]
     comment = (first == 35) | ((first == 47) & (arr[np.minimum(starts + 1, size - 1)] == 47) & (starts + 1 < ends))
-    if not ok.all() or comment.any():
+    keep = ok & ~comment
+    if not keep.all():
         skip = comment | (last < starts)  # comments and blank lines
         if (~ok & ~skip).any():
             return None  # a bad line, or a character next to the counts only str methods can judge
-        keep = ok & ~skip
         if not keep.any():
             return None
-        starts, stack_last, last, d2, two = starts[keep], stack_last[keep], last[keep], d2[keep], two[keep]
-    ndig = last - d2
+    ndig = (last - d2)[keep]
     if ndig.max() > 18:
         return None
-    counts = _digits_value(arr, d2 + 1, ndig)
-    s = starts
-    t = stack_last + 1
-    ln = t - s
-    n_lines = len(s)
-    # frames: the ';' separators of each stack text
+    counts = _digits_value(arr, d2[keep] + 1, ndig)
+    # frames: the ';' separators of each stack text (of every line, for the token count)
     sep = _positions(arr, 59)
-    sep_lo = np.searchsorted(sep, s)
-    nframes = np.searchsorted(sep, t) - sep_lo + 1
-    lcp = _common_prefix(data, arr, s, ln)
-    shared = np.searchsorted(sep, s + lcp) - sep_lo
-    if n_lines > 1:
-        # the frame ending exactly at the common prefix is shared when it ends there in both lines
-        prev_ln = np.concatenate(([0], ln[:-1]))
-        prev_s = np.concatenate(([0], s[:-1]))
-        at = np.minimum(lcp, ln - 1)
-        ends_here = (lcp == ln) | (arr[s + at] == 59)
-        prev_ends = (lcp == prev_ln) | (arr[np.minimum(prev_s + lcp, size - 1)] == 59)
-        bonus = ends_here & prev_ends & (np.arange(n_lines) > 0)
-        shared = shared + bonus
-    shared[0] = 0
-    ntail = nframes - shared
-    sep_x = np.append(sep, size)  # a sentinel: identical lines index one past their last ';'
-    tail_start = np.where(shared > 0, sep_x[np.minimum(sep_lo + shared - 1, len(sep))] + 1, s)
-    # intern the new frames' texts, in order of first appearance
-    index: dict = {}
-    pos = itertools.count()
-    setdefault = index.setdefault
-    has = np.flatnonzero(ntail > 0)
-    ts, te = tail_start[has].tolist(), t[has].tolist()
-    first_pos = []
-    step = 4096
-    for c in range(0, len(ts), step):
-        toks = b";".join([data[x:y] for x, y in zip(ts[c:c + step], te[c:c + step])]).split(b";")
-        first_pos.append(np.fromiter(map(setdefault, toks, pos), np.int64, len(toks)))
-    first_pos = np.concatenate(first_pos) if first_pos else np.empty(0, np.int64)
-    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
-    dense = np.searchsorted(uniq_pos, first_pos)
-    texts = [b.decode("utf-8") for b in index]
-    del index
-    ft, ids = _frame_table(texts)
-    node_frame = ids[dense]
-    # nodes: each line's new frames, chained; the first hangs under the previous
-    # line's node at depth shared-1, found as the newest line j with shared[j] <= depth
-    total_nodes = int(ntail.sum())
-    if len(node_frame) != total_nodes:
+    n_all = len(starts)
+    t = np.where(keep, stack_last + 1, ends)
+    nsep = np.searchsorted(sep, t) - np.searchsorted(sep, starts)
+    nframes_all = np.where(keep, nsep + 1, 0)
+    # tokens per line: a stack line's frames and its count; another line's ';'-pieces and its end
+    ntok = np.where(keep, nsep + 2, np.searchsorted(sep, ends) - np.searchsorted(sep, starts) + 1)
+    first_pos, index = _intern_tokens(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
+    if len(first_pos) != int(ntok.sum()):
         return None  # cannot happen; be safe rather than wrong
+    del sep
+    tok0 = np.cumsum(ntok) - ntok
+    # which tokens are frames: the first nframes of each kept line
+    if keep.all():
+        is_frame = np.ones(len(first_pos), bool)
+        is_frame[tok0 + nframes_all] = False  # the count tokens
+    else:
+        is_frame = np.zeros(len(first_pos) + 1, np.int8)
+        kl = np.flatnonzero(keep)
+        np.add.at(is_frame, tok0[kl], 1)
+        np.add.at(is_frame, tok0[kl] + nframes_all[kl], -1)
+        is_frame = np.cumsum(is_frame[:-1]).astype(bool)
+    frame_first = first_pos[is_frame]
+    del first_pos, is_frame
+    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
+    lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
+    lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
+    dense = lut[frame_first]
+    del lut
+    used = np.flatnonzero(np.bincount(dense, minlength=len(uniq_pos)))
+    keys = list(index)
+    del index
+    texts = [keys[i].decode("utf-8") for i in used.tolist()]  # one per distinct frame text
+    del keys
+    ft, ids = _frame_table(texts)
+    funcs, frames, fmap = frame_tables(ft)
+    remap = np.full(len(uniq_pos), -1, np.int64)
+    remap[used] = fmap[ids]
+    flat = remap[dense]  # frame id of every frame of every stack line, root first
+    del dense, frame_first
+    return _from_sorted_paths(funcs, frames, flat, nframes_all[keep], counts)
+
+
+def _from_sorted_paths(funcs, frames, flat, nframes, counts):
+    """Profile of root-first paths (``flat`` frame ids in CSR form by ``nframes``)
+    that mostly share long prefixes with the previous path, as sorted folded
+    files do: only the frames after the shared prefix become tree nodes."""
+    n_lines = len(nframes)
+    off = np.cumsum(nframes) - nframes
+    # frames shared with the previous line, one depth level at a time
+    shared = np.zeros(n_lines, np.int64)
+    if n_lines > 1:
+        lim = np.minimum(nframes[1:], nframes[:-1])
+        cur, prev = off[1:].copy(), off[:-1].copy()
+        act = np.flatnonzero(lim > 0)
+        k = np.zeros(n_lines - 1, np.int64)
+        while len(act):
+            act = act[flat[cur[act]] == flat[prev[act]]]
+            k[act] += 1
+            cur[act] += 1
+            prev[act] += 1
+            act = act[k[act] < lim[act]]
+        shared[1:] = k
+    ntail = nframes - shared
+    total_nodes = int(ntail.sum())
     base = np.cumsum(ntail) - ntail
+    # the new frames of each line, in order
+    line_of = np.repeat(np.arange(n_lines, dtype=np.int64), ntail)
+    pos_in = np.arange(total_nodes, dtype=np.int64) - base[line_of]
+    node_frame = flat[off[line_of] + shared[line_of] + pos_in]
+    node_depth = shared[line_of] + pos_in
+    del line_of, pos_in
+    # the first new frame hangs under the previous line's node at depth shared-1,
+    # found as the newest line j with shared[j] <= depth
     anchor = np.full(n_lines, -1, np.int64)
     want = shared - 1
     idx = np.arange(n_lines)
-    for d in np.unique(want[want >= 0]):
+    for d in np.unique(want[want >= 0]).tolist():
         owner = np.maximum.accumulate(np.where(shared <= d, idx, -1))
         lines_d = np.flatnonzero(want == d)
         j = owner[lines_d - 1]
         anchor[lines_d] = base[j] + (d - shared[j])
+    has = ntail > 0
     parent = np.arange(total_nodes, dtype=np.int64) - 1
     parent[base[has]] = anchor[has]
-    sample_node = np.where(ntail > 0, base + ntail - 1, anchor)
+    sample_node = np.where(has, base + ntail - 1, anchor)
+    # Equal paths can only be siblings under one node P: its children are P+1
+    # (when that continues P's own line) and the first new nodes of lines
+    # anchored at P.  The nodes are the stacks when no two of those agree.
+    firsts = base[has]
+    fp, ff = parent[firsts], node_frame[firsts]
+    nfr = len(frames) + 1
+    key = np.sort((fp + 1) * nfr + ff)
+    unique = not (np.diff(key) == 0).any()
+    if unique:
+        nxt = fp + 1  # P+1 of each first node's parent P (fp >= 0 there, and P+1 <= the first node)
+        real = fp >= 0
+        cand = nxt[real]
+        chain = parent[cand] == fp[real]  # P+1 continues P's line
+        clash = chain & (cand != firsts[real]) & (node_frame[cand] == ff[real])
+        unique = not clash.any()
     meta = {"source_format": "folded", "unit": "samples"}
-    return build_from_tree(ft, parent, node_frame, sample_node, weights=counts, meta=meta)
+    return build_from_nodes(funcs, frames, parent, node_frame, node_depth, sample_node, weights=counts, meta=meta,
+                            unique=unique)
 
 
 register_reader("folded", read_folded, sniff, (".folded", ".collapsed", ".txt"))

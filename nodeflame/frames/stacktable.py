@@ -132,6 +132,18 @@ def tree_to_stacks(parent: np.ndarray, frame: np.ndarray, nframes: int, depth: n
     return pr, fr, de, cur
 
 
+def _injective(frame_map: np.ndarray, frame: np.ndarray) -> bool:
+    """Whether ``frame_map`` sends the frames used in ``frame`` to distinct ids."""
+    used = np.zeros(len(frame_map), bool)
+    used[frame] = True
+    m = frame_map[used]
+    if len(m) < 2:
+        return True
+    seen = np.zeros(int(m.max()) + 1, np.int32)
+    np.add.at(seen, m[m >= 0], 1)
+    return bool(seen.max() <= 1)
+
+
 def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
             frame_map: np.ndarray, collapse_same=None):
     """Rewrite a stack table through a frame mapping.
@@ -158,6 +170,9 @@ def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
     nframes = int(frame_map.max()) + 1 if len(frame_map) else 1
     nf_all = frame_map[frame] if n else np.empty(0, _I)
     keep = nf_all >= 0
+    if collapse_same is None and n and keep.all() and _injective(frame_map, frame):
+        # distinct frames stay distinct: the table keeps its shape, only frame ids change
+        return prefix.copy(), nf_all, depth.copy(), np.arange(n, dtype=_I)
     anc = np.full(n, -1, _I)     # nearest kept stack on the path, self included
     nd = np.full(n, -1, _I)      # new depth of that stack
     for _d, idx in _level_segments(depth):

@@ -57,7 +57,7 @@ def _tree_frame(p, prefix, func, depth, self_w, total) -> pd.DataFrame:
         "kind": take_cat(f["kind"], fi),
         "self": self_w.astype(_I64),
         "total": total.astype(_I64),
-    })
+    }, copy=False)  # fresh arrays: no consolidation copy
 
 
 def call_tree(p, inverted: bool = False) -> pd.DataFrame:

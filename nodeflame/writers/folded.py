@@ -1,9 +1,70 @@
 """Folded stacks: ``root;...;leaf count`` — FlameGraph's interchange format."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..frames.formats import register_writer
+
+
+def _key_and_counts(p, thread_root: bool):
+    """Distinct (thread, stack) keys of the samples, their stacks, counts and thread names (or None)."""
+    s = p.samples
+    nst = len(p.stacks)
+    st = s["stack"].to_numpy().astype(np.int64)
+    w = s["weight"].to_numpy()
+    if thread_root:
+        th = s["thread"].cat.codes.to_numpy().astype(np.int64)
+        key = th * (nst + 1) + st
+    else:
+        key = st
+    uk, inv = np.unique(key, return_inverse=True)
+    counts = np.bincount(inv.reshape(-1), weights=w, minlength=len(uk)).astype(np.int64)
+    ust = uk % (nst + 1) if thread_root else uk
+    names = None
+    if thread_root:
+        cats = s["thread"].cat.categories.astype(str).to_numpy(object)
+        names = cats[uk // (nst + 1)]
+    return ust, counts, names
+
+
+def _labels(p, annotate: bool):
+    labels = p.frame_labels().astype(object)
+    if annotate:
+        kinds = p.funcs["kind"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
+        suffix = np.where(np.isin(kinds, ["js", "deps", "node", "builtin"]), "_[j]",
+                          np.where(kinds == "kernel", "_[k]", ""))
+        labels = np.array([l + sfx for l, sfx in zip(labels, suffix)], dtype=object)
+    return labels
+
+
+def _join_paths(p, labels, stacks, ends, heads=None) -> str:
+    """One string: for each stack of ``stacks``, [its head + ';'] its root-first
+    labels joined by ';', then its entry of ``ends`` (e.g. ' 12\n').
+
+    Built with numpy indexing into one token array and a single str.join: no
+    Python loop per stack or frame."""
+    from ..frames.stacktable import stack_paths
+    a = p._arrays()
+    off, flat = stack_paths(a["prefix"], np.asarray(stacks, np.int64), a["depth"])
+    n = len(stacks)
+    nfr = np.diff(off)
+    extra = 2 if heads is not None else 1
+    tok = np.empty(len(flat) + extra * n, dtype=object)
+    line_of = np.repeat(np.arange(n, dtype=np.int64), nfr)
+    pos = np.arange(len(flat), dtype=np.int64) + line_of * extra + (1 if heads is not None else 0)
+    fr = a["frame"][flat]
+    sep_labels = np.array([";" + x for x in labels], dtype=object)
+    if heads is not None:
+        tok[pos] = sep_labels[fr]
+        tok[off[:-1] + np.arange(n) * extra] = heads
+    else:
+        first = np.zeros(len(flat), bool)
+        first[off[:-1][nfr > 0]] = True
+        tok[pos] = np.where(first, labels[fr], sep_labels[fr])
+    tok[off[1:] + np.arange(1, n + 1) * extra - 1] = ends
+    return "".join(tok.tolist())
 
 
 def folded_lines(p, *, thread_root: bool = False, annotate: bool = False):
@@ -12,32 +73,14 @@ def folded_lines(p, *, thread_root: bool = False, annotate: bool = False):
     ``thread_root`` puts the sample's thread/process name first, as
     stackcollapse-perf.pl does; ``annotate`` appends FlameGraph's ``_[j]`` to
     JIT (js/deps/node) frames and ``_[k]`` to kernel frames."""
-    a = p._arrays()
-    s = p.samples
-    st = s["stack"].to_numpy().astype(np.int64)
-    w = s["weight"].to_numpy()
-    if thread_root:
-        th = s["thread"].cat.codes.to_numpy().astype(np.int64)
-        key = th * (len(p.stacks) + 1) + st
-    else:
-        key = st
-    uk, inv = np.unique(key, return_inverse=True)
-    counts = np.bincount(inv, weights=w).astype(np.int64)
-    ust = uk % (len(p.stacks) + 1) if thread_root else uk
-    labels = p.frame_labels().astype(object)
-    if annotate:
-        kinds = p.funcs["kind"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
-        suffix = np.where(np.isin(kinds, ["js", "deps", "node", "builtin"]), "_[j]",
-                          np.where(kinds == "kernel", "_[k]", ""))
-        labels = np.array([l + sfx for l, sfx in zip(labels, suffix)], dtype=object)
-    # text per distinct stack, built parent-first so each prefix is joined once
-    text = _stack_texts(p, labels)
-    lines = text[ust]
-    if thread_root:
-        cats = s["thread"].cat.categories.astype(str).to_numpy(object)
-        names = cats[(uk // (len(p.stacks) + 1))]
-        lines = np.array([f"{n};{t}" if t else n for n, t in zip(names, lines)], dtype=object)
-    return lines, counts
+    ust, counts, names = _key_and_counts(p, thread_root)
+    labels = _labels(p, annotate)
+    text = _join_paths(p, labels, ust, np.full(len(ust), "\n", dtype=object), heads=names)
+    lines = text.split("\n")
+    lines.pop()  # after the last "\n"
+    out = np.empty(len(lines), dtype=object)
+    out[:] = lines
+    return out, counts
 
 
 def _stack_texts(p, labels):
@@ -54,11 +97,31 @@ def _stack_texts(p, labels):
     return out
 
 
+_LOW = re.compile("[\x00-\x1f]")
+
+
 def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, sort: bool = True, **_):
-    lines, counts = folded_lines(p, thread_root=thread_root, annotate=annotate)
-    order = np.argsort(lines.astype(str), kind="stable") if sort else np.arange(len(lines))
-    buf = "".join(f"{lines[i]} {counts[i]}\n" for i in order if counts[i] > 0)
-    out.write(buf.encode("utf-8"))
+    ust, counts, names = _key_and_counts(p, thread_root)
+    pos = counts > 0
+    ust, counts = ust[pos], counts[pos]
+    names = names[pos] if names is not None else None
+    labels = _labels(p, annotate)
+    # lines are sorted by their stack text; the ' ' before a count sorts below every
+    # character of a label unless a label holds a control character (then by key)
+    low = sort and (any(_LOW.search(x) for x in labels) or
+                    (names is not None and any(_LOW.search(x) for x in names)))
+    ends = (" " + counts.astype(str).astype(object)) + "\n"
+    text = _join_paths(p, labels, ust, ends, heads=names)
+    if sort and len(ust) > 1:
+        lines = text.split("\n")
+        lines.pop()
+        if low:
+            lines.sort(key=lambda ln: ln.rpartition(" ")[0])
+        else:
+            lines.sort()
+        lines.append("")
+        text = "\n".join(lines)
+    out.write(text.encode("utf-8"))
 
 
 register_writer("folded", write_folded, (".folded", ".collapsed"))

@@ -1,0 +1,135 @@
+"""Benchmark: raw stacks -> folded, against FlameGraph's stackcollapse.pl.
+
+The raw inputs are the generated Node-like profiles of bench/gen_profiles.py
+(``small``: 1 M samples over 20 k distinct stacks; ``large``: 10 M samples over
+200 k, mean depth about 40) written with nodeflame's own raw writer (frames
+one per line, leaf first, a count line, a blank line between stacks: what
+torch and DTrace/SystemTap ``ustack()`` aggregations print).  In the same run
+and on the same input file:
+
+- ``stackcollapse.pl IN > OUT``           whole process (perl): wall, CPU (user + system), peak RSS
+- ``nodeflame convert IN OUT.folded``     whole process (python start-up and imports included)
+- in-process: ``nodeflame.read`` of the raw file and the folded writer alone
+
+and the ratios stackcollapse.pl / nodeflame.  Both outputs are checked to hold
+the same stacks with the same counts.  FlameGraph is not part of nodeflame:
+fetch it yourself (``git clone https://github.com/brendangregg/FlameGraph``) and
+pass the path of its stackcollapse.pl.
+
+Usage: python bench/bench_collapse.py PATH/TO/stackcollapse.pl [--size small|large|all] [--repeat 3]
+       [--out DIR] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import gen_profiles  # noqa: E402
+from bench_svg import CONVERT, run  # noqa: E402
+
+
+def ensure_raw(size: str, out_dir: str) -> str:
+    """The raw file of the generated profile ``size`` (written by nodeflame's raw writer), cached."""
+    src = gen_profiles.ensure(size, out_dir)
+    path = os.path.splitext(src)[0] + ".raw"
+    if not os.path.exists(path):
+        import nodeflame as nf
+        tmp = path + ".part"
+        nf.read(src).write(tmp, format="raw")
+        os.replace(tmp, path)
+    return path
+
+
+def folded_counts(path: str) -> dict:
+    """stack text -> count of a folded file (lines with the same stack summed)."""
+    out: dict = {}
+    with open(path, "rb") as fh:
+        for ln in fh:
+            st, _, c = ln.rstrip(b"\r\n").rpartition(b" ")
+            out[st] = out.get(st, 0) + int(c)
+    return out
+
+
+def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
+    src = ensure_raw(size, out_dir)
+    mb = os.path.getsize(src) / 1e6
+    print(f"\n== {size}: {os.path.basename(src)} ({mb:.1f} MB)", flush=True)
+    res = {}
+    sc_out, nf_out = os.path.join(tmp, f"sc-{size}.folded"), os.path.join(tmp, f"nf-{size}.folded")
+    sc_runs, nf_runs = [], []
+    for _ in range(repeat):  # interleaved, so both see the same machine load
+        sc_runs.append(run(["perl", sc, src], sc_out))
+        nf_runs.append(run([sys.executable, "-c", CONVERT, "convert", src, nf_out]))
+    res["sc_s"], res["sc_mb"], res["sc_cpu"] = (min(r[0] for r in sc_runs), max(r[1] for r in sc_runs),
+                                                min(r[2] for r in sc_runs))
+    res["nf_s"], res["nf_mb"], res["nf_cpu"] = (min(r[0] for r in nf_runs), max(r[1] for r in nf_runs),
+                                                min(r[2] for r in nf_runs))
+    a, b = folded_counts(sc_out), folded_counts(nf_out)
+    res["same"] = a == b
+    res["stacks"] = len(a)
+
+    import nodeflame as nf
+    from nodeflame.frames.formats import render
+    reads, rcpu, writes, wcpu = [], [], [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        p = nf.read(src)
+        reads.append(time.perf_counter() - t)
+        rcpu.append(time.process_time() - c)
+        t, c = time.perf_counter(), time.process_time()
+        render(p, "folded")
+        writes.append(time.perf_counter() - t)
+        wcpu.append(time.process_time() - c)
+    res["read_s"], res["read_cpu"], res["write_s"], res["write_cpu"] = min(reads), min(rcpu), min(writes), min(wcpu)
+
+    print(f"stackcollapse.pl        {res['sc_s']:8.2f} s ({res['sc_cpu']:.2f} s cpu)  {res['sc_mb']:7.0f} MB peak")
+    print(f"nodeflame convert       {res['nf_s']:8.2f} s ({res['nf_cpu']:.2f} s cpu)  {res['nf_mb']:7.0f} MB peak")
+    print(f"  in-process: read {res['read_s']:.3f} s ({res['read_cpu']:.3f} s cpu), "
+          f"folded writer {res['write_s']:.3f} s ({res['write_cpu']:.3f} s cpu)")
+    print(f"  outputs: {res['stacks']} stacks, {'the same stacks and counts' if res['same'] else 'DIFFERENT'}")
+    print(f"ratio (whole process)   {res['sc_s'] / res['nf_s']:8.1f}x faster wall, "
+          f"{res['sc_cpu'] / res['nf_cpu']:.1f}x cpu, peak memory {res['nf_mb'] / res['sc_mb']:.2f} of "
+          "stackcollapse.pl's")
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("stackcollapse", nargs="?", default=os.environ.get("STACKCOLLAPSE_PL", "/tmp/stackcollapse.pl"),
+                    help="path of FlameGraph's stackcollapse.pl (default $STACKCOLLAPSE_PL or /tmp/stackcollapse.pl)")
+    ap.add_argument("--size", choices=("small", "large", "all"), default="small")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(HERE, "out"), help="where generated profiles are cached")
+    ap.add_argument("--keep", action="store_true", help="keep the folded files written (prints where)")
+    a = ap.parse_args(argv)
+    if not os.path.isfile(a.stackcollapse):
+        print(f"stackcollapse.pl not found at {a.stackcollapse}: clone brendangregg/FlameGraph and pass its path",
+              file=sys.stderr)
+        return 2
+    if shutil.which("perl") is None:
+        print("perl not found", file=sys.stderr)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="nodeflame-bench-collapse-")
+    ok = True
+    try:
+        for size in (("small", "large") if a.size == "all" else (a.size,)):
+            ok &= bench_size(size, a.stackcollapse, max(a.repeat, 1), a.out, tmp)["same"]
+    finally:
+        if a.keep:
+            print(f"\nfolded files kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

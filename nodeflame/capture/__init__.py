@@ -166,8 +166,9 @@ def _sigint_held(limit: int | None = None):
 
 def _start(b: Backend, target: Target, opts: CaptureOptions):
     """``b.start()`` with Ctrl-C held until it returns (so a half-started session is never
-    abandoned with a port open or a thread stopped): (session, interrupted meanwhile)."""
-    with _sigint_held() as got:
+    abandoned with a port open or a thread stopped): (session, interrupted meanwhile).
+    A third Ctrl-C meanwhile aborts the start (a stuck one)."""
+    with _sigint_held(limit=3) as got:
         session = b.start(target, opts)
     return session, bool(got)
 

@@ -143,6 +143,71 @@ def build_from_nodes(funcs, frames, prefix, frame, depth, sample_stack, *, weigh
                      meta, None, lines_are_stacks=True)
 
 
+def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) -> Profile:
+    """Profile of root-first paths (``flat`` frame ids in CSR form by ``nframes``)
+    that mostly share long prefixes with the previous path, as sorted folded
+    and raw files do: only the frames after the shared prefix become tree
+    nodes.  ``funcs``/``frames`` come from frame_tables and ``flat`` is in its
+    merged frame ids; ``counts`` is the weight of each path.  Any order of
+    paths gives the same Profile (unsorted ones only cost more)."""
+    n_lines = len(nframes)
+    off = np.cumsum(nframes) - nframes
+    # frames shared with the previous line, one depth level at a time
+    shared = np.zeros(n_lines, np.int64)
+    if n_lines > 1:
+        lim = np.minimum(nframes[1:], nframes[:-1])
+        cur, prev = off[1:].copy(), off[:-1].copy()
+        act = np.flatnonzero(lim > 0)
+        k = np.zeros(n_lines - 1, np.int64)
+        while len(act):
+            act = act[flat[cur[act]] == flat[prev[act]]]
+            k[act] += 1
+            cur[act] += 1
+            prev[act] += 1
+            act = act[k[act] < lim[act]]
+        shared[1:] = k
+    ntail = nframes - shared
+    total_nodes = int(ntail.sum())
+    base = np.cumsum(ntail) - ntail
+    # the new frames of each line, in order
+    line_of = np.repeat(np.arange(n_lines, dtype=np.int64), ntail)
+    pos_in = np.arange(total_nodes, dtype=np.int64) - base[line_of]
+    node_frame = flat[off[line_of] + shared[line_of] + pos_in]
+    node_depth = shared[line_of] + pos_in
+    del line_of, pos_in
+    # the first new frame hangs under the previous line's node at depth shared-1,
+    # found as the newest line j with shared[j] <= depth
+    anchor = np.full(n_lines, -1, np.int64)
+    want = shared - 1
+    idx = np.arange(n_lines)
+    for d in np.unique(want[want >= 0]).tolist():
+        owner = np.maximum.accumulate(np.where(shared <= d, idx, -1))
+        lines_d = np.flatnonzero(want == d)
+        j = owner[lines_d - 1]
+        anchor[lines_d] = base[j] + (d - shared[j])
+    has = ntail > 0
+    parent = np.arange(total_nodes, dtype=np.int64) - 1
+    parent[base[has]] = anchor[has]
+    sample_node = np.where(has, base + ntail - 1, anchor)
+    # Equal paths can only be siblings under one node P: its children are P+1
+    # (when that continues P's own line) and the first new nodes of lines
+    # anchored at P.  The nodes are the stacks when no two of those agree.
+    firsts = base[has]
+    fp, ff = parent[firsts], node_frame[firsts]
+    nfr = len(frames) + 1
+    key = np.sort((fp + 1) * nfr + ff)
+    unique = not (np.diff(key) == 0).any()
+    if unique:
+        nxt = fp + 1  # P+1 of each first node's parent P (fp >= 0 there, and P+1 <= the first node)
+        real = fp >= 0
+        cand = nxt[real]
+        chain = parent[cand] == fp[real]  # P+1 continues P's line
+        clash = chain & (cand != firsts[real]) & (node_frame[cand] == ff[real])
+        unique = not clash.any()
+    return build_from_nodes(funcs, frames, parent, node_frame, node_depth, sample_node, weights=counts, meta=meta,
+                            unique=unique)
+
+
 def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, times, threads, meta,
               lines, lines_are_stacks=False) -> Profile:
     sample_stack = np.asarray(sample_stack, _I64)

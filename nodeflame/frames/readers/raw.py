@@ -34,13 +34,14 @@ whitespace removed).
 """
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..build import FrameTable, build_profile
+from ..build import FrameTable, build_from_sorted_paths, frame_tables
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
 from ..symbols import parse_dtrace
@@ -110,11 +111,63 @@ def _factorize(lines):
     return codes.astype(np.int64, copy=False), uniq
 
 
+_BLOCK = 1 << 24  # bytes split per bytes.split call
+
+
+def _intern_lines(data: bytes):
+    """(codes, unique lines as str) of the lines of UTF-8 ``data``, CRLF taken as LF,
+    by C-level bytes.split and dict interning over blocks; None when ``data`` is
+    not plain UTF-8 (the text path decides then, with its warnings)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    size = len(data) - 1 if data.endswith(b"\n") else len(data)  # no line after the last line end
+    if size <= 0 or (data.endswith(b"\r") and not data.endswith(b"\n")):
+        return None  # nothing, or a lone CR at the very end: the text path's rules
+    index: dict = {}
+    pos = itertools.count()
+    setdefault = index.setdefault
+    out = []
+    lo = 0
+    while lo < size:
+        hi = data.find(b"\n", min(lo + _BLOCK, size))
+        hi = size if hi < 0 else hi
+        lines = data[lo:hi].split(b"\n")
+        out.append(np.fromiter(map(setdefault, lines, pos), np.int64, len(lines)))
+        del lines
+        lo = hi + 1
+    first_pos = np.concatenate(out) if out else np.empty(0, np.int64)
+    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
+    keys = list(index)
+    del index
+    try:
+        uniq = [k.decode("utf-8") for k in keys]  # one per distinct line
+    except UnicodeDecodeError:
+        return None
+    lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int64)
+    lut[uniq_pos] = np.arange(len(uniq_pos))
+    codes = lut[first_pos]
+    # CRLF: lines differing only by a final '\r' are the same line
+    if any(u.endswith("\r") for u in uniq):
+        stripped = [u[:-1] if u.endswith("\r") else u for u in uniq]
+        sc, su = _factorize(stripped)
+        codes, uniq = sc[codes], list(su)
+    return codes, uniq
+
+
 def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) -> "Profile":
-    lines = _split_lines(data, source)
-    h = header_length(lines)
-    body = lines[h:] if h else lines
-    codes, uniq = _factorize(body)
+    fast = _intern_lines(data) if isinstance(data, (bytes, bytearray)) else None
+    if fast is not None:
+        codes, uniq = fast
+        first = [uniq[c] for c in codes[:3].tolist()]
+        h = header_length(first)
+        codes = codes[h:]
+    else:
+        lines = _split_lines(data, source)
+        h = header_length(lines)
+        body = lines[h:] if h else lines
+        codes, uniq = _factorize(body)
     nu = len(uniq)
     utype = np.empty(nu, np.int8)
     ucount = np.zeros(nu, np.int64)
@@ -123,7 +176,12 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
     ids: list[int] = []
     ft = FrameTable()
     by_label: dict[str, int] = {}
+    used = np.zeros(nu, bool)
+    used[codes] = True
     for k, ln in enumerate(uniq):
+        if not used[k]:  # a header line only
+            utype[k] = BLANK
+            continue
         m = _COUNT.match(ln)
         if m is not None:
             utype[k] = COUNT
@@ -149,7 +207,7 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
                 fid = by_label[p] = ft.add(s.name, s.file, s.line, s.column, s.hint, s.tier, label=p)
             ids.append(fid)
     t = utype[codes]
-    n = len(body)
+    n = len(codes)
     cpos = np.flatnonzero(t == COUNT)
     fpos = np.flatnonzero(t == FRAME)
     # a stack must end with its count: a frame followed by a blank line with more input after it is an error
@@ -160,7 +218,7 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
         bad = fpos[(nxt < n) & (t[np.minimum(nxt, n - 1)] == BLANK) & (nxt < last_nonblank)]
         if len(bad):
             i = int(bad[0])
-            raise FormatError(f"stack has no count: {body[i].strip()[:80]!r} is not a count",
+            raise FormatError(f"stack has no count: {uniq[codes[i]].strip()[:80]!r} is not a count",
                               source=source, line=h + i + 1,
                               expected="a line with the stack's count (a whole number) after its frames")
     blk = np.searchsorted(cpos, fpos)  # index of the count line that ends each frame's stack
@@ -195,7 +253,8 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
     flat = np.empty(len(fblk), np.int64)
     flat[offsets[fblk] + lengths[fblk] - 1 - pos] = leaf_first
     counts = ucount[codes[cpos]]
-    return build_profile(ft, offsets, flat, weights=counts, meta=meta)
+    funcs, frames, fmap = frame_tables(ft)
+    return build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts, meta=meta)
 
 
 def sniff(head: bytes, text: str | None) -> bool:

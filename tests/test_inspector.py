@@ -205,6 +205,44 @@ def test_program_that_never_yields_is_profiled_and_its_port_closed(tmp_path):
         p.wait()
 
 
+def test_worker_that_ends_during_the_capture(tmp_path):
+    prog = tmp_path / "brief.js"
+    prog.write_text(
+        "const { Worker, isMainThread } = require('worker_threads');\n"
+        "function wHot() { let x = 1; for (let i = 0; i < 2e6; i++) x = (x * 69069 + i) & 0xffff; return x; }\n"
+        "if (isMainThread) {\n"
+        "  process.stdin.on('data', () => { new Worker(__filename, { name: 'brief' }); });\n"
+        "  setInterval(() => { let x = 0; for (let i = 0; i < 1e5; i++) x += i; }, 1); console.log('ready');\n"
+        "} else { const end = Date.now() + 500;\n"
+        "  const t = setInterval(() => { wHot(); if (Date.now() > end) clearInterval(t); }, 1); }\n")
+    p = subprocess.Popen([NODE, "--inspect-port=0", str(prog)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+        threading.Timer(0.4, lambda: (p.stdin.write(b"go\n"), p.stdin.flush())).start()
+        prof = nf.capture(p.pid, 2.0, backend="inspector", hz=500)
+        assert prof.total > 0 and "main" in prof.meta["threads"]
+        # its samples are lost (node would deadlock an exiting worker that waits for us), and we say so
+        assert any(w == "brief ended during the capture; its samples were lost" for w in prof.meta["warnings"]) \
+            or "brief" in prof.meta["threads"], prof.meta
+        assert procutil.listening_ports(p.pid) == [] and p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("ver", sorted(cached_nodes()), ids=lambda v: "v%d.%d.%d" % v)
+def test_node_versions(workload, ver):
+    """Every cached official node build (18-24 here): open, profile main + worker, close."""
+    w = workload(node=cached_nodes()[ver], node_args=["--inspect-port=0"])
+    prof = nf.capture(w.pid, 1.0, backend="inspector", hz=500)
+    assert prof.meta["node_version"] == "v%d.%d.%d" % ver
+    assert set(prof.meta["threads"]) == {"main", WORKER}
+    assert "functionW" in funcs_in_thread(prof, WORKER) and "functionA" in funcs_in_thread(prof, "main")
+    assert len(prof.lines) > 0
+    assert_healthy(w)
+
+
 def test_worker_thread_names():
     name = inspector.worker_thread_name
     assert name({"workerId": "1", "title": "[worker 1] hot-worker"}) == "hot-worker"

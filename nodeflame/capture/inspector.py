@@ -724,6 +724,11 @@ class InspectorSession(Session):
             "threads": names,
             "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
         })
+        if self.spawned_flag is None and (self.target.node_version or "").startswith("v22."):
+            self.warnings.append(
+                "node 22's profiler (V8 12.4) does not know code that was optimized by on-stack "
+                "replacement before the capture started: until V8 replaces it (about a second), its "
+                "samples are counted in the calling function")
         prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
         self.profile = prof
         return prof

@@ -966,8 +966,15 @@ def test_script_logic_deep_recursion(workload):
     deep = [s for s in stacks if sum(ln.startswith("JS:deep ") for ln in s) > 100]
     if not deep:
         pytest.skip("no sample landed in deep() this time")
+    # the recursion goes down and back up, so a sample can land at any depth: a stack deeper than
+    # MAX_DEPTH is cut there and marked, a shallower one is complete
+    cut = [s for s in deep if s[-3] == "[truncated]"]
     for s in deep:
-        assert s[-3] == "[truncated]" and len(s) - 3 == st.MAX_DEPTH, s[-5:]
+        if s[-3] == "[truncated]":
+            assert len(s) - 3 == st.MAX_DEPTH, s[-5:]
+        else:
+            assert len(s) - 2 < st.MAX_DEPTH, (len(s), s[-5:])
+    assert cut or len(deep) < 3, "no deep sample was cut at MAX_DEPTH"
     assert max(actions) < st.stap_defines()["MAXACTION"]
 
 

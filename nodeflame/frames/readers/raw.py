@@ -208,20 +208,24 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
             ids.append(fid)
     t = utype[codes]
     n = len(codes)
-    cpos = np.flatnonzero(t == COUNT)
-    fpos = np.flatnonzero(t == FRAME)
+    is_count = t == COUNT
+    is_frame = t == FRAME
+    cpos = np.flatnonzero(is_count)
+    fpos = np.flatnonzero(is_frame)
     # a stack must end with its count: a frame followed by a blank line with more input after it is an error
     if len(fpos):
-        nxt = fpos + 1
-        nonblank = np.flatnonzero(t != BLANK)
-        last_nonblank = nonblank[-1]
-        bad = fpos[(nxt < n) & (t[np.minimum(nxt, n - 1)] == BLANK) & (nxt < last_nonblank)]
+        nonblank = t != BLANK
+        last_nonblank = n - 1 - int(np.argmax(nonblank[::-1]))
+        badm = is_frame[:-1] & ~nonblank[1:]
+        badm[max(last_nonblank - 1, 0):] = False  # only with more input after the blank line
+        bad = np.flatnonzero(badm)
         if len(bad):
             i = int(bad[0])
             raise FormatError(f"stack has no count: {uniq[codes[i]].strip()[:80]!r} is not a count",
                               source=source, line=h + i + 1,
                               expected="a line with the stack's count (a whole number) after its frames")
-    blk = np.searchsorted(cpos, fpos)  # index of the count line that ends each frame's stack
+    # index of the count line that ends each frame's stack: the counts before it
+    blk = np.cumsum(is_count)[fpos] if len(fpos) else np.empty(0, np.int64)
     meta = {"source_format": "raw", "unit": "samples"}
     tail = blk == len(cpos)
     if tail.any():
@@ -249,9 +253,9 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
     lengths = np.bincount(fblk, minlength=nstack)
     offsets = np.zeros(nstack + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    pos = np.arange(len(fblk)) - offsets[fblk]
+    # frames come leaf first: the j-th frame line of stack b goes to offsets[b] + offsets[b+1] - 1 - j
     flat = np.empty(len(fblk), np.int64)
-    flat[offsets[fblk] + lengths[fblk] - 1 - pos] = leaf_first
+    flat[(offsets[:-1] + offsets[1:] - 1)[fblk] - np.arange(len(fblk))] = leaf_first
     counts = ucount[codes[cpos]]
     funcs, frames, fmap = frame_tables(ft)
     return build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts, meta=meta)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .kinds import classify_many, package_of
 from .profile import Profile, default_meta
-from .stacktable import paths_to_stacks, tree_to_stacks
+from .stacktable import _level_segments, paths_to_stacks, tree_to_stacks
 
 _I64 = np.int64
 
@@ -246,18 +246,15 @@ def compact(p: Profile) -> Profile:
     prefix = p.stacks["prefix"].to_numpy().astype(_I64)
     n = len(prefix)
     used = np.zeros(n, bool)
-    s = np.unique(p.samples["stack"].to_numpy())
-    used[s] = True
+    used[p.samples["stack"].to_numpy()] = True
     if len(p.lines):
         used[p.lines["stack"].to_numpy()] = True
-    # mark every ancestor of a used stack: one step up per iteration, only new ones walk on
-    cur = np.flatnonzero(used)
-    while len(cur):
-        par = prefix[cur]
-        par = np.unique(par[par >= 0])
-        par = par[~used[par]]
-        used[par] = True
-        cur = par
+    # mark every ancestor of a used stack, deepest level first (parents are on the level above)
+    if n:
+        for _d, idx in reversed(list(_level_segments(p.stacks["depth"].to_numpy()))):
+            u = idx[used[idx]]
+            par = prefix[u]
+            used[par[par >= 0]] = True
     new_id = np.cumsum(used) - 1
     st = p.stacks[used].copy()
     st["prefix"] = np.where(st["prefix"] >= 0, new_id[np.maximum(st["prefix"].to_numpy(), 0)], -1)

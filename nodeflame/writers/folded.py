@@ -39,11 +39,12 @@ def _labels(p, annotate: bool):
     return labels
 
 
-def _join_paths(p, labels, stacks, ends, heads=None) -> str:
-    """One string: for each stack of ``stacks``, [its head + ';'] its root-first
-    labels joined by ';', then its entry of ``ends`` (e.g. ' 12\n').
+def _join_paths(p, labels, stacks, ends, heads=None, sep=";"):
+    """One string (or bytes, if ``labels`` are bytes and ``sep`` is b";"): for
+    each stack of ``stacks``, [its head + sep] its root-first labels joined by
+    sep, then its entry of ``ends`` (e.g. ' 12\n').
 
-    Built with numpy indexing into one token array and a single str.join: no
+    Built with numpy indexing into one token array and a single join: no
     Python loop per stack or frame."""
     from ..frames.stacktable import stack_paths
     a = p._arrays()
@@ -54,17 +55,18 @@ def _join_paths(p, labels, stacks, ends, heads=None) -> str:
     tok = np.empty(len(flat) + extra * n, dtype=object)
     line_of = np.repeat(np.arange(n, dtype=np.int64), nfr)
     pos = np.arange(len(flat), dtype=np.int64) + line_of * extra + (1 if heads is not None else 0)
+    del line_of
     fr = a["frame"][flat]
-    sep_labels = np.array([";" + x for x in labels], dtype=object)
+    sep_labels = np.empty(len(labels), dtype=object)
+    sep_labels[:] = [sep + x for x in labels]
+    tok[pos] = sep_labels[fr]
     if heads is not None:
-        tok[pos] = sep_labels[fr]
         tok[off[:-1] + np.arange(n) * extra] = heads
     else:
-        first = np.zeros(len(flat), bool)
-        first[off[:-1][nfr > 0]] = True
-        tok[pos] = np.where(first, labels[fr], sep_labels[fr])
+        has = nfr > 0
+        tok[pos[off[:-1][has]]] = labels[fr[off[:-1][has]]]  # no separator before the root frame
     tok[off[1:] + np.arange(1, n + 1) * extra - 1] = ends
-    return "".join(tok.tolist())
+    return sep[:0].join(tok.tolist())
 
 
 def folded_lines(p, *, thread_root: bool = False, annotate: bool = False):
@@ -110,18 +112,28 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
     # character of a label unless a label holds a control character (then by key)
     low = sort and (any(_LOW.search(x) for x in labels) or
                     (names is not None and any(_LOW.search(x) for x in names)))
-    ends = (" " + counts.astype(str).astype(object)) + "\n"
-    text = _join_paths(p, labels, ust, ends, heads=names)
-    if sort and len(ust) > 1:
-        lines = text.split("\n")
-        lines.pop()
-        if low:
-            lines.sort(key=lambda ln: ln.rpartition(" ")[0])
-        else:
-            lines.sort()
-        lines.append("")
-        text = "\n".join(lines)
-    out.write(text.encode("utf-8"))
+    # in UTF-8 bytes throughout (their order is the text's order): no str copy to encode
+    blabels = np.empty(len(labels), dtype=object)
+    blabels[:] = [x.encode("utf-8") for x in labels]
+    bnames = None
+    if names is not None:
+        bnames = np.empty(len(names), dtype=object)
+        bnames[:] = [x.encode("utf-8") for x in names]
+    ends = np.char.add(np.char.add(b" ", counts.astype("S")), b"\n").astype(object)
+    text = _join_paths(p, blabels, ust, ends, heads=bnames, sep=b";")
+    if not (sort and len(ust) > 1):
+        out.write(text)
+        return
+    lines = text.split(b"\n")
+    del text
+    lines.pop()
+    if low:
+        lines.sort(key=lambda ln: ln.rpartition(b" ")[0])
+    else:
+        lines.sort()
+    step = 1 << 14
+    for i in range(0, len(lines), step):  # in pieces: no second copy of the whole text
+        out.write(b"\n".join(lines[i:i + step]) + b"\n")
 
 
 register_writer("folded", write_folded, (".folded", ".collapsed"))

@@ -47,12 +47,13 @@ class _Interner:
             return np.empty(0, _I)
         parent = parent.astype(_I, copy=False)
         key = (parent + 1) * self.nframes + frame.astype(_I, copy=False)
-        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        # no return_index: that forces a stable (merge) sort; the key itself gives (parent, frame)
+        uniq, inv = np.unique(key, return_inverse=True)
         k = len(uniq)
         c = self.count
-        up = parent[first]
+        up = uniq // self.nframes - 1
         self.prefix[c:c + k] = up
-        self.frame[c:c + k] = frame[first]
+        self.frame[c:c + k] = uniq % self.nframes
         self.depth[c:c + k] = np.where(up >= 0, self.depth[np.maximum(up, 0)] + 1, 0)
         self.count = c + k
         return (c + inv.reshape(-1)).astype(_I)

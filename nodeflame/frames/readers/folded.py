@@ -175,8 +175,10 @@ def _digits_value(arr, first, n):
     return val
 
 
-def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.ndarray, ends: np.ndarray):
-    """Split ``data`` into tokens at ';', at line ends and at the positions ``blank_at``.
+def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   mark_at: np.ndarray | None = None):
+    """Split ``data`` into tokens at ';', at line ends and at the positions ``blank_at``
+    (one per line, -1 for none), with a line feed written at ``mark_at`` (one per line).
 
     Returns (first_pos, index): per token the global token number of the first
     token with the same bytes, and the dict of distinct token bytes (in order
@@ -197,6 +199,8 @@ def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np
         v[nl[np.searchsorted(nl, lo):np.searchsorted(nl, hi)] - lo] = 59
         ba = blank_at[a:b]
         v[ba[ba >= 0] - lo] = 59
+        if mark_at is not None:
+            v[mark_at[a:b] - lo] = 10
         toks = v.tobytes().split(b";")
         del v
         out.append(np.fromiter(map(setdefault, toks, pos), np.int64, len(toks)))
@@ -248,36 +252,49 @@ def _read_fast(data) -> "Profile | None":
     if ndig.max() > 18:
         return None
     counts = _digits_value(arr, d2[keep] + 1, ndig)
-    # frames: the ';' separators of each stack text (of every line, for the token count)
-    sep = _positions(arr, 59)
-    n_all = len(starts)
-    t = np.where(keep, stack_last + 1, ends)
-    nsep = np.searchsorted(sep, t) - np.searchsorted(sep, starts)
-    nframes_all = np.where(keep, nsep + 1, 0)
-    # tokens per line: a stack line's frames and its count; another line's ';'-pieces and its end
-    ntok = np.where(keep, nsep + 2, np.searchsorted(sep, ends) - np.searchsorted(sep, starts) + 1)
-    first_pos, index = _intern_tokens(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
-    if len(first_pos) != int(ntok.sum()):
-        return None  # cannot happen; be safe rather than wrong
-    del sep
-    tok0 = np.cumsum(ntok) - ntok
-    # which tokens are frames: the first nframes of each kept line
     if keep.all():
-        is_frame = np.ones(len(first_pos), bool)
-        is_frame[tok0 + nframes_all] = False  # the count tokens
+        # every line is a stack: its count token is marked by a line feed put on its
+        # first byte (no frame holds one), so no pass over the ';'s is needed
+        first_pos, index = _intern_tokens(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2)
+        uniq_pos = np.fromiter(index.values(), np.int64, len(index))
+        lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
+        lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
+        dense = lut[first_pos]
+        del lut, first_pos
+        count_key = np.fromiter((k[:1] == b"\n" for k in index), bool, len(index))
+        is_count = count_key[dense]
+        cpos = np.flatnonzero(is_count)
+        if len(cpos) != len(starts):
+            return None  # cannot happen; be safe rather than wrong
+        nframes_all = np.diff(cpos, prepend=-1) - 1
+        dense = dense[~is_count]
+        del is_count, cpos
     else:
+        # frames: the ';' separators of each stack text (of every line, for the token count)
+        sep = _positions(arr, 59)
+        t = np.where(keep, stack_last + 1, ends)
+        nsep = np.searchsorted(sep, t) - np.searchsorted(sep, starts)
+        nframes_all = np.where(keep, nsep + 1, 0)
+        # tokens per line: a stack line's frames and its count; another line's ';'-pieces and its end
+        ntok = np.where(keep, nsep + 2, np.searchsorted(sep, ends) - np.searchsorted(sep, starts) + 1)
+        first_pos, index = _intern_tokens(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
+        if len(first_pos) != int(ntok.sum()):
+            return None  # cannot happen; be safe rather than wrong
+        del sep
+        tok0 = np.cumsum(ntok) - ntok
+        # which tokens are frames: the first nframes of each kept line
         is_frame = np.zeros(len(first_pos) + 1, np.int8)
         kl = np.flatnonzero(keep)
         np.add.at(is_frame, tok0[kl], 1)
         np.add.at(is_frame, tok0[kl] + nframes_all[kl], -1)
         is_frame = np.cumsum(is_frame[:-1]).astype(bool)
-    frame_first = first_pos[is_frame]
-    del first_pos, is_frame
-    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
-    lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
-    lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
-    dense = lut[frame_first]
-    del lut
+        frame_first = first_pos[is_frame]
+        del first_pos, is_frame
+        uniq_pos = np.fromiter(index.values(), np.int64, len(index))
+        lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
+        lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
+        dense = lut[frame_first]
+        del lut, frame_first
     used = np.flatnonzero(np.bincount(dense, minlength=len(uniq_pos)))
     keys = list(index)
     del index
@@ -288,7 +305,7 @@ def _read_fast(data) -> "Profile | None":
     remap = np.full(len(uniq_pos), -1, np.int64)
     remap[used] = fmap[ids]
     flat = remap[dense]  # frame id of every frame of every stack line, root first
-    del dense, frame_first
+    del dense
     return build_from_sorted_paths(funcs, frames, flat, nframes_all[keep], counts,
                                    meta={"source_format": "folded", "unit": "samples"})
 

@@ -297,6 +297,25 @@ def test_auto_picks_a_backend_and_records_why_not_the_others(workload):
     assert_healthy(w)
 
 
+def test_auto_tries_a_backend_registered_later(monkeypatch):
+    """register_backend() rebinds base.AUTO_ORDER; auto must follow the live order, not a copy."""
+    class Registered(base.Backend):
+        name = "registered-later"
+        summary = "test backend"
+        needs = "nothing"
+
+        def available(self, pid=None):
+            return None
+
+    monkeypatch.setattr(base, "AUTO_ORDER", tuple(base.AUTO_ORDER))
+    monkeypatch.setitem(base._REGISTRY, "registered-later", Registered())
+    base.register_backend(Registered(), auto_before="stap")
+    from nodeflame.capture import _choose
+    chosen, _ = _choose("auto", None)
+    assert chosen[0].name == "registered-later"
+    assert "registered-later" in list(nf.backends()["backend"])
+
+
 # ---------------------------------------------------------------------------- run()
 SHORT_PROGRAM = textwrap.dedent("""\
     'use strict';

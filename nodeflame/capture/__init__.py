@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 
+from . import base as _base
 from . import procutil
 from .base import (AUTO_ORDER, Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target,
                    TargetError, TargetExited, availability, backend_names, common_meta, get_backend,
@@ -70,7 +71,7 @@ def _choose(backend: str, pid: int | None) -> tuple[list[Backend], dict]:
             raise BackendUnavailable(f"{backend} backend: {why}")
         return [get_backend(backend)], skipped
     chosen = []
-    for name in AUTO_ORDER:
+    for name in _base.AUTO_ORDER:  # the live order: register_backend() may have rebound it
         why = availability(name, pid)
         if why:
             skipped[name] = why

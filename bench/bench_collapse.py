@@ -34,7 +34,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 import gen_profiles  # noqa: E402
-from bench_svg import CONVERT, run  # noqa: E402
+from bench_svg import CONVERT, STARTUP, run  # noqa: E402
 
 
 def ensure_raw(size: str, out_dir: str) -> str:
@@ -73,6 +73,8 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
                                                 min(r[2] for r in sc_runs))
     res["nf_s"], res["nf_mb"], res["nf_cpu"] = (min(r[0] for r in nf_runs), max(r[1] for r in nf_runs),
                                                 min(r[2] for r in nf_runs))
+    st_runs = [run([sys.executable, "-c", STARTUP]) for _ in range(repeat)]  # the floor: importing nodeflame
+    res["start_s"], res["start_cpu"] = min(r[0] for r in st_runs), min(r[2] for r in st_runs)
     a, b = folded_counts(sc_out), folded_counts(nf_out)
     res["same"] = a == b
     res["stacks"] = len(a)
@@ -95,6 +97,8 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
     print(f"nodeflame convert       {res['nf_s']:8.2f} s ({res['nf_cpu']:.2f} s cpu)  {res['nf_mb']:7.0f} MB peak")
     print(f"  in-process: read {res['read_s']:.3f} s ({res['read_cpu']:.3f} s cpu), "
           f"folded writer {res['write_s']:.3f} s ({res['write_cpu']:.3f} s cpu)")
+    print(f"  start-up alone (python -c 'import nodeflame.cli'): {res['start_s']:.2f} s ({res['start_cpu']:.2f} s cpu)"
+          f" = stackcollapse.pl / {res['sc_s'] / res['start_s']:.1f} wall, / {res['sc_cpu'] / max(res['start_cpu'], 1e-9):.1f} cpu")
     print(f"  outputs: {res['stacks']} stacks, {'the same stacks and counts' if res['same'] else 'DIFFERENT'}")
     print(f"ratio (whole process)   {res['sc_s'] / res['nf_s']:8.1f}x faster wall, "
           f"{res['sc_cpu'] / res['nf_cpu']:.1f}x cpu, peak memory {res['nf_mb'] / res['sc_mb']:.2f} of "

@@ -33,6 +33,7 @@ sys.path.insert(0, HERE)
 import gen_profiles  # noqa: E402
 
 CONVERT = "import sys; from nodeflame.cli import main; sys.exit(main(sys.argv[1:]))"
+STARTUP = "import nodeflame.cli"
 
 
 def run(cmd, stdout_path=None) -> tuple[float, float, float]:
@@ -71,6 +72,9 @@ def bench_size(size: str, fg: str, repeat: int, out_dir: str, tmp: str) -> dict:
     res["fg_s"], res["fg_mb"] = min(r[0] for r in fg_runs), max(r[1] for r in fg_runs)
     res["nf_s"], res["nf_mb"] = min(r[0] for r in nf_runs), max(r[1] for r in nf_runs)
     res["fg_cpu"], res["nf_cpu"] = min(r[2] for r in fg_runs), min(r[2] for r in nf_runs)
+    # what no conversion can go below: the interpreter importing nodeflame (numpy, pandas)
+    st_runs = [run([sys.executable, "-c", STARTUP]) for _ in range(repeat)]
+    res["start_s"], res["start_cpu"] = min(r[0] for r in st_runs), min(r[2] for r in st_runs)
 
     import nodeflame as nf
     from nodeflame.writers.svg import render_svg
@@ -92,6 +96,8 @@ def bench_size(size: str, fg: str, repeat: int, out_dir: str, tmp: str) -> dict:
     print(f"nodeflame convert       {res['nf_s']:8.2f} s ({res['nf_cpu']:.2f} s cpu)  {res['nf_mb']:7.0f} MB peak  "
           f"{res['svg_bytes'] / 1e6:6.1f} MB svg, {res['nf_frames']} frames")
     print(f"  in-process: read {res['read_s']:.3f} s, svg writer {res['svg_s']:.3f} s ({res['svg_cpu']:.3f} s cpu)")
+    print(f"  start-up alone (python -c 'import nodeflame.cli'): {res['start_s']:.2f} s ({res['start_cpu']:.2f} s cpu)"
+          f" = flamegraph.pl / {res['fg_s'] / res['start_s']:.1f} wall, / {res['fg_cpu'] / max(res['start_cpu'], 1e-9):.1f} cpu")
     print(f"ratio (whole process)   {res['fg_s'] / res['nf_s']:8.1f}x faster wall, "
           f"{res['fg_cpu'] / res['nf_cpu']:.1f}x cpu, "
           f"peak memory {res['nf_mb'] / res['fg_mb']:.2f} of flamegraph.pl's")

@@ -61,3 +61,59 @@ def test_thread_root_moves_first_frame_to_thread():
 def test_difffolded_lines_read_the_after_count():
     p = nf.read(b"a;b 3 5\na;c 2 0\n", format="folded")
     assert render(p, "folded") == "a;b 5\n"
+
+
+# ------------------------------------------------------------ fast paths against the line-by-line readers
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from nodeflame.frames.readers import folded as folded_mod, raw as raw_mod  # noqa: E402
+
+_FRAME = st.sampled_from(["main", "a", "b", "c", "handle /app/x.js:12", "ß€", "計算", "f_[j]", "k_[k]",
+                          "x y", "node::Start", "(anonymous)"])
+_STACK = st.lists(_FRAME, min_size=1, max_size=6)
+
+
+def _both_ways(read, data, monkeypatch, module, fast_name):
+    fast = read(data)
+    with monkeypatch.context() as m:
+        m.setattr(module, fast_name, lambda *a, **k: None)
+        slow = read(data)
+    fast.validate()
+    slow.validate()
+    return fast, slow
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(_STACK, st.integers(1, 10**6)), min_size=1, max_size=25),
+       crlf=st.booleans(), comments=st.booleans(), blank=st.booleans(), shuffle=st.randoms())
+def test_folded_fast_path_equals_line_by_line(rows, crlf, comments, blank, shuffle):
+    lines = [";".join(s) + f" {n}" for s, n in rows]
+    if comments:
+        lines.insert(0, "# comment line")
+    if blank:
+        lines.insert(len(lines) // 2, "")
+    shuffle.shuffle(lines)
+    data = (("\r\n" if crlf else "\n").join(lines) + "\n").encode()
+    mp = pytest.MonkeyPatch()
+    try:
+        fast, slow = _both_ways(lambda d: folded_mod.read_folded(d, "<t>"), data, mp, folded_mod, "_read_fast")
+    finally:
+        mp.undo()
+    assert render(fast, "folded") == render(slow, "folded")
+    assert fast.total == slow.total == sum(n for _, n in rows)
+    assert list(fast.funcs["kind"].astype(str)) == list(slow.funcs["kind"].astype(str))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(_STACK, st.integers(1, 10**6)), min_size=1, max_size=25), crlf=st.booleans())
+def test_raw_fast_path_equals_line_by_line(rows, crlf):
+    blocks = ["\n".join(reversed(s)) + f"\n  {n}" for s, n in rows]  # leaf first, then the count
+    nl = "\r\n" if crlf else "\n"
+    data = (nl + nl).join(b.replace("\n", nl) for b in blocks).encode() + nl.encode()
+    mp = pytest.MonkeyPatch()
+    try:
+        fast, slow = _both_ways(lambda d: raw_mod.read_raw(d, "<t>"), data, mp, raw_mod, "_intern_lines")
+    finally:
+        mp.undo()
+    assert render(fast, "folded") == render(slow, "folded")
+    assert fast.total == slow.total == sum(n for _, n in rows)

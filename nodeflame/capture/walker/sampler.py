@@ -17,9 +17,12 @@ against the JSFunction's map and ``shared`` words).  With ``consistent=True``
 the walk and the JSFunction -> SharedFunctionInfo reads happen before
 resuming instead.
 
-The sampler thread runs SCHED_RR when permitted (``realtime=False`` turns it
-off): on a busy machine a normal thread wakes up milliseconds late and the
-samples would bunch up.  Sample times are jittered by +-25 % of the period.
+The sampler thread can run SCHED_RR (``backend_options={"realtime": True}``):
+on a busy machine a normal thread wakes up milliseconds late and fewer samples
+are taken (about 750 instead of 950 per second at 1 kHz on a loaded 2-core
+machine).  It is off by default because it harms the target: a real-time
+sampler preempts it, and bench/bench_capture.py measured the target 17.7 %
+slower at 1 kHz with it against 7.6 % without.  Sample times are jittered by +-25 % of the period.
 
 Signals that arrive while a thread is traced turn into signal-delivery stops;
 they are re-injected at once (between samples they are found within ~1 ms).
@@ -78,7 +81,7 @@ class Sampler:
 
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
                  max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,
-                 realtime: bool = True):
+                 realtime: bool = False):
         self.pid = pid
         self.lay = lay
         self.hz = max(1, int(hz))

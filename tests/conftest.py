@@ -4,7 +4,19 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED = pathlib.Path(os.environ.get("NODEFLAME_SHARED", ROOT.parent / "shared"))
+
+
+def _shared() -> pathlib.Path:
+    """../shared beside the checkout (as DESIGN.md lays it out), or NODEFLAME_SHARED, or /work/shared."""
+    if os.environ.get("NODEFLAME_SHARED"):
+        return pathlib.Path(os.environ["NODEFLAME_SHARED"])
+    for cand in (ROOT.parent / "shared", pathlib.Path("/work/shared")):
+        if (cand / "corpus").is_dir():
+            return cand
+    return ROOT.parent / "shared"
+
+
+SHARED = _shared()
 CORPUS = SHARED / "corpus"
 
 

@@ -201,7 +201,7 @@ def test_import_nodeflame_does_not_import_protobuf():
     assert out.stdout.strip() == "False"
 
 
-def test_missing_protobuf_says_how_to_install(monkeypatch):
+def test_missing_protobuf_says_how_to_install(monkeypatch, corpus):
     monkeypatch.setattr(pprof_schema, "_MESSAGES", None)
     for mod in ("google.protobuf.descriptor_pb2", "google.protobuf.descriptor_pool",
                 "google.protobuf.message_factory", "google.protobuf.message"):

@@ -245,13 +245,6 @@ def assert_untouched(pid):
     assert not bad, f"threads left stopped or traced: {bad}"
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        s = f.read()
-    parts = s[s.rindex(")") + 2:].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def need_ptrace():
     from nodeflame.capture.walker import ptrace
     why = ptrace.supported()
@@ -373,34 +366,3 @@ def block_sigma(p, keys_per_sample, keep, blocks=16):
         per = np.array([(k[ix] == key).mean() for ix in parts])
         out[key] = float(per.std(ddof=1) / np.sqrt(blocks))
     return out
-
-
-def task_shares(p, thread="main", parent="round", only=None, with_sigma=False):
-    """({task: share}, n) of the samples below ``parent`` (the workload's round()), by the frame just below
-    it; ``only``: the task names to count (others, such as hrtime's native call, are left out)."""
-    import numpy as np
-    names = p.funcs["name"].astype(str).to_numpy(object)
-    files = p.funcs["file"].astype(str).map(os.path.basename).to_numpy(object)
-    is_parent = (names == parent) & (files == "walker_main.js")
-    a = p._arrays()
-    sf, pre = a["stack_func"], a["prefix"]
-    child = np.full(len(sf), -1, np.int64)
-    for i in range(len(sf)):
-        q = pre[i]
-        if q >= 0:
-            child[i] = child[q] if child[q] >= 0 else (sf[i] if is_parent[sf[q]] else -1)
-    c = child[p.samples["stack"].to_numpy().astype(np.int64)]
-    keep = c >= 0
-    if thread is not None:
-        keep &= (p.samples["thread"].astype(str) == thread).to_numpy()
-    w = p.samples["weight"].to_numpy()
-    out = {}
-    if only is not None:
-        keep &= np.isin(names[np.maximum(c, 0)], list(only))
-    for fid, wt in zip(c[keep], w[keep]):
-        out[names[fid]] = out.get(names[fid], 0) + wt
-    tot = sum(out.values())
-    shares = {k: v / tot for k, v in out.items()} if tot else {}
-    if with_sigma:
-        return shares, int(tot), block_sigma(p, names[np.maximum(c, 0)], keep)
-    return shares, int(tot)

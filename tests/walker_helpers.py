@@ -289,6 +289,17 @@ def gc_samples(p):
     return has[p.samples["stack"].to_numpy().astype(np.int64)]
 
 
+def _js_kept(p, thread, exclude_gc):
+    """(innermost workload JS func per sample, mask of the samples js_shares/js_sigma/js_samples count)."""
+    f = innermost_js(p)
+    keep = f >= 0
+    if exclude_gc:
+        keep &= ~gc_samples(p)
+    if thread is not None:
+        keep &= (p.samples["thread"].astype(str) == thread).to_numpy()
+    return f, keep
+
+
 #: functions whose split depends on what TurboFan inlined at the moment (both tools give an inlined
 #: callee's time to the function it was inlined into), compared as one group
 GROUPS = {"buildMatrix": "Matrix", "multiplyTask": "Matrix", "multiply": "Matrix", "deepTask": "deep"}
@@ -297,13 +308,7 @@ GROUPS = {"buildMatrix": "Matrix", "multiplyTask": "Matrix", "multiply": "Matrix
 def js_sigma(p, thread=None, *, exclude_gc=True, groups=None):
     """block_sigma of js_shares."""
     import numpy as np
-    f = innermost_js(p)
-    s = p.samples
-    keep = f >= 0
-    if exclude_gc:
-        keep &= ~gc_samples(p)
-    if thread is not None:
-        keep &= (s["thread"].astype(str) == thread).to_numpy()
+    f, keep = _js_kept(p, thread, exclude_gc)
     names = p.funcs["name"].astype(str).to_numpy(object)
     keys = names[np.maximum(f, 0)]
     if groups:
@@ -316,15 +321,8 @@ def js_shares(p, thread=None, *, exclude_gc=True, groups=None):
 
     GC samples are left out (the inspector reports them as '(garbage collector)' without the JS that
     triggered them); ``groups`` maps names onto a group name."""
-    import numpy as np
-    f = innermost_js(p)
-    s = p.samples
-    w = s["weight"].to_numpy()
-    keep = f >= 0
-    if exclude_gc:
-        keep &= ~gc_samples(p)
-    if thread is not None:
-        keep &= (s["thread"].astype(str) == thread).to_numpy()
+    f, keep = _js_kept(p, thread, exclude_gc)
+    w = p.samples["weight"].to_numpy()
     names = p.funcs["name"].astype(str).to_numpy(object)
     tot = w[keep].sum()
     out = {}
@@ -338,14 +336,8 @@ def js_shares(p, thread=None, *, exclude_gc=True, groups=None):
 
 def js_samples(p, thread=None, exclude_gc=True):
     """Number of samples js_shares normalises by."""
-    f = innermost_js(p)
-    s = p.samples
-    keep = f >= 0
-    if exclude_gc:
-        keep &= ~gc_samples(p)
-    if thread is not None:
-        keep &= (s["thread"].astype(str) == thread).to_numpy()
-    return int(s["weight"].to_numpy()[keep].sum())
+    _, keep = _js_kept(p, thread, exclude_gc)
+    return int(p.samples["weight"].to_numpy()[keep].sum())
 
 
 def block_sigma(p, keys_per_sample, keep, blocks=16):

@@ -86,8 +86,7 @@ def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None
     ``lines`` (optional) is a DataFrame (path, line, ticks) of per-line ticks
     attributed to each path's leaf.
     """
-    funcs, frames = frame_table.tables()
-    frames, fmap = dedupe_frames(frames)
+    funcs, frames, fmap = frame_tables(frame_table)
     flat = fmap[np.asarray(flat_frames, _I64)] if len(flat_frames) else np.asarray(flat_frames, _I64)
     prefix, frame, depth, path_stack = paths_to_stacks(offsets, flat, len(frames))
     n = len(path_stack)
@@ -95,18 +94,16 @@ def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None
 
 
 def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_node, *, weights=None,
-                    times=None, threads=None, meta=None, node_lines=None, node_depth=None) -> Profile:
+                    times=None, threads=None, meta=None, node_lines=None) -> Profile:
     """Make a Profile from a node tree (cpuprofile, pprof-like inputs).
 
     ``node_frame[i] == -1`` marks a transparent node (an artificial root).
     ``sample_node`` gives each sample's node.  ``node_lines`` (optional)
-    is a DataFrame (node, line, ticks).  ``node_depth`` (optional) is each
-    node's depth when the reader knows it (saves computing it)."""
-    funcs, frames = frame_table.tables()
-    frames, fmap = dedupe_frames(frames)
+    is a DataFrame (node, line, ticks)."""
+    funcs, frames, fmap = frame_tables(frame_table)
     nf = np.asarray(node_frame, _I64)
     nf = np.where(nf >= 0, fmap[np.maximum(nf, 0)] if len(fmap) else -1, -1)
-    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames), depth=node_depth)
+    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames))
     sn = np.asarray(sample_node, _I64)
     sstack = node_stack[sn] if len(sn) else np.empty(0, _I64)
     lines = None

@@ -513,19 +513,8 @@ class PerfSession(Session):
         p = self.proc
         if p is None:
             return None
-        if p.poll() is None:
-            for sig, wait in ((signal.SIGINT, STOP_TIMEOUT), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-                try:
-                    p.send_signal(sig)
-                except OSError:
-                    pass
-                try:
-                    p.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    if sig != signal.SIGINT:
-                        continue
-                    self.warnings.append(f"perf record did not finish within {STOP_TIMEOUT:g} s of SIGINT")
+        if not procutil.interrupt(p, STOP_TIMEOUT, kill_timeout=3.0):
+            self.warnings.append(f"perf record did not finish within {STOP_TIMEOUT:g} s of SIGINT")
         return p.returncode
 
     def stop(self):

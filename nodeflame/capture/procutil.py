@@ -293,6 +293,25 @@ def terminate(proc: subprocess.Popen, timeout: float = 5.0) -> None:
         pass
 
 
+def interrupt(proc: subprocess.Popen, timeout: float, kill_timeout: float = 5.0) -> bool:
+    """End a helper we started the way it asks to be ended: SIGINT (it writes its output and exits),
+    wait up to ``timeout``; if it still runs, :func:`terminate` it (SIGTERM, then SIGKILL).
+
+    True if it ended by itself within ``timeout`` of SIGINT (or had already ended)."""
+    if proc.poll() is not None:
+        return True
+    try:
+        proc.send_signal(signal.SIGINT)
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        terminate(proc, kill_timeout)
+        return False
+
+
 def wait_until_node(pid: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
     """Wait until pid has exec'd node (after fork+exec its exe changes)."""
     deadline = time.monotonic() + timeout
@@ -394,5 +413,5 @@ def describe_pid_briefly(pid: int) -> str:
 
 __all__ = ["exists", "state", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",
            "threads", "is_node", "node_version", "node_flags", "has_flag", "flag_value", "describe",
-           "signal_mask", "catches", "can_signal", "send_signal", "terminate", "wait_until_node",
+           "signal_mask", "catches", "can_signal", "send_signal", "terminate", "interrupt", "wait_until_node",
            "listening_ports", "port_owner", "port_listening", "health"]

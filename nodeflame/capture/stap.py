@@ -45,7 +45,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -739,16 +738,8 @@ class StapSession(Session):
         return self.proc.poll() is None     # stap keeps its map; stop() prints it
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGINT)
-            except OSError:
-                pass
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.warnings.append(f"stap did not finish within {STOP_TIMEOUT:g} s of SIGINT; its output may be cut")
-                procutil.terminate(self.proc)
+        if not procutil.interrupt(self.proc, STOP_TIMEOUT):
+            self.warnings.append(f"stap did not finish within {STOP_TIMEOUT:g} s of SIGINT; its output may be cut")
         try:
             with open(self.out_path, "rb") as f:
                 text = f.read().decode("utf-8", "surrogateescape")
@@ -786,12 +777,7 @@ class StapSession(Session):
             return
         self.closed = True
         try:
-            if self.proc.poll() is None:
-                try:
-                    self.proc.send_signal(signal.SIGINT)
-                    self.proc.wait(10)
-                except (OSError, subprocess.TimeoutExpired):
-                    procutil.terminate(self.proc)
+            procutil.interrupt(self.proc, 10)
         except Exception:
             pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -39,6 +39,7 @@ from ..frames.formats import register_writer
 from ..frames.kinds import classify
 from ..frames.pprof_schema import messages
 from ..frames.readers.pprof import kind_hint
+from ..frames.stacktable import stack_paths
 
 _I64 = np.int64
 _TIME_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000}
@@ -88,24 +89,12 @@ def _mapping_for(name: str, file: str, kind: str) -> str:
 def _leaf_first_paths(p, stacks, loc_of_frame):
     """Leaf-first location ids of each stack in ``stacks``, as lists."""
     a = p._arrays()
-    prefix, frame, depth = a["prefix"], a["frame"], a["depth"]
-    n = len(stacks)
-    lens = depth[stacks] + 1 if n else np.empty(0, _I64)
-    off = np.zeros(n + 1, _I64)
-    np.cumsum(lens, out=off[1:])
-    flat = np.empty(int(off[-1]), _I64)
-    cur = stacks.astype(_I64)
-    pos = off[:-1].copy()
-    act = np.arange(n)
-    while len(act):  # one step per depth level, vectorised over stacks
-        c = cur[act]
-        flat[pos[act]] = loc_of_frame[frame[c]]
-        pos[act] += 1
-        cur[act] = prefix[c]
-        act = act[cur[act] >= 0]
-    flat_l = flat.tolist()
+    off, flat = stack_paths(a["prefix"], stacks, a["depth"])
+    # reversed, the root-first CSR holds the stacks in reverse order, each leaf first
+    rev = loc_of_frame[a["frame"][flat]][::-1].tolist()
+    t = len(rev)
     bounds = off.tolist()
-    return [flat_l[bounds[i]:bounds[i + 1]] for i in range(n)]
+    return [rev[t - bounds[i + 1]:t - bounds[i]] for i in range(len(stacks))]
 
 
 def pprof_message(p):

@@ -149,10 +149,6 @@ def _sampled(prof, source, where, nframes, factor, warns):
     return offsets, flat, weights, times
 
 
-def _event_error(events, i, source, where, msg, expected):
-    return _err(msg, source, f"{where}.events[{i}]", expected)
-
-
 def _evented(prof, source, where, nframes, frame_names, warns):
     """(offsets, flat frame indices, durations, starts) of an evented profile, in the file's value unit."""
     events = prof.get("events")

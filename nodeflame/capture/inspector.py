@@ -296,7 +296,7 @@ class InspectorBackend(Backend):
     # ------------------------------------------------------------- run()
     def spawn(self, argv, opts: CaptureOptions, **popen_kwargs):
         exe_path = argv[0]
-        if not _looks_like_node(exe_path):
+        if not procutil.looks_like_node(exe_path):
             return super().spawn(argv, opts, **popen_kwargs)
         flag = "--inspect-wait" if _supports(exe_path, "--inspect-wait") else "--inspect-brk"
         full = [exe_path, f"{flag}=127.0.0.1:0", "--inspect-publish-uid=http"] + list(argv[1:])
@@ -333,10 +333,6 @@ class InspectorBackend(Backend):
         except BaseException:
             procutil.terminate(proc)
             raise
-
-
-def _looks_like_node(path: str) -> bool:
-    return bool(re.match(r"^(node|nodejs)(\d+(\.\d+)*)?$", os.path.basename(path)))
 
 
 _SUPPORTS: dict = {}

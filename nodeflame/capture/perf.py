@@ -264,7 +264,7 @@ class PerfBackend(Backend):
         if why:
             raise BackendUnavailable(why)
         argv = list(argv)
-        if _looks_like_node(argv[0]):
+        if procutil.looks_like_node(argv[0]):
             given = procutil.node_flags(argv)
             add = [f for f in NODE_FLAGS if not procutil.has_flag(given, f)]
             if not procutil.has_flag(given, "--logfile", "--prof", "--log", "--logfile-per-isolate"):
@@ -284,7 +284,7 @@ class PerfBackend(Backend):
             session.target = Target(pid=proc.pid, proc=proc)
             session.launch(proc.pid)
             _open_gate(fifo, proc)
-            if _looks_like_node(argv[0]):
+            if procutil.looks_like_node(argv[0]):
                 procutil.wait_until_node(proc.pid, timeout=10.0, proc=proc)
             else:
                 _wait_exec(proc)
@@ -329,10 +329,6 @@ def _wait_exec(proc, timeout: float = 10.0):
         if procutil.cmdline(proc.pid)[:1] != ["/bin/sh"]:
             return
         time.sleep(0.01)
-
-
-def _looks_like_node(path: str) -> bool:
-    return bool(re.match(r"^(node|nodejs)(\d+(\.\d+)*)?$", os.path.basename(path)))
 
 
 def _target_reason(pid: int) -> str | None:

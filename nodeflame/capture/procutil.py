@@ -128,6 +128,11 @@ def threads(pid: int) -> dict[int, str]:
 _NODE_EXE = re.compile(r"^(node|nodejs)(\d+(\.\d+)*)?$")
 
 
+def looks_like_node(path: str) -> bool:
+    """True if the executable's name is node's (node, nodejs, node20, nodejs18.1...)."""
+    return bool(_NODE_EXE.match(os.path.basename(path)))
+
+
 def is_node(pid: int) -> bool | None:
     """True if pid runs node, False if it clearly does not, None if it cannot be told."""
     path = exe(pid)
@@ -412,6 +417,7 @@ def describe_pid_briefly(pid: int) -> str:
 
 
 __all__ = ["exists", "state", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",
-           "threads", "is_node", "node_version", "node_flags", "has_flag", "flag_value", "describe",
+           "threads", "looks_like_node",
+           "is_node", "node_version", "node_flags", "has_flag", "flag_value", "describe",
            "signal_mask", "catches", "can_signal", "send_signal", "terminate", "interrupt", "wait_until_node",
            "listening_ports", "port_owner", "port_listening", "health"]

@@ -131,7 +131,7 @@ def _frame_table(texts):
 # frame ids known, the number of leading frames it shares with the previous
 # line is found one depth level at a time; the frames after that become a chain
 # of new nodes hung under the previous line's node at that depth, and
-# build_from_tree merges any equal paths left (unsorted files only make more of
+# build_from_sorted_paths merges any equal paths left (unsorted files only make more of
 # them).
 
 _WS = np.zeros(256, bool)
@@ -208,6 +208,15 @@ def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np
     return np.concatenate(out), index
 
 
+def _dense(first_pos: np.ndarray, index: dict) -> np.ndarray:
+    """Token numbers ``first_pos`` (from _intern_tokens) as dense ids 0..len(index)-1,
+    in the order of ``index``."""
+    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
+    lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
+    lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
+    return lut[first_pos]
+
+
 def _read_fast(data) -> "Profile | None":
     if not isinstance(data, (bytes, bytearray)) or data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None
@@ -256,11 +265,8 @@ def _read_fast(data) -> "Profile | None":
         # every line is a stack: its count token is marked by a line feed put on its
         # first byte (no frame holds one), so no pass over the ';'s is needed
         first_pos, index = _intern_tokens(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2)
-        uniq_pos = np.fromiter(index.values(), np.int64, len(index))
-        lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
-        lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
-        dense = lut[first_pos]
-        del lut, first_pos
+        dense = _dense(first_pos, index)
+        del first_pos
         count_key = np.fromiter((k[:1] == b"\n" for k in index), bool, len(index))
         is_count = count_key[dense]
         cpos = np.flatnonzero(is_count)
@@ -290,19 +296,17 @@ def _read_fast(data) -> "Profile | None":
         is_frame = np.cumsum(is_frame[:-1]).astype(bool)
         frame_first = first_pos[is_frame]
         del first_pos, is_frame
-        uniq_pos = np.fromiter(index.values(), np.int64, len(index))
-        lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int32)
-        lut[uniq_pos] = np.arange(len(uniq_pos), dtype=np.int32)
-        dense = lut[frame_first]
-        del lut, frame_first
-    used = np.flatnonzero(np.bincount(dense, minlength=len(uniq_pos)))
+        dense = _dense(frame_first, index)
+        del frame_first
+    nuniq = len(index)
+    used = np.flatnonzero(np.bincount(dense, minlength=nuniq))
     keys = list(index)
     del index
     texts = [keys[i].decode("utf-8") for i in used.tolist()]  # one per distinct frame text
     del keys
     ft, ids = _frame_table(texts)
     funcs, frames, fmap = frame_tables(ft)
-    remap = np.full(len(uniq_pos), -1, np.int64)
+    remap = np.full(nuniq, -1, np.int64)
     remap[used] = fmap[ids]
     flat = remap[dense]  # frame id of every frame of every stack line, root first
     del dense

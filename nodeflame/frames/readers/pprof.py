@@ -206,11 +206,8 @@ def _choose_type(types, prof, S, source, sample_type, value_index, warns) -> int
 
 def _threads(samples, S, source):
     """Thread name per sample from its labels, or None when no sample has one."""
-    keys = {}
-    for rank, name in enumerate(THREAD_LABELS):
-        for i, s in enumerate(S.table):
-            if s == name:
-                keys[i] = rank
+    rank_of = {name: rank for rank, name in enumerate(THREAD_LABELS)}
+    keys = {i: rank_of[s] for i, s in enumerate(S.table) if s in rank_of}  # string index -> rank, one pass
     if not keys or not any(len(s.label) for s in samples):
         return None
     out = np.full(len(samples), "main", dtype=object)

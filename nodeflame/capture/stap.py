@@ -50,7 +50,7 @@ import tempfile
 import time
 
 from . import procutil
-from .base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError
+from .base import Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target, TargetError
 from .v8layout import LayoutError, V8Layout, layout_for_pid, load_layout
 
 __all__ = ["BACKEND", "StapBackend", "generate_script", "generate_script_for_binary", "script_constants",
@@ -753,8 +753,8 @@ class StapSession(Session):
                 self.aspace.refresh()
             except OSError:
                 pass
-        names = {t: n for t, n in procutil.threads(self.target.pid).items()}
-        names = {t: ("main" if t == self.target.pid else f"{n} {t}") for t, n in names.items()}
+        names = {t: ("main" if t == self.target.pid else f"{n} {t}")
+                 for t, n in procutil.threads(self.target.pid).items()}
         if not _split_threads(text)[0]:
             raise CaptureError(f"stap took no samples of process {self.target.pid}: it did not run on a CPU "
                                "during the capture (the probe samples CPU time, like perf)")
@@ -820,7 +820,6 @@ class StapBackend(Backend):
         from .walker.symbols import AddressSpace
         why = self.available(target.pid)
         if why:
-            from .base import BackendUnavailable
             raise BackendUnavailable(why)
         hz = opts.hz or self.default_hz
         max_depth = int(opts.extra.get("max_depth", MAX_DEPTH))

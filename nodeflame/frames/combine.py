@@ -11,13 +11,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .build import dedupe_frames
 from .profile import Profile
 from .stacktable import tree_to_stacks
 
 _I = np.int64
 
 _FUNC_KEY = ["name", "file", "line", "column", "kind"]
-_FRAME_KEY = ["func", "line", "column", "tier", "label"]
 
 
 def _factorize_rows(df: pd.DataFrame, cols: list[str]):
@@ -62,9 +62,7 @@ def concat(profiles: Sequence[Profile], threads: Sequence[str] | None = None, *,
         fr = p.frames[["func", "line", "column", "tier", "label"]].astype({"tier": str, "label": str})
         fr = fr.assign(func=fcodes[func_off[i] + fr["func"].to_numpy().astype(_I)] if len(fr) else fr["func"])
         fr_parts.append(fr)
-    frames_all = pd.concat(fr_parts, ignore_index=True)
-    frcodes, frfirst = _factorize_rows(frames_all, _FRAME_KEY)
-    frames = frames_all.iloc[frfirst].reset_index(drop=True)
+    frames, frcodes = dedupe_frames(pd.concat(fr_parts, ignore_index=True))
     frame_off = np.cumsum([0] + [len(p.frames) for p in profiles])
 
     # stacks: one forest, identical paths merged

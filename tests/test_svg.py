@@ -368,6 +368,12 @@ def centre(f):
     return f["bx"] + f["bw"] / 2, f["by"] + f["bh"] / 2
 
 
+def element_centre(b, element_id):
+    """Viewport (x, y) of the centre of the element with that id (a button)."""
+    return b.eval(f"(function(){{var r=document.getElementById('{element_id}').getBoundingClientRect();"
+                  "return [r.left+r.width/2, r.top+r.height/2];})()")
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_browser_renders(browser, tmp_path, corpus):
@@ -420,9 +426,7 @@ def test_browser_hover_click_zoom_and_reset(browser, tmp_path):
     assert not byt["qux (7 samples, 23.33%)"]["shown"] and not byt["foo (15 samples, 50.00%)"]["shown"]
     assert browser.eval("document.getElementById('unzoom').getAttribute('class')") == ""
     # reset zoom via its button
-    bb = browser.eval("(function(){var b=document.getElementById('unzoom').getBoundingClientRect();"
-                      "return [b.left+b.width/2, b.top+b.height/2];})()")
-    browser.click(*bb)
+    browser.click(*element_centre(browser, "unzoom"))
     browser.wait_for("nodeflame.zoomed() === 0", 5)
     back = browser.eval(JS_FRAMES)
     assert [(f["x"], f["w"], f["shown"]) for f in back] == [(f["x"], f["w"], f["shown"]) for f in fr]
@@ -462,10 +466,9 @@ def test_browser_search_button_zoom_and_reset_search(browser, tmp_path):
     p = recursive_profile()
     open_svg(browser, tmp_path, p, minwidth=0)
     before = browser.eval(JS_FRAMES)
-    btn = "(function(){var b=document.getElementById('search').getBoundingClientRect();return [b.left+b.width/2, b.top+b.height/2];})()"
     browser.prompt_reply = "foo"
     try:
-        browser.click(*browser.eval(btn))
+        browser.click(*element_centre(browser, "search"))
         browser.wait_for("nodeflame.matched() !== null", 5)
     finally:
         browser.prompt_reply = None
@@ -479,7 +482,7 @@ def test_browser_search_button_zoom_and_reset_search(browser, tmp_path):
     assert browser.eval("nodeflame.matched().zoomSamples") == 3
     browser.eval("nodeflame.resetZoom()")
     # the button now resets the search
-    browser.click(*browser.eval(btn))
+    browser.click(*element_centre(browser, "search"))
     browser.wait_for("nodeflame.matched() === null", 5)
     after = browser.eval(JS_FRAMES)
     assert [(f["fill"], f["cls"]) for f in after] == [(f["fill"], f["cls"]) for f in before]

@@ -18,8 +18,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
-from contextlib import contextmanager
 
 from .frames.errors import NodeflameError
 
@@ -176,22 +174,11 @@ def _note(msg: str) -> None:
     print(f"nodeflame: {msg}", file=sys.stderr, flush=True)
 
 
-@contextmanager
 def _sigint_held():
     """Ctrl-C is ignored while a captured profile is written (an impatient second Ctrl-C must
     not lose what the first one kept).  Outside the main thread: no effect."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    try:
-        old = signal.signal(signal.SIGINT, lambda *_: None)
-    except (ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+    from .capture import _sigint_held as held  # the capture driver's, without a limit
+    return held()
 
 
 def _write_file(p, out: str, fmt: str, opts: dict) -> str:

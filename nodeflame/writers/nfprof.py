@@ -23,10 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..frames.formats import register_writer
-
-FORMAT = "nodeflame-profile"
-VERSION = 1
-TABLES = ("funcs", "frames", "stacks", "samples", "lines")
+from ..frames.readers.nfprof import FORMAT, TABLES, VERSION  # one definition of the layout, the reader's
 
 
 def _jsonable(x):

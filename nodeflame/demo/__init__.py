@@ -86,18 +86,8 @@ def stop_demo(proc) -> None:
             proc.stdin.close()
     except OSError:
         pass
-    if proc.poll() is None:
-        try:
-            proc.terminate()
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        except OSError:
-            pass
+    from ..capture import procutil
+    procutil.terminate(proc, 3.0)
     for f in (proc.stdout, getattr(proc, "_nodeflame_stderr", None)):
         try:
             if f:

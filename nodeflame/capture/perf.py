@@ -448,8 +448,9 @@ class PerfSession(Session):
             self._check_running(self.target.pid)
             left = deadline - time.monotonic()
             if left <= 0:
+                line = self._stderr_line()
                 raise CaptureError(f"perf record did not start sampling within {START_TIMEOUT:g} s"
-                                   + (f": {self._stderr_line()}" if self._stderr_line() else ""))
+                                   + (f": {line}" if line else ""))
             r, _, _ = select.select([self.ack], [], [], min(left, 0.1))
             if r:
                 chunk = os.read(self.ack, 64)
@@ -481,10 +482,10 @@ class PerfSession(Session):
             pass
         if self.proc.poll() is not None:
             rc = self.proc.returncode
-            line = self._stderr_line()
             if not procutil.exists(pid):
                 raise TargetError(f"process {pid} exited before perf could attach")
             err = self._stderr()
+            line = _last_line(err)
             if re.search(r"perf_event_paranoid|ermission|not permitted|EACCES|EPERM", err):
                 level = paranoid()
                 raise CaptureError(f"perf record is not permitted to sample process {pid} ({line}): "

@@ -157,78 +157,84 @@ def test_threads_main_only(workload):
     assert_healthy(w)
 
 
-def test_worker_started_during_the_capture_is_profiled(tmp_path):
-    prog = tmp_path / "late.js"
-    prog.write_text(
+@pytest.fixture
+def inspect_program(tmp_path):
+    """Factory: inspect_program(name, source, ready=) writes a script, starts it under node --inspect-port=0
+    -> (path, Popen), killed at teardown.  ready=True: it is driven over stdin and has printed 'ready'."""
+    started = []
+
+    def start(name, source, ready=False):
+        prog = tmp_path / name
+        prog.write_text(source)
+        pipe = subprocess.PIPE if ready else None
+        p = subprocess.Popen([NODE, "--inspect-port=0", str(prog)], stdin=pipe, stdout=pipe,
+                             stderr=subprocess.DEVNULL)
+        started.append(p)
+        if ready:
+            assert p.stdout.readline().strip() == b"ready"
+        return prog, p
+
+    yield start
+    for p in started:
+        p.kill()
+        p.wait()
+
+
+def send_go_after(p, delay):
+    """Write 'go' to the program's stdin ``delay`` seconds from now (while a capture runs)."""
+    threading.Timer(delay, lambda: (p.stdin.write(b"go\n"), p.stdin.flush())).start()
+
+
+def test_worker_started_during_the_capture_is_profiled(inspect_program):
+    _, p = inspect_program("late.js",
         "const { Worker, isMainThread } = require('worker_threads');\n"
         "function lateHot() { let x = 1; for (let i = 0; i < 2e6; i++) x = (x * 69069 + i) & 0xffff; return x; }\n"
         "if (isMainThread) {\n"
         "  process.stdin.on('data', () => { const w = new Worker(__filename, { name: 'late' }); w.unref(); });\n"
         "  setInterval(() => {}, 1000); console.log('ready');\n"
-        "} else { setInterval(lateHot, 1); }\n")
-    p = subprocess.Popen([NODE, "--inspect-port=0", str(prog)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
-    try:
-        assert p.stdout.readline().strip() == b"ready"
-        threading.Timer(0.5, lambda: (p.stdin.write(b"go\n"), p.stdin.flush())).start()
-        prof = nf.capture(p.pid, 2.0, backend="inspector", hz=500)
-        assert "late" in prof.meta["threads"]
-        assert "lateHot" in funcs_in_thread(prof, "late")
-        assert procutil.listening_ports(p.pid) == [] and p.poll() is None
-    finally:
-        p.kill()
-        p.wait()
+        "} else { setInterval(lateHot, 1); }\n", ready=True)
+    send_go_after(p, 0.5)
+    prof = nf.capture(p.pid, 2.0, backend="inspector", hz=500)
+    assert "late" in prof.meta["threads"]
+    assert "lateHot" in funcs_in_thread(prof, "late")
+    assert procutil.listening_ports(p.pid) == [] and p.poll() is None
 
 
-def test_program_that_never_yields_is_profiled_and_its_port_closed(tmp_path):
+def test_program_that_never_yields_is_profiled_and_its_port_closed(inspect_program):
     # JavaScript that never returns to the event loop: the inspector still answers (V8 interrupts),
     # and its port is closed even though no timer can run there
-    prog = tmp_path / "spin.js"
-    prog.write_text("function spin() { let x = 1; for (;;) { for (let i = 0; i < 1e6; i++) "
-                    "x = (x * 69069 + i) & 0xffff; } }\nspin();\n")
-    p = subprocess.Popen([NODE, "--inspect-port=0", str(prog)], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20    # until node has started (and installed its SIGUSR1 handler)
-        while not procutil.catches(p.pid, signal.SIGUSR1) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)
-        prof = nf.capture(p.pid, 1.0, backend="inspector", hz=500)
-        # (V8 may inline spin into the module function: count the leaves in spin.js)
-        leaf_func = prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()[prof.samples["stack"].to_numpy()]]
-        in_spin = prof.funcs["file"].astype(str).to_numpy()[leaf_func] == prog.as_uri()
-        assert prof.total > 20 and in_spin.mean() > 0.8, prof.text()[:500]
-        assert prof.meta["warnings"] == []
-        assert procutil.listening_ports(p.pid) == []
-        assert p.poll() is None and procutil.state(p.pid) == "R" and procutil.tracer_pid(p.pid) == 0
-    finally:
-        p.kill()
-        p.wait()
+    prog, p = inspect_program("spin.js", "function spin() { let x = 1; for (;;) { for (let i = 0; i < 1e6; i++) "
+                                         "x = (x * 69069 + i) & 0xffff; } }\nspin();\n")
+    deadline = time.monotonic() + 20    # until node has started (and installed its SIGUSR1 handler)
+    while not procutil.catches(p.pid, signal.SIGUSR1) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    prof = nf.capture(p.pid, 1.0, backend="inspector", hz=500)
+    # (V8 may inline spin into the module function: count the leaves in spin.js)
+    leaf_func = prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()[prof.samples["stack"].to_numpy()]]
+    in_spin = prof.funcs["file"].astype(str).to_numpy()[leaf_func] == prog.as_uri()
+    assert prof.total > 20 and in_spin.mean() > 0.8, prof.text()[:500]
+    assert prof.meta["warnings"] == []
+    assert procutil.listening_ports(p.pid) == []
+    assert p.poll() is None and procutil.state(p.pid) == "R" and procutil.tracer_pid(p.pid) == 0
 
 
-def test_worker_that_ends_during_the_capture(tmp_path):
-    prog = tmp_path / "brief.js"
-    prog.write_text(
+def test_worker_that_ends_during_the_capture(inspect_program):
+    _, p = inspect_program("brief.js",
         "const { Worker, isMainThread } = require('worker_threads');\n"
         "function wHot() { let x = 1; for (let i = 0; i < 2e6; i++) x = (x * 69069 + i) & 0xffff; return x; }\n"
         "if (isMainThread) {\n"
         "  process.stdin.on('data', () => { new Worker(__filename, { name: 'brief' }); });\n"
         "  setInterval(() => { let x = 0; for (let i = 0; i < 1e5; i++) x += i; }, 1); console.log('ready');\n"
         "} else { const end = Date.now() + 500;\n"
-        "  const t = setInterval(() => { wHot(); if (Date.now() > end) clearInterval(t); }, 1); }\n")
-    p = subprocess.Popen([NODE, "--inspect-port=0", str(prog)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
-    try:
-        assert p.stdout.readline().strip() == b"ready"
-        threading.Timer(0.4, lambda: (p.stdin.write(b"go\n"), p.stdin.flush())).start()
-        prof = nf.capture(p.pid, 2.0, backend="inspector", hz=500)
-        assert prof.total > 0 and "main" in prof.meta["threads"]
-        # its samples are lost (node would deadlock an exiting worker that waits for us), and we say so
-        assert any(w == "brief ended during the capture; its samples were lost" for w in prof.meta["warnings"]) \
-            or "brief" in prof.meta["threads"], prof.meta
-        assert procutil.listening_ports(p.pid) == [] and p.poll() is None
-    finally:
-        p.kill()
-        p.wait()
+        "  const t = setInterval(() => { wHot(); if (Date.now() > end) clearInterval(t); }, 1); }\n", ready=True)
+    send_go_after(p, 0.4)
+    prof = nf.capture(p.pid, 2.0, backend="inspector", hz=500)
+    assert prof.total > 0 and "main" in prof.meta["threads"]
+    # its samples are lost (node would deadlock an exiting worker that waits for us), and we say so
+    assert any(w == "brief ended during the capture; its samples were lost" for w in prof.meta["warnings"]) \
+        or "brief" in prof.meta["threads"], prof.meta
+    assert procutil.listening_ports(p.pid) == [] and p.poll() is None
 
 
 @pytest.mark.parametrize("ver", sorted(cached_nodes()), ids=lambda v: "v%d.%d.%d" % v)

@@ -333,10 +333,6 @@ class Browser:
         self.send("Input.dispatchKeyEvent", {"type": "keyDown" if text else "rawKeyDown", "text": text, **base})
         self.send("Input.dispatchKeyEvent", {"type": "keyUp", **base})
 
-    def type_text(self, text: str) -> None:
-        """Insert ``text`` into the focused element as if typed."""
-        self.send("Input.insertText", {"text": text})
-
     def set_viewport(self, width: int, height: int) -> None:
         """Resize the page's viewport (CSS pixels)."""
         self.width, self.height = int(width), int(height)

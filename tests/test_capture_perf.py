@@ -513,15 +513,22 @@ def test_lost_events_from_perf_messages():
     assert _lost(msg) == {"perf_lost_chunks": 7, "perf_lost_samples_percent": 2.5}
 
 
-def test_capture_leaves_no_temporary_files(hot):
+def test_capture_leaves_no_temporary_files(hot, tmp_path, monkeypatch):
     import glob
     import tempfile
-    pattern = os.path.join(tempfile.gettempdir(), "nodeflame-perf-*")
-    before = set(glob.glob(pattern))
+    # a private temporary directory, so that other captures on the machine cannot make this fail
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    pattern = os.path.join(str(private), "nodeflame-perf-*")
     h = hot("--no-worker")
+    seen = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: seen.append(real_mkdtemp(*a, **k)) or seen[-1])
     p = nf.capture(h.pid, 0.5, backend="perf")
     assert len(p.samples)
-    assert set(glob.glob(pattern)) - before == set()
+    assert seen and all(d.startswith(str(private)) for d in seen)   # the capture did use a temporary dir
+    assert glob.glob(pattern) == [] and not any(os.path.exists(d) for d in seen)
     assert_healthy(h.pid)
 
 

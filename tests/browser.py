@@ -187,8 +187,7 @@ class Browser:
                                  session=False)["sessionId"]
         for domain in ("Page", "Runtime"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
-                                                         "deviceScaleFactor": 1, "mobile": False})
+        self.set_viewport(self.width, self.height)
 
     def close(self) -> None:
         """Close the connection and kill the browser (idempotent)."""

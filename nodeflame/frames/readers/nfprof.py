@@ -39,18 +39,27 @@ def read_nfprof(data: bytes, source: str = "<nfprof>", **_options) -> Profile:
         if manifest.get("version", 0) > VERSION:
             raise FormatError(f"written by a newer nodeflame (version {manifest.get('version')})", source=source,
                               expected=f"version <= {VERSION}")
+        specs = manifest.get("tables")
+        if not isinstance(specs, dict):
+            raise FormatError("no table list", source=source, position="nodeflame.json",
+                              expected='"tables": {name: {"rows": n, "columns": [...]}}')
         tables = {}
         for t in TABLES:
-            spec = manifest.get("tables", {}).get(t)
+            spec = specs.get(t)
             if spec is None:
                 if t == "lines":
                     tables[t] = None
                     continue
                 raise FormatError(f"table {t} missing", source=source, position="nodeflame.json")
-            n = int(spec["rows"])
+            try:
+                n = int(spec["rows"])
+                columns = [(c["name"], c["type"], c) for c in spec["columns"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise FormatError(f"table {t}: broken description ({type(e).__name__}: {e})", source=source,
+                                  position=f"nodeflame.json tables.{t}",
+                                  expected='{"rows": n, "columns": [{"name": ..., "type": ...}]}') from None
             cols = {}
-            for c in spec["columns"]:
-                name, kind = c["name"], c["type"]
+            for name, kind, c in columns:
                 where = f"{t}/{name}"
                 try:
                     if kind == "category":
@@ -64,7 +73,7 @@ def read_nfprof(data: bytes, source: str = "<nfprof>", **_options) -> Profile:
                         raise FormatError(f"unknown column type {kind!r}", source=source, position=where)
                 except KeyError:
                     raise FormatError(f"column data missing for {where}", source=source, position=where) from None
-                except ValueError as e:
+                except (ValueError, TypeError) as e:
                     raise FormatError(f"bad column {where}: {e}", source=source, position=where) from None
                 if len(values) != n:
                     raise FormatError(f"{where} has {len(values)} rows, the table {n}", source=source, position=where)

@@ -362,14 +362,9 @@ def _pdeathsig_setter():
     return set_it
 
 
-_CONTROL: dict = {}
-
-
-def _supports_control(path: str, version: str | None) -> bool:
+def _supports_control(version: str | None) -> bool:
     """perf record --control fd:... and -D -1 (perf >= 5.10)."""
-    if path not in _CONTROL:
-        _CONTROL[path] = _version_tuple(version) >= (5, 10)
-    return _CONTROL[path]
+    return _version_tuple(version) >= (5, 10)
 
 
 # --------------------------------------------------------------------- session
@@ -411,7 +406,7 @@ class PerfSession(Session):
         argv += ["-o", self.data, "-k", "CLOCK_MONOTONIC", "--no-buildid", "--no-buildid-cache"]
         if _version_tuple(self.version) >= (5, 1):
             argv.append("--no-bpf-event")  # its side-band thread makes perf take ~1 s to stop
-        control = _supports_control(self.perf, self.version)
+        control = _supports_control(self.version)
         pass_fds = ()
         if control:
             ctl_r, self.ctl = os.pipe()

@@ -111,6 +111,12 @@ class WalkerSession(Session):
             pass
 
 
+def _realtime_option(value):
+    if value in ("stops", True, False):
+        return value
+    raise CaptureError(f'walker backend option realtime must be "stops", True or False, got {value!r}')
+
+
 class WalkerBackend(Backend):
     name = "walker"
     summary = "V8 frame walk from user space (ptrace + v8dbg metadata): JS and native frames, all threads"
@@ -149,7 +155,7 @@ class WalkerBackend(Backend):
         sampler = Sampler(target.pid, lay, hz=opts.hz or self.default_hz, threads=opts.threads or "all",
                           duration=None, max_stack=int(ex.get("max_stack", 2 << 20)),
                           consistent=bool(ex.get("consistent", False)),
-                          realtime=bool(ex.get("realtime", False)))
+                          realtime=_realtime_option(ex.get("realtime", "stops")))
         th = threading.Thread(target=sampler.run, name=f"nodeflame-walker-{target.pid}", daemon=True)
         th.start()
         sampler.started.wait(30)
@@ -165,7 +171,7 @@ BACKEND = WalkerBackend()
 
 
 def capture_walker(pid: int, duration: float, hz: int = 1000, *, threads: str = "all", consistent=False,
-                   max_stack: int = 2 << 20, realtime: bool = False, meta=None):
+                   max_stack: int = 2 << 20, realtime="stops", meta=None):
     """Sample ``pid`` for ``duration`` seconds with the walker (no driver, no progress bar).
 
     Ctrl-C stops early and keeps what was sampled.  Always detaches."""

@@ -17,12 +17,14 @@ against the JSFunction's map and ``shared`` words).  With ``consistent=True``
 the walk and the JSFunction -> SharedFunctionInfo reads happen before
 resuming instead.
 
-The sampler thread can run SCHED_RR (``backend_options={"realtime": True}``):
-on a busy machine a normal thread wakes up milliseconds late and fewer samples
-are taken (about 750 instead of 950 per second at 1 kHz on a loaded 2-core
-machine).  It is off by default because it harms the target: a real-time
-sampler preempts it, and bench/bench_capture.py measured the target 17.7 %
-slower at 1 kHz with it against 7.6 % without.  Sample times are jittered by +-25 % of the period.
+Scheduling of the sampler thread (``backend_options={"realtime": ...}``):
+``"stops"`` (the default) makes it SCHED_RR only while target threads are
+stopped, so it is never preempted with a thread of the target held stopped,
+and between samples it competes like any thread instead of preempting the
+target.  ``True`` keeps it SCHED_RR throughout (samples on time on a busy
+machine, but bench/bench_capture.py measured the target 17.7 % slower at
+1 kHz); ``False`` never (7.6 %, but a stopped thread can wait for the sampler
+to be scheduled again).  Sample times are jittered by +-25 % of the period.
 
 Signals that arrive while a thread is traced turn into signal-delivery stops;
 they are re-injected at once (between samples they are found within ~1 ms).
@@ -81,7 +83,7 @@ class Sampler:
 
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
                  max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,
-                 realtime: bool = False):
+                 realtime: "bool | str" = "stops"):
         self.pid = pid
         self.lay = lay
         self.hz = max(1, int(hz))
@@ -91,6 +93,7 @@ class Sampler:
         self.consistent = consistent
         self.rescan_s = rescan_s
         self.realtime = realtime
+        self._rr_stops = False
         self._last_signal_ns = 0
         self._decoder = None
         self._queue = queue.SimpleQueue()
@@ -223,13 +226,29 @@ class Sampler:
         up milliseconds late, so samples bunch up and miss whole stretches of the target's time.  It
         sleeps between samples and does bounded work per sample, so it cannot monopolise a CPU."""
         self.stats["realtime"] = False
+        self._rr_stops = False
         if not self.realtime or not hasattr(os, "sched_setscheduler"):
             return
         try:
             os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))  # 0 = this thread on Linux
-            self.stats["realtime"] = True
         except (OSError, AttributeError):
-            pass
+            return
+        if self.realtime == "stops":
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            self._rr_stops = True
+            self.stats["realtime"] = "stops"
+        else:
+            self.stats["realtime"] = True
+
+    def _boost(self, on: bool):
+        """SCHED_RR while target threads are stopped (realtime="stops"), normal otherwise."""
+        try:
+            if on:
+                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+            else:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            self._rr_stops = False
 
     def _setup(self):
         self.mem = Memory(self.pid)
@@ -455,6 +474,19 @@ class Sampler:
                 self._enqueue(t, (None, ("reuse", t.idle[1], time.monotonic_ns()), None))
                 continue
             stop.append(t)
+        boost = self._rr_stops and bool(stop)
+        if boost:
+            self._boost(True)
+        try:
+            got = self._stop_and_collect(stop)
+        finally:
+            if boost:
+                self._boost(False)
+        for t, sampled in got:
+            self._enqueue(t, sampled)
+
+    def _stop_and_collect(self, stop):
+        """Interrupt the threads of ``stop`` and collect each as soon as it has stopped."""
         live = []
         for t in stop:
             try:
@@ -485,8 +517,7 @@ class Sampler:
                 sampled = self._collect(t, None, t_int)
                 if sampled is not None:
                     got.append((t, sampled))
-        for t, sampled in got:
-            self._enqueue(t, sampled)
+        return got
 
     def _blocked_at(self, tid):
         """(syscall nr, sp, pc) of a thread blocked in a system call, from /proc (no stop), else None."""

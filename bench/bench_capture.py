@@ -60,6 +60,20 @@ HOT = ROOT / "tests" / "workloads" / "hot.js"
 BACKENDS = ("inspector", "perf", "walker")
 
 
+def spec(b: str):
+    """"walker:ptrace" -> ("walker", {"engine": "ptrace"}): a backend with its engine option; more
+    options after slashes ("walker:perf/stack_dump=16384/ring_kb=4096", integers)."""
+    name, _, rest = b.partition(":")
+    if not rest:
+        return name, None
+    engine, *more = rest.split("/")
+    opts = {"engine": engine}
+    for kv in more:
+        k, _, v = kv.partition("=")
+        opts[k] = int(v)
+    return name, opts
+
+
 # ------------------------------------------------------------------------ the workload
 class Hot:
     def __init__(self, node, node_args=(), args=(), cwd=None):
@@ -156,7 +170,9 @@ def profiled_window(w: Hot, backend: str, hz: int, seconds: float, settle: float
     def run():
         t0 = time.monotonic()
         try:
-            box["prof"] = nf.capture(w.pid, seconds + 2 * settle, backend=backend, hz=hz, progress=False)
+            name, opts = spec(backend)
+            box["prof"] = nf.capture(w.pid, seconds + 2 * settle, backend=name, hz=hz, progress=False,
+                                     backend_options=opts)
         except Exception as e:  # reported, not fatal for the other series
             box["error"] = e
         box["wall"] = time.monotonic() - t0
@@ -224,7 +240,8 @@ def attribution(node, backend, seconds, worker):
     try:
         window(w, 1.0)
         s0 = w.stats()
-        prof = nf.capture(w.pid, seconds, backend=backend, hz=1000, progress=False)
+        name, opts = spec(backend)
+        prof = nf.capture(w.pid, seconds, backend=name, hz=1000, progress=False, backend_options=opts)
         s1 = w.stats()
     finally:
         w.kill()
@@ -263,7 +280,8 @@ def pct(x):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backend", action="append", help="inspector, perf, walker (repeatable or comma list); "
+    ap.add_argument("--backend", action="append", help="inspector, perf, walker, walker:perf, walker:ptrace "
+                    "(the walker with one engine; repeatable or comma list); "
                     "default: every one that can run here")
     ap.add_argument("--rates", default="100,1000", help="sampling rates in Hz (default 100,1000)")
     ap.add_argument("--pairs", type=int, default=5, help="profiled/unprofiled pairs per series (default 5)")
@@ -284,12 +302,13 @@ def main(argv=None):
     table = nf.backends().set_index("backend")
     backends, notes = [], []
     for b in wanted or BACKENDS:
-        if b not in table.index:
+        name = spec(b)[0]
+        if name not in table.index:
             ap.error(f"unknown backend {b}")
-        if table.loc[b, "available"]:
+        if table.loc[name, "available"]:
             backends.append(b)
         else:
-            notes.append(f"{b}: not run ({table.loc[b, 'reason']})")
+            notes.append(f"{b}: not run ({table.loc[name, 'reason']})")
 
     node_ver = subprocess.run([a.node, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"# capture overhead: hot.js on node {node_ver}, {a.pairs} pairs of {a.seconds:g} s windows "

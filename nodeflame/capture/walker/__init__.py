@@ -117,6 +117,12 @@ def _realtime_option(value):
     raise CaptureError(f'walker backend option realtime must be "stops", True or False, got {value!r}')
 
 
+def _engine_option(value):
+    if value in ("auto", "perf", "ptrace"):
+        return value
+    raise CaptureError(f'walker backend option engine must be "auto", "perf" or "ptrace", got {value!r}')
+
+
 class WalkerBackend(Backend):
     name = "walker"
     summary = "V8 frame walk from user space (ptrace + v8dbg metadata): JS and native frames, all threads"
@@ -155,7 +161,9 @@ class WalkerBackend(Backend):
         sampler = Sampler(target.pid, lay, hz=opts.hz or self.default_hz, threads=opts.threads or "all",
                           duration=None, max_stack=int(ex.get("max_stack", 2 << 20)),
                           consistent=bool(ex.get("consistent", False)),
-                          realtime=_realtime_option(ex.get("realtime", "stops")))
+                          realtime=_realtime_option(ex.get("realtime", "stops")),
+                          engine=_engine_option(ex.get("engine", "auto")),
+                          stack_dump=int(ex.get("stack_dump", 32768)), ring_kb=int(ex.get("ring_kb", 1024)))
         th = threading.Thread(target=sampler.run, name=f"nodeflame-walker-{target.pid}", daemon=True)
         th.start()
         sampler.started.wait(30)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import select
 import struct
 import sys
 import threading
@@ -46,6 +47,7 @@ import pandas as pd
 from ...frames.build import FrameTable, build_profile
 from . import ptrace
 from .heap import V8Heap
+from . import perfevent
 from .memory import Memory
 from .symbols import AddressSpace, clean_native, demangle
 from .unwind import Unwinder
@@ -60,15 +62,32 @@ SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43:
             426: "io_uring_enter", 24: "sched_yield", 257: "openat", 3: "close", 9: "mmap", 11: "munmap",
             10: "mprotect", 12: "brk", 4: "stat", 5: "fstat", 262: "newfstatat", 332: "statx"}
 WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
+_NO_SYSCALL = (1 << 64) - 1          # orig_rax of a sample not taken inside a system call
+_PERF_USER, _PERF_KERNEL = 1, 2       # where a perf_event sample's dump came from
+
+
+class _DumpOnly:
+    """The memory a perf_event dump's walk may see: the dump only.  A read beyond it means the stack is
+    deeper than the dump (``hit``)."""
+    __slots__ = ("hit",)
+
+    def __init__(self):
+        self.hit = False
+
+    def u64(self, addr):
+        self.hit = True
+        return None
 
 
 class _Thread:
     __slots__ = ("tid", "label", "seized", "group_stopped", "stack", "samples", "gone", "last_copy", "idle",
-                 "blocked_key")
+                 "blocked_key", "ring", "wants_ptrace")
 
     def __init__(self, tid, label):
         self.tid, self.label = tid, label
         self.seized = False
+        self.ring = None              # perf_event engine: the kernel's samples of this thread
+        self.wants_ptrace = False     # its stack outgrew the perf dump: sample it with ptrace instead
         self.group_stopped = False
         self.stack = None
         self.last_copy = None
@@ -83,8 +102,15 @@ class Sampler:
 
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
                  max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,
-                 realtime: "bool | str" = "stops"):
+                 realtime: "bool | str" = "stops", engine: str = "auto", stack_dump: int = 32768,
+                 ring_kb: int = 1024):
+        if engine not in ("auto", "perf", "ptrace"):
+            raise ValueError(f'engine must be "auto", "perf" or "ptrace", got {engine!r}')
         self.pid = pid
+        self.engine = "ptrace" if consistent else engine
+        self.stack_dump = int(stack_dump)
+        self.ring_pages = 1 << max(3, (max(8, int(ring_kb)) * 1024 // 4096).bit_length() - 1)
+        self.perf_error = None
         self.lay = lay
         self.hz = max(1, int(hz))
         self.threads_mode = threads
@@ -115,7 +141,8 @@ class Sampler:
         self.native_ids: dict = {}            # pc -> placeholder index
         self.native_pcs: list = []
         self.stats = dict(samples=0, missed=0, forwarded_signals=0, stopped_ns=[], latency_ns=[], walk_ns=0, invalid_js=0,
-                          threads_seen=0, detach_errors=0, group_stops=0, truncated=0)
+                          threads_seen=0, detach_errors=0, group_stops=0, truncated=0, dump_truncated=0,
+                          perf_samples=0, ptrace_samples=0)
         self.t0 = 0
         self.exited = False
         self.mem = None
@@ -150,6 +177,9 @@ class Sampler:
             self._loop()
         except BaseException as e:  # noqa: BLE001 - reported to the caller through .error
             self.error = e
+            if os.environ.get("NODEFLAME_DEBUG"):
+                import traceback
+                traceback.print_exc()
         finally:
             try:
                 self._drain()
@@ -202,6 +232,14 @@ class Sampler:
     def _drain(self, timeout=60.0):
         """Wait for the decoder to catch up while still servicing the traced threads (a signal that
         arrives meanwhile must not leave a thread in signal-delivery-stop)."""
+        rings = [t for t in self.threads.values() if t.ring is not None]
+        for t in rings:
+            t.ring.disable()
+        for t in rings:
+            try:
+                self._read_ring(t)
+            except Exception:  # noqa: BLE001 - what could not be read is lost, the detach must go on
+                pass
         if self._decoder is None:
             return
         end = time.monotonic() + timeout
@@ -258,6 +296,7 @@ class Sampler:
         wr = self.space.node_elf.symbol_range(WORKER_RUN) if self.space.node_elf is not None else None
         self.worker_run = wr
         self.regs = ptrace.Regs()
+        self._perf_pos = perfevent.REG_POS
         # parse libc's .eh_frame now rather than in the middle of the first idle sample
         from .cfi import cfi_for
         for r in self.space.regions:
@@ -298,6 +337,10 @@ class Sampler:
             if kind == "worker":
                 self.n_workers += 1
                 t.label = f"worker {self.n_workers}"
+            if self.engine != "ptrace" and self._open_ring(t):
+                self.threads[tid] = t
+                self.stats["threads_seen"] += 1
+                continue
             try:
                 ptrace.seize(tid)
                 t.seized = True
@@ -307,6 +350,93 @@ class Sampler:
                 continue
             self.threads[tid] = t
             self.stats["threads_seen"] += 1
+
+    def _open_ring(self, t):
+        """perf_event engine: have the kernel sample thread ``t`` (True), else say why in perf_error."""
+        try:
+            ring = perfevent.open_ring(t.tid, self.hz, self.stack_dump, self.ring_pages)
+        except perfevent.PerfEventError as e:
+            self.perf_error = str(e)
+            if self.engine == "perf" and t.tid == self.pid:
+                raise PermissionError(e.errno, f"walker engine perf: {e}") from None
+            return False
+        try:
+            ring.enable()
+        except perfevent.PerfEventError as e:
+            ring.close()
+            self.perf_error = str(e)
+            return False
+        t.ring = ring
+        return True
+
+    def _outgrown(self, t):
+        """A thread whose stack outgrew the perf dump: read what its ring still holds, then give it the
+        largest dump the kernel allows, or, when it had that already, sample it with ptrace from now on
+        (a full stack copy while it is stopped)."""
+        self._read_ring(t)
+        dump = t.ring.stack_dump
+        self._close_ring(t)
+        t.wants_ptrace = False
+        if dump < perfevent.MAX_DUMP:
+            try:
+                ring = perfevent.open_ring(t.tid, self.hz, perfevent.MAX_DUMP, self.ring_pages)
+                ring.enable()
+                t.ring = ring
+                self.stats["dump_grown"] = self.stats.get("dump_grown", 0) + 1
+                return
+            except perfevent.PerfEventError as e:
+                self.perf_error = str(e)
+        try:
+            ptrace.seize(t.tid)
+            t.seized = True
+            self.stats["switched_to_ptrace"] = self.stats.get("switched_to_ptrace", 0) + 1
+        except ptrace.PtraceError:
+            t.gone = True
+
+    def _read_ring(self, t):
+        ring = t.ring
+        if ring is None or not ring.pending():
+            return
+        pos = self._perf_pos
+        bc = pos[self.bc_reg]
+        rip, rsp, rbp = pos["rip"], pos["rsp"], pos["rbp"]
+        for when, kmode, regs, stack in ring.read():
+            snap = (regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
+                    _PERF_KERNEL if kmode else _PERF_USER)
+            self._enqueue(t, (snap, None, None))
+
+    def _close_ring(self, t):
+        r, t.ring = t.ring, None
+        st = self.stats
+        st["perf_lost"] = st.get("perf_lost", 0) + r.lost
+        st["perf_throttled"] = st.get("perf_throttled", 0) + r.throttled
+        try:
+            r.close()
+        except OSError:
+            pass
+
+    def _read_rings(self):
+        for t in self.threads.values():
+            if t.ring is not None:
+                self._read_ring(t)
+
+    def _wait(self, seconds):
+        """Sleep up to ``seconds``, waking early when a perf ring is half full (its watermark)."""
+        rings = [t.ring for t in self.threads.values() if t.ring is not None]
+        if not rings:
+            time.sleep(seconds)
+            return
+        p = select.poll()
+        byfd = {}
+        for r in rings:
+            p.register(r.fd, select.POLLIN)
+            byfd[r.fd] = r
+        for fd, ev in p.poll(max(0, int(seconds * 1000))):
+            if ev & (select.POLLHUP | select.POLLERR):
+                t = self.threads.get(byfd[fd].tid)
+                if t is not None:
+                    self._read_ring(t)
+                    t.gone = True        # the thread exited: its event sees no more time
 
     def _classify_thread(self, tid):
         """'worker' when node::worker::Worker::Run is on the thread's stack, else 'other' (None: unknown)."""
@@ -385,48 +515,74 @@ class Sampler:
         next_scan = time.monotonic() + self.rescan_s
         end = None if self.duration is None else self.t0 + int(self.duration * 1e9)
         while not self._stop.is_set() and not self.exited:
+            # threads the kernel samples (perf rings) need no round of ours: only the ptrace ones do
+            stoppable = [t for t in self.threads.values() if t.ring is None and not t.gone and not t.group_stopped]
             while True:
                 self._service()
+                self._read_rings()
                 now = time.monotonic_ns()
+                if self._stop.is_set() or (end is not None and now >= end):
+                    break
+                if not stoppable:
+                    if time.monotonic() >= next_scan or any((t.wants_ptrace and t.ring is not None) or t.gone
+                                                                for t in self.threads.values()):
+                        break
+                    wait = 0.01 if end is None else min(0.01, (end - now) / 1e9)
+                    self._wait(wait)
+                    continue
                 rem = next_t - now
-                if rem <= 0 or self._stop.is_set():
+                if rem <= 0:
                     break
                 # between samples, stops caused by signals are looked for every 0.25 ms while signals
                 # are arriving (a thread waits stopped until its signal is forwarded: another profiler's
                 # SIGPROF every ms must not stall it), else every 4 ms: each wake-up of this real-time
                 # thread may preempt the target on its CPU
                 poll = 250_000 if now - self._last_signal_ns < 1_000_000_000 else 4_000_000
-                time.sleep(min(rem, poll) / 1e9)
+                self._wait(min(rem, poll) / 1e9)
             if self._stop.is_set():
                 break
             if end is not None and now >= end:
                 break
-            self._sample_round([t for t in self.threads.values() if not t.gone and not t.group_stopped])
+            if stoppable:
+                self._sample_round(stoppable)
+            for t in [t for t in self.threads.values() if t.wants_ptrace and t.ring is not None and not t.gone]:
+                self._outgrown(t)
             for tid in [tid for tid, t in self.threads.items() if t.gone]:
-                del self.threads[tid]
+                t = self.threads.pop(tid)
+                if t.ring is not None:
+                    self._read_ring(t)
+                    self._close_ring(t)
             if not self.threads or self.threads.get(self.pid) is None and not os.path.exists(f"/proc/{self.pid}"):
                 self.exited = not os.path.exists(f"/proc/{self.pid}/task")
                 if self.exited or not self.threads:
                     self.exited = True
                     break
-            # the next sample one period on, jittered by +-25 % so that it cannot lock onto a periodic
-            # workload; after a late wake-up (a busy machine) no burst of catch-up samples, which would
-            # all land in the same function: at least half a period between two samples
-            next_t += period + random.randint(-period // 4, period // 4)
-            now = time.monotonic_ns()
-            if next_t < now + period // 2:
-                if next_t < now:
-                    self.stats["missed"] += (now - next_t) // period
-                next_t = now + period // 2
+            if not stoppable:
+                next_t = time.monotonic_ns()
+            else:
+                # the next sample one period on, jittered by +-25 % so that it cannot lock onto a periodic
+                # workload; after a late wake-up (a busy machine) no burst of catch-up samples, which
+                # would all land in the same function: at least half a period between two samples
+                next_t += period + random.randint(-period // 4, period // 4)
+                now = time.monotonic_ns()
+                if next_t < now + period // 2:
+                    if next_t < now:
+                        self.stats["missed"] += (now - next_t) // period
+                    next_t = now + period // 2
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + self.rescan_s
                 if self.threads_mode != "main":
                     self._discover()
+                for t in self.threads.values():
+                    if t.ring is not None and not os.path.exists(f"/proc/{self.pid}/task/{t.tid}"):
+                        t.gone = True
+                if not os.path.exists(f"/proc/{self.pid}"):
+                    self.exited = True
 
     def _service(self):
         """Reap stops that happened between samples: forward signals, keep group stops."""
         for t in list(self.threads.values()):
-            if t.gone:
+            if t.gone or not t.seized:
                 continue
             st = ptrace.wait(t.tid, nohang=True)
             if st is None:
@@ -633,9 +789,23 @@ class Sampler:
             self.stats["samples"] += 1
             return
         tw = time.perf_counter_ns()
-        rip, rsp, rbp, bcr, orax, rax, buf, when, bk = snap
+        rip, rsp, rbp, bcr, orax, rax, buf, when, bk = snap[:9]
+        src = snap[9] if len(snap) > 9 else 0
         if toks is None:
-            toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
+            if src:
+                # a perf_event dump: walk it alone (the live stack beyond it has moved on since)
+                dump = _DumpOnly()
+                toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
+                if src == _PERF_KERNEL:
+                    toks.insert(0, ("kern",))
+                if dump.hit:
+                    self.stats["dump_truncated"] += 1
+                    toks.append(("trunc",))
+                    t.wants_ptrace = True
+                self.stats["perf_samples"] += 1
+            else:
+                toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
+                self.stats["ptrace_samples"] += 1
             fns = {}
         heap = self.heap
         ids = []
@@ -660,6 +830,10 @@ class Sampler:
             elif kind == "sys":
                 nm = SYSCALLS.get(tok[1], f"syscall_{tok[1]}")
                 ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))
+            elif kind == "kern":
+                ids.append(self.ft.add("[kernel]", "", hint="kernel"))
+            elif kind == "trunc":
+                ids.append(self.ft.add("(truncated stack)", "", hint="native"))
             else:
                 _, fn, tier, bca, x = tok
                 key = (fn, tier, bca, x if tier == "?" else 0)
@@ -766,6 +940,8 @@ class Sampler:
 
     def _detach_all(self):
         for t in list(self.threads.values()):
+            if t.ring is not None:
+                self._close_ring(t)
             if t.seized:
                 self._detach_one(t.tid)
                 t.seized = False
@@ -818,10 +994,18 @@ class Sampler:
             "v8_version": self.lay.v8_version, "realtime": st.get("realtime", False),
             "idle_reused": st.get("idle_reused", 0), "decode_errors": st.get("decode_errors", 0),
             "inline_decodes": st.get("inline_decodes", 0), "decode_lag_ms_max": st.get("max_lag_ns", 0) / 1e6,
+            "engine": "+".join(e for e, n in (("perf", st["perf_samples"]), ("ptrace", st["ptrace_samples"])) if n)
+            or self.engine,
+            "perf_samples": st["perf_samples"], "ptrace_samples": st["ptrace_samples"],
+            "perf_dump_bytes": self.stack_dump if st["perf_samples"] else 0, "perf_dump_grown": st.get("dump_grown", 0),
+            "perf_dump_truncated": st["dump_truncated"], "perf_lost": st.get("perf_lost", 0),
+            "switched_to_ptrace": st.get("switched_to_ptrace", 0), "perf_error": self.perf_error,
         }
         warns = list(md.get("warnings", []))
         if st["detach_errors"]:
             warns.append(f"walker: {st['detach_errors']} thread(s) could not be detached cleanly")
+        if st.get("perf_lost"):
+            warns.append(f"walker: the kernel dropped {st['perf_lost']} sample(s) (ring buffer full)")
         if st["invalid_js"]:
             warns.append(f"walker: {st['invalid_js']} JS frame(s) could not be decoded (shown as '(unknown JS)')")
         md["warnings"] = warns

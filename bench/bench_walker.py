@@ -1,4 +1,4 @@
-"""Benchmark: what the ptrace walker costs its target, measured so that a busy machine does not hide it.
+"""Benchmark: what the walker costs its target, measured so that a busy machine does not hide it.
 
 On a 2-CPU machine shared with other jobs, iterations per wall second swing by
 +-30 % between windows (bench_capture.py prints them too).  This script
@@ -19,8 +19,12 @@ Windows alternate unprofiled / profiled (--pairs pairs of --seconds each);
 medians are printed.  Also printed: achieved sample rate and the walker's own
 stopped-time percentiles (meta['walker']).
 
+With the perf_event engine (the default where the kernel allows it) nothing
+is stopped: its cost is all in the per CPU-s column (the kernel's sampling
+interrupt and stack copy are charged to the target's CPU time).
+
 Usage: python bench/bench_walker.py [--majors 18,20,22,24] [--rates 100,1000] [--pairs 3] [--seconds 3]
-       [--no-realtime]
+       [--engine auto|perf|ptrace] [--realtime stops|on|off]
 """
 from __future__ import annotations
 
@@ -63,12 +67,12 @@ def measure(w, seconds):
     return iters / max(run, 1) * 1e9, max(0, wall - run - wait) / wall
 
 
-def profiled(w, hz, seconds, realtime):
+def profiled(w, hz, seconds, realtime, engine):
     box = {}
 
     def go():
         box["p"] = nf.capture(w.pid, seconds + 1.5, backend="walker", hz=hz, progress=False,
-                              backend_options={"realtime": realtime})
+                              backend_options={"realtime": realtime, "engine": engine})
     th = threading.Thread(target=go)
     th.start()
     time.sleep(0.75)
@@ -83,8 +87,12 @@ def main(argv=None):
     ap.add_argument("--rates", default="100,1000")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--no-realtime", action="store_true", help="sampler thread without SCHED_RR")
+    ap.add_argument("--engine", default="auto", choices=("auto", "perf", "ptrace"))
+    ap.add_argument("--realtime", default="stops", choices=("stops", "on", "off"),
+                    help="ptrace engine: SCHED_RR while threads are stopped (default), throughout, or never")
+    ap.add_argument("--no-realtime", action="store_true", help="the same as --realtime off")
     a = ap.parse_args(argv)
+    realtime = {"stops": "stops", "on": True, "off": False}["off" if a.no_realtime else a.realtime]
     rows = []
     for major in a.majors.split(","):
         try:
@@ -96,32 +104,33 @@ def main(argv=None):
         try:
             measure(w, 1.0)  # warm up
             for hz in (int(x) for x in a.rates.split(",")):
-                cpu_ratio, stop_delta, rates, p50, p90 = [], [], [], [], []
+                cpu_ratio, stop_delta, rates, p50, p90, engines = [], [], [], [], [], set()
                 for _ in range(a.pairs):
                     (u_ips, u_stop) = measure(w, a.seconds)
-                    (p_ips, p_stop), prof = profiled(w, hz, a.seconds, not a.no_realtime)
+                    (p_ips, p_stop), prof = profiled(w, hz, a.seconds, realtime, a.engine)
                     cpu_ratio.append(p_ips / u_ips)
                     stop_delta.append(p_stop - u_stop)
                     m = prof.meta["walker"]
                     rates.append(prof.meta.get("achieved_hz") or 0)
                     p50.append(m["stopped_us_p50"] or 0)
                     p90.append(m["stopped_us_p90"] or 0)
+                    engines.add(m["engine"])
                 loss = 1 - statistics.median(cpu_ratio)
                 stop = statistics.median(stop_delta)
                 est = 1 - (1 - stop) * (1 - loss)
                 rows.append((major, hz, est, stop, loss, statistics.median(rates), statistics.median(p50),
-                             statistics.median(p90)))
+                             statistics.median(p90), "/".join(sorted(engines))))
                 print(f"node {major} {hz} Hz: per-CPU-s ratios {[round(x, 4) for x in cpu_ratio]} "
                       f"stopped deltas {[round(x, 4) for x in stop_delta]}", flush=True)
         finally:
             w.kill()
     print(f"\n# walker overhead on hot.js (main thread), {a.pairs} pairs of {a.seconds:g} s, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
-          f"realtime={'off' if a.no_realtime else 'on'}\n")
-    print("| node | rate | slowdown estimate | stopped | per CPU-s | achieved Hz | stopped us p50 / p90 |")
-    print("|---|---|---|---|---|---|---|")
-    for major, hz, est, stop, loss, rate, s50, s90 in rows:
-        print(f"| {major} | {hz} Hz | {100 * est:+.2f} % | {100 * stop:.2f} % | {100 * loss:+.2f} % | "
+          f"engine={a.engine}, realtime={realtime}\n")
+    print("| node | engine | rate | slowdown estimate | stopped | per CPU-s | achieved Hz | stopped us p50 / p90 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for major, hz, est, stop, loss, rate, s50, s90, eng in rows:
+        print(f"| {major} | {eng} | {hz} Hz | {100 * est:+.2f} % | {100 * stop:.2f} % | {100 * loss:+.2f} % | "
               f"{rate:.0f} | {s50:.0f} / {s90:.0f} |")
     return 0
 

@@ -7,15 +7,22 @@ where: the CFA (canonical frame address) as ``%rsp``/``%rbp`` + offset, the
 return address at CFA-8, and where ``%rbp`` was saved.  Only those two
 registers are tracked (enough to get back into frame-pointer code).
 
-Parsing is done once per library file with pyelftools (libc: ~0.3 s), lazily,
-after the thread has been resumed.  node itself is not parsed (its .eh_frame
-is tens of MB); its few frameless functions are handled by the unwinder's
-prologue check.
+A library's FDEs are found through its ``.eh_frame_hdr`` search table (the
+one the C++ runtime's own unwinder uses): only the FDE that covers a looked-up
+address is parsed (with pyelftools), so a library costs a few milliseconds
+when first seen instead of the seconds a whole-section parse of libstdc++
+takes.  Without a usable table the whole section is parsed.  node itself is
+not looked up (its .eh_frame is tens of MB); its few frameless functions are
+handled by the unwinder's prologue check.
 """
 from __future__ import annotations
 
 import bisect
+import io
 import os
+import struct
+
+import numpy as np
 
 RSP, RBP, RA = 7, 6, 16
 MAX_EH_FRAME = 8 << 20          # bytes of .eh_frame we are willing to parse
@@ -33,6 +40,9 @@ class CFI:
         self.fdes: list = []
         self.rows: dict = {}
         self.ok = False
+        self._cfi = None          # lazy mode: pyelftools' parser over .eh_frame, and the search table
+        self._eh_addr = 0
+        self._tab_lo = self._tab_fde = None
         try:
             self._load()
         except Exception:  # noqa: BLE001 - a library we cannot parse is just not unwound by CFI
@@ -47,6 +57,8 @@ class CFI:
             if sec is None or sec["sh_size"] > MAX_EH_FRAME:
                 return
             dw = ef.get_dwarf_info(follow_links=False)
+            if self._load_table(ef, sec, dw):
+                return
             ents = [e for e in dw.EH_CFI_entries() if isinstance(e, FDE)]
             # decode now: the FDE objects read the file lazily
             items = []
@@ -59,10 +71,65 @@ class CFI:
         self.fdes = [e for _, _, e in items]
         self.ok = bool(items)
 
+    def _load_table(self, ef, sec, dw) -> bool:
+        """Lazy mode from .eh_frame_hdr (version 1, table of datarel sdata4 pairs: what GNU ld and lld
+        write); False when the file has no such table."""
+        from elftools.dwarf.callframe import CallFrameInfo
+        hdr = ef.get_section_by_name(".eh_frame_hdr")
+        if hdr is None:
+            return False
+        data = hdr.data()
+        if len(data) < 12 or data[0] != 1 or data[3] != 0x3B:
+            return False
+        if data[1] & 0x0F in (0x03, 0x0B):      # eh_frame_ptr: (u|s)data4 or (u|s)data8, any base
+            ptr_size = 4
+        elif data[1] & 0x0F in (0x04, 0x0C):
+            ptr_size = 8
+        else:
+            return False
+        if data[2] != 0x03:            # fde_count as udata4
+            return False
+        n = struct.unpack_from("<I", data, 4 + ptr_size)[0]
+        start = 8 + ptr_size
+        if start + 8 * n > len(data):
+            return False
+        tab = np.frombuffer(data, "<i4", 2 * n, start).reshape(n, 2).astype(np.int64) + hdr["sh_addr"]
+        self._tab_lo, self._tab_fde = tab[:, 0], tab[:, 1]
+        self._eh_addr = sec["sh_addr"]
+        self._cfi = CallFrameInfo(io.BytesIO(sec.data()), sec["sh_size"], sec["sh_addr"], dw.structs,
+                                  for_eh_frame=True)
+        self.ok = n > 0
+        return True
+
+    def _lazy_rule(self, vaddr):
+        i = int(np.searchsorted(self._tab_lo, vaddr, "right")) - 1
+        if i < 0:
+            return None
+        rows = self.rows.get(i)
+        if rows is None:
+            rows = self.rows[i] = self._decode_at(int(self._tab_fde[i]) - self._eh_addr, vaddr)
+        if not rows or vaddr >= rows[2]:
+            return None
+        k = bisect.bisect_right(rows[0], vaddr) - 1
+        return rows[1][k] if k >= 0 else None
+
+    def _decode_at(self, offset, vaddr):
+        try:
+            fde = self._cfi._parse_entry_at(offset)
+            lo = fde["initial_location"]
+            if not lo <= vaddr < lo + fde["address_range"]:
+                return ()
+            pcs, rules = self._rows(fde)
+        except Exception:  # noqa: BLE001 - an FDE we cannot parse is just not unwound by CFI
+            return ()
+        return pcs, rules, lo + fde["address_range"]
+
     def rule(self, vaddr: int):
         """(cfa register, cfa offset, rbp offset from the CFA or None) at ``vaddr``, or None."""
         if not self.ok:
             return None
+        if self._cfi is not None:
+            return self._lazy_rule(vaddr)
         i = bisect.bisect_right(self.starts, vaddr) - 1
         if i < 0 or vaddr >= self.ends[i]:
             return None
@@ -76,9 +143,13 @@ class CFI:
 
     def _decode(self, i):
         try:
-            table = self.fdes[i].get_decoded().table
+            return self._rows(self.fdes[i])
         except Exception:  # noqa: BLE001
             return ()
+
+    @staticmethod
+    def _rows(fde):
+        table = fde.get_decoded().table
         pcs, rules = [], []
         for row in table:
             cfa = row.get("cfa")

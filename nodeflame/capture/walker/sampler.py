@@ -67,15 +67,18 @@ _PERF_USER, _PERF_KERNEL = 1, 2       # where a perf_event sample's dump came fr
 
 
 class _DumpOnly:
-    """The memory a perf_event dump's walk may see: the dump only.  A read beyond it means the stack is
-    deeper than the dump (``hit``)."""
-    __slots__ = ("hit",)
+    """The memory a perf_event dump's walk may see: the dump only.  A read of the thread's stack beyond
+    the dump (in ``[lo, hi)``) means the stack is deeper than the dump (``hit``); other reads outside it
+    are a frame chain gone wrong, not a deeper stack."""
+    __slots__ = ("hit", "lo", "hi")
 
-    def __init__(self):
+    def __init__(self, lo, hi):
         self.hit = False
+        self.lo, self.hi = lo, hi
 
     def u64(self, addr):
-        self.hit = True
+        if self.lo <= addr < self.hi:
+            self.hit = True
         return None
 
 
@@ -400,9 +403,10 @@ class Sampler:
         pos = self._perf_pos
         bc = pos[self.bc_reg]
         rip, rsp, rbp = pos["rip"], pos["rsp"], pos["rbp"]
+        dump = ring.stack_dump
         for when, kmode, regs, stack in ring.read():
             snap = (regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
-                    _PERF_KERNEL if kmode else _PERF_USER)
+                    _PERF_KERNEL if kmode else _PERF_USER, dump)
             self._enqueue(t, (snap, None, None))
 
     def _close_ring(self, t):
@@ -793,8 +797,14 @@ class Sampler:
         src = snap[9] if len(snap) > 9 else 0
         if toks is None:
             if src:
-                # a perf_event dump: walk it alone (the live stack beyond it has moved on since)
-                dump = _DumpOnly()
+                # a perf_event dump: walk it alone (the live stack beyond it has moved on since).  A dump
+                # shorter than asked for ended at the end of the stack's mapping: nothing lies beyond it
+                end = rsp + len(buf)
+                if len(buf) >= snap[10]:
+                    r = self.space.region(rsp)
+                    dump = _DumpOnly(end, r.end if r is not None else end + (1 << 20))
+                else:
+                    dump = _DumpOnly(end, end)
                 toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
                 if src == _PERF_KERNEL:
                     toks.insert(0, ("kern",))

@@ -1,0 +1,248 @@
+"""The walker's two ways of taking a sample, on real node processes (the system node).
+
+* ``perf`` (the default where the kernel allows it): a cpu-clock perf_event per thread whose samples
+  carry the user registers and a dump of the stack; the target is never stopped or traced, kernel
+  time shows as a ``[kernel]`` leaf, and a stack deeper than the dump gets the largest dump and then
+  ptrace for that thread.
+* ``ptrace``: PTRACE_INTERRUPT, registers and a copy of the whole stack while the thread is stopped.
+
+tests/test_walker.py runs the default engine on node 18 to 24; this file checks what differs.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import nodeflame as nf
+from nodeflame.capture import procutil
+from nodeflame.capture.base import CaptureError
+from nodeflame.capture.walker import perfevent
+
+from walker_helpers import Workload, assert_untouched, innermost_js, need_ptrace, node_for, thread_states
+
+TASKS = {"plainHot", "buildMatrix", "multiplyTask", "arrowHot", "handlers.onTick", "função", "計算する",
+         "libWork"}
+
+
+@pytest.fixture(scope="module")
+def node():
+    need_ptrace()
+    return node_for("20")
+
+
+def need_perf_event():
+    why = perfevent.unavailable()
+    if why:
+        pytest.skip(f"the perf engine cannot run here: {why}")
+
+
+def _capture_in_thread(pid, seconds, **opts):
+    box = {}
+
+    def go():
+        try:
+            box["p"] = nf.capture(pid, seconds, backend="walker", hz=1000, progress=False, backend_options=opts)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test
+            box["e"] = e
+    th = threading.Thread(target=go)
+    th.start()
+    return th, box
+
+
+def _inner_names(p):
+    f = innermost_js(p)
+    names = p.funcs["name"].astype(str).to_numpy(object)
+    th = p.samples["thread"].astype(str).to_numpy()
+    return np.where(f >= 0, names[np.maximum(f, 0)], ""), th
+
+
+# ------------------------------------------------------------------------------------- ring buffer
+def test_ring_gives_this_threads_registers_and_stack():
+    """The record parser on this very process: a busy loop sampled by the kernel, read while it runs
+    (the ring wraps around many times: 1 KiB dumps, 8 pages)."""
+    need_perf_event()
+    lo = hi = None
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[stack]"):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+    assert lo is not None
+    ring = perfevent.open_ring(os.getpid(), 1000, 1024, 8)
+    got = []
+    try:
+        ring.enable()
+        t0 = time.monotonic_ns()
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            x = 0
+            for i in range(20000):
+                x += i
+            got.extend(ring.read())
+        t1 = time.monotonic_ns()
+        ring.disable()
+        got.extend(ring.read())
+    finally:
+        ring.close()
+    assert len(got) >= 200, (len(got), ring.lost)
+    times = [g[0] for g in got]
+    assert times == sorted(times) and t0 <= times[0] and times[-1] <= t1 + 10_000_000
+    rsp = perfevent.REG_POS["rsp"]
+    user = [g for g in got if not g[1]]
+    assert user, "no user-mode sample"
+    for when, kernel, regs, stack in got:
+        assert lo <= regs[rsp] < hi, hex(regs[rsp])
+        assert 0 < len(stack) <= 1024
+    # the dump is this thread's stack from rsp up: the word at rsp is what memory holds there now only if
+    # the frame is still live, but the dump's length is bounded by the stack's end
+    assert all(regs[rsp] + len(stack) <= hi for _, _, regs, stack in got)
+
+
+# ------------------------------------------------------------------------------------- perf engine
+def test_perf_engine_never_stops_or_traces_the_target(node):
+    need_perf_event()
+    w = Workload(node, "60")
+    try:
+        time.sleep(1.0)
+        th, box = _capture_in_thread(w.pid, 3, engine="perf")
+        time.sleep(0.8)      # past discovery (a running thread is stopped once to find its stack)
+        seen_bad = {}
+        n = len(w.lines)
+        sent = time.monotonic()
+        os.kill(w.pid, 12)  # SIGUSR2: the workload answers with a line
+        reply = w.wait_line("rounds", 2, after=n)
+        end = time.monotonic() + 1.2
+        while time.monotonic() < end:
+            for tid, (state, tracer) in thread_states(w.pid).items():
+                if state in ("t", "T") or tracer:
+                    seen_bad[tid] = (state, tracer)
+            time.sleep(0.01)
+        th.join(30)
+        if "e" in box:
+            raise box["e"]
+        p = box["p"]
+    finally:
+        w.close()
+    assert not seen_bad, f"threads stopped or traced during a perf-engine capture: {seen_bad}"
+    assert reply is not None and reply[0] - sent < 0.2, "SIGUSR2 was not answered at once"
+    m = p.meta["walker"]
+    got = {k: m[k] for k in ("engine", "ptrace_samples", "forwarded_signals", "perf_dump_truncated", "perf_lost")}
+    assert got == {"engine": "perf", "ptrace_samples": 0, "forwarded_signals": 0, "perf_dump_truncated": 0,
+                   "perf_lost": 0}, m
+    inner, th = _inner_names(p)
+    main = set(inner[th == "main"])
+    assert TASKS <= main, TASKS - main
+    wk = inner[np.char.startswith(th.astype(str), "worker")]
+    wk = wk[wk != ""]
+    assert len(wk) >= 300 and (wk == "workerSpin").mean() >= 0.9, (len(wk), set(wk))
+
+
+def test_kernel_time_is_a_kernel_leaf_under_the_js_that_asked(node):
+    """perf samples time in system calls too; the ptrace engine can only see a thread in user space or
+    blocked."""
+    need_perf_event()
+    prog = ("const fs = require('fs'); function readStatus() { let n = 0; for (let i = 0; i < 200; i++) "
+            "n += fs.readFileSync('/proc/self/stat').length; return n; } "
+            "function loop() { readStatus(); setImmediate(loop); } loop();")
+    proc = subprocess.Popen([node, "-e", prog])
+    try:
+        procutil.wait_until_node(proc.pid, timeout=10, proc=proc)
+        time.sleep(0.5)
+        p = nf.capture(proc.pid, 1.5, backend="walker", hz=1000, progress=False,
+                       backend_options={"engine": "perf"})
+    finally:
+        proc.kill()
+        proc.wait()
+    lv = p.long()
+    lv = lv[lv["thread"].astype(str) == "main"]
+    nm = lv["name"].astype(str)
+    leaf = lv.groupby("sample")["depth"].transform("max") == lv["depth"]
+    kernel_samples = set(lv.loc[leaf & (nm == "[kernel]"), "sample"])
+    n = lv["sample"].nunique()
+    assert len(kernel_samples) >= 0.1 * n, f"{len(kernel_samples)} of {n} samples in the kernel"
+    # readStatus may be inlined into loop; node's own readFileSync is not, and calls the syscalls
+    # through node::fs::Read / Open / Close and libuv, walked through with the library's CFI
+    under = set(lv.loc[lv["sample"].isin(kernel_samples) & (nm == "readFileSync"), "sample"])
+    assert len(under) >= 0.8 * len(kernel_samples), (len(under), len(kernel_samples))
+    libc = set(lv.loc[lv["sample"].isin(kernel_samples) & nm.isin(["__read", "read", "__libc_read"]), "sample"])
+    assert libc, "no kernel sample inside libc's read()"
+    assert (p.funcs.loc[p.funcs["name"].astype(str) == "[kernel]", "kind"].astype(str) == "kernel").all()
+
+
+def test_a_stack_deeper_than_the_dump_moves_its_thread_to_ptrace(node):
+    need_perf_event()
+    w = Workload(node, "60", "--deep", "--no-worker")
+    try:
+        time.sleep(1.0)
+        p = nf.capture(w.pid, 2, backend="walker", hz=1000, progress=False, backend_options={"engine": "perf"})
+        assert_untouched(w.pid)
+    finally:
+        w.close()
+    m = p.meta["walker"]
+    assert m["engine"] == "perf+ptrace", m
+    assert m["perf_dump_grown"] == 1 and m["switched_to_ptrace"] == 1, m
+    assert m["perf_dump_truncated"] >= 1, m
+    lv = p.long()
+    nm = lv["name"].astype(str)
+    truncated = lv.loc[nm == "(truncated stack)", "sample"].nunique()
+    assert truncated == m["perf_dump_truncated"] and truncated <= 0.03 * len(p.samples), (truncated, m)
+    # a truncated sample keeps its leaf: it sits at the root, below what the dump showed
+    assert (lv.loc[nm == "(truncated stack)", "depth"] == 0).all()
+    per = lv.assign(is_deep=(nm == "deep")).groupby("sample")["is_deep"].sum()
+    deep = per[per >= 3000].index
+    assert len(deep) >= 1
+    whole = lv[lv["sample"].isin(deep)]
+    assert whole.groupby("sample")["name"].apply(lambda s: "node::Start" in set(s.astype(str))).all()
+
+
+# ------------------------------------------------------------------------------------- ptrace engine
+def test_ptrace_engine_on_request(node):
+    w = Workload(node, "60", "--no-worker")
+    try:
+        time.sleep(1.0)
+        p = nf.capture(w.pid, 1.5, backend="walker", hz=1000, progress=False, backend_options={"engine": "ptrace"})
+        assert_untouched(w.pid)
+    finally:
+        w.close()
+    m = p.meta["walker"]
+    assert m["engine"] == "ptrace" and m["perf_samples"] == 0 and m["ptrace_samples"] > 500, m
+    inner, th = _inner_names(p)
+    assert TASKS <= set(inner[th == "main"])
+
+
+# ------------------------------------------------------------------------------------- faults
+def test_refused_perf_event_falls_back_to_ptrace(node, monkeypatch):
+    """As root here the kernel never refuses perf_event_open (perf_event_paranoid does not apply to
+    CAP_PERFMON), so the refusal is a fake."""
+    def refuse(tid, *a, **k):
+        raise perfevent.PerfEventError(errno.EACCES, f"perf_event_open on thread {tid}: Permission denied")
+    monkeypatch.setattr(perfevent, "open_ring", refuse)
+    w = Workload(node, "60", "--no-worker")
+    try:
+        time.sleep(0.5)
+        p = nf.capture(w.pid, 1, backend="walker", hz=500, progress=False)
+        m = p.meta["walker"]
+        assert m["engine"] == "ptrace" and m["ptrace_samples"] > 100, m
+        assert "Permission denied" in m["perf_error"], m
+        with pytest.raises(CaptureError) as e:
+            nf.capture(w.pid, 1, backend="walker", hz=500, progress=False, backend_options={"engine": "perf"})
+        msg = str(e.value)
+        assert "perf_event_open" in msg and "Permission denied" in msg and "Traceback" not in msg, msg
+        assert_untouched(w.pid)
+    finally:
+        w.close()
+
+
+def test_unknown_engine_is_a_clear_error(node):
+    w = Workload(node, "30", "--no-worker")
+    try:
+        with pytest.raises(CaptureError, match='engine must be "auto", "perf" or "ptrace", got \'ebpf\''):
+            nf.capture(w.pid, 1, backend="walker", progress=False, backend_options={"engine": "ebpf"})
+        assert_untouched(w.pid)
+    finally:
+        w.close()

@@ -25,8 +25,8 @@ workload itself) is the measure.
    absolute difference in percentage points.  Same for ``node --cpu-prof``
    (its whole-run profile against the workload's whole-run timing).
 
-Goals: slowdown <= 1 % at 100 Hz and <= 2 % at 1 kHz; attribution within
-+-1 pp.
+Goals: slowdown <= 1 % at 100 Hz and <= 2 % at 1 kHz (the walker: <= 3 %);
+attribution within +-1 pp.
 
 Usage:
     python bench/bench_capture.py                      # the real run (5 pairs of 10 s)
@@ -342,12 +342,14 @@ def main(argv=None):
     if not a.no_cpu_prof:
         attr["node --cpu-prof"] = cpuprof_attribution(a.node, a.attr_seconds, a.worker)
 
-    goal = {100: 0.01, 1000: 0.02}
+    # issue 3's goals for inspector and perf; issue 4's for the walker (its samples carry native frames too)
+    goals = {"walker": {100: 0.01, 1000: 0.03}}
+    default_goal = {100: 0.01, 1000: 0.02}
     print("| backend | rate | slowdown (median) | goal | per-pair P/U | slowdown per CPU-s | attach+detach s | "
           "attribution error at 1 kHz |")
     print("|---|---|---|---|---|---|---|---|")
     for b, hz, slow, ratios, cslow, extra in rows:
-        g = goal.get(hz)
+        g = goals.get(spec(b)[0], default_goal).get(hz)
         ok = "" if g is None else ("ok" if slow <= g else "MISSED") + f" (<= {100 * g:g} %)"
         at = ""
         if b in attr and hz == max(rates):

@@ -130,8 +130,9 @@ def main(argv=None):
     print("| node | engine | rate | slowdown estimate | stopped | per CPU-s | achieved Hz | stopped us p50 / p90 |")
     print("|---|---|---|---|---|---|---|---|")
     for major, hz, est, stop, loss, rate, s50, s90, eng in rows:
+        stops = f"{s50:.0f} / {s90:.0f}" if s50 else "none"
         print(f"| {major} | {eng} | {hz} Hz | {100 * est:+.2f} % | {100 * stop:.2f} % | {100 * loss:+.2f} % | "
-              f"{rate:.0f} | {s50:.0f} / {s90:.0f} |")
+              f"{rate:.0f} | {stops} |")
     return 0
 
 

@@ -189,9 +189,11 @@ def _compare_with_inspector(run):
     if "err" in res:
         pytest.skip(f"the inspector backend cannot capture here: {res['err']}")
     ins = res["ins"]
-    # the inspector's SIGPROFs reached the traced thread and were forwarded
-    assert walk.meta["walker"]["forwarded_signals"] > 0
     m = walk.meta["walker"]
+    if m["switched_to_ptrace"]:
+        # the deep recursion moved the main thread to the ptrace engine: the inspector's SIGPROFs reached
+        # the traced thread and were forwarded
+        assert m["forwarded_signals"] > 0, m
     print(f"\n[node {run.major}] concurrent walker: forwarded {m['forwarded_signals']} signals, {m['signal_frames']} stops in a signal handler, {m['samples']} samples", end="")
     a = js_shares(walk, "main", groups=GROUPS)
     b = js_shares(ins, "main", groups=GROUPS)

@@ -1,16 +1,25 @@
-"""The ``walker`` backend: V8 stack walking from user space with ptrace.
+"""The ``walker`` backend: V8 stack walking from user space.
 
-Every thread that runs JavaScript (the main thread and worker threads) is
-interrupted ``hz`` times a second (PTRACE_SEIZE + PTRACE_INTERRUPT, so the
-process is never group-stopped and no SIGSTOP is sent), its registers and
-used stack are copied, and it runs again.  The frame-pointer chain is then
-walked over the copy; JS frames are named by reading the V8 heap (JSFunction
--> SharedFunctionInfo -> ScopeInfo / Script) with offsets from the binary's
-own ``v8dbg_*`` symbols (:mod:`nodeflame.capture.v8layout`); native frames
-from the ELF symbol tables of node and the shared libraries.
+Every thread that runs JavaScript (the main thread and worker threads) has its
+registers and stack copied ``hz`` times a second, by one of two engines
+(``backend_options={"engine": "auto" | "perf" | "ptrace"}``):
 
-It is a wall-clock sampler: a thread blocked in a syscall is sampled too,
-with the syscall as a ``kernel`` leaf frame.
+* ``perf`` (what ``auto`` takes where the kernel allows it): a cpu-clock
+  perf_event per thread whose samples carry the user registers and a 32 KiB
+  dump of the stack (:mod:`.perfevent`).  Nothing is stopped or traced; it
+  samples CPU time (a blocked thread has no samples; time in the kernel is a
+  ``[kernel]`` leaf).  A thread whose stack outgrows the dump gets a 64 KiB
+  dump, then the ptrace engine.
+* ``ptrace``: PTRACE_SEIZE + PTRACE_INTERRUPT (the process is never
+  group-stopped, no SIGSTOP is sent), registers and the used stack copied,
+  resumed.  A wall-clock sampler: a thread blocked in a syscall is sampled
+  too, with the syscall as a ``kernel`` leaf frame.
+
+The frame-pointer chain is then walked over the copy; JS frames are named by
+reading the V8 heap (JSFunction -> SharedFunctionInfo -> ScopeInfo / Script)
+with offsets from the binary's own ``v8dbg_*`` symbols
+(:mod:`nodeflame.capture.v8layout`); native frames from the ELF symbol tables
+of node and the shared libraries.
 
 >>> from nodeflame.capture.walker import capture_walker
 >>> p = capture_walker(4242, duration=5, hz=1000)
@@ -125,8 +134,10 @@ def _engine_option(value):
 
 class WalkerBackend(Backend):
     name = "walker"
-    summary = "V8 frame walk from user space (ptrace + v8dbg metadata): JS and native frames, all threads"
-    needs = "ptrace permission (root, CAP_SYS_PTRACE or ptrace_scope 0) and a node with v8dbg_* symbols"
+    summary = ("V8 frame walk from user space (perf_event stack dumps or ptrace, v8dbg metadata): JS and native "
+               "frames, all threads")
+    needs = ("ptrace permission (root, CAP_SYS_PTRACE or ptrace_scope 0) and a node with v8dbg_* symbols; "
+             "perf_event_open (perf_event_paranoid <= 2) for the engine that never stops the target")
     default_hz = 1000
 
     def available(self, pid: int | None = None) -> str | None:

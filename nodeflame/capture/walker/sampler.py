@@ -1,6 +1,15 @@
-"""The ptrace sampling loop: stop a thread briefly, copy its registers and stack, resume, decode.
+"""The sampling loop: registers and stack of every JS thread, ``hz`` times a second, decoded later.
 
-A round interrupts every sampled thread at once (PTRACE_INTERRUPT), then takes
+Two engines take the copies (``engine=``).  With ``"perf"`` (what ``"auto"``
+takes when the kernel lets us open a perf_event on the thread) the kernel
+samples each thread at every period of its CPU time and writes registers and a
+``stack_dump``-byte stack dump to a ring buffer (:mod:`.perfevent`); this loop
+only drains the rings (waking when one is half full) and the thread is never
+stopped.  A dump whose walk reaches past its end (a stack deeper than the dump)
+ends in a ``(truncated stack)`` root; its thread then gets the largest dump
+(64 KiB) and, if that is still too small, moves to the ptrace engine.
+
+With ``"ptrace"``, a round interrupts every sampled thread at once (PTRACE_INTERRUPT), then takes
 each one as soon as it has stopped: PTRACE_GETREGS, one read of its used stack
 (rsp up to the end of the stack mapping; ``pread`` on /proc/<pid>/mem, which
 from Python costs a fifth of a ctypes ``process_vm_readv`` for the same bytes)

@@ -135,7 +135,8 @@ class Sampler:
         self._last_signal_ns = 0
         self._decoder = None
         self._queue = queue.SimpleQueue()
-        self._queued_bytes = 0
+        self._queued_bytes = 0           # stack bytes waiting for the decoder (both threads update it)
+        self._queued_lock = threading.Lock()
         self.max_queue_bytes = 256 << 20
         self.max_lag_ns = 50_000_000
         self._decoding_since = 0
@@ -221,7 +222,8 @@ class Sampler:
                 self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
                 self.stats["decode_error"] = f"{type(e).__name__}: {e}"
             finally:
-                self._queued_bytes -= self._nbytes(sampled)
+                with self._queued_lock:
+                    self._queued_bytes -= self._nbytes(sampled)
                 if self._queue.empty():
                     self._decoding_since = 0
 
@@ -238,7 +240,8 @@ class Sampler:
             self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
             self._decode(t, sampled)
             return
-        self._queued_bytes += self._nbytes(sampled)
+        with self._queued_lock:
+            self._queued_bytes += self._nbytes(sampled)
         self._queue.put((t, sampled, time.monotonic_ns()))
 
     def _drain(self, timeout=60.0):

@@ -54,7 +54,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nodeflame as nf  # noqa: E402
-from nodeflame.capture import procutil  # noqa: E402
 
 HOT = ROOT / "tests" / "workloads" / "hot.js"
 BACKENDS = ("inspector", "perf", "walker")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 from ..base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError
 from . import ptrace

@@ -45,7 +45,6 @@ import os
 import queue
 import random
 import select
-import struct
 import sys
 import threading
 import time
@@ -54,9 +53,8 @@ import numpy as np
 import pandas as pd
 
 from ...frames.build import FrameTable, build_profile
-from . import ptrace
+from . import perfevent, ptrace
 from .heap import V8Heap
-from . import perfevent
 from .memory import Memory
 from .symbols import AddressSpace, clean_native, demangle
 from .unwind import Unwinder
@@ -93,13 +91,13 @@ class _DumpOnly:
 
 class _Thread:
     __slots__ = ("tid", "label", "seized", "group_stopped", "stack", "samples", "gone", "last_copy", "idle",
-                 "blocked_key", "ring", "wants_ptrace")
+                 "blocked_key", "ring", "outgrown")
 
     def __init__(self, tid, label):
         self.tid, self.label = tid, label
         self.seized = False
         self.ring = None              # perf_event engine: the kernel's samples of this thread
-        self.wants_ptrace = False     # its stack outgrew the perf dump: sample it with ptrace instead
+        self.outgrown = False         # its stack outgrew its perf dump: a bigger dump, or ptrace
         self.group_stopped = False
         self.stack = None
         self.last_copy = None
@@ -190,9 +188,6 @@ class Sampler:
             self._loop()
         except BaseException as e:  # noqa: BLE001 - reported to the caller through .error
             self.error = e
-            if os.environ.get("NODEFLAME_DEBUG"):
-                import traceback
-                traceback.print_exc()
         finally:
             try:
                 self._drain()
@@ -391,7 +386,7 @@ class Sampler:
         self._read_ring(t)
         dump = t.ring.stack_dump
         self._close_ring(t)
-        t.wants_ptrace = False
+        t.outgrown = False
         if dump < perfevent.MAX_DUMP:
             try:
                 ring = perfevent.open_ring(t.tid, self.hz, perfevent.MAX_DUMP, self.ring_pages)
@@ -540,7 +535,7 @@ class Sampler:
                 if self._stop.is_set() or (end is not None and now >= end):
                     break
                 if not stoppable:
-                    if time.monotonic() >= next_scan or any((t.wants_ptrace and t.ring is not None) or t.gone
+                    if time.monotonic() >= next_scan or any((t.outgrown and t.ring is not None) or t.gone
                                                                 for t in self.threads.values()):
                         break
                     wait = 0.01 if end is None else min(0.01, (end - now) / 1e9)
@@ -561,7 +556,7 @@ class Sampler:
                 break
             if stoppable:
                 self._sample_round(stoppable)
-            for t in [t for t in self.threads.values() if t.wants_ptrace and t.ring is not None and not t.gone]:
+            for t in [t for t in self.threads.values() if t.outgrown and t.ring is not None and not t.gone]:
                 self._outgrown(t)
             for tid in [tid for tid, t in self.threads.items() if t.gone]:
                 t = self.threads.pop(tid)
@@ -823,7 +818,7 @@ class Sampler:
                 if dump.hit:
                     self.stats["dump_truncated"] += 1
                     toks.append(("trunc",))
-                    t.wants_ptrace = True
+                    t.outgrown = True
                 self.stats["perf_samples"] += 1
             else:
                 toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)

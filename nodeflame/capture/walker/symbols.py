@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 
 from .elf import read_elf
 

@@ -55,6 +55,17 @@ def _capture_in_thread(pid, seconds, **opts):
     return th, box
 
 
+def _perf_fds():
+    """File descriptors of this process that are perf events (the walker must close every one)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[perf_event]"
+        except OSError:
+            pass
+    return n
+
+
 def _inner_names(p):
     f = innermost_js(p)
     names = p.funcs["name"].astype(str).to_numpy(object)
@@ -129,6 +140,7 @@ def test_perf_engine_never_stops_or_traces_the_target(node):
     finally:
         w.close()
     assert not seen_bad, f"threads stopped or traced during a perf-engine capture: {seen_bad}"
+    assert _perf_fds() == 0, "perf event file descriptors left open"
     assert reply is not None and reply[0] - sent < 0.2, "SIGUSR2 was not answered at once"
     m = p.meta["walker"]
     got = {k: m[k] for k in ("engine", "ptrace_samples", "forwarded_signals", "perf_dump_truncated", "perf_lost")}
@@ -177,12 +189,14 @@ def test_kernel_time_is_a_kernel_leaf_under_the_js_that_asked(node):
 def test_a_stack_deeper_than_the_dump_moves_its_thread_to_ptrace(node):
     need_perf_event()
     w = Workload(node, "60", "--deep", "--no-worker")
+    fds = _perf_fds()
     try:
         time.sleep(1.0)
         p = nf.capture(w.pid, 2, backend="walker", hz=1000, progress=False, backend_options={"engine": "perf"})
         assert_untouched(w.pid)
     finally:
         w.close()
+    assert _perf_fds() == fds, "perf event file descriptors left open"
     m = p.meta["walker"]
     assert m["engine"] == "perf+ptrace", m
     assert m["perf_dump_grown"] == 1 and m["switched_to_ptrace"] == 1, m

@@ -390,12 +390,17 @@ class Sampler:
         if dump < perfevent.MAX_DUMP:
             try:
                 ring = perfevent.open_ring(t.tid, self.hz, perfevent.MAX_DUMP, self.ring_pages)
-                ring.enable()
-                t.ring = ring
-                self.stats["dump_grown"] = self.stats.get("dump_grown", 0) + 1
-                return
             except perfevent.PerfEventError as e:
                 self.perf_error = str(e)
+            else:
+                try:
+                    ring.enable()
+                    t.ring = ring
+                    self.stats["dump_grown"] = self.stats.get("dump_grown", 0) + 1
+                    return
+                except perfevent.PerfEventError as e:
+                    ring.close()
+                    self.perf_error = str(e)
         try:
             ptrace.seize(t.tid)
             t.seized = True

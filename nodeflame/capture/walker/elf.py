@@ -38,6 +38,14 @@ class ElfInfo:
     syms: np.ndarray | None = None  # function symbols sorted by value (structured _SYM)
     strtab: bytes = b""
     _names: dict = field(default_factory=dict)
+    _vals: np.ndarray | None = None  # syms["value"] as its own contiguous array
+
+    def values(self) -> np.ndarray:
+        """The symbols' start addresses, contiguous: searchsorted on the strided ``syms["value"]`` view
+        copies the whole column at every call (0.2 ms for node's symbols)."""
+        if self._vals is None or len(self._vals) != len(self.syms):
+            self._vals = np.ascontiguousarray(self.syms["value"])
+        return self._vals
 
     def section(self, name):
         for s in self.sections:
@@ -70,7 +78,7 @@ class ElfInfo:
         s = self.syms
         if s is None or not len(s):
             return None, None
-        i = int(np.searchsorted(s["value"], vaddr, side="right")) - 1
+        i = int(np.searchsorted(self.values(), vaddr, side="right")) - 1
         if i < 0:
             return None, None
         v = int(s["value"][i])
@@ -91,7 +99,7 @@ class ElfInfo:
         va = np.asarray(vaddrs, np.uint64)
         if s is None or not len(s):
             return np.full(len(va), -1, np.int64)
-        i = np.searchsorted(s["value"], va, side="right").astype(np.int64) - 1
+        i = np.searchsorted(self.values(), va, side="right").astype(np.int64) - 1
         ok = i >= 0
         ii = np.maximum(i, 0)
         end = s["value"][ii] + np.where(s["size"][ii] > 0, s["size"][ii], np.uint64(1 << 62))

@@ -295,7 +295,7 @@ def _cmd_backends(args) -> int:
     df = backends(pid)
     rows = [("backend", "available", "reason")]
     for r in df.itertuples(index=False):
-        rows.append((str(r.backend), "yes" if r.available else "no", str(r.reason or "")))
+        rows.append((str(r.backend), "yes" if r.available else "no", str((r.reason if not r.available else r.note) or "")))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     for r in rows:

@@ -237,7 +237,7 @@ def run_python(code, *, timeout=60, user=None, stderr_tty=False, after_start=Non
 def test_backends_table_says_why(workload):
     w = workload("--no-worker", node_args=["--inspect-port=0"])
     t = nf.backends()
-    assert list(t.columns) == ["backend", "available", "reason", "frames", "needs"]
+    assert list(t.columns) == ["backend", "available", "reason", "note", "frames", "needs"]
     assert list(t["backend"])[:4] == list(base.AUTO_ORDER)[:4] == ["stap", "walker", "perf", "inspector"]
     for row in t.itertuples():
         # available XOR a reason, and a reason is one sentence with something to do about it
@@ -249,6 +249,10 @@ def test_backends_table_says_why(workload):
 
     tp = nf.backends(w.pid).set_index("backend")
     assert tp.loc["inspector", "available"], tp.loc["inspector", "reason"]
+    assert (tp.loc[~tp["available"], "note"] == "").all()
+    if tp.loc["walker", "available"] and os.geteuid() == 0:
+        # root may always open perf events: the walker says it will not stop the target
+        assert tp.loc["walker", "note"].startswith("perf engine") and "nothing is stopped" in tp.loc["walker", "note"]
     # a pid that does not catch SIGUSR1: the inspector says why it cannot, and what to do
     w2 = workload("--no-worker", "--no-sigusr1")
     r = nf.backends(w2.pid).set_index("backend").loc["inspector"]

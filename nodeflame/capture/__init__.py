@@ -41,19 +41,27 @@ def backends(pid: int | None = None) -> pd.DataFrame:
     """Every backend, in ``auto`` order, with whether it can capture here (from ``pid``) and why not.
 
     Columns: backend, available (bool), reason ('' when available, else one
-    sentence with the fix), frames (what it names), needs."""
+    sentence with the fix), note (when available: how it will capture, or ''),
+    frames (what it names), needs."""
     rows = []
     for name in backend_names():
         b = get_backend(name)
         reason = availability(name, pid)
+        note = ""
+        if reason is None and b is not None:
+            try:
+                note = b.note(pid) or ""
+            except Exception as e:  # noqa: BLE001 - a note is information, never a failure
+                note = f"({type(e).__name__}: {e})"
         rows.append({
             "backend": name,
             "available": reason is None,
             "reason": reason or "",
+            "note": note,
             "frames": getattr(b, "summary", "") if b is not None else "",
             "needs": getattr(b, "needs", "") if b is not None else "",
         })
-    return pd.DataFrame(rows, columns=["backend", "available", "reason", "frames", "needs"])
+    return pd.DataFrame(rows, columns=["backend", "available", "reason", "note", "frames", "needs"])
 
 
 def _check_name(backend) -> None:

@@ -188,6 +188,10 @@ class Backend:
     def available(self, pid: int | None = None) -> str | None:
         raise NotImplementedError
 
+    def note(self, pid: int | None = None) -> str | None:
+        """How it will capture (``pid``), when it is available: one sentence for ``backends()``, or None."""
+        return None
+
     def start(self, target: Target, opts: CaptureOptions) -> Session:
         raise NotImplementedError
 

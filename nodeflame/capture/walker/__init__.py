@@ -157,6 +157,15 @@ class WalkerBackend(Backend):
             return f"cannot read the V8 layout of pid {pid}: {type(e).__name__}: {e}"
         return None
 
+    def note(self, pid: int | None = None) -> str | None:
+        from . import perfevent
+        why = perfevent.unavailable(pid)
+        if why is None:
+            return ("perf engine: the kernel copies each JS thread's registers and stack at every period of "
+                    "its CPU time; nothing is stopped (blocked threads get no samples)")
+        return (f"ptrace engine: each sample stops the thread for tens of microseconds (wall-clock, blocked "
+                f"threads included); no perf engine because {why}")
+
     def start(self, target: Target, opts: CaptureOptions) -> Session:
         from ..v8layout import LayoutError, layout_for_pid
         from .sampler import Sampler

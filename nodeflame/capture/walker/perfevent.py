@@ -210,10 +210,11 @@ def open_ring(tid: int, hz: int, stack_dump: int = 32768, pages: int = 256) -> R
         return Ring(tid, fd, mm, size, stack_dump)
 
 
-def unavailable() -> str | None:
-    """None when this process can open a sampling event on one of its own threads, else why not."""
+def unavailable(tid: int | None = None) -> str | None:
+    """None when this process can open a sampling event on thread ``tid`` (default: its own main thread),
+    else why not.  The event is closed again without being enabled."""
     try:
-        r = open_ring(os.getpid(), 100, 1024, 8)
+        r = open_ring(os.getpid() if tid is None else tid, 100, 1024, 8)
     except PerfEventError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             return ("perf_event_open is not permitted (kernel.perf_event_paranoid > 2, or no CAP_PERFMON "

@@ -106,12 +106,12 @@ def test_ring_gives_this_threads_registers_and_stack():
     rsp = perfevent.REG_POS["rsp"]
     user = [g for g in got if not g[1]]
     assert user, "no user-mode sample"
-    for when, kernel, regs, stack in got:
+    for when, kernel, regs, stack, kpcs in got:
         assert lo <= regs[rsp] < hi, hex(regs[rsp])
         assert 0 < len(stack) <= 1024
     # the dump is this thread's stack from rsp up: the word at rsp is what memory holds there now only if
     # the frame is still live, but the dump's length is bounded by the stack's end
-    assert all(regs[rsp] + len(stack) <= hi for _, _, regs, stack in got)
+    assert all(regs[rsp] + len(stack) <= hi for _, _, regs, stack, _ in got)
 
 
 # ------------------------------------------------------------------------------------- perf engine
@@ -154,10 +154,12 @@ def test_perf_engine_never_stops_or_traces_the_target(node):
     assert len(wk) >= 300 and (wk == "workerSpin").mean() >= 0.9, (len(wk), set(wk))
 
 
-def test_kernel_time_is_a_kernel_leaf_under_the_js_that_asked(node):
-    """perf samples time in system calls too; the ptrace engine can only see a thread in user space or
-    blocked."""
+def test_kernel_time_is_a_kernel_stack_under_the_js_that_asked(node):
+    """perf samples time in system calls too, with the kernel's own call chain named from
+    /proc/kallsyms; the ptrace engine can only see a thread in user space or blocked."""
     need_perf_event()
+    from nodeflame.capture.walker.sampler import kallsyms
+    named = bool(kallsyms()[0])
     prog = ("const fs = require('fs'); function readStatus() { let n = 0; for (let i = 0; i < 200; i++) "
             "n += fs.readFileSync('/proc/self/stat').length; return n; } "
             "function loop() { readStatus(); setImmediate(loop); } loop();")
@@ -173,17 +175,30 @@ def test_kernel_time_is_a_kernel_leaf_under_the_js_that_asked(node):
     lv = p.long()
     lv = lv[lv["thread"].astype(str) == "main"]
     nm = lv["name"].astype(str)
+    kind = lv["kind"].astype(str)
     leaf = lv.groupby("sample")["depth"].transform("max") == lv["depth"]
-    kernel_samples = set(lv.loc[leaf & (nm == "[kernel]"), "sample"])
+    kernel_samples = set(lv.loc[leaf & (kind == "kernel"), "sample"])
     n = lv["sample"].nunique()
     assert len(kernel_samples) >= 0.1 * n, f"{len(kernel_samples)} of {n} samples in the kernel"
+    in_kernel = lv["sample"].isin(kernel_samples)
     # readStatus may be inlined into loop; node's own readFileSync is not, and calls the syscalls
     # through node::fs::Read / Open / Close and libuv, walked through with the library's CFI
-    under = set(lv.loc[lv["sample"].isin(kernel_samples) & (nm == "readFileSync"), "sample"])
+    under = set(lv.loc[in_kernel & (nm == "readFileSync"), "sample"])
     assert len(under) >= 0.8 * len(kernel_samples), (len(under), len(kernel_samples))
-    libc = set(lv.loc[lv["sample"].isin(kernel_samples) & nm.isin(["__read", "read", "__libc_read"]), "sample"])
+    libc = set(lv.loc[in_kernel & nm.isin(["__read", "read", "__libc_read"]), "sample"])
     assert libc, "no kernel sample inside libc's read()"
-    assert (p.funcs.loc[p.funcs["name"].astype(str) == "[kernel]", "kind"].astype(str) == "kernel").all()
+    if named:
+        # the kernel's call chain, from the system call's entry to where the timer found it
+        entry = set(lv.loc[in_kernel & (nm == "do_syscall_64"), "sample"])
+        assert len(entry) >= 0.6 * len(kernel_samples), (len(entry), len(kernel_samples))
+        assert (nm[in_kernel & nm.str.startswith("do_task_stat")]).any(), "reading /proc/self/stat never sampled"
+        k = lv[kind == "kernel"]
+        assert (k["file"].astype(str) == "[kernel.kallsyms]").all()
+        # kernel frames sit above (leafward of) every user frame of their sample
+        top_user = lv[kind != "kernel"].groupby("sample")["depth"].max()
+        low_kernel = k.groupby("sample")["depth"].min()
+        both = top_user.index.intersection(low_kernel.index)
+        assert (low_kernel[both] > top_user[both]).all()
 
 
 def test_a_stack_deeper_than_the_dump_moves_its_thread_to_ptrace(node):

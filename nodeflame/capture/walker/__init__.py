@@ -7,8 +7,8 @@ registers and stack copied ``hz`` times a second, by one of two engines
 * ``perf`` (what ``auto`` takes where the kernel allows it): a cpu-clock
   perf_event per thread whose samples carry the user registers and a 32 KiB
   dump of the stack (:mod:`.perfevent`).  Nothing is stopped or traced; it
-  samples CPU time (a blocked thread has no samples; time in the kernel is a
-  ``[kernel]`` leaf).  A thread whose stack outgrows the dump gets a 64 KiB
+  samples CPU time (a blocked thread has no samples; time in the kernel is the
+  kernel's call chain, named from /proc/kallsyms).  A thread whose stack outgrows the dump gets a 64 KiB
   dump, then the ptrace engine.
 * ``ptrace``: PTRACE_SEIZE + PTRACE_INTERRUPT (the process is never
   group-stopped, no SIGSTOP is sent), registers and the used stack copied,
@@ -182,7 +182,7 @@ class WalkerBackend(Backend):
                           consistent=bool(ex.get("consistent", False)),
                           realtime=_realtime_option(ex.get("realtime", "stops")),
                           engine=_engine_option(ex.get("engine", "auto")),
-                          stack_dump=int(ex.get("stack_dump", 32768)), ring_kb=int(ex.get("ring_kb", 1024)))
+                          stack_dump=int(ex.get("stack_dump", 32768)), ring_kb=int(ex.get("ring_kb", 4096)))
         th = threading.Thread(target=sampler.run, name=f"nodeflame-walker-{target.pid}", daemon=True)
         th.start()
         sampler.started.wait(30)

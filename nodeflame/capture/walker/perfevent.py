@@ -28,11 +28,13 @@ __all__ = ["Ring", "PerfEventError", "REG_INDEX", "open_ring"]
 _NR_PERF_EVENT_OPEN = 298          # x86-64
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_CPU_CLOCK = 0
-SAMPLE_IP, SAMPLE_TID, SAMPLE_TIME = 1 << 0, 1 << 1, 1 << 2
+SAMPLE_IP, SAMPLE_TID, SAMPLE_TIME, SAMPLE_CALLCHAIN = 1 << 0, 1 << 1, 1 << 2, 1 << 5
 SAMPLE_REGS_USER, SAMPLE_STACK_USER = 1 << 12, 1 << 13
 # attr flag bits
 F_DISABLED, F_EXCLUDE_KERNEL, F_EXCLUDE_HV = 1 << 0, 1 << 5, 1 << 6
-F_WATERMARK, F_USE_CLOCKID = 1 << 14, 1 << 25
+F_WATERMARK, F_EXCLUDE_CALLCHAIN_USER, F_USE_CLOCKID = 1 << 14, 1 << 22, 1 << 25
+CONTEXT_MARK = (1 << 64) - 4095     # callchain entries at or above this are PERF_CONTEXT_* markers
+MAX_KERNEL_FRAMES = 64
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 IOC_ENABLE, IOC_DISABLE = 0x2400, 0x2401
 CLOCK_MONOTONIC = 1
@@ -61,7 +63,7 @@ _ioctl.restype = ctypes.c_int
 
 _HDR = struct.Struct("<IHH")
 _HEAD = struct.Struct("<Q")
-_FIXED = struct.Struct("<QIIQQ")     # ip, pid, tid, time, regs abi
+_FIXED = struct.Struct("<QIIQ")      # ip, pid, tid, time
 _REGS = struct.Struct("<%dQ" % _NREGS)
 _U64 = struct.Struct("<Q")
 
@@ -70,24 +72,34 @@ class PerfEventError(OSError):
     pass
 
 
+def _sample_type(kernel: bool) -> int:
+    # with kernel samples also the kernel's own call chain (the user part is what the dump is for)
+    return SAMPLE_IP | SAMPLE_TID | SAMPLE_TIME | SAMPLE_REGS_USER | SAMPLE_STACK_USER | \
+        (SAMPLE_CALLCHAIN if kernel else 0)
+
+
 def _attr(period_ns: int, stack_dump: int, kernel: bool, watermark: int) -> ctypes.Array:
     b = bytearray(ATTR_SIZE)
     flags = F_DISABLED | F_EXCLUDE_HV | F_USE_CLOCKID | F_WATERMARK
-    if not kernel:
+    if kernel:
+        flags |= F_EXCLUDE_CALLCHAIN_USER
+    else:
         flags |= F_EXCLUDE_KERNEL
     struct.pack_into("<IIQQQQQ", b, 0, PERF_TYPE_SOFTWARE, ATTR_SIZE, PERF_COUNT_SW_CPU_CLOCK, period_ns,
-                     SAMPLE_IP | SAMPLE_TID | SAMPLE_TIME | SAMPLE_REGS_USER | SAMPLE_STACK_USER, 0, flags)
+                     _sample_type(kernel), 0, flags)
     struct.pack_into("<I", b, 48, watermark)               # wakeup_watermark (bytes, with F_WATERMARK)
     struct.pack_into("<Q", b, 80, REG_MASK)                # sample_regs_user
     struct.pack_into("<Ii", b, 88, stack_dump, CLOCK_MONOTONIC)  # sample_stack_user, clockid
+    struct.pack_into("<H", b, 108, MAX_KERNEL_FRAMES)      # sample_max_stack
     return (ctypes.c_char * ATTR_SIZE).from_buffer_copy(bytes(b))
 
 
 class Ring:
     """One thread's sampling event and its mmapped ring buffer."""
 
-    def __init__(self, tid: int, fd: int, mm: mmap.mmap, data_size: int, stack_dump: int):
+    def __init__(self, tid: int, fd: int, mm: mmap.mmap, data_size: int, stack_dump: int, callchain: bool):
         self.tid = tid
+        self.callchain = callchain
         self.fd = fd
         self.mm = mm
         self.data_size = data_size
@@ -113,9 +125,11 @@ class Ring:
         return _HEAD.unpack_from(self.mm, 1024)[0] != self._tail
 
     def read(self):
-        """The samples written since the last read: list of (time_ns, kernel_mode, regs tuple, stack bytes).
+        """The samples written since the last read: list of (time_ns, kernel_mode, regs tuple, stack bytes,
+        kernel pcs).
 
-        regs are in :data:`REG_POS` order.  Frees the space they took in the ring."""
+        regs are in :data:`REG_POS` order; kernel pcs (leaf first, empty for a user-mode sample) are the
+        kernel's own call chain.  Frees the space they took in the ring."""
         mm = self.mm
         head = _HEAD.unpack_from(mm, 1024)[0]          # data_head (x86: loads are not reordered)
         tail = self._tail
@@ -150,8 +164,16 @@ class Ring:
         return out
 
     def _sample(self, data, p, misc):
-        ip, _pid, tid, when, abi = _FIXED.unpack_from(data, p)
+        ip, _pid, tid, when = _FIXED.unpack_from(data, p)
         p += _FIXED.size
+        kpcs = ()
+        if self.callchain:
+            nr = _U64.unpack_from(data, p)[0]
+            chain = struct.unpack_from("<%dQ" % nr, data, p + 8)
+            p += 8 + 8 * nr
+            kpcs = tuple(a for a in chain if a < CONTEXT_MARK)
+        abi = _U64.unpack_from(data, p)[0]
+        p += 8
         if abi == REGS_ABI_NONE:
             return None                                   # no user context (a kernel thread)
         regs = _REGS.unpack_from(data, p)
@@ -162,7 +184,7 @@ class Ring:
         if size:
             dyn = _U64.unpack_from(data, p + size)[0]
             stack = data[p:p + min(dyn, size)]
-        return when, (misc & MISC_CPUMODE_MASK) == MISC_KERNEL, regs, stack
+        return when, (misc & MISC_CPUMODE_MASK) == MISC_KERNEL, regs, stack, kpcs
 
     def close(self):
         try:
@@ -207,7 +229,7 @@ def open_ring(tid: int, hz: int, stack_dump: int = 32768, pages: int = 256) -> R
                 pages //= 2                               # perf_event_mlock_kb for unprivileged users
                 continue
             raise PerfEventError(err.errno, f"perf_event mmap on thread {tid}: {err.strerror}") from None
-        return Ring(tid, fd, mm, size, stack_dump)
+        return Ring(tid, fd, mm, size, stack_dump, kernel)
 
 
 def unavailable(tid: int | None = None) -> str | None:

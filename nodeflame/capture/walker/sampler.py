@@ -41,6 +41,7 @@ Every path out of :meth:`Sampler.run` detaches from every thread.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import queue
 import random
@@ -71,6 +72,25 @@ SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43:
 WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
 _NO_SYSCALL = (1 << 64) - 1          # orig_rax of a sample not taken inside a system call
 _PERF_USER, _PERF_KERNEL = 1, 2       # where a perf_event sample's dump came from
+
+
+def kallsyms(path="/proc/kallsyms"):
+    """(sorted addresses, names) of the kernel's text symbols; empty when the addresses are hidden
+    (kernel.kptr_restrict, or not root: they all read as 0)."""
+    addrs, names = [], []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in "tTwW":
+                    a = int(parts[0], 16)
+                    if a:
+                        addrs.append(a)
+                        names.append(parts[2])
+    except OSError:
+        return [], []
+    order = sorted(range(len(addrs)), key=addrs.__getitem__)
+    return [addrs[i] for i in order], [names[i] for i in order]
 
 
 class _DumpOnly:
@@ -113,7 +133,7 @@ class Sampler:
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
                  max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,
                  realtime: "bool | str" = "stops", engine: str = "auto", stack_dump: int = 32768,
-                 ring_kb: int = 1024):
+                 ring_kb: int = 4096):
         if engine not in ("auto", "perf", "ptrace"):
             raise ValueError(f'engine must be "auto", "perf" or "ptrace", got {engine!r}')
         self.pid = pid
@@ -150,6 +170,8 @@ class Sampler:
         self.labels: list = []
         self.leaf_lines: list = []            # (sample index, line)
         self.native_ids: dict = {}            # pc -> placeholder index
+        self._kernel_ids: dict = {}           # kernel pc -> frame id
+        self._kallsyms = None
         self.native_pcs: list = []
         self.stats = dict(samples=0, missed=0, forwarded_signals=0, stopped_ns=[], latency_ns=[], walk_ns=0, invalid_js=0,
                           threads_seen=0, detach_errors=0, group_stops=0, truncated=0, dump_truncated=0,
@@ -229,9 +251,13 @@ class Sampler:
     def _enqueue(self, t, sampled):
         """Hand a sample to the decoding thread -- unless it lags: heap objects are read when a sample is
         decoded, and the longer after the stack copy that happens, the likelier a GC has moved the
-        functions the copy points to.  Then decode here (and the sampler slows down instead)."""
+        functions the copy points to.  Then decode here (and the sampler slows down instead).
+
+        A kernel (perf_event) sample may lag 5 times longer: decoding it here stops the draining of the
+        rings, and a full ring loses samples (a whole stretch of one thread's time)."""
         lag = time.monotonic_ns() - self._decoding_since if self._decoding_since else 0
-        if self._decoder is None or self._queued_bytes > self.max_queue_bytes or lag > self.max_lag_ns:
+        limit = self.max_lag_ns * (5 if len(sampled[0] or ()) > 9 else 1)
+        if self._decoder is None or self._queued_bytes > self.max_queue_bytes or lag > limit:
             self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
             self._decode(t, sampled)
             return
@@ -416,9 +442,9 @@ class Sampler:
         bc = pos[self.bc_reg]
         rip, rsp, rbp = pos["rip"], pos["rsp"], pos["rbp"]
         dump = ring.stack_dump
-        for when, kmode, regs, stack in ring.read():
+        for when, kmode, regs, stack, kpcs in ring.read():
             snap = (regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
-                    _PERF_KERNEL if kmode else _PERF_USER, dump)
+                    _PERF_KERNEL if kmode else _PERF_USER, dump, kpcs)
             self._enqueue(t, (snap, None, None))
 
     def _close_ring(self, t):
@@ -819,7 +845,7 @@ class Sampler:
                     dump = _DumpOnly(end, end)
                 toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
                 if src == _PERF_KERNEL:
-                    toks.insert(0, ("kern",))
+                    toks[:0] = [("kpc", a) for a in snap[11]] or [("kern",)]
                 if dump.hit:
                     self.stats["dump_truncated"] += 1
                     toks.append(("trunc",))
@@ -854,6 +880,8 @@ class Sampler:
                 ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))
             elif kind == "kern":
                 ids.append(self.ft.add("[kernel]", "", hint="kernel"))
+            elif kind == "kpc":
+                ids.append(self._kernel_frame(tok[1]))
             elif kind == "trunc":
                 ids.append(self.ft.add("(truncated stack)", "", hint="native"))
             else:
@@ -915,6 +943,18 @@ class Sampler:
         t.samples += 1
         self.stats["samples"] += 1
         self.stats["walk_ns"] += time.perf_counter_ns() - tw
+
+    def _kernel_frame(self, pc):
+        """Frame id of a kernel address, named from /proc/kallsyms (read once; '[kernel]' when hidden)."""
+        fid = self._kernel_ids.get(pc)
+        if fid is None:
+            if self._kallsyms is None:
+                self._kallsyms = kallsyms()
+            addrs, names = self._kallsyms
+            i = bisect.bisect_right(addrs, pc) - 1
+            name = names[i] if i >= 0 else "[kernel]"
+            fid = self._kernel_ids[pc] = self.ft.add(name, "[kernel.kallsyms]", hint="kernel")
+        return fid
 
     def _tier(self, tier, bca, bco):
         heap = self.heap

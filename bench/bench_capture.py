@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import pathlib
-import queue
 import shutil
 import statistics
 import subprocess
@@ -53,9 +51,11 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import nodeflame as nf  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
-HOT = ROOT / "tests" / "workloads" / "hot.js"
+import nodeflame as nf  # noqa: E402
+from hot_driver import HotJS  # noqa: E402  (tests/hot_driver.py: the same driver the tests use)
+
 BACKENDS = ("inspector", "perf", "walker")
 
 
@@ -74,49 +74,11 @@ def spec(b: str):
 
 
 # ------------------------------------------------------------------------ the workload
-class Hot:
+class Hot(HotJS):
+    """hot.js for the benchmarks: ``Hot(node, node_args, args, cwd)``."""
+
     def __init__(self, node, node_args=(), args=(), cwd=None):
-        self.proc = subprocess.Popen([node, *node_args, str(HOT), *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd, bufsize=0)
-        self.pid = self.proc.pid
-        self.q: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.ready = self._expect("ready", 30)
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            try:
-                self.q.put(json.loads(raw))
-            except ValueError:
-                pass
-        self.q.put(None)
-
-    def _expect(self, key, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.q.get(timeout=max(0.01, deadline - time.monotonic()))
-            if msg is None:
-                raise RuntimeError(f"hot.js exited ({self.proc.poll()})")
-            if key in msg:
-                return msg
-
-    def stats(self):
-        self.proc.stdin.write(b"stats\n")
-        self.proc.stdin.flush()
-        return self._expect("t")
-
-    def exit(self, timeout=30):
-        try:
-            self.proc.stdin.write(b"exit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout)
-        except (OSError, subprocess.TimeoutExpired):
-            self.kill()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(*args, node=node, node_args=node_args, cwd=cwd, ready_timeout=30)
 
 
 def throughput(s0, s1):

@@ -11,7 +11,6 @@ import json
 import os
 import pathlib
 import pty
-import queue
 import select
 import shutil
 import signal
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import termios
 import textwrap
-import threading
 import time
 
 import pytest
@@ -29,9 +27,10 @@ import nodeflame as nf
 from nodeflame.capture import base, procutil
 from nodeflame.capture.base import CaptureError, TargetError
 
+from hot_driver import HotJS
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-HOT = HERE / "workloads" / "hot.js"
 NODE = shutil.which("node")
 PYTHON = sys.executable
 
@@ -39,77 +38,7 @@ needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed (apt
 
 
 # ---------------------------------------------------------------------------- helpers
-class Workload:
-    """tests/workloads/hot.js as a child process, driven over stdin/stdout."""
-
-    def __init__(self, *args, node=None, node_args=(), env=None, stderr_path=None, ready=True):
-        self.argv = [node or NODE, *node_args, str(HOT), *args]
-        self.stderr_path = stderr_path
-        self._err = open(stderr_path, "w+b") if stderr_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._err, env=env, bufsize=0)
-        self.pid = self.proc.pid
-        self.lines: queue.Queue = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.info = self.expect("ready", 20) if ready else None
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            try:
-                self.lines.put(json.loads(raw))
-            except ValueError:
-                pass
-        self.lines.put(None)
-
-    def expect(self, key, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"hot.js (pid {self.pid}) gave no {key!r} line within {timeout:g} s")
-            try:
-                msg = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if msg is None:
-                raise AssertionError(f"hot.js (pid {self.pid}) closed its stdout (exit {self.proc.poll()}) "
-                                     f"while we waited for {key!r}; stderr: {self.stderr()[-500:]!r}")
-            if key in msg:
-                return msg
-
-    def send(self, cmd):
-        self.proc.stdin.write(cmd.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def stats(self):
-        self.send("stats")
-        return self.expect("t")
-
-    def ping(self, timeout=10.0):
-        self.send("ping")
-        return self.expect("pong", timeout)
-
-    def stderr(self) -> str:
-        if not self.stderr_path:
-            return ""
-        with open(self.stderr_path, "rb") as fh:
-            return fh.read().decode("utf-8", "replace")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        if self.stderr_path:
-            self._err.close()
+Workload = HotJS   # the name the tests here and in test_inspector.py use
 
 
 @pytest.fixture

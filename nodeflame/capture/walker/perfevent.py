@@ -107,10 +107,8 @@ class Ring:
         self.lost = 0
         self.throttled = 0
         self.records = 0
+        self.bad = 0                 # records that could not be parsed
         self._tail = 0
-
-    def fileno(self):
-        return self.fd
 
     def enable(self):
         if _ioctl(self.fd, IOC_ENABLE, 0) != 0:
@@ -147,11 +145,19 @@ class Ring:
         pos = 0
         while pos + 8 <= n:
             typ, misc, rsize = _HDR.unpack_from(data, pos)
-            if rsize < 8 or pos + rsize > n:
+            if rsize < 8:                                 # not a record: drop the rest, do not spin on it
+                self.bad += 1
+                pos = n
+                break
+            if pos + rsize > n:
                 break
             self.records += 1
             if typ == RECORD_SAMPLE:
-                s = self._sample(data, pos + 8, misc)
+                try:
+                    s = self._sample(data, pos + 8, misc)
+                except struct.error:
+                    s = None
+                    self.bad += 1
                 if s is not None:
                     out.append(s)
             elif typ == RECORD_LOST:

@@ -452,6 +452,7 @@ class Sampler:
         st = self.stats
         st["perf_lost"] = st.get("perf_lost", 0) + r.lost
         st["perf_throttled"] = st.get("perf_throttled", 0) + r.throttled
+        st["perf_bad"] = st.get("perf_bad", 0) + r.bad
         try:
             r.close()
         except OSError:
@@ -1061,6 +1062,7 @@ class Sampler:
             "perf_samples": st["perf_samples"], "ptrace_samples": st["ptrace_samples"],
             "perf_dump_bytes": self.stack_dump if st["perf_samples"] else 0, "perf_dump_grown": st.get("dump_grown", 0),
             "perf_dump_truncated": st["dump_truncated"], "perf_lost": st.get("perf_lost", 0),
+            "perf_bad_records": st.get("perf_bad", 0), "perf_throttled": st.get("perf_throttled", 0),
             "switched_to_ptrace": st.get("switched_to_ptrace", 0), "perf_error": self.perf_error,
         }
         warns = list(md.get("warnings", []))

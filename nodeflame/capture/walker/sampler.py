@@ -333,6 +333,10 @@ class Sampler:
         self.worker_run = wr
         self.regs = ptrace.Regs()
         self._perf_pos = perfevent.REG_POS
+        if self.engine != "ptrace":
+            # names for the kernel call chains of perf samples: read now (0.1 s), not by the decoder in
+            # the middle of the capture, where the wait makes the heap reads of queued samples late
+            self._kallsyms = kallsyms()
         # parse libc's .eh_frame now rather than in the middle of the first idle sample
         from .cfi import cfi_for
         for r in self.space.regions:

@@ -107,22 +107,21 @@ class CFI:
             return None
         rows = self.rows.get(i)
         if rows is None:
-            rows = self.rows[i] = self._decode_at(int(self._tab_fde[i]) - self._eh_addr, vaddr)
-        if not rows or vaddr >= rows[2]:
-            return None
+            rows = self.rows[i] = self._decode_at(int(self._tab_fde[i]) - self._eh_addr)
+        if not rows or not rows[2] <= vaddr < rows[3]:
+            return None          # in no FDE (a gap after FDE i's range)
         k = bisect.bisect_right(rows[0], vaddr) - 1
         return rows[1][k] if k >= 0 else None
 
-    def _decode_at(self, offset, vaddr):
+    def _decode_at(self, offset):
+        """(pcs, rules, start, end) of the FDE at ``offset`` in .eh_frame, or () when it cannot be parsed."""
         try:
             fde = self._cfi._parse_entry_at(offset)
             lo = fde["initial_location"]
-            if not lo <= vaddr < lo + fde["address_range"]:
-                return ()
             pcs, rules = self._rows(fde)
         except Exception:  # noqa: BLE001 - an FDE we cannot parse is just not unwound by CFI
             return ()
-        return pcs, rules, lo + fde["address_range"]
+        return pcs, rules, lo, lo + fde["address_range"]
 
     def rule(self, vaddr: int):
         """(cfa register, cfa offset, rbp offset from the CFA or None) at ``vaddr``, or None."""

@@ -222,7 +222,7 @@ def open_ring(tid: int, hz: int, stack_dump: int = 32768, pages: int = 256) -> R
         fd = _syscall(_NR_PERF_EVENT_OPEN, ctypes.byref(attr), tid, -1, -1, PERF_FLAG_FD_CLOEXEC)
         if fd < 0:
             e = ctypes.get_errno()
-            if e == errno.EACCES and kernel:
+            if e in (errno.EACCES, errno.EPERM) and kernel:
                 kernel = False                            # paranoid 2: user-mode samples only
                 continue
             raise PerfEventError(e, f"perf_event_open on thread {tid}: {os.strerror(e)}")

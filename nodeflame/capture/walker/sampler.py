@@ -42,6 +42,7 @@ Every path out of :meth:`Sampler.run` detaches from every thread.
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import queue
 import random
@@ -57,7 +58,7 @@ from ...frames.build import FrameTable, build_profile
 from . import perfevent, ptrace
 from .heap import V8Heap
 from .memory import Memory
-from .symbols import AddressSpace, clean_native, demangle
+from .symbols import AddressSpace, clean_native, demangle, kallsyms
 from .unwind import Unwinder
 
 _REG_NAMES = {0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 4: "rsp", 5: "rbp", 6: "rsi", 7: "rdi", 8: "r8", 9: "r9",
@@ -71,26 +72,10 @@ SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43:
             10: "mprotect", 12: "brk", 4: "stat", 5: "fstat", 262: "newfstatat", 332: "statx"}
 WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
 _NO_SYSCALL = (1 << 64) - 1          # orig_rax of a sample not taken inside a system call
-_PERF_USER, _PERF_KERNEL = 1, 2       # where a perf_event sample's dump came from
-
-
-def kallsyms(path="/proc/kallsyms"):
-    """(sorted addresses, names) of the kernel's text symbols; empty when the addresses are hidden
-    (kernel.kptr_restrict, or not root: they all read as 0)."""
-    addrs, names = [], []
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and parts[1] in "tTwW":
-                    a = int(parts[0], 16)
-                    if a:
-                        addrs.append(a)
-                        names.append(parts[2])
-    except OSError:
-        return [], []
-    order = sorted(range(len(addrs)), key=addrs.__getitem__)
-    return [addrs[i] for i in order], [names[i] for i in order]
+# where a snapshot came from: a ptrace stop, or a perf_event dump taken in user or kernel mode.  A snapshot
+# is (rip, rsp, rbp, bytecode register, orig_rax, rax, stack bytes, time, blocked key, source,
+# dump size asked for, kernel pcs)
+_PTRACE, _PERF_USER, _PERF_KERNEL = 0, 1, 2
 
 
 class _DumpOnly:
@@ -139,8 +124,10 @@ class Sampler:
         self.pid = pid
         self.engine = "ptrace" if consistent else engine
         self.stack_dump = int(stack_dump)
-        self.ring_pages = 1 << max(3, (max(8, int(ring_kb)) * 1024 // 4096).bit_length() - 1)
+        pages = max(8, int(ring_kb) * 1024 // mmap.PAGESIZE)
+        self.ring_pages = 1 << (pages.bit_length() - 1)        # a power of two, as the kernel wants
         self.perf_error = None
+        self._poll = None                    # ({ring fd: tid}, select.poll over them)
         self.lay = lay
         self.hz = max(1, int(hz))
         self.threads_mode = threads
@@ -256,7 +243,7 @@ class Sampler:
         A kernel (perf_event) sample may lag 5 times longer: decoding it here stops the draining of the
         rings, and a full ring loses samples (a whole stretch of one thread's time)."""
         lag = time.monotonic_ns() - self._decoding_since if self._decoding_since else 0
-        limit = self.max_lag_ns * (5 if len(sampled[0] or ()) > 9 else 1)
+        limit = self.max_lag_ns * (5 if sampled[0] is not None and sampled[0][9] != _PTRACE else 1)
         if self._decoder is None or self._queued_bytes > self.max_queue_bytes or lag > limit:
             self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
             self._decode(t, sampled)
@@ -391,20 +378,19 @@ class Sampler:
             self.threads[tid] = t
             self.stats["threads_seen"] += 1
 
-    def _open_ring(self, t):
-        """perf_event engine: have the kernel sample thread ``t`` (True), else say why in perf_error."""
+    def _open_ring(self, t, dump=None):
+        """perf_event engine: have the kernel sample thread ``t`` with ``dump``-byte stack dumps (True),
+        else say why in perf_error.  With engine="perf" the main thread must be sampled so."""
+        ring = None
         try:
-            ring = perfevent.open_ring(t.tid, self.hz, self.stack_dump, self.ring_pages)
-        except perfevent.PerfEventError as e:
-            self.perf_error = str(e)
-            if self.engine == "perf" and t.tid == self.pid:
-                raise PermissionError(e.errno, f"walker engine perf: {e}") from None
-            return False
-        try:
+            ring = perfevent.open_ring(t.tid, self.hz, dump or self.stack_dump, self.ring_pages)
             ring.enable()
         except perfevent.PerfEventError as e:
-            ring.close()
+            if ring is not None:
+                ring.close()
             self.perf_error = str(e)
+            if self.engine == "perf" and t.tid == self.pid and dump is None:
+                raise PermissionError(e.errno, f"walker engine perf: {e}") from None
             return False
         t.ring = ring
         return True
@@ -417,20 +403,9 @@ class Sampler:
         dump = t.ring.stack_dump
         self._close_ring(t)
         t.outgrown = False
-        if dump < perfevent.MAX_DUMP:
-            try:
-                ring = perfevent.open_ring(t.tid, self.hz, perfevent.MAX_DUMP, self.ring_pages)
-            except perfevent.PerfEventError as e:
-                self.perf_error = str(e)
-            else:
-                try:
-                    ring.enable()
-                    t.ring = ring
-                    self.stats["dump_grown"] = self.stats.get("dump_grown", 0) + 1
-                    return
-                except perfevent.PerfEventError as e:
-                    ring.close()
-                    self.perf_error = str(e)
+        if dump < perfevent.MAX_DUMP and self._open_ring(t, perfevent.MAX_DUMP):
+            self.stats["dump_grown"] = self.stats.get("dump_grown", 0) + 1
+            return
         try:
             ptrace.seize(t.tid)
             t.seized = True
@@ -469,18 +444,18 @@ class Sampler:
 
     def _wait(self, seconds):
         """Sleep up to ``seconds``, waking early when a perf ring is half full (its watermark)."""
-        rings = [t.ring for t in self.threads.values() if t.ring is not None]
-        if not rings:
+        byfd = {t.ring.fd: t.tid for t in self.threads.values() if t.ring is not None}
+        if not byfd:
             time.sleep(seconds)
             return
-        p = select.poll()
-        byfd = {}
-        for r in rings:
-            p.register(r.fd, select.POLLIN)
-            byfd[r.fd] = r
-        for fd, ev in p.poll(max(0, int(seconds * 1000))):
+        if self._poll is None or self._poll[0] != byfd:   # the rings changed: a new poll set
+            p = select.poll()
+            for fd in byfd:
+                p.register(fd, select.POLLIN)
+            self._poll = (byfd, p)
+        for fd, ev in self._poll[1].poll(max(0, int(seconds * 1000))):
             if ev & (select.POLLHUP | select.POLLERR):
-                t = self.threads.get(byfd[fd].tid)
+                t = self.threads.get(byfd[fd])
                 if t is not None:
                     self._read_ring(t)
                     t.gone = True        # the thread exited: its event sees no more time
@@ -813,7 +788,7 @@ class Sampler:
         buf = self.mem.read(rsp, n)
         t.last_copy = (rsp, n)
         snap = (regs.rip, rsp, regs.rbp, getattr(regs, self.bc_reg), regs.orig_rax, regs.rax, buf,
-                time.monotonic_ns(), t.blocked_key)
+                time.monotonic_ns(), t.blocked_key, _PTRACE, 0, ())
         if self.consistent:
             # walk now and resolve JSFunction -> SFI while the thread is still stopped
             toks = self.unwinder.walk(*snap[:7], rsp, self.mem)
@@ -836,21 +811,20 @@ class Sampler:
             self.stats["samples"] += 1
             return
         tw = time.perf_counter_ns()
-        rip, rsp, rbp, bcr, orax, rax, buf, when, bk = snap[:9]
-        src = snap[9] if len(snap) > 9 else 0
+        rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
         if toks is None:
-            if src:
+            if src != _PTRACE:
                 # a perf_event dump: walk it alone (the live stack beyond it has moved on since).  A dump
                 # shorter than asked for ended at the end of the stack's mapping: nothing lies beyond it
                 end = rsp + len(buf)
-                if len(buf) >= snap[10]:
+                if len(buf) >= asked:
                     r = self.space.region(rsp)
                     dump = _DumpOnly(end, r.end if r is not None else end + (1 << 20))
                 else:
                     dump = _DumpOnly(end, end)
                 toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
                 if src == _PERF_KERNEL:
-                    toks[:0] = [("kpc", a) for a in snap[11]] or [("kern",)]
+                    toks[:0] = [("kpc", a) for a in kpcs] or [("kern",)]
                 if dump.hit:
                     self.stats["dump_truncated"] += 1
                     toks.append(("trunc",))

@@ -257,3 +257,22 @@ _CLONE_SUFFIX = re.compile(r"\.(?:constprop|isra|part|cold|lto_priv)\.\d+$|\.col
 
 def clean_native(name: str) -> str:
     return _CLONE_SUFFIX.sub("", name)
+
+
+def kallsyms(path="/proc/kallsyms"):
+    """(sorted addresses, names) of the kernel's text symbols; empty when the addresses are hidden
+    (kernel.kptr_restrict, or not root: they all read as 0)."""
+    addrs, names = [], []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in "tTwW":
+                    a = int(parts[0], 16)
+                    if a:
+                        addrs.append(a)
+                        names.append(parts[2])
+    except OSError:
+        return [], []
+    order = sorted(range(len(addrs)), key=addrs.__getitem__)
+    return [addrs[i] for i in order], [names[i] for i in order]

@@ -24,40 +24,13 @@ import sys
 import threading
 import time
 
-import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import nodeflame as nf  # noqa: E402
-from walker_helpers import GROUPS, Workload, js_samples, js_shares, node_for  # noqa: E402
-from test_walker import DEFS, WL  # noqa: E402  (the workload's definitions, found in its source)
-
-
-def names_right(p):
-    """(share of JS samples whose innermost JS frame is named right, number of JS samples)."""
-    f = p.funcs
-    names = f["name"].astype(str).to_numpy(object)
-    files = f["file"].astype(str).map(os.path.basename).to_numpy(object)
-    fpath = f["file"].astype(str).to_numpy(object)
-    lines = f["line"].to_numpy()
-    is_js = f["kind"].astype(str).isin(["js", "node"]).to_numpy() | (names == "(unknown JS)")
-    a = p._arrays()
-    sf, pre = a["stack_func"], a["prefix"]
-    inner = np.full(len(sf), -1, np.int64)
-    for i in range(len(sf)):
-        inner[i] = sf[i] if is_js[sf[i]] else (inner[pre[i]] if pre[i] >= 0 else -1)
-    leaf = inner[p.samples["stack"].to_numpy().astype(np.int64)]
-    leaf = leaf[leaf >= 0]
-    ok = 0
-    for fid in leaf:
-        key = (names[fid], files[fid])
-        if key in DEFS:
-            ok += lines[fid] == DEFS[key] and fpath[fid].startswith(str(WL))
-        else:
-            ok += fpath[fid].startswith("node:") or (files[fid] == "walker_worker.js" and names[fid] == "(anonymous)")
-    return (ok / len(leaf) if len(leaf) else float("nan")), len(leaf)
+from walker_helpers import GROUPS, Workload, js_named_right, js_samples, js_shares, node_for  # noqa: E402
 
 
 def one(major, seconds, deep):
@@ -79,7 +52,7 @@ def one(major, seconds, deep):
     ins = box["ins"]
     a, b = js_shares(walk, "main", groups=GROUPS), js_shares(ins, "main", groups=GROUPS)
     diffs = {k: 100 * (a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)}
-    right, n = names_right(walk)
+    right, n, _ = js_named_right(walk)
     return dict(major=major, engine=walk.meta["walker"]["engine"], right=right, n_js=n,
                 na=js_samples(walk, "main"), nb=js_samples(ins, "main"), diffs=diffs, a=a, b=b)
 

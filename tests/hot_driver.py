@@ -100,3 +100,19 @@ class HotJS:
                 pass
         if self.stderr_path:
             self._err.close()
+
+
+def factory(make):
+    """Body of a pytest factory fixture: yields ``start(*args, **kw)``, which starts a process with
+    ``make`` and returns it; every process started is killed at teardown."""
+    started = []
+
+    def start(*args, **kw):
+        proc = make(*args, **kw)
+        started.append(proc)
+        return proc
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()

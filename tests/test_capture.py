@@ -7,6 +7,7 @@ uses the workload helpers defined here (``Workload``, ``workload``,
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import pathlib
@@ -27,7 +28,8 @@ import nodeflame as nf
 from nodeflame.capture import base, procutil
 from nodeflame.capture.base import CaptureError, TargetError
 
-from hot_driver import HotJS
+from hot_driver import HotJS, factory
+from walker_helpers import thread_states
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,25 +46,12 @@ Workload = HotJS   # the name the tests here and in test_inspector.py use
 @pytest.fixture
 def workload(tmp_path):
     """Factory: workload(*hot.js args, node=, node_args=) -> a started Workload (killed at teardown)."""
-    started = []
+    n = itertools.count()
 
-    def start(*args, **kw):
-        kw.setdefault("stderr_path", tmp_path / f"hot-{len(started)}.stderr")
-        w = Workload(*args, **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
-
-
-def thread_states(pid):
-    """{tid: (state letter, TracerPid)} of every thread of pid."""
-    out = {}
-    for t in os.listdir(f"/proc/{pid}/task"):
-        out[int(t)] = (procutil.state(f"{pid}/task/{t}"), procutil.tracer_pid(f"{pid}/task/{t}"))
-    return out
+    def make(*args, **kw):
+        kw.setdefault("stderr_path", tmp_path / f"hot-{next(n)}.stderr")
+        return Workload(*args, **kw)
+    yield from factory(make)
 
 
 def assert_healthy(w: Workload, ports=()):

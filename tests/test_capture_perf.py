@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,8 @@ import nodeflame as nf
 from nodeflame.capture import procutil
 from nodeflame.capture.base import BackendUnavailable, CaptureError
 
-HOT = pathlib.Path(__file__).resolve().parent / "workloads" / "hot.js"
+from hot_driver import HOT, factory
+
 FLAGS = ("--perf-basic-prof", "--interpreted-frames-native-stack")
 QUIET = ("--no-logfile-per-isolate", "--logfile=+")   # no isolate-*-v8.log files (see nodeflame/capture/perf.py)
 # After a few seconds of CPU, TurboFan (or early on, Maglev on node 24) re-optimises hot.js's chunk() with functionB inlined into it (node 20),
@@ -173,15 +173,7 @@ class Hot:
 
 @pytest.fixture
 def hot(perf_ok):
-    started = []
-
-    def start(*args, **kw):
-        h = Hot(*args, **kw)
-        started.append(h)
-        return h
-    yield start
-    for h in started:
-        h.kill()
+    yield from factory(Hot)
 
 
 def schedstat(pid, tid=None):

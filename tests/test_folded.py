@@ -1,5 +1,4 @@
 """Folded stacks: the corpus variants, bad lines, annotations."""
-import warnings
 
 import pytest
 
@@ -73,13 +72,17 @@ _FRAME = st.sampled_from(["main", "a", "b", "c", "handle /app/x.js:12", "ß€",
 _STACK = st.lists(_FRAME, min_size=1, max_size=6)
 
 
-def _both_ways(read, data, monkeypatch, module, fast_name):
+def _same_both_ways(read, data, module, fast_name, total):
+    """Read ``data`` with the reader's fast path and with it turned off (``fast_name`` returning None);
+    both must give the same stacks, counts and total.  Returns (fast, slow)."""
     fast = read(data)
-    with monkeypatch.context() as m:
+    with pytest.MonkeyPatch.context() as m:
         m.setattr(module, fast_name, lambda *a, **k: None)
         slow = read(data)
     fast.validate()
     slow.validate()
+    assert render(fast, "folded") == render(slow, "folded")
+    assert fast.total == slow.total == total
     return fast, slow
 
 
@@ -94,13 +97,8 @@ def test_folded_fast_path_equals_line_by_line(rows, crlf, comments, blank, shuff
         lines.insert(len(lines) // 2, "")
     shuffle.shuffle(lines)
     data = (("\r\n" if crlf else "\n").join(lines) + "\n").encode()
-    mp = pytest.MonkeyPatch()
-    try:
-        fast, slow = _both_ways(lambda d: folded_mod.read_folded(d, "<t>"), data, mp, folded_mod, "_read_fast")
-    finally:
-        mp.undo()
-    assert render(fast, "folded") == render(slow, "folded")
-    assert fast.total == slow.total == sum(n for _, n in rows)
+    fast, slow = _same_both_ways(lambda d: folded_mod.read_folded(d, "<t>"), data, folded_mod, "_read_fast",
+                                 sum(n for _, n in rows))
     assert list(fast.funcs["kind"].astype(str)) == list(slow.funcs["kind"].astype(str))
 
 
@@ -110,10 +108,4 @@ def test_raw_fast_path_equals_line_by_line(rows, crlf):
     blocks = ["\n".join(reversed(s)) + f"\n  {n}" for s, n in rows]  # leaf first, then the count
     nl = "\r\n" if crlf else "\n"
     data = (nl + nl).join(b.replace("\n", nl) for b in blocks).encode() + nl.encode()
-    mp = pytest.MonkeyPatch()
-    try:
-        fast, slow = _both_ways(lambda d: raw_mod.read_raw(d, "<t>"), data, mp, raw_mod, "_intern_lines")
-    finally:
-        mp.undo()
-    assert render(fast, "folded") == render(slow, "folded")
-    assert fast.total == slow.total == sum(n for _, n in rows)
+    _same_both_ways(lambda d: raw_mod.read_raw(d, "<t>"), data, raw_mod, "_intern_lines", sum(n for _, n in rows))

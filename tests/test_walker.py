@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import subprocess
 import threading
 import time
@@ -22,42 +21,11 @@ import nodeflame as nf
 from nodeflame.capture import procutil, v8layout
 from nodeflame.capture.base import CaptureError, CaptureOptions
 
-from walker_helpers import (GROUPS, HERE, MAJORS, Workload, assert_untouched, innermost_js, js_samples,
-                            js_shares, js_sigma, need_ptrace, node_for)
-
-WL = HERE / "workloads"
+from walker_helpers import (DEFS, GROUPS, MAJORS, Workload, assert_untouched, innermost_js, js_named_right,
+                            js_samples, js_shares, js_sigma, need_ptrace, node_for)
 
 
-def _def_lines():
-    """{(name, file): 1-based line of its definition}, found in the workload sources."""
-    spec = {
-        ("plainHot", "walker_main.js"): r"function plainHot\(",
-        ("Matrix", "walker_main.js"): r"^\s*constructor\(n\)",
-        ("multiply", "walker_main.js"): r"^\s*multiply\(o\)",
-        ("arrowHot", "walker_main.js"): r"const arrowHot = ",
-        ("handlers.onTick", "walker_main.js"): r"handlers\.onTick = function",
-        ("função", "walker_main.js"): r"function função\(",
-        ("計算する", "walker_main.js"): r"function 計算する\(",
-        ("deep", "walker_main.js"): r"function deep\(",
-        ("buildMatrix", "walker_main.js"): r"function buildMatrix\(",
-        ("multiplyTask", "walker_main.js"): r"function multiplyTask\(",
-        ("deepTask", "walker_main.js"): r"function deepTask\(",
-        ("round", "walker_main.js"): r"function round\(",
-        ("libWork", "walker_lib.js"): r"function libWork\(",
-        ("workerSpin", "walker_worker.js"): r"function workerSpin\(",
-        ("loop", "walker_worker.js"): r"function loop\(",
-    }
-    out = {}
-    for (name, file), pat in spec.items():
-        lines = (WL / file).read_text(encoding="utf-8").splitlines()
-        hit = [i + 1 for i, ln in enumerate(lines) if re.search(pat, ln)]
-        assert len(hit) == 1, (name, hit)
-        out[(name, file)] = hit[0]
-    # the three arrows in the worker's task list are real functions too (anonymous, never hot)
-    return out
 
-
-DEFS = _def_lines()
 TASKS = ("plainHot", "buildMatrix", "multiplyTask", "arrowHot", "handlers.onTick", "função", "計算する",
          "libWork", "deepTask")
 
@@ -117,35 +85,11 @@ def test_js_samples_carry_the_right_name_file_and_line(run):
     p.validate()
     assert p.meta["backend"] == "walker" and p.meta["walker"]["samples"] == len(p.samples)
     names, files = _names(p), _base(p)
-    f = p.funcs
-    is_js = (f["kind"].astype(str).isin(["js", "node"])).to_numpy() | (names == "(unknown JS)")
-    a = p._arrays()
-    sf, pre = a["stack_func"], a["prefix"]
-    inner = np.full(len(sf), -1, np.int64)     # innermost JS frame (any script) per stack
-    for i in range(len(sf)):
-        inner[i] = sf[i] if is_js[sf[i]] else (inner[pre[i]] if pre[i] >= 0 else -1)
-    leaf = inner[p.samples["stack"].to_numpy().astype(np.int64)]
-    leaf = leaf[leaf >= 0]
-    assert len(leaf) >= 200, f"only {len(leaf)} JS samples in 2 s at 1 kHz"
-    lines = f["line"].to_numpy()
-    fpath = f["file"].astype(str).to_numpy(object)
-    right = np.zeros(len(leaf), bool)
-    wrong = {}
-    for k, fid in enumerate(leaf):
-        key = (names[fid], files[fid])
-        if key in DEFS:
-            right[k] = lines[fid] == DEFS[key] and fpath[fid].startswith(str(WL))
-        elif fpath[fid].startswith("node:"):
-            right[k] = True                                  # node's own JS (timers, async hooks)
-        elif files[fid] == "walker_worker.js" and names[fid] == "(anonymous)":
-            right[k] = True                                  # the worker's anonymous arrows
-        if not right[k]:
-            wrong[(names[fid], fpath[fid], int(lines[fid]))] = wrong.get(
-                (names[fid], fpath[fid], int(lines[fid])), 0) + 1
-    share = right.mean()
-    print(f"\n[node {run.major}] {share:.1%} of {len(leaf)} JS samples right; "
+    share, n, wrong = js_named_right(p)
+    assert n >= 200, f"only {n} JS samples in 2 s at 1 kHz"
+    print(f"\n[node {run.major}] {share:.1%} of {n} JS samples right; "
           f"{len(p.samples) / run.capture_s:.0f} samples/s over {run.capture_s:.1f} s")
-    assert share >= 0.95, f"{share:.1%} of {len(leaf)} JS samples right; wrong: {wrong}"
+    assert share >= 0.95, f"{share:.1%} of {n} JS samples right; wrong: {wrong}"
     seen = {(n, fl) for n, fl in zip(names, files)}
     for must in ("plainHot", "libWork", "função", "計算する", "handlers.onTick", "deep", "workerSpin"):
         assert any(n == must for n, _ in seen), f"{must} never sampled"

@@ -207,30 +207,12 @@ class Workload:
             pass
 
 
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-        return s[s.rindex(")") + 2]
-    except (OSError, ValueError):
-        return None
-
-
-def tracer_pid(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("TracerPid:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return 0
-
-
 def thread_states(pid):
+    """{tid: (state letter, TracerPid)} of every thread of pid."""
+    from nodeflame.capture import procutil
     out = {}
     for t in os.listdir(f"/proc/{pid}/task"):
-        out[int(t)] = (proc_state(f"{pid}/task/{t}"), tracer_pid(f"{pid}/task/{t}"))
+        out[int(t)] = (procutil.state(f"{pid}/task/{t}"), procutil.tracer_pid(f"{pid}/task/{t}"))
     return out
 
 
@@ -250,6 +232,74 @@ def need_ptrace():
     why = ptrace.supported()
     if why:
         pytest.skip(why)
+
+
+# ---------------------------------------------------------------- the workload's own source
+WL = HERE / "workloads"
+
+
+def _def_lines():
+    """{(name, file): 1-based line of its definition}, found in the workload sources."""
+    spec = {
+        ("plainHot", "walker_main.js"): r"function plainHot\(",
+        ("Matrix", "walker_main.js"): r"^\s*constructor\(n\)",
+        ("multiply", "walker_main.js"): r"^\s*multiply\(o\)",
+        ("arrowHot", "walker_main.js"): r"const arrowHot = ",
+        ("handlers.onTick", "walker_main.js"): r"handlers\.onTick = function",
+        ("função", "walker_main.js"): r"function função\(",
+        ("計算する", "walker_main.js"): r"function 計算する\(",
+        ("deep", "walker_main.js"): r"function deep\(",
+        ("buildMatrix", "walker_main.js"): r"function buildMatrix\(",
+        ("multiplyTask", "walker_main.js"): r"function multiplyTask\(",
+        ("deepTask", "walker_main.js"): r"function deepTask\(",
+        ("round", "walker_main.js"): r"function round\(",
+        ("libWork", "walker_lib.js"): r"function libWork\(",
+        ("workerSpin", "walker_worker.js"): r"function workerSpin\(",
+        ("loop", "walker_worker.js"): r"function loop\(",
+    }
+    out = {}
+    for (name, file), pat in spec.items():
+        lines = (WL / file).read_text(encoding="utf-8").splitlines()
+        hit = [i + 1 for i, ln in enumerate(lines) if re.search(pat, ln)]
+        assert len(hit) == 1, (name, hit)
+        out[(name, file)] = hit[0]
+    # the three arrows in the worker's task list are real functions too (anonymous, never hot)
+    return out
+
+
+DEFS = _def_lines()
+
+
+def js_named_right(p):
+    """(share of the JS samples whose innermost JS frame has the right name, file and line -- checked
+    against the workload's source --, their number, {(name, path, line): count} of the wrong ones)."""
+    import numpy as np
+    f = p.funcs
+    names = f["name"].astype(str).to_numpy(object)
+    files = f["file"].astype(str).map(os.path.basename).to_numpy(object)
+    fpath = f["file"].astype(str).to_numpy(object)
+    lines = f["line"].to_numpy()
+    is_js = f["kind"].astype(str).isin(["js", "node"]).to_numpy() | (names == "(unknown JS)")
+    a = p._arrays()
+    sf, pre = a["stack_func"], a["prefix"]
+    inner = np.full(len(sf), -1, np.int64)     # innermost JS frame (any script) per stack
+    for i in range(len(sf)):
+        inner[i] = sf[i] if is_js[sf[i]] else (inner[pre[i]] if pre[i] >= 0 else -1)
+    leaf = inner[p.samples["stack"].to_numpy().astype(np.int64)]
+    leaf = leaf[leaf >= 0]
+    right = 0
+    wrong = {}
+    for fid in leaf:
+        key = (names[fid], files[fid])
+        if key in DEFS:
+            ok = lines[fid] == DEFS[key] and fpath[fid].startswith(str(WL))
+        else:   # node's own JS (timers, async hooks), the worker's anonymous arrows
+            ok = fpath[fid].startswith("node:") or (files[fid] == "walker_worker.js" and names[fid] == "(anonymous)")
+        right += bool(ok)
+        if not ok:
+            k = (names[fid], fpath[fid], int(lines[fid]))
+            wrong[k] = wrong.get(k, 0) + 1
+    return (right / len(leaf) if len(leaf) else float("nan")), len(leaf), wrong
 
 
 # ---------------------------------------------------------------- analysis of captured profiles

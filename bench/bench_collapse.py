@@ -21,11 +21,8 @@ Usage: python bench/bench_collapse.py PATH/TO/stackcollapse.pl [--size small|lar
 """
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,7 +31,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 import gen_profiles  # noqa: E402
-from bench_svg import CONVERT, STARTUP, run  # noqa: E402
+from bench_svg import CONVERT, STARTUP, run, tool_main  # noqa: E402
 
 
 def ensure_raw(size: str, out_dir: str) -> str:
@@ -107,32 +104,8 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stackcollapse", nargs="?", default=os.environ.get("STACKCOLLAPSE_PL", "/tmp/stackcollapse.pl"),
-                    help="path of FlameGraph's stackcollapse.pl (default $STACKCOLLAPSE_PL or /tmp/stackcollapse.pl)")
-    ap.add_argument("--size", choices=("small", "large", "all"), default="small")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(HERE, "out"), help="where generated profiles are cached")
-    ap.add_argument("--keep", action="store_true", help="keep the folded files written (prints where)")
-    a = ap.parse_args(argv)
-    if not os.path.isfile(a.stackcollapse):
-        print(f"stackcollapse.pl not found at {a.stackcollapse}: clone brendangregg/FlameGraph and pass its path",
-              file=sys.stderr)
-        return 2
-    if shutil.which("perl") is None:
-        print("perl not found", file=sys.stderr)
-        return 2
-    tmp = tempfile.mkdtemp(prefix="nodeflame-bench-collapse-")
-    ok = True
-    try:
-        for size in (("small", "large") if a.size == "all" else (a.size,)):
-            ok &= bench_size(size, a.stackcollapse, max(a.repeat, 1), a.out, tmp)["same"]
-    finally:
-        if a.keep:
-            print(f"\nfolded files kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return 0 if ok else 1
+    return tool_main(argv, doc=__doc__, tool="stackcollapse.pl", env="STACKCOLLAPSE_PL", kept="folded files",
+                     prefix="nodeflame-bench-collapse-", bench_size=bench_size, ok=lambda res: res["same"])
 
 
 if __name__ == "__main__":

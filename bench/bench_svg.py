@@ -106,32 +106,40 @@ def bench_size(size: str, fg: str, repeat: int, out_dir: str, tmp: str) -> dict:
     return res
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("flamegraph", nargs="?", default=os.environ.get("FLAMEGRAPH_PL", "/tmp/flamegraph.pl"),
-                    help="path of FlameGraph's flamegraph.pl (default $FLAMEGRAPH_PL or /tmp/flamegraph.pl)")
+def tool_main(argv, *, doc, tool, env, kept, prefix, bench_size, ok=lambda res: True) -> int:
+    """The command line of a benchmark against one of FlameGraph's perl tools (bench_svg, bench_collapse):
+    the tool's path, --size, --repeat, --out, --keep; ``bench_size`` runs one size, ``ok`` judges its
+    result (exit status 1 when one is not ok)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("tool", nargs="?", default=os.environ.get(env, f"/tmp/{tool}"), metavar=tool,
+                    help=f"path of FlameGraph's {tool} (default ${env} or /tmp/{tool})")
     ap.add_argument("--size", choices=("small", "large", "all"), default="small")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(HERE, "out"), help="where generated profiles are cached")
-    ap.add_argument("--keep", action="store_true", help="keep the SVGs written (prints where)")
+    ap.add_argument("--keep", action="store_true", help=f"keep the {kept} written (prints where)")
     a = ap.parse_args(argv)
-    if not os.path.isfile(a.flamegraph):
-        print(f"flamegraph.pl not found at {a.flamegraph}: clone brendangregg/FlameGraph and pass its path",
-              file=sys.stderr)
+    if not os.path.isfile(a.tool):
+        print(f"{tool} not found at {a.tool}: clone brendangregg/FlameGraph and pass its path", file=sys.stderr)
         return 2
     if shutil.which("perl") is None:
         print("perl not found", file=sys.stderr)
         return 2
-    tmp = tempfile.mkdtemp(prefix="nodeflame-bench-svg-")
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    good = True
     try:
         for size in (("small", "large") if a.size == "all" else (a.size,)):
-            bench_size(size, a.flamegraph, max(a.repeat, 1), a.out, tmp)
+            good &= bool(ok(bench_size(size, a.tool, max(a.repeat, 1), a.out, tmp)))
     finally:
         if a.keep:
-            print(f"\nSVGs kept in {tmp}")
+            print(f"\n{kept} kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    return 0 if good else 1
+
+
+def main(argv=None) -> int:
+    return tool_main(argv, doc=__doc__, tool="flamegraph.pl", env="FLAMEGRAPH_PL", kept="SVGs",
+                     prefix="nodeflame-bench-svg-", bench_size=bench_size)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+'use strict';
+// A warmed two-phase workload whose small helpers TurboFan (and Maglev) inline into their callers,
+// as on a server that has run for a while.  Each phase times itself, so the truth is known.
+//
+//   round() -> geometry() -> norm() -> square()        (norm's loop does most of geometry's work)
+//           -> lexer()    -> tokenize() -> parseToken() (parseToken's scan does most of lexer's work)
+//
+// Rounds run back to back in chunks between which the event loop turns (setImmediate), so stdin and
+// signals are answered.  Lines marked "HOT:<name>" are where each helper does its work.
+//
+// stdin commands, answered with one JSON line:
+//   stats -> {"t": ns since start, "geometry": ns in geometry, "lexer": ns in lexer, "rounds": n}
+//   exit  -> exits 0
+// SIGUSR2 prints the same JSON line (for targets whose stdin is not ours).
+// First line printed: {"ready": pid, "warm": true} once it has run --warm-ms (default 3000) of rounds.
+// options: --warm-ms=N  --geometry=N (points per round, default 600)  --lexer=N (source repeats, default 6)
+const opts = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=')));
+const WARM_MS = Number(opts['warm-ms'] ?? 3000);
+const GEOMETRY_N = Number(opts.geometry ?? 600);
+const LEXER_N = Number(opts.lexer ?? 6);
+
+function square(x) {
+  return x * x;
+}
+
+function norm(v) {
+  let s = 0;
+  for (let k = 0; k < v.length; k++) s += square(v[k] - k * 0.5);  // HOT:norm
+  return Math.sqrt(s);
+}
+
+function geometry(points) {
+  let total = 0;
+  for (let i = 0; i < points.length; i++) total += norm(points[i]);
+  return total;
+}
+
+function isIdent(c) {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || c === 95 || (c >= 48 && c <= 57);
+}
+
+function parseToken(src, i) {
+  let h = 0;
+  while (i < src.length && isIdent(src.charCodeAt(i))) { h = (h * 31 + src.charCodeAt(i)) | 0; i++; }  // HOT:parseToken
+  return i === src.length ? i + h * 0 : i + 1 + (h & 0);
+}
+
+function tokenize(src) {
+  let i = 0, n = 0;
+  while (i < src.length) { i = parseToken(src, i); n++; }
+  return n;
+}
+
+function lexer(src, reps) {
+  let n = 0;
+  for (let r = 0; r < reps; r++) n += tokenize(src);
+  return n;
+}
+
+const POINTS = Array.from({ length: GEOMETRY_N }, (_, i) =>
+  Float64Array.from({ length: 24 }, (_, k) => Math.sin(i * 31 + k) * 100));
+const WORDS = 'const alpha_beta = gamma42 + delta_epsilon * zeta ; function omega ( x , y ) return theta_iota ; ';
+const SOURCE = WORDS.repeat(40);
+
+const spent = { geometry: 0n, lexer: 0n };
+let rounds = 0;
+let sink = 0;
+const t0 = process.hrtime.bigint();
+
+function round() {
+  const a = process.hrtime.bigint();
+  sink += geometry(POINTS);
+  const b = process.hrtime.bigint();
+  sink += lexer(SOURCE, LEXER_N);
+  const c = process.hrtime.bigint();
+  spent.geometry += b - a;
+  spent.lexer += c - b;
+  rounds++;
+}
+
+function stats() {
+  return JSON.stringify({ t: Number(process.hrtime.bigint() - t0), geometry: Number(spent.geometry),
+                          lexer: Number(spent.lexer), rounds, sink: sink > 0 });
+}
+
+let ready = false;
+function chunk() {
+  const end = Date.now() + 5;
+  do round(); while (Date.now() < end);
+  if (!ready && Number(process.hrtime.bigint() - t0) / 1e6 >= WARM_MS) {
+    ready = true;
+    process.stdout.write(JSON.stringify({ ready: process.pid, warm: true }) + '\n');
+  }
+  setImmediate(chunk);
+}
+
+process.on('SIGUSR2', () => process.stdout.write(stats() + '\n'));
+let buf = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  buf += d;
+  let k;
+  while ((k = buf.indexOf('\n')) >= 0) {
+    const cmd = buf.slice(0, k).trim();
+    buf = buf.slice(k + 1);
+    if (cmd === 'stats') process.stdout.write(stats() + '\n');
+    else if (cmd === 'exit') process.exit(0);
+  }
+});
+process.stdin.on('end', () => process.exit(0));
+setImmediate(chunk);

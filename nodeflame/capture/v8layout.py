@@ -57,7 +57,21 @@ class LayoutError(NodeflameError):
 #   js_function_first / js_function_last: JSFunction instance types (inclusive), class
 #       constructors and builtin-created functions are subtypes
 #   entry_fp_offset: EntryFrameConstants::kCallerFPOffset (saved c_entry_fp)
-#   fp_argc: frame slot of argc; code_kinds: Code kind numbering is not needed by the walker
+#   fp_argc: frame slot of argc
+#   bytecode_source_positions_types: the instance type names that table may have
+#
+# Optimized and baseline code (``code``), for expanding inlined frames and finding the executing line
+# (shared/notes/v8-inlining-facts.md; every value verified on the official build named in "verified";
+# v8dbg constants are used instead where the binary exports them, see nodeflame/capture/walker/jitcode.py):
+#   split: Code and InstructionStream are separate objects (11.3+); else one Code object in code space
+#   hdr: bytes from the start of the code-space object (Code or InstructionStream) to its instructions
+#   fn_code: JSFunction::code (None: V8 13.6 has a dispatch handle instead)
+#   start / size / flags: Code fields (instruction start Address, instruction size int32, flags uint32)
+#   deopt / positions: Code::deoptimization_data (baseline: bytecode or interpreter data) and
+#       Code::source_position_table (baseline: bytecode_offset_table)
+#   is_code: InstructionStream's back-pointer to its Code
+#   d_count / d_literals / d_sfi / d_inlining: DeoptimizationData indices; d_sfi_wrapped: the root
+#       SFI sits in a SharedFunctionInfoWrapper (13.6), whose shared_info is at wrapper_sfi
 _V11_3 = dict(
     verified="node 20.20.2 (V8 11.3.244.8)",
     scopeinfo_flags=8, scopeinfo_params=16, scopeinfo_context_locals=24, scopeinfo_vars=32,
@@ -72,17 +86,29 @@ _V11_3 = dict(
     external_string_data=24,
     js_function_first=2066, js_function_last=2096,
     entry_fp_offset=-64,
+    bytecode_source_positions_types=("ByteArray",),
+    code=dict(split=True, hdr=16, fn_code=48, start=40, size=56, flags=48, deopt=16, positions=24, is_code=8,
+              d_count=1, d_literals=2, d_sfi=6, d_inlining=7, d_sfi_wrapped=False),
 )
 
 VERSION_FACTS: dict[str, dict] = {
     "11.3": _V11_3,
-    "10.2": dict(_V11_3, verified="node 18.20.8 (V8 10.2.154.26): tests/test_walker.py"),
-    "12.4": dict(_V11_3, verified="node 22.23.5 (V8 12.4.254.21): tests/test_walker.py"),
+    "10.2": dict(_V11_3, verified="node 18.20.8 (V8 10.2.154.26): tests/test_walker.py",
+                 code=dict(split=False, hdr=128, fn_code=48, start=None, size=40, flags=48, deopt=16, positions=24,
+                           is_code=None, d_count=1, d_literals=2, d_sfi=6, d_inlining=7, d_sfi_wrapped=False)),
+    # V8 12.4: Code's tables moved to trusted arrays, the bytecode's source positions too (+24)
+    "12.4": dict(_V11_3, verified="node 22.23.5 (V8 12.4.254.21): tests/test_walker.py",
+                 bytecode_source_positions=24, bytecode_source_positions_types=("TrustedByteArray", "ByteArray"),
+                 code=dict(split=True, hdr=32, fn_code=24, start=40, size=52, flags=48, deopt=8, positions=16,
+                           is_code=8, d_count=1, d_literals=2, d_sfi=6, d_inlining=7, d_sfi_wrapped=False)),
     # V8 13.x: flags are a raw uint32 (+4 padding), position_info moved into the header (+32/+40),
     # module scopes carry module_variable_count before the locals; ScopeType gained REPL_MODE_SCOPE
     "13.6": dict(_V11_3, verified="node 24.22.3 (V8 13.6.233.17): tests/test_walker.py",
                  scopeinfo_flags_raw32=True, scopeinfo_header_position=32,
-                 scopeinfo_vars=48, module_scope=5, scope_types_with_position=(), class_scope=2),
+                 scopeinfo_vars=48, module_scope=5, scope_types_with_position=(), class_scope=2,
+                 bytecode_source_positions=24, bytecode_source_positions_types=("TrustedByteArray", "ByteArray"),
+                 code=dict(split=True, hdr=32, fn_code=None, start=40, size=56, flags=52, deopt=8, positions=16,
+                           is_code=8, d_count=1, d_literals=3, d_sfi=7, d_inlining=8, d_sfi_wrapped=True)),
 }
 
 
@@ -104,6 +130,8 @@ class V8Layout:
     node_version: str | None
     consts: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    #: V8's interpreter::Bytecodes::kBytecodeSizes (uint8 [3][N]: operand scale x opcode), b'' if absent
+    bytecode_sizes: bytes = b""
 
     # ---------------------------------------------------------------- lookups
     def __getitem__(self, name: str) -> int:
@@ -205,6 +233,28 @@ def _read_consts(info) -> dict:
     return consts
 
 
+BYTECODE_SIZES = "_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE"
+
+
+def _symbol_bytes(info, name: str) -> bytes:
+    """The bytes of the data symbol ``name`` as the file holds them (b'' when absent)."""
+    key = name.encode() + b"\0"
+    k = info.strtab.find(key)
+    while k >= 0:
+        hit = np.flatnonzero(info.syms["name"] == k)
+        if len(hit):
+            s = info.syms[hit[0]]
+            off = info.vaddr_to_offset(int(s["value"]))
+            size = int(s["size"])
+            if off is None or not 0 < size <= 1 << 16:
+                return b""
+            with open(info.path, "rb") as f:
+                f.seek(off)
+                return f.read(size)
+        k = info.strtab.find(key, k + 1)
+    return b""
+
+
 def _find_versions(path: str, info):
     """(V8 version from .rodata, node version from ``<binary> --version`` or None)."""
     ro = info.section(".rodata")
@@ -263,6 +313,7 @@ def load_layout(path: str, *, use_disk_cache: bool = True) -> V8Layout:
             except OSError:
                 pass
     lay.facts = dict(VERSION_FACTS.get(lay.v8_major_minor, {}))
+    lay.bytecode_sizes = _symbol_bytes(info, BYTECODE_SIZES)
     _mem_cache[ident] = lay
     return lay
 

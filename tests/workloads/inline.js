@@ -14,10 +14,15 @@
 // SIGUSR2 prints the same JSON line (for targets whose stdin is not ours).
 // First line printed: {"ready": pid, "warm": true} once it has run --warm-ms (default 3000) of rounds.
 // options: --warm-ms=N  --geometry=N (points per round, default 600)  --lexer=N (source repeats, default 6)
+//          --churn-ms=N: every N ms switch both phases between two kinds of input (Float64Array points or
+//          arrays of small integers; a one-byte or a two-byte source), so the optimized code deoptimizes
+//          and is optimized again while it runs (V8 frees the old code and reuses its addresses); under
+//          node --allow-natives-syntax each switch also deoptimizes round, geometry and lexer outright
 const opts = Object.fromEntries(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=')));
 const WARM_MS = Number(opts['warm-ms'] ?? 3000);
 const GEOMETRY_N = Number(opts.geometry ?? 600);
 const LEXER_N = Number(opts.lexer ?? 6);
+const CHURN_MS = Number(opts['churn-ms'] ?? 0);
 
 function square(x) {
   return x * x;
@@ -61,6 +66,14 @@ const POINTS = Array.from({ length: GEOMETRY_N }, (_, i) =>
   Float64Array.from({ length: 24 }, (_, k) => Math.sin(i * 31 + k) * 100));
 const WORDS = 'const alpha_beta = gamma42 + delta_epsilon * zeta ; function omega ( x , y ) return theta_iota ; ';
 const SOURCE = WORDS.repeat(40);
+const POINTS_ALT = POINTS.map((v) => Array.from(v, (x) => Math.round(x)));
+const SOURCE_ALT = SOURCE.replace(/a/g, '\u00e4');
+let alt = false;
+let flipped = Date.now();
+let deoptimize = () => {};
+try {
+  deoptimize = new Function('fs', 'for (const f of fs) %DeoptimizeFunction(f);');
+} catch (e) { /* natives syntax not allowed: input switches only */ }
 
 const spent = { geometry: 0n, lexer: 0n };
 let rounds = 0;
@@ -69,9 +82,9 @@ const t0 = process.hrtime.bigint();
 
 function round() {
   const a = process.hrtime.bigint();
-  sink += geometry(POINTS);
+  sink += geometry(alt ? POINTS_ALT : POINTS);
   const b = process.hrtime.bigint();
-  sink += lexer(SOURCE, LEXER_N);
+  sink += lexer(alt ? SOURCE_ALT : SOURCE, LEXER_N);
   const c = process.hrtime.bigint();
   spent.geometry += b - a;
   spent.lexer += c - b;
@@ -87,6 +100,11 @@ let ready = false;
 function chunk() {
   const end = Date.now() + 5;
   do round(); while (Date.now() < end);
+  if (CHURN_MS > 0 && Date.now() - flipped >= CHURN_MS) {
+    alt = !alt;
+    deoptimize([round, geometry, lexer, norm, tokenize]);
+    flipped = Date.now();
+  }
   if (!ready && Number(process.hrtime.bigint() - t0) / 1e6 >= WARM_MS) {
     ready = true;
     process.stdout.write(JSON.stringify({ ready: process.pid, warm: true }) + '\n');

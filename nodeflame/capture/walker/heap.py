@@ -92,6 +92,10 @@ class V8Heap:
         self.fa_len = lay["class_FixedArrayBase__length__SMI"]
         self.bytecode_data = lay.field("BytecodeArray", "data")  # header size + tag... (v8dbg: offset of data)
         self.bytecode_spt = f.get("bytecode_source_positions")
+        # V8 12.4+ keeps the bytecode's source positions in a TrustedByteArray
+        self.t_spt = set()
+        for cls in f.get("bytecode_source_positions_types", ("ByteArray",)):
+            self.t_spt.update(lay.types(cls))
         self.bytearray_data = f.get("bytearray_data", 16)
         # ScopeInfo
         self.si = f
@@ -404,7 +408,7 @@ class V8Heap:
         if self.itype(ba) != self.t_bytecode:
             return ()
         w = self.word(ba - self.tag + self.bytecode_spt)
-        if w is None or self.itype(w) != self.t_bytearray:
+        if w is None or self.itype(w) not in self.t_spt:
             return ()
         n = self.smi(self.word(w - self.tag + self.fa_len) or 0)
         if n <= 0 or n > 1 << 22:
@@ -427,8 +431,13 @@ def _vlq(raw, i):
     return ((v >> 1) ^ -(v & 1)), i
 
 
-def decode_source_positions(raw: bytes):
-    """V8 source position table -> (code offsets, script offsets) arrays (bytecode tables start at -1)."""
+def decode_source_positions(raw: bytes, *, raw_positions: bool = False):
+    """V8 source position table -> (code offsets, script offsets) arrays; () when empty.
+
+    Entries are pairs of zig-zag VLQs (code offset delta with is_statement in its sign, position delta),
+    accumulated from code offset -1 and position 0 (src/codegen/source-position-table.cc).  With
+    ``raw_positions`` the second array holds the whole 64-bit SourcePosition (inlining id in bits 31..46)
+    instead of the script offset."""
     codes, poss = [], []
     code = -1
     pos = 0
@@ -443,9 +452,12 @@ def decode_source_positions(raw: bytes):
             d2, i = _vlq(raw, i)
             pos += d2
             codes.append(code)
-            poss.append(((pos >> 1) & ((1 << 30) - 1)) - 1)
+            poss.append(pos)
     except IndexError:
         pass
     if not codes:
         return ()
-    return np.asarray(codes, np.int64), np.asarray(poss, np.int64)
+    p = np.asarray(poss, np.int64)
+    if not raw_positions:
+        p = ((p >> 1) & ((1 << 30) - 1)) - 1
+    return np.asarray(codes, np.int64), p

@@ -36,7 +36,7 @@ FUNC_COLUMNS = ("name", "file", "line", "column", "kind", "package")
 FRAME_COLUMNS = ("func", "line", "column", "tier", "label")
 STACK_COLUMNS = ("prefix", "frame", "depth")
 SAMPLE_COLUMNS = ("stack", "time_ns", "weight", "thread")
-TIERS = ("", "interpreted", "baseline", "maglev", "optimized", "native")
+TIERS = ("", "interpreted", "baseline", "maglev", "optimized", "native", "inlined")
 
 _I32 = np.int32
 _I64 = np.int64

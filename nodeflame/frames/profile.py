@@ -118,13 +118,18 @@ class Profile:
     @staticmethod
     def _norm_frames(df: pd.DataFrame) -> pd.DataFrame:
         n = len(df)
-        return _frame({
+        out = _frame({
             "func": np.asarray(df["func"], _I32),
             "line": np.asarray(df["line"] if "line" in df else np.zeros(n), _I32),
             "column": np.asarray(df["column"] if "column" in df else np.zeros(n), _I32),
             "tier": _cat(df["tier"] if "tier" in df else [""] * n),
             "label": _cat(df["label"] if "label" in df else [""] * n),
         }, n)
+        for extra in df.columns:  # e.g. gen_line/gen_column after source maps
+            if extra not in out.columns:
+                out[extra] = np.asarray(df[extra]) if not isinstance(df[extra].dtype, pd.CategoricalDtype) \
+                    else df[extra].array
+        return out
 
     @staticmethod
     def _norm_stacks(df: pd.DataFrame) -> pd.DataFrame:
@@ -369,6 +374,25 @@ class Profile:
 
     def thread(self, pattern: str) -> "Profile":
         return self.apply(("thread", pattern))
+
+    def with_source_maps(self, search=None, *, root: str | None = None) -> "Profile":
+        """A new Profile with JS frames shown in their original source (TypeScript, unbundled files).
+
+        Maps are found like Node's ``--enable-source-maps``: the generated file's
+        ``//# sourceMappingURL=`` (relative, absolute or inline ``data:``), else ``FILE.map``
+        beside it; ``search`` adds directories (searched recursively) for profiles read on
+        another machine; ``root`` prefixes paths read (``/proc/PID/root``).  Generated
+        positions stay in ``funcs.gen_*`` and ``frames.gen_line/gen_column``; ``meta['source_maps']``
+        lists the maps applied; missing or broken maps become ``meta['warnings']``."""
+        from .remap import apply_source_maps
+        return apply_source_maps(self, search=search, root=root)
+
+    def hot_lines(self, func=None) -> pd.DataFrame:
+        """Self and total ticks per source line (file, line, self, total, share), hottest first,
+        from the frames' executing lines and the ``lines`` table (see nodeflame.frames.hotlines).
+        ``func``: a function id, or a regular expression matched against function labels."""
+        from .hotlines import hot_lines
+        return hot_lines(self, func)
 
     def compact(self) -> "Profile":
         """Drop funcs, frames and stacks no sample uses; renumber."""

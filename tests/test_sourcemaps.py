@@ -1,0 +1,363 @@
+"""Source maps: the decoder, finding maps, Profile.with_source_maps, hot lines, and real toolchains.
+
+Unit tests use hand-written maps whose every segment is checked by hand or
+against a plain reference decoder written here.  The integration tests
+compile a small TypeScript service with the real ``tsc`` and ``esbuild``
+(installed from the npm registry into ~/.cache/nodeflame/npm-tools, skipped
+with the reason when that is impossible), run it under node and capture it
+live with the inspector backend.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import nodeflame as nf
+from nodeflame.frames.sourcemap import SourceMapError, decode_mappings, mapping_url, parse_source_map
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+# ------------------------------------------------------------------ a plain reference codec
+def vlq(n: int) -> str:
+    v = (-n << 1) | 1 if n < 0 else n << 1
+    out = ""
+    while True:
+        d = v & 31
+        v >>= 5
+        if v:
+            d |= 32
+        out += B64[d]
+        if not v:
+            return out
+
+
+def encode(lines) -> str:
+    """lines: list of lists of segments (tuples of 1, 4 or 5 absolute values)."""
+    prev = [0, 0, 0, 0, 0]
+    out = []
+    for segs in lines:
+        prev[0] = 0
+        parts = []
+        for s in segs:
+            parts.append("".join(vlq(v - prev[i]) for i, v in enumerate(s)))
+            for i, v in enumerate(s):
+                prev[i] = v
+        out.append(",".join(parts))
+    return ";".join(out)
+
+
+def ref_decode(mappings: str):
+    rows, prev = [], [0, 0, 0, 0, 0]
+    for ln, line in enumerate(mappings.split(";")):
+        prev[0] = 0
+        for seg in filter(None, line.split(",")):
+            vals, v, shift = [], 0, 0
+            for ch in seg:
+                d = B64.index(ch)
+                v += (d & 31) << shift
+                shift += 5
+                if not d & 32:
+                    vals.append(-(v >> 1) if v & 1 else v >> 1)
+                    v, shift = 0, 0
+            for i, x in enumerate(vals):
+                prev[i] += x
+            rows.append((ln, prev[0]) + (tuple(prev[1:4]) if len(vals) >= 4 else (-1, -1, -1))
+                        + ((prev[4],) if len(vals) == 5 else (-1,)))
+    return rows
+
+
+# ------------------------------------------------------------------ decoder
+def test_vlq_known_values():
+    assert [vlq(n) for n in (0, 1, -1, 15, 16, -16, 1000, -(2 ** 31 - 1))] == \
+        ["A", "C", "D", "e", "gB", "hB", "w+B", "//////D"]
+    m = decode_mappings("AAAA,CAAC,gBAAgB;;AACA,D")
+    assert m["gen_line"].tolist() == [0, 0, 0, 2, 2]
+    assert m["gen_col"].tolist() == [0, 1, 17, 0, -1]
+    assert m["orig_col"].tolist() == [0, 1, 17, 17, -1]
+    assert m["orig_line"].tolist() == [0, 0, 0, 1, -1]
+    assert m["name"].tolist() == [-1] * 5
+
+
+def test_decoder_matches_reference_on_random_maps():
+    rng = random.Random(7)
+    for _ in range(30):
+        lines, src, ol, oc, nm = [], 0, 0, 0, 0
+        for _l in range(rng.randint(0, 30)):
+            col, segs = 0, []
+            for _s in range(rng.randint(0, 12)):
+                col += rng.randint(0, 5000)
+                kind = rng.choice((1, 4, 4, 5))
+                src = max(0, src + rng.randint(-2, 2))
+                ol = max(0, ol + rng.randint(-500, 500))
+                oc = max(0, oc + rng.randint(-300, 300))
+                nm = max(0, nm + rng.randint(-40, 40))
+                segs.append((col,) if kind == 1 else (col, src, ol, oc) if kind == 4 else (col, src, ol, oc, nm))
+            lines.append(segs)
+        s = encode(lines)
+        m = decode_mappings(s)
+        got = list(zip(*(m[k].tolist() for k in ("gen_line", "gen_col", "src", "orig_line", "orig_col", "name"))))
+        assert got == ref_decode(s), s
+
+
+@pytest.mark.parametrize("mappings, what", [
+    ("AAAA,CA!A", "'!' at offset 7"),
+    ("AAAA;AAg", "cut short"),
+    ("AA", "segment of 2 fields"),
+    ("AAAAAAA", "segment of 7 fields"),
+    ("gggggggggB", "too long"),
+])
+def test_bad_vlq_names_the_file_and_offset(mappings, what):
+    with pytest.raises(SourceMapError) as e:
+        parse_source_map({"version": 3, "sources": ["a.ts"], "names": [], "mappings": mappings}, "dist/x.js.map")
+    assert "dist/x.js.map" in str(e.value) and what in str(e.value)
+
+
+def test_bad_maps_name_the_file():
+    for data, what in ((b'{"version": 3, "mappings": "AAAA', "truncated"), (b"[1]", "not an object"),
+                       (b'{"version": 2, "mappings": ""}', "version"),
+                       (b'{"version": 3, "sources": [], "mappings": "AAAA"}', "source 0"),
+                       (b'{"version": 3, "sources": ["a"], "names": [], "mappings": "AAAAC"}', "name 1")):
+        with pytest.raises(SourceMapError) as e:
+            parse_source_map(data, "/app/x.js.map")
+        assert str(e.value).startswith("/app/x.js.map") and what in str(e.value), str(e.value)
+
+
+def test_lookup_sources_root_names_and_content():
+    # generated line 0: col 0 -> a.ts 1:0; col 10 -> a.ts 3:4 name "compute"; col 20: unmapped; line 2: b.ts 7:2
+    mappings = encode([[(0, 0, 0, 0), (10, 0, 2, 4, 0), (20,)], [], [(4, 1, 6, 2)]])
+    sm = parse_source_map({"version": 3, "sourceRoot": "src", "sources": ["a.ts", "/abs/b.ts"],
+                           "sourcesContent": ["A", None], "names": ["compute"], "mappings": mappings},
+                          "/app/dist/x.js.map", "/app/dist")
+    assert sm.sources == ["/app/dist/src/a.ts", "/abs/b.ts"]
+    assert sm.sources_content == ["A", None]
+    src, ol, oc, nm = sm.lookup([0, 0, 0, 0, 1, 2, 2, 5], [0, 9, 15, 25, 0, 0, 9, 0])
+    assert src.tolist() == [0, 0, 0, -1, -1, 1, 1, -1]
+    assert ol.tolist() == [0, 0, 2, -1, -1, 6, 6, -1]
+    assert oc.tolist() == [0, 0, 4, -1, -1, 2, 2, -1]
+    assert nm.tolist() == [-1, -1, 0, -1, -1, -1, -1, -1]
+
+
+def test_index_map_sections():
+    a = {"version": 3, "sources": ["a.ts"], "names": ["fa"], "mappings": encode([[(0, 0, 4, 0, 0)]])}
+    b = {"version": 3, "sources": ["b.ts"], "names": ["fb"], "mappings": encode([[(2, 0, 9, 1, 0)], [(0, 0, 10, 0)]])}
+    sm = parse_source_map({"version": 3, "sections": [{"offset": {"line": 0, "column": 0}, "map": a},
+                                                      {"offset": {"line": 3, "column": 5}, "map": b}]},
+                          "idx.map", "/w")
+    assert sm.sources == ["/w/a.ts", "/w/b.ts"] and sm.names == ["fa", "fb"]
+    src, ol, oc, nm = sm.lookup([0, 3, 4], [0, 7, 0])
+    assert src.tolist() == [0, 1, 1] and ol.tolist() == [4, 9, 10] and oc.tolist() == [0, 1, 0]
+    assert nm.tolist() == [0, 1, -1]
+
+
+def test_mapping_url_comment_forms():
+    assert mapping_url(b"x()\n//# sourceMappingURL=out.js.map\n") == "out.js.map"
+    assert mapping_url(b"x()\n//@ sourceMappingURL=a.map") == "a.map"
+    assert mapping_url(b"x()\n/*# sourceMappingURL=b.map */") == "b.map"
+    assert mapping_url(b'var s = "//# sourceMappingURL=no.map";\n') is None
+    assert mapping_url(b"//# sourceMappingURL=old.map\nx()\n//# sourceMappingURL=new.map\n") == "new.map"
+    assert mapping_url(b"x()") is None
+
+
+def test_decoding_a_big_map_is_vectorised():
+    import time
+    lines = [[(c * 7, c % 3, ln, c * 2, c % 50) for c in range(200)] for ln in range(2000)]  # 400k segments
+    s = encode(lines)
+    t = time.perf_counter()
+    m = decode_mappings(s)
+    dt = time.perf_counter() - t
+    assert len(m["gen_line"]) == 400_000 and m["gen_col"][-1] == 199 * 7 and m["orig_line"][-1] == 1999
+    assert dt < 2.0, f"{len(s) / 1e6:.1f} MB of mappings took {dt:.2f} s"
+
+
+# ------------------------------------------------------------------ a profile of generated code, by hand
+GEN_JS = "function a(){x()}function b(){a()}b();\n"   # cols: a( at 10, b( at 27
+ORIG_TS = "function outer(): void {\n  inner();\n}\n\nfunction inner(): void {\n  work();\n}\n"
+
+
+def hand_map():
+    # b -> outer (line 1), a -> inner (line 5); names at the identifiers
+    segs = [(0, 0, 4, 0), (9, 0, 4, 9, 1), (10, 0, 4, 14), (13, 0, 5, 2),
+            (17, 0, 0, 0), (26, 0, 0, 9, 0), (27, 0, 0, 14), (30, 0, 1, 2)]
+    return {"version": 3, "file": "out.js", "sources": ["../src/app.ts"], "sourcesContent": [ORIG_TS],
+            "names": ["outer", "inner"], "mappings": encode([segs])}
+
+
+def cpuprofile(url: str, *, with_cols: bool = True) -> bytes:
+    def cf(name, line, col, u=url):
+        return {"functionName": name, "scriptId": "7", "url": u, "lineNumber": line,
+                "columnNumber": col if with_cols else -1}
+    nodes = [{"id": 1, "callFrame": cf("(root)", -1, -1, ""), "children": [2]},
+             {"id": 2, "callFrame": cf("b", 0, 27), "children": [3]},
+             {"id": 3, "callFrame": cf("a", 0, 10), "children": [], "positionTicks": [{"line": 1, "ticks": 3}]}]
+    return json.dumps({"nodes": nodes, "startTime": 0, "endTime": 4000, "samples": [3, 3, 3, 2],
+                       "timeDeltas": [1000, 1000, 1000, 1000]}).encode()
+
+
+@pytest.fixture
+def app(tmp_path):
+    d = tmp_path / "app"
+    (d / "dist").mkdir(parents=True)
+    (d / "src").mkdir()
+    (d / "src" / "app.ts").write_text(ORIG_TS)
+    (d / "dist" / "out.js").write_text(GEN_JS + "//# sourceMappingURL=out.js.map\n")
+    (d / "dist" / "out.js.map").write_text(json.dumps(hand_map()))
+    return d
+
+
+def names_lines(p):
+    f = p.funcs[p.funcs["kind"] == "js"]
+    return sorted(zip(f["name"].astype(str), f["file"].astype(str), f["line"], f["column"]))
+
+
+def test_with_source_maps_hand_checked(app):
+    gen = str(app / "dist" / "out.js")
+    p = nf.read(io.BytesIO(cpuprofile("file://" + gen)))
+    q = p.with_source_maps()
+    src = str(app / "src" / "app.ts")
+    assert names_lines(q) == [("inner", src, 5, 15), ("outer", src, 1, 15)]
+    f = q.funcs.set_index(q.funcs["name"].astype(str))
+    assert f.loc["inner", "gen_name"] == "a" and f.loc["inner", "gen_file"] == "file://" + gen
+    assert (f.loc["inner", "gen_line"], f.loc["inner", "gen_column"]) == (1, 11)
+    assert q.meta["source_maps"] == [{"file": "file://" + gen, "map": gen + ".map", "functions": 2,
+                                      "sources": [src]}]
+    assert q.meta["transforms"][-1] == "source-maps" and q.meta["warnings"] == []
+    assert q.meta["source_text"] == {src: ORIG_TS}
+    # the original profile is untouched, shares are the same
+    assert sorted(p.funcs["name"].astype(str)) == ["a", "b"]
+    assert q.top(None)["self"].tolist() == p.top(None)["self"].tolist()
+    # per-line ticks follow: generated line 1 at a's column -> app.ts line 5
+    hl = q.hot_lines()
+    assert hl.iloc[0][["file", "line", "name", "self", "total"]].tolist() == [src, 5, "inner", 3, 3]
+    assert hl.iloc[0]["text"] == "function inner(): void {"
+    # round trip through .nfprof keeps both positions and the meta
+    buf = io.BytesIO()
+    q.write(buf, format="nfprof")
+    r = nf.read(io.BytesIO(buf.getvalue()))
+    assert names_lines(r) == names_lines(q)
+    for c in ("gen_name", "gen_file", "gen_line", "gen_column"):
+        assert r.funcs[c].astype(str).tolist() == q.funcs[c].astype(str).tolist()
+    assert r.frames["gen_line"].tolist() == q.frames["gen_line"].tolist()
+    assert r.meta["source_maps"] == q.meta["source_maps"] and r.meta["source_text"] == q.meta["source_text"]
+
+
+def test_inline_absolute_and_search(app, tmp_path):
+    gen = app / "dist" / "out.js"
+    m = hand_map()
+    src = str(app / "src" / "app.ts")
+    url = "file://" + str(gen)
+    # inline data: URL
+    data = base64.b64encode(json.dumps(m).encode()).decode()
+    gen.write_text(GEN_JS + "//# sourceMappingURL=data:application/json;charset=utf-8;base64," + data + "\n")
+    os.remove(str(gen) + ".map")
+    q = nf.read(io.BytesIO(cpuprofile(url))).with_source_maps()
+    assert names_lines(q)[0][:3] == ("inner", src, 5)
+    assert q.meta["source_maps"][0]["map"] == f"{gen} (inline map)"
+    # an absolute path elsewhere
+    other = tmp_path / "maps" / "x.map"
+    other.parent.mkdir()
+    other.write_text(json.dumps(dict(m, sources=[src])))
+    gen.write_text(GEN_JS + f"//# sourceMappingURL={other}\n")
+    q = nf.read(io.BytesIO(cpuprofile(url))).with_source_maps()
+    assert names_lines(q)[0][:3] == ("inner", src, 5)
+    # no comment, no file beside: found through search= (recursively), sources resolved beside the map
+    gen.write_text(GEN_JS)
+    deep = tmp_path / "elsewhere" / "deep"
+    deep.mkdir(parents=True)
+    (deep / "out.js.map").write_text(json.dumps(dict(m, sources=["app.ts"])))
+    p = nf.read(io.BytesIO(cpuprofile(url)))
+    assert p.with_source_maps().meta["source_maps"] == []
+    q = p.with_source_maps(search=[str(tmp_path / "elsewhere")])
+    assert names_lines(q)[0][:3] == ("inner", str(deep / "app.ts"), 5)
+
+
+def test_profile_read_elsewhere_finds_generated_file_and_map_in_search(app, tmp_path):
+    # the profile names /srv/app/dist/out.js, which does not exist here
+    q = nf.read(io.BytesIO(cpuprofile("file:///srv/app/dist/out.js"))).with_source_maps(search=str(app / "dist"))
+    assert [n for n, *_ in names_lines(q)] == ["inner", "outer"]
+    assert names_lines(q)[0][1] == str(app / "src" / "app.ts")
+
+
+def test_root_prefix_reads_through_another_namespace(app, tmp_path):
+    # as for /proc/PID/root: paths shown are the target's, files read below root
+    q = nf.read(io.BytesIO(cpuprofile("file:///dist/out.js"))).with_source_maps(root=str(app))
+    assert names_lines(q) == [("inner", "/src/app.ts", 5, 15), ("outer", "/src/app.ts", 1, 15)]
+
+
+@pytest.mark.parametrize("content, what", [
+    ('{"version": 3, "sources": ["a.ts"], "mappings": "AAAA,C', "truncated"),
+    ('{"version": 3, "sources": ["a.ts"], "names": [], "mappings": "AA%A"}', "not a base64 VLQ digit"),
+    ("not json at all", "invalid JSON"),
+])
+def test_broken_map_warns_and_keeps_the_profile(app, content, what):
+    (app / "dist" / "out.js.map").write_text(content)
+    gen = str(app / "dist" / "out.js")
+    p = nf.read(io.BytesIO(cpuprofile("file://" + gen)))
+    q = p.with_source_maps()
+    assert names_lines(q) == names_lines(p)
+    (w,) = q.meta["warnings"]
+    assert gen in w and what in w, w
+
+
+def test_missing_map_named_by_comment_warns(app):
+    os.remove(app / "dist" / "out.js.map")
+    gen = str(app / "dist" / "out.js")
+    q = nf.read(io.BytesIO(cpuprofile("file://" + gen))).with_source_maps()
+    assert names_lines(q)[0][0] == "a"
+    assert any("not found" in w and gen in w for w in q.meta["warnings"])
+
+
+def test_line_only_input_maps_function_start_and_warns(app):
+    gen = str(app / "dist" / "out.js")
+    q = nf.read(io.BytesIO(cpuprofile("file://" + gen, with_cols=False))).with_source_maps()
+    # both functions are on generated line 1: without columns they land on its first mapping
+    assert {ln for _n, _f, ln, _c in names_lines(q)} == {5}
+    assert any("no column" in w for w in q.meta["warnings"])
+
+
+def perf_script(gen: str, cols: bool) -> bytes:
+    a, b = (f"JS:*a {gen}:1:11", f"JS:*b {gen}:1:28") if cols else (f"LazyCompile:*a {gen}:1", f"LazyCompile:*b {gen}:1")
+    out = ""
+    for i in range(5):
+        out += (f"node 42/42 [000] {100 + i * 0.001:.6f}: 1000000 cpu-clock:\n"
+                f"\t3a0000000001 {a} (/tmp/perf-42.map)\n\t3a0000000002 {b} (/tmp/perf-42.map)\n\n")
+    return out.encode()
+
+
+def test_perf_input_with_and_without_columns(app):
+    gen = str(app / "dist" / "out.js")
+    src = str(app / "src" / "app.ts")
+    q = nf.read(io.BytesIO(perf_script(gen, True)), format="perf").with_source_maps()
+    assert names_lines(q) == [("inner", src, 5, 15), ("outer", src, 1, 15)]
+    assert not any("no column" in w for w in q.meta["warnings"])
+    # node <= 18's perf map: a line, no column: the function start is mapped, with a warning
+    q = nf.read(io.BytesIO(perf_script(gen, False)), format="perf").with_source_maps()
+    assert q.meta["source_maps"] and len(q.samples) == 5
+    assert any("no column" in w for w in q.meta["warnings"])
+
+
+def test_functions_mapping_to_one_original_merge(app):
+    # two generated copies of one function (two bundles sharing a source) become one function
+    gen = app / "dist" / "out.js"
+    (app / "dist" / "copy.js").write_text(gen.read_text().replace("out.js.map", "copy.js.map"))
+    (app / "dist" / "copy.js.map").write_text((app / "dist" / "out.js.map").read_text())
+    prof = json.loads(cpuprofile("file://" + str(gen)))
+    prof["nodes"][0]["children"].append(4)
+    prof["nodes"].append({"id": 4, "callFrame": {"functionName": "a", "scriptId": "8", "url": "file://" + str(
+        app / "dist" / "copy.js"), "lineNumber": 0, "columnNumber": 10}, "children": []})
+    prof["samples"].append(4)
+    prof["timeDeltas"].append(1000)
+    p = nf.read(io.BytesIO(json.dumps(prof).encode()))
+    q = p.with_source_maps()
+    q.validate()
+    top = q.top(None)
+    assert top.loc[top["name"] == "inner", "self"].tolist() == [4]
+    assert len(q.meta["source_maps"]) == 2

@@ -570,3 +570,24 @@ if __name__ == "__main__":
             _capture_and_compare(h, hz=hz, duration=secs)
         finally:
             h.kill()
+
+
+def test_optimized_code_with_inlined_helpers_gets_the_warning(perf_ok):
+    """The realistic case beside the NO_INLINE workloads: a warmed process whose helpers TurboFan inlined.
+    perf maps name only the outermost function of optimized code, so perf cannot show parseToken or norm;
+    the capture must say so, with the share of samples it concerns."""
+    wl = os.path.join(os.path.dirname(__file__), "workloads", "inline.js")
+    proc = subprocess.Popen([NODE, *FLAGS, *QUIET, wl, "--warm-ms=3000"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert b'"ready"' in proc.stdout.readline()
+        p = nf.capture(proc.pid, 2, backend="perf")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    names = set(p.funcs["name"].astype(str))
+    assert "round" in names or "chunk" in names, sorted(names)[:40]
+    warn = [w for w in p.meta["warnings"] if "inlined" in w]
+    assert warn, p.meta["warnings"]
+    share = float(warn[0].split("%")[0]) / 100
+    assert share > 0.5, warn

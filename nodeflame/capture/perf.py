@@ -541,6 +541,11 @@ class PerfSession(Session):
                     "perf_lost_samples_percent": "{} % of the samples"}
             warnings.append("perf lost " + ", ".join(what[k].format(v) for k, v in lost.items())
                             + " (it could not keep up: try a lower hz)")
+        opt = _optimized_share(prof)
+        if opt > 0:
+            warnings.append(f"{opt:.0%} of the samples run in optimized (TurboFan/Maglev) code, which perf maps "
+                            "name by its outermost function only: functions V8 inlined into it are not shown "
+                            "(the walker backend expands them)")
         if not procutil.has_flag(self.target.node_options, "--interpreted-frames-native-stack") \
                 and self.target.node_options:
             warnings.append("the target was started without --interpreted-frames-native-stack: interpreted "
@@ -688,3 +693,19 @@ def _lost(text: str) -> dict:
 
 
 BACKEND = PerfBackend()
+
+
+def _optimized_share(prof) -> float:
+    """Share of the samples (by weight) with a frame in optimized or Maglev code on their stack."""
+    tier = prof.frames["tier"].astype(str).isin(["optimized", "maglev"]).to_numpy()
+    if not tier.any():
+        return 0.0
+    a = prof._arrays()
+    has = tier[a["frame"]].copy()
+    pre = a["prefix"]
+    for i in range(len(has)):            # parents come before children
+        if not has[i] and pre[i] >= 0:
+            has[i] = has[pre[i]]
+    w = prof.samples["weight"].to_numpy()
+    tot = w.sum()
+    return float(w[has[prof.samples["stack"].to_numpy()]].sum() / tot) if tot else 0.0

@@ -101,7 +101,7 @@ class WalkerSession(Session):
         self.sampler.stop()
         self.thread.join()
         s = self.sampler
-        if s.error is not None and s.stats["samples"] == 0:
+        if s.error is not None and s.samples == 0:
             raise CaptureError(f"walker: sampling failed: {type(s.error).__name__}: {s.error}")
         meta = {"backend": "walker", "pid": self.target.pid, "node_version": s.lay.node_version,
                 "unit": "samples"}
@@ -186,7 +186,7 @@ class WalkerBackend(Backend):
         th = threading.Thread(target=sampler.run, name=f"nodeflame-walker-{target.pid}", daemon=True)
         th.start()
         sampler.started.wait(30)
-        if sampler.error is not None and sampler.stats["samples"] == 0 and not th.is_alive():
+        if sampler.error is not None and sampler.samples == 0 and not th.is_alive():
             e = sampler.error
             if isinstance(e, PermissionError):
                 raise CaptureError(f"walker: {e.strerror or e}") from None
@@ -221,7 +221,7 @@ def capture_walker(pid: int, duration: float, hz: int = 1000, *, threads: str = 
     finally:
         s.stop()
         th.join()
-    if s.error is not None and s.stats["samples"] == 0:
+    if s.error is not None and s.samples == 0:
         raise CaptureError(f"walker: {type(s.error).__name__}: {s.error}")
     md = {"backend": "walker", "pid": pid, "node_version": lay.node_version}
     md.update(meta or {})

@@ -41,10 +41,8 @@ Every path out of :meth:`Sampler.run` detaches from every thread.
 """
 from __future__ import annotations
 
-import bisect
 import mmap
 import os
-import queue
 import random
 import select
 import sys
@@ -52,46 +50,18 @@ import threading
 import time
 
 import numpy as np
-import pandas as pd
 
-from ...frames.build import FrameTable, build_profile
 from . import perfevent, ptrace
+from .decoder import _PERF_KERNEL, _PERF_USER, _PTRACE, SYSCALLS, Decoder  # noqa: F401 - SYSCALLS re-exported
 from .heap import V8Heap
 from .memory import Memory
-from .symbols import AddressSpace, clean_native, demangle, kallsyms
+from .symbols import AddressSpace, kallsyms
 from .unwind import Unwinder
 
 _REG_NAMES = {0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 4: "rsp", 5: "rbp", 6: "rsi", 7: "rdi", 8: "r8", 9: "r9",
               10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14", 15: "r15"}
-SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 202: "futex",
-            228: "clock_gettime", 230: "clock_nanosleep", 232: "epoll_wait", 281: "epoll_pwait",
-            288: "accept4", 270: "pselect6", 271: "ppoll", 441: "epoll_pwait2", 61: "wait4", 17: "pread64",
-            18: "pwrite64", 19: "readv", 20: "writev", 44: "sendto", 45: "recvfrom", 46: "sendmsg",
-            47: "recvmsg", 34: "pause", 130: "rt_sigsuspend", 128: "rt_sigtimedwait", 425: "io_uring_setup",
-            426: "io_uring_enter", 24: "sched_yield", 257: "openat", 3: "close", 9: "mmap", 11: "munmap",
-            10: "mprotect", 12: "brk", 4: "stat", 5: "fstat", 262: "newfstatat", 332: "statx"}
 WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
 _NO_SYSCALL = (1 << 64) - 1          # orig_rax of a sample not taken inside a system call
-# where a snapshot came from: a ptrace stop, or a perf_event dump taken in user or kernel mode.  A snapshot
-# is (rip, rsp, rbp, bytecode register, orig_rax, rax, stack bytes, time, blocked key, source,
-# dump size asked for, kernel pcs)
-_PTRACE, _PERF_USER, _PERF_KERNEL = 0, 1, 2
-
-
-class _DumpOnly:
-    """The memory a perf_event dump's walk may see: the dump only.  A read of the thread's stack beyond
-    the dump (in ``[lo, hi)``) means the stack is deeper than the dump (``hit``); other reads outside it
-    are a frame chain gone wrong, not a deeper stack."""
-    __slots__ = ("hit", "lo", "hi")
-
-    def __init__(self, lo, hi):
-        self.hit = False
-        self.lo, self.hi = lo, hi
-
-    def u64(self, addr):
-        if self.lo <= addr < self.hi:
-            self.hit = True
-        return None
 
 
 class _Thread:
@@ -118,7 +88,7 @@ class Sampler:
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
                  max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,
                  realtime: "bool | str" = "stops", engine: str = "auto", stack_dump: int = 32768,
-                 ring_kb: int = 4096):
+                 ring_kb: int = 4096, max_lag_ns: int = 50_000_000, max_queue_bytes: int = 256 << 20):
         if engine not in ("auto", "perf", "ptrace"):
             raise ValueError(f'engine must be "auto", "perf" or "ptrace", got {engine!r}')
         self.pid = pid
@@ -138,31 +108,17 @@ class Sampler:
         self.realtime = realtime
         self._rr_stops = False
         self._last_signal_ns = 0
-        self._decoder = None
-        self._queue = queue.SimpleQueue()
-        self._queued_bytes = 0           # stack bytes waiting for the decoder (both threads update it)
-        self._queued_lock = threading.Lock()
-        self.max_queue_bytes = 256 << 20
-        self.max_lag_ns = 50_000_000
-        self._decoding_since = 0
+        self.decoder: Decoder | None = None   # made by _setup; see decoder.py for its two threads
+        self.max_queue_bytes = max_queue_bytes
+        self.max_lag_ns = max_lag_ns
         self._stop = threading.Event()
         self.started = threading.Event()
         self.error: BaseException | None = None
         self.threads: dict[int, _Thread] = {}
         self.known: dict[int, str] = {}      # tid -> 'main' | 'worker' | 'other'
         self.n_workers = 0
-        self.ft = FrameTable()
-        self.paths: list = []                 # per sample: list of frame tokens (root-first after finalise)
-        self.times: list = []
-        self.labels: list = []
-        self.leaf_lines: list = []            # (sample index, line)
-        self.native_ids: dict = {}            # pc -> placeholder index
-        self._kernel_ids: dict = {}           # kernel pc -> frame id
-        self._kallsyms = None
-        self.native_pcs: list = []
-        self.stats = dict(samples=0, missed=0, forwarded_signals=0, stopped_ns=[], latency_ns=[], walk_ns=0, invalid_js=0,
-                          threads_seen=0, detach_errors=0, group_stops=0, truncated=0, dump_truncated=0,
-                          perf_samples=0, ptrace_samples=0)
+        self.stats = dict(missed=0, forwarded_signals=0, stopped_ns=[], latency_ns=[], threads_seen=0,
+                          detach_errors=0, group_stops=0, truncated=0)
         self.t0 = 0
         self.exited = False
         self.mem = None
@@ -190,9 +146,7 @@ class Sampler:
             self._discover(first=True)
             # the sampler must get the GIL back promptly from the decoder
             sys.setswitchinterval(min(old_switch, 0.0002))
-            self._decoder = threading.Thread(target=self._decode_loop, name=f"nodeflame-decode-{self.pid}",
-                                             daemon=True)
-            self._decoder.start()
+            self.decoder.start()
             self.started.set()
             self._loop()
         except BaseException as e:  # noqa: BLE001 - reported to the caller through .error
@@ -203,54 +157,11 @@ class Sampler:
             finally:
                 self._detach_all()
                 sys.setswitchinterval(old_switch)
-                self._finish_decoding()
+                if self.decoder is not None:
+                    self.decoder.finish()
                 self.started.set()
                 if self.mem is not None:
                     self.mem.close()
-
-    # ------------------------------------------------------------- decoding thread
-    def _decode_loop(self):
-        q = self._queue
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            t, sampled, queued = item
-            self._decoding_since = queued     # how far behind the decoder is
-            lag = time.monotonic_ns() - queued
-            if lag > self.stats.get("max_lag_ns", 0):
-                self.stats["max_lag_ns"] = lag
-            try:
-                self._decode(t, sampled)
-            except Exception as e:  # noqa: BLE001 - one undecodable sample must not end the capture
-                self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
-                self.stats["decode_error"] = f"{type(e).__name__}: {e}"
-            finally:
-                with self._queued_lock:
-                    self._queued_bytes -= self._nbytes(sampled)
-                if self._queue.empty():
-                    self._decoding_since = 0
-
-    @staticmethod
-    def _nbytes(sampled):
-        return len(sampled[0][6]) if sampled[0] is not None else 0
-
-    def _enqueue(self, t, sampled):
-        """Hand a sample to the decoding thread -- unless it lags: heap objects are read when a sample is
-        decoded, and the longer after the stack copy that happens, the likelier a GC has moved the
-        functions the copy points to.  Then decode here (and the sampler slows down instead).
-
-        A kernel (perf_event) sample may lag 5 times longer: decoding it here stops the draining of the
-        rings, and a full ring loses samples (a whole stretch of one thread's time)."""
-        lag = time.monotonic_ns() - self._decoding_since if self._decoding_since else 0
-        limit = self.max_lag_ns * (5 if sampled[0] is not None and sampled[0][9] != _PTRACE else 1)
-        if self._decoder is None or self._queued_bytes > self.max_queue_bytes or lag > limit:
-            self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
-            self._decode(t, sampled)
-            return
-        with self._queued_lock:
-            self._queued_bytes += self._nbytes(sampled)
-        self._queue.put((t, sampled, time.monotonic_ns()))
 
     def _drain(self, timeout=60.0):
         """Wait for the decoder to catch up while still servicing the traced threads (a signal that
@@ -263,24 +174,17 @@ class Sampler:
                 self._read_ring(t)
             except Exception:  # noqa: BLE001 - what could not be read is lost, the detach must go on
                 pass
-        if self._decoder is None:
+        if self.decoder is None:
             return
         end = time.monotonic() + timeout
-        while not self._queue.empty():
-            if time.monotonic() > end or not self._decoder.is_alive():
+        while self.decoder.busy():
+            if time.monotonic() > end:
                 break
             try:
                 self._service()
             except Exception:  # noqa: BLE001
                 break
             time.sleep(0.001)
-
-    def _finish_decoding(self):
-        if self._decoder is None:
-            return
-        self._queue.put(None)
-        self._decoder.join(120)
-        self._decoder = None
 
     def _realtime(self):
         """Run this (sampler) thread under SCHED_RR when allowed: on a busy machine a normal thread wakes
@@ -320,10 +224,9 @@ class Sampler:
         self.worker_run = wr
         self.regs = ptrace.Regs()
         self._perf_pos = perfevent.REG_POS
-        if self.engine != "ptrace":
-            # names for the kernel call chains of perf samples: read now (0.1 s), not by the decoder in
-            # the middle of the capture, where the wait makes the heap reads of queued samples late
-            self._kallsyms = kallsyms()
+        # names for the kernel call chains of perf samples: read now (0.1 s), not by the decoder in
+        # the middle of the capture, where the wait makes the heap reads of queued samples late
+        kernel_names = kallsyms() if self.engine != "ptrace" else None
         # parse libc's .eh_frame now rather than in the middle of the first idle sample
         from .cfi import cfi_for
         for r in self.space.regions:
@@ -331,6 +234,9 @@ class Sampler:
                 cfi_for(r.path)
                 break
         self.t0 = time.monotonic_ns()
+        self.decoder = Decoder(pid=self.pid, space=self.space, mem=self.mem, heap=self.heap, unwinder=self.unwinder,
+                               t0=self.t0, kernel_names=kernel_names, max_lag_ns=self.max_lag_ns,
+                               max_queue_bytes=self.max_queue_bytes)
 
     # ------------------------------------------------------------- threads
     def _tids(self):
@@ -424,7 +330,7 @@ class Sampler:
         for when, kmode, regs, stack, kpcs in ring.read():
             snap = (regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
                     _PERF_KERNEL if kmode else _PERF_USER, dump, kpcs)
-            self._enqueue(t, (snap, None, None))
+            self.decoder.submit(t, (snap, None, None))
 
     def _close_ring(self, t):
         r, t.ring = t.ring, None
@@ -649,7 +555,7 @@ class Sampler:
                 # same stack.  Interrupting it would only make the call return EINTR (waking an idle
                 # event loop at every sample), so count that stack again instead
                 self.stats["idle_reused"] = self.stats.get("idle_reused", 0) + 1
-                self._enqueue(t, (None, ("reuse", t.idle[1], time.monotonic_ns()), None))
+                self.decoder.submit(t, (None, ("reuse", t.idle[1], time.monotonic_ns()), None))
                 continue
             stop.append(t)
         boost = self._rr_stops and bool(stop)
@@ -661,7 +567,7 @@ class Sampler:
             if boost:
                 self._boost(False)
         for t, sampled in got:
-            self._enqueue(t, sampled)
+            self.decoder.submit(t, sampled)
 
     def _stop_and_collect(self, stop):
         """Interrupt the threads of ``stop`` and collect each as soon as it has stopped."""
@@ -791,166 +697,9 @@ class Sampler:
                 time.monotonic_ns(), t.blocked_key, _PTRACE, 0, ())
         if self.consistent:
             # walk now and resolve JSFunction -> SFI while the thread is still stopped
-            toks = self.unwinder.walk(*snap[:7], rsp, self.mem)
-            fns = {}
-            for tok in toks:
-                if tok[0] == "js" and tok[1] not in fns:
-                    fns[tok[1]] = self.heap.function_sfi(tok[1]) if tok[1] else None
+            toks, fns = self.decoder.prewalk(snap, self.mem)
             return snap, toks, fns
         return snap, None, None
-
-    # ------------------------------------------------------------- decoding
-    def _decode(self, t, sampled):
-        snap, toks, fns = sampled
-        if snap is None:                 # ("reuse", ids, when): a blocked thread's last stack again
-            _, ids, when = toks
-            self.paths.append(ids)
-            self.times.append(when - self.t0)
-            self.labels.append(t.label)
-            t.samples += 1
-            self.stats["samples"] += 1
-            return
-        tw = time.perf_counter_ns()
-        rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
-        if toks is None:
-            if src != _PTRACE:
-                # a perf_event dump: walk it alone (the live stack beyond it has moved on since).  A dump
-                # shorter than asked for ended at the end of the stack's mapping: nothing lies beyond it
-                end = rsp + len(buf)
-                if len(buf) >= asked:
-                    r = self.space.region(rsp)
-                    dump = _DumpOnly(end, r.end if r is not None else end + (1 << 20))
-                else:
-                    dump = _DumpOnly(end, end)
-                toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
-                if src == _PERF_KERNEL:
-                    toks[:0] = [("kpc", a) for a in kpcs] or [("kern",)]
-                if dump.hit:
-                    self.stats["dump_truncated"] += 1
-                    toks.append(("trunc",))
-                    t.outgrown = True
-                self.stats["perf_samples"] += 1
-            else:
-                toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
-                self.stats["ptrace_samples"] += 1
-            fns = {}
-        heap = self.heap
-        ids = []
-        memo = {}
-        pending_bpc = None
-        leaf_line = 0
-        first_js = True
-        prev_tok = prev_id = None
-        for tok in toks:
-            if tok is prev_tok and len(ids) and ids[-1] == prev_id:
-                ids.append(prev_id)      # the unwinder repeats the same token for recursion
-                continue
-            prev_tok = tok
-            kind = tok[0]
-            if kind == "pc":
-                if pending_bpc is not None:
-                    ids.append(self._native(pending_bpc))
-                    pending_bpc = None
-                ids.append(self._native(tok[1]))
-            elif kind == "bpc":
-                pending_bpc = tok[1]
-            elif kind == "sys":
-                nm = SYSCALLS.get(tok[1], f"syscall_{tok[1]}")
-                ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))
-            elif kind == "kern":
-                ids.append(self.ft.add("[kernel]", "", hint="kernel"))
-            elif kind == "kpc":
-                ids.append(self._kernel_frame(tok[1]))
-            elif kind == "trunc":
-                ids.append(self.ft.add("(truncated stack)", "", hint="native"))
-            else:
-                _, fn, tier, bca, x = tok
-                key = (fn, tier, bca, x if tier == "?" else 0)
-                hit = memo.get(key)
-                if hit is not None and not (first_js and tier == "interpreted"):
-                    # the same function in the same state deeper in this stack (recursion)
-                    if pending_bpc is not None:
-                        if not hit[1]:
-                            ids.append(self._native(pending_bpc))
-                        pending_bpc = None
-                    ids.append(hit[0])
-                    prev_id = hit[0]
-                    first_js = False
-                    continue
-                if fn in fns:
-                    sfi = fns[fn]
-                    info = heap.sfi_info(sfi) if sfi else None
-                else:
-                    info = heap.function_info(fn) if fn else None
-                if info is None:
-                    self.stats["invalid_js"] += 1
-                    if pending_bpc is not None:
-                        ids.append(self._native(pending_bpc))
-                        pending_bpc = None
-                    ids.append(self.ft.add("(unknown JS)", "", hint="js", tier=""))
-                    first_js = False
-                    continue
-                if pending_bpc is not None:
-                    if not info.native:
-                        ids.append(self._native(pending_bpc))
-                    pending_bpc = None
-                if tier != "interpreted":
-                    tier = self._tier(tier, bca, x)
-                elif first_js and x >= 0 and not ids:
-                    leaf_line = heap.bytecode_line(bca, x, heap.script(info.script) if info.script else None)
-                fid = self.ft.add(info.name, info.file, info.line, info.column,
-                                  hint="builtin" if info.native else "js", tier=tier)
-                memo[key] = (fid, info.native)
-                ids.append(fid)
-                prev_id = fid
-                first_js = False
-        if pending_bpc is not None:
-            ids.append(self._native(pending_bpc))
-        if not ids:
-            return
-        ids.reverse()
-        if bk is not None and orax == bk[0] and rsp == bk[1] and rip == bk[2]:
-            t.idle = (bk, ids)           # still blocked where /proc said: reusable while it stays there
-        else:
-            t.idle = None
-        k = len(self.paths)
-        self.paths.append(ids)
-        self.times.append(when - self.t0)
-        self.labels.append(t.label)
-        if leaf_line:
-            self.leaf_lines.append((k, leaf_line))
-        t.samples += 1
-        self.stats["samples"] += 1
-        self.stats["walk_ns"] += time.perf_counter_ns() - tw
-
-    def _kernel_frame(self, pc):
-        """Frame id of a kernel address, named from /proc/kallsyms (read once; '[kernel]' when hidden)."""
-        fid = self._kernel_ids.get(pc)
-        if fid is None:
-            if self._kallsyms is None:
-                self._kallsyms = kallsyms()
-            addrs, names = self._kallsyms
-            i = bisect.bisect_right(addrs, pc) - 1
-            name = names[i] if i >= 0 else "[kernel]"
-            fid = self._kernel_ids[pc] = self.ft.add(name, "[kernel.kallsyms]", hint="kernel")
-        return fid
-
-    def _tier(self, tier, bca, bco):
-        heap = self.heap
-        is_bc = bca is not None and heap.is_heap(bca) and heap.itype(bca) == heap.t_bytecode
-        if tier == "jit":
-            return "baseline" if is_bc else "optimized"
-        # '?': a frameless builtin was running on top of this frame
-        if is_bc:
-            return "interpreted" if (bco is not None and bco & 1 == 0) else "baseline"
-        return "optimized"
-
-    def _native(self, pc):
-        i = self.native_ids.get(pc)
-        if i is None:
-            i = self.native_ids[pc] = len(self.native_pcs)
-            self.native_pcs.append(pc)
-        return -1 - i
 
     # ------------------------------------------------------------- detach
     def _detach_one(self, tid):
@@ -990,56 +739,42 @@ class Sampler:
         self.threads.clear()
 
     # ------------------------------------------------------------- result
+    @property
+    def samples(self) -> int:
+        """Samples decoded so far."""
+        return self.decoder.stats["samples"] if self.decoder is not None else 0
+
     def profile(self, meta=None):
-        """The Profile of everything sampled so far (call after the sampler thread ended)."""
-        names = []
-        syms = []
-        for pc in self.native_pcs:
-            name, module, start = self.space.symbolize(pc) if self.space else (None, "", None)
-            syms.append((name, module))
-            if name:
-                names.append(name)
-        dem = demangle(sorted(set(names)))
-        nid = []
-        for pc, (name, module) in zip(self.native_pcs, syms):
-            is_builtin = bool(name) and name.startswith("Builtins_")
-            if name:
-                nm = clean_native(dem.get(name, name))
-            elif self.space is not None and self.space.classify(pc) == 1:
-                nm = "(JIT code)"
-                is_builtin = True
-            else:
-                nm = f"[{os.path.basename(module)}]" if module else "[unknown]"
-            nid.append(self.ft.add(nm, module or "", hint="builtin" if is_builtin else "native"))
-        flat = []
-        offsets = [0]
-        for ids in self.paths:
-            flat.extend(i if i >= 0 else nid[-1 - i] for i in ids)
-            offsets.append(len(flat))
+        """The Profile of everything sampled so far (call after the sampler thread ended): the decoder's
+        frames, with the sampler's and the decoder's statistics in ``meta["walker"]``."""
+        dec = self.decoder
+        if dec is None:          # never set up: an empty profile
+            dec = Decoder(pid=self.pid, space=None, mem=None, heap=None, unwinder=None, t0=self.t0)
         md = dict(meta or {})
         st = self.stats
+        ds = dec.stats
         stopped = np.asarray(st["stopped_ns"], np.int64)
         md.setdefault("backend", "walker")
         md["period_ns"] = 1_000_000_000 // self.hz
         md["walker"] = {
-            "samples": st["samples"], "missed_periods": int(st["missed"]),
-            "forwarded_signals": st["forwarded_signals"], "invalid_js_frames": st["invalid_js"],
-            "threads": sorted({lbl for lbl in self.labels}),
+            "samples": ds["samples"], "missed_periods": int(st["missed"]),
+            "forwarded_signals": st["forwarded_signals"], "invalid_js_frames": ds["invalid_js"],
+            "threads": sorted(set(dec.labels)),
             "stopped_us_p50": float(np.percentile(stopped, 50) / 1e3) if len(stopped) else None,
             "stopped_us_p90": float(np.percentile(stopped, 90) / 1e3) if len(stopped) else None,
             "stop_latency_us_p50": float(np.percentile(st["latency_ns"], 50) / 1e3) if st["latency_ns"] else None,
-            "walk_us_mean": (st["walk_ns"] / st["samples"] / 1e3) if st["samples"] else None,
+            "walk_us_mean": (ds["walk_ns"] / ds["samples"] / 1e3) if ds["samples"] else None,
             "moved_objects": self.heap.moved if self.heap else 0,
             "stack_truncated": st["truncated"], "signal_frames": self.unwinder.stats["signal_frames"]
             if self.unwinder else 0, "consistent": self.consistent,
             "v8_version": self.lay.v8_version, "realtime": st.get("realtime", False),
-            "idle_reused": st.get("idle_reused", 0), "decode_errors": st.get("decode_errors", 0),
-            "inline_decodes": st.get("inline_decodes", 0), "decode_lag_ms_max": st.get("max_lag_ns", 0) / 1e6,
-            "engine": "+".join(e for e, n in (("perf", st["perf_samples"]), ("ptrace", st["ptrace_samples"])) if n)
+            "idle_reused": st.get("idle_reused", 0), "decode_errors": ds.get("decode_errors", 0),
+            "inline_decodes": ds.get("inline_decodes", 0), "decode_lag_ms_max": ds.get("max_lag_ns", 0) / 1e6,
+            "engine": "+".join(e for e, n in (("perf", ds["perf_samples"]), ("ptrace", ds["ptrace_samples"])) if n)
             or self.engine,
-            "perf_samples": st["perf_samples"], "ptrace_samples": st["ptrace_samples"],
-            "perf_dump_bytes": self.stack_dump if st["perf_samples"] else 0, "perf_dump_grown": st.get("dump_grown", 0),
-            "perf_dump_truncated": st["dump_truncated"], "perf_lost": st.get("perf_lost", 0),
+            "perf_samples": ds["perf_samples"], "ptrace_samples": ds["ptrace_samples"],
+            "perf_dump_bytes": self.stack_dump if ds["perf_samples"] else 0, "perf_dump_grown": st.get("dump_grown", 0),
+            "perf_dump_truncated": ds["dump_truncated"], "perf_lost": st.get("perf_lost", 0),
             "perf_bad_records": st.get("perf_bad", 0), "perf_throttled": st.get("perf_throttled", 0),
             "switched_to_ptrace": st.get("switched_to_ptrace", 0), "perf_error": self.perf_error,
         }
@@ -1048,12 +783,7 @@ class Sampler:
             warns.append(f"walker: {st['detach_errors']} thread(s) could not be detached cleanly")
         if st.get("perf_lost"):
             warns.append(f"walker: the kernel dropped {st['perf_lost']} sample(s) (ring buffer full)")
-        if st["invalid_js"]:
-            warns.append(f"walker: {st['invalid_js']} JS frame(s) could not be decoded (shown as '(unknown JS)')")
+        if ds["invalid_js"]:
+            warns.append(f"walker: {ds['invalid_js']} JS frame(s) could not be decoded (shown as '(unknown JS)')")
         md["warnings"] = warns
-        lines = None
-        if self.leaf_lines:
-            a = np.asarray(self.leaf_lines, np.int64)
-            lines = pd.DataFrame({"path": a[:, 0], "line": a[:, 1], "ticks": np.ones(len(a), np.int64)})
-        return build_profile(self.ft, np.asarray(offsets, np.int64), np.asarray(flat, np.int64),
-                             times=np.asarray(self.times, np.int64), threads=self.labels, meta=md, lines=lines)
+        return dec.profile(md)

@@ -1,0 +1,410 @@
+"""The walker's decoder: stack copies in, named frames and the Profile out.
+
+A :class:`Decoder` owns everything a decoded sample adds to: the frame table,
+the per-sample paths, times, thread labels and leaf lines, the native and
+kernel frame placeholders, and :meth:`Decoder.profile`.
+
+Threads.  Two threads call into a Decoder during a capture:
+
+* the **sampler thread** (``nodeflame-walker-<pid>``, :meth:`Sampler.run`)
+  hands it every sample with :meth:`submit`.  Usually that only queues the
+  sample; when the decoder lags (``max_lag_ns``, ``max_queue_bytes``) or has
+  not been started, ``submit`` decodes it inline, on the sampler thread.  In
+  ``consistent`` mode the sampler thread also walks the stack while the
+  target is stopped (:meth:`prewalk`).
+* the **decoder thread** (``nodeflame-decode-<pid>``, :meth:`run`) decodes
+  queued samples one after the other.
+
+Both decode paths go through :meth:`decode`, which holds :attr:`lock` for the
+whole sample: the walk (the unwinder's and the heap's caches), the frame table
+and the four per-sample lists, which must stay aligned (``leaf_lines`` refers
+to samples by their index in ``paths``).  :meth:`prewalk` and
+:meth:`profile` take the same lock.  Nothing else of the decoder is written
+by two threads: ``inline_decodes`` and the queue's byte count (under its own
+lock) by the sampler thread, ``max_lag_ns`` and ``decode_errors`` by the
+decoder thread.
+
+The decoder also writes back to the sampler's per-thread records
+(``t.samples``, ``t.idle``: the stack of a thread blocked in a system call,
+reused while it stays there; ``t.outgrown``: its stack is deeper than its perf
+dump).  Those are single attribute stores that the sampler thread only reads.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+from ...frames.build import FrameTable, build_profile
+from .symbols import clean_native, demangle, kallsyms
+
+SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 202: "futex",
+            228: "clock_gettime", 230: "clock_nanosleep", 232: "epoll_wait", 281: "epoll_pwait",
+            288: "accept4", 270: "pselect6", 271: "ppoll", 441: "epoll_pwait2", 61: "wait4", 17: "pread64",
+            18: "pwrite64", 19: "readv", 20: "writev", 44: "sendto", 45: "recvfrom", 46: "sendmsg",
+            47: "recvmsg", 34: "pause", 130: "rt_sigsuspend", 128: "rt_sigtimedwait", 425: "io_uring_setup",
+            426: "io_uring_enter", 24: "sched_yield", 257: "openat", 3: "close", 9: "mmap", 11: "munmap",
+            10: "mprotect", 12: "brk", 4: "stat", 5: "fstat", 262: "newfstatat", 332: "statx"}
+# where a snapshot came from: a ptrace stop, or a perf_event dump taken in user or kernel mode.  A snapshot
+# is (rip, rsp, rbp, bytecode register, orig_rax, rax, stack bytes, time, blocked key, source,
+# dump size asked for, kernel pcs)
+_PTRACE, _PERF_USER, _PERF_KERNEL = 0, 1, 2
+
+
+class _DumpOnly:
+    """The memory a perf_event dump's walk may see: the dump only.  A read of the thread's stack beyond
+    the dump (in ``[lo, hi)``) means the stack is deeper than the dump (``hit``); other reads outside it
+    are a frame chain gone wrong, not a deeper stack."""
+    __slots__ = ("hit", "lo", "hi")
+
+    def __init__(self, lo, hi):
+        self.hit = False
+        self.lo, self.hi = lo, hi
+
+    def u64(self, addr):
+        if self.lo <= addr < self.hi:
+            self.hit = True
+        return None
+
+
+class _Walk:
+    """The state of decoding one sample's tokens (leaf first)."""
+    __slots__ = ("ids", "memo", "pending_bpc", "leaf_line", "first_js", "fns")
+
+    def __init__(self, fns):
+        self.ids = []                 # frame ids, leaf first (native placeholders negative)
+        self.memo = {}                # (fn, tier, bca, x) -> (frame id, is native): recursion
+        self.pending_bpc = None       # a builtin's pc waiting for the JS frame that follows it
+        self.leaf_line = 0            # the executing line of an interpreted leaf JS frame
+        self.first_js = True
+        self.fns = fns                # JSFunction -> SFI resolved while the thread was stopped
+
+
+class Decoder:
+    """Decodes samples into frames and builds the Profile (see the module docstring for the threads)."""
+
+    def __init__(self, *, pid, space, mem, heap, unwinder, t0, kernel_names=None,
+                 max_lag_ns: int = 50_000_000, max_queue_bytes: int = 256 << 20):
+        self.pid = pid
+        self.space = space
+        self.mem = mem
+        self.heap = heap
+        self.unwinder = unwinder
+        self.t0 = t0
+        self.max_lag_ns = max_lag_ns
+        self.max_queue_bytes = max_queue_bytes
+        self.lock = threading.Lock()          # the one lock of every decode path, see the module docstring
+        # --- written under self.lock only
+        self.ft = FrameTable()
+        self.paths: list = []                 # per sample: frame ids, root first
+        self.times: list = []                 # per sample: ns since t0
+        self.labels: list = []                # per sample: thread label
+        self.leaf_lines: list = []            # (sample index, line)
+        self.native_ids: dict = {}            # pc -> placeholder index
+        self.native_pcs: list = []
+        self._kernel_ids: dict = {}           # kernel pc -> frame id
+        self._kallsyms = kernel_names
+        self.stats = dict(samples=0, walk_ns=0, invalid_js=0, dump_truncated=0, perf_samples=0, ptrace_samples=0)
+        # --- the queue between the two threads
+        self._queue = queue.SimpleQueue()
+        self._queued_bytes = 0                # stack bytes waiting (both threads update it, under _queued_lock)
+        self._queued_lock = threading.Lock()
+        self._decoding_since = 0              # queue time of the sample being decoded (0: idle); decoder thread
+        self._thread = None
+
+    # ------------------------------------------------------------- thread control (sampler thread)
+    def start(self):
+        """Start the decoder thread (called by the sampler thread)."""
+        self._thread = threading.Thread(target=self.run, name=f"nodeflame-decode-{self.pid}", daemon=True)
+        self._thread.start()
+
+    def busy(self) -> bool:
+        """Samples are still waiting to be decoded (and the decoder thread is alive)."""
+        return self._thread is not None and self._thread.is_alive() and not self._queue.empty()
+
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def finish(self, timeout=120):
+        """Decode what is queued and end the decoder thread (sampler thread, after the last sample)."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # ------------------------------------------------------------- sampler thread
+    @staticmethod
+    def _nbytes(sampled):
+        return len(sampled[0][6]) if sampled[0] is not None else 0
+
+    def submit(self, t, sampled):
+        """Sampler thread: hand a sample to the decoding thread -- unless it lags: heap objects are read when
+        a sample is decoded, and the longer after the stack copy that happens, the likelier a GC has moved
+        the functions the copy points to.  Then decode here, inline (and the sampler slows down instead).
+
+        A kernel (perf_event) sample may lag 5 times longer: decoding it here stops the draining of the
+        rings, and a full ring loses samples (a whole stretch of one thread's time)."""
+        since = self._decoding_since
+        lag = time.monotonic_ns() - since if since else 0
+        limit = self.max_lag_ns * (5 if sampled[0] is not None and sampled[0][9] != _PTRACE else 1)
+        if self._thread is None or self._queued_bytes > self.max_queue_bytes or lag > limit:
+            self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
+            self.decode(t, sampled)
+            return
+        with self._queued_lock:
+            self._queued_bytes += self._nbytes(sampled)
+        self._queue.put((t, sampled, time.monotonic_ns()))
+
+    def prewalk(self, snap, mem):
+        """Sampler thread, ``consistent`` mode, target thread stopped: walk ``snap`` over the live memory
+        and resolve each JSFunction's SharedFunctionInfo now.  Returns (tokens, {function: sfi})."""
+        with self.lock:
+            toks = self.unwinder.walk(*snap[:7], snap[1], mem)
+            fns = {}
+            for tok in toks:
+                if tok[0] == "js" and tok[1] not in fns:
+                    fns[tok[1]] = self.heap.function_sfi(tok[1]) if tok[1] else None
+        return toks, fns
+
+    # ------------------------------------------------------------- decoder thread
+    def run(self):
+        """Decoder thread body: decode queued samples until ``finish()`` queues the end."""
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            t, sampled, queued = item
+            self._decoding_since = queued     # how far behind the decoder is
+            lag = time.monotonic_ns() - queued
+            if lag > self.stats.get("max_lag_ns", 0):
+                self.stats["max_lag_ns"] = lag
+            try:
+                self.decode(t, sampled)
+            except Exception as e:  # noqa: BLE001 - one undecodable sample must not end the capture
+                self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
+                self.stats["decode_error"] = f"{type(e).__name__}: {e}"
+            finally:
+                with self._queued_lock:
+                    self._queued_bytes -= self._nbytes(sampled)
+                if q.empty():
+                    self._decoding_since = 0
+
+    # ------------------------------------------------------------- decoding (either thread, under self.lock)
+    def decode(self, t, sampled):
+        """Decode one sample of thread record ``t`` and append it.  Either thread; takes :attr:`lock`."""
+        with self.lock:
+            self._decode(t, sampled)
+
+    def _decode(self, t, sampled):
+        snap, toks, fns = sampled
+        st = self.stats
+        if snap is None:                 # ("reuse", ids, when): a blocked thread's last stack again
+            _, ids, when = toks
+            self.paths.append(ids)
+            self.times.append(when - self.t0)
+            self.labels.append(t.label)
+            t.samples += 1
+            st["samples"] += 1
+            return
+        tw = time.perf_counter_ns()
+        rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
+        if toks is None:
+            toks = self._walk(t, snap)
+            fns = {}
+        w = _Walk(fns)
+        ids = w.ids
+        prev_tok = None
+        prev_ids = ()
+        for tok in toks:
+            if tok is prev_tok and prev_ids and ids[-len(prev_ids):] == prev_ids:
+                ids.extend(prev_ids)     # the unwinder repeats the same token for recursion
+                continue
+            prev_tok = tok
+            kind = tok[0]
+            if kind == "pc":
+                if w.pending_bpc is not None:
+                    ids.append(self._native(w.pending_bpc))
+                    w.pending_bpc = None
+                ids.append(self._native(tok[1]))
+            elif kind == "bpc":
+                w.pending_bpc = tok[1]
+            elif kind == "sys":
+                nm = SYSCALLS.get(tok[1], f"syscall_{tok[1]}")
+                ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))
+            elif kind == "kern":
+                ids.append(self.ft.add("[kernel]", "", hint="kernel"))
+            elif kind == "kpc":
+                ids.append(self._kernel_frame(tok[1]))
+            elif kind == "trunc":
+                ids.append(self.ft.add("(truncated stack)", "", hint="native"))
+            else:
+                prev_ids = self._js_frames(tok, w)
+        if w.pending_bpc is not None:
+            ids.append(self._native(w.pending_bpc))
+        if not ids:
+            return
+        ids.reverse()
+        if bk is not None and orax == bk[0] and rsp == bk[1] and rip == bk[2]:
+            t.idle = (bk, ids)           # still blocked where /proc said: reusable while it stays there
+        else:
+            t.idle = None
+        k = len(self.paths)
+        self.paths.append(ids)
+        self.times.append(when - self.t0)
+        self.labels.append(t.label)
+        if w.leaf_line:
+            self.leaf_lines.append((k, w.leaf_line))
+        t.samples += 1
+        st["samples"] += 1
+        st["walk_ns"] += time.perf_counter_ns() - tw
+
+    def _walk(self, t, snap):
+        """The frame tokens (leaf first) of a snapshot that was not walked while its thread was stopped."""
+        rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
+        st = self.stats
+        if src == _PTRACE:
+            st["ptrace_samples"] += 1
+            return self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
+        # a perf_event dump: walk it alone (the live stack beyond it has moved on since).  A dump
+        # shorter than asked for ended at the end of the stack's mapping: nothing lies beyond it
+        end = rsp + len(buf)
+        if len(buf) >= asked:
+            r = self.space.region(rsp)
+            dump = _DumpOnly(end, r.end if r is not None else end + (1 << 20))
+        else:
+            dump = _DumpOnly(end, end)
+        toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
+        if src == _PERF_KERNEL:
+            toks[:0] = [("kpc", a) for a in kpcs] or [("kern",)]
+        if dump.hit:
+            st["dump_truncated"] += 1
+            toks.append(("trunc",))
+            t.outgrown = True
+        st["perf_samples"] += 1
+        return toks
+
+    def _js_frames(self, tok, w: _Walk) -> list:
+        """Decode one JS frame token ``("js", fn, tier, bca, x)`` of the walk ``w``: append its frame ids
+        to ``w.ids`` (leaf first, after the pending builtin pc's frame when there is one) and return the
+        ids of the token's own frames (empty when the function could not be decoded), which the caller
+        repeats when the unwinder repeats the token.
+
+        ``fn`` is the JSFunction, ``tier`` "interpreted", "jit" or "?" (a frameless builtin ran on top),
+        ``bca``/``x`` the bytecode array and offset (or what stands in that slot of the frame)."""
+        heap = self.heap
+        ids = w.ids
+        _, fn, tier, bca, x = tok
+        key = (fn, tier, bca, x if tier == "?" else 0)
+        hit = w.memo.get(key)
+        if hit is not None and not (w.first_js and tier == "interpreted"):
+            # the same function in the same state deeper in this stack (recursion)
+            if w.pending_bpc is not None:
+                if not hit[1]:
+                    ids.append(self._native(w.pending_bpc))
+                w.pending_bpc = None
+            ids.append(hit[0])
+            w.first_js = False
+            return [hit[0]]
+        if fn in w.fns:
+            sfi = w.fns[fn]
+            info = heap.sfi_info(sfi) if sfi else None
+        else:
+            info = heap.function_info(fn) if fn else None
+        if info is None:
+            self.stats["invalid_js"] += 1
+            if w.pending_bpc is not None:
+                ids.append(self._native(w.pending_bpc))
+                w.pending_bpc = None
+            ids.append(self.ft.add("(unknown JS)", "", hint="js", tier=""))
+            w.first_js = False
+            return []
+        if w.pending_bpc is not None:
+            if not info.native:
+                ids.append(self._native(w.pending_bpc))
+            w.pending_bpc = None
+        if tier != "interpreted":
+            tier = self._tier(tier, bca, x)
+        elif w.first_js and x >= 0 and not ids:
+            w.leaf_line = heap.bytecode_line(bca, x, heap.script(info.script) if info.script else None)
+        fid = self.ft.add(info.name, info.file, info.line, info.column,
+                          hint="builtin" if info.native else "js", tier=tier)
+        w.memo[key] = (fid, info.native)
+        ids.append(fid)
+        w.first_js = False
+        return [fid]
+
+    def _kernel_frame(self, pc):
+        """Frame id of a kernel address, named from /proc/kallsyms (read once; '[kernel]' when hidden)."""
+        fid = self._kernel_ids.get(pc)
+        if fid is None:
+            if self._kallsyms is None:
+                self._kallsyms = kallsyms()
+            addrs, names = self._kallsyms
+            i = bisect.bisect_right(addrs, pc) - 1
+            name = names[i] if i >= 0 else "[kernel]"
+            fid = self._kernel_ids[pc] = self.ft.add(name, "[kernel.kallsyms]", hint="kernel")
+        return fid
+
+    def _tier(self, tier, bca, bco):
+        heap = self.heap
+        is_bc = bca is not None and heap.is_heap(bca) and heap.itype(bca) == heap.t_bytecode
+        if tier == "jit":
+            return "baseline" if is_bc else "optimized"
+        # '?': a frameless builtin was running on top of this frame
+        if is_bc:
+            return "interpreted" if (bco is not None and bco & 1 == 0) else "baseline"
+        return "optimized"
+
+    def _native(self, pc):
+        i = self.native_ids.get(pc)
+        if i is None:
+            i = self.native_ids[pc] = len(self.native_pcs)
+            self.native_pcs.append(pc)
+        return -1 - i
+
+    # ------------------------------------------------------------- result (after both threads ended)
+    def profile(self, meta):
+        """The Profile of everything decoded so far, with ``meta`` (complete, as the sampler made it).
+
+        Call after the sampler and decoder threads ended; takes :attr:`lock` all the same."""
+        with self.lock:
+            return self._profile(meta)
+
+    def _profile(self, md):
+        names = []
+        syms = []
+        for pc in self.native_pcs:
+            name, module, start = self.space.symbolize(pc) if self.space else (None, "", None)
+            syms.append((name, module))
+            if name:
+                names.append(name)
+        dem = demangle(sorted(set(names)))
+        nid = []
+        for pc, (name, module) in zip(self.native_pcs, syms):
+            is_builtin = bool(name) and name.startswith("Builtins_")
+            if name:
+                nm = clean_native(dem.get(name, name))
+            elif self.space is not None and self.space.classify(pc) == 1:
+                nm = "(JIT code)"
+                is_builtin = True
+            else:
+                nm = f"[{os.path.basename(module)}]" if module else "[unknown]"
+            nid.append(self.ft.add(nm, module or "", hint="builtin" if is_builtin else "native"))
+        flat = []
+        offsets = [0]
+        for ids in self.paths:
+            flat.extend(i if i >= 0 else nid[-1 - i] for i in ids)
+            offsets.append(len(flat))
+        lines = None
+        if self.leaf_lines:
+            a = np.asarray(self.leaf_lines, np.int64)
+            lines = pd.DataFrame({"path": a[:, 0], "line": a[:, 1], "ticks": np.ones(len(a), np.int64)})
+        return build_profile(self.ft, np.asarray(offsets, np.int64), np.asarray(flat, np.int64),
+                             times=np.asarray(self.times, np.int64), threads=self.labels, meta=md, lines=lines)

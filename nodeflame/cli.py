@@ -1,8 +1,11 @@
 """The command line.  ``main(argv) -> int`` so it is testable in-process.
 
     nodeflame convert INPUT OUTPUT [--from FMT] [--to FMT] [--title T] [--width W] [--minwidth PX] [--inverted]
-    nodeflame top INPUT [-n N] [--by self|total]
+    nodeflame top INPUT [-n N] [--by self|total] [--lines [--func RE]]
     nodeflame diff BEFORE AFTER [-o OUT] [-n N]
+
+convert, top and diff take ``--source-maps [DIR]`` (repeatable) to show JS
+frames in their original source.
 
 A user error prints one line (``nodeflame: ...``) to stderr and exits 2.
 """
@@ -59,18 +62,42 @@ def _keep_freed_memory() -> None:
         mallopt(param, value)
 
 
-def _cmd_convert(args) -> int:
+def _add_source_map_option(ap):
+    ap.add_argument("--source-maps", dest="source_maps", action="append", nargs="?", const="", metavar="DIR",
+                    help="show JS frames in their original source through source maps (found beside the "
+                         "generated files, or in DIR, searched recursively; repeatable)")
+
+
+def _read(path, args):
+    """Read a profile; with --source-maps, apply them."""
     from .frames.formats import read
+    p = read(path, format=args.from_fmt)
+    dirs = getattr(args, "source_maps", None)
+    if dirs is not None:
+        p = p.with_source_maps(search=[d for d in dirs if d])
+        for w in p.meta.get("warnings") or []:
+            if "source map" in w:
+                print(f"nodeflame: warning: {w}", file=sys.stderr)
+    return p
+
+
+def _cmd_convert(args) -> int:
     _keep_freed_memory()
-    p = read(args.input, format=args.from_fmt)
+    p = _read(args.input, args)
     p.write(args.output, format=args.to_fmt, **render_options(args))
     return 0
 
 
 def _cmd_top(args) -> int:
     import pandas as pd
-    from .frames.formats import read
-    p = read(args.input, format=args.from_fmt)
+    p = _read(args.input, args)
+    if args.lines:
+        hl = p.hot_lines(args.func).head(args.n)
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 70,
+                               "display.float_format", "{:.2f}".format):
+            print(f"{p.total} {p.meta.get('unit') or 'samples'}, hottest lines")
+            print(hl[["self", "share", "total", "file", "line", "name", "text"]].to_string(index=False))
+        return 0
     df = p.top(args.n, by=args.by)
     cols = ["self", "self_pct", "total", "total_pct", "kind", "name", "file", "line"]
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60,
@@ -83,8 +110,7 @@ def _cmd_top(args) -> int:
 def _cmd_diff(args) -> int:
     import pandas as pd
     from .frames.diff import diff
-    from .frames.formats import read
-    d = diff(read(args.before, format=args.from_fmt), read(args.after, format=args.from_fmt))
+    d = diff(_read(args.before, args), _read(args.after, args))
     if args.output:
         d.write(args.output, format=args.to_fmt, **render_options(args))
         return 0
@@ -108,12 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--from", dest="from_fmt", help="input format (default: sniffed from content)")
     c.add_argument("--to", dest="to_fmt", help="output format (default: from OUTPUT's extension)")
     _add_render_options(c)
+    _add_source_map_option(c)
     c.set_defaults(run=_cmd_convert)
     t = sub.add_parser("top", help="self and total time per function")
     t.add_argument("input")
     t.add_argument("-n", type=int, default=20, help="rows to show (default 20)")
     t.add_argument("--by", choices=("self", "total"), default="self")
     t.add_argument("--from", dest="from_fmt")
+    t.add_argument("--lines", action="store_true", help="the hottest source lines, with their text")
+    t.add_argument("--func", help="with --lines: only lines of functions matching this regular expression")
+    _add_source_map_option(t)
     t.set_defaults(run=_cmd_top)
     df = sub.add_parser("diff", help="compare two profiles: table of changes, or a differential SVG / two-count folded")
     df.add_argument("before")
@@ -123,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--from", dest="from_fmt")
     df.add_argument("--to", dest="to_fmt")
     _add_render_options(df)
+    _add_source_map_option(df)
     df.set_defaults(run=_cmd_diff)
     for register in EXTRA_COMMANDS:
         register(sub)

@@ -129,7 +129,8 @@ def _writer_options(fmt: str, args) -> dict:
 # ------------------------------------------------------------------ capturing
 def _do_capture(args, *, pid=None, cmd=None, duration=None):
     from .capture import capture, run  # not `from . import capture` (nodeflame.__getattr__ recursion)
-    kw = dict(backend=args.backend, hz=args.hz, threads=args.threads, progress=None)
+    kw = dict(backend=args.backend, hz=args.hz, threads=args.threads, progress=None,
+              source_maps=not getattr(args, "no_source_maps", False))
     if cmd:
         return run(cmd, duration, **kw)
     return capture(pid, duration, **kw)
@@ -251,6 +252,9 @@ def _add_capture_options(ap) -> None:
     ap.add_argument("--hz", type=int, help="samples per second (default: the backend's, about 1000)")
     ap.add_argument("--threads", choices=("all", "main"), default="all",
                     help="all: the main thread and worker threads (default); main: the main thread only")
+    ap.add_argument("--no-source-maps", action="store_true",
+                    help="show generated JS as it runs (default: frames of files with a source map are shown "
+                         "in the original source)")
 
 
 # ------------------------------------------------------------------ record

@@ -265,9 +265,26 @@ def _finish(prof, target, backend, opts, skipped, start_time, elapsed, interrupt
     return prof
 
 
+def _source_maps(prof, pid: int | None, enabled: bool):
+    """Apply the target's source maps (read through /proc/PID/root, so a process in a container
+    is mapped from the host); a failure is a warning, never a lost capture."""
+    if not enabled:
+        return prof
+    root = f"/proc/{pid}/root" if pid and os.path.isdir(f"/proc/{pid}/root") else None
+    if root and os.path.realpath(root) == "/":
+        root = None
+    try:
+        return prof.with_source_maps(root=root)
+    except Exception as e:  # noqa: BLE001 - the capture is worth more than its maps
+        prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + [
+            f"source maps not applied ({type(e).__name__}: {e})"]
+        return prof
+
+
 # ------------------------------------------------------------------ capture()
 def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz: int | None = None,
-            threads: str = "all", progress: bool | None = None, backend_options: dict | None = None):
+            threads: str = "all", progress: bool | None = None, backend_options: dict | None = None,
+            source_maps: bool = True):
     """Profile the running node process ``pid`` for ``duration`` seconds and return a Profile.
 
     ``backend``: ``auto`` (the best that can run: see ``backends(pid)``) or a
@@ -279,6 +296,9 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
 
     Ctrl-C ends the capture early and returns what was sampled
     (``meta['interrupted']``).  The target is left as found on every path.
+
+    ``source_maps`` (default True): JS frames of files with a source map are shown in their
+    original source (see ``Profile.with_source_maps``), the maps read through ``/proc/PID/root``.
     """
     try:
         pid = int(pid)
@@ -311,7 +331,8 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
                                                       f"nodeflame {b.name} pid {pid}", interrupted)
         finally:
             _close(session)
-        return _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+        prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+        return _source_maps(prof, pid, source_maps)
     raise CaptureError("no backend could start")  # pragma: no cover
 
 
@@ -332,7 +353,8 @@ def _node_argv(cmd) -> list[str]:
 
 def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | None = None,
         threads: str = "all", progress: bool | None = None, backend_options: dict | None = None,
-        stdin=None, stdout=None, stderr=None, env=None, cwd=None, terminate: bool = True):
+        stdin=None, stdout=None, stderr=None, env=None, cwd=None, terminate: bool = True,
+        source_maps: bool = True):
     """Start ``cmd`` (a node program: ``["node", "app.js"]``, or ``"app.js"``) and profile it
     until it exits or ``duration`` seconds pass; returns the Profile.
 
@@ -347,7 +369,7 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     (keeping what was sampled) instead of killing the program mid-profile.
     When the duration ends and the program still runs it is sent SIGTERM
     (``terminate=False`` leaves it running; its pid is in ``meta['pid']``).
-    ``meta['exit_code']`` holds its exit status when it ended.
+    ``meta['exit_code']`` holds its exit status when it ended.  ``source_maps`` as for capture().
     """
     argv = _node_argv(cmd)
     opts = _options(duration, hz, threads, backend_options)
@@ -396,7 +418,7 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
         note = None   # the program ended by itself: the expected end of a run(), not a warning
     prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
     prof.meta["exit_code"] = proc.returncode
-    return prof
+    return _source_maps(prof, target.pid, source_maps)
 
 
 # ``nodeflame.capture`` is both this package and the function above: once any

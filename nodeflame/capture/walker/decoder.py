@@ -21,8 +21,7 @@ and the four per-sample lists, which must stay aligned (``leaf_lines`` refers
 to samples by their index in ``paths``).  :meth:`prewalk` and
 :meth:`profile` take the same lock.  Nothing else of the decoder is written
 by two threads: ``inline_decodes`` and the queue's byte count (under its own
-lock) by the sampler thread, ``max_lag_ns`` and ``decode_errors`` by the
-decoder thread.
+lock) by the sampler thread, ``max_lag_ns`` by the decoder thread.
 
 The decoder also writes back to the sampler's per-thread records
 (``t.samples``, ``t.idle``: the stack of a thread blocked in a system call,
@@ -187,9 +186,6 @@ class Decoder:
                 self.stats["max_lag_ns"] = lag
             try:
                 self.decode(t, sampled)
-            except Exception as e:  # noqa: BLE001 - one undecodable sample must not end the capture
-                self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
-                self.stats["decode_error"] = f"{type(e).__name__}: {e}"
             finally:
                 with self._queued_lock:
                     self._queued_bytes -= self._nbytes(sampled)
@@ -198,9 +194,16 @@ class Decoder:
 
     # ------------------------------------------------------------- decoding (either thread, under self.lock)
     def decode(self, t, sampled):
-        """Decode one sample of thread record ``t`` and append it.  Either thread; takes :attr:`lock`."""
+        """Decode one sample of thread record ``t`` and append it.  Either thread; takes :attr:`lock`.
+
+        A sample that cannot be decoded is counted (``decode_errors``) and dropped, on either thread: one
+        undecodable sample must not end the capture."""
         with self.lock:
-            self._decode(t, sampled)
+            try:
+                self._decode(t, sampled)
+            except Exception as e:  # noqa: BLE001
+                self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
+                self.stats["decode_error"] = f"{type(e).__name__}: {e}"
 
     def _decode(self, t, sampled):
         snap, toks, fns = sampled

@@ -229,7 +229,10 @@ def test_with_source_maps_hand_checked(app):
     assert (f.loc["inner", "gen_line"], f.loc["inner", "gen_column"]) == (1, 11)
     assert q.meta["source_maps"] == [{"file": "file://" + gen, "map": gen + ".map", "functions": 2,
                                       "sources": [src]}]
-    assert q.meta["transforms"][-1] == "source-maps" and q.meta["warnings"] == []
+    assert q.meta["transforms"][-1] == "source-maps"
+    # positionTicks give lines only, and generated line 1 holds both functions
+    (w,) = q.meta["warnings"]
+    assert "3 per-line tick(s)" in w and "minified" in w
     assert q.meta["source_text"] == {src: ORIG_TS}
     # the original profile is untouched, shares are the same
     assert sorted(p.funcs["name"].astype(str)) == ["a", "b"]
@@ -528,6 +531,19 @@ def test_live_inspector_capture_shows_typescript(toolchain, service, tmp_path, h
         assert int(rt.loc[orig.index[0], "self"]) == int(qt.loc[qt["name"] == name, "self"].iloc[0]) == found[name]
     if how != "tsc":   # minified names come back from the map's names
         assert set(HOT) - set(raw.funcs["name"].astype(str)), "esbuild kept the names? then this proves nothing"
+    # hot lines: positionTicks of tsc's output land on the TypeScript lines of the loop, with their text
+    hl = q.hot_lines("countPrimes")
+    first = ts_line("service.ts", "export function countPrimes(")
+    src_lines = open(os.path.join(TS_SRC, "service.ts")).read().split("\n")
+    for _, r in hl.iterrows():
+        assert r["text"] == src_lines[r["line"] - 1].strip() and r["file"].endswith("service.ts")
+    if how == "tsc":
+        body = hl[(hl["line"] > first) & (hl["line"] < first + 14)]
+        assert body["self"].sum() >= 0.5 * found["countPrimes"], hl
+        assert not any("minified" in w for w in q.meta["warnings"])
+        assert len(body) >= 2   # the ticks spread over the loop's lines, not one line
+    else:   # minified: one generated line, and positionTicks carry no column
+        assert any("minified" in w for w in q.meta["warnings"])
     # captured with maps applied by default
     p = nf.capture(s.pid, 1.0, backend="inspector", hz=1000)
     check_hot(p, tmp_path, entry)
@@ -557,3 +573,35 @@ def test_cpuprofile_of_bundle_with_maps_from_dir(toolchain, service, tmp_path, c
     check_hot(q, tmp_path, entry)
     assert main(["top", str(prof), "--source-maps", str(maps), "--lines", "-n", "5"]) == 0
     assert "hottest lines" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["tsc", "esbuild"])
+def test_live_walker_capture_shows_typescript(toolchain, service, tmp_path, how):
+    from nodeflame.capture.base import availability
+    entry = build(toolchain, tmp_path, how)
+    s = service(entry)
+    why = availability("walker", s.pid)
+    if why:
+        pytest.skip(f"walker backend unavailable: {why}")
+    raw = nf.capture(s.pid, 1.5, backend="walker", source_maps=False)
+    q = raw.with_source_maps(root=f"/proc/{s.pid}/root")
+    check_hot(q, tmp_path, entry)
+    assert q.total == raw.total
+
+
+def test_run_and_cli_apply_maps_by_default(toolchain, tmp_path, capsys):
+    from nodeflame.cli import main
+    entry = build(toolchain, tmp_path, "esbuild")
+    argv = [NODE, "--max-inlined-bytecode-size=0", entry, "--seconds=5"]
+    p = nf.run(argv, 1.5, backend="inspector", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    check_hot(p, tmp_path, entry)
+    out = tmp_path / "raw.nfprof"
+    assert main(["record", "-d", "1", "--backend", "inspector", "--no-source-maps", "-q", "-o", str(out),
+                 "--"] + argv) == 0
+    r = nf.read(str(out))
+    minified = {"countPrimes", "checksum"}   # esbuild renames functions, not methods (scoreOrders)
+    assert not minified & set(r.funcs["name"].astype(str)), minified & set(r.funcs["name"].astype(str))
+    assert "source_maps" not in r.meta and r.funcs["file"].astype(str).str.endswith("service.js").any()
+    out2 = tmp_path / "mapped.nfprof"
+    assert main(["record", "-d", "1", "--backend", "inspector", "-q", "-o", str(out2), "--"] + argv) == 0
+    check_hot(nf.read(str(out2)), tmp_path, entry)

@@ -332,6 +332,8 @@ def apply_source_maps(p, search=None, root: str | None = None, finder: MapFinder
     if len(lines):
         ls = lines["stack"].to_numpy().astype(_I64)
         ll = lines["line"].to_numpy().astype(_I64).copy()
+        ll_gen = ll.copy()
+        lines_blurred = 0
         lfunc = ffunc[st["frame"].to_numpy()[ls]]
         for mi, sm in enumerate(maps):
             sel = np.flatnonzero(mapped[lfunc] & (func_map_of[lfunc] == mi))
@@ -341,10 +343,15 @@ def apply_source_maps(p, search=None, root: str | None = None, finder: MapFinder
             src, ol, _oc, _ = sm.lookup(ll[sel] - 1, col)
             ok = src >= 0
             ll[sel[ok]] = ol[ok] + 1
+            lines_blurred += int(lines["ticks"].to_numpy()[sel[ok & sm.spans_lines(ll_gen[sel] - 1)]].sum())
         if node_stack is not None:
             ls = node_stack[ls]
         lines = pd.DataFrame({"stack": ls, "line": ll, "ticks": lines["ticks"].to_numpy()})
         lines = lines.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+        if lines_blurred:
+            warnings.append(f"source maps: {lines_blurred} per-line tick(s) fell on generated lines that hold "
+                            "several original lines (minified code) and have no column: they are shown at the "
+                            "function's first line")
     meta["warnings"] = warnings
     meta["source_maps"] = list(meta.get("source_maps") or []) + applied
     st_text = dict(meta.get("source_text") or {})

@@ -172,6 +172,26 @@ class SourceMap:
         j_ok = (j < len(key)) & (self.gen_line[np.minimum(j, len(key) - 1)] == lines)
         return np.where(ok, i, np.where(j_ok, j, -1))
 
+    def spans_lines(self, lines) -> np.ndarray:
+        """Whether each 0-based generated line maps to more than one original line (minified
+        code), so that a line without a column cannot be placed."""
+        c = getattr(self, "_multi", None)
+        if c is None:
+            ok = self.src >= 0
+            gl, ol = self.gen_line[ok], self.orig_line[ok] + (self.src[ok] << 32)
+            if len(gl):
+                first = np.flatnonzero(np.r_[True, gl[1:] != gl[:-1]])
+                multi = np.minimum.reduceat(ol, first) != np.maximum.reduceat(ol, first)
+                c = (gl[first], multi)
+            else:
+                c = (np.empty(0, _I64), np.empty(0, bool))
+            self._multi = c
+        ul, multi = c
+        lines = np.asarray(lines, _I64)
+        i = np.searchsorted(ul, lines)
+        hit = (i < len(ul)) & (ul[np.minimum(i, max(len(ul) - 1, 0))] == lines) if len(ul) else np.zeros(len(lines), bool)
+        return hit & (multi[np.minimum(i, max(len(ul) - 1, 0))] if len(ul) else hit)
+
     def lookup(self, lines, cols):
         """Original (source index, line, column, name index) of 0-based generated positions;
         all -1 where unmapped.  Lines and columns returned are 0-based."""

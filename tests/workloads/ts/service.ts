@@ -1,6 +1,6 @@
 // A small "service" for the source-map tests: three hot functions in TypeScript,
 // compiled by tsc or bundled and minified by esbuild, then profiled live.
-// It prints "ready" once warm and runs until stdin closes or 60 s pass.
+// It prints "ready" once warm and runs until stdin closes or 60 s pass (or --seconds=N).
 import { checksum } from "./lib/hash";
 
 // no @types/node needed
@@ -58,12 +58,16 @@ function serve(book: OrderBook, until: number): number {
   return acc;
 }
 
+// --seconds=N: run N seconds whatever stdin does (for programs started by `nodeflame record -- ...`)
+const fixed = process.argv.find((a: string) => a.startsWith("--seconds="));
 const book = new OrderBook(2000);
-const deadline = Date.now() + 60_000;
+const deadline = Date.now() + (fixed ? Number(fixed.slice(10)) : 60) * 1000;
 serve(book, Date.now() + 300);
 process.stdout.write("ready\n");
-process.stdin.on("end", () => process.exit(0));
-process.stdin.resume();
+if (!fixed) {
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+}
 (function loop(): void {
   if (Date.now() > deadline) process.exit(0);
   serve(book, Date.now() + 50);

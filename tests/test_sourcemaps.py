@@ -605,3 +605,33 @@ def test_run_and_cli_apply_maps_by_default(toolchain, tmp_path, capsys):
     out2 = tmp_path / "mapped.nfprof"
     assert main(["record", "-d", "1", "--backend", "inspector", "-q", "-o", str(out2), "--"] + argv) == 0
     check_hot(nf.read(str(out2)), tmp_path, entry)
+
+
+def test_bundled_dependency_becomes_deps_with_its_package(app):
+    m = hand_map()
+    m["sources"] = ["../node_modules/@acme/fmt/lib/index.js"]
+    (app / "dist" / "out.js.map").write_text(json.dumps(m))
+    q = nf.read(io.BytesIO(cpuprofile("file://" + str(app / "dist" / "out.js")))).with_source_maps()
+    f = q.funcs[q.funcs["name"].astype(str) == "inner"].iloc[0]
+    assert f["kind"] == "deps" and f["package"] == "@acme/fmt"
+    assert f["file"] == str(app / "node_modules" / "@acme" / "fmt" / "lib" / "index.js")
+
+
+def test_cli_convert_with_source_maps(app, tmp_path, capsys):
+    from nodeflame.cli import main
+    prof = tmp_path / "p.cpuprofile"
+    prof.write_bytes(cpuprofile("file://" + str(app / "dist" / "out.js")))
+    maps = tmp_path / "m"
+    maps.mkdir()
+    shutil.move(str(app / "dist" / "out.js.map"), maps / "out.js.map")
+    out = tmp_path / "o.folded"
+    assert main(["convert", str(prof), str(out), "--source-maps", str(maps)]) == 0
+    text = out.read_text()
+    assert "inner" in text and "app.ts" in text and "out.js" not in text
+    assert main(["convert", str(prof), str(out)]) == 0
+    assert "inner" not in out.read_text()
+    # a broken map: the conversion still happens, the warning names the file
+    (maps / "out.js.map").write_text("{")
+    assert main(["convert", str(prof), str(out), "--source-maps", str(maps)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and str(maps / "out.js.map") in err

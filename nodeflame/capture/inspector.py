@@ -701,8 +701,10 @@ class InspectorSession(Session):
         threads = [self.main] + [t for t in self.workers.values() if t.profile is not None]
         parts, names = [], []
         t0 = self.main.profile.get("startTime", 0)
+        fixes = _Corrections(self)
         for th in threads:
-            parts.append(cpuprofile_to_profile(th.profile, f"<inspector pid {self.target.pid} {th.name}>"))
+            part = cpuprofile_to_profile(th.profile, f"<inspector pid {self.target.pid} {th.name}>")
+            parts.append(fixes.apply(th, part))
             names.append(th.name)
         prof = concat(parts, names) if len(parts) > 1 else _with_thread(parts[0], names[0])
         for th in self.workers.values():
@@ -720,11 +722,8 @@ class InspectorSession(Session):
             "threads": names,
             "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
         })
-        if self.spawned_flag is None and (self.target.node_version or "").startswith("v22."):
-            self.warnings.append(
-                "node 22's profiler (V8 12.4) does not know code that was optimized by on-stack "
-                "replacement before the capture started: until V8 replaces it (about a second), its "
-                "samples are counted in the calling function")
+        prof.meta.update(fixes.meta())
+        self.warnings.extend(fixes.warnings)
         prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
         self.profile = prof
         return prof
@@ -761,6 +760,198 @@ class InspectorSession(Session):
             self.warnings.append(warning)
             if self.profile is not None:
                 self.profile.meta.setdefault("warnings", []).append(warning)
+
+
+# --------------------------------------------------------------------- corrections
+#: Debugger.getScriptSource is used (Debugger.enable pauses the target ~50-100 ms once, after the
+#: capture) only for scripts not readable from disk whose split concerns at least this share of
+#: a thread's samples (backend_options sources="debugger": any; sources="disk": never).
+DEBUGGER_MIN_SHARE = 0.01
+#: best-effort coverage walks the target's heap (a pause after the capture): skipped above this
+#: heap size unless backend_options inline_max_heap_mb says otherwise.
+INLINE_MAX_HEAP_MB = 1024
+
+
+def _url_path(url: str) -> str | None:
+    from urllib.parse import unquote, urlparse
+    if url.startswith("file://"):
+        return unquote(urlparse(url).path) or None
+    if url.startswith("/"):
+        return url
+    return None
+
+
+def _source_matches(src: str, functions: list) -> bool:
+    """Whether ``src`` is the text the function ranges were measured on (the file may have changed
+    on disk since node loaded it)."""
+    n = len(src.encode("utf-16-le", "surrogatepass")) // 2
+    if any(e > n for _nm, _s, e in functions):
+        return False
+    top = [e for nm, st, e in functions if st == 0 and not nm]
+    if top and max(top) not in (n, n - 1):
+        return False
+    checked = bad = 0
+    ascii_only = src.isascii()
+    for nm, st, _e in functions:
+        key = nm.rsplit(".", 1)[-1]
+        if not ascii_only or not re.fullmatch(r"[A-Za-z_$][\w$]*", key or ""):
+            continue
+        checked += 1
+        if key not in src[st:st + len(key) + 200]:
+            bad += 1
+        if checked >= 20:
+            break
+    return bad * 5 <= checked
+
+
+class _Corrections:
+    """After Profiler.stop, while still connected: re-attribution of leaf-inlined time and the
+    unknown-OSR check of nodeflame.frames.inline_split, per thread.
+
+    Fetches, per thread: Profiler.getBestEffortCoverage (function ranges; it reads the invocation
+    counts V8 keeps anyway and changes no coverage mode), the sources of the profile's scripts from
+    disk through /proc/PID/root, and only when needed (a script not on disk that holds enough of
+    the samples) Debugger.enable / getScriptSource / disable.  Nothing runs during the capture."""
+
+    def __init__(self, session: "InspectorSession"):
+        self.s = session
+        ex = dict(session.opts.extra or {})
+        self.enabled = bool(ex.get("reattribute", True))
+        self.sources = str(ex.get("sources", "auto"))
+        if self.sources not in ("auto", "disk", "debugger"):
+            raise CaptureError(f"backend_options sources={self.sources!r}: use 'auto', 'disk' or 'debugger'")
+        self.max_heap = float(ex.get("inline_max_heap_mb", INLINE_MAX_HEAP_MB))
+        self.warnings: list[str] = []
+        self.reports: dict = {}
+        self.osr: list = []
+        self.pause_ms = {"coverage": 0.0, "debugger": 0.0}
+        self.source_counts = {"disk": 0, "debugger": 0}
+
+    def meta(self) -> dict:
+        if not self.enabled:
+            return {"inline_split": {"enabled": False}}
+        moved = sum(r["reattributed"] for r in self.reports.values())
+        out = {"inlined_reattributed": moved,
+               "inline_split": {"enabled": True, "threads": self.reports, "sources": dict(self.source_counts),
+                                "pause_ms": {k: round(v, 1) for k, v in self.pause_ms.items()}}}
+        out["osr_unknown"] = self.osr
+        return out
+
+    def apply(self, th, prof):
+        if not self.enabled:
+            return prof
+        try:
+            return self._apply(th, prof)
+        except ProtocolError as e:
+            self.warnings.append(f"{th.name}: functions inlined by V8 were not re-attributed ({e})")
+        return prof
+
+    def _call(self, th, method, params=None, timeout=30.0):
+        return self.s.client.call(method, params, session=th.session, timeout=timeout)
+
+    def _apply(self, th, prof):
+        from ..frames.inline_split import Script, detect_unknown_osr, reattribute_inlined
+        c = self.s.client
+        if c.closed or (th.session is not None and th.lost):
+            return prof
+        files = set(prof.funcs["file"].astype(str))
+        if self.max_heap > 0:
+            try:
+                used = self._call(th, "Runtime.getHeapUsage", timeout=5.0).get("usedSize", 0) / 2**20
+            except ProtocolError:
+                used = 0
+            if used > self.max_heap:
+                self.warnings.append(
+                    f"{th.name}: functions inlined by V8 were not re-attributed: reading function ranges walks "
+                    f"the {used:.0f} MB heap (a pause of the process); allow it with backend_options "
+                    f"inline_max_heap_mb={int(used) + 1}")
+                return prof
+        t = time.monotonic()
+        cov = self._call(th, "Profiler.getBestEffortCoverage").get("result") or []
+        self.pause_ms["coverage"] += 1000 * (time.monotonic() - t)
+        by_url: dict = {}
+        for sc in cov:
+            url = sc.get("url") or ""
+            if url in files and (url not in by_url or len(sc.get("functions") or []) >
+                                 len(by_url[url].get("functions") or [])):
+                by_url[url] = sc
+        ranges = {url: [(f.get("functionName") or "", f["ranges"][0]["startOffset"], f["ranges"][0]["endOffset"])
+                        for f in sc.get("functions") or [] if f.get("ranges")]
+                  for url, sc in by_url.items()}
+        scripts = {}
+        for url, fr in ranges.items():
+            src = self._disk_source(url, fr)
+            if src is not None:
+                scripts[url] = Script(url, src, fr)
+                self.source_counts["disk"] += 1
+        new, rep = reattribute_inlined(prof, scripts)
+        total = max(rep["samples"], 1)
+        want = [u for u, w in rep["wanted"].items() if u in by_url and u not in scripts and
+                (self.sources == "debugger" or (self.sources == "auto" and w >= max(DEBUGGER_MIN_SHARE * total, 3)))]
+        if want:
+            got = self._debugger_sources(th, [(u, by_url[u]["scriptId"]) for u in want])
+            for url, src in got.items():
+                scripts[url] = Script(url, src, ranges[url])
+            if got:
+                new, rep = reattribute_inlined(prof, scripts)
+        findings, osr_warn = detect_unknown_osr(new, scripts)
+        prefix = f"{th.name}: " if th is not self.s.main else ""
+        self.warnings.extend(prefix + w for w in rep["warnings"] + osr_warn)
+        self.osr.extend(dict(f, thread=th.name) for f in findings)
+        rep = {k: v for k, v in rep.items() if k not in ("warnings",)}
+        rep["functions"] = dict(list(rep["functions"].items())[:20])
+        self.reports[th.name] = rep
+        return new
+
+    def _disk_source(self, url: str, functions: list) -> str | None:
+        path = _url_path(url)
+        if path is None:
+            return None
+        for p in (f"/proc/{self.s.target.pid}/root{path}", path):
+            try:
+                with open(p, "rb") as fh:
+                    raw = fh.read(64 << 20)
+            except OSError:
+                continue
+            try:
+                src = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            for cand in (src, src[1:] if src.startswith("\ufeff") else None):
+                if cand is not None and _source_matches(cand, functions):
+                    return cand
+            return None
+        return None
+
+    def _debugger_sources(self, th, wanted: list) -> dict:
+        """Sources of (url, scriptId) over the protocol: one Debugger.enable (which pauses the
+        thread while V8 reports its scripts), the getScriptSource calls, Debugger.disable."""
+        out: dict = {}
+        t = time.monotonic()
+        try:
+            self._call(th, "Debugger.enable")
+        except ProtocolError as e:
+            self.warnings.append(f"{th.name}: script sources not fetched ({e})")
+            return out
+        try:
+            mids = [(url, self.s.client.send("Debugger.getScriptSource", {"scriptId": sid}, session=th.session))
+                    for url, sid in wanted]
+            for url, mid in mids:
+                try:
+                    res = self.s.client.wait(mid, th.session, 30.0, "Debugger.getScriptSource")
+                except ProtocolError:
+                    continue
+                src = res.get("scriptSource")
+                if isinstance(src, str):
+                    out[url] = src
+                    self.source_counts["debugger"] += 1
+        finally:
+            try:
+                self._call(th, "Debugger.disable", timeout=10.0)
+            except ProtocolError:
+                pass
+            self.pause_ms["debugger"] += 1000 * (time.monotonic() - t)
+        return out
 
 
 _TITLE = re.compile(r"^\[worker (\d+)\]\s*(.*)$")

@@ -21,8 +21,12 @@ with offsets from the binary's own ``v8dbg_*`` symbols
 (:mod:`nodeflame.capture.v8layout`); native frames from the ELF symbol tables
 of node and the shared libraries.
 
->>> from nodeflame.capture.walker import capture_walker
->>> p = capture_walker(4242, duration=5, hz=1000)
+Inside, :class:`.sampler.Sampler` runs the loop on the sampler thread with the
+engines of :mod:`.ptrace_engine` and :mod:`.perf_engine`; :class:`.decoder.Decoder`
+names the frames on its own thread and builds the Profile.
+
+>>> import nodeflame as nf
+>>> p = nf.capture(4242, 5, backend="walker", hz=1000)
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import threading
 from ..base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError
 from . import ptrace
 
-__all__ = ["BACKEND", "WalkerBackend", "capture_walker", "ptrace_permission"]
+__all__ = ["BACKEND", "WalkerBackend", "ptrace_permission"]
 
 
 def ptrace_permission(pid: int) -> str | None:
@@ -195,34 +199,3 @@ class WalkerBackend(Backend):
 
 
 BACKEND = WalkerBackend()
-
-
-def capture_walker(pid: int, duration: float, hz: int = 1000, *, threads: str = "all", consistent=False,
-                   max_stack: int = 2 << 20, realtime="stops", meta=None):
-    """Sample ``pid`` for ``duration`` seconds with the walker (no driver, no progress bar).
-
-    Ctrl-C stops early and keeps what was sampled.  Always detaches."""
-    from ..v8layout import layout_for_pid
-    from .sampler import Sampler
-    why = BACKEND.available(pid)
-    if why:
-        raise CaptureError(f"walker: {why}")
-    lay = layout_for_pid(pid).check_supported()
-    s = Sampler(pid, lay, hz=hz, threads=threads, duration=duration, max_stack=max_stack, consistent=consistent,
-                realtime=realtime)
-    th = threading.Thread(target=s.run, name=f"nodeflame-walker-{pid}", daemon=True)
-    th.start()
-    try:
-        while th.is_alive():
-            th.join(0.1)
-    except KeyboardInterrupt:
-        s.stop()
-        th.join()
-    finally:
-        s.stop()
-        th.join()
-    if s.error is not None and s.samples == 0:
-        raise CaptureError(f"walker: {type(s.error).__name__}: {s.error}")
-    md = {"backend": "walker", "pid": pid, "node_version": lay.node_version}
-    md.update(meta or {})
-    return s.profile(md)

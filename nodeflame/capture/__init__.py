@@ -281,6 +281,26 @@ def _source_maps(prof, pid: int | None, enabled: bool):
         return prof
 
 
+#: Why ``auto`` takes one backend over another that could also run (meta['backend_choice']).
+_PREFERRED_BECAUSE = {
+    ("walker", "inspector"): (
+        "the walker names functions TurboFan and Maglev inlined as frames of their own and code optimized "
+        "before the capture (OSR code included), from the machine stack, without opening a debug port; V8's "
+        "profiler behind the inspector charges inlined code to its caller (nodeflame re-attributes it from "
+        "per-line ticks, a heuristic) and misses OSR code compiled before the capture"),
+}
+
+
+def _auto_choice(chosen: Backend, others) -> str:
+    """One sentence: which backend ``auto`` took, and why over the others that could also run."""
+    others = [o.name for o in others]
+    if not others:
+        return f"auto: {chosen.name}, the only backend that could run"
+    why = [_PREFERRED_BECAUSE[(chosen.name, o)] for o in others if (chosen.name, o) in _PREFERRED_BECAUSE]
+    text = f"auto: {chosen.name} over {', '.join(others)} (also available)"
+    return text + (": " + "; ".join(why) if why else ": first in the auto order " + ", ".join(_base.AUTO_ORDER))
+
+
 # ------------------------------------------------------------------ capture()
 def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz: int | None = None,
             threads: str = "all", progress: bool | None = None, backend_options: dict | None = None,
@@ -332,6 +352,8 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
         finally:
             _close(session)
         prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+        if backend == "auto":
+            prof.meta["backend_choice"] = _auto_choice(b, candidates[i + 1:])
         return _source_maps(prof, pid, source_maps)
     raise CaptureError("no backend could start")  # pragma: no cover
 
@@ -417,6 +439,8 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     elif note is not None and not interrupted:
         note = None   # the program ended by itself: the expected end of a run(), not a warning
     prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+    if backend == "auto":
+        prof.meta["backend_choice"] = _auto_choice(b, candidates[i + 1:])
     prof.meta["exit_code"] = proc.returncode
     return _source_maps(prof, target.pid, source_maps)
 

@@ -234,7 +234,7 @@ def test_tiers_and_typed_frames(run):
     kind = f["kind"].astype(str).to_numpy()[fr["func"].to_numpy()]
     known = (f["name"].astype(str) != "(unknown JS)").to_numpy()[fr["func"].to_numpy()]
     tiers = set(fr["tier"].astype(str)[(kind == "js") & known])
-    assert tiers <= {"interpreted", "baseline", "maglev", "optimized"}, tiers
+    assert tiers <= {"interpreted", "baseline", "maglev", "optimized", "inlined"}, tiers
     assert "optimized" in tiers
     lv = p.long()
     nm = lv["name"].astype(str)

@@ -41,6 +41,7 @@ import pandas as pd
 
 from ...frames.build import FrameTable, build_profile
 from .symbols import clean_native, demangle, kallsyms
+from .jitcode import CodeMap
 
 SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 202: "futex",
             228: "clock_gettime", 230: "clock_nanosleep", 232: "epoll_wait", 281: "epoll_pwait",
@@ -108,7 +109,9 @@ class Decoder:
         self.native_pcs: list = []
         self._kernel_ids: dict = {}           # kernel pc -> frame id
         self._kallsyms = kernel_names
-        self.stats = dict(samples=0, walk_ns=0, invalid_js=0, dump_truncated=0, perf_samples=0, ptrace_samples=0)
+        self.stats = dict(samples=0, walk_ns=0, invalid_js=0, dump_truncated=0, perf_samples=0, ptrace_samples=0,
+                          inlined_frames=0, code_unknown=0, inline_unresolved=0)
+        self.codes = CodeMap(mem, heap, heap.lay)   # pc -> Code object: inlined frames, executing lines
         # --- the queue between the two threads
         self._queue = queue.SimpleQueue()
         self._queued_bytes = 0                # stack bytes waiting (both threads update it, under _queued_lock)
@@ -218,6 +221,7 @@ class Decoder:
             return
         tw = time.perf_counter_ns()
         rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
+        self.codes.new_sample()
         if toks is None:
             toks = self._walk(t, snap)
             fns = {}
@@ -294,31 +298,35 @@ class Decoder:
         return toks
 
     def _js_frames(self, tok, w: _Walk) -> list:
-        """Decode one JS frame token ``("js", fn, tier, bca, x)`` of the walk ``w``: append its frame ids
-        to ``w.ids`` (leaf first, after the pending builtin pc's frame when there is one) and return the
-        ids of the token's own frames (empty when the function could not be decoded), which the caller
-        repeats when the unwinder repeats the token.
+        """Decode one JS frame token ``("js", fn, tier, bca, x, pc, leaf)`` of the walk ``w``: append its
+        frame ids to ``w.ids`` (leaf first, after the pending builtin pc's frame when there is one) and
+        return the ids of the token's own frames (empty when the function could not be decoded), which
+        the caller repeats when the unwinder repeats the token.
 
         ``fn`` is the JSFunction, ``tier`` "interpreted", "jit" or "?" (a frameless builtin ran on top),
-        ``bca``/``x`` the bytecode array and offset (or what stands in that slot of the frame)."""
+        ``bca``/``x`` the bytecode array and offset (or what stands in that slot of the frame), ``pc``
+        where its JIT code runs (0 when not known).  A frame in optimized code becomes one frame per
+        function V8 inlined there (:mod:`.jitcode`), innermost first, marked ``inlined`` but for the
+        outermost; every frame carries its executing line and column (0 when unknown)."""
         heap = self.heap
         ids = w.ids
-        _, fn, tier, bca, x = tok
-        key = (fn, tier, bca, x if tier == "?" else 0)
+        _, fn, tier, bca, x, pc, leaf = tok
+        key = (fn, tier, bca, x, pc)
         hit = w.memo.get(key)
-        if hit is not None and not (w.first_js and tier == "interpreted"):
+        if hit is not None:
             # the same function in the same state deeper in this stack (recursion)
             if w.pending_bpc is not None:
                 if not hit[1]:
                     ids.append(self._native(w.pending_bpc))
                 w.pending_bpc = None
-            ids.append(hit[0])
+            ids.extend(hit[0])
             w.first_js = False
-            return [hit[0]]
+            return hit[0]
         if fn in w.fns:
             sfi = w.fns[fn]
             info = heap.sfi_info(sfi) if sfi else None
         else:
+            sfi = None
             info = heap.function_info(fn) if fn else None
         if info is None:
             self.stats["invalid_js"] += 1
@@ -332,16 +340,62 @@ class Decoder:
             if not info.native:
                 ids.append(self._native(w.pending_bpc))
             w.pending_bpc = None
-        if tier != "interpreted":
-            tier = self._tier(tier, bca, x)
-        elif w.first_js and x >= 0 and not ids:
-            w.leaf_line = heap.bytecode_line(bca, x, heap.script(info.script) if info.script else None)
-        fid = self.ft.add(info.name, info.file, info.line, info.column,
-                          hint="builtin" if info.native else "js", tier=tier)
-        w.memo[key] = (fid, info.native)
-        ids.append(fid)
+        levels = self._code_levels(fn, sfi, info, bca, pc, leaf) if (tier == "jit" and pc) else None
+        if levels is None:
+            line = col = 0
+            if tier != "interpreted":
+                tier = self._tier(tier, bca, x)
+            elif x >= 0 and info.script:
+                line, col = heap.line_col(heap.script(info.script), heap.bytecode_position(bca, x)) \
+                    if heap.script(info.script) is not None else (0, 0)
+            levels = [(info, line, col, tier)]
+        if w.first_js and not ids and levels[0][1]:
+            w.leaf_line = levels[0][1]
+        own = []
+        for fi, line, col, ftier in levels:
+            own.append(self.ft.add(fi.name, fi.file, line, col, hint="builtin" if fi.native else "js", tier=ftier,
+                                   func_line=fi.line, func_column=fi.column))
+        self.stats["inlined_frames"] += len(levels) - 1
+        w.memo[key] = (own, info.native)
+        ids.extend(own)
         w.first_js = False
-        return [fid]
+        return own
+
+    def _code_levels(self, fn, sfi, info, bca, pc, leaf):
+        """[(FuncInfo, line, column, tier)] innermost first for a frame whose JIT code runs at ``pc``, or
+        None to decode it as before (code not found, not JS code, tables unreadable)."""
+        codes, heap, st = self.codes, self.heap, self.stats
+        e = codes.lookup(pc, fn)
+        if e is None or e.tier is None:
+            st["code_unknown"] += 1
+            return None
+        if e.tier == "baseline":
+            bo = codes.bytecode_offset(e, pc, leaf, bca)
+            sc = heap.script(info.script) if info.script else None
+            if bo is None or sc is None:
+                return [(info, 0, 0, "baseline")]
+            line, col = heap.line_col(sc, heap.bytecode_position(bca, bo)) if bo >= 0 else (0, 0)
+            return [(info, line, col, "baseline")]
+        chain = codes.inline_stack(e, pc, leaf)
+        if sfi is None:
+            sfi = heap.function_sfi(fn)
+        if chain is None or chain[-1][0] != sfi:
+            # unreadable tables, or code whose function is not this frame's (a stale entry, a moved SFI):
+            # forget it and name the frame's own function only
+            st["inline_unresolved"] += 1
+            codes.forget(e)
+            return [(info, 0, 0, e.tier)]
+        out = []
+        last = len(chain) - 1
+        for k, (s, off) in enumerate(chain):
+            fi = info if k == last else heap.sfi_info(s)
+            if fi is None:
+                st["inline_unresolved"] += 1
+                return [(info, 0, 0, e.tier)]
+            sc = heap.script(fi.script) if fi.script else None
+            line, col = heap.line_col(sc, off) if (sc is not None and off >= 0) else (0, 0)
+            out.append((fi, line, col, e.tier if k == last else "inlined"))
+        return out
 
     def _kernel_frame(self, pc):
         """Frame id of a kernel address, named from /proc/kallsyms (read once; '[kernel]' when hidden)."""
@@ -381,6 +435,12 @@ class Decoder:
             return self._profile(meta)
 
     def _profile(self, md):
+        st = self.stats
+        wk = md.setdefault("walker", {})
+        wk["inlined_frames"] = st["inlined_frames"]
+        wk["code"] = dict(self.codes.stats, not_js_code=st["code_unknown"], inline_unresolved=st["inline_unresolved"])
+        if self.codes.why:
+            md["warnings"] = list(md.get("warnings", [])) + [f"walker: {self.codes.why}"]
         names = []
         syms = []
         for pc in self.native_pcs:

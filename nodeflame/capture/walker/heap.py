@@ -388,8 +388,14 @@ class V8Heap:
     # ------------------------------------------------------- current lines
     def bytecode_line(self, bytecode_array, bc_offset, sc):
         """1-based source line of bytecode offset ``bc_offset`` in ``bytecode_array`` (tagged), or 0."""
-        if self.bytecode_spt is None or sc is None or bc_offset < 0:
+        if sc is None:
             return 0
+        return self.line_col(sc, self.bytecode_position(bytecode_array, bc_offset))[0]
+
+    def bytecode_position(self, bytecode_array, bc_offset):
+        """Script offset of bytecode offset ``bc_offset`` in ``bytecode_array`` (tagged), or -1."""
+        if self.bytecode_spt is None or bc_offset < 0:
+            return -1
         table = self.spt_cache.get(bytecode_array)
         if table is None:
             table = self._read_spt(bytecode_array)
@@ -397,12 +403,12 @@ class V8Heap:
                 self.spt_cache.clear()
             self.spt_cache[bytecode_array] = table
         if not table:
-            return 0
+            return -1
         codes, positions = table
         k = int(np.searchsorted(codes, bc_offset, side="right")) - 1
         if k < 0:
-            return 0
-        return self.line_col(sc, int(positions[k]))[0]
+            return -1
+        return int(positions[k])
 
     def _read_spt(self, ba):
         if self.itype(ba) != self.t_bytecode:

@@ -181,6 +181,11 @@ class CodeMap:
             bisect.insort(self._starts, e.start)
         self._entries[e.start] = e
 
+    def forget(self, e):
+        """Drop an entry whose tables did not fit the frame using it (looked up afresh next time)."""
+        self._drop(e)
+        self._seen.discard(e.start)
+
     def _drop(self, e):
         if self._entries.pop(e.start, None) is not None:
             k = bisect.bisect_left(self._starts, e.start)

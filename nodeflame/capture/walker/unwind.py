@@ -4,7 +4,8 @@ Input: the registers of the stopped thread and a copy of its stack from rsp
 upwards (taken while it was stopped).  Output: the frames leaf first, as
 tokens the sampler turns into FrameTable ids:
 
-* ``("js", fn, tier, bytecode_array, bytecode_offset)`` -- a JavaScript frame,
+* ``("js", fn, tier, bytecode_array, bytecode_offset, pc, leaf)`` -- a JavaScript frame; ``pc`` is
+  where its machine code runs (a return address unless ``leaf``) when that code is JIT code, else 0,
 * ``("pc", pc)`` -- native or builtin code, symbolised later,
 * ``("sys", nr)`` -- the syscall the thread was blocked in (kernel).
 
@@ -146,7 +147,7 @@ class Unwinder:
                             idx = self.heap.smi(bco) - self.bc_header
                         else:
                             idx = -1
-                        out.append(("js", fn, "interpreted", bca, idx))
+                        out.append(("js", fn, "interpreted", bca, idx, 0, leaf))
                         if not leaf and words is not None:
                             last = (pc, m, fn, bca, bco, out[-1])
                     elif c == BUILTIN:
@@ -154,9 +155,9 @@ class Unwinder:
                         # the sampler drops the extra frame when fn turns out to be that builtin)
                         if leaf:
                             out.append(("bpc", pc))
-                        out.append(("js", fn, "?", bca, bco))
+                        out.append(("js", fn, "?", bca, bco, 0, False))
                     else:
-                        out.append(("js", fn, "jit", bca, bco))
+                        out.append(("js", fn, "jit", bca, bco, pc, leaf))
                     if not leaf and words is not None:
                         last = (pc, m, fn, bca, bco, out[-1])
             # next frame

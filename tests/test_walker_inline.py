@@ -210,3 +210,23 @@ def test_no_frame_named_wrongly_while_code_is_replaced(major):
             checked += wt
     assert checked > 1000
     assert p.meta["walker"]["inlined_frames"] > 0
+
+
+def test_unknown_code_layout_leaves_frames_unexpanded_and_says_so(monkeypatch):
+    """A V8 whose code layout is not in the table: optimized frames keep their outer function's name (never
+    a guessed one) and meta["warnings"] says why nothing was expanded."""
+    from nodeflame.capture import v8layout
+    node = node_for("20")
+    need_ptrace()
+    t = Target(node, "--warm-ms=2000")
+    try:
+        lay = v8layout.layout_for_pid(t.pid)          # the cached layout the backend will use
+        monkeypatch.delitem(lay.facts, "code")
+        p = nf.capture(t.pid, 1, backend="walker", hz=1000)
+    finally:
+        t.close()
+    assert not (p.frames["tier"].astype(str) == "inlined").any()
+    assert any("inlined functions are not expanded" in w for w in p.meta["warnings"]), p.meta["warnings"]
+    stacks, w = _workload_stacks(p)
+    names = {c[0] for chain in stacks for c in chain}
+    assert "round" in names and "parseToken" not in names, names

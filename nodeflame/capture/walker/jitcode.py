@@ -90,6 +90,7 @@ class CodeMap:
         self.mem, self.heap, self.lay = mem, heap, lay
         c = lay.facts.get("code")
         self.why = None
+        self.stats = dict(lookups=0, fast=0, scans=0, scan_failed=0, stale=0, cached=0)
         if c is None:
             self.why = (f"V8 {lay.v8_version}: the layout of its optimized code is not in nodeflame's table, "
                         "so inlined functions are not expanded (each optimized frame names its outer function)")
@@ -135,12 +136,12 @@ class CodeMap:
         self._starts: list = []
         self._entries: dict = {}     # start -> CodeEntry
         self._seen: set = set()      # entries validated in the current sample
-        self.stats = dict(lookups=0, fast=0, scans=0, scan_failed=0, stale=0, cached=0)
 
     # ------------------------------------------------------------------ control
     def new_sample(self):
         """Cached entries are re-validated once per sample (code may be freed and its address reused)."""
-        self._seen.clear()
+        if self.why is None:
+            self._seen.clear()
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, pc: int, fn: int = 0):

@@ -450,12 +450,16 @@ def build(toolchain, tmp_path, how: str) -> str:
     return str(out / "service.js")
 
 
+NO_INLINING = ("--max-inlined-bytecode-size=0",)
+
+
 class Service:
-    def __init__(self, entry: str, tmp_path):
+    def __init__(self, entry: str, tmp_path, node_args=NO_INLINING):
         self.err = open(tmp_path / "service.stderr", "w+")
-        # no inlining: V8's own profiler (the inspector) charges an inlined function to its caller,
-        # and these small TypeScript functions would all be inlined into serve()
-        self.proc = subprocess.Popen([NODE, "--inspect-port=0", "--max-inlined-bytecode-size=0", entry],
+        # no inlining by default: these tests are about names and places, and the small TypeScript
+        # functions would all be inlined into serve(); test_live_walker_capture_of_inlined_typescript
+        # is the realistic case beside them
+        self.proc = subprocess.Popen([NODE, "--inspect-port=0", *node_args, entry],
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.err)
         line = self.proc.stdout.readline()
@@ -478,8 +482,8 @@ class Service:
 def service(tmp_path):
     made = []
 
-    def start(entry):
-        s = Service(entry, tmp_path)
+    def start(entry, node_args=NO_INLINING):
+        s = Service(entry, tmp_path, node_args)
         made.append(s)
         return s
     yield start
@@ -587,6 +591,34 @@ def test_live_walker_capture_shows_typescript(toolchain, service, tmp_path, how)
     q = raw.with_source_maps(root=f"/proc/{s.pid}/root")
     check_hot(q, tmp_path, entry)
     assert q.total == raw.total
+
+
+@pytest.mark.parametrize("how", ["tsc", "esbuild"])
+def test_live_walker_capture_of_inlined_typescript(toolchain, service, tmp_path, how):
+    """The realistic case: TurboFan inlines the TypeScript helpers into serve() (minified, for esbuild);
+    the walker expands them and the maps name them in the .ts files, executing lines included."""
+    from nodeflame.capture.base import availability
+    entry = build(toolchain, tmp_path, how)
+    s = service(entry, node_args=())
+    why = availability("walker", s.pid)
+    if why:
+        pytest.skip(f"walker backend unavailable: {why}")
+    nf.capture(s.pid, 2, backend="walker", source_maps=False)     # let TurboFan inline while we watch
+    raw = nf.capture(s.pid, 2, backend="walker", source_maps=False)
+    inl = raw.frames["tier"].astype(str) == "inlined"
+    assert inl.any(), "nothing was inlined: this test would prove nothing"
+    q = raw.with_source_maps(root=f"/proc/{s.pid}/root")
+    check_hot(q, tmp_path, entry)
+    # the inlined frames of the hot helpers carry TypeScript lines inside their function
+    src = {rel: open(os.path.join(TS_SRC, rel)).read().split("\n") for rel, _ in HOT.values()}
+    fr, fu = q.frames, q.funcs
+    for name, (rel, needle) in HOT.items():
+        ids = fu.index[(fu["name"].astype(str) == name)]
+        lines = fr.loc[fr["func"].isin(ids) & (fr["line"] > 0), "line"]
+        assert len(lines), name
+        first = ts_line(rel, needle)
+        assert ((lines >= first) & (lines <= first + 20)).all(), (name, sorted(set(lines)), first)
+        assert all(src[rel][ln - 1].strip() for ln in lines), (name, sorted(set(lines)))
 
 
 def test_run_and_cli_apply_maps_by_default(toolchain, tmp_path, capsys):

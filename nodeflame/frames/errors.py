@@ -35,6 +35,18 @@ class FormatError(NodeflameError, ValueError):
             msg += f"; expected {self.expected}"
         return msg
 
+    def with_source(self, source: str) -> "FormatError":
+        """The same error naming ``source`` when it named no file (raised deep in a reader)."""
+        if self.source is None and source is not None:
+            self.source = source
+            self.args = (self._render(),)
+        return self
+
+
+class LimitError(FormatError):
+    """Input refused because reading it would exceed a resource limit (decompressed
+    size, compression ratio, array size); the message names the limit and how to raise it."""
+
 
 class InvariantError(NodeflameError, AssertionError):
     """A Profile that breaks one of the model's invariants (see Profile.validate)."""

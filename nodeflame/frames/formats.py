@@ -6,13 +6,20 @@
 """
 from __future__ import annotations
 
-import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import FormatError, NodeflameError
+from .errors import FormatError, LimitError, NodeflameError
+
+# Limits on compressed input (gzip files, .nfprof zip members).  A real profile
+# compresses 5-50x; deflate cannot exceed ~1032x.  Both limits are adjustable per
+# call (``read(..., max_decompressed=..., max_ratio=...)``) or here, module-wide.
+MAX_DECOMPRESSED = 4 << 30      # bytes of decompressed input, whatever the ratio
+MAX_RATIO = 200                 # decompressed / compressed, checked once past RATIO_FLOOR
+RATIO_FLOOR = 64 << 20          # small inputs may expand by any ratio up to this size
 
 
 @dataclass
@@ -118,6 +125,51 @@ def decode_text(data: bytes, source: str) -> str:
         return text
 
 
+def check_expansion(out_size: int, in_size: int, source: str, what: str = "gzip stream", *,
+                    max_decompressed: int | None = None, max_ratio: float | None = None) -> None:
+    """LimitError when ``in_size`` compressed bytes expanding to ``out_size`` breaks a limit."""
+    cap = MAX_DECOMPRESSED if max_decompressed is None else max_decompressed
+    ratio = MAX_RATIO if max_ratio is None else max_ratio
+    if out_size > cap:
+        raise LimitError(f"{what} expands to more than {cap:,} bytes", source=source,
+                         expected="a smaller input, or read(..., max_decompressed=N) to allow more")
+    if out_size > RATIO_FLOOR and out_size > ratio * max(in_size, 1):
+        raise LimitError(f"{what} expands more than {ratio:g} times ({in_size:,} bytes to over "
+                         f"{out_size:,})", source=source,
+                         expected="a real profile, or read(..., max_ratio=N) to allow more")
+
+
+def gunzip(data: bytes, source: str, *, max_decompressed: int | None = None,
+           max_ratio: float | None = None, expected: str | None = None) -> bytes:
+    """Decompress gzip ``data`` (concatenated members too) within the size and ratio limits."""
+    cap = MAX_DECOMPRESSED if max_decompressed is None else max_decompressed
+    out = []
+    size = 0
+    rest = bytes(data)
+    step = 1 << 24
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits=31)
+            chunk = d.decompress(rest, step)
+            while True:
+                out.append(chunk)
+                size += len(chunk)
+                check_expansion(size, len(data), source, max_decompressed=cap, max_ratio=max_ratio)
+                if d.eof or not d.unconsumed_tail and not chunk:
+                    break
+                chunk = d.decompress(d.unconsumed_tail, step)
+            if not d.eof:
+                raise FormatError("broken gzip stream: compressed file ended before the end-of-stream marker",
+                                  source=source, expected=expected)
+            rest = d.unused_data.lstrip(b"\0")  # gzip -c a b > x.gz; and zero padding, as gzip allows
+            if rest and not rest.startswith(b"\x1f\x8b"):
+                raise FormatError("broken gzip stream: trailing garbage after the compressed data",
+                                  source=source, expected=expected)
+    except zlib.error as e:
+        raise FormatError(f"broken gzip stream: {e}", source=source, expected=expected) from None
+    return b"".join(out)
+
+
 def sniff(data: bytes, source: str = "<input>") -> str:
     """Name of the format of ``data``, decided from its content."""
     _ensure_readers()
@@ -141,23 +193,28 @@ def sniff(data: bytes, source: str = "<input>") -> str:
 def read(path_or_file, format: str | None = None, **options):
     """Read a profile in any supported format; the format is sniffed from the content."""
     _ensure_readers()
+    limits = {k: options.pop(k) for k in ("max_decompressed", "max_ratio") if k in options}
     data, source = _load(path_or_file)
-    fmt = _canon(format) if format else sniff(data, source)
-    r = READERS.get(fmt)
-    if r is None:
-        raise NodeflameError(f"unknown input format {format!r}; known: {', '.join(sorted(READERS))}")
-    if fmt != "pprof" and data.startswith(b"\x1f\x8b"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise FormatError(f"broken gzip stream: {e}", source=source) from None
+    fmt = format or "any format"
     try:
+        fmt = _canon(format) if format else sniff(data, source)
+        r = READERS.get(fmt)
+        if r is None:
+            raise NodeflameError(f"unknown input format {format!r}; known: {', '.join(sorted(READERS))}")
+        if fmt != "pprof" and data.startswith(b"\x1f\x8b"):
+            data = gunzip(data, source, **limits)
+        elif fmt in ("pprof", "nfprof") and limits:
+            options.update(limits)
         prof = r.read(data, source, **options)
+    except FormatError as e:
+        raise e.with_source(source)
     except (NodeflameError, MemoryError, KeyboardInterrupt):
         raise
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError, UnicodeError) as e:
-        # last line of defence: a reader bug must still name the file
-        raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}", source=source) from e
+    except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, NotImplementedError,
+            RecursionError, EOFError, zlib.error, SyntaxError) as e:
+        # last line of defence: whatever a reader missed must still name the file
+        # (OverflowError from huge numbers, zipfile/zlib errors from damaged archives, ...)
+        raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}"[:500], source=source) from e
     if prof.meta.get("source_format") is None:
         prof.meta["source_format"] = fmt
     if prof.meta.get("source") is None:

@@ -43,6 +43,7 @@ import gc
 import json
 import re
 import warnings
+import math
 import zlib
 from itertools import chain, repeat
 from operator import itemgetter
@@ -142,12 +143,28 @@ def num_array(values, source: str, path: str) -> np.ndarray:
         raise FormatError(f"{path} is {type_name(values)}", source=source, position=path,
                           expected="a list of numbers")
     if set(map(type, values)) <= {int, float}:
-        return np.array(values, dtype=np.float64) if values else np.empty(0, np.float64)
+        try:
+            arr = np.array(values, dtype=np.float64) if values else np.empty(0, np.float64)
+        except OverflowError:  # an integer beyond any float
+            arr = None
+        if arr is not None and np.isfinite(arr).all():
+            return arr
     for i, v in enumerate(values):
         if not is_num(v):
             raise FormatError(f"{path}[{i}] is {type_name(v)} {v!r}"[:200], source=source,
                               position=f"{path}[{i}]", expected="a number")
+        if not is_finite(v):
+            raise FormatError(f"{path}[{i}] is {str(v)[:40]}", source=source, position=f"{path}[{i}]",
+                              expected="a finite number")
     raise AssertionError("unreachable")
+
+
+def is_finite(v) -> bool:
+    """A JSON number that is not NaN or ±Infinity (Python's json accepts those) and fits a float."""
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _all_ints(values) -> bool:
@@ -473,7 +490,14 @@ def _samples_times(doc, source, path, idx, n_nodes, start_us, warns):
     if neg:
         warns.append(f"{neg} negative timeDeltas: samples put back in time order")
     t_us = np.cumsum(d) + (start_us or 0)
-    return node, np.rint(t_us * 1000.0).astype(_I64)
+    t_ns = t_us * 1000.0
+    bad = np.flatnonzero(~(np.abs(t_ns) < 2.0**62))
+    if len(bad):
+        k = int(bad[0])
+        raise FormatError(f"sample {k} falls at {t_us[k]:g} µs, beyond any clock", source=source,
+                          position=f"{path}timeDeltas[{k}]",
+                          expected="startTime and timeDeltas in microseconds (within ±146 years)")
+    return node, np.rint(t_ns).astype(_I64)
 
 
 def _protocol_part(doc, source, path="", thread="main", start_us=None) -> _Part:
@@ -492,6 +516,9 @@ def _protocol_part(doc, source, path="", thread="main", start_us=None) -> _Part:
         if v is not None and not is_num(v):
             raise FormatError(f"{path}{k} is {type_name(v)}", source=source, position=f"{path}{k}",
                               expected="a number of microseconds")
+        if v is not None and not (is_finite(v) and abs(float(v)) < 2.0**62 / 1000):
+            raise FormatError(f"{path}{k} is {str(v)[:40]}", source=source, position=f"{path}{k}",
+                              expected="a finite number of microseconds (within ±146 years)")
     sample_node, times = _samples_times(doc, source, path, idx, len(codes), start_us, warns)
     return _finish_part(ukeys, codes, parent, hit, lines, known, sample_node, times, start_us, end_us, thread,
                         warns)

@@ -44,7 +44,6 @@ format is given (``format="pprof"``); it is not sniffed from content.
 """
 from __future__ import annotations
 
-import gzip
 import re
 import warnings
 import zlib
@@ -54,7 +53,7 @@ import numpy as np
 
 from ..build import FrameTable, build_profile
 from ..errors import FormatError, FormatWarning, NodeflameError
-from ..formats import register_reader
+from ..formats import gunzip, register_reader
 from ..pprof_schema import messages
 
 _I64 = np.int64
@@ -110,7 +109,7 @@ def sniff(head: bytes, text: str | None) -> bool:
         return False
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        raw = d.decompress(head)
+        raw = d.decompress(head, 1 << 20)  # a bomb's head must not expand without bound
     except zlib.error:
         return False
     if not _starts_like_profile(raw):
@@ -135,13 +134,11 @@ def _err(what, source, position=None, expected=None):
     return FormatError(what, source=source, position=position, expected=expected)
 
 
-def decode(data: bytes, source: str = "<pprof>"):
-    """The Profile message in ``data`` (gzipped or not), checked to have a string table."""
+def decode(data: bytes, source: str = "<pprof>", **limits):
+    """The Profile message in ``data`` (gzipped or not), checked to have a string table.
+    ``limits``: ``max_decompressed``, ``max_ratio`` (see formats.gunzip)."""
     if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise _err(f"broken gzip stream ({e})", source, expected=EXPECTED) from None
+        data = gunzip(data, source, expected=EXPECTED, **limits)
     M = messages()
     prof = M.Profile()
     try:
@@ -226,10 +223,11 @@ def _threads(samples, S, source):
     return out if found else None
 
 
-def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_index=None):
+def read_pprof(data: bytes, source: str = "<pprof>", *, sample_type=None, value_index=None,
+               max_decompressed=None, max_ratio=None):
     """Read a pprof profile.  ``sample_type`` ("cpu", "samples", "cpu/nanoseconds" or an
     index) or ``value_index`` picks the value used as the weight."""
-    prof = decode(data, source)
+    prof = decode(data, source, max_decompressed=max_decompressed, max_ratio=max_ratio)
     S = _Strings(prof.string_table, source)
     warns: list[str] = []
 

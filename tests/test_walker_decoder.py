@@ -92,7 +92,7 @@ def test_inline_decoding_from_two_threads_keeps_the_profile_consistent(node, eng
     # both threads decoded, never two at once
     assert by_thread["decode"] > 0 and by_thread["walker"] > 0, dict(by_thread)
     assert most_at_once == 1, f"{most_at_once} threads decoded at once: the lock was not taken"
-    assert dec.stats["inline_decodes"] > 0
+    assert dec.stats.inline_decodes > 0
 
     p = s.profile({"pid": w.pid})
     p.validate()
@@ -102,8 +102,8 @@ def test_inline_decoding_from_two_threads_keeps_the_profile_consistent(node, eng
     assert n >= 300, f"only {n} samples in 2 s at 1 kHz"
     assert m["samples"] == s.samples == n == len(dec.paths) == len(dec.times) == len(dec.labels)
     # (a sample that cannot be decoded is counted and dropped, whichever thread decoded it)
-    assert m["decode_errors"] <= n // 100, dec.stats.get("decode_error")
-    assert m["inline_decodes"] == dec.stats["inline_decodes"]
+    assert m["decode_errors"] <= n // 100, dec.stats.decode_error
+    assert m["inline_decodes"] == dec.stats.inline_decodes
     assert n <= m["perf_samples"] + m["ptrace_samples"] + m["idle_reused"] <= n + m["decode_errors"], m
     assert sum(by_thread.values()) == n + m["decode_errors"]
     assert collections.Counter(p.samples["thread"].astype(str)) == collections.Counter(dec.labels)

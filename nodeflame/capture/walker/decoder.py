@@ -40,8 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ...frames.build import FrameTable, build_profile
-from .symbols import clean_native, demangle, kallsyms
 from .jitcode import CodeMap
+from .records import PERF_KERNEL, PTRACE, DecodeStats
+from .symbols import clean_native, demangle, kallsyms
 
 SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 202: "futex",
             228: "clock_gettime", 230: "clock_nanosleep", 232: "epoll_wait", 281: "epoll_pwait",
@@ -50,10 +51,6 @@ SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43:
             47: "recvmsg", 34: "pause", 130: "rt_sigsuspend", 128: "rt_sigtimedwait", 425: "io_uring_setup",
             426: "io_uring_enter", 24: "sched_yield", 257: "openat", 3: "close", 9: "mmap", 11: "munmap",
             10: "mprotect", 12: "brk", 4: "stat", 5: "fstat", 262: "newfstatat", 332: "statx"}
-# where a snapshot came from: a ptrace stop, or a perf_event dump taken in user or kernel mode.  A snapshot
-# is (rip, rsp, rbp, bytecode register, orig_rax, rax, stack bytes, time, blocked key, source,
-# dump size asked for, kernel pcs)
-_PTRACE, _PERF_USER, _PERF_KERNEL = 0, 1, 2
 
 
 class _DumpOnly:
@@ -109,8 +106,7 @@ class Decoder:
         self.native_pcs: list = []
         self._kernel_ids: dict = {}           # kernel pc -> frame id
         self._kallsyms = kernel_names
-        self.stats = dict(samples=0, walk_ns=0, invalid_js=0, dump_truncated=0, perf_samples=0, ptrace_samples=0,
-                          inlined_frames=0, code_unknown=0, inline_unresolved=0)
+        self.stats = DecodeStats()            # which thread writes which field: see DecodeStats
         self.codes = CodeMap(mem, heap, heap.lay)   # pc -> Code object: inlined frames, executing lines
         # --- the queue between the two threads
         self._queue = queue.SimpleQueue()
@@ -143,7 +139,7 @@ class Decoder:
     # ------------------------------------------------------------- sampler thread
     @staticmethod
     def _nbytes(sampled):
-        return len(sampled[0][6]) if sampled[0] is not None else 0
+        return len(sampled[0].stack) if sampled[0] is not None else 0
 
     def submit(self, t, sampled):
         """Sampler thread: hand a sample to the decoding thread -- unless it lags: heap objects are read when
@@ -154,9 +150,9 @@ class Decoder:
         rings, and a full ring loses samples (a whole stretch of one thread's time)."""
         since = self._decoding_since
         lag = time.monotonic_ns() - since if since else 0
-        limit = self.max_lag_ns * (5 if sampled[0] is not None and sampled[0][9] != _PTRACE else 1)
+        limit = self.max_lag_ns * (5 if sampled[0] is not None and sampled[0].source != PTRACE else 1)
         if self._thread is None or self._queued_bytes > self.max_queue_bytes or lag > limit:
-            self.stats["inline_decodes"] = self.stats.get("inline_decodes", 0) + 1
+            self.stats.inline_decodes += 1
             self.decode(t, sampled)
             return
         with self._queued_lock:
@@ -185,8 +181,8 @@ class Decoder:
             t, sampled, queued = item
             self._decoding_since = queued     # how far behind the decoder is
             lag = time.monotonic_ns() - queued
-            if lag > self.stats.get("max_lag_ns", 0):
-                self.stats["max_lag_ns"] = lag
+            if lag > self.stats.max_lag_ns:
+                self.stats.max_lag_ns = lag
             try:
                 self.decode(t, sampled)
             finally:
@@ -205,8 +201,8 @@ class Decoder:
             try:
                 self._decode(t, sampled)
             except Exception as e:  # noqa: BLE001
-                self.stats["decode_errors"] = self.stats.get("decode_errors", 0) + 1
-                self.stats["decode_error"] = f"{type(e).__name__}: {e}"
+                self.stats.decode_errors += 1
+                self.stats.decode_error = f"{type(e).__name__}: {e}"
 
     def _decode(self, t, sampled):
         snap, toks, fns = sampled
@@ -217,7 +213,7 @@ class Decoder:
             self.times.append(when - self.t0)
             self.labels.append(t.label)
             t.samples += 1
-            st["samples"] += 1
+            st.samples += 1
             return
         tw = time.perf_counter_ns()
         rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
@@ -269,15 +265,15 @@ class Decoder:
         if w.leaf_line:
             self.leaf_lines.append((k, w.leaf_line))
         t.samples += 1
-        st["samples"] += 1
-        st["walk_ns"] += time.perf_counter_ns() - tw
+        st.samples += 1
+        st.walk_ns += time.perf_counter_ns() - tw
 
     def _walk(self, t, snap):
         """The frame tokens (leaf first) of a snapshot that was not walked while its thread was stopped."""
         rip, rsp, rbp, bcr, orax, rax, buf, when, bk, src, asked, kpcs = snap
         st = self.stats
-        if src == _PTRACE:
-            st["ptrace_samples"] += 1
+        if src == PTRACE:
+            st.ptrace_samples += 1
             return self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, self.mem)
         # a perf_event dump: walk it alone (the live stack beyond it has moved on since).  A dump
         # shorter than asked for ended at the end of the stack's mapping: nothing lies beyond it
@@ -288,13 +284,13 @@ class Decoder:
         else:
             dump = _DumpOnly(end, end)
         toks = self.unwinder.walk(rip, rsp, rbp, bcr, orax, rax, buf, rsp, dump)
-        if src == _PERF_KERNEL:
+        if src == PERF_KERNEL:
             toks[:0] = [("kpc", a) for a in kpcs] or [("kern",)]
         if dump.hit:
-            st["dump_truncated"] += 1
+            st.dump_truncated += 1
             toks.append(("trunc",))
             t.outgrown = True
-        st["perf_samples"] += 1
+        st.perf_samples += 1
         return toks
 
     def _js_frames(self, tok, w: _Walk) -> list:
@@ -329,7 +325,7 @@ class Decoder:
             sfi = None
             info = heap.function_info(fn) if fn else None
         if info is None:
-            self.stats["invalid_js"] += 1
+            self.stats.invalid_js += 1
             if w.pending_bpc is not None:
                 ids.append(self._native(w.pending_bpc))
                 w.pending_bpc = None
@@ -355,7 +351,7 @@ class Decoder:
         for fi, line, col, ftier in levels:
             own.append(self.ft.add(fi.name, fi.file, line, col, hint="builtin" if fi.native else "js", tier=ftier,
                                    func_line=fi.line, func_column=fi.column))
-        self.stats["inlined_frames"] += len(levels) - 1
+        self.stats.inlined_frames += len(levels) - 1
         w.memo[key] = (own, info.native)
         ids.extend(own)
         w.first_js = False
@@ -367,7 +363,7 @@ class Decoder:
         codes, heap, st = self.codes, self.heap, self.stats
         e = codes.lookup(pc, fn)
         if e is None or e.tier is None:
-            st["code_unknown"] += 1
+            st.code_unknown += 1
             return None
         if e.tier == "baseline":
             bo = codes.bytecode_offset(e, pc, leaf, bca)
@@ -382,7 +378,7 @@ class Decoder:
         if chain is None or chain[-1][0] != sfi:
             # unreadable tables, or code whose function is not this frame's (a stale entry, a moved SFI):
             # forget it and name the frame's own function only
-            st["inline_unresolved"] += 1
+            st.inline_unresolved += 1
             codes.forget(e)
             return [(info, 0, 0, e.tier)]
         out = []
@@ -390,7 +386,7 @@ class Decoder:
         for k, (s, off) in enumerate(chain):
             fi = info if k == last else heap.sfi_info(s)
             if fi is None:
-                st["inline_unresolved"] += 1
+                st.inline_unresolved += 1
                 return [(info, 0, 0, e.tier)]
             sc = heap.script(fi.script) if fi.script else None
             line, col = heap.line_col(sc, off) if (sc is not None and off >= 0) else (0, 0)
@@ -437,8 +433,8 @@ class Decoder:
     def _profile(self, md):
         st = self.stats
         wk = md.setdefault("walker", {})
-        wk["inlined_frames"] = st["inlined_frames"]
-        wk["code"] = dict(self.codes.stats, not_js_code=st["code_unknown"], inline_unresolved=st["inline_unresolved"])
+        wk["inlined_frames"] = st.inlined_frames
+        wk["code"] = dict(self.codes.stats, not_js_code=st.code_unknown, inline_unresolved=st.inline_unresolved)
         if self.codes.why:
             md["warnings"] = list(md.get("warnings", [])) + [f"walker: {self.codes.why}"]
         names = []

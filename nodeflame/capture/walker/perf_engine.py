@@ -17,7 +17,7 @@ import select
 import time
 
 from . import perfevent
-from .decoder import _PERF_KERNEL, _PERF_USER
+from .records import PERF_KERNEL, PERF_USER, SamplerStats, Snapshot
 
 _NO_SYSCALL = (1 << 64) - 1          # orig_rax of a sample not taken inside a system call
 
@@ -25,7 +25,7 @@ _NO_SYSCALL = (1 << 64) - 1          # orig_rax of a sample not taken inside a s
 class PerfEngine:
     """The perf_event rings of the sampled threads (see the module docstring).  Sampler thread only."""
 
-    def __init__(self, pid, *, stats, hz, stack_dump, ring_pages, bc_reg, required):
+    def __init__(self, pid, *, stats: SamplerStats, hz, stack_dump, ring_pages, bc_reg, required):
         self.pid = pid
         self.stats = stats
         self.hz = hz
@@ -68,7 +68,7 @@ class PerfEngine:
         self.close_ring(t)
         t.outgrown = False
         if dump < perfevent.MAX_DUMP and self.open_ring(t, perfevent.MAX_DUMP):
-            self.stats["dump_grown"] = self.stats.get("dump_grown", 0) + 1
+            self.stats.dump_grown += 1
             return True
         return False
 
@@ -81,8 +81,8 @@ class PerfEngine:
         dump = ring.stack_dump
         submit = self.decoder.submit
         for when, kmode, regs, stack, kpcs in ring.read():
-            snap = (regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
-                    _PERF_KERNEL if kmode else _PERF_USER, dump, kpcs)
+            snap = Snapshot(regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
+                            PERF_KERNEL if kmode else PERF_USER, dump, kpcs)
             submit(t, (snap, None, None))
 
     def read_rings(self, threads):
@@ -94,9 +94,9 @@ class PerfEngine:
         """Close ``t``'s ring, counting what the kernel lost, throttled or wrote unreadably."""
         r, t.ring = t.ring, None
         st = self.stats
-        st["perf_lost"] = st.get("perf_lost", 0) + r.lost
-        st["perf_throttled"] = st.get("perf_throttled", 0) + r.throttled
-        st["perf_bad"] = st.get("perf_bad", 0) + r.bad
+        st.perf_lost += r.lost
+        st.perf_throttled += r.throttled
+        st.perf_bad += r.bad
         try:
             r.close()
         except OSError:

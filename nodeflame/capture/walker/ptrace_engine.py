@@ -19,7 +19,7 @@ import os
 import time
 
 from . import ptrace
-from .decoder import _PTRACE
+from .records import PTRACE, SamplerStats, Snapshot
 
 
 def wait_stop(tid, timeout_s, *, interrupt=True, pause=lambda: time.sleep(0.0002)):
@@ -42,7 +42,7 @@ def wait_stop(tid, timeout_s, *, interrupt=True, pause=lambda: time.sleep(0.0002
 class PtraceEngine:
     """Samples seized threads by stopping them (see the module docstring).  Sampler thread only."""
 
-    def __init__(self, pid, *, stats, hz, max_stack, consistent, realtime, bc_reg):
+    def __init__(self, pid, *, stats: SamplerStats, hz, max_stack, consistent, realtime, bc_reg):
         self.pid = pid
         self.stats = stats
         self.hz = hz
@@ -64,7 +64,7 @@ class PtraceEngine:
         """Run this (sampler) thread under SCHED_RR when allowed: on a busy machine a normal thread wakes
         up milliseconds late, so samples bunch up and miss whole stretches of the target's time.  It
         sleeps between samples and does bounded work per sample, so it cannot monopolise a CPU."""
-        self.stats["realtime"] = False
+        self.stats.realtime = False
         self._rr_stops = False
         if not self.realtime or not hasattr(os, "sched_setscheduler"):
             return
@@ -75,9 +75,9 @@ class PtraceEngine:
         if self.realtime == "stops":
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
             self._rr_stops = True
-            self.stats["realtime"] = "stops"
+            self.stats.realtime = "stops"
         else:
-            self.stats["realtime"] = True
+            self.stats.realtime = True
 
     def _boost(self, on: bool):
         """SCHED_RR while target threads are stopped (realtime="stops"), normal otherwise."""
@@ -115,7 +115,7 @@ class PtraceEngine:
         try:
             ptrace.detach(tid, 0)
         except ptrace.PtraceError:
-            self.stats["detach_errors"] += 1
+            self.stats.detach_errors += 1
 
     def stop_and_regs(self, tid):
         """Interrupt a seized thread, read (rip, rsp), resume.  None when it did not stop within 1 s."""
@@ -137,7 +137,7 @@ class PtraceEngine:
                 return got
             if kind == "signal":
                 ptrace.cont(tid, sig)
-                self.stats["forwarded_signals"] += 1
+                self.stats.forwarded_signals += 1
                 return got
             if kind == "group":
                 ptrace.listen(tid)
@@ -164,12 +164,12 @@ class PtraceEngine:
                 t.gone = True
             elif kind == "signal":
                 ptrace.cont(t.tid, sig)
-                self.stats["forwarded_signals"] += 1
+                self.stats.forwarded_signals += 1
                 self.last_signal_ns = time.monotonic_ns()
             elif kind == "group":
                 ptrace.listen(t.tid)
                 t.group_stopped = True
-                self.stats["group_stops"] += 1
+                self.stats.group_stops += 1
             else:
                 if t.group_stopped and kind == "interrupt":
                     t.group_stopped = False  # resumed by SIGCONT while listening
@@ -195,7 +195,7 @@ class PtraceEngine:
                 # blocked in the same system call at the same stack pointer as at its last sample: the
                 # same stack.  Interrupting it would only make the call return EINTR (waking an idle
                 # event loop at every sample), so count that stack again instead
-                self.stats["idle_reused"] = self.stats.get("idle_reused", 0) + 1
+                self.stats.idle_reused += 1
                 self.decoder.submit(t, (None, ("reuse", t.idle[1], time.monotonic_ns()), None))
                 continue
             stop.append(t)
@@ -290,7 +290,7 @@ class PtraceEngine:
                     # a signal arrived first: sample here (the registers are the interrupted context), deliver
                     # it; the pending interrupt stop that follows is resumed by service()
                     ptrace.cont(tid, sig)
-                    self.stats["forwarded_signals"] += 1
+                    self.stats.forwarded_signals += 1
                     self.last_signal_ns = time.monotonic_ns()
                     self._resume_pending(t)
                     break
@@ -303,9 +303,9 @@ class PtraceEngine:
                 t.gone = True
                 return None
         now = time.perf_counter_ns()
-        self.stats["stopped_ns"].append(now - t_stopped)
+        self.stats.stopped_ns.append(now - t_stopped)
         if t_int:
-            self.stats["latency_ns"].append(t_stopped - t_int)
+            self.stats.latency_ns.append(t_stopped - t_int)
         return sampled
 
     def _resume_pending(self, t, budget_s=0.0003):
@@ -327,11 +327,11 @@ class PtraceEngine:
             st = t.stack = (r.start, r.end) if r is not None else (rsp, rsp + 65536)
         n = min(st[1] - rsp, self.max_stack)
         if st[1] - rsp > self.max_stack:
-            self.stats["truncated"] += 1
+            self.stats.truncated += 1
         buf = self.mem.read(rsp, n)
         t.last_copy = (rsp, n)
-        snap = (regs.rip, rsp, regs.rbp, getattr(regs, self.bc_reg), regs.orig_rax, regs.rax, buf,
-                time.monotonic_ns(), t.blocked_key, _PTRACE, 0, ())
+        snap = Snapshot(regs.rip, rsp, regs.rbp, getattr(regs, self.bc_reg), regs.orig_rax, regs.rax, buf,
+                        time.monotonic_ns(), t.blocked_key, PTRACE, 0, ())
         if self.consistent:
             # walk now and resolve JSFunction -> SFI while the thread is still stopped
             toks, fns = self.decoder.prewalk(snap, self.mem)

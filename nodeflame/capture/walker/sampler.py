@@ -59,6 +59,7 @@ from .heap import V8Heap
 from .memory import Memory
 from .perf_engine import PerfEngine
 from .ptrace_engine import PtraceEngine
+from .records import SamplerStats
 from .symbols import AddressSpace, kallsyms
 from .unwind import Unwinder
 
@@ -116,8 +117,7 @@ class Sampler:
         self.threads: dict[int, _Thread] = {}
         self.known: dict[int, str] = {}      # tid -> 'main' | 'worker' | 'other'
         self.n_workers = 0
-        self.stats = dict(missed=0, forwarded_signals=0, stopped_ns=[], latency_ns=[], threads_seen=0,
-                          detach_errors=0, group_stops=0, truncated=0)
+        self.stats = SamplerStats()          # the sampler thread's counts (engines included)
         self.t0 = 0
         self.exited = False
         self.mem = None
@@ -246,7 +246,7 @@ class Sampler:
                 t.label = f"worker {self.n_workers}"
             if self.engine != "ptrace" and self.perf.open_ring(t):
                 self.threads[tid] = t
-                self.stats["threads_seen"] += 1
+                self.stats.threads_seen += 1
                 continue
             try:
                 self.ptrace.seize(t)
@@ -255,7 +255,7 @@ class Sampler:
                     raise PermissionError(e.errno, f"cannot ptrace pid {self.pid}: {os.strerror(e.errno)}") from None
                 continue
             self.threads[tid] = t
-            self.stats["threads_seen"] += 1
+            self.stats.threads_seen += 1
 
     def _outgrown(self, t):
         """A thread whose stack outgrew its perf dump: a bigger dump, or, when it had the largest already,
@@ -264,7 +264,7 @@ class Sampler:
             return
         try:
             self.ptrace.seize(t)
-            self.stats["switched_to_ptrace"] = self.stats.get("switched_to_ptrace", 0) + 1
+            self.stats.switched_to_ptrace += 1
         except ptrace.PtraceError:
             t.gone = True
 
@@ -365,7 +365,7 @@ class Sampler:
                 now = time.monotonic_ns()
                 if next_t < now + period // 2:
                     if next_t < now:
-                        self.stats["missed"] += (now - next_t) // period
+                        self.stats.missed += (now - next_t) // period
                     next_t = now + period // 2
             if time.monotonic() >= next_scan:
                 next_scan = time.monotonic() + self.rescan_s
@@ -392,7 +392,7 @@ class Sampler:
     @property
     def samples(self) -> int:
         """Samples decoded so far."""
-        return self.decoder.stats["samples"] if self.decoder is not None else 0
+        return self.decoder.stats.samples if self.decoder is not None else 0
 
     def profile(self, meta=None):
         """The Profile of everything sampled so far (call after the sampler thread ended): the decoder's
@@ -403,37 +403,37 @@ class Sampler:
         md = dict(meta or {})
         st = self.stats
         ds = dec.stats
-        stopped = np.asarray(st["stopped_ns"], np.int64)
+        stopped = np.asarray(st.stopped_ns, np.int64)
         md.setdefault("backend", "walker")
         md["period_ns"] = 1_000_000_000 // self.hz
         md["walker"] = {
-            "samples": ds["samples"], "missed_periods": int(st["missed"]),
-            "forwarded_signals": st["forwarded_signals"], "invalid_js_frames": ds["invalid_js"],
+            "samples": ds.samples, "missed_periods": int(st.missed),
+            "forwarded_signals": st.forwarded_signals, "invalid_js_frames": ds.invalid_js,
             "threads": sorted(set(dec.labels)),
             "stopped_us_p50": float(np.percentile(stopped, 50) / 1e3) if len(stopped) else None,
             "stopped_us_p90": float(np.percentile(stopped, 90) / 1e3) if len(stopped) else None,
-            "stop_latency_us_p50": float(np.percentile(st["latency_ns"], 50) / 1e3) if st["latency_ns"] else None,
-            "walk_us_mean": (ds["walk_ns"] / ds["samples"] / 1e3) if ds["samples"] else None,
+            "stop_latency_us_p50": float(np.percentile(st.latency_ns, 50) / 1e3) if st.latency_ns else None,
+            "walk_us_mean": (ds.walk_ns / ds.samples / 1e3) if ds.samples else None,
             "moved_objects": self.heap.moved if self.heap else 0,
-            "stack_truncated": st["truncated"], "signal_frames": self.unwinder.stats["signal_frames"]
+            "stack_truncated": st.truncated, "signal_frames": self.unwinder.stats["signal_frames"]
             if self.unwinder else 0, "consistent": self.consistent,
-            "v8_version": self.lay.v8_version, "realtime": st.get("realtime", False),
-            "idle_reused": st.get("idle_reused", 0), "decode_errors": ds.get("decode_errors", 0),
-            "inline_decodes": ds.get("inline_decodes", 0), "decode_lag_ms_max": ds.get("max_lag_ns", 0) / 1e6,
-            "engine": "+".join(e for e, n in (("perf", ds["perf_samples"]), ("ptrace", ds["ptrace_samples"])) if n)
+            "v8_version": self.lay.v8_version, "realtime": st.realtime,
+            "idle_reused": st.idle_reused, "decode_errors": ds.decode_errors,
+            "inline_decodes": ds.inline_decodes, "decode_lag_ms_max": ds.max_lag_ns / 1e6,
+            "engine": "+".join(e for e, n in (("perf", ds.perf_samples), ("ptrace", ds.ptrace_samples)) if n)
             or self.engine,
-            "perf_samples": ds["perf_samples"], "ptrace_samples": ds["ptrace_samples"],
-            "perf_dump_bytes": self.stack_dump if ds["perf_samples"] else 0, "perf_dump_grown": st.get("dump_grown", 0),
-            "perf_dump_truncated": ds["dump_truncated"], "perf_lost": st.get("perf_lost", 0),
-            "perf_bad_records": st.get("perf_bad", 0), "perf_throttled": st.get("perf_throttled", 0),
-            "switched_to_ptrace": st.get("switched_to_ptrace", 0), "perf_error": self.perf_error,
+            "perf_samples": ds.perf_samples, "ptrace_samples": ds.ptrace_samples,
+            "perf_dump_bytes": self.stack_dump if ds.perf_samples else 0, "perf_dump_grown": st.dump_grown,
+            "perf_dump_truncated": ds.dump_truncated, "perf_lost": st.perf_lost,
+            "perf_bad_records": st.perf_bad, "perf_throttled": st.perf_throttled,
+            "switched_to_ptrace": st.switched_to_ptrace, "perf_error": self.perf_error,
         }
         warns = list(md.get("warnings", []))
-        if st["detach_errors"]:
-            warns.append(f"walker: {st['detach_errors']} thread(s) could not be detached cleanly")
-        if st.get("perf_lost"):
-            warns.append(f"walker: the kernel dropped {st['perf_lost']} sample(s) (ring buffer full)")
-        if ds["invalid_js"]:
-            warns.append(f"walker: {ds['invalid_js']} JS frame(s) could not be decoded (shown as '(unknown JS)')")
+        if st.detach_errors:
+            warns.append(f"walker: {st.detach_errors} thread(s) could not be detached cleanly")
+        if st.perf_lost:
+            warns.append(f"walker: the kernel dropped {st.perf_lost} sample(s) (ring buffer full)")
+        if ds.invalid_js:
+            warns.append(f"walker: {ds.invalid_js} JS frame(s) could not be decoded (shown as '(unknown JS)')")
         md["warnings"] = warns
         return dec.profile(md)

@@ -13,7 +13,9 @@ notebook, required when writing to a file object without a name),
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import json
+import re
 import os
 
 from ..frames.errors import NodeflameError
@@ -45,14 +47,32 @@ def _fmt(key, value) -> str:
     return str(value)
 
 
-def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+# punctuation markdown gives a meaning to inside a line (HTML's & < > " ' become entities instead)
+_MD_PUNCT = {ord(c): "\\" + c for c in "\\`*_[]|~"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _md_escape(s) -> str:
+    """Text for a markdown cell that renders as itself and nothing else.
+
+    Markdown passes HTML through and exports (``jupyter nbconvert --to html``)
+    do not sanitise it, so a source path, command line or warning holding
+    ``<img src=x onerror=...>`` would run as script.  Markdown's inline
+    punctuation is backslash-escaped (no links, images, emphasis, code spans or
+    table cells; a leading block marker too), then HTML's special characters become entities (``&lt;`` shows as
+    ``<``); line breaks and other control characters become spaces and lone
+    surrogates U+FFFD."""
+    s = _SURROGATE.sub("\ufffd", _CONTROL.sub(" ", str(s))).translate(_MD_PUNCT)
+    if s[:1] in ("#", ">", "+", "-", "=", "."):  # block syntax where a value starts a list item
+        s = "\\" + s
+    return html.escape(s, quote=True)
 
 
 def metadata_markdown(profile, title: str) -> str:
     m = profile.meta
     unit = m.get("unit") or "samples"
-    lines = [f"# {title}", "", "| | |", "|---|---|"]
+    lines = [f"# {_md_escape(title)}", "", "| | |", "|---|---|"]
     if m.get("start_time"):
         try:
             when = _dt.datetime.fromtimestamp(float(m["start_time"]), _dt.timezone.utc)

@@ -125,9 +125,6 @@ class Decoder:
         """Samples are still waiting to be decoded (and the decoder thread is alive)."""
         return self._thread is not None and self._thread.is_alive() and not self._queue.empty()
 
-    def running(self) -> bool:
-        return self._thread is not None
-
     def finish(self, timeout=120):
         """Decode what is queued and end the decoder thread (sampler thread, after the last sample)."""
         if self._thread is None:

@@ -54,7 +54,7 @@ import time
 import numpy as np
 
 from . import ptrace
-from .decoder import SYSCALLS, Decoder  # noqa: F401 - SYSCALLS re-exported
+from .decoder import Decoder
 from .heap import V8Heap
 from .memory import Memory
 from .perf_engine import PerfEngine
@@ -89,7 +89,12 @@ class _Thread:
 
 
 class Sampler:
-    """Samples the JavaScript threads of ``pid`` at ``hz`` until ``stop()`` or ``duration``."""
+    """Samples the JavaScript threads of ``pid`` at ``hz`` until ``stop()`` or ``duration``.
+
+    Which thread runs what: ``run()`` is the sampler thread's body, and every other method here (and of
+    ``self.ptrace``, ``self.perf``) runs on that thread, except ``stop()`` (any thread) and ``profile()`` /
+    ``samples`` (the caller's thread, after ``run()`` ended).  ``self.decoder`` runs the decoder thread.
+    ``self.stats`` is written by the sampler thread only."""
 
     def __init__(self, pid: int, lay, *, hz: int = 1000, threads: str = "all", duration: float | None = None,
                  max_stack: int = 2 << 20, consistent: bool = False, rescan_s: float = 0.5,

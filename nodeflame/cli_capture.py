@@ -338,7 +338,7 @@ def _cmd_stap_script(args) -> int:
         _check_output_path(args.output)
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(script)
-        _note(f"wrote {args.output} (run it with: sudo stap -x {pid} {args.output})")
+        _note(f"wrote {args.output}; run it with: sudo {stap.shell_command(stap.stap_command(args.output, pid))}")
     else:
         sys.stdout.write(script if script.endswith("\n") else script + "\n")
         sys.stdout.flush()

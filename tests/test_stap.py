@@ -194,6 +194,13 @@ def test_script_options():
     assert defs["MAXSTRINGLEN"] >= 64 * 5 + 16
     cmd = st.stap_command("/x.stp", 42, max_depth=64)
     assert cmd[:3] == ["stap", "-x", "42"] and cmd[-1] == "/x.stp"
+    # every -D the script needs is on the command line (and in the header's command); the overload
+    # threshold is a long long literal: the runtime prints it with %lld (-Werror=format otherwise)
+    for k, v in defs.items():
+        assert f"-D{k}={v}" in cmd
+    assert "-DSTP_OVERLOAD_THRESHOLD=200000000LL" in cmd
+    run = next(ln for ln in s.splitlines() if ln.startswith("# run as root"))
+    assert run.endswith(st.shell_command(st.stap_command("THIS.stp", "PID", max_depth=64)))
 
 
 # ----------------------------------------------------------------- live process
@@ -423,7 +430,7 @@ class MiniStap:
     """Parse the generated script (after macro expansion) and run its probes."""
 
     def __init__(self, script: str, maxaction: int):
-        defs = dict(re.findall(r"^@define (\w+)\s+%\( (-?(?:0x[0-9a-f]+|\d+)) %\)", script, re.M))
+        defs = dict(re.findall(r'^@define (\w+)\s+%\( (-?(?:0x[0-9a-f]+|\d+)|"[^"]*") %\)', script, re.M))
         body = "\n".join(ln for ln in script.splitlines() if not ln.startswith("@define"))
         body = re.sub(r"@(\w+)", lambda m: m.group(0) if m.group(1) == "count" else f"({defs[m.group(1)]})", body)
         self.toks = []
@@ -462,7 +469,15 @@ class MiniStap:
                     if self.peek()[1] == "[":
                         while self.take() != "]":
                             pass
-                    self.globals[name] = {} if True else 0
+                    self.globals[name] = {}
+                    if self.peek()[1] == "=":             # global x = literal (a macro: in parentheses)
+                        self.take("=")
+                        paren = self.peek()[1] == "("
+                        if paren:
+                            self.take("(")
+                        self.globals[name] = int(self.take(), 0)
+                        if paren:
+                            self.take(")")
                     if self.peek()[1] != ",":
                         break
                     self.take(",")
@@ -860,10 +875,13 @@ def workload():
         p.wait()
 
 
-def _sample_with_script(pid, script, n, *, maxaction, user_mode=1):
-    """Run the script's sampling probe on ``n`` ptrace stops of the main thread, then its end probe."""
+def _sample_with_script(pid, script, n, *, maxaction, user_mode=1, params=None):
+    """Run the script's sampling probe on ``n`` ptrace stops of the main thread, then its end probe.
+
+    ``params``: globals set as staprun's module parameters would (name=value)."""
     from nodeflame.capture.walker import ptrace
     interp = MiniStap(script, maxaction)
+    interp.globals.update(params or {})
     mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
     actions = []
     ptrace.seize(pid)
@@ -994,6 +1012,45 @@ def test_script_logic_kernel_mode_sample(workload):
         assert len(b) == 4 and b[0] == "[kernel]" and re.fullmatch(r"0x[0-9a-f]+", b[1]), b
 
 
+def _with_define(script, name, value):
+    out, n = re.subn(rf"^(@define {name}\s+%\( )[^%]*( %\))", rf"\g<1>{value}\g<2>", script, flags=re.M)
+    assert n == 1, name
+    return out
+
+
+def test_script_logic_build_check(workload):
+    """The build check decides on a successful read only: a read that faults (a page the probe cannot
+    fault in) skips the sample and tries again, BUILD_CHECK_TRIES times, then the capture goes on
+    unverified and says so; a read of the wrong value stops the script; staprun's
+    build_check_addr=N (a global) moves the check for a prebuilt module."""
+    from walker_helpers import need_ptrace
+    need_ptrace()
+    p = workload("20")
+    time.sleep(0.2)
+    script = st.generate_script(p.pid)
+    d = _defines(script)
+    addr = d["BUILD_CHECK_ADDR"][0]
+    maxaction = st.stap_defines()["MAXACTION"]
+    # the right constant: checked, every sample kept
+    text, _ = _sample_with_script(p.pid, script, 3, maxaction=maxaction)
+    assert "# nodeflame-stap samples 3 " in text and "# nodeflame-stap build-check ok faults 0" in text
+    assert st.module_id(load_layout(os.path.realpath(f"/proc/{p.pid}/exe"))) in text
+    # a check address that faults: 2 samples skipped, then unverified and sampling
+    faulty = _with_define(_with_define(script, "BUILD_CHECK_ADDR", "0x10"), "BUILD_CHECK_TRIES", "2")
+    text, _ = _sample_with_script(p.pid, faulty, 5, maxaction=maxaction)
+    assert "# nodeflame-stap samples 4 " in text and "# nodeflame-stap build-check unverified faults 2" in text
+    prof = st.parse_output(text, pid=p.pid)
+    assert any("could not verify" in w for w in prof.meta["warnings"])
+    # a wrong value read successfully: the script stops with the reason
+    wrong = _with_define(script, "BUILD_CHECK_VALUE", str(d["BUILD_CHECK_VALUE"][0] + 1))
+    with pytest.raises(_StapError, match="does not run the node binary"):
+        _sample_with_script(p.pid, wrong, 2, maxaction=maxaction)
+    # the module parameter moves the check (a PIE node loaded elsewhere): point it at the constant
+    moved = _with_define(script, "BUILD_CHECK_ADDR", "0x10")
+    text, _ = _sample_with_script(p.pid, moved, 2, maxaction=maxaction, params={"build_check_addr": addr})
+    assert "# nodeflame-stap build-check ok faults 0" in text
+
+
 def test_session_cleanup_and_empty_capture(live_node, tmp_path):
     """close() ends a still-running stap (SIGINT, then SIGTERM) and deletes the temp dir; a
     capture with no samples is a CaptureError that says why."""
@@ -1023,3 +1080,15 @@ def test_session_cleanup_and_empty_capture(live_node, tmp_path):
         sess.stop()
     sess.close()
     assert not d.exists()
+
+
+def test_stap_script_cli_prints_the_full_command(live_node, tmp_path, capsys):
+    """`nodeflame stap-script --pid PID -o FILE` says how to run it: the stap command with every -D."""
+    from nodeflame.cli import main
+    p = live_node("20")
+    out = tmp_path / "n.stp"
+    assert main(["stap-script", "--pid", str(p.pid), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    want = st.shell_command(st.stap_command(str(out), p.pid))
+    assert want in err and "-DSTP_OVERLOAD_THRESHOLD=200000000LL" in err, err
+    assert f"# run as root (or stapdev): {st.shell_command(st.stap_command('THIS.stp', p.pid))}" in out.read_text()

@@ -61,6 +61,7 @@ MAX_DEPTH = 256          # frames per stack (leaf side kept; '[truncated]' marks
 MAX_STACKS = 8192        # distinct (thread, stack) keys kept by the kernel map (oldest dropped beyond)
 MAX_FRAMES = 16384       # distinct frame ids (functions + native pcs); more become '[unknown]'
 MAX_DECODES_PER_SAMPLE = 8   # new SFIs named per sample; a frame over the budget is '[unknown]' once
+BUILD_CHECK_TRIES = 200  # samples skipped while the build check's read faults (then: unverified)
 MAX_NAME = 200           # bytes of a function name (UTF-8)
 MAX_FILE = 300           # bytes of a script name
 START_TIMEOUT = 180.0    # s for stap to translate, compile and load the module
@@ -206,8 +207,9 @@ def script_constants(lay: V8Layout, *, max_depth: int = MAX_DEPTH) -> list[tuple
     return c
 
 
-def stap_defines(max_depth: int = MAX_DEPTH) -> dict[str, int]:
-    """The -D settings the script needs (also listed in its header)."""
+def stap_defines(max_depth: int = MAX_DEPTH) -> dict[str, int | str]:
+    """The -D settings the script needs (also listed in its header and in every command line
+    nodeflame prints or runs: the module does not work without them)."""
     keylen = max_depth * 5 + 16            # ids below 0x10000: <=4 hex digits + ';' per frame
     strlen = max(1024, 1 << (keylen - 1).bit_length())
     return {
@@ -218,7 +220,9 @@ def stap_defines(max_depth: int = MAX_DEPTH) -> dict[str, int]:
         "MAXMAPENTRIES": MAX_FRAMES,
         "MAXNESTING": 16,
         "MAXSKIPPED": 100_000,                      # probes skipped on lock contention before stap gives up
-        "STP_OVERLOAD_THRESHOLD": 200_000_000,      # cycles per STP_OVERLOAD_INTERVAL (1e9 cycles): 20 %
+        # cycles per STP_OVERLOAD_INTERVAL (1e9 cycles): 20 %.  A long long literal: the runtime
+        # prints it with %lld, and pass 4 fails with -Werror=format on a plain int
+        "STP_OVERLOAD_THRESHOLD": "200000000LL",
     }
 
 
@@ -227,7 +231,8 @@ global stacks%[@MAX_STACKS]     # [tid, frame ids] -> samples; oldest dropped wh
 global nsamples, nlost
 global fn_id[@MAX_FRAMES], fn_check[@MAX_FRAMES], labels[@MAX_FRAMES]
 global nat_id[@MAX_FRAMES], nat_pc[@MAX_FRAMES]
-global next_id, checked
+global next_id, checked, check_faults
+global build_check_addr = @BUILD_CHECK_ADDR   # staprun NAME.ko build_check_addr=N sets it for a prebuilt module
 
 function is_heap:long (w:long) { return (w & @HEAP_OBJECT_TAG_MASK) == @HEAP_OBJECT_TAG }
 function smi:long (w:long) { return w >> @SMI_SHIFT }
@@ -377,10 +382,24 @@ function native_id:long (pc:long) {
 
 probe @PROBE_POINT {
   if (pid() != target()) next
-  if (!checked) {      # the target must run the binary this script was generated for
-    checked = 1
-    if (@BUILD_CHECK_ADDR && user_int(@BUILD_CHECK_ADDR) != @BUILD_CHECK_VALUE)
-      error("nodeflame: the target does not run the node binary this script was generated for")
+  if (!checked) {
+    # the target must run the binary this script was generated for: one v8dbg constant, read from
+    # the target, decides -- but only a read that succeeded.  A probe cannot fault a page in, so a
+    # constant on a page that is not resident reads as a fault (user_int() would say 0): then this
+    # sample is skipped and the next one tries again, BUILD_CHECK_TRIES times at most; after that
+    # the capture goes on unverified and says so in its header.
+    if (!build_check_addr) checked = 2
+    else {
+      ok = 0
+      v = 0
+      try { v = user_int_error(build_check_addr); ok = 1 } catch { }
+      if (ok) {
+        if (v != @BUILD_CHECK_VALUE)
+          error("nodeflame: the target does not run the node binary this script was generated for")
+        checked = 1
+      } else if (++check_faults >= @BUILD_CHECK_TRIES) checked = 2
+      else next
+    }
   }
   nsamples <<< 1
   decodes = 0
@@ -422,6 +441,9 @@ probe @PROBE_POINT {
 @DURATION_PROBE
 probe end {
   printf("# nodeflame-stap samples %d ids %d\n", @count(nsamples), next_id)
+  printf("# %s\n", @MODULE_ID)
+  printf("# nodeflame-stap build-check %s faults %d\n",
+         checked == 1 ? "ok" : (build_check_addr ? "unverified" : "off"), check_faults)
   foreach ([t, k] in stacks) {
     tok = tokenize(k, ";")
     while (tok != "") {
@@ -439,6 +461,16 @@ probe end {
   }
 }
 """
+
+
+MODULE_ID_PREFIX = "nodeflame-stap-module"
+_MODULE_ID = re.compile(rb"nodeflame-stap-module format=(\d+) build-id=([0-9a-f]*) node=(\S*) v8=(\S*)")
+
+
+def module_id(lay: V8Layout) -> str:
+    """The string a script (and so its compiled module) carries to say which node build it is for."""
+    return (f"{MODULE_ID_PREFIX} format={SCRIPT_FORMAT} build-id={lay.build_id or ''} "
+            f"node={lay.node_version or '?'} v8={lay.v8_version}")
 
 
 def _probe_point(hz: int | None) -> str:
@@ -484,9 +516,7 @@ def _build_check(lay: V8Layout, pid: int | None) -> tuple[int, int]:
 def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int | None,
             max_depth: int = MAX_DEPTH, probe_point: str | None = None) -> str:
     consts = script_constants(lay, max_depth=max_depth)
-    defs = stap_defines(max_depth)
     chk_addr, chk_val = _build_check(lay, pid)
-    dflags = " ".join(f"-D{k}={v}" for k, v in defs.items())
     head = [
         "#!/usr/bin/env stap",
         f"# nodeflame stap script (format {SCRIPT_FORMAT}): V8 stack sampler, generated from the binary's v8dbg_* symbols",
@@ -495,7 +525,8 @@ def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int |
         f"# V8 facts not in v8dbg (ScopeInfo layout, ...) for V8 {lay.v8_major_minor}: "
         + (f"verified on {lay.facts['verified']}" if lay.facts.get("verified", "TODO") != "TODO"
            else "not yet marked verified in nodeflame's v8layout table"),
-        f"# run as root (or stapdev): stap -x PID {dflags} -s 32 THIS.stp",
+        "# run as root (or stapdev): " + shell_command(stap_command("THIS.stp", pid if pid is not None else "PID",
+                                                                   max_depth=max_depth)),
         "# output: raw stacks (leaf first, '[thread TID]' as the root line, then the count, then a blank line);",
         "#   JS frames as 'JS:name script', other frames as 0x<pc> (nodeflame symbolises them from /proc/PID/maps)",
         "",
@@ -508,6 +539,9 @@ def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int |
     head.append(f"@define {'BUILD_CHECK_ADDR'.ljust(w)} %( {chk_addr:#x} %)  # a v8dbg constant in the target"
                 + (" (0: not checked)" if not chk_addr else ""))
     head.append(f"@define {'BUILD_CHECK_VALUE'.ljust(w)} %( {chk_val} %)  # ... and its value")
+    head.append(f"@define {'BUILD_CHECK_TRIES'.ljust(w)} %( {BUILD_CHECK_TRIES} %)  # nodeflame: samples "
+                "skipped while the constant's page is not resident, then the capture goes on unverified")
+    head.append(f"@define {'MODULE_ID'.ljust(w)} %( \"{module_id(lay)}\" %)  # what a prebuilt module was built for")
     pp = probe_point or _probe_point(hz)
     body = _BODY.replace("@PROBE_POINT", pp)
     if duration is not None:
@@ -539,11 +573,17 @@ def generate_script(pid: int, *, hz: int | None = 1000, duration: float | None =
     return _render(lay, hz=hz, duration=duration, pid=int(pid), max_depth=max_depth)
 
 
-def stap_command(script_path: str, pid: int, *, max_depth: int = MAX_DEPTH, stap: str = "stap") -> list[str]:
-    cmd = [stap, "-x", str(int(pid))]
+def stap_command(script_path: str, pid: int | str, *, max_depth: int = MAX_DEPTH, stap: str = "stap") -> list[str]:
+    """The stap command that runs the script on ``pid``, with every -D the script needs."""
+    cmd = [stap, "-x", str(pid)]
     cmd += [f"-D{k}={v}" for k, v in stap_defines(max_depth).items()]
     cmd += ["-s", "32", script_path]
     return cmd
+
+
+def shell_command(cmd) -> str:
+    import shlex
+    return shlex.join(str(c) for c in cmd)
 
 
 # ------------------------------------------------------------------ output -> Profile
@@ -663,6 +703,17 @@ def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names
         if m:
             samples = int(m.group(1))
     prof.meta.update({"source_format": "stap", "threads": tnames})
+    warnings = []
+    for h in header:
+        m = re.match(r"# nodeflame-stap build-check unverified faults (\d+)", h)
+        if m:
+            warnings.append(f"the stap script could not verify that the target runs the node binary it was "
+                            f"generated for (the checked constant's page was not resident in {m.group(1)} samples)")
+        m = _MODULE_ID.search(h.encode("utf-8", "replace"))
+        if m:
+            prof.meta["stap_module_build_id"] = m.group(2).decode()
+    if warnings:
+        prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + warnings
     if samples is not None:
         prof.meta["stap_samples"] = samples
         kept = int(prof.samples["weight"].sum()) if "weight" in prof.samples else prof.total

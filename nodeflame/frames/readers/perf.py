@@ -57,13 +57,14 @@ from ..symbols import parse_symbol
 
 _WS = " \t\n\r\f\v"
 # stackcollapse-perf.pl's own patterns (ASCII classes: Perl reads bytes)
-_HEADER = re.compile(r"([^ \t\n\r\f\v].*?)[ \t]+([0-9]+)/*([0-9]+)?[ \t]+")
-_EVENT = re.compile(r":[ \t]*([0-9]+)?[ \t]+([^ \t]+):[ \t]*\Z")
-_FRAME = re.compile(r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)")
+# Every pattern here runs in time linear in the line: what the regular
+# expressions of stackcollapse-perf.pl do by backtracking (quadratic, or worse,
+# on a long line of blanks, digits, ':' or ' (') is done by the functions below.
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_HEADER_TAIL = re.compile(r"(?<![ \t])[ \t]+([0-9]+)(?:/+([0-9]+)?)?[ \t]+")
+_SPACE = " \t\n\r\f\v"
 _OFFSET = re.compile(r"\+0x[0-9a-f]+\Z")
-_GO_METHOD = re.compile(r"\.\(.*\)\.")
 _ARGS = re.compile(r"\((?!anonymous namespace\)).*")
-_DIR = re.compile(r".*/")
 _CPU = re.compile(r"[ \t]\[([0-9]+)\][ \t]")
 _TIME = re.compile(r"[ \t]([0-9]+)\.([0-9]+):(?:[ \t]|\Z)")
 _JITMAP = re.compile(r"perf-[0-9]+\.map")
@@ -95,10 +96,10 @@ def collapse_symbol(rawfunc: str, mod: str, java: bool = False):
     for i, verb in enumerate(parts):
         func = verb
         if func == "[unknown]":
-            func = "[" + (_DIR.sub("", mod, count=1) if mod != "[unknown]" else "unknown") + "]"
+            func = "[" + (mod.rpartition("/")[2] if mod != "[unknown]" else "unknown") + "]"
             verb = func
         func = func.replace(";", ":")
-        if not _GO_METHOD.search(func):
+        if not _go_method(func):
             func = _ARGS.sub("", func, count=1)
         func = func.replace('"', "").replace("'", "")
         if java and "/" in func and func.startswith("L"):
@@ -109,24 +110,94 @@ def collapse_symbol(rawfunc: str, mod: str, java: bool = False):
     return out
 
 
-def _parse_header(line: str):
-    """(comm, pid|None, tid, cpu|None, time_ns|None, period|None, event|None) or None."""
-    m = _HEADER.match(line)
+def _go_method(func: str) -> bool:
+    """What r"\.\(.*\)\." finds: a '.(' with a ').' after it."""
+    i = func.find(".(")
+    return i >= 0 and func.find(").", i + 2) >= 0
+
+
+def _trailing_digits(s: str) -> int:
+    """Start of the run of ASCII digits that ends ``s``."""
+    i = len(s)
+    while i and "0" <= s[i - 1] <= "9":
+        i -= 1
+    return i
+
+
+def _header_match(line: str):
+    """What r"([^ \t\n\r\f\v].*?)[ \t]+([0-9]+)/*([0-9]+)?[ \t]+" matches at the start of
+    ``line``: (comm, first number, second number or None, end), or None."""
+    if not line or line[0] in _SPACE:
+        return None
+    m = _HEADER_TAIL.search(line, 1)
     if m is None:
         return None
-    comm, a, b = m.group(1), m.group(2), m.group(3)
+    return line[:m.start()], m.group(1), m.group(2), m.end()
+
+
+def _event_match(line: str):
+    """What r":[ \t]*([0-9]+)?[ \t]+([^ \t]+):[ \t]*\Z" finds: (period digits or None, event) or None."""
+    s = line.rstrip(" \t")
+    if not s.endswith(":"):
+        return None
+    body = s[:-1]
+    j = max(body.rfind(" "), body.rfind("\t"))
+    event = body[j + 1:]
+    if j < 0 or not event:
+        return None
+    p = body[:j].rstrip(" \t")
+    if p.endswith(":"):
+        return None, event
+    d = _trailing_digits(p)
+    if d == len(p) or not p[:d].rstrip(" \t").endswith(":"):
+        return None
+    return p[d:], event
+
+
+def _frame_match(ln: str):
+    """What r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)" matches:
+    (address, symbol, dso) or None.  Lines it finds no way to read by the
+    greedy path (address, blanks, symbol to the last ' (' before the last ')')
+    are left to the expression itself only when short."""
+    s = ln.lstrip(_SPACE)
+    w = _WORD.match(s)
+    if w is not None and "\n" not in s:
+        rest = s[w.end():].lstrip(_SPACE)
+        close = rest.rfind(")")
+        k = rest.rfind(" (", 1, close) if close > 0 else -1
+        if k >= 1:
+            return w.group(), rest[:k], rest[k + 2:close]
+    if len(ln) > 200:
+        return None
+    m = _FRAME_SHORT.match(ln)
+    return (m.group(1), m.group(2), m.group(3)) if m is not None else None
+
+
+_FRAME_SHORT = re.compile(r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)")
+
+
+def _parse_header(line: str):
+    """(comm, pid|None, tid, cpu|None, time_ns|None, period|None, event|None) or None."""
+    m = _header_match(line)
+    if m is None:
+        return None
+    comm, a, b, end = m
+    if len(a) > 18 or (b and len(b) > 18):
+        return None  # no pid or tid has 19 digits: not a header
     pid, tid = (int(a), int(b)) if b else (None, int(a))
     period = event = None
-    e = _EVENT.search(line)
+    e = _event_match(line)
     if e is not None:
-        event = e.group(2)
-        if e.group(1):
-            period = int(e.group(1))
-    c = _CPU.search(line, m.end() - 1)
+        event = e[1]
+        if e[0]:
+            if len(e[0]) > 18:
+                return None
+            period = int(e[0])
+    c = _CPU.search(line, end - 1)
     cpu = int(c.group(1)) if c else None
-    t = _TIME.search(line, m.end() - 1)
+    t = _TIME.search(line, end - 1)
     time_ns = None
-    if t is not None:
+    if t is not None and len(t.group(1)) <= 9:
         frac = t.group(2)
         time_ns = int(t.group(1)) * 1_000_000_000 + int((frac + "000000000")[:9])
     return comm, pid, tid, cpu, time_ns, period, event
@@ -175,10 +246,10 @@ def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) 
                 utype[k] = HEADER
                 header_of[k] = h
                 continue
-        m = _FRAME.match(ln)
+        m = _frame_match(ln)
         if m is not None:
             utype[k] = FRAME
-            frame_of[k] = (m.group(1), m.group(2), m.group(3))
+            frame_of[k] = m
             continue
         utype[k] = BLANK
         bad_u.append(k)
@@ -360,8 +431,27 @@ def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) 
     return prof
 
 
-_SNIFF_HEADER = re.compile(r"[^ \t#].*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z")
-_SNIFF_FRAME = re.compile(r"[ \t]+[0-9a-fA-F]+[ \t]+.*\(.*\)[ \t]*\Z")
+_SNIFF_TAIL = re.compile(r"(?<![ \t])[ \t]+[0-9]+(?:/[0-9]+)?[ \t]")
+_SNIFF_ADDR = re.compile(r"[ \t]+[0-9a-fA-F]+[ \t]+")
+
+
+def looks_like_header(ln: str, first_not: str = " \t#") -> bool:
+    """What r"[^ \t#].*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z" matches, in linear time."""
+    if not ln or ln[0] in first_not or "\n" in ln:
+        return False
+    s = ln.rstrip(" \t")
+    if not s.endswith(":"):
+        return False
+    return _SNIFF_TAIL.search(s, 1, len(s) - 1) is not None
+
+
+def _looks_like_frame(ln: str) -> bool:
+    """What r"[ \t]+[0-9a-fA-F]+[ \t]+.*\(.*\)[ \t]*\Z" matches, in linear time."""
+    m = _SNIFF_ADDR.match(ln)
+    if m is None or "\n" in ln:
+        return False
+    rest = ln[m.end():].rstrip(" \t")
+    return rest.endswith(")") and "(" in rest[:-1]
 
 
 def sniff(head: bytes, text: str | None) -> bool:
@@ -377,13 +467,13 @@ def sniff(head: bytes, text: str | None) -> bool:
             continue
         if ln[0] in " \t":
             indented += 1
-            if _SNIFF_FRAME.match(ln):
+            if _looks_like_frame(ln):
                 frames += 1
                 if prev_header:
                     pairs += 1
             prev_header = False
         else:
-            prev_header = bool(_SNIFF_HEADER.match(ln))
+            prev_header = looks_like_header(ln)
     return pairs >= 1 and frames * 2 >= indented
 
 

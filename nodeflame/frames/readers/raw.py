@@ -49,9 +49,30 @@ from ..symbols import parse_dtrace
 _WS = " \t\n\r\f\v"  # Perl's \s on bytes: ASCII whitespace only
 _COUNT = re.compile(r"[ \t\f\v]*([0-9]+)[ \t\f\v]*\Z")
 _OFFSET = re.compile(r"\+[^+]*\Z")
-_CPP_ARGS = re.compile(r"(::.*)[(<].*")
 _DT_HEAD = re.compile(r"[ \t]*CPU[ \t]+ID[ \t]+FUNCTION:NAME[ \t]*\Z")
-_DT_PROBE = re.compile(r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+[^ \t]*:[^ \t]*[ \t]*\Z")
+_DT_PROBE_HEAD = re.compile(r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+")
+
+
+def _dt_probe(ln: str) -> bool:
+    """What r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+[^ \t]*:[^ \t]*[ \t]*\Z" matches, in linear time."""
+    m = _DT_PROBE_HEAD.match(ln)
+    if m is None or "\n" in ln:
+        return False
+    rest = ln[m.end():].rstrip(" \t")
+    return ":" in rest and " " not in rest and "\t" not in rest
+
+
+def _cpp_args(f: str) -> str:
+    """What re.sub(r"(::.*)[(<].*", r"\1", f, count=1) gives: after the first '::', everything
+    from the last '(' or '<' on is cut (linear; the expression is quadratic on '::::...')."""
+    i = f.find("::")
+    if i < 0 or "\n" in f:
+        return f if i < 0 else _CPP_ARGS_RE.sub(r"\1", f, count=1)
+    j = max(f.rfind("(", i + 2), f.rfind("<", i + 2))
+    return f[:j] if j >= 0 else f
+
+
+_CPP_ARGS_RE = re.compile(r"(::.*)[(<].*")
 _INLINE = "_[i]"
 
 BLANK, COUNT, FRAME = 0, 1, 2
@@ -63,7 +84,7 @@ def collapse_frame(line: str) -> list[str]:
     Usually one; ``a->b`` gives ``['a', 'b_[i]']``; ``->`` alone gives none."""
     f = line.lstrip(_WS)
     f = _OFFSET.sub("", f, count=1)
-    f = _CPP_ARGS.sub(r"\1", f, count=1)
+    f = _cpp_args(f)
     if f == "":
         f = "-"
     parts = f.split("->")
@@ -86,7 +107,7 @@ def header_length(lines) -> int:
     while h < min(3, len(lines)):
         ln = lines[h]
         if (not ln.strip(_WS) or ln.startswith("#") or _DT_HEAD.match(ln)
-                or (h and _DT_HEAD.match(lines[h - 1]) and _DT_PROBE.match(ln))):
+                or (h and _DT_HEAD.match(lines[h - 1]) and _dt_probe(ln))):
             h += 1
         else:
             break
@@ -284,15 +305,26 @@ def sniff(head: bytes, text: str | None) -> bool:
             counts += 1
             prev = COUNT
             continue
-        if _FOLDED_LIKE.match(ln) or _PERF_HEADER_LIKE.match(ln):
+        if _folded_like(ln) or (not ln[:1].isspace() and looks_like_header(ln, first_not="")):
             return False
         frames += 1
         prev = FRAME
     return counts >= 1
 
 
-# a folded line ('a;b 12') or a perf script sample header ('comm 123 ... cycles:')
-_FOLDED_LIKE = re.compile(r".*;.*[ \t][0-9]+[ \t]*\Z")
-_PERF_HEADER_LIKE = re.compile(r"\S.*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z")
+def _folded_like(ln: str) -> bool:
+    """A folded line ('a;b 12'): what r".*;.*[ \t][0-9]+[ \t]*\Z" matches, in linear time
+    (the expression takes seconds on a long line of ';')."""
+    if "\n" in ln:
+        return False
+    s = ln.rstrip(" \t")
+    i = len(s)
+    while i and "0" <= s[i - 1] <= "9":
+        i -= 1
+    return i < len(s) and i > 0 and s[i - 1] in " \t" and ";" in s[:i - 1]
+
+
+# a perf script sample header ('comm 123 ... cycles:') is told by perf's own test
+from .perf import looks_like_header  # noqa: E402
 
 register_reader("raw", read_raw, sniff, (".raw", ".stacks"))

@@ -51,3 +51,102 @@ def test_ipynb_title_from_a_hostile_file_name(tmp_path):
     assert main(["convert", str(src), str(out)]) == 0
     md = "\n".join(_markdown_cells(out))
     assert "<img" not in md and "&lt;img" in md
+
+
+def test_text_output_is_linear_in_stack_depth():
+    deep = (";".join(f"f{i}" for i in range(5000)) + " 1\n").encode()
+    text = nf.read(deep, format="folded").text()
+    assert len(text) < 300 * 5000                   # was 25 MB: quadratic in depth
+    lines = text.splitlines()
+    assert lines[1] == "1 f0" and lines[2] == "  1 f1"
+    assert lines[102].startswith(" " * 200 + "[depth 101] 1 f101")
+
+
+@pytest.mark.parametrize("text", [
+    b";" * 65536 + b"\n",                                                         # raw sniffer: was 17 s
+    b"node 123 1.000: 1 cycles:\n\t abc [unknown] (" + b"x" * 200_000 + b")\n",     # perf dso: was 12 s
+    b"a" + b" " * 100_000 + b"x\n",
+    b"a " + b"1" * 100_000 + b"x\n",
+    b"a 1 :" + b" " * 50_000 + b":" * 50_000 + b"x\n",
+    b"\t" + b"ab (" * 30_000 + b"\n",
+    b"f" + b"::" * 50_000 + b"\n1\n",
+    b"CPU ID FUNCTION:NAME\n 1 2 " + b":" * 100_000 + b" x\n",
+])
+@pytest.mark.parametrize("fmt", [None, "perf", "raw", "folded"])
+def test_long_lines_are_read_in_linear_time(text, fmt):
+    t = time.perf_counter()
+    try:
+        nf.read(text, format=fmt)
+    except FormatError as e:
+        assert "<bytes>" in str(e)
+    # linear work on 200 KB is milliseconds; the old expressions took seconds to minutes
+    assert time.perf_counter() - t < 2.0
+
+
+def test_huge_counts_and_numbers_are_format_errors():
+    for data, fmt in [(b"a;b 99999999999999999999\n", "folded"),
+                      (b'{"nodes":[{"id":1,"callFrame":{"functionName":"a","url":"","scriptId":"0","lineNumber":0,'
+                       b'"columnNumber":0},"children":[]}],"samples":[1,1],"timeDeltas":[0,NaN],"startTime":0}', None),
+                      (b'{"nodes":[{"id":1,"callFrame":{"functionName":"a","url":"","scriptId":"0","lineNumber":0,'
+                       b'"columnNumber":0},"children":[]}],"samples":[1,1],"timeDeltas":[0,Infinity],"startTime":0}', None),
+                      (b'{"nodes":[{"id":1,"callFrame":{"functionName":"a","url":"","scriptId":"0","lineNumber":0,'
+                       b'"columnNumber":0},"children":[]}],"samples":[1],"timeDeltas":[1e308],"startTime":1e308}', None)]:
+        try:
+            p = nf.read(data, format=fmt)
+        except FormatError as e:
+            assert "<bytes>" in str(e), str(e)
+        else:
+            p.validate()
+            assert (p.samples["time_ns"].to_numpy() > -2**62).all()
+
+
+def test_nan_time_delta_names_its_position():
+    doc = (b'{"nodes":[{"id":1,"callFrame":{"functionName":"a","url":"","scriptId":"0","lineNumber":0,'
+           b'"columnNumber":0},"children":[]}],"samples":[1,1],"timeDeltas":[0,NaN],"startTime":0}')
+    with pytest.raises(FormatError, match=r"timeDeltas\[1\].*finite"):
+        nf.read(doc)
+
+
+def test_gzip_bomb_is_refused_quickly():
+    bomb = gzip.compress(b"a;b 1\n" * (40 << 20), 9)   # 240 MB from ~240 KB
+    t = time.perf_counter()
+    with pytest.raises(LimitError, match="expands more than"):
+        nf.read(bomb)
+    assert time.perf_counter() - t < 5
+    with pytest.raises(LimitError, match="max_decompressed"):
+        nf.read(gzip.compress(b"a;b 1\n" * 1000), max_decompressed=1000)
+    assert nf.read(gzip.compress(b"a;b 1\n" * 1000)).total == 1000
+
+
+def _nfprof_bytes():
+    buf = io.BytesIO()
+    _small_profile().write(buf, format="nfprof")
+    return buf.getvalue()
+
+
+def test_nfprof_npy_header_asking_for_huge_array():
+    src = zipfile.ZipFile(io.BytesIO(_nfprof_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "samples/weight.npy":
+                header = "{'descr': '<i8', 'fortran_order': False, 'shape': (50000000000,), }"
+                data = b"\x93NUMPY\x01\x00" + len(header.ljust(118) + "\n").to_bytes(2, "little") \
+                    + (header.ljust(118) + "\n").encode()
+            z.writestr(info.filename, data)
+    with pytest.raises(FormatError, match="npy header says shape"):
+        nf.read(out.getvalue(), format="nfprof")
+
+
+def test_damaged_nfprof_is_a_format_error():
+    good = _nfprof_bytes()
+    rng = np.random.default_rng(5)
+    for k in range(200):
+        b = bytearray(good)
+        for i in rng.integers(0, len(b), 3):
+            b[i] ^= 1 << int(rng.integers(0, 8))
+        try:
+            nf.read(bytes(b), format="nfprof").validate()
+        except FormatError as e:
+            assert "<bytes>" in str(e)

@@ -175,7 +175,18 @@ def sniff(data: bytes, source: str = "<input>") -> str:
     _ensure_readers()
     head = data[:65536]
     text_head = None
-    if not head.startswith((b"\x1f\x8b", b"PK\x03\x04")):  # gzip and zip (.nfprof) are never text
+    if head.startswith(b"\x1f\x8b"):  # gzip: sniffers see the text of the decompressed head
+        try:
+            inner = zlib.decompressobj(wbits=31).decompress(data[:1 << 20], 65536)
+        except zlib.error:
+            inner = b""
+        if inner and not inner.startswith((b"\x1f\x8b", b"PK\x03\x04")):
+            try:
+                text_head = decode_text(inner[:len(inner) - (len(inner) % 2)]
+                                        if inner.startswith((b"\xff\xfe", b"\xfe\xff")) else inner, source)
+            except FormatError:
+                text_head = None
+    elif not head.startswith(b"PK\x03\x04"):  # zip (.nfprof) is never text
         try:
             text_head = decode_text(head if not head.startswith((b"\xff\xfe", b"\xfe\xff")) else data[:65536 - (65536 % 2)], source)
         except FormatError:

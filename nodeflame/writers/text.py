@@ -1,4 +1,8 @@
-"""torch's text tree: ``Total samples: N`` then ``count name`` lines, two spaces per level."""
+"""torch's text tree: ``Total samples: N`` then ``count name`` lines, two spaces per level.
+
+Lines deeper than ``MAX_INDENT`` (100) levels are indented 100 levels and start
+with ``[depth N]``, so the output grows linearly with the tree, not with the
+square of its depth."""
 from __future__ import annotations
 
 import numpy as np
@@ -68,6 +72,9 @@ def tree_order(t, key: str = "total", labels=None):
     return order
 
 
+MAX_INDENT = 100  # levels indented with blanks; deeper lines name their depth instead
+
+
 def render_text(p, *, inverted: bool = False, max_depth: int | None = None, min_count: int = 0) -> str:
     t = call_tree(p, inverted=inverted)
     labels = p.func_labels()
@@ -81,8 +88,18 @@ def render_text(p, *, inverted: bool = False, max_depth: int | None = None, min_
     order = order[keep]
     unit = p.meta.get("unit") or "samples"
     head = f"Total samples: {p.total}" if unit == "samples" else f"Total {unit}: {p.total}"
-    indent = np.array(["  " * d for d in range(int(depth.max()) + 1 if len(depth) else 1)], dtype=object)
-    body = indent[depth[order]] + total[order].astype(str).astype(object) + " " + labels[func[order]]
+    # indentation is capped so that the output stays linear in the tree's size (a
+    # 10,000-deep stack would otherwise print 100 MB of blanks): past MAX_INDENT
+    # levels a line is indented MAX_INDENT levels and says its depth, "[depth 1234] "
+    top = min(int(depth.max()) + 1 if len(depth) else 1, MAX_INDENT + 1)
+    indent = np.array(["  " * d for d in range(top)], dtype=object)
+    d = depth[order]
+    deep = d > MAX_INDENT
+    prefix = indent[np.minimum(d, MAX_INDENT)]
+    if deep.any():
+        prefix = prefix.copy()
+        prefix[deep] = [f"{indent[MAX_INDENT]}[depth {int(x)}] " for x in d[deep]]
+    body = prefix + total[order].astype(str).astype(object) + " " + labels[func[order]]
     return head + "\n" + "".join(body + "\n") if len(body) else head + "\n"
 
 

@@ -25,3 +25,8 @@ def corpus():
     if not CORPUS.is_dir():
         pytest.skip(f"corpus not found at {CORPUS} (set NODEFLAME_SHARED)")
     return CORPUS
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from what the readers and writers make now (review the diff)")

@@ -24,6 +24,9 @@ def __getattr__(name):
         import importlib  # not `from . import capture`: that asks this __getattr__ again, forever
         _capture = importlib.import_module(".capture", __name__)
         return getattr(_capture, name)
+    if name == "dataset":  # nodeflame[fleet]: pyarrow, duckdb (and dask) load only here
+        import importlib
+        return importlib.import_module(".dataset", __name__)  # a callable module: nf.dataset(PATH)
     raise AttributeError(f"module 'nodeflame' has no attribute {name!r}")
 
 

@@ -14,15 +14,18 @@ ALLOWED = {
     "writers": {"frames", "writers"},
     "capture": {"frames", "capture"},
     "widgets": {"frames", "writers", "widgets"},
+    "dataset": {"frames", "dataset"},
 }
 THIRD_PARTY = {
     "frames": {"numpy", "pandas"},
     "writers": {"numpy", "pandas"},
+    "dataset": {"numpy", "pandas", "pyarrow"},
 }
 # optional extras these layers may import lazily, inside a function (never at module level)
 LAZY_THIRD_PARTY = {
     "frames": {"google"},               # protobuf, for pprof
     "writers": {"google", "nbformat"},  # protobuf; nbformat for .ipynb
+    "dataset": {"duckdb", "dask", "fsspec"},  # nodeflame[fleet]: engines load when a question needs them
 }
 
 
@@ -105,9 +108,11 @@ def test_checker_catches_a_wrong_arrow(tmp_path, monkeypatch):
 
 
 def test_core_import_is_light():
-    """`import nodeflame` loads numpy and pandas only: no plotly, websocket, elftools, tqdm."""
+    """`import nodeflame` loads numpy and pandas only: no plotly, websocket, elftools, tqdm, nor the
+    dataset layer's duckdb, dask, fsspec (pyarrow: pandas itself loads it when installed)."""
     import subprocess
     code = ("import sys, nodeflame; heavy = [m for m in ('plotly', 'ipywidgets', 'websocket', 'elftools', "
-            "'tqdm', 'google.protobuf') if m in sys.modules]; print(heavy)")
+            "'tqdm', 'google.protobuf', 'duckdb', 'dask', 'distributed', 'fsspec', 'nodeflame.dataset') "
+            "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

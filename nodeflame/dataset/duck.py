@@ -1,0 +1,108 @@
+"""The DuckDB engine (embedded, the default): aggregations over the Parquet files, and ds.sql()."""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from .store import PROFILE_TABLES, DatasetError
+
+VIEWS = ("captures", "func_stats") + PROFILE_TABLES
+
+
+def connect(store=None):
+    import duckdb
+    con = duckdb.connect(":memory:")
+    if store is not None and not store.local:
+        con.register_filesystem(store.fs)
+    return con
+
+
+def _list(store, files) -> str:
+    paths = [store.for_duckdb(f) if store is not None else f for f in files]
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _scan(store, files, union=False) -> str:
+    return (f"read_parquet({_list(store, files)}, hive_partitioning = false"
+            f"{', union_by_name = true' if union else ''})")
+
+
+def select_ids(view: pd.DataFrame, where: str) -> list[str]:
+    """capture ids of the rows of the captures view that satisfy ``where`` (SQL)."""
+    import duckdb
+    con = connect()
+    try:
+        con.register("captures", view)
+        return [r[0] for r in con.execute(f"SELECT capture_id FROM captures WHERE {where}").fetchall()]
+    except duckdb.Error as e:
+        raise DatasetError(f"where {where!r}: {e}") from None
+    finally:
+        con.close()
+
+
+def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
+    """Per (group, function): summed self/total, and sums and sums of squares of each capture's shares."""
+    if not files:
+        return _empty_sums()
+    con = connect(store)
+    try:
+        con.register("sel", sel)
+        q = f"""
+        SELECT s."group" AS "group", f.name, f.file, CAST(f.line AS BIGINT) AS line,
+               CAST(f."column" AS BIGINT) AS "column", f.kind, min(f.package) AS package,
+               CAST(sum(f.self) AS BIGINT) AS self, CAST(sum(f.total) AS BIGINT) AS total,
+               sum(CAST(f.self AS DOUBLE) / greatest(s.samples, 1)) AS self_share_sum,
+               sum(power(CAST(f.self AS DOUBLE) / greatest(s.samples, 1), 2)) AS self_share_sq,
+               sum(CAST(f.total AS DOUBLE) / greatest(s.samples, 1)) AS total_share_sum,
+               sum(power(CAST(f.total AS DOUBLE) / greatest(s.samples, 1), 2)) AS total_share_sq
+        FROM {_scan(store, files)} AS f JOIN sel AS s ON f.capture_id = s.capture_id
+        GROUP BY s."group", f.name, f.file, f.line, f."column", f.kind
+        """
+        return con.execute(q).df()
+    finally:
+        con.close()
+
+
+def _empty_sums() -> pd.DataFrame:
+    return pd.DataFrame({"group": pd.Series(dtype="int64"), "name": pd.Series(dtype=object),
+                         "file": pd.Series(dtype=object), "line": pd.Series(dtype="int64"),
+                         "column": pd.Series(dtype="int64"), "kind": pd.Series(dtype=object),
+                         "package": pd.Series(dtype=object), "self": pd.Series(dtype="int64"),
+                         "total": pd.Series(dtype="int64"), "self_share_sum": pd.Series(dtype=float),
+                         "self_share_sq": pd.Series(dtype=float), "total_share_sum": pd.Series(dtype=float),
+                         "total_share_sq": pd.Series(dtype=float)})
+
+
+def func_by_capture(store, files, func: str, client=None) -> pd.DataFrame:
+    """capture_id, self, total of the functions named ``func`` in each capture that has one."""
+    if not files:
+        return pd.DataFrame({"capture_id": pd.Series(dtype=object), "self": pd.Series(dtype="int64"),
+                             "total": pd.Series(dtype="int64")})
+    con = connect(store)
+    try:
+        q = f"""SELECT CAST(capture_id AS VARCHAR) AS capture_id, CAST(sum(self) AS BIGINT) AS self,
+                       CAST(sum(total) AS BIGINT) AS total
+                FROM {_scan(store, files)} WHERE name = ? GROUP BY capture_id"""
+        return con.execute(q, [func]).df()
+    finally:
+        con.close()
+
+
+def run_sql(ds, query: str) -> pd.DataFrame:
+    import duckdb
+    view = ds._view()
+    con = connect(ds.store)
+    try:
+        con.register("captures", view.drop(columns=["part", "schema_version"]))
+        for name in VIEWS[1:]:
+            if re.search(rf"\b{name}\b", query, re.I):
+                files = ds._files(name, view)
+                if files:
+                    con.execute(f"CREATE VIEW {name} AS SELECT * FROM {_scan(ds.store, files, union=True)}")
+        try:
+            return con.execute(query).df()
+        except duckdb.Error as e:
+            raise DatasetError(f"sql: {e}") from None
+    finally:
+        con.close()

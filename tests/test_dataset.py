@@ -1,0 +1,317 @@
+"""nodeflame.dataset: many captures as Parquet; DuckDB and Dask give the same answers; atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("duckdb")
+
+import nodeflame as nf  # noqa: E402
+from nodeflame.frames.build import build_profile  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# real files other tools wrote, of every family nodeflame reads
+CORPUS_FILES = [
+    "speedscope/node/10.11.0/example.cpuprofile",
+    "speedscope/Chrome/65/simple.cpuprofile",
+    "speedscope/pprof/simple.prof",
+    "speedscope/speedscope/0.6.0/two-sampled.speedscope.json",
+    "speedscope/speedscope/0.1.2/simple-sampled.speedscope.json",
+    "speedscope/stackcollapse/recursion.txt",
+    "speedscope/linux-perf/simple-with-pid.linux-perf.txt",
+    "flamegraph/perf-js-stacks-01.txt",
+    "flamegraph/example-dtrace-stacks.txt",
+]
+
+
+def assert_same_profile(p, q):
+    """Profile equality: every table (dtypes, categories, extra columns) and meta."""
+    for t in ("funcs", "frames", "stacks", "samples", "lines"):
+        pd.testing.assert_frame_equal(getattr(p, t), getattr(q, t), check_exact=True, obj=t)
+    assert q.meta == json.loads(json.dumps(p.meta, default=str)) or q.meta == p.meta
+
+
+def synthetic(seed: int, n: int = 4000, slow: float = 1.0, recursion: bool = True):
+    """A node-like profile: main -> handler -> (parse | render | recurse(recurse(...))) ; ``slow``
+    scales the weight of parse."""
+    rng = np.random.default_rng(seed)
+    stacks = {
+        ("main", "handler", "parse"): 30 * slow,
+        ("main", "handler", "parse", "JSON.parse"): 20 * slow,
+        ("main", "handler", "render"): 25,
+        ("main", "handler", "render", "escape"): 10,
+        ("main", "gc"): 5,
+    }
+    if recursion:
+        stacks[("main", "handler", "walk", "walk", "walk")] = 8
+        stacks[("main", "handler", "walk", "walk", "render")] = 4
+    keys = list(stacks)
+    prob = np.array([stacks[k] for k in keys], float)
+    prob = prob / prob.sum()
+    counts = rng.multinomial(n, prob)
+    rows = [(";".join(k), int(c)) for k, c in zip(keys, counts) if c]
+    folded = "\n".join(f"{s} {c}" for s, c in rows) + "\n"
+    return nf.read(folded.encode(), format="folded")
+
+
+@pytest.fixture
+def corpus_profiles(corpus):
+    out = []
+    for rel in CORPUS_FILES:
+        path = corpus / rel
+        if path.exists():
+            out.append((rel, nf.read(path)))
+    assert len(out) >= 6
+    return out
+
+
+# ------------------------------------------------------------------ round trip
+def test_every_capture_comes_back_equal(tmp_path, corpus_profiles):
+    ds = nf.dataset(tmp_path / "ds")
+    ids = {}
+    for i, (rel, p) in enumerate(corpus_profiles):
+        ids[rel] = ds.add(p, labels={"source": rel.split("/")[0], "n": str(i)})
+    ds2 = nf.dataset(tmp_path / "ds")  # a fresh reader, nothing cached
+    assert len(ds2.captures()) == len(corpus_profiles)
+    for rel, p in corpus_profiles:
+        q = ds2.profile(ids[rel])
+        q.validate()
+        assert_same_profile(p, q)
+        assert q.meta == p.meta, rel
+    caps = ds2.captures().set_index("capture_id")
+    for rel, p in corpus_profiles:
+        row = caps.loc[ids[rel]]
+        assert row["samples"] == p.total and row["rows"] == len(p.samples)
+        assert row["source_format"] == p.meta["source_format"]
+
+
+def test_extra_columns_and_lines_survive(tmp_path):
+    p = synthetic(1)
+    p.funcs["gen_line"] = np.arange(len(p.funcs), dtype=np.int32)
+    p.frames["gen_column"] = np.arange(len(p.frames), dtype=np.int32)
+    p.lines = pd.DataFrame({"stack": np.array([1, 2], np.int32), "line": np.array([3, 4], np.int32),
+                            "ticks": np.array([5, 6], np.int64)})
+    p.meta.update(pid=4242, backend="walker", start_time=1_700_000_000.5, duration_ns=10_000_000_000,
+                  node_version="20.1.0", threads=["main", "worker 1"], nested={"a": [1, 2, {"b": None}]})
+    ds = nf.dataset(tmp_path)
+    cid = ds.add(p, labels={"service": "api"})
+    q = ds.profile(cid)
+    assert_same_profile(p, q)
+    assert q.meta == p.meta
+    row = ds.captures().iloc[0]
+    assert (row["service"], row["backend"], row["pid"], row["duration_s"]) == ("api", "walker", 4242, 10.0)
+    assert row["start"] == pd.Timestamp(1_700_000_000.5, unit="s")
+    assert row["date"] == "2023-11-14"
+    # partitioned by labels and date, Hive style, and documented in dataset.json
+    assert (tmp_path / "samples" / "service=api" / "date=2023-11-14" / f"{cid}.parquet").exists()
+    m = json.loads((tmp_path / "dataset.json").read_text())
+    assert m["schema_version"] == 1 and m["partition_by"] == ["service"]
+
+
+def test_labels_are_checked(tmp_path):
+    ds = nf.dataset(tmp_path)
+    p = synthetic(2)
+    with pytest.raises(nf.NodeflameError, match="reserved"):
+        ds.add(p, labels={"pid": "1"})
+    with pytest.raises(nf.NodeflameError, match="label name"):
+        ds.add(p, labels={"my-label": "1"})
+    # a value with / and = is escaped in the path and comes back as it was
+    cid = ds.add(p, labels={"route": "/api/v=1 x"})
+    assert ds.captures()["route"].tolist() == ["/api/v=1 x"]
+    assert ds.profile(cid).total == p.total
+
+
+# ------------------------------------------------------------------ questions
+@pytest.fixture
+def fleet(tmp_path):
+    """Two versions x two hosts x 3 captures, version 1.3's parse 40 % heavier, an hour apart."""
+    ds = nf.dataset(tmp_path / "fleet")
+    t0 = 1_700_000_000.0
+    k = 0
+    for version, slow in (("1.2", 1.0), ("1.3", 1.4)):
+        for host in ("a", "b"):
+            for i in range(3):
+                p = synthetic(100 + k, n=2000 + 300 * k, slow=slow)
+                p.meta["pid"] = 1000 + k
+                ds.add(p, labels={"service": "api", "version": version, "host": host}, time=t0 + 3600 * i + k)
+                k += 1
+    other = synthetic(999)
+    ds.add(other, labels={"service": "worker", "version": "1.3", "host": "a"}, time=t0)
+    return ds
+
+
+def _expected_top(merged):
+    t = merged.top(None)
+    t = t.assign(column=merged.funcs.loc[t.index, "column"].to_numpy())
+    t = t.astype({"name": str, "file": str, "kind": str})
+    return t.set_index(["name", "file", "line", "column", "kind"])[["self", "total", "self_pct", "total_pct"]]
+
+
+def test_top_matches_profile_top_of_the_merged_profile(fleet):
+    got = fleet.top(by=["version"], where="service = 'api'", n=None)
+    assert set(got["version"]) == {"1.2", "1.3"}
+    for v in ("1.2", "1.3"):
+        merged = fleet.profile(where=f"service = 'api' AND version = '{v}'")
+        assert len(merged.meta["captures"]) == 6
+        exp = _expected_top(merged)
+        g = got[got["version"] == v].set_index(["name", "file", "line", "column", "kind"])
+        assert set(g.index) == set(exp.index)
+        g = g.loc[exp.index]
+        np.testing.assert_array_equal(g["self"].to_numpy(), exp["self"].to_numpy())
+        np.testing.assert_array_equal(g["total"].to_numpy(), exp["total"].to_numpy())
+        np.testing.assert_allclose(g["self_pct"].to_numpy(), exp["self_pct"].to_numpy())
+        np.testing.assert_allclose(g["total_pct"].to_numpy(), exp["total_pct"].to_numpy())
+        # recursion counted once: walk is on every walk sample once, not three times
+        assert g.loc["walk", "total"].iloc[0] == exp.loc["walk", "total"].iloc[0] <= merged.total
+    # heaviest first within each group, n per group
+    t5 = fleet.top(by="version", where="service = 'api'", n=3)
+    assert t5.groupby("version").size().tolist() == [3, 3]
+    assert (t5.groupby("version")["self"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    # no by: one group, equal to the whole dataset's merged profile
+    whole = fleet.top(n=None)
+    exp = _expected_top(fleet.profile(where="true"))
+    np.testing.assert_array_equal(whole.set_index(["name", "file", "line", "column", "kind"]).loc[exp.index, "total"],
+                                  exp["total"])
+
+
+def test_each_capture_is_one_observation(fleet):
+    t = fleet.top(by=["version", "host"], where="service = 'api'", n=None)
+    row = t[(t["version"] == "1.3") & (t["host"] == "b") & (t["name"] == "parse")].iloc[0]
+    ids = fleet.captures(where="service = 'api' AND version = '1.3' AND host = 'b'")["capture_id"]
+    shares = []
+    for cid in ids:
+        p = fleet.profile(cid)
+        top = p.top(None)
+        shares.append(top.loc[top["name"] == "parse", "self_pct"].iloc[0])
+    assert row["captures"] == 3
+    assert row["self_mean_pct"] == pytest.approx(np.mean(shares))
+    assert row["self_sd_pct"] == pytest.approx(np.std(shares, ddof=1))
+    # a function missing from a capture counts as a share of 0 there, not as a missing observation
+    assert t.loc[t["name"] == "gc", "captures"].eq(3).all()
+
+
+def test_trend_buckets_captures_by_start(fleet):
+    tr = fleet.trend(func="parse", by="version", every="1h", where="service = 'api'")
+    assert list(tr.columns[:3]) == ["version", "bucket", "captures"]
+    assert len(tr) == 6 and tr["captures"].eq(2).all()
+    for r in tr.itertuples():
+        merged = fleet.profile(where=f"service = 'api' AND version = '{r.version}' AND "
+                                     f"start >= TIMESTAMP '{r.bucket}' AND start < TIMESTAMP '{r.bucket}' + INTERVAL 1 HOUR")
+        top = merged.top(None)
+        assert r.self == top.loc[top["name"] == "parse", "self"].sum()
+        assert r.self_pct == pytest.approx(100 * r.self / merged.total)
+    # version 1.3 spends more in parse in every hour
+    piv = tr.pivot(index="bucket", columns="version", values="self_pct")
+    assert (piv["1.3"] > piv["1.2"]).all()
+    # a function absent from some captures: they count, with 0
+    tr2 = fleet.trend(func="no-such-function", every="1d")
+    assert tr2["self"].sum() == 0 and tr2["captures"].sum() == 13
+
+
+def test_sql_over_the_views(fleet):
+    df = fleet.sql("SELECT version, count(*) AS n, sum(samples) AS s FROM captures "
+                   "WHERE service = 'api' GROUP BY version ORDER BY version")
+    caps = fleet.captures(where="service = 'api'")
+    assert df["n"].tolist() == [6, 6]
+    assert df["s"].tolist() == caps.groupby("version")["samples"].sum().tolist()
+    n = fleet.sql("SELECT sum(weight) AS w FROM samples JOIN captures USING (capture_id) WHERE version = '1.2'")
+    assert int(n["w"].iloc[0]) == int(caps.loc[caps["version"] == "1.2", "samples"].sum())
+    names = fleet.sql("SELECT DISTINCT name FROM funcs ORDER BY 1")["name"].tolist()
+    assert "parse" in names and "JSON.parse" in names
+    fs = fleet.sql("SELECT capture_id, sum(self) AS s FROM func_stats GROUP BY 1")
+    assert sorted(fs["s"]) == sorted(fleet.captures()["samples"])
+    with pytest.raises(nf.NodeflameError, match="sql"):
+        fleet.sql("SELECT nope FROM captures")
+    with pytest.raises(nf.NodeflameError, match="where"):
+        fleet.captures(where="nope = 1")
+
+
+def test_merged_profile_is_written_and_diffed(fleet, tmp_path):
+    a = fleet.profile(where="version = '1.2'")
+    b = fleet.profile(where="version = '1.3' AND service = 'api'")
+    a.validate()
+    b.validate()
+    assert a.total == fleet.captures(where="version = '1.2'")["samples"].sum()
+    d = nf.diff(a, b)
+    t = d.table()
+    assert t.loc[t["name"] == "parse", "self_delta_pp"].iloc[0] > 0
+    b.write(tmp_path / "b.svg")
+    assert (tmp_path / "b.svg").stat().st_size > 0
+    with pytest.raises(nf.NodeflameError, match="matches"):
+        fleet.profile(where="version = '9'")
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_dask_gives_the_same_answers(fleet, dask_client):
+    for kw in (dict(by=["version"], where="service = 'api'", n=None), dict(by=["version", "host"], n=4),
+               dict(n=10, sort="total")):
+        duck = fleet.top(**kw)
+        dask = fleet.top(**kw, client=dask_client)
+        pd.testing.assert_frame_equal(duck, dask, check_exact=False, rtol=1e-12)
+        local = fleet.top(**kw, engine="dask")  # Dask's own scheduler, no cluster
+        pd.testing.assert_frame_equal(duck, local, check_exact=False, rtol=1e-12)
+    duck = fleet.trend(func="parse", by="version", every="2h")
+    dask = fleet.trend(func="parse", by="version", every="2h", client=dask_client)
+    pd.testing.assert_frame_equal(duck, dask, check_exact=False, rtol=1e-12)
+    on_cluster = nf.dataset(fleet.path, client=dask_client)
+    assert on_cluster.engine == "dask"
+    pd.testing.assert_frame_equal(on_cluster.top(by="host"), fleet.top(by="host"), check_exact=False, rtol=1e-12)
+    dd = fleet.to_dask()
+    assert int(dd["samples"]["weight"].sum().compute()) == int(fleet.captures()["samples"].sum())
+    assert len(dd["captures"].compute()) == 13
+
+
+def test_empty_and_fsspec_url(tmp_path):
+    ds = nf.dataset(tmp_path / "empty")
+    assert len(ds.captures()) == 0
+    assert len(ds.top()) == 0
+    with pytest.raises(nf.NodeflameError, match="no column .version."):
+        ds.top(by="version")
+    with pytest.raises(nf.NodeflameError, match="empty"):
+        ds.profile(where="true")
+    url = "file://" + str(tmp_path / "viaurl")
+    p = synthetic(5)
+    cid = nf.dataset(url).add(p, labels={"service": "x"})
+    assert_same_profile(p, nf.dataset(tmp_path / "viaurl").profile(cid))
+    pytest.importorskip("fsspec")
+    mem = nf.dataset("memory://nodeflame-test-ds")
+    cid = mem.add(p, labels={"service": "x"})
+    assert_same_profile(p, nf.dataset("memory://nodeflame-test-ds").profile(cid))
+    assert mem.top(by="service")["self"].sum() == p.total
+
+
+def test_retention_deletes_oldest_first(tmp_path):
+    ds = nf.dataset(tmp_path)
+    t0 = 1_700_000_000.0
+    ids = [ds.add(synthetic(i, n=500), labels={"service": "api"}, time=t0 + 86400 * i) for i in range(6)]
+    assert ds.prune(keep="3d", now=t0 + 86400 * 5 - 10) == ids[:2]
+    sizes = ds.captures()["bytes"].tolist()
+    dropped = ds.prune(max_bytes=sum(sizes[-2:]))
+    assert dropped == ids[2:4]
+    assert ds.captures()["capture_id"].tolist() == ids[4:]
+    left = sorted(str(x.relative_to(tmp_path)) for x in tmp_path.rglob("*.parquet"))
+    assert len(left) == 2 * 7 and all(ids[4] in x or ids[5] in x for x in left)

@@ -22,6 +22,19 @@ How a capture of a live pid goes:
    ``cpuprofile`` reader and the threads are concatenated into one Profile
    whose ``thread`` is ``main`` or the worker's name (``new Worker(f,
    {name})``; ``worker <id>`` without one): see :func:`worker_thread_name`.
+   Before the profiles are read, still connected, each thread's profile is
+   corrected (``_Corrections``, :mod:`nodeflame.frames.inline_split`): self
+   time V8 charged to an optimized function that inlined the code running is
+   split by its per-line ticks onto the inlined functions (frames of tier
+   ``inlined``; ``meta['inline_split']``, ``meta['inlined_reattributed']``),
+   from ``Profiler.getBestEffortCoverage`` (function ranges) and the script
+   sources (read from disk through /proc/PID/root; ``Debugger.getScriptSource``
+   only for a script not on disk that holds >= 1 % of the samples).  OSR code
+   compiled before ``Profiler.start``, which V8's profiler does not know, is
+   detected and its share warned about (``meta['osr_unknown']``); nothing is
+   done to the target about it (no remedy is offered).  backend_options:
+   ``reattribute`` (default True), ``sources`` (``auto``/``disk``/``debugger``),
+   ``inline_max_heap_mb`` (coverage walks the heap: skipped above it, 1024).
 5. ``close()``: when the capture opened the inspector it closes it again
    and waits until the port is gone: an unref'd timer in the target closes
    it once we have disconnected (closing it while connected can crash node:

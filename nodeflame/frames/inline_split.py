@@ -54,7 +54,7 @@ MAX_CHAIN = 8          # longest static call chain looked for (functions)
 MAX_DESCENDANTS = 400  # callee nodes of one stack searched for a chain start
 WARN_SHARE = 0.005     # unsplit / OSR shares below this fraction of the samples are counted, not warned
 MIN_OSR_SAMPLES = 5    # a call line with fewer self samples (or a smaller share) is ordinary call overhead
-MIN_OSR_SHARE = 0.002
+MIN_OSR_SHARE = 0.005
 
 _KEYWORDS = frozenset("""if for while switch catch function return typeof await yield new super import do
 else with void delete in of instanceof case throw try finally class extends let const var this""".split())
@@ -226,7 +226,8 @@ class _Index:
             lines = code.split("\n")
             k = line - first
             code = lines[k] if 0 <= k < len(lines) else ""
-        names = {m.group(1) for m in _CALL.finditer(code)} - _KEYWORDS
+        head = _header_end(code) if line is None or line == self.line_of(int(self.starts[i])) else 0
+        names = {m.group(1) for m in _CALL.finditer(code) if m.start() >= head} - _KEYWORDS
         self._calls[key] = names
         return names
 
@@ -277,6 +278,15 @@ def _blank_literals(code: str):
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def _header_end(code: str) -> int:
+    """Where a function's body starts (after ``function name(params) {`` or ``(params) =>``): its own
+    name and parameter list are no calls."""
+    i = code.find("(")
+    if i < 0:
+        return 0
+    return _match(code, i, "(", ")")
 
 
 def _match(code: str, i: int, open_: str, close: str) -> int:
@@ -771,19 +781,21 @@ def detect_unknown_osr(prof: Profile, scripts: dict) -> tuple[list, list]:
     findings = []
     for ent in per.values():
         s = ent["stack"]
+        if ent["samples"] < MIN_OSR_SAMPLES or ent["samples"] < MIN_OSR_SHARE * total:
+            continue   # a few samples on a call line: the call's own overhead
         own = w.own(int(w.stack_func[s]))
         mine = own[0].calls(own[1])
-        theirs = set().union(*(cix.calls(c) for cix, c in ent.pop("_callees")))
-        callee_names = {ent["callee"]}
+        ent.pop("_callees")
         for c in w.children(s):
             nm = w.fname[int(w.stack_func[c])]
-            if nm in theirs and nm not in mine and nm not in callee_names:
-                ent["samples"] += incl[c]   # a callee of the missing frame, hung under its caller
+            if nm != ent["callee"] and nm.rsplit(".", 1)[-1] not in mine and not nm.startswith("("):
+                # a function the caller does not call: a callee of the missing frame (or of functions
+                # inlined into it), hung under the caller
+                ent["samples"] += incl[c]
         ent["samples"] = int(round(ent["samples"]))
         ent["share"] = ent["samples"] / total
         ent.pop("stack")
-        if ent["samples"] >= MIN_OSR_SAMPLES and ent["share"] >= MIN_OSR_SHARE:
-            findings.append(ent)
+        findings.append(ent)
     findings.sort(key=lambda e: -e["samples"])
     n = sum(e["samples"] for e in findings)
     warnings = []

@@ -111,7 +111,7 @@ def collapse_symbol(rawfunc: str, mod: str, java: bool = False):
 
 
 def _go_method(func: str) -> bool:
-    """What r"\.\(.*\)\." finds: a '.(' with a ').' after it."""
+    r"""What r"\.\(.*\)\." finds: a '.(' with a ').' after it."""
     i = func.find(".(")
     return i >= 0 and func.find(").", i + 2) >= 0
 
@@ -125,7 +125,7 @@ def _trailing_digits(s: str) -> int:
 
 
 def _header_match(line: str):
-    """What r"([^ \t\n\r\f\v].*?)[ \t]+([0-9]+)/*([0-9]+)?[ \t]+" matches at the start of
+    r"""What r"([^ \t\n\r\f\v].*?)[ \t]+([0-9]+)/*([0-9]+)?[ \t]+" matches at the start of
     ``line``: (comm, first number, second number or None, end), or None."""
     if not line or line[0] in _SPACE:
         return None
@@ -136,7 +136,7 @@ def _header_match(line: str):
 
 
 def _event_match(line: str):
-    """What r":[ \t]*([0-9]+)?[ \t]+([^ \t]+):[ \t]*\Z" finds: (period digits or None, event) or None."""
+    r"""What r":[ \t]*([0-9]+)?[ \t]+([^ \t]+):[ \t]*\Z" finds: (period digits or None, event) or None."""
     s = line.rstrip(" \t")
     if not s.endswith(":"):
         return None
@@ -155,7 +155,7 @@ def _event_match(line: str):
 
 
 def _frame_match(ln: str):
-    """What r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)" matches:
+    r"""What r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)" matches:
     (address, symbol, dso) or None.  Lines it finds no way to read by the
     greedy path (address, blanks, symbol to the last ' (' before the last ')')
     are left to the expression itself only when short."""
@@ -436,7 +436,7 @@ _SNIFF_ADDR = re.compile(r"[ \t]+[0-9a-fA-F]+[ \t]+")
 
 
 def looks_like_header(ln: str, first_not: str = " \t#") -> bool:
-    """What r"[^ \t#].*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z" matches, in linear time."""
+    r"""What r"[^ \t#].*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]+.*:[ \t]*\Z" matches, in linear time."""
     if not ln or ln[0] in first_not or "\n" in ln:
         return False
     s = ln.rstrip(" \t")
@@ -446,7 +446,7 @@ def looks_like_header(ln: str, first_not: str = " \t#") -> bool:
 
 
 def _looks_like_frame(ln: str) -> bool:
-    """What r"[ \t]+[0-9a-fA-F]+[ \t]+.*\(.*\)[ \t]*\Z" matches, in linear time."""
+    r"""What r"[ \t]+[0-9a-fA-F]+[ \t]+.*\(.*\)[ \t]*\Z" matches, in linear time."""
     m = _SNIFF_ADDR.match(ln)
     if m is None or "\n" in ln:
         return False

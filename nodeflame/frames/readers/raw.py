@@ -54,7 +54,7 @@ _DT_PROBE_HEAD = re.compile(r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+")
 
 
 def _dt_probe(ln: str) -> bool:
-    """What r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+[^ \t]*:[^ \t]*[ \t]*\Z" matches, in linear time."""
+    r"""What r"[ \t]*[0-9]+[ \t]+[0-9]+[ \t]+[^ \t]*:[^ \t]*[ \t]*\Z" matches, in linear time."""
     m = _DT_PROBE_HEAD.match(ln)
     if m is None or "\n" in ln:
         return False
@@ -313,7 +313,7 @@ def sniff(head: bytes, text: str | None) -> bool:
 
 
 def _folded_like(ln: str) -> bool:
-    """A folded line ('a;b 12'): what r".*;.*[ \t][0-9]+[ \t]*\Z" matches, in linear time
+    r"""A folded line ('a;b 12'): what r".*;.*[ \t][0-9]+[ \t]*\Z" matches, in linear time
     (the expression takes seconds on a long line of ';')."""
     if "\n" in ln:
         return False

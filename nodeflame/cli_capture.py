@@ -3,7 +3,8 @@
     nodeflame PID text|flame|raw SECONDS [--backend B] [--hz N] [--threads all|main]   # torch's form
     nodeflame record (--pid PID | -- CMD ...) [-d SECONDS] [--hz N] [--backend B] [--threads all|main] -o OUT
     nodeflame backends [--pid PID]
-    nodeflame stap-script --pid PID [-o FILE]
+    nodeflame stap-script --pid PID [-o FILE] [--guru]
+    nodeflame stap-script --pid PID --build-for KERNEL_RELEASE [--sysroot DIR] -o NAME.ko
 
 Data goes to stdout (torch form) or to OUT; everything else (the progress
 bar, the one-line summary after a capture, notes) goes to stderr.  A user
@@ -131,6 +132,15 @@ def _do_capture(args, *, pid=None, cmd=None, duration=None):
     from .capture import capture, run  # not `from . import capture` (nodeflame.__getattr__ recursion)
     kw = dict(backend=args.backend, hz=args.hz, threads=args.threads, progress=None,
               source_maps=not getattr(args, "no_source_maps", False))
+    opts = {}
+    if getattr(args, "stap_module", None):
+        opts["module"] = os.path.abspath(args.stap_module)
+    if getattr(args, "stap_guru", False):
+        opts["guru"] = True
+    if opts:
+        if args.backend not in ("stap", "auto"):
+            raise NodeflameError(f"--stap-module/--stap-guru are options of the stap backend, not of {args.backend}")
+        kw.update(backend="stap", backend_options=opts)
     if cmd:
         return run(cmd, duration, **kw)
     return capture(pid, duration, **kw)
@@ -314,6 +324,10 @@ def _cmd_backends(args) -> int:
 def _cmd_stap_script(args) -> int:
     from .capture import procutil
     pid = parse_pid(args.pid)
+    if args.build_for:
+        return _cmd_stap_build(args, pid)
+    if args.sysroot:
+        raise NodeflameError("--sysroot goes with --build-for KERNEL_RELEASE")
     t = procutil.describe(pid)
     if t.is_node is False:
         raise NodeflameError(f"process {procutil.describe_pid_briefly(pid)} is not a node process")
@@ -331,17 +345,37 @@ def _cmd_stap_script(args) -> int:
     if gen is None:
         raise NodeflameError("nodeflame.capture.stap has no generate_script(pid)")
     try:
-        script = gen(pid)
+        script = gen(pid, guru=True) if args.guru else gen(pid)
     except OSError as e:
         raise NodeflameError(f"cannot generate the SystemTap script for process {pid}: {e}") from None
     if args.output:
         _check_output_path(args.output)
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(script)
-        _note(f"wrote {args.output}; run it with: sudo {stap.shell_command(stap.stap_command(args.output, pid))}")
+        _note(f"wrote {args.output}; run it with: "
+              f"sudo {stap.shell_command(stap.stap_command(args.output, pid, guru=args.guru))}")
     else:
         sys.stdout.write(script if script.endswith("\n") else script + "\n")
         sys.stdout.flush()
+    return 0
+
+
+def _cmd_stap_build(args, pid) -> int:
+    from .capture import stap
+    if not args.output or not args.output.endswith(".ko"):
+        raise NodeflameError("--build-for writes a kernel module: give -o NAME.ko")
+    _check_output_path(args.output)
+    if args.sysroot:
+        for key, sentence, _ in stap.runtime_defects(args.build_for, sysroot=args.sysroot):
+            if key != "user_addr_max" or not args.guru:
+                _note(f"warning: {sentence}")
+    _note(f"building {args.output} for kernel {args.build_for}" + (f" in {args.sysroot}" if args.sysroot else "")
+          + " (stap -p4: a minute or so)")
+    info = stap.build_module(args.output, kernel_release=args.build_for, pid=pid, sysroot=args.sysroot,
+                             hz=args.hz or 1000, guru=args.guru)
+    _note(f"wrote {args.output} (kernel {info.get('kernel_release', '?')}, node {info.get('node', '?')}, "
+          f"{info['build_seconds']:g} s); on the target machine run it with: sudo nodeflame record --pid PID "
+          f"--stap-module {args.output} -o out.cpuprofile  (or: sudo staprun -x PID -o out.raw {args.output})")
     return 0
 
 
@@ -355,6 +389,9 @@ def register_commands(sub) -> None:
     r.add_argument("--pid", help="process id of a running node program")
     r.add_argument("-d", "--duration", help="seconds to capture (default: until Ctrl-C / the command exits)")
     _add_capture_options(r)
+    r.add_argument("--stap-module", metavar="NAME.ko",
+                   help="stap backend: run this prebuilt module (nodeflame stap-script --build-for) with staprun")
+    r.add_argument("--stap-guru", action="store_true", help="stap backend: guru mode (stap -g), an explicit opt-in")
     r.add_argument("-o", "--output", required=True,
                    help="output file; its extension picks the format (.cpuprofile, .svg, .folded, .txt, .nfprof, ...)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
@@ -366,7 +403,18 @@ def register_commands(sub) -> None:
     b.set_defaults(run=_cmd_backends)
     s = sub.add_parser("stap-script", help="print the SystemTap script the stap backend would run on PID")
     s.add_argument("--pid", required=True, help="process id of a running node program")
-    s.add_argument("-o", "--output", help="write the script to this file instead of stdout")
+    s.add_argument("-o", "--output", help="write the script to this file instead of stdout "
+                   "(with --build-for: the module, NAME.ko)")
+    s.add_argument("--build-for", metavar="KERNEL_RELEASE",
+                   help="compile the script into a kernel module for this kernel release (stap -r ... -p4), "
+                        "to run elsewhere with record --stap-module")
+    s.add_argument("--sysroot", metavar="DIR",
+                   help="with --build-for: the target's root filesystem (its kernel headers, systemtap, gcc); "
+                        "stap runs in it with chroot (root)")
+    s.add_argument("--hz", type=int, help="with --build-for: samples per second compiled in (default 1000)")
+    s.add_argument("--guru", action="store_true",
+                   help="guru mode (stap -g): read user memory with copy_from_user_nofault (works around "
+                        "systemtap 4.8 refusing user reads from sampling probes)")
     s.set_defaults(run=_cmd_stap_script)
 
 

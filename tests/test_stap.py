@@ -1092,3 +1092,103 @@ def test_stap_script_cli_prints_the_full_command(live_node, tmp_path, capsys):
     want = st.shell_command(st.stap_command(str(out), p.pid))
     assert want in err and "-DSTP_OVERLOAD_THRESHOLD=200000000LL" in err, err
     assert f"# run as root (or stapdev): {st.shell_command(st.stap_command('THIS.stp', p.pid))}" in out.read_text()
+
+
+# ----------------------------------------------------------------- prebuilt modules, runtime defects
+def _fake_module(path, lay, release, hz=1000):
+    """Bytes laid out as in a module stap -p4 wrote: .modinfo strings and the compiled-in MODULE_ID."""
+    path.write_bytes(b"\x7fELF junk\0name=nf_test\0vermagic=" + release.encode() + b" SMP preempt mod_unload \0"
+                     + b"\0" * 64 + st.module_id(lay, hz).encode() + b"\0tail")
+    return str(path)
+
+
+def test_module_info_and_refusals(live_node, tmp_path):
+    """A prebuilt module names its kernel and node build; one built for another node binary, for another
+    kernel, or not by nodeflame is refused with a sentence that says how to build the right one."""
+    p20 = live_node("20")
+    lay20 = load_layout(os.path.realpath(f"/proc/{p20.pid}/exe"))
+    lay18 = load_layout(node_for("18"))
+    good = _fake_module(tmp_path / "good.ko", lay20, REL, hz=997)
+    info = st.module_info(good)
+    assert info["build_id"] == lay20.build_id and info["kernel_release"] == REL and info["hz"] == 997
+    assert info["node"] == lay20.node_version and info["name"] == "nf_test"
+    assert st.module_problem(good, p20.pid) is None
+    other = _fake_module(tmp_path / "n18.ko", lay18, REL)
+    why = st.module_problem(other, p20.pid)
+    assert why and "built for another node binary" in why and lay18.build_id in why and lay20.build_id in why
+    assert f"--pid {p20.pid} --build-for" in why
+    elsewhere = _fake_module(tmp_path / "k.ko", lay20, "6.12.117+deb13-amd64")
+    why = st.module_problem(elsewhere, p20.pid)
+    assert why and "built for kernel 6.12.117+deb13-amd64" in why and REL in why
+    (tmp_path / "x.ko").write_bytes(b"\0vermagic=" + REL.encode() + b"\0")
+    assert "not a module nodeflame built" in st.module_problem(str(tmp_path / "x.ko"))
+    assert "does not exist" in st.module_problem(str(tmp_path / "none.ko"))
+    # the backend refuses it the same way (the driver asks available() with the options)
+    from nodeflame.capture.base import availability
+    why = availability("stap", p20.pid, {"module": other})
+    assert why and ("built for another node binary" in why or "stap" in why.lower())
+
+
+def _fake_tree(root, *, uprobes_split, task_work_func, has_user_addr_max, rt_uprobe_fatal, rt_task_work_func,
+               rt_task_size_max, release="9.9.9-test"):
+    b = root / "usr/src/linux-headers-test-amd64"
+    c = root / "usr/src/linux-headers-test-common"
+    (root / "lib/modules" / release).mkdir(parents=True)
+    os.symlink("../../../usr/src/linux-headers-test-amd64", root / "lib/modules" / release / "build")
+    b.mkdir(parents=True)
+    (b / "Makefile").write_text("include /usr/src/linux-headers-test-common/Makefile\n")
+    for rel, text in {
+        "include/linux/uprobes.h": "extern void uprobe_unregister_nosync(struct uprobe *u);\n" if uprobes_split
+        else "extern void uprobe_unregister(struct inode *i);\n",
+        "include/linux/task_work.h": "struct callback_head *task_work_cancel_func(struct task_struct *, f);\n"
+        if task_work_func else "struct callback_head *task_work_cancel(struct task_struct *, f);\n",
+        "arch/x86/include/asm/uaccess.h": "#define user_addr_max() (TASK_SIZE_MAX)\n" if has_user_addr_max
+        else "/* no user_addr_max */\n",
+    }.items():
+        (c / rel).parent.mkdir(parents=True, exist_ok=True)
+        (c / rel).write_text(text)
+    rt = root / "usr/share/systemtap/runtime"
+    for rel, text in {
+        "transport/transport.c": ('_stp_error("Can\'t resolve uprobe_unregister!");\n  goto err0;\n' if rt_uprobe_fatal
+                                  else '_stp_warn("Can\'t resolve uprobe_unregister!");\n'),
+        "stp_task_work.c": "#define TASK_WORK_CANCEL_FN task_work_cancel_func\n" if rt_task_work_func
+        else "kallsyms_task_work_cancel = kallsyms_lookup_name(\"task_work_cancel\");\n",
+        "linux/addr-map.c": "#if defined(user_addr_max)\n#elif defined(TASK_SIZE_MAX)\n#endif\n" if rt_task_size_max
+        else "#if defined(user_addr_max)\n#endif\n",
+    }.items():
+        (rt / rel).parent.mkdir(parents=True, exist_ok=True)
+        (rt / rel).write_text(text)
+    return str(root), release
+
+
+def test_runtime_defects_named_with_their_fix(tmp_path):
+    """The three distribution runtime defects, judged from the runtime's code and the kernel's headers:
+    Debian 13 (systemtap 5.1 on 6.12: uprobe_unregister), Debian 12 (4.8 on 6.1.1xx: task_work_cancel_func
+    and user reads without user_addr_max(), the last avoided by guru mode); a fixed runtime has none."""
+    deb13, rel = _fake_tree(tmp_path / "d13", uprobes_split=True, task_work_func=True, has_user_addr_max=False,
+                            rt_uprobe_fatal=True, rt_task_work_func=True, rt_task_size_max=True)
+    d = st.runtime_defects(rel, sysroot=deb13)
+    assert [k for k, _, _ in d] == ["uprobe_unregister"]
+    assert "systemtap 5.2" in d[0][1] and "transport.c" in d[0][1] and not d[0][2]
+    deb12, rel = _fake_tree(tmp_path / "d12", uprobes_split=False, task_work_func=True, has_user_addr_max=False,
+                            rt_uprobe_fatal=True, rt_task_work_func=False, rt_task_size_max=False)
+    d = st.runtime_defects(rel, sysroot=deb12)
+    assert [k for k, _, _ in d] == ["task_work_cancel_func", "user_addr_max"]
+    assert "--build-for" in d[0][1] and "guru" in d[1][1] and d[1][2]
+    assert st.runtime_defect(release=rel, sysroot=deb12).startswith("systemtap's runtime cannot compile")
+    fixed, rel = _fake_tree(tmp_path / "ok", uprobes_split=True, task_work_func=True, has_user_addr_max=False,
+                            rt_uprobe_fatal=False, rt_task_work_func=True, rt_task_size_max=True)
+    assert st.runtime_defects(rel, sysroot=fixed) == []
+    guru_only, rel = _fake_tree(tmp_path / "g", uprobes_split=False, task_work_func=False, has_user_addr_max=False,
+                                rt_uprobe_fatal=True, rt_task_work_func=False, rt_task_size_max=False)
+    assert "guru" in st.runtime_defect(release=rel, sysroot=guru_only)
+    assert st.runtime_defect(guru=True, release=rel, sysroot=guru_only) is None
+
+
+def test_guru_script_reads_with_copy_from_user_nofault():
+    s = st.generate_script_for_binary(node_for("20"), guru=True)
+    assert "copy_from_user_nofault" in s and "# guru mode: run with stap -g" in s
+    body = _body(s)
+    assert not re.search(r"\buser_(u?int\d*)_error\(", body)
+    assert _body(st.generate_script_for_binary(node_for("20"))).count("user_int64_error(") >= 1
+    assert st.stap_command("/x.stp", 1, guru=True)[:2] == ["stap", "-g"]

@@ -69,12 +69,14 @@ def _check_name(backend) -> None:
         raise CaptureError(f"unknown backend {backend!r}; known: auto, {', '.join(backend_names())}")
 
 
-def _choose(backend: str, pid: int | None) -> tuple[list[Backend], dict]:
-    """Backends to try, best first, and why the others were skipped."""
+def _choose(backend: str, pid: int | None, options: dict | None = None) -> tuple[list[Backend], dict]:
+    """Backends to try, best first, and why the others were skipped.
+
+    ``options``: the backend_options of a named backend (a stap module to run needs no compiler)."""
     skipped: dict[str, str] = {}
     _check_name(backend)
     if backend != "auto":
-        why = availability(backend, pid)
+        why = availability(backend, pid, options)
         if why:
             raise BackendUnavailable(f"{backend} backend: {why}")
         return [get_backend(backend)], skipped
@@ -330,7 +332,7 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
     if target.is_node is False:
         raise TargetError(f"process {procutil.describe_pid_briefly(pid)} is not a node process "
                           f"(it runs {target.exe or '?'}); nodeflame profiles node programs")
-    candidates, skipped = _choose(backend, pid)
+    candidates, skipped = _choose(backend, pid, opts.extra)
     errors = []
     for i, b in enumerate(candidates):
         start_time = time.time()
@@ -395,7 +397,7 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     """
     argv = _node_argv(cmd)
     opts = _options(duration, hz, threads, backend_options)
-    candidates, skipped = _choose(backend, None)
+    candidates, skipped = _choose(backend, None, opts.extra)
     popen_kwargs = dict(stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd, start_new_session=False,
                         process_group=0)
     for i, b in enumerate(candidates):

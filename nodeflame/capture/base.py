@@ -265,12 +265,17 @@ def import_error(name: str) -> str | None:
     return _IMPORT_ERRORS.get(name)
 
 
-def availability(name: str, pid: int | None = None) -> str | None:
-    """None if backend ``name`` can capture (from ``pid``), else why not, in one sentence."""
+def availability(name: str, pid: int | None = None, options: dict | None = None) -> str | None:
+    """None if backend ``name`` can capture (from ``pid``), else why not, in one sentence.
+
+    ``options``: backend_options, given to a backend whose ``available`` takes them
+    (``takes_options``: the stap backend, whose prebuilt module needs no compiler)."""
     b = get_backend(name)
     if b is None:
         return import_error(name) or f"the {name} backend cannot be loaded"
     try:
+        if options and getattr(b, "takes_options", False):
+            return b.available(pid, options=options)
         return b.available(pid)
     except Exception as e:  # available() must not raise; if it does, report it as the reason
         return f"{name}: availability check failed: {type(e).__name__}: {e}"

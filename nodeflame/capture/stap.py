@@ -464,13 +464,14 @@ probe end {
 
 
 MODULE_ID_PREFIX = "nodeflame-stap-module"
-_MODULE_ID = re.compile(rb"nodeflame-stap-module format=(\d+) build-id=([0-9a-f]*) node=(\S*) v8=(\S*)")
+_MODULE_ID = re.compile(rb"nodeflame-stap-module format=(\d+) build-id=([0-9a-f]*) node=(\S*) v8=(\S*) hz=(\d+)")
 
 
-def module_id(lay: V8Layout) -> str:
-    """The string a script (and so its compiled module) carries to say which node build it is for."""
+def module_id(lay: V8Layout, hz: int | None = 1000) -> str:
+    """The string a script (and so its compiled module) carries to say which node build it is for
+    (and its sampling rate; hz=0: the kernel's timer.profile)."""
     return (f"{MODULE_ID_PREFIX} format={SCRIPT_FORMAT} build-id={lay.build_id or ''} "
-            f"node={lay.node_version or '?'} v8={lay.v8_version}")
+            f"node={lay.node_version or '?'} v8={lay.v8_version} hz={int(hz or 0)}")
 
 
 def _probe_point(hz: int | None) -> str:
@@ -513,8 +514,36 @@ def _build_check(lay: V8Layout, pid: int | None) -> tuple[int, int]:
     return 0, 0
 
 
+#: guru mode (``stap -g``, ``backend_options={"guru": True}``): user memory is read with the kernel's
+#: copy_from_user_nofault(), which works from any probe context, instead of the tapset's user_*_error()
+#: readers (which systemtap 4.8 refuses outside task context on kernels without user_addr_max()).
+#: Embedded C is what guru mode allows; it is never chosen silently.
+_GURU_READERS = r"""
+%{
+#include <linux/uaccess.h>
+%}
+# nodeflame guru-mode reader: n bytes (1-8) at addr in the current task, sign-extended when sgn
+function nf_uread:long (addr:long, n:long, sgn:long) %{ /* pure */
+  u64 v = 0;
+  unsigned long a = (unsigned long) STAP_ARG_addr;
+  int n = (int) STAP_ARG_n;
+  if (n < 1 || n > 8 || copy_from_user_nofault(&v, (const void __user *) a, n))
+    STAP_ERROR("nodeflame: user read fault at 0x%lx", a);
+  if (STAP_ARG_sgn && n < 8)
+    v = (u64) (((s64) (v << (64 - 8 * n))) >> (64 - 8 * n));
+  STAP_RETURN(v);
+%}
+"""
+_GURU_NAMES = {"user_int64_error(": "nf_uread8s(", "user_int_error(": "nf_uread4s(",
+               "user_uint32_error(": "nf_uread4u(", "user_uint16_error(": "nf_uread2u(",
+               "user_uint8_error(": "nf_uread1u("}
+_GURU_WRAPPERS = "\n".join(
+    f"function {new[:-1]}:long (a:long) {{ return nf_uread(a, {new[8]}, {1 if new[9] == 's' else 0}) }}"
+    for new in _GURU_NAMES.values())
+
+
 def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int | None,
-            max_depth: int = MAX_DEPTH, probe_point: str | None = None) -> str:
+            max_depth: int = MAX_DEPTH, probe_point: str | None = None, guru: bool = False) -> str:
     consts = script_constants(lay, max_depth=max_depth)
     chk_addr, chk_val = _build_check(lay, pid)
     head = [
@@ -541,7 +570,7 @@ def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int |
     head.append(f"@define {'BUILD_CHECK_VALUE'.ljust(w)} %( {chk_val} %)  # ... and its value")
     head.append(f"@define {'BUILD_CHECK_TRIES'.ljust(w)} %( {BUILD_CHECK_TRIES} %)  # nodeflame: samples "
                 "skipped while the constant's page is not resident, then the capture goes on unverified")
-    head.append(f"@define {'MODULE_ID'.ljust(w)} %( \"{module_id(lay)}\" %)  # what a prebuilt module was built for")
+    head.append(f"@define {'MODULE_ID'.ljust(w)} %( \"{module_id(lay, hz)}\" %)  # what a prebuilt module was built for")
     pp = probe_point or _probe_point(hz)
     body = _BODY.replace("@PROBE_POINT", pp)
     if duration is not None:
@@ -549,33 +578,40 @@ def _render(lay: V8Layout, *, hz: int | None, duration: float | None, pid: int |
         body = body.replace("@DURATION_PROBE", f"probe timer.ms({ms}) {{ exit() }}")
     else:
         body = body.replace("@DURATION_PROBE", "")
+    if guru:
+        for old, new in _GURU_NAMES.items():
+            body = body.replace(old, new)
+        body = _GURU_READERS + _GURU_WRAPPERS + "\n" + body
+        head.insert(6, "# guru mode: run with stap -g (user memory read with copy_from_user_nofault)")
     return "\n".join(head) + "\n" + body
 
 
 def generate_script_for_binary(node_path, *, hz: int | None = 1000, duration: float | None = None,
-                               max_depth: int = MAX_DEPTH, probe_point: str | None = None) -> str:
+                               max_depth: int = MAX_DEPTH, probe_point: str | None = None,
+                               guru: bool = False) -> str:
     """The SystemTap script for processes running the node binary at ``node_path``.
 
     ``hz`` None samples at the kernel's HZ (``timer.profile``); ``probe_point``
     replaces the sampling probe (the tests use ``begin`` to elaborate the body
     where no sampling probe can resolve)."""
     lay = load_layout(str(node_path))
-    return _render(lay, hz=hz, duration=duration, pid=None, max_depth=max_depth, probe_point=probe_point)
+    return _render(lay, hz=hz, duration=duration, pid=None, max_depth=max_depth, probe_point=probe_point, guru=guru)
 
 
 def generate_script(pid: int, *, hz: int | None = 1000, duration: float | None = None,
-                    max_depth: int = MAX_DEPTH) -> str:
+                    max_depth: int = MAX_DEPTH, guru: bool = False) -> str:
     """The SystemTap script for process ``pid``, from the layout of the binary it runs."""
     try:
         lay = layout_for_pid(int(pid))
     except LayoutError as e:
         raise TargetError(str(e)) from None
-    return _render(lay, hz=hz, duration=duration, pid=int(pid), max_depth=max_depth)
+    return _render(lay, hz=hz, duration=duration, pid=int(pid), max_depth=max_depth, guru=guru)
 
 
-def stap_command(script_path: str, pid: int | str, *, max_depth: int = MAX_DEPTH, stap: str = "stap") -> list[str]:
+def stap_command(script_path: str, pid: int | str, *, max_depth: int = MAX_DEPTH, stap: str = "stap",
+                 guru: bool = False) -> list[str]:
     """The stap command that runs the script on ``pid``, with every -D the script needs."""
-    cmd = [stap, "-x", str(pid)]
+    cmd = [stap] + (["-g"] if guru else []) + ["-x", str(pid)]
     cmd += [f"-D{k}={v}" for k, v in stap_defines(max_depth).items()]
     cmd += ["-s", "32", script_path]
     return cmd
@@ -724,6 +760,149 @@ def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names
     return prof
 
 
+# ------------------------------------------------------------------ prebuilt modules
+def module_info(path) -> dict:
+    """What a compiled nodeflame stap module says about itself: ``name`` and ``vermagic`` (its
+    .modinfo: the kernel release it loads into), and the node build it was generated for
+    (``build_id``, ``node``, ``v8``, ``format``: the script's MODULE_ID string, compiled in)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    info: dict = {"path": str(path)}
+    for key in (b"vermagic", b"name"):
+        m = re.search(rb"(?:^|\0)" + key + rb"=([^\0]*)\0", data)
+        if m:
+            info[key.decode()] = m.group(1).decode("utf-8", "replace")
+    if "vermagic" in info:
+        info["kernel_release"] = info["vermagic"].split()[0]
+    m = _MODULE_ID.search(data)
+    if m:
+        info.update(format=int(m.group(1)), build_id=m.group(2).decode(), node=m.group(3).decode(),
+                    v8=m.group(4).decode(), hz=int(m.group(5)))
+    return info
+
+
+def module_problem(path, pid: int | None = None, *, release: str | None = None) -> str | None:
+    """None when the module at ``path`` can run here (on ``pid``), else one sentence saying why not."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return f"stap module {path} does not exist"
+    try:
+        info = module_info(path)
+    except OSError as e:
+        return f"cannot read stap module {path}: {e}"
+    if "build_id" not in info:
+        return (f"{path} is not a module nodeflame built (no {MODULE_ID_PREFIX} string in it): build one with "
+                "nodeflame stap-script --pid PID --build-for KERNEL_RELEASE -o NAME.ko")
+    if info["format"] != SCRIPT_FORMAT:
+        return (f"{path} was built by a nodeflame with stap script format {info['format']}, this one reads format "
+                f"{SCRIPT_FORMAT}: rebuild it with nodeflame stap-script --build-for")
+    rel = release or os.uname().release
+    if info.get("kernel_release") and info["kernel_release"] != rel:
+        return (f"{path} was built for kernel {info['kernel_release']}, but this machine runs {rel}: build it for "
+                f"this kernel with nodeflame stap-script --pid PID --build-for {rel} -o NAME.ko")
+    if pid is not None:
+        try:
+            lay = layout_for_pid(pid)
+        except LayoutError as e:
+            return str(e)
+        if info["build_id"] != (lay.build_id or ""):
+            return (f"{os.path.basename(path)} was built for another node binary (node {info['node']}, build id "
+                    f"{info['build_id'] or '?'}), but process {pid} runs {lay.path} (node {lay.node_version or '?'}, "
+                    f"build id {lay.build_id or '?'}): its V8 offsets would be wrong, so it is refused; build a "
+                    f"module for this binary with nodeflame stap-script --pid {pid} --build-for KERNEL_RELEASE "
+                    "-o NAME.ko")
+    return None
+
+
+def _module_name(output) -> str:
+    base = os.path.basename(os.fspath(output))
+    if base.endswith(".ko"):
+        base = base[:-3]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", base) or "nodeflame"
+    if name[0].isdigit():
+        name = "m_" + name
+    return name[:55]
+
+
+def build_module(output, *, kernel_release: str, pid: int | None = None, node: str | None = None,
+                 sysroot: str | None = None, hz: int | None = 1000, max_depth: int = MAX_DEPTH,
+                 guru: bool = False, stap: str = "stap", timeout: float = 1800.0, log=None) -> dict:
+    """Compile the script for ``pid`` (or the binary ``node``) into a kernel module for
+    ``kernel_release`` with ``stap -r KERNEL_RELEASE -p4``: a module built once, elsewhere, loaded on
+    the target machine with staprun (``capture(..., backend_options={"module": path})``).
+
+    ``sysroot``: a root filesystem of the target machine (its kernel headers, systemtap and gcc: the
+    toolchain its kernel was built with); stap runs in it with chroot, in a private mount namespace
+    (``unshare``: /proc, /dev and a /tmp are mounted there and vanish with it).  Needs root.
+    Without it, the host's own stap builds, which needs the target kernel's build tree here
+    (/lib/modules/KERNEL_RELEASE/build).  Returns :func:`module_info` of the module written."""
+    if (pid is None) == (node is None):
+        raise ValueError("build_module needs pid or node (one of them)")
+    script = (generate_script(pid, hz=hz, max_depth=max_depth, guru=guru) if pid is not None else
+              generate_script_for_binary(node, hz=hz, max_depth=max_depth, guru=guru))
+    name = _module_name(output)
+    cmd_tail = ["-r", kernel_release, "-p4", "-m", name] + (["-g"] if guru else [])
+    cmd_tail += [f"-D{k}={v}" for k, v in stap_defines(max_depth).items()]
+    t0 = time.monotonic()
+    if sysroot:
+        if os.geteuid() != 0:
+            raise CaptureError("--sysroot builds the module in a chroot, which needs root")
+        sysroot = os.path.abspath(sysroot)
+        if not os.path.exists(os.path.join(sysroot, "usr/bin/stap")):
+            raise CaptureError(f"{sysroot} has no usr/bin/stap: install systemtap in the target's root filesystem")
+        if not os.path.exists(os.path.join(sysroot, "lib/modules", kernel_release, "build")):
+            raise CaptureError(f"{sysroot} has no lib/modules/{kernel_release}/build: install "
+                               f"linux-headers-{kernel_release} in it")
+        work = tempfile.mkdtemp(prefix="nodeflame-build-", dir=os.path.join(sysroot, "tmp"))
+        inner = "/tmp/" + os.path.basename(work)
+        try:
+            with open(os.path.join(work, "nodeflame.stp"), "w", encoding="utf-8") as f:
+                f.write(script)
+            import shlex
+            stap_cmd = shlex.join(["stap", *cmd_tail, "nodeflame.stp"])
+            sh = ("set -e; mount -t proc proc \"$R/proc\"; mount --rbind /dev \"$R/dev\"; "
+                  "mount -t tmpfs tmpfs \"$R/var/tmp\"; "
+                  f"exec chroot \"$R\" /bin/sh -c 'cd {inner} && HOME={inner} {stap_cmd}'")
+            r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", sh],
+                               env={**os.environ, "R": sysroot, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                               capture_output=True, text=True, timeout=timeout)
+            built = os.path.join(work, name + ".ko")
+            if r.returncode != 0 or not os.path.exists(built):
+                raise CaptureError(f"stap -p4 in {sysroot} failed (status {r.returncode}): "
+                                   f"{(r.stderr or r.stdout).strip()[-1500:] or 'no message'}")
+            shutil.copyfile(built, output)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    else:
+        if shutil.which(stap) is None:
+            raise CaptureError("systemtap is not installed: apt-get install systemtap (or build in the "
+                               "target's root filesystem with --sysroot DIR)")
+        work = tempfile.mkdtemp(prefix="nodeflame-build-")
+        try:
+            with open(os.path.join(work, "nodeflame.stp"), "w", encoding="utf-8") as f:
+                f.write(script)
+            r = subprocess.run([stap, *cmd_tail, "nodeflame.stp"], cwd=work, capture_output=True, text=True,
+                               timeout=timeout)
+            built = os.path.join(work, name + ".ko")
+            if r.returncode != 0 or not os.path.exists(built):
+                raise CaptureError(f"stap -p4 failed (status {r.returncode}): "
+                                   f"{(r.stderr or r.stdout).strip()[-1500:] or 'no message'}")
+            shutil.copyfile(built, output)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    info = module_info(output)
+    info["build_seconds"] = round(time.monotonic() - t0, 1)
+    return info
+
+
+def staprun_command(module, pid: int, out_path: str, *, build_check_addr: int = 0,
+                    staprun: str = "staprun") -> list[str]:
+    """staprun running a prebuilt module on ``pid`` (-D settings are compiled into the module;
+    -b is stap's -s buffer size; build_check_addr places the build check in this process)."""
+    return [staprun, "-x", str(int(pid)), "-b", "32", "-o", out_path, os.fspath(module),
+            f"build_check_addr={int(build_check_addr)}"]
+
+
 # ------------------------------------------------------------------ backend
 def _kernel_runtime_problem() -> str | None:
     rel = os.uname().release
@@ -742,6 +921,108 @@ def _kernel_runtime_problem() -> str | None:
     if not os.path.exists(os.path.join(build, "Makefile")):
         return (f"SystemTap cannot build its kernel module: no kernel build tree for {rel} "
                 f"({build}/Makefile is missing): apt-get install linux-headers-{rel}")
+    return None
+
+
+def _header_roots(build: str, sysroot: str = "/") -> list[str]:
+    """The kernel header trees of a build dir: itself, its source tree (Debian splits the headers
+    into -amd64 and -common: /lib/modules/REL/source, or the Makefile's 'include .../Makefile')."""
+    roots = [build]
+    src = os.path.join(os.path.dirname(build), "source")
+    if os.path.isdir(src):
+        roots.append(src)
+    try:
+        with open(os.path.join(build, "Makefile"), errors="replace") as f:
+            for m in re.finditer(r"^include\s+(\S+)/Makefile\s*$", f.read(), re.M):
+                roots.append(os.path.join(sysroot, m.group(1).lstrip("/")))
+    except OSError:
+        pass
+    return roots
+
+
+def _grep(paths, pattern: str) -> bool | None:
+    """True/False: whether the first existing file of ``paths`` matches; None when none exists."""
+    for p in paths:
+        try:
+            with open(p, errors="replace") as f:
+                return re.search(pattern, f.read()) is not None
+        except OSError:
+            continue
+    return None
+
+
+#: systemtap runtime defects nodeflame knows, by what the runtime's source and the kernel's headers say
+#: (not by version numbers: a distribution's patched runtime is judged by its code)
+KNOWN_DEFECTS = {
+    "uprobe_unregister": (
+        "systemtap's runtime cannot load any module on this kernel: Linux 6.12 split uprobe_unregister() into "
+        "uprobe_unregister_nosync()/_sync() and the runtime's transport.c refuses to load when it cannot resolve "
+        "it (\"Can't resolve uprobe_unregister!\"; Debian 13's systemtap 5.1)",
+        "install systemtap 5.2 or later, or make that lookup a warning in "
+        "{runtime}/transport/transport.c (nodeflame's tests/vm/build-guest.sh shows the change; our script "
+        "uses no uprobes)", False),
+    "task_work_cancel_func": (
+        "systemtap's runtime cannot compile any module for this kernel: its stp_task_work.c predates "
+        "task_work_cancel_func() (the stable kernels renamed task_work_cancel; Debian 12's systemtap 4.8 on "
+        "6.1.1xx), so pass 4 fails with an incompatible pointer type",
+        "install systemtap 5.1 or later (Debian 13's, or bookworm-backports), or build the module for this "
+        "kernel elsewhere (nodeflame stap-script --build-for {release} --sysroot DIR) and run it with "
+        "--stap-module", False),
+    "user_addr_max": (
+        "systemtap's runtime refuses every user-memory read from a sampling probe on this kernel: its "
+        "lookup_bad_addr_user() in linux/addr-map.c needs user_addr_max(), which this kernel no longer has, and "
+        "has no TASK_SIZE_MAX fallback (systemtap 4.8), so every JS frame would be [unknown]",
+        "install systemtap 5.1 or later, or opt in to guru mode (backend_options={{\"guru\": True}}: stap -g, "
+        "the script reads user memory with copy_from_user_nofault)", True),
+}
+
+
+def runtime_defects(release: str | None = None, *, sysroot: str = "/") -> list[tuple[str, str, bool]]:
+    """[(key, 'what: fix' sentence, guru mode avoids it)] of KNOWN_DEFECTS that the systemtap runtime
+    of ``sysroot`` (/usr/share/systemtap/runtime) has for kernel ``release`` (its headers in
+    ``sysroot``/lib/modules/RELEASE/build)."""
+    release = release or os.uname().release
+    build = os.path.join(sysroot, "lib/modules", release, "build")
+    runtime = os.path.join(sysroot, "usr/share/systemtap/runtime")
+    roots = _header_roots(build, sysroot)
+    hdr = lambda rel: [os.path.join(r, rel) for r in roots]        # noqa: E731
+    rt = lambda rel: [os.path.join(runtime, rel)]                  # noqa: E731
+    found = []
+    # 1. the uprobe_unregister lookup is fatal in the runtime, and the kernel has only the split names
+    if (_grep(hdr("include/linux/uprobes.h"), r"\buprobe_unregister_nosync\b")
+            and not _grep(hdr("include/linux/uprobes.h"), r"\buprobe_unregister\s*\(")
+            and _grep(rt("transport/transport.c"),
+                      r"_stp_error\s*\(\s*\"Can't resolve uprobe_unregister!\"\s*\);\s*goto")
+            and not _grep(rt("transport/transport.c"), r"uprobe_unregister_nosync")):
+        found.append("uprobe_unregister")
+    # 2. the kernel has task_work_cancel_func, the runtime does not know it
+    if (_grep(hdr("include/linux/task_work.h"), r"\btask_work_cancel_func\b")
+            and _grep(rt("stp_task_work.c"), r"task_work_cancel") and not _grep(rt("stp_task_work.c"),
+                                                                             r"task_work_cancel_func")):
+        found.append("task_work_cancel_func")
+    # 3. the runtime's user-address check has no fallback, and the kernel has no user_addr_max()
+    if (_grep(rt("linux/addr-map.c"), r"user_addr_max") and not _grep(rt("linux/addr-map.c"), r"TASK_SIZE_MAX")
+            and _grep(hdr("arch/x86/include/asm/uaccess.h"), r".") is not None
+            and not any(_grep(hdr(f), r"define\s+user_addr_max") for f in (
+                "arch/x86/include/asm/uaccess.h", "arch/x86/include/asm/uaccess_64.h",
+                "include/asm-generic/uaccess.h", "include/linux/uaccess.h"))):
+        found.append("user_addr_max")
+    out = []
+    for key in found:
+        what, fix, guru = KNOWN_DEFECTS[key]
+        out.append((key, f"{what}: {fix.format(runtime=runtime, release=release)}", guru))
+    return out
+
+
+def runtime_defect(guru: bool = False, **kw) -> str | None:
+    """The first known runtime defect guru mode (when ``guru``) does not avoid, as one sentence."""
+    try:
+        for key, sentence, guru_avoids in runtime_defects(**kw):
+            if guru and guru_avoids:
+                continue
+            return sentence
+    except Exception:        # noqa: BLE001 - a check that cannot read the sources says nothing
+        return None
     return None
 
 
@@ -770,6 +1051,8 @@ class StapSession(Session):
         self.aspace = aspace
         self.closed = False
         self.warnings: list[str] = []
+        self.module: str | None = None      # a prebuilt module run with staprun
+        self.module_hz: int | None = None
 
     def _stderr_tail(self, n=600) -> str:
         try:
@@ -812,10 +1095,13 @@ class StapSession(Session):
         prof = parse_output(text, pid=self.target.pid, aspace=self.aspace, thread_names=names,
                             source=f"<stap pid {self.target.pid}>")
         hz = self.opts.hz or self.backend.default_hz
+        if self.module:
+            hz = self.module_hz or hz
         prof.meta.update({
             "backend": "stap",
             "period_ns": int(1e9 / hz),
-            "stap_script_sha": _short_hash(self.script_path),
+            "stap_script_sha": None if self.module else _short_hash(self.script_path),
+            "stap_module": self.module,
             "v8_version": self.layout.v8_version,
             "build_id": self.layout.build_id,
         })
@@ -834,6 +1120,35 @@ class StapSession(Session):
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
+def _read_target_int(pid: int, addr: int) -> int | None:
+    """The 4-byte int at ``addr`` in ``pid`` (None when unreadable); reading faults the page in."""
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        try:
+            b = os.pread(fd, 4, addr)
+        finally:
+            os.close(fd)
+        return int.from_bytes(b, "little", signed=True) if len(b) == 4 else None
+    except OSError:
+        return None
+
+
+def _module_load_problem() -> str | None:
+    if os.path.exists("/proc/sys/kernel/modules_disabled"):
+        try:
+            with open("/proc/sys/kernel/modules_disabled") as f:
+                if f.read().strip() == "1":
+                    return ("SystemTap cannot load its kernel module: module loading is disabled "
+                            "(/proc/sys/kernel/modules_disabled is 1, which only a reboot undoes)")
+        except OSError:
+            pass
+        return None
+    if not os.path.exists("/proc/modules"):
+        return (f"SystemTap cannot load its kernel module: kernel {os.uname().release} has no loadable-module "
+                "support (no /proc/modules, no /proc/sys/kernel/modules_disabled)")
+    return None
+
+
 def _short_hash(path):
     import hashlib
     try:
@@ -848,12 +1163,29 @@ class StapBackend(Backend):
     summary = "SystemTap script generated from the binary's v8dbg layout walks V8 frames in the kernel (JS + native)"
     needs = "root, systemtap and a kernel that can load its module"
     default_hz = 1000
+    takes_options = True      # available(pid, options=backend_options)
 
-    def available(self, pid: int | None = None) -> str | None:
+    def available(self, pid: int | None = None, options: dict | None = None) -> str | None:
+        """``options`` (capture's backend_options): ``module`` -- a prebuilt module run with staprun
+        (no compiler or kernel build tree needed here, only module loading); ``guru`` -- stap -g,
+        which avoids the defects guru mode can avoid."""
         try:
+            options = options or {}
+            if options.get("module"):
+                if shutil.which("staprun") is None:
+                    return "staprun is not installed: apt-get install systemtap-runtime"
+                why = _privilege_problem() or _module_load_problem()
+                if why:
+                    return why
+                if pid is not None and not procutil.exists(pid):
+                    return f"no process {pid}"
+                return module_problem(options["module"], pid)
             if shutil.which("stap") is None:
                 return "systemtap is not installed: apt-get install systemtap"
             why = _privilege_problem() or _kernel_runtime_problem()
+            if why:
+                return why
+            why = runtime_defect(guru=bool(options.get("guru")))
             if why:
                 return why
             if pid is not None:
@@ -869,29 +1201,51 @@ class StapBackend(Backend):
 
     def start(self, target: Target, opts: CaptureOptions) -> StapSession:
         from .walker.symbols import AddressSpace
-        why = self.available(target.pid)
+        unknown = set(opts.extra) - {"module", "guru", "max_depth"}
+        if unknown:
+            raise CaptureError(f"unknown stap backend option(s) {', '.join(sorted(unknown))}; "
+                               "known: module, guru, max_depth")
+        module = opts.extra.get("module")
+        guru = bool(opts.extra.get("guru"))
+        if module and (guru or "max_depth" in opts.extra):
+            raise CaptureError("guru and max_depth are compiled into a prebuilt module: give them to "
+                               "nodeflame stap-script --build-for, not to the capture")
+        why = self.available(target.pid, {"module": module, "guru": guru})
         if why:
             raise BackendUnavailable(why)
         hz = opts.hz or self.default_hz
         max_depth = int(opts.extra.get("max_depth", MAX_DEPTH))
         lay = layout_for_pid(target.pid)
-        script = _render(lay, hz=hz, duration=None, pid=target.pid, max_depth=max_depth)
         tmpdir = tempfile.mkdtemp(prefix="nodeflame-stap-")
         proc = None
         try:
             script_path = os.path.join(tmpdir, "nodeflame.stp")
             out_path = os.path.join(tmpdir, "out.raw")
             err_path = os.path.join(tmpdir, "stap.err")
-            with open(script_path, "w", encoding="utf-8") as f:
-                f.write(script)
             aspace = AddressSpace(target.pid)
-            cmd = stap_command(script_path, target.pid, max_depth=max_depth)
-            cmd[1:1] = ["-o", out_path]
+            if module:
+                # the module's own hz and limits were compiled in; the check address is this process's
+                addr, val = _build_check(lay, target.pid)
+                if addr:
+                    got = _read_target_int(target.pid, addr)     # also brings the page in for the probe
+                    if got is not None and got != val:
+                        raise TargetError(f"process {target.pid} does not run the node binary {module} was built "
+                                          f"for (v8dbg constant at {addr:#x} is {got}, expected {val})")
+                cmd = staprun_command(module, target.pid, out_path, build_check_addr=addr)
+                script_path = os.fspath(module)
+            else:
+                script = _render(lay, hz=hz, duration=None, pid=target.pid, max_depth=max_depth, guru=guru)
+                with open(script_path, "w", encoding="utf-8") as f:
+                    f.write(script)
+                cmd = stap_command(script_path, target.pid, max_depth=max_depth, guru=guru)
+                cmd[1:1] = ["-o", out_path]
             with open(err_path, "wb") as err:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                         start_new_session=True)
             sess = StapSession(self, target, opts, proc, tmpdir, out_path, err_path, script_path, lay, aspace)
-            self._wait_running(sess)
+            sess.module = os.fspath(module) if module else None
+            sess.module_hz = module_info(module).get("hz") if module else None
+            self._wait_running(sess, _module_name(module) if module else None)
             return sess
         except BaseException:
             if proc is not None:
@@ -900,14 +1254,19 @@ class StapBackend(Backend):
             raise
 
     @staticmethod
-    def _wait_running(sess: StapSession):
+    def _wait_running(sess: StapSession, module_name: str | None = None):
         """Wait until the module runs (stap -v would say 'Pass 5: starting run'); fail with its message."""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if sess.proc.poll() is not None:
-                raise CaptureError(f"stap failed (status {sess.proc.returncode}): "
+                what = "staprun" if module_name else "stap"
+                raise CaptureError(f"{what} failed (status {sess.proc.returncode}): "
                                    f"{sess._stderr_tail() or 'no message'}")
-            if _module_loaded(sess.proc.pid):
+            if module_name is not None:
+                # staprun inserts the module, then execs stapio, which starts the probes
+                if procutil.comm(sess.proc.pid) == "stapio" and os.path.exists(f"/sys/module/{module_name}"):
+                    return
+            elif _module_loaded(sess.proc.pid):
                 return
             time.sleep(0.1)
         raise CaptureError(f"stap did not start sampling within {START_TIMEOUT:g} s")

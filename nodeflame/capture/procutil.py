@@ -65,6 +65,18 @@ def tracer_pid(pid: int) -> int:
         return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) process ``pid`` has used, in seconds (0.0 when gone)."""
+    raw = _read(f"/proc/{pid}/stat")
+    if not raw:
+        return 0.0
+    fields = raw[raw.rfind(")") + 2:].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return 0.0
+
+
 def uid_of(pid: int) -> int | None:
     try:
         return int(status(pid)["Uid"].split()[0])

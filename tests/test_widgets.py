@@ -322,21 +322,70 @@ def test_outside_a_kernel_the_output_is_static_html_and_a_text_table(prof):
     assert "crunch" in html
 
 
+STEADY = [(p, w, th, (0, 1000)) for p, w, th, _tw in SHAPE]   # no phases: every stack all along
+
+
 def test_diff_explorer_colours_red_blue_grey():
-    before = make_profile()
-    slower = [(p, w * 3 if p[-1][0] == "render" else w, th, tw) for p, w, th, tw in SHAPE]
-    after = make_profile(slower, seed=2)
+    before = make_profile(STEADY)
+    changed = [(p, w * 3 if p[-1][0] == "render" else w // 3 if p[-1][0] == "parse" else w, th, tw)
+               for p, w, th, tw in STEADY]
+    after = make_profile(changed, seed=2)
     d = nf.diff(before, after)
     e = d.flame(defer_panes=False)
     nodes = labels_of(e)
     r, g, b = map(int, re.findall(r"\d+", nodes["render"][0][1]))
-    assert r > g and r > b                                     # grew: red
-    r, g, b = map(int, re.findall(r"\d+", nodes["crunch"][0][1]))
-    assert b > r and b > g                                     # shrank (share): blue
+    assert r > g and r > b                                     # slower: red
+    r, g, b = map(int, re.findall(r"\d+", nodes["parse"][0][1]))
+    assert b > r and b > g                                     # faster: blue
+    # crunch's share fell (render grew) but its own work did not change: grey, not blue
+    assert nodes["crunch"][0][1] == M.DIFF_GREY
     assert nodes["main"][0][1] == M.DIFF_GREY                  # no self time in either: unchanged
+    # the table beside it reads: significant, status, function
+    assert list(e.diff_table().columns[:3]) == ["significant", "status", "function"]
     same = nf.diff(before, before).flame(defer_panes=False)
     assert {c for lab, vs in labels_of(same).items() if lab != "all" for _v, c in vs} == {M.DIFF_GREY}
     assert "change +" in " ".join(e.widget.data[0].customdata)
+    assert "change -0.00" not in " ".join(e.widget.data[0].customdata)
+
+
+def test_diff_flame_draws_work_that_vanished():
+    before = make_profile(STEADY)
+    gone = [x for x in STEADY if x[0][-1][0] != "render"]     # render's stack vanished after
+    d = nf.diff(before, make_profile(gone, seed=3))
+    e = d.flame(defer_panes=False)
+    nodes = labels_of(e)
+    assert "render" in nodes                                   # drawn, from the before shape
+    r, g, b = map(int, re.findall(r"\d+", nodes["render"][0][1]))
+    assert b > r                                               # gone: blue
+    lay = e.layout_table
+    names = e.profile.funcs["name"].astype(str).to_numpy()
+    w = lay.loc[names[lay["func"].clip(lower=0)] == "render", "total"].sum()
+    assert abs(w - 200 * d.scale) <= 2                         # its before width, normalised
+    assert d.table().set_index("name").loc["render", "status"] == "gone"
+
+
+def _deep_profile(depth=45):
+    ft = FrameTable()
+    ids = [ft.add(f"frame{i}", APP, i + 1) for i in range(depth)]
+    paths = [ids] * 50 + [ids[:30] + [ft.add("side", APP, 99)]] * 50
+    offsets = np.cumsum([0] + [len(x) for x in paths])
+    return build_profile(ft, offsets, np.concatenate(paths), meta={"unit": "samples"}).validate()
+
+
+def test_deep_stacks_grow_the_chart_so_rows_keep_readable_labels():
+    p = _deep_profile(45)
+    e = Explorer(p, defer_panes=False, timeline=False)
+    lay = e.figure["layout"]
+    rows = int(e.layout_table["depth"].max()) + 2          # + the root row
+    usable = lay["height"] - lay["margin"]["t"] - lay["margin"]["b"] - M.PATHBAR_PX
+    assert usable / rows >= 18, (lay["height"], rows)
+    assert lay["height"] > 560 and e.chart_box.layout.height == f"{M.SCROLL_PX}px"   # scrolls
+    # shallow profiles keep the default height and do not scroll
+    small = Explorer(make_profile(), defer_panes=False)
+    assert small.figure["layout"]["height"] == 560 + 130 and small.chart_box.layout.height is None
+    # focusing on a shallow part shrinks it again
+    e.apply("focus=^side ")
+    assert e.figure["layout"]["height"] < lay["height"] or e.figure["layout"]["height"] == 560
 
 
 # ---------------------------------------------------------------- browser

@@ -57,7 +57,11 @@ rates).  Two corrections make it honest on real captures:
   blocks / degrees of freedom, the batch-means idea) is measured per function
   and pooled over functions; each row's variance is multiplied by
   ``max(1, (phi_function + phi_pooled) / 2)``.  Untimed profiles (folded, raw)
-  carry no order, so ``phi = 1`` there.
+  carry no order, so ``phi = 1`` there.  Blocks (rather than the lag-1
+  autocorrelation alone) also count slow wandering and phases within a
+  capture as noise: on 90 A/A pairs of real demo captures the lag-1 estimate
+  let 18 pairs flag something, the blocks 6.  The price is power for functions
+  that run in one phase of a capture only.
 * *The normalisation's own noise.*  The variance of ``log s`` (the median's,
   ``pi/2 * sigma^2 / k``) is added.
 

@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 
 from ..frames.kinds import KINDS
 
-TIMELINE_FRACTION = 0.17   # of the figure's plotting height
-TIMELINE_PX = 130          # extra pixels given to the figure for the strip
+TIMELINE_PX = 130          # pixels given to the figure for the strip, below the icicle
+TIMELINE_GAP_PX = 40       # between the strip (with its legend) and the icicle
 
 
 def _nested(updates: dict) -> dict:
@@ -47,7 +47,7 @@ class Chart:
     """A ``go.FigureWidget`` (``self.widget``) kept in step with the explorer's figure dicts."""
 
     def __init__(self, *, height: int = 560, timeline: bool = False):
-        self.height = int(height)
+        self.height = int(height)        # of the icicle; set_flame takes it from the layout it gets
         self.timeline = bool(timeline)
         self._handlers = []
         self.sent_figures = 0     # how many whole-figure updates went out (for tests and the benchmark)
@@ -101,9 +101,20 @@ class Chart:
             tr.on_deselect(self._on_deselect)
 
     # ------------------------------------------------------------ drawing
+    @property
+    def total_height(self) -> int:
+        """The figure's height in pixels: the icicle's plus the timeline strip's."""
+        return self.height + (TIMELINE_PX if self.timeline else 0)
+
+    @property
+    def _tl_fraction(self) -> float:
+        return (TIMELINE_PX - TIMELINE_GAP_PX) / self.total_height
+
     def _layout(self, layout: dict) -> dict:
         lay = dict(layout)
-        lay["height"] = self.height + (TIMELINE_PX if self.timeline else 0)
+        self.height = int(lay.get("height") or self.height)
+        lay["height"] = self.total_height
+        TIMELINE_FRACTION = self._tl_fraction
         if self.timeline:
             lay.update({
                 "xaxis": {"domain": [0, 1], "anchor": "y", "title": {"text": "ms", "standoff": 2},
@@ -119,17 +130,18 @@ class Chart:
     def _icicle(self, trace: dict) -> dict:
         tr = {k: v for k, v in trace.items() if k != "type"}
         if self.timeline:
-            tr["domain"] = {"x": [0, 1], "y": [TIMELINE_FRACTION + 0.07, 1]}
+            tr["domain"] = {"x": [0, 1], "y": [TIMELINE_PX / self.total_height, 1]}
         return tr
 
     def set_flame(self, trace: dict, layout: dict) -> None:
         """Replace the icicle (trace 0) and the figure's layout."""
         w = self.widget
+        lay = self._layout(layout)     # first: it sets the height the icicle's domain depends on
         tr = self._icicle(trace)
         if w is None:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []
-            self.widget = go.FigureWidget(data=[go.Icicle(**tr)] + bars, layout=self._layout(layout))
+            self.widget = go.FigureWidget(data=[go.Icicle(**tr)] + bars, layout=lay)
             self.widget._config = {"displaylogo": False, "responsive": True, "scrollZoom": False}
             self._connect()
         else:
@@ -137,7 +149,7 @@ class Chart:
             # skips re-validating thousands of array elements (3x faster than trace.update)
             with w.batch_update():
                 w.plotly_restyle({k: [v] for k, v in _flat(tr).items()}, trace_indexes=[0])
-                w.layout.update(self._layout(layout))
+                w.layout.update(lay)
         self.sent_figures += 1
 
     def restyle(self, updates: dict) -> None:

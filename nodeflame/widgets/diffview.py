@@ -1,8 +1,10 @@
-"""The diff explorer: the after profile's shape, coloured by change.
+"""The diff explorer: both profiles' merged shape, coloured by change.
 
-Red grew, blue shrank (by each function's change of self share, in points),
-grey when the change is within sampling noise (``Diff.significant()``'s 95 %
-test).  The explorer's transforms apply to both sides and the diff is taken
+The drawn shape is :func:`model.diff_shape`: every stack of either profile,
+as wide as the larger of its after weight and its (normalised) before weight,
+so work that vanished is drawn too.  Red slower, blue faster (by each
+function's normalised change of self work, in points), grey when the change is
+within sampling noise (``Diff.significant``: Benjamini–Hochberg over the rows).  The explorer's transforms apply to both sides and the diff is taken
 again, so ``focus=...`` compares like with like; a time slice applies to the
 after profile only (the two captures have different clocks).
 """
@@ -25,6 +27,7 @@ class DiffExplorer(Explorer):
         self.source_diff = d
         self._diffs = _LRU()
         self._befores = _LRU()
+        self._shapes = _LRU()
         super().__init__(d.after, color=color, name=name,
                          title=title or "after vs before: red grew, blue shrank, grey within noise", **options)
 
@@ -43,10 +46,26 @@ class DiffExplorer(Explorer):
             return self.source_diff.before
         return self._befores.get_or(key, lambda: self._before_for(key[:-1]).apply([key[-1]]))
 
+    def _after_for(self, key):
+        return Explorer._profile_for(self, key)
+
+    def _profile_for(self, key):
+        """The drawn profile: the merged before/after shape of the diff under ``key``."""
+        return self._shapes.get_or(tuple(key), lambda: M.diff_shape(self.diff_for(tuple(key))))
+
+    def _timeline_for(self, key):
+        rest = tuple(t for t in key if not t.startswith("slice="))
+        if self._aggregate:
+            return super()._timeline_for(key)
+        return M.timeline(self._after_for(rest), t0_ns=self._t0, t1_ns=self._t1)
+
     def diff_for(self, key):
         if not key:
             return self.source_diff
-        return self._diffs.get_or(key, lambda: make_diff(self._before_for(key), self._profile_for(key)))
+        d0 = self.source_diff
+        return self._diffs.get_or(key, lambda: make_diff(self._before_for(key), self._after_for(key),
+                                                         normalize=d0.requested, work=d0.work,
+                                                         reference=d0.reference, alpha=d0.alpha))
 
     @property
     def diff(self):
@@ -68,7 +87,8 @@ class DiffExplorer(Explorer):
 
     def _extra_trace(self, trace, p, lay):
         _col, delta, sig = M.diff_colors(self.diff, p)
-        fmt = np.array([f"{d:+.2f} pp" + ("" if s else " (within noise)") for d, s in zip(delta, sig)], dtype=object)
+        fmt = np.array([f"{d:+.2f} pp" + ("" if s else " (within noise)") for d, s in zip(np.round(delta, 2) + 0.0, sig)],
+                       dtype=object)
         func = lay["func"].to_numpy()
         per_node = np.where(func >= 0, fmt[np.maximum(func, 0)] if len(fmt) else "", "")
         trace["customdata"] = [trace["customdata"][0]] + [c + " · change " + x for c, x in
@@ -77,26 +97,27 @@ class DiffExplorer(Explorer):
     def diff_table(self, n: int = 12) -> pd.DataFrame:
         t = self.diff.table(n)
         return pd.DataFrame({
+            "significant": t["significant"], "status": t["status"].astype(str),
             "function": [f"{a} {b}:{c}" if b else a for a, b, c in zip(t["name"], t["file"], t["line"])],
             "self_before_pct": t["self_before_pct"].round(2), "self_after_pct": t["self_after_pct"].round(2),
-            "self_delta_pp": t["self_delta_pp"].round(2), "total_delta_pp": t["total_delta_pp"].round(2),
-            "significant": t["significant"], "status": t["status"].astype(str)})
+            "self_delta_pp": t["self_delta_pp"].round(2), "total_delta_pp": t["total_delta_pp"].round(2)})
 
     def _render_side(self):
         t = self.diff_table(12)
         rows = "".join(
             f"<tr><td style='text-align:left'>{html.escape(str(f))}</td><td>{b:.2f}</td><td>{a:.2f}</td>"
-            f"<td style='color:{'#c00' if d > 0 else '#00c'}'>{'<b>' if s else ''}{d:+.2f}{'</b>' if s else ''}</td>"
+            f"<td style='color:{'#c00' if s and d > 0 else '#00c' if s and d < 0 else '#666'}'>{'<b>' if s else ''}{d:+.2f}{'</b>' if s else ''}</td>"
             f"<td>{st}</td></tr>"
             for f, b, a, d, s, st in zip(t["function"], t["self_before_pct"], t["self_after_pct"], t["self_delta_pp"],
                                          t["significant"], t["status"]))
-        self.side.value = ("<div style='font-size:12px'><b>largest changes</b> (self share, bold = beyond noise)"
+        self.side.value = ("<div style='font-size:12px'><b>largest changes</b> (self, in points of the before "
+                           f"profile, normalised by {html.escape(self.diff.normalize)}; bold = beyond noise)"
                            "<table style='font-size:11px'><tr><th>function</th><th>before %</th><th>after %</th>"
                            f"<th>change pp</th><th>status</th></tr>{rows}</table></div>")
 
     def _details_html(self, p, func):
         out = super()._details_html(p, func)
-        t = self.diff.table()
+        t = self.diff.numbers()
         f = p.funcs
         row = t[(t["name"] == str(f["name"].iat[func])) & (t["file"] == str(f["file"].iat[func]))
                 & (t["line"] == int(f["line"].iat[func]))]
@@ -105,7 +126,8 @@ class DiffExplorer(Explorer):
             out += (f"<div style='font-size:12px'>self {r['self_before_pct']:.2f} % → {r['self_after_pct']:.2f} % "
                     f"({r['self_delta_pp']:+.2f} pp, 95 % interval {r['self_low_pp']:+.2f} .. {r['self_high_pp']:+.2f});"
                     f" total {r['total_before_pct']:.2f} % → {r['total_after_pct']:.2f} %;"
-                    f" <b>{'beyond sampling noise' if r['significant'] else 'within sampling noise'}</b></div>")
+                    f" <b>{r['status']}</b> ({'beyond sampling noise' if r['significant'] else 'within sampling noise'},"
+                    f" q = {r['q']:.3g}, normalised by {html.escape(self.diff.normalize)})</div>")
         return out
 
     def text_table(self) -> str:

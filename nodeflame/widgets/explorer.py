@@ -89,6 +89,7 @@ class Explorer(W.VBox):
         self._t1 = int(profile.samples["time_ns"].max()) if profile.meta.get("timed") and len(profile.samples) else 0
         self._build_controls(timeline)
         self.refresh()   # the chart's FigureWidget is born holding the first figure
+        self.chart_box.children = [self.chart.widget]
         super().__init__(children=self._children(), layout=W.Layout(width="100%"))
 
     # ---------------------------------------------------------------- model
@@ -384,7 +385,11 @@ class Explorer(W.VBox):
         trace["marker"]["colors"] = self._trace_colors(p, lay)
         self._extra_trace(trace, p, lay)
         self._restyle = {}
-        self.chart.set_flame(trace, M.icicle_layout(height=self.height, title=self._title()))
+        h = M.flame_height(lay, self.height, title=bool(self._title()))
+        self.chart.set_flame(trace, M.icicle_layout(height=h, title=self._title()))
+        if getattr(self, "chart_box", None) is not None:
+            self.chart_box.layout.height = (f"{M.SCROLL_PX}px" if self.chart.total_height > M.SCROLL_PX
+                                            else None)
         self._sync_controls()
 
     def _refresh_panes(self, warm: bool = False) -> None:
@@ -439,6 +444,9 @@ class Explorer(W.VBox):
         self.chart = Chart(height=self.height, timeline=has_timeline)
         self.chart.on_event(self._on_chart_event)
         self.timeline_chart = self.chart if has_timeline else None   # the strip lives in the same figure
+        # the chart grows with the stacks' depth; past SCROLL_PX it scrolls inside this box
+        self.chart_box = W.Box(layout=W.Layout(width="100%", overflow="auto",
+                                               display="block"))
         self.range = None
         self.click_focus = W.Checkbox(value=self.focus_on_click, description="click focuses", indent=False,
                                       layout=W.Layout(width="110px"))
@@ -480,7 +488,7 @@ class Explorer(W.VBox):
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             W.HBox([self.crumbs, self.b_undo, self.b_reset, self.click_focus],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
-            self.chart.widget,
+            self.chart_box,
         ]
         if self.range is not None:
             rows += [self.range]
@@ -634,7 +642,9 @@ class Explorer(W.VBox):
         trace = M.icicle_trace(p, lay, [], orientation=self.view["orientation"])
         trace["marker"]["colors"] = self._trace_colors(p, lay)
         self._extra_trace(trace, p, lay)
-        return {"data": [trace], "layout": M.icicle_layout(height=self.height, title=self._title())}
+        return {"data": [trace], "layout": M.icicle_layout(height=M.flame_height(lay, self.height,
+                                                                                  title=bool(self._title())),
+                                                           title=self._title())}
 
     def to_html(self, path=None, *, include_plotlyjs="cdn", full_html: bool = True) -> str:
         """The chart and the top table as HTML (``include_plotlyjs=True`` inlines plotly.js, for offline use)."""

@@ -192,6 +192,19 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
     }
 
 
+ROW_PX = 20        # height of one flame row: plotly shows 11 px labels in rows of at least ~16 px
+PATHBAR_PX = 26    # plotly's path bar under (flame) or over (icicle) the chart
+SCROLL_PX = 900    # taller charts scroll inside the output
+
+
+def flame_height(lay: pd.DataFrame, min_height: int = 560, *, row_px: int = ROW_PX, title: bool = False) -> int:
+    """Figure height that gives every depth level (plus the root row) ``row_px`` pixels, at
+    least ``min_height``: deep real stacks (45 frames of native scaffolding and JS) grow the
+    chart, which then scrolls, instead of squeezing rows below the size plotly labels."""
+    rows = (int(lay["depth"].max()) + 2) if len(lay) else 1
+    return max(int(min_height), rows * int(row_px) + PATHBAR_PX + 8 + (28 if title else 4))
+
+
 def icicle_layout(*, height: int = 560, title: str | None = None) -> dict:
     lay = {"height": height, "margin": {"l": 4, "r": 4, "t": 28 if title else 4, "b": 4},
            "uniformtext": {"minsize": 8, "mode": "hide"}}
@@ -335,6 +348,35 @@ def diff_colors(d, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     delta = np.where(ok, t["self_delta_pp"].to_numpy()[np.maximum(pos, 0)], 0.0)
     sig = np.where(ok, t["significant"].to_numpy(bool)[np.maximum(pos, 0)], False)
     return shade(delta, sig), delta, sig
+
+
+def diff_shape(d):
+    """The shape a diff flame graph draws: both profiles merged, so that work which vanished is
+    drawn too.  Each distinct stack is as wide as the larger of its after weight and its before
+    weight scaled onto the after profile by the diff's normalisation (``d.scale``); stacks only
+    in the before profile keep their (scaled) before width.  Untimed, one sample row per stack."""
+    from ..frames.combine import concat
+    b, a = d.before, d.after
+    m = concat([b, a], threads=["before", "after"])
+    s = m.samples
+    nst = len(m.stacks)
+    st = s["stack"].to_numpy().astype(_I64)
+    w = s["weight"].to_numpy().astype(float)
+    is_a = (s["thread"].astype(str) == "after").to_numpy()
+    wa = np.bincount(st[is_a], weights=w[is_a], minlength=nst)
+    scale = d.scale * (a.total / max(len(a.samples), 1)) / (b.total / max(len(b.samples), 1)) \
+        if (a.meta.get("unit") or "samples") != "samples" else d.scale
+    wb = np.bincount(st[~is_a], weights=w[~is_a], minlength=nst) * scale
+    wt = np.maximum(wa, np.round(wb))
+    keep = np.flatnonzero(wt > 0)
+    thread = str(a.samples["thread"].cat.categories[0]) if len(a.samples) else "main"
+    q = m.copy()
+    q.samples = pd.DataFrame({"stack": keep.astype(_I64), "time_ns": np.zeros(len(keep), _I64),
+                              "weight": wt[keep].astype(_I64),
+                              "thread": pd.Categorical([thread] * len(keep))})
+    q.meta = dict(a.meta, timed=False, diff_shape=True)
+    q._cache = {}
+    return q
 
 
 def shade(delta: np.ndarray, sig: np.ndarray) -> np.ndarray:

@@ -209,7 +209,7 @@ def test_transform_buttons_apply_model_transforms(prof):
     q = prof.apply(e.transforms)
     assert q.total == e.profile.total and q.text() == e.profile.text()
     # breadcrumbs: "all" + one per transform; the first leads back out
-    assert [b.description for b in e.crumbs.children] == ["all", "ignore=^fib ", "hide=^handle "]
+    assert [b.description for b in e.crumbs.children] == ["all", "ignore ^fib ", "hide ^handle "]
     e.crumbs.children[1].click()
     assert e.transforms == ["ignore=^fib "]
     e.b_reset.click()
@@ -246,11 +246,57 @@ def test_merge_recursion_invert_colour_thread_minwidth(prof):
     e.thread.value = "worker-1"
     assert e.transforms == ["thread=^worker\\-1$"] and e.profile.total == 300
     assert "main" not in set(e.widget.data[0].labels)
-    e.thread.value = None
+    e.thread.value = ""
     assert e.transforms == []
 
     e.minwidth.value = 1e-2
     assert e.view["minwidth"] == 1e-2 and "minwidth=0.01" in e.code
+
+
+def test_dropdowns_never_hold_none(prof):
+    """ipywidgets draws a None value as a blank dropdown."""
+    e = ex(prof)
+    assert e.thread.value == "" and e.thread.label == "all threads"
+    assert e.minwidth.label == "auto" and e.minwidth.value is not None
+    e.minwidth.value = 1e-3
+    e.minwidth.value = dict(e.minwidth.options)["auto"]
+    assert e.view["minwidth"] is None and e.code == "p.flame()"
+    e.set_thread("worker-1")
+    e.set_thread(None)
+    assert e.thread.value == "" and e.thread.label == "all threads"
+    assert all(v is not None for _l, v in e.thread.options + e.minwidth.options)
+
+
+def test_plotly_ids_name_paths_and_survive_relayouts(prof):
+    """A zoom level that plotly keeps in the browser after a re-layout names a node id; that id
+    must still name the same frame (or nothing), never another one."""
+    e = ex(prof)
+    tr = e.widget.data[0]
+    before = dict(zip(tr.ids, tr.labels))
+    assert len(set(tr.ids)) == len(tr.ids)
+    e.apply(f"focus=^handle\\ {re.escape(APP)}:10$")
+    after = dict(zip(e.widget.data[0].ids, e.widget.data[0].labels))
+    shared = set(before) & set(after)
+    assert len(shared) >= 4                                   # main, handle, parse, render keep theirs
+    assert all(before[i] == after[i] for i in shared)
+    e.set_view(minwidth=0.25)                                 # narrow frames merge into "other"
+    again = dict(zip(e.widget.data[0].ids, e.widget.data[0].labels))
+    assert all(before.get(i, lab) == lab for i, lab in again.items() if not lab.startswith("other"))
+    # a click by path id focuses that very frame
+    e.set_view(minwidth=None)
+    e.reset()
+    i = list(e.widget.data[0].labels).index("render")
+    e.click(e.widget.data[0].ids[i])
+    assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"]
+
+
+def test_breadcrumbs_in_milliseconds_and_unescaped(prof):
+    e = ex(prof)
+    e.set_slice_ms(100, 400)
+    e.apply(f"focus=^render\\ {re.escape(APP)}:20$")
+    assert [b.description for b in e.crumbs.children] == ["all", "slice 100–400 ms", f"focus render {APP}:20"]
+    e.apply("ignore=^fi(b|x) ")
+    assert e.crumbs.children[-1].description == "ignore ^fi(b|x) "     # a real regex stays a regex
 
 
 def test_click_focuses_with_breadcrumbs_and_fills_the_details_pane(prof):

@@ -38,6 +38,24 @@ class _LRU(OrderedDict):
         return v
 
 
+_AUTO = -1.0   # the min-width dropdown's value for "auto" (None would draw a blank dropdown)
+
+
+def _mw_value(mw):
+    return _AUTO if mw is None else mw
+
+
+def _unescape(rx: str) -> str:
+    """``^handle\\ /srv/app\\.js:10$`` -> ``handle /srv/app.js:10`` when the pattern is an exact,
+    escaped literal (what clicks and the details buttons make); other patterns stay as written."""
+    inner = rx[1:-1] if rx.startswith("^") and rx.endswith("$") and not rx.endswith("\\$") else None
+    if inner is not None:
+        lit = re.sub(r"\\(.)", r"\1", inner)
+        if re.escape(lit) == inner:
+            return lit
+    return rx
+
+
 def _btn(desc, tip="", width="auto", style=""):
     return W.Button(description=desc, tooltip=tip, layout=W.Layout(width=width), button_style=style)
 
@@ -169,13 +187,16 @@ class Explorer(W.VBox):
         return self._profile_for(tuple(self.transforms))
 
     def _layout_for(self, key, p):
-        return self._layouts.get_or((key, self.view["inverted"], self.view["minwidth"]),
-                                    lambda: M.auto_layout(p, inverted=self.view["inverted"],
-                                                          minwidth=self.view["minwidth"], max_nodes=self.max_nodes))
+        def make():
+            lay, mw = M.auto_layout(p, inverted=self.view["inverted"], minwidth=self.view["minwidth"],
+                                    max_nodes=self.max_nodes)
+            return lay.assign(nid=M.node_ids(p, lay)), mw
+        return self._layouts.get_or((key, self.view["inverted"], self.view["minwidth"]), make)
 
     @property
     def layout_table(self) -> pd.DataFrame:
-        """The drawn nodes (``flame_layout`` rows; row i is plotly id ``str(i)``)."""
+        """The drawn nodes (``flame_layout`` rows; column ``nid`` is each node's plotly id, a hash
+        of its path that survives re-layouts)."""
         return self._layout_for(tuple(self.transforms), self.profile)[0]
 
     @property
@@ -429,13 +450,14 @@ class Explorer(W.VBox):
         self.color = W.Dropdown(options=list(self._color_choices()), value=self.view["color"], description="colour",
                                 layout=W.Layout(width="170px"))
         threads = self.base.threads
-        self.thread = W.Dropdown(options=[("all threads", None)] + [(t, t) for t in threads], value=None,
+        # ipywidgets draws a None value as a blank dropdown: "" is "all threads", -1 is "auto"
+        self.thread = W.Dropdown(options=[("all threads", "")] + [(t, t) for t in threads], value="",
                                  description="thread", layout=W.Layout(width="220px"),
                                  disabled=len(threads) < 2)
-        widths = list(MINWIDTHS)
+        widths = [(lab, _AUTO if v is None else v) for lab, v in MINWIDTHS]
         if self.view["minwidth"] not in dict(MINWIDTHS).values():   # a width given in code gets its own entry
             widths.append((f"{100 * self.view['minwidth']:g} %", self.view["minwidth"]))
-        self.minwidth = W.Dropdown(options=widths, value=self.view["minwidth"], description="min width",
+        self.minwidth = W.Dropdown(options=widths, value=_mw_value(self.view["minwidth"]), description="min width",
                                    layout=W.Layout(width="170px"))
         self.crumbs = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.b_undo = _btn("undo", "remove the last transform")
@@ -475,8 +497,9 @@ class Explorer(W.VBox):
         self.invert.observe(self._ui(lambda ch: self.set_view(inverted=ch["new"])), "value")
         self.merge.observe(self._ui(lambda ch: self.merge_recursion(ch["new"])), "value")
         self.color.observe(self._ui(lambda ch: self.set_view(color=ch["new"])), "value")
-        self.thread.observe(self._ui(lambda ch: self.set_thread(ch["new"])), "value")
-        self.minwidth.observe(self._ui(lambda ch: self.set_view(minwidth=ch["new"])), "value")
+        self.thread.observe(self._ui(lambda ch: self.set_thread(ch["new"] or None)), "value")
+        self.minwidth.observe(self._ui(lambda ch: self.set_view(minwidth=None if ch["new"] == _AUTO else ch["new"])),
+                              "value")
         self.b_undo.on_click(self._ui(lambda _b: self.undo()))
         self.b_reset.on_click(self._ui(lambda _b: self.reset()))
 
@@ -519,14 +542,14 @@ class Explorer(W.VBox):
             self.merge.value = "merge-recursion" in self.transforms
             self.color.value = self.view["color"]
             mw = self.view["minwidth"]
-            if mw not in [v for _l, v in self.minwidth.options]:
+            if _mw_value(mw) not in [v for _l, v in self.minwidth.options]:
                 self.minwidth.options = list(self.minwidth.options) + [(f"{100 * mw:g} %", mw)]
-            self.minwidth.value = mw
+            self.minwidth.value = _mw_value(mw)
             th = next((t[len("thread="):] for t in self.transforms if t.startswith("thread=")), None)
             name = None
             if th is not None:
                 name = next((x for x in self.base.threads if "^" + re.escape(x) + "$" == th), None)
-            self.thread.value = name
+            self.thread.value = name or ""
             if self.range is not None:
                 sl = self.slice_ms()
                 self.range.value = sl if sl is not None else (self.range.min, self.range.max)
@@ -542,12 +565,26 @@ class Explorer(W.VBox):
 
     def _render_crumbs(self):
         crumbs = []
-        for i, label in enumerate(["all"] + self.transforms):
+        for i, spec in enumerate(["all"] + self.transforms):
+            label = spec if i == 0 else self.crumb_label(spec)
             b = W.Button(description=(label if len(label) <= 40 else label[:37] + "..."), tooltip=label,
                          layout=W.Layout(width="auto"), button_style="info" if i == len(self.transforms) else "")
             b.on_click(self._ui(lambda _b, i=i: self.set_transforms(self.transforms[:i])))
             crumbs.append(b)
         self.crumbs.children = crumbs
+
+    def crumb_label(self, spec: str) -> str:
+        """A transform as people read it: ``slice 120–480 ms`` (not ns since boot),
+        ``focus handle /srv/app.js:10`` (an exact-name pattern shown unescaped)."""
+        name, _, arg = str(spec).partition("=")
+        if name == "slice" and self._t1:
+            a, _, b = arg.partition(":")
+            lo = (int(a) - self._t0) / 1e6 if a else 0.0
+            hi = (int(b) - self._t0) / 1e6 if b else (self._t1 - self._t0) / 1e6
+            return f"slice {lo:,.0f}–{hi:,.0f} ms"
+        if not arg:
+            return name
+        return f"{name} {_unescape(arg)}"
 
     def _status_text(self):
         p = self.profile

@@ -144,6 +144,35 @@ def exact_pattern(p, func: int) -> str:
 
 # ------------------------------------------------------------------ icicle
 
+_FNV = np.uint64(1099511628211)
+
+
+def node_ids(p, lay: pd.DataFrame) -> np.ndarray:
+    """A plotly id per layout node that names its *path* (the functions from the root down,
+    by ``name file:line``), not its row: the same frame keeps its id across re-layouts
+    (transforms, min width, threads), and an id never names another frame afterwards, so a
+    zoom level plotly keeps in the browser still points at the frame the user clicked.
+    64-bit path hashes, ``"n" + 16 hex digits``."""
+    n = len(lay)
+    if n == 0:
+        return np.empty(0, object)
+    labels = p.func_labels()
+    hf = np.array([(zlib.crc32(str(s).encode("utf-8")) << 32) | zlib.adler32(str(s).encode("utf-8"))
+                   for s in labels], dtype=np.uint64) if len(labels) else np.empty(0, np.uint64)
+    func = lay["func"].to_numpy()
+    own = np.where(func >= 0, hf[np.maximum(func, 0)] if len(hf) else np.uint64(0),
+                   np.uint64(0x6f74686572)).astype(np.uint64)          # "other"
+    par = lay["parent"].to_numpy()
+    depth = lay["depth"].to_numpy()
+    h = np.zeros(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for d in range(int(depth.max()) + 1):
+            idx = np.flatnonzero(depth == d)
+            base = np.where(par[idx] >= 0, h[np.maximum(par[idx], 0)], np.uint64(14695981039346656037))
+            h[idx] = (base * _FNV) ^ own[idx]
+    return np.char.add("n", np.char.zfill(np.char.mod("%x", h.astype(np.uint64)), 16)).astype(object)
+
+
 def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str = "flame",
                  root_label: str = "all") -> dict:
     """A plotly ``icicle`` trace as a plain dict (JSON-ready lists).
@@ -154,8 +183,9 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
     n = len(lay)
     par = lay["parent"].to_numpy()
     func = lay["func"].to_numpy()
-    ids = ["r"] + np.arange(n).astype(str).tolist()
-    parents = [""] + np.where(par >= 0, par.astype(str), "r").tolist()
+    nid = lay["nid"].to_numpy(object) if "nid" in lay.columns else node_ids(p, lay)
+    ids = ["r"] + list(nid)
+    parents = [""] + np.where(par >= 0, nid[np.maximum(par, 0)] if n else "", "r").tolist()
     values = [total] + lay["total"].astype(_I64).tolist()
     short = short_labels(p)
     other = lay["other"].to_numpy()
@@ -186,8 +216,8 @@ def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str =
         "hovertemplate": ("<b>%{label}</b><br>%{text}<br>self %{customdata}<br>"
                           "total %{value:,} (%{percentRoot:.2%})<extra></extra>"),
         "maxdepth": -1,
-        # every redraw starts from the root: node ids are layout rows, so a zoom level kept from
-        # plotly's own click-to-zoom would point at some other frame after a transform
+        # every redraw starts from the root; node ids name paths (node_ids), so a zoom level that
+        # plotly keeps in the browser anyway still names the frame that was clicked
         "level": "r",
     }
 
@@ -214,9 +244,15 @@ def icicle_layout(*, height: int = 560, title: str | None = None) -> dict:
 
 
 def node_func(lay: pd.DataFrame, node_id) -> int:
-    """Function of the node with plotly id ``node_id`` ('r' or a layout row), -1 for root/other."""
+    """Function of the node with plotly id ``node_id`` (a path id from :func:`node_ids`, or a
+    layout row number), -1 for root/other/unknown."""
     if node_id in (None, "", "r"):
         return -1
+    if isinstance(node_id, str) and node_id.startswith("n"):
+        if "nid" not in lay.columns:
+            return -1
+        hit = np.flatnonzero(lay["nid"].to_numpy(object) == node_id)
+        return int(lay["func"].iat[hit[0]]) if len(hit) else -1
     try:
         i = int(node_id)
     except (TypeError, ValueError):

@@ -405,12 +405,17 @@ class _Work:
                 return r
         line, col = ix.func_pos(g)
         name = ix.names[g]
+        kind = classify(name, ix.url, "js")
+        for r in rows.tolist():      # a row with exactly that key (its position mapped elsewhere): reuse it
+            if (self.fname[r], int(self.fline[r]), int(self.fcol[r]), self.fkind[r]) == (name, line, col, kind):
+                self._fid[key] = r
+                return r
         for j, nf in enumerate(self.new_funcs):  # the same function made new before (another url key)
             if nf[:4] == (name, ix.url, line, col):
                 r = len(self.fname) + j
                 self._fid[key] = r
                 return r
-        self.new_funcs.append((name, ix.url, line, col, classify(name, ix.url, "js"), package_of(ix.url)))
+        self.new_funcs.append((name, ix.url, line, col, kind, package_of(ix.url)))
         r = len(self.fname) + len(self.new_funcs) - 1
         self._fid[key] = r
         return r

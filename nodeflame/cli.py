@@ -209,7 +209,7 @@ def _torch_form(argv) -> bool:
         from .cli_capture import is_torch_form
     except ModuleNotFoundError:
         return False
-    return is_torch_form(argv, ("convert", "top", "diff", "record", "backends", "stap-script"))
+    return is_torch_form(argv, ("convert", "top", "diff", "record", "backends", "stap-script", "ingest"))
 
 
 def _load_extra_commands():
@@ -220,8 +220,10 @@ def _load_extra_commands():
     except ModuleNotFoundError as e:  # capture commands not built yet
         if e.name != f"{__package__}.cli_capture":
             raise
-        return
-    EXTRA_COMMANDS.append(register_commands)
+    else:
+        EXTRA_COMMANDS.append(register_commands)
+    from .cli_dataset import register_commands as register_dataset  # ingest; record --to (after record)
+    EXTRA_COMMANDS.append(register_dataset)
 
 
 def main_entry() -> None:

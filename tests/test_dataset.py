@@ -315,3 +315,150 @@ def test_retention_deletes_oldest_first(tmp_path):
     assert ds.captures()["capture_id"].tolist() == ids[4:]
     left = sorted(str(x.relative_to(tmp_path)) for x in tmp_path.rglob("*.parquet"))
     assert len(left) == 2 * 7 and all(ids[4] in x or ids[5] in x for x in left)
+
+
+# ------------------------------------------------------------------ command line
+class _Ran:
+    def __init__(self, returncode, stderr):
+        self.returncode, self.stderr = returncode, stderr
+
+
+@pytest.fixture
+def _cli(capsys):
+    """nodeflame's command line, in this process (a subprocess costs seconds on a busy machine)."""
+    from nodeflame.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        return _Ran(code, capsys.readouterr().err)
+    return run
+
+
+def test_ingest_any_format(tmp_path, corpus, _cli):
+    files = [corpus / rel for rel in CORPUS_FILES[:4]]
+    r = _cli("ingest", *files, "--to", tmp_path / "ds", "--label", "service=archive", "--label", "version=0.9")
+    assert r.returncode == 0, r.stderr
+    assert f"ingested {len(files)} files" in r.stderr
+    ds = nf.dataset(tmp_path / "ds")
+    caps = ds.captures()
+    assert set(caps["service"]) == {"archive"} and set(caps["version"]) == {"0.9"}
+    assert sorted(caps["source_format"]) == sorted(nf.read(f).meta["source_format"] for f in files)
+    for f in files:  # each file's capture is that file's Profile; start = the file's mtime
+        p = nf.read(f)
+        cid = caps.loc[caps["samples"] == p.total, "capture_id"]
+        assert any(ds.profile(c).meta.get("source") == p.meta["source"] for c in cid)
+    bad = tmp_path / "bad.cpuprofile"
+    bad.write_text("{not json")
+    r = _cli("ingest", bad, files[0], "--to", tmp_path / "ds", "-q")
+    assert r.returncode == 1 and "bad.cpuprofile: skipped" in r.stderr and "1 skipped" in r.stderr
+    assert len(ds.captures()) == len(files) + 1
+    r = _cli("ingest", files[0], "--to", tmp_path / "ds", "--label", "oops")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr
+
+
+def test_record_options_need_to(tmp_path, _cli):
+    r = _cli("record", "--pid", "1", "--every", "5")
+    assert r.returncode == 2 and "--every: only with --to" in r.stderr
+    r = _cli("record", "--pid", "1")
+    assert r.returncode == 2 and "-o OUT" in r.stderr
+    r = _cli("record", "--pid", "1", "--to", tmp_path, "--every", "1", "-d", "5")
+    assert r.returncode == 2 and "shorter than a capture" in r.stderr
+    r = _cli("record", "--pid", "1", "--to", tmp_path, "--max-size", "lots")
+    assert r.returncode == 2 and "not a size" in r.stderr
+    from nodeflame.cli_dataset import parse_size
+    assert parse_size("2GB") == 2_000_000_000 and parse_size("1GiB") == 2 ** 30 and parse_size("100") == 100
+
+
+NODE = __import__("shutil").which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+
+
+def _wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _hidden_files(root):
+    return [p for p in pathlib.Path(root).rglob(".*") if p.is_file()]
+
+
+@needs_node
+@pytest.mark.slow
+def test_record_every_until_sigterm(tmp_path):
+    from hot_driver import HotJS
+    hot = HotJS("--no-worker")
+    ds_path = tmp_path / "ds"
+    try:
+        rec = subprocess.Popen([sys.executable, "-m", "nodeflame.cli", "record", "--pid", str(hot.pid),
+                                "--every", "1.5", "-d", "0.5", "--backend", "inspector", "--to", str(ds_path),
+                                "--label", "service=hot", "--label", "version=1.3"],
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        ds = nf.dataset(ds_path)
+        _wait_for(lambda: ds_path.exists() and len(ds.captures()) >= 3, 90, "three captures")
+        rec.send_signal(signal.SIGTERM)
+        err = rec.communicate(timeout=60)[1]
+        assert rec.returncode == 0, err
+        assert "SIGTERM: stopping after the capture under way" in err
+        wrote = [ln for ln in err.splitlines() if "inspector backend" in ln and "; wrote " in ln]
+        caps = ds.captures()
+        assert len(caps) == len(wrote) >= 3            # every capture begun was finished and written
+        assert f"{len(caps)} captures in" in err.splitlines()[-1]
+        assert set(caps["service"]) == {"hot"} and set(caps["version"]) == {"1.3"}
+        assert set(caps["pid"]) == {hot.pid} and set(caps["backend"]) == {"inspector"}
+        starts = caps["start"].sort_values().diff().dropna().dt.total_seconds()
+        assert (starts >= 1.0).all()                     # one capture per --every, not back to back
+        for cid in caps["capture_id"]:
+            p = ds.profile(cid)
+            p.validate()
+            assert p.meta["pid"] == hot.pid and p.total > 0
+            assert "functionA" in set(p.funcs["name"].astype(str))
+        t = ds.top(by="version", n=5)
+        assert set(t["name"]) >= {"functionA", "functionB"}
+        assert _hidden_files(ds_path) == []
+        assert hot.proc.poll() is None                   # the target runs on
+    finally:
+        hot.kill()
+
+
+@needs_node
+@pytest.mark.slow
+def test_record_match_follows_processes_that_start_later(tmp_path):
+    from hot_driver import HotJS
+    ds_path = tmp_path / "ds"
+    tag = f"--ratio={3 + os.getpid() % 1000}"  # a command line nobody else has
+    rec = subprocess.Popen([sys.executable, "-m", "nodeflame.cli", "record", "--match", rf"hot\.js .*{tag}",
+                            "--every", "1", "-d", "0.5", "--backend", "inspector", "--to", str(ds_path),
+                            "--label", "service=m", "--max-size", "50MB"], stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT)
+    procs = []
+    try:
+        time.sleep(1.5)  # the recorder runs, and finds nothing yet
+        ds = nf.dataset(ds_path)
+        procs.append(HotJS("--no-worker", tag))
+        _wait_for(lambda: ds_path.exists() and hot_pids(ds) >= {procs[0].pid}, 60, "a capture of the first process")
+        procs.append(HotJS("--no-worker", tag))
+        _wait_for(lambda: hot_pids(ds) >= {procs[0].pid, procs[1].pid}, 60, "a capture of the second process")
+        procs[0].kill()  # one goes away: the recorder carries on with the other
+        n = len(ds.captures())
+        _wait_for(lambda: len(ds.captures()) > n + 1, 60, "captures after one process ended")
+        rec.send_signal(signal.SIGTERM)
+        err = rec.communicate(timeout=60)[1]
+        assert rec.returncode == 0, err
+        assert hot_pids(ds) == {procs[0].pid, procs[1].pid}
+        for cid in ds.captures()["capture_id"]:
+            ds.profile(cid).validate()
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        for h in procs:
+            h.kill()
+
+
+def hot_pids(ds):
+    return set(ds.captures()["pid"].dropna().astype(int))

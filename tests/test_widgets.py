@@ -364,8 +364,18 @@ def test_outside_a_kernel_the_output_is_static_html_and_a_text_table(prof):
     txt = b["text/plain"]
     assert txt.startswith("1,000 samples") and "crunch" in txt and "parse" in txt
     html = b["text/html"]
-    assert "Plotly.newPlot" in html and '"type":"icicle"' in html.replace(" ", "")
-    assert "crunch" in html
+    # offline: the project's SVG flame graph as a data URI, no script, no CDN, labelled frames
+    assert "<script" not in html and "cdn" not in html.lower() and "http" not in html.replace(
+        "http://www.w3.org", "")
+    m = re.search(r"src='data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)'", html)
+    svg = base64.b64decode(m.group(1)).decode()
+    assert ">crunch /srv" in svg and ">handle /srv" in svg and "crunch" in html
+    assert len(html) < 1_000_000
+    # the diff explorer's fallback is coloured by change
+    d = nf.diff(make_profile(STEADY), make_profile([(p, w * 3 if p[-1][0] == "render" else w, th, tw)
+                                                      for p, w, th, tw in STEADY], seed=2))
+    dh = d.flame(defer_panes=False)._repr_mimebundle_()["text/html"]
+    assert "data:image/svg+xml" in dh and "significant" in dh
 
 
 STEADY = [(p, w, th, (0, 1000)) for p, w, th, _tw in SHAPE]   # no phases: every stack all along

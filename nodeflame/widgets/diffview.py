@@ -94,6 +94,10 @@ class DiffExplorer(Explorer):
         trace["customdata"] = [trace["customdata"][0]] + [c + " · change " + x for c, x in
                                                           zip(trace["customdata"][1:], per_node.tolist())]
 
+    def _svg_deltas(self, p):
+        _col, delta, sig = M.diff_colors(self.diff, p)
+        return np.where(sig, delta, 0.0)
+
     def diff_table(self, n: int = 12) -> pd.DataFrame:
         t = self.diff.table(n)
         return pd.DataFrame({

@@ -693,6 +693,20 @@ class Explorer(W.VBox):
                 fh.write(out)
         return out
 
+    def _svg_deltas(self, p):
+        return None
+
+    def static_svg(self, *, width: int = 1200) -> str:
+        """The view as the project's SVG flame graph (self-contained, labelled; what the
+        notebook keeps when there is no kernel)."""
+        from ..writers.svg import render_svg
+        p = self.profile
+        return render_svg(p, title=self._title() or ("Icicle Graph" if self.view["orientation"] == "icicle"
+                                                      else "Flame Graph"),
+                          subtitle=" → ".join(self.crumb_label(t) for t in self.transforms) or None,
+                          width=width, minwidth=0.5, inverted=self.view["orientation"] == "icicle",
+                          reverse=self.view["inverted"], deltas=self._svg_deltas(p), frameheight=18)
+
     def text_table(self) -> str:
         p = self.profile
         unit = p.meta.get("unit") or "samples"
@@ -707,7 +721,9 @@ class Explorer(W.VBox):
             bundle = bundle[0]
         bundle = dict(bundle)
         bundle["text/plain"] = self.text_table()
-        bundle["text/html"] = self.to_html(include_plotlyjs="cdn", full_html=False)
+        # offline, kernel-less and sanitised renderers: a static SVG (no CDN, no script), not plotly
+        from .static import svg_html
+        bundle["text/html"] = svg_html(self.static_svg(), self.text_table(), alt=self.code)
         return bundle
 
     def __repr__(self):

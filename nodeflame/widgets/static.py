@@ -1,11 +1,25 @@
-"""Output that needs no kernel: a static plotly chart in HTML plus a plain-text table.
+"""Output that needs no kernel: a static chart in HTML plus a plain-text table.
 
-This is what nbconvert, nbviewer and other renderers without the widget
-manager show for an explorer.
+What nbconvert, nbviewer, GitHub and a notebook reopened without a kernel show
+for an explorer (the ``text/html`` of its mime bundle) is :func:`svg_html`: the
+project's own SVG flame graph as an ``<img>`` data URI — self-contained, no
+script, no CDN, labelled frames — and the top table as text.
+:func:`figure_html` (the plotly figure) is what ``Explorer.to_html`` writes.
 """
 from __future__ import annotations
 
+import base64
 import html
+
+
+def svg_html(svg: str, table_text: str = "", *, alt: str = "flame graph") -> str:
+    """An SVG document as an ``<img>`` (data URI: works offline, in sanitised renderers that drop
+    scripts, and without the widget manager), followed by ``table_text`` in a ``<pre>``."""
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (f"<div class='nodeflame-static'><img alt='{html.escape(alt)}' style='max-width:100%' "
+            f"src='data:image/svg+xml;base64,{data}'/>"
+            + (f"<pre style='font-size:11px'>{html.escape(table_text)}</pre>" if table_text else "")
+            + "</div>")
 
 
 def figure_html(fig: dict, table_text: str = "", *, include_plotlyjs="cdn", full_html: bool = False,

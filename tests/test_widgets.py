@@ -565,3 +565,42 @@ window.__ready = true;
     assert e.widget.data[0].labels[i] == "render"
     e.widget._js2py_pointsCallback = pts          # what the comm delivers to the kernel
     assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"] and e.profile.total == 200
+
+
+@pytest.mark.browser
+def test_deep_stacks_show_labels_in_chromium(tmp_path):
+    """46 levels (16 of native scaffolding, as a walker capture has): at the old fixed 560 px
+    plotly labelled 0 of the frames wider than 40 px; grown to 20 px a row, most are labelled."""
+    browser = pytest.importorskip("browser", reason="tests/browser.py (the headless-Chromium harness) is missing")
+    if browser.chromium_path() is None:
+        pytest.skip("chromium is not installed (/usr/bin/chromium)")
+    rng = np.random.default_rng(1)
+    ft = FrameTable()
+    native = [ft.add(f"scaffold_{i}", "", 0) for i in range(16)]
+    paths, w = [], []
+
+    def grow(prefix, d):
+        if d >= 29 or (d > 6 and rng.random() < 0.12):
+            paths.append(prefix)
+            w.append(int(rng.integers(1, 50)))
+            return
+        for k in range(1 if rng.random() < 0.8 else 2):
+            grow(prefix + [ft.add(f"fn_{d}_{k}_{len(paths) % 7}", APP, d * 10 + k + 1)], d + 1)
+    for r in range(4):
+        grow(native + [ft.add(f"entry{r}", APP, 1000 + r)], 0)
+    offsets = np.cumsum([0] + [len(x) for x in paths])
+    p = build_profile(ft, offsets, np.concatenate(paths), weights=np.array(w)).validate()
+    e = Explorer(p, defer_panes=False, timeline=False)
+    page = tmp_path / "deep.html"
+    e.to_html(page, include_plotlyjs=True)
+    with browser.Browser(width=1100, height=900) as b:
+        b.open(page)
+        b.wait_for("document.querySelectorAll('g.slice path').length", timeout=30)
+        wide, labelled = b.eval("""(() => { let wide = 0, lab = 0;
+          for (const g of document.querySelectorAll('g.slice')) {
+            const t = g.querySelector('text'), r = g.querySelector('path').getBBox();
+            if (r.width <= 40) continue;
+            wide++;
+            if (t && t.textContent.trim() !== '' && t.getBBox().width > 0) lab++; }
+          return [wide, lab]; })()""")
+    assert wide > 100 and labelled >= 0.75 * wide, (wide, labelled)   # measured: 169 of 201

@@ -704,7 +704,7 @@ class Explorer(W.VBox):
         return render_svg(p, title=self._title() or ("Icicle Graph" if self.view["orientation"] == "icicle"
                                                       else "Flame Graph"),
                           subtitle=" → ".join(self.crumb_label(t) for t in self.transforms) or None,
-                          width=width, minwidth=0.5, inverted=self.view["orientation"] == "icicle",
+                          width=width, minwidth=1.0, inverted=self.view["orientation"] == "icicle",
                           reverse=self.view["inverted"], deltas=self._svg_deltas(p), frameheight=18)
 
     def text_table(self) -> str:

@@ -69,13 +69,16 @@ def test_ab_real_captures_flag_render_not_score_rows(caps, i):
     assert s.loc["scoreRows", "total_delta_pp"] > 0
 
 
-def test_ab_default_reference_never_flags_the_slow_render_as_slower(caps):
-    """Without a named reference the largest consistent group of functions is taken as unchanged;
-    on this workload the two groups are about as large, so the default is right on some pairs
-    only (measured: 4 of 10).  It must still never call renderPage slower."""
-    right = 0
+def test_ab_default_reference_does_not_guess(caps):
+    """Without a named reference the largest consistent group of functions is taken as unchanged.
+    On this workload two groups of about the same size changed against each other (the renderer
+    and its helpers; payload, parsing and scoring), so the profiles cannot tell which one stayed
+    the same: the diff says so and flags neither group (measured: scoreRows flagged in 0 of 10
+    pairs, was 4 of 10 before the ambiguity check; renderPage in 1 of 10, warnings in 9)."""
     for i in range(10):
-        t = nf.diff(caps[f"slow{i}"], caps[f"fast{i}"]).table().set_index("name")
+        d = nf.diff(caps[f"slow{i}"], caps[f"fast{i}"])
+        t = d.table().set_index("name")
+        assert not t.loc["scoreRows", "significant"]
         assert t.loc["renderPage", "status"] != "slower"
-        right += bool(t.loc["renderPage", "significant"] and not t.loc["scoreRows", "significant"])
-    assert right >= 3
+        if not t.loc["renderPage", "significant"]:
+            assert d.warnings and "reference=" in d.warnings[0] and "warning:" in d.describe()

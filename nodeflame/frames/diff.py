@@ -217,7 +217,7 @@ def _n_samples(p) -> int:
 
 
 def _reference_scale(m):
-    """(s, var(log s)) from the largest group of functions whose self samples changed by one
+    """(s, var(log s), s of a rival group or None) from the largest group of functions whose self samples changed by one
     common factor, or None when fewer than 3 functions have enough samples on both sides.
 
     Each function with at least ``MIN_REF`` self samples on both sides (idle and
@@ -226,7 +226,9 @@ def _reference_scale(m):
     functions consistent with it are those within ``1.96 se + log(1.25)`` (sampling noise plus
     the 25 % that separate processes of the same program differ by); the candidate with the
     most consistent functions (ties: the most samples) wins, and ``s`` is the median ratio of
-    its group.  With most functions unchanged this is the median-of-ratios normalisation; when
+    its group.  When a second group outside it is at least half as large, the profiles cannot
+    tell which group changed: var(log s) is widened by (log s - log s_rival)^2 / 4 and
+    ``Diff.warnings`` says so.  With most functions unchanged this is the median-of-ratios normalisation; when
     one group of functions changed together (a renderer and its helpers) and the rest did not,
     the larger group is the reference, whatever its share of the samples."""
     xb, xa = m["self_before_n"].to_numpy(float), m["self_after_n"].to_numpy(float)
@@ -242,7 +244,17 @@ def _reference_scale(m):
     mass = (fits * (xa + xb)[None, :]).sum(1)
     best = np.lexsort((-mass, -count))[0]
     g = fits[best]
-    return float(np.exp(np.median(r[g]))), float(np.pi / 2 * v[g].mean() / g.sum())
+    s = float(np.median(r[g]))
+    vlog = float(np.pi / 2 * v[g].mean() / g.sum())
+    # another group, outside the chosen one and at least half its size: the profile cannot tell
+    # which of the two changed; widen log s to cover both, so neither is flagged on a guess
+    alt = (~g) & (count >= max(2, count[best] / 2))
+    alt_s = None
+    if alt.any():
+        j = np.flatnonzero(alt)[np.lexsort((-mass[alt], -count[alt]))[0]]
+        alt_s = float(np.median(r[fits[j] & ~g])) if (fits[j] & ~g).any() else float(r[j])
+        vlog += (s - alt_s) ** 2 / 4
+    return float(np.exp(s)), vlog, (None if alt_s is None else float(np.exp(alt_s)))
 
 
 class Diff:
@@ -272,6 +284,7 @@ class Diff:
         self.alpha = float(alpha)
         self.requested = normalize
         self._norm = None
+        self.warnings: list[str] = []
         self._full = None
         self._table = None
 
@@ -349,6 +362,12 @@ class Diff:
         if how == "reference":
             ref = _reference_scale(m)
             if ref is not None:
+                if ref[2] is not None:
+                    self.warnings.append(
+                        f"ambiguous reference: one group of functions changed by x{ref[0]:.3g}, another by "
+                        f"x{ref[2]:.3g}; the profiles cannot tell which group stayed the same, so changes of "
+                        "that size are not flagged. Name the unchanged work (reference='regex') or the work "
+                        "done (work=(before, after)).")
                 return "reference", ref[0], ref[1]
             how = "total"
         return "total", na / nb, 0.0
@@ -475,7 +494,8 @@ class Diff:
                 "duration": "per second of capture", "total": "shares of each profile's total"}[self.normalize]
         return (f"{self.before.total:,} -> {self.after.total:,} samples, {len(t)} functions; normalised by "
                 f"{what}, expected after/before = {self.scale:.3g}; {int(t['significant'].sum())} changed beyond "
-                f"noise (Benjamini-Hochberg, FDR {100 * self.alpha:g} %)")
+                f"noise (Benjamini-Hochberg, FDR {100 * self.alpha:g} %)"
+                + "".join(f"\nwarning: {w}" for w in self.warnings))
 
     def __repr__(self) -> str:
         t = self.numbers()

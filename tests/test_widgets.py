@@ -418,6 +418,11 @@ def test_diff_flame_draws_work_that_vanished():
     w = lay.loc[names[lay["func"].clip(lower=0)] == "render", "total"].sum()
     assert abs(w - 200 * d.scale) <= 2                         # its before width, normalised
     assert d.table().set_index("name").loc["render", "status"] == "gone"
+    func = int(np.flatnonzero(e.profile.funcs["name"].astype(str) == "render")[0])
+    e.select(func=func)
+    assert "not in the after profile" in e.details.value and "gone" in e.details.value
+    e.select(func=int(np.flatnonzero(e.profile.funcs["name"].astype(str) == "parse")[0]))
+    assert "after profile:" in e.details.value and "self 300 " in e.details.value
 
 
 def _deep_profile(depth=45):

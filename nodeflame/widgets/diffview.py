@@ -120,7 +120,16 @@ class DiffExplorer(Explorer):
                            f"<th>change pp</th><th>status</th></tr>{rows}</table></div>")
 
     def _details_html(self, p, func):
-        out = super()._details_html(p, func)
+        # p is the merged drawing shape, whose weights are neither side's: show the after
+        # profile's callers and callees (the function matched by name, file and line)
+        after = self._after_for(tuple(self.transforms))
+        hit = np.flatnonzero(after.func_labels() == p.func_labels()[func])
+        if len(hit):
+            out = "<div style='font-size:11px;color:#666'>after profile:</div>" + super()._details_html(after, int(hit[0]))
+        else:
+            out = (f"<div style='font-size:12px'><b>{html.escape(str(M.short_labels(p)[func]))}</b> "
+                   f"<span style='color:#666'>{html.escape(str(M.func_where(p)[func]))}</span>"
+                   " — not in the after profile (its work vanished)</div>")
         t = self.diff.numbers()
         f = p.funcs
         row = t[(t["name"] == str(f["name"].iat[func])) & (t["file"] == str(f["file"].iat[func]))

@@ -290,6 +290,24 @@ def test_plotly_ids_name_paths_and_survive_relayouts(prof):
     assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"]
 
 
+def test_every_redraw_sends_the_zoom_level_back_to_the_root(prof):
+    """plotly's click-to-zoom changes the level in the browser only; a restyle to the value the
+    kernel already holds is not sent, so the explorer alternates 'r' and None (both the root)."""
+    e = ex(prof)
+    sent = []
+    orig = e.widget._send_restyle_msg
+
+    def spy(restyle_data, trace_indexes=None, source_view_id=None):
+        sent.append(dict(restyle_data))
+        return orig(restyle_data, trace_indexes=trace_indexes, source_view_id=source_view_id)
+    e.widget._send_restyle_msg = spy
+    for spec in ("ignore=^fib ", "hide=^handle ", "ignore=gc"):
+        n = len(sent)
+        e.apply(spec)
+        assert any("level" in m for m in sent[n:]), sent[n:]
+    assert e.widget.data[0].level in ("r", None)
+
+
 def test_breadcrumbs_in_milliseconds_and_unescaped(prof):
     e = ex(prof)
     e.set_slice_ms(100, 400)

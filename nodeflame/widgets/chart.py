@@ -138,6 +138,11 @@ class Chart:
         w = self.widget
         lay = self._layout(layout)     # first: it sets the height the icicle's domain depends on
         tr = self._icicle(trace)
+        # back to the root on every redraw: plotly's own click-to-zoom moves the browser's level
+        # without telling the kernel, and a restyle of an unchanged value ("r" again) is never
+        # sent; "r" and None both mean the root, so alternating them always sends the reset
+        if "level" in tr:
+            tr["level"] = "r" if self.sent_figures % 2 == 0 else None
         if w is None:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []

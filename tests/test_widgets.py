@@ -253,6 +253,19 @@ def test_merge_recursion_invert_colour_thread_minwidth(prof):
     assert e.view["minwidth"] == 1e-2 and "minwidth=0.01" in e.code
 
 
+def test_a_legend_for_every_colouring(prof):
+    e = ex(prof)
+    assert "js" in e.legend.value and M.KIND_COLORS["gc"] in e.legend.value and "kernel" not in e.legend.value
+    e.color.value = "package"
+    assert "fastjson" in e.legend.value
+    e.color.value = "file"
+    assert "server.js" in e.legend.value and "index.js" in e.legend.value
+    e.search("^handle ")
+    assert "search match" in e.legend.value
+    d = nf.diff(prof, prof).flame(defer_panes=False)
+    assert "slower" in d.legend.value and "faster" in d.legend.value and "within noise" in d.legend.value
+
+
 def test_dropdowns_never_hold_none(prof):
     """ipywidgets draws a None value as a blank dropdown."""
     e = ex(prof)

@@ -408,6 +408,7 @@ class Explorer(W.VBox):
         self._restyle = {}
         h = M.flame_height(lay, self.height, title=bool(self._title()))
         self.chart.set_flame(trace, M.icicle_layout(height=h, title=self._title()))
+        self._render_legend(p, lay)
         if getattr(self, "chart_box", None) is not None:
             self.chart_box.layout.height = (f"{M.SCROLL_PX}px" if self.chart.total_height > M.SCROLL_PX
                                             else None)
@@ -424,9 +425,18 @@ class Explorer(W.VBox):
     def _extra_trace(self, trace, p, lay):
         pass
 
+    def _render_legend(self, p=None, lay=None):
+        p = self.profile if p is None else p
+        lay = self.layout_table if lay is None else lay
+        items = M.legend(p, lay, self.view["color"])
+        if self.pattern:
+            items = items + [("search match", M.MATCH_COLOR)]
+        self.legend.value = M.legend_html(items)
+
     def _restyle_chart(self):
         p = self.profile
         lay = self.layout_table
+        self._render_legend(p, lay)
         self._restyle = {"marker.colors": self._trace_colors(p, lay), **self._orientation_style()}
         self.chart.restyle(dict(self._restyle))
         self._render_status()
@@ -460,6 +470,7 @@ class Explorer(W.VBox):
         self.minwidth = W.Dropdown(options=widths, value=_mw_value(self.view["minwidth"]), description="min width",
                                    layout=W.Layout(width="170px"))
         self.crumbs = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.legend = W.HTML()
         self.b_undo = _btn("undo", "remove the last transform")
         self.b_reset = _btn("reset", "remove every transform")
         has_timeline = bool(timeline and self._t1 > self._t0)
@@ -511,6 +522,7 @@ class Explorer(W.VBox):
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             W.HBox([self.crumbs, self.b_undo, self.b_reset, self.click_focus],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
+            self.legend,
             self.chart_box,
         ]
         if self.range is not None:

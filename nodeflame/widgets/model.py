@@ -108,6 +108,42 @@ def func_colors(p, by: str = "kind") -> np.ndarray:
     return out
 
 
+def legend(p, lay: pd.DataFrame, by: str = "kind", *, n: int = 8) -> list[tuple[str, str]]:
+    """(label, colour) pairs for the colouring ``by`` of the drawn nodes: the kinds present, or
+    the ``n`` packages/files with the most drawn self weight (functions without one keep their
+    kind's colour), or the diff's three meanings."""
+    if by == "diff":
+        return [("slower (beyond noise)", "rgb(235,20,20)"), ("faster (beyond noise)", "rgb(20,20,235)"),
+                ("unchanged / within noise", DIFF_GREY)]
+    func = lay["func"].to_numpy()
+    f = func[func >= 0].astype(_I64)
+    selfw = lay["self"].to_numpy()[func >= 0]
+    if by == "kind":
+        kinds = p.funcs["kind"].astype(str).to_numpy(object)[f]
+        present = [k for k in KINDS if k in set(kinds.tolist())]
+        return [(k, KIND_COLORS.get(k, OTHER_COLOR)) for k in present]
+    keys = p.funcs[by].astype(str).to_numpy(object)[f]
+    has = keys != ""
+    if not has.any():
+        return [(f"no {by} known: colours by kind", OTHER_COLOR)]
+    w = pd.Series(selfw[has]).groupby(keys[has]).sum().sort_values(ascending=False)
+    top = w.index[:n].to_numpy(object)
+    cols = _hash_color(top)
+    out = [(str(k) if by == "package" else str(k).rsplit("/", 1)[-1], c) for k, c in zip(top, cols)]
+    if len(w) > n:
+        out.append((f"… {len(w) - n} more", OTHER_COLOR))
+    return out
+
+
+def legend_html(items) -> str:
+    import html as _html
+    sw = "".join(f"<span style='display:inline-block;margin-right:10px;white-space:nowrap'>"
+                 f"<span style='display:inline-block;width:11px;height:11px;background:{c};"
+                 f"border:1px solid #999;vertical-align:middle;margin-right:3px'></span>{_html.escape(lab)}</span>"
+                 for lab, c in items)
+    return f"<div style='font-size:11px;line-height:16px'>{sw}</div>"
+
+
 def node_colors(lay: pd.DataFrame, fcolors: np.ndarray) -> np.ndarray:
     func = lay["func"].to_numpy()
     return np.where(func >= 0, fcolors[np.maximum(func, 0)] if len(fcolors) else OTHER_COLOR, OTHER_COLOR).astype(object)

@@ -23,7 +23,7 @@ THIRD_PARTY = {
 }
 # optional extras these layers may import lazily, inside a function (never at module level)
 LAZY_THIRD_PARTY = {
-    "frames": {"google"},               # protobuf, for pprof
+    "frames": {"google", "msgspec", "pyarrow"},  # protobuf, for pprof; nodeflame[fast]: JSON structs, Arrow compute
     "writers": {"google", "nbformat"},  # protobuf; nbformat for .ipynb
     "dataset": {"duckdb", "dask", "fsspec"},  # nodeflame[fleet]: engines load when a question needs them
 }
@@ -112,7 +112,18 @@ def test_core_import_is_light():
     dataset layer's duckdb, dask, fsspec (pyarrow: pandas itself loads it when installed)."""
     import subprocess
     code = ("import sys, nodeflame; heavy = [m for m in ('plotly', 'ipywidgets', 'websocket', 'elftools', "
-            "'tqdm', 'google.protobuf', 'duckdb', 'dask', 'distributed', 'fsspec', 'nodeflame.dataset') "
+            "'tqdm', 'google.protobuf', 'msgspec', 'duckdb', 'dask', 'distributed', 'fsspec', 'nodeflame.dataset') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_native_code_belongs_to_no_backend():
+    """capture/native (ELF, address spaces, CFI) serves the walker, stap and the V8 layout: it imports
+    none of them."""
+    bad = []
+    for path in sorted((PKG / "capture" / "native").rglob("*.py")):
+        for mod, ln, _lazy in _imports(path):
+            if mod and mod.startswith("nodeflame.") and not mod.startswith("nodeflame.capture.native"):
+                bad.append(f"{path.relative_to(PKG.parent)}:{ln} imports {mod}")
+    assert not bad, "\n".join(bad)

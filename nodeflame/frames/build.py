@@ -110,11 +110,30 @@ def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_nod
     if node_lines is not None and len(node_lines):
         st = node_stack[np.asarray(node_lines["node"], _I64)]
         ok = st >= 0
-        lines = pd.DataFrame({"stack": st[ok], "line": np.asarray(node_lines["line"])[ok],
-                              "ticks": np.asarray(node_lines["ticks"])[ok]})
-        lines = lines.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+        lines = _sum_lines(st[ok], np.asarray(node_lines["line"])[ok], np.asarray(node_lines["ticks"])[ok])
     return _assemble(funcs, frames, prefix, frame, depth, sstack, len(sn), weights, times, threads, meta,
                      lines, lines_are_stacks=True)
+
+
+def _sum_lines(stack, line, ticks) -> pd.DataFrame:
+    """``DataFrame(stack, line, ticks).groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()``
+    for integer columns, in numpy: one sort of a combined key instead of pandas' group index."""
+    stack, line, ticks = (np.asarray(a) for a in (stack, line, ticks))
+    if not (len(stack) and stack.dtype.kind == line.dtype.kind == ticks.dtype.kind == "i"):
+        df = pd.DataFrame({"stack": stack, "line": line, "ticks": ticks})
+        return df.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+    lmin, lmax, smax = int(line.min()), int(line.max()), int(stack.max())
+    span = lmax - lmin + 1
+    if stack.min() < 0 or smax >= (2**62) // max(span, 1):
+        df = pd.DataFrame({"stack": stack, "line": line, "ticks": ticks})
+        return df.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+    key = stack.astype(_I64) * span + (line.astype(_I64) - lmin)
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+    sums = np.add.reduceat(ticks[order], starts) if len(starts) else ticks[:0]
+    first = order[starts]
+    return pd.DataFrame({"stack": stack[first], "line": line[first], "ticks": sums.astype(ticks.dtype, copy=False)})
 
 
 def frame_tables(frame_table: FrameTable):
@@ -220,7 +239,7 @@ def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, tim
         "time_ns": (np.asarray(times, _I64)[keep] if times is not None else np.zeros(int(keep.sum()), _I64)),
         "weight": (np.asarray(weights, _I64)[keep] if weights is not None else np.ones(int(keep.sum()), _I64)),
         "thread": (pd.Categorical(np.asarray(threads, object)[keep]) if threads is not None
-                   else pd.Categorical(["main"] * int(keep.sum()))),
+                   else pd.Categorical.from_codes(np.zeros(int(keep.sum()), np.int8), ["main"])),
     })
     if times is not None and (meta or {}).get("timed", True):
         md["timed"] = True

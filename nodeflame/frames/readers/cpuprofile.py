@@ -46,7 +46,7 @@ import warnings
 import math
 import zlib
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 import numpy as np
 import pandas as pd
@@ -294,6 +294,14 @@ class _IdIndex:
                 a, b = sorted((int(self.order[dup[0]]), int(self.order[dup[0] + 1])))
                 raise FormatError(f"duplicate node id {int(self.sorted[dup[0]])} at {path}[{a}] and {path}[{b}]",
                                   source=source, position=f"{path}[{b}].id", expected="unique node ids")
+
+    @classmethod
+    def checked(cls, ids: np.ndarray) -> "_IdIndex":
+        """The index of ``ids``, or _Fallback when two nodes share an id (the caller's slow path names them)."""
+        try:
+            return cls(ids, "", "")
+        except FormatError:
+            raise _Fallback from None
 
     def lookup(self, q: np.ndarray) -> np.ndarray:
         """Index of each id in q, -1 where unknown."""
@@ -709,6 +717,9 @@ def read_cpuprofile(data: bytes, source: str = "<cpuprofile>", *, thread: str | 
 
 
 def _read(data, source, thread):
+    fast = _fast_protocol(data, source, thread or "main")
+    if fast is not None:
+        return _build([fast], source)
     doc = load_json(data, source, "a V8 CPU profile (JSON)")
     if isinstance(doc, dict) and "nodes" in doc:
         parts = [_protocol_part(doc, source, "", thread or "main")]
@@ -780,6 +791,160 @@ def _build(parts, source):
                               source=source, position="nodes", expected="a tree") from None
         raise
     return prof
+
+
+# ------------------------------------------------------------------ fast path (msgspec)
+# The protocol form decoded by msgspec straight into typed structs (no dict per
+# node, call frames hashed by their fields), when msgspec is installed.  It
+# takes only what it can read exactly as the path above does: any input that
+# does not decode into the structs (another shape, a wrong type, NaN, a byte
+# order mark, ...) or whose node tree has any fault goes to the path above,
+# which gives the same Profile or the exact error.  ``nodeflame[fast]``.
+
+
+class _Fallback(Exception):
+    pass
+
+
+_DECODER = None
+
+
+def _decoder():
+    """msgspec's decoder of the protocol form, or False without msgspec."""
+    global _DECODER
+    if _DECODER is None:
+        try:
+            import msgspec
+        except ImportError:
+            _DECODER = False
+            return _DECODER
+        from typing import List, Optional, Union
+        struct = msgspec.defstruct
+        call_frame = struct("CallFrame", [("functionName", str), ("url", str, ""), ("lineNumber", int, -1),
+                                          ("columnNumber", int, -1), ("scriptId", Union[str, int], "0")],
+                            frozen=True, gc=False)  # frozen: hashable by its fields, interned as the keys
+        tick = struct("Tick", [("line", int), ("ticks", int)], gc=False)
+        node = struct("Node", [("id", int), ("callFrame", call_frame), ("hitCount", int, 0),
+                               ("children", Optional[List[int]], None), ("parent", Optional[int], None),
+                               ("positionTicks", Optional[List[tick]], None)], gc=False)
+        Doc = struct("Doc", [("nodes", List[node]), ("samples", Optional[List[int]], None),
+                             ("timeDeltas", Optional[List[Union[int, float]]], None),
+                             ("startTime", Optional[Union[int, float]], None),
+                             ("endTime", Optional[Union[int, float]], None)], gc=False)
+        _DECODER = (msgspec.json.Decoder(Doc), (msgspec.DecodeError, msgspec.ValidationError))
+    return _DECODER
+
+
+def _fast_protocol(data, source, thread):
+    """The _Part of a protocol-form profile decoded by msgspec, or None (the path above decides)."""
+    dec = _decoder() if isinstance(data, (bytes, bytearray, memoryview)) else False
+    if not dec:
+        return None
+    decoder, errors = dec
+    try:
+        doc = decoder.decode(data)
+    except errors:
+        return None
+    try:
+        return _struct_part(doc, source, thread)
+    except _Fallback:
+        return None
+
+
+def _struct_part(doc, source, thread) -> _Part:
+    nodes = doc.nodes
+    n = len(nodes)
+    has_samples = bool(doc.samples)
+    ids = list(map(attrgetter("id"), nodes))
+    cfs = list(map(attrgetter("callFrame"), nodes))
+    pos: dict = {}
+    first = np.fromiter(map(pos.setdefault, cfs, range(n)), _I64, n)
+    del cfs
+    ukeys = [(c.functionName, c.url, c.lineNumber, c.columnNumber, c.scriptId) for c in pos]
+    codes = np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)
+    del pos, first
+    try:
+        id_arr = np.array(ids, _I64) if n else np.empty(0, _I64)
+    except OverflowError:
+        raise _Fallback from None
+    del ids
+    idx = _IdIndex.checked(id_arr)
+    parent = np.full(n, -1, _I64)
+    ch = list(map(attrgetter("children"), nodes))
+    nch = n - ch.count(None)
+    if nch:
+        if nch < n:
+            ch = [() if c is None else c for c in ch]
+        lens = np.fromiter(map(len, ch), _I64, n)
+        flat_list = list(chain.from_iterable(ch))
+    else:
+        flat_list = ()
+    del ch
+    if flat_list:
+        try:
+            flat = np.array(flat_list, _I64)
+        except OverflowError:
+            raise _Fallback from None
+        del flat_list
+        cidx = idx.lookup(flat)
+        if (cidx < 0).any() or (np.bincount(cidx, minlength=n) > 1).any():
+            raise _Fallback
+        parent[cidx] = np.repeat(np.arange(n, dtype=_I64), lens)
+    else:
+        pa = list(map(attrgetter("parent"), nodes))
+        if pa.count(None) != n:
+            raise _Fallback  # trace-event chunks' parent ids: the path above
+    if (parent == np.arange(n)).any():
+        raise _Fallback
+    hit = None
+    if not has_samples:
+        try:
+            hit = np.array(list(map(attrgetter("hitCount"), nodes)), _I64) if n else np.empty(0, _I64)
+        except OverflowError:
+            raise _Fallback from None
+    pts = list(map(attrgetter("positionTicks"), nodes))
+    if pts.count(None) != n:
+        pts = [() if t is None else t for t in pts]
+        plen = np.fromiter(map(len, pts), _I64, n)
+        flat_pt = list(chain.from_iterable(pts))
+        try:
+            ll = np.array(list(map(attrgetter("line"), flat_pt)), _I64) if flat_pt else np.empty(0, _I64)
+            lt = np.array(list(map(attrgetter("ticks"), flat_pt)), _I64) if flat_pt else np.empty(0, _I64)
+        except OverflowError:
+            raise _Fallback from None
+        ln = np.repeat(np.arange(n, dtype=_I64), plen)
+    else:
+        ln = ll = lt = np.empty(0, _I64)
+    del pts
+    # the rest as the path above reads it (its checks and errors)
+    rest = {"samples": doc.samples, "timeDeltas": doc.timeDeltas}
+    start_us, end_us = doc.startTime, doc.endTime
+    for v in (start_us, end_us):
+        if v is not None and not (is_finite(v) and abs(float(v)) < 2.0**62 / 1000):
+            raise _Fallback
+    warns: list[str] = []
+    try:
+        sample_node, times = _samples_times(rest, source, "", idx, n, start_us, warns)
+    except FormatError:
+        raise _Fallback from None
+    return _finish_part(ukeys, codes, parent, hit, (ln, ll, lt), True, sample_node, times, start_us, end_us,
+                        thread, warns)
+
+
+# ------------------------------------------------------------------ parsed protocol parts
+
+
+def read_protocol_profiles(profiles, source: str = "<cpuprofile>"):
+    """One Profile of several already parsed ``Profiler.Profile`` objects (dicts, as the
+    DevTools protocol's ``Profiler.stop`` returns them): ``profiles`` is a sequence of
+    (thread name, profile dict).  Checks, errors and results are those of reading each
+    as a ``.cpuprofile`` file, with the threads in one Profile (``thread`` column; a
+    single thread named ``main`` gives the same Profile as the file)."""
+    with no_gc():
+        parts = [_protocol_part(doc, source, "", thread) for thread, doc in profiles]
+        if not parts:
+            raise FormatError("no profiles", source=source, expected="at least one Profiler.Profile")
+        return _build(parts, source)
 
 
 # ------------------------------------------------------------------ sniffing

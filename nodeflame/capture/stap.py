@@ -33,7 +33,7 @@ What it does
   ``0x<pc>``.
 * :func:`parse_output` (what the backend's ``stop()`` uses) turns ``0x``
   lines into ``module`symbol`` from ``/proc/<pid>/maps`` and the ELF symbol
-  tables (the walker's :class:`~nodeflame.capture.walker.symbols.AddressSpace`),
+  tables (the walker's :class:`~nodeflame.capture.native.symbols.AddressSpace`),
   splits the stacks by thread and reads each with the ``raw`` reader.
 
 Where SystemTap cannot build and load its kernel module (no loadable-module
@@ -487,7 +487,7 @@ def _build_check(lay: V8Layout, pid: int | None) -> tuple[int, int]:
     ET_EXEC binaries (official node builds) have it at its symbol address; a
     PIE binary needs the pid's mappings to place it."""
     try:
-        from .walker.elf import STT_OBJECT, read_elf
+        from .native.elf import STT_OBJECT, read_elf
         info = read_elf(lay.path if pid is None else f"/proc/{pid}/exe", all_syms=True)
         name = "v8dbg_class_JSFunction__shared__"
         for j in info.symbols_with_prefix(name.encode()):
@@ -503,7 +503,7 @@ def _build_check(lay: V8Layout, pid: int | None) -> tuple[int, int]:
             if pid is None:
                 return 0, 0
             off = info.vaddr_to_offset(va)
-            from .walker.symbols import read_maps
+            from .native.symbols import read_maps
             exe = os.path.realpath(f"/proc/{pid}/exe")
             for r in read_maps(pid):
                 if r.path == exe and r.offset <= off < r.offset + (r.end - r.start):
@@ -626,12 +626,12 @@ def shell_command(cmd) -> str:
 def symbolize_output(text: str, aspace=None) -> str:
     """Replace the ``0x<pc>`` lines of the script's output by ``module`symbol`` names.
 
-    ``aspace``: a :class:`~nodeflame.capture.walker.symbols.AddressSpace` of the
+    ``aspace``: a :class:`~nodeflame.capture.native.symbols.AddressSpace` of the
     target (None: addresses stay as they are).  JIT code without a JS function
     becomes ``[jit]``, an address outside every mapping ``[unknown]``."""
     if aspace is None:
         return text
-    from .walker.symbols import JIT, demangle, clean_native
+    from .native.symbols import JIT, demangle, clean_native
     cache: dict = {}
     raw_names: dict = {}
     out = []
@@ -668,6 +668,52 @@ def symbolize_output(text: str, aspace=None) -> str:
         else:
             res.append(x)
     return "\n".join(res)
+
+
+def offline_address_space(maps_text: str, exe: str, sysroot: str = "/"):
+    """An address space for :func:`parse_output` from a saved ``/proc/PID/maps`` (the process may be
+    gone, or on another machine): ``exe`` is the node binary's path in those maps, and its files are
+    read under ``sysroot`` (the machine's root filesystem, e.g. a guest tree)."""
+    from .native import symbols as sy
+
+    class _Offline(sy.AddressSpace):
+        def __init__(self):
+            self.pid = 0
+            self.exe = exe
+            self.refresh()
+
+        def refresh(self):
+            regions = []
+            for line in maps_text.splitlines():
+                parts = line.split(None, 5)
+                if len(parts) < 5:
+                    continue
+                a, b = parts[0].split("-")
+                path = parts[5].strip() if len(parts) > 5 else ""
+                regions.append(sy.Region(int(a, 16), int(b, 16), parts[1], int(parts[2], 16), path,
+                                         (parts[3], int(parts[4]))))
+            node_elf = None
+            for r in regions:
+                if not r.path or r.path.startswith("[") or r.path.endswith(" (deleted)"):
+                    continue
+                r.is_node = r.path == exe
+                if r.exec or r.is_node:
+                    r.elf = sy._elf_for(os.path.join(sysroot, r.path.lstrip("/")), 0)
+                    if r.is_node and r.elf is not None:
+                        node_elf = r.elf
+            builtins = None
+            if node_elf is not None:
+                ix = node_elf.symbols_with_prefix(b"Builtins_")
+                if len(ix):
+                    sv = node_elf.syms[ix]
+                    builtins = (int(sv["value"].min()), int((sv["value"] + sv["size"]).max()))
+            self.node_elf, self.builtins, self.regions = node_elf, builtins, regions
+            self._maps = (regions, [r.start for r in regions])
+            self._restore_rt = None
+            self.cls_cache = {}
+            self._fstart = {}
+
+    return _Offline()
 
 
 def _split_threads(text: str):
@@ -1200,7 +1246,7 @@ class StapBackend(Backend):
             return f"stap availability check failed: {type(e).__name__}: {e}"
 
     def start(self, target: Target, opts: CaptureOptions) -> StapSession:
-        from .walker.symbols import AddressSpace
+        from .native.symbols import AddressSpace
         unknown = set(opts.extra) - {"module", "guru", "max_depth"}
         if unknown:
             raise CaptureError(f"unknown stap backend option(s) {', '.join(sorted(unknown))}; "

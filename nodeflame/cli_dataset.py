@@ -54,12 +54,12 @@ def parse_labels(items) -> dict:
 
 
 def _open(path):
+    import importlib
     try:
-        from . import dataset as _ds  # noqa: F401  (a callable module)
+        mod = importlib.import_module(".dataset", __package__)
     except ImportError as e:
         raise NodeflameError(f"datasets need nodeflame[fleet] (pip install 'nodeflame[fleet]'): {e}") from None
-    import importlib
-    return importlib.import_module(".dataset", __package__).dataset(path)
+    return mod.dataset(path)
 
 
 # ------------------------------------------------------------------ ingest

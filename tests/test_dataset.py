@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -19,7 +18,6 @@ pytest.importorskip("pyarrow")
 pytest.importorskip("duckdb")
 
 import nodeflame as nf  # noqa: E402
-from nodeflame.frames.build import build_profile  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

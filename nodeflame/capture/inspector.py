@@ -18,8 +18,9 @@ How a capture of a live pid goes:
    process that exits during the capture waits for us to fetch its profile,
    then ``Profiler.start`` everywhere.  A worker that ends during the capture
    loses its samples (a warning says so).
-4. ``Profiler.stop`` on every thread; each profile is read by the
-   ``cpuprofile`` reader and the threads are concatenated into one Profile
+4. ``Profiler.stop`` on every thread; the parsed replies of all threads go
+   to the ``cpuprofile`` reader in one call (``read_protocol_profiles``; per
+   thread, then concatenated, when workers are re-attributed), one Profile
    whose ``thread`` is ``main`` or the worker's name (``new Worker(f,
    {name})``; ``worker <id>`` without one): see :func:`worker_thread_name`.
    Before the profiles are read, still connected, each thread's profile is
@@ -49,6 +50,7 @@ hands over its profile (the inspector holds the exit until we disconnect).
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -66,6 +68,15 @@ DEFAULT_PORT = 9229
 OPEN_TIMEOUT = 5.0     # s to wait for the inspector port after SIGUSR1
 CALL_TIMEOUT = 15.0    # s for one protocol call (Profiler.stop of a big profile included)
 CLOSE_TIMEOUT = 3.0    # s to wait for the port to go away after closing
+#: s between collections of the profile during a capture (backend_options collect_every; 0: only at
+#: the end): what a target stopped or killed mid-capture keeps is what was collected.  Each
+#: collection is a Profiler.stop + Profiler.start on every thread (the target serialises the
+#: samples since the last one: ~10-50 ms of its main thread per collection at 1 kHz).
+COLLECT_EVERY = 2.0
+KEEPALIVE_TITLE = "nodeflame-keepalive"
+KEEPALIVE = ("(() => { const i = (typeof require === 'function' ? require('inspector') "
+             ": process.getBuiltinModule('inspector')); (i.console || console).profile(%s); })()"
+             % json.dumps(KEEPALIVE_TITLE))
 
 
 class ProtocolError(CaptureError):
@@ -79,16 +90,25 @@ class _Client:
     Replies are matched by (worker session id or None, message id); events go
     to ``self.events`` as (session id or None, method, params)."""
 
-    def __init__(self, url: str, timeout: float = 5.0):
+    def __init__(self, url: str, timeout: float = 5.0, pid: int | None = None, abort=None):
         try:
             import websocket
         except ImportError:  # pragma: no cover - it is a dependency
             raise CaptureError("the inspector backend needs websocket-client: pip install websocket-client") from None
         self._ws_mod = websocket
+        #: abort() -> None or why every wait should end now (the target was stopped: no reply can come)
+        self.abort = abort
+        sock = None
         try:
+            if pid is not None and not procutil.own_netns(pid):
+                # a target in another network namespace (a container) listens on its own loopback
+                host, port = _url_host_port(url)
+                sock = procutil.connect_tcp(host, port, timeout, pid)
             self.ws = websocket.create_connection(url, timeout=timeout, suppress_origin=True,
-                                                  enable_multithread=True)
+                                                  enable_multithread=True, socket=sock)
         except (OSError, websocket.WebSocketException) as e:
+            if sock is not None:
+                sock.close()
             raise CaptureError(f"cannot connect to the inspector at {url}: {e}") from None
         self.ws.settimeout(None)
         self._id = 0
@@ -170,7 +190,10 @@ class _Client:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ProtocolError(f"no reply to {what or 'a call'} within {timeout:g} s")
-                self._cond.wait(min(left, 0.5))
+                why = self.abort() if self.abort is not None else None
+                if why:
+                    raise ProtocolError(f"no reply to {what or 'a call'}: {why}")
+                self._cond.wait(min(left, 0.1))
             msg = self._replies.pop(key)
         if "error" in msg:
             err = msg["error"]
@@ -182,20 +205,52 @@ class _Client:
         return self.wait(self.send(method, params, session), session, timeout, what=method)
 
     def close(self):
+        """Disconnect, in bounded time.  A websocket close waits for the peer's close frame while
+        the reader thread holds the read lock: with a target that cannot answer (stopped) that wait
+        never ends, so the socket is then shut down instead, which also wakes the reader."""
+        if self.abort is None or not self.abort():
+            t = threading.Thread(target=self._graceful, name="nodeflame-inspector-close", daemon=True)
+            t.start()
+            t.join(2.0)
+            if not t.is_alive():
+                self._thread.join(2)
+                return
+        self._hard_close()
+        self._thread.join(2)
+
+    def _graceful(self):
         try:
             self.ws.close(timeout=1)
         except Exception:
-            try:
-                self.ws.shutdown()
-            except Exception:
-                pass
-        self._thread.join(2)
+            self._hard_close()
+
+    def _hard_close(self):
+        import socket
+        sock = getattr(self.ws, "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.ws.shutdown()
+        except Exception:
+            pass
 
 
 # --------------------------------------------------------------------- discovery
-def _http_json(host: str, port: int, path: str, timeout: float = 2.0):
+def _url_host_port(url: str) -> tuple[str, int]:
+    m = re.match(r"^wss?://(\[[^\]]*\]|[^/:]*):(\d+)/", url)
+    if not m:
+        raise CaptureError(f"not an inspector url: {url}")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def _http_json(host: str, port: int, path: str, timeout: float = 2.0, pid: int | None = None):
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
+        if pid is not None and not procutil.own_netns(pid):
+            conn.sock = procutil.connect_tcp(host, port, timeout, pid)
         conn.request("GET", path, headers={"Host": f"{host}:{port}"})
         r = conn.getresponse()
         if r.status != 200:
@@ -215,10 +270,11 @@ def _connect_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def probe(ip: str, port: int) -> str | None:
-    """The webSocketDebuggerUrl of a node inspector at ip:port, or None."""
+def probe(ip: str, port: int, pid: int | None = None) -> str | None:
+    """The webSocketDebuggerUrl of a node inspector at ip:port (in the network namespace of
+    ``pid`` when given: a process in a container listens on its own loopback), or None."""
     host = _connect_host(ip)
-    targets = _http_json(host.strip("[]"), port, "/json/list")
+    targets = _http_json(host.strip("[]"), port, "/json/list", pid=pid)
     if not isinstance(targets, list):
         return None
     for t in targets:
@@ -273,6 +329,9 @@ class InspectorBackend(Backend):
             return why
         if procutil.is_node(pid) is False:
             return f"process {procutil.describe_pid_briefly(pid)} is not a node process"
+        why = _stopped_refusal(pid)
+        if why:
+            return why
         target = procutil.describe(pid)
         if not _inspector_active_flag(target):
             why = _sigusr1_refusal(target)
@@ -289,20 +348,34 @@ class InspectorBackend(Backend):
         if target.is_node is False:
             raise TargetError(f"process {procutil.describe_pid_briefly(pid)} is not a node process; "
                               "nodeflame profiles node (JavaScript) programs")
-        url, opened = _open_inspector(target)
+        why = _stopped_refusal(pid)
+        if why:
+            raise TargetError(why)
+        lock = _CaptureLock.take(pid)
         try:
-            client = _Client(url)
-        except BaseException as e:
-            if opened:
-                why = _close_inspector_fresh(target, url)
-                if why and isinstance(e, CaptureError):
-                    raise CaptureError(f"{e}; {why}") from None
-            raise
-        s = InspectorSession(self, target, opts, client, url, opened)
+            url, opened, before = _open_inspector(target, lock)
+            try:
+                client = _Client(url, pid=pid, abort=_stopped_check(pid))
+            except BaseException as e:
+                if opened:
+                    why = _close_opened(target, url, before, lock)
+                    if why and isinstance(e, CaptureError):
+                        raise CaptureError(f"{e}; {why}") from None
+                raise
+            s = InspectorSession(self, target, opts, client, url, opened)
+            s.before_ports, s.lock, lock = before, lock, None
+        finally:
+            if lock is not None:
+                lock.release()
         try:
             s.begin()
-        except BaseException:
+        except BaseException as e:
             s.close()
+            st = procutil.state(pid)
+            if isinstance(e, ProtocolError) and st in ("T", "t"):
+                raise CaptureError(f"process {pid} was stopped (state {st}) while the capture was starting, so "
+                                   f"nothing was sampled; {'; '.join(s.warnings) or 'its inspector was closed'}; "
+                                   f"continue it (kill -CONT {pid}) and capture again") from None
             raise
         return s
 
@@ -331,7 +404,7 @@ class InspectorBackend(Backend):
                 raise CaptureError(f"node did not open its inspector ({flag}=127.0.0.1:0) within 15 s")
             target = procutil.describe(proc.pid)
             target.proc = proc
-            client = _Client(url)
+            client = _Client(url, abort=_stopped_check(proc.pid))
             # opened=True: the inspector exists only for this capture, so close() closes it again
             # (a program left running with terminate=False keeps no debug port)
             s = InspectorSession(self, target, opts, client, url, opened=True)
@@ -379,24 +452,28 @@ def _sigusr1_refusal(target: Target) -> str | None:
     return None
 
 
-def _open_inspector(target: Target) -> tuple[str, bool]:
-    """Find or open target's inspector: (websocket url, opened by us)."""
+def _open_inspector(target: Target, lock: "_CaptureLock | None" = None) -> tuple[str, bool, list]:
+    """Find or open target's inspector: (websocket url, opened by us, the ports it listened on before).
+
+    Never sends SIGUSR1 to a stopped process.  On every failure after SIGUSR1 was sent, a port that
+    opens later because of it (the target was stopped meanwhile, or is slow to open it) is closed
+    again by a watcher process (:func:`_start_guard`), which the error names."""
     pid = target.pid
     before = procutil.listening_ports(pid)
     host, port = _expected_port(target)
     if _inspector_active_flag(target):
         # started with --inspect*: its inspector is (normally) open already
         for ip, p in sorted(before, key=lambda a: a[1] != port):
-            url = probe(ip, p)
+            url = probe(ip, p, pid)
             if url:
-                return url, False
+                return url, False, before
     elif port != 0:
         # an inspector opened earlier (by another tool's SIGUSR1) and left open: use it, leave it open
         for ip, p in before:
             if p == port:
-                url = probe(ip, p)
+                url = probe(ip, p, pid)
                 if url:
-                    return url, False
+                    return url, False, before
     why = _sigusr1_refusal(target)
     if why:
         raise TargetError(why)
@@ -408,31 +485,201 @@ def _open_inspector(target: Target) -> tuple[str, bool]:
                 f"the inspector port {port} that process {pid} would open is taken by {who}; "
                 f"free it, or restart the target with --inspect-port=0 (any free port) or another port, "
                 f"or use the perf backend (node --perf-basic-prof)")
+    # the last moment to refuse a stopped process: SIGUSR1 would stay pending and open an
+    # unauthenticated port whenever someone continues it
+    why = _stopped_refusal(pid)
+    if why:
+        raise TargetError(why)
     procutil.send_signal(pid, signal.SIGUSR1)
     deadline = time.monotonic() + OPEN_TIMEOUT
     while time.monotonic() < deadline:
         if not procutil.exists(pid):
             raise TargetExited(f"process {pid} exited right after SIGUSR1")
+        if procutil.is_stopped(pid):
+            # stopped after our check (a race with whoever stopped it): SIGUSR1 is pending, or the
+            # port is open and nobody answers on it
+            watcher = _watch_text(_start_guard(pid, before, lock))
+            raise CaptureError(f"process {pid} was stopped (state {procutil.state(pid)}) just after SIGUSR1 "
+                               f"was sent to open its inspector, so it cannot be profiled now; {watcher}; "
+                               f"continue it (kill -CONT {pid}) and capture again")
         now = procutil.listening_ports(pid)
         new = [a for a in now if a not in before]
         for ip, p in sorted(new, key=lambda a: a[1] != port):
-            url = probe(ip, p)
+            url = probe(ip, p, pid)
             if url:
-                return url, True
+                return url, True, before
         time.sleep(0.02)
     # no new port: maybe its inspector was open already (an earlier SIGUSR1), or the bind failed
     for ip, p in sorted(before, key=lambda a: a[1] != port):
-        url = probe(ip, p)
+        url = probe(ip, p, pid)
         if url:
-            return url, False
+            return url, False, before
+    # from here on, a port our SIGUSR1 opens late (a main thread blocked for a while) is the watcher's
+    watcher = _watch_text(_start_guard(pid, before, lock))
     owner = procutil.port_owner(port, pid_hint=pid) if port else None
     if owner is not None and owner != pid:
         who = f"process {procutil.describe_pid_briefly(owner)}" if owner > 0 else "another process"
         raise CaptureError(f"process {pid} could not open its inspector: port {port} is taken by {who}; "
                            "free it or restart the target with --inspect-port=0, or use the perf backend")
     raise CaptureError(f"process {pid} did not open an inspector within {OPEN_TIMEOUT:g} s of SIGUSR1 "
-                       "(the program may handle SIGUSR1 itself, or node cannot bind the port: see its stderr); "
+                       "(the program may handle SIGUSR1 itself, its main thread may be blocked, or node cannot "
+                       f"bind the port: see its stderr); {watcher}; "
                        "restart it with --inspect, or use the perf backend (node --perf-basic-prof)")
+
+
+def _stopped_refusal(pid: int) -> str | None:
+    """Why a stopped pid is not signalled or connected to (None: it runs)."""
+    st = procutil.state(pid)
+    if st == "T":
+        what = "stopped (state T: SIGSTOP, SIGTSTP or Ctrl-Z)"
+    elif st == "t":
+        tp = procutil.tracer_pid(pid)
+        what = f"stopped by a debugger or tracer (state t{f', traced by pid {tp}' if tp else ''})"
+    else:
+        return None
+    return (f"process {pid} is {what}: the inspector backend needs it running, and SIGUSR1 sent now "
+            f"would stay pending and open an unauthenticated debug port the moment it is continued, "
+            f"so nothing was sent; continue it (kill -CONT {pid}) and capture again")
+
+
+def _stopped_check(pid: int):
+    """For _Client(abort=): every wait on a reply ends as soon as the target is stopped."""
+    def check():
+        st = procutil.state(pid)
+        return f"process {pid} is stopped (state {st})" if st in ("T", "t") else None
+    return check
+
+
+# --------------------------------------------------------------------- one capture at a time
+class _CaptureLock:
+    """One inspector capture of a process at a time: an abstract unix socket named after the
+    process (pid and start time), bound for as long as a capture (or the watcher that closes a
+    port it opened) lives; the kernel releases it when its holders exit, whatever the way.
+
+    A second capture would use the first's inspector and have it closed under it (or close it
+    under the first), so it is refused with a sentence instead."""
+
+    def __init__(self, sock, name):
+        self.sock, self.name = sock, name
+
+    @staticmethod
+    def name_for(pid: int) -> str:
+        return f"nodeflame-inspector-{pid}-{procutil.start_time(pid)}"
+
+    @classmethod
+    def take(cls, pid: int) -> "_CaptureLock | None":
+        import socket
+        name = cls.name_for(pid)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind("\0" + name)
+        except OSError as e:
+            s.close()
+            if e.errno == errno.EADDRINUSE:
+                raise CaptureError(
+                    f"process {pid} is being captured by another nodeflame inspector capture (or a port "
+                    f"one opened is being watched until it can be closed); one inspector capture of a "
+                    f"process at a time: wait for it to end, or use the walker or perf backend") from None
+            return None   # no unix sockets here: no lock (never a reason to refuse a capture)
+        return cls(s, name)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def release(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------- the watcher
+#: The watcher (see _start_guard) ends when no port was opened by this long of the target
+#: *running* after the SIGUSR1 was delivered (a stopped target does not count down).
+GUARD_GRACE = 60.0
+GUARD_POLL = 0.05
+
+
+def _start_guard(pid: int, before, lock: "_CaptureLock | None" = None,
+                 grace: float = GUARD_GRACE) -> int | None:
+    """Start a watcher process that closes every inspector port ``pid`` opens (or has open) beyond
+    ``before`` as soon as the process runs again: the pid of the watcher, or None.
+
+    Used when a capture cannot close what it caused: the target was stopped (by someone else)
+    after SIGUSR1 was sent or during the capture.  A stopped process keeps SIGUSR1 pending (or its
+    port open with nobody answering) until it is continued, which may be much later than this
+    capture, or this Python, lives.  The watcher is its own session (no terminal signal reaches it),
+    polls /proc every GUARD_POLL s, and ends when the process exits, once the port is closed, or
+    GUARD_GRACE s of the process running without one.  It inherits the capture lock, so no other
+    capture of the process uses the port meanwhile.  Between the process resuming and the port being
+    closed, the port is open for the time a connection and a Runtime.evaluate take (~0.1 s)."""
+    start = procutil.start_time(pid)
+    if start is None:
+        return None
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = ("import sys; from nodeflame.capture.inspector import _guard_main; "
+            "sys.exit(_guard_main(sys.argv[1:]))")
+    fds = (lock.fileno(),) if lock is not None else ()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(pid), str(start), repr(float(grace)),
+                                 json.dumps([list(a) for a in before])],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True, pass_fds=fds, cwd="/", env=env)
+    except OSError:
+        return None
+    threading.Thread(target=proc.wait, name=f"nodeflame-watcher-{proc.pid}", daemon=True).start()  # reaps it
+    return proc.pid
+
+
+def _watch_text(guard: int | None) -> str:
+    if guard is None:
+        return "no watcher could be started to close an inspector port it opens later: check with ss -ltnp"
+    return (f"a watcher (pid {guard}) will close any inspector port this opens as soon as the process runs "
+            f"again")
+
+
+def _guard_main(argv) -> int:
+    """The watcher's body (``python -c``): argv = pid, start time, grace seconds, before ports (JSON)."""
+    pid, start, grace = int(argv[0]), int(argv[1]), float(argv[2])
+    ignore = {(ip, int(p)) for ip, p in json.loads(argv[3])}
+    usr1 = 1 << (signal.SIGUSR1 - 1)
+    not_inspector: dict = {}
+    running = 0.0
+    while True:
+        if procutil.start_time(pid) != start or not procutil.exists(pid):
+            return 0
+        if procutil.is_stopped(pid):
+            running = 0.0
+            time.sleep(GUARD_POLL)
+            continue
+        ports = [a for a in procutil.listening_ports(pid) if a not in ignore and not_inspector.get(a, 0) < 3]
+        for ip, p in ports:
+            url = probe(ip, p, pid)
+            if url is None:
+                not_inspector[(ip, p)] = not_inspector.get((ip, p), 0) + 1
+                continue
+            _close_inspector_fresh(Target(pid=pid), url)
+            not_inspector[(ip, p)] = 0
+        open_now = [a for a in procutil.listening_ports(pid) if a not in ignore and not_inspector.get(a, 0) < 3]
+        if not open_now and not (procutil.pending_signals(pid) & usr1):
+            if any(v == 0 for v in not_inspector.values()):
+                return 0   # we closed it
+            running += GUARD_POLL
+            if running >= grace:
+                return 0
+        time.sleep(GUARD_POLL)
+
+
+def _close_opened(target: Target, url: str, before, lock: "_CaptureLock | None") -> str | None:
+    """Close an inspector we opened and hold no working connection to; when the process is stopped
+    (it cannot answer now) a watcher closes it once continued.  None, or a warning."""
+    if procutil.is_stopped(target.pid):
+        return (f"process {target.pid} is stopped with the inspector port {_port_of(url)} open: "
+                + _watch_text(_start_guard(target.pid, before, lock)))
+    return _close_inspector_fresh(target, url)
 
 
 def _port_of(url: str) -> int | None:
@@ -496,7 +743,7 @@ def _evaluate(client: _Client, expression: str, timeout: float = 5.0) -> str | N
 def _close_now(url: str, pid: int, port: int | None) -> str | None:
     """Step 2 above: None when the port is gone, else why not."""
     try:
-        c = _Client(url, timeout=2.0)
+        c = _Client(url, timeout=2.0, pid=pid, abort=_stopped_check(pid))
     except CaptureError as e:
         return str(e)
     try:
@@ -504,7 +751,7 @@ def _close_now(url: str, pid: int, port: int | None) -> str | None:
         # node closes the connection as it closes the inspector; wait for that instead of closing first
         deadline = time.monotonic() + 5.0
         with c._cond:
-            while not c.closed and time.monotonic() < deadline:
+            while not c.closed and time.monotonic() < deadline and not procutil.is_stopped(pid):
                 c._cond.wait(0.05)
     except ProtocolError as e:
         return str(e)
@@ -530,7 +777,7 @@ def _close_and_wait(client: _Client, pid: int, port: int | None, url: str) -> st
 def _close_inspector_fresh(target: Target, url: str) -> str | None:
     """Close an inspector we opened but hold no working connection to: None, or a warning."""
     try:
-        c = _Client(url, timeout=2.0)
+        c = _Client(url, timeout=2.0, pid=target.pid, abort=_stopped_check(target.pid))
     except CaptureError as e:
         if _wait_port_closed(target.pid, _port_of(url), 0.1):
             return None
@@ -548,6 +795,9 @@ class _Thread:
         self.profile = None            # the cpuprofile dict once stopped
         self.lost = None               # why its samples were lost
         self.info = {"thread": name}
+        self.chunks: list = []         # profiles collected during the capture (see COLLECT_EVERY)
+        self.keepalive = False         # its console.profile keeps V8's profiler alive across collections
+        self.collected_at = None       # time.monotonic() of the last collection
 
 
 class InspectorSession(Session):
@@ -567,6 +817,15 @@ class InspectorSession(Session):
         self.spawned_flag = None
         self.stop_time = None
         self.profile = None
+        self.before_ports: list = []
+        self.lock: _CaptureLock | None = None
+        try:
+            self.collect_every = float((opts.extra or {}).get("collect_every", COLLECT_EVERY))
+        except (TypeError, ValueError):
+            raise CaptureError("backend_options collect_every must be a number of seconds (0: only at the end)")
+        self.next_collect = time.monotonic() + self.collect_every
+        self.no_calls: str | None = None   # why no more protocol calls are made (the target is stopped)
+        self.stopped_note: str | None = None
 
     # -- protocol helpers
     def _setup_thread(self, th: _Thread):
@@ -584,6 +843,17 @@ class InspectorSession(Session):
                 pass  # older node: a process that exits mid-capture loses its samples
         c.call("Profiler.start", session=s)
         th.started = True
+        th.collected_at = time.monotonic()
+        if self.collect_every > 0:
+            # a second profile (console.profile) keeps V8's CpuProfiler alive, so that collecting
+            # (Profiler.stop + Profiler.start) costs the target no re-logging of all its code: a new
+            # CpuProfiler walks the heap, 0.1-1.5 s of pause on a busy machine.  The
+            # consoleProfileStarted event confirms it; without it nothing is collected early.
+            try:
+                c.send("Runtime.evaluate", {"expression": KEEPALIVE, "includeCommandLineAPI": True,
+                                            "silent": True}, session=s)
+            except ProtocolError:
+                pass
 
     def begin(self):
         self._setup_thread(self.main)
@@ -662,6 +932,10 @@ class InspectorSession(Session):
                         self.client.send("NodeWorker.detach", {"sessionId": sid})
                     except ProtocolError:
                         pass
+        elif method == "Profiler.consoleProfileStarted" and (params or {}).get("title") == KEEPALIVE_TITLE:
+            th = self.main if sid is None else self.workers.get(sid)
+            if th is not None:
+                th.keepalive = True
         elif method == "_closed":
             pass
 
@@ -672,6 +946,43 @@ class InspectorSession(Session):
         except ProtocolError as e:
             th.lost = f"{th.name}: Profiler.stop failed ({e})"
 
+    # -- periodic collection
+    def _collect(self):
+        """Collect every thread's profile so far (Profiler.stop, then at once Profiler.start): what a
+        capture keeps when the target is stopped or killed before its end.  Only threads whose
+        keepalive profile runs (else the restart would re-log all code, a pause of the target)."""
+        c = self.client
+        pending = []
+        for th in [self.main] + list(self.workers.values()):
+            if not th.keepalive or not th.started or th.profile is not None or th.lost is not None:
+                continue
+            try:
+                pending.append((th, c.send("Profiler.stop", session=th.session),
+                                c.send("Profiler.start", session=th.session)))
+            except ProtocolError:
+                return
+        for th, stop_id, start_id in pending:
+            try:
+                prof = c.wait(stop_id, th.session, 10.0, "Profiler.stop").get("profile")
+            except ProtocolError:
+                continue   # stopped or gone meanwhile: poll() sees it next
+            if prof:
+                th.chunks.append(prof)
+                th.collected_at = time.monotonic()
+            try:
+                c.wait(start_id, th.session, 10.0, "Profiler.start")
+            except ProtocolError as e:
+                if not c.closed and not procutil.is_stopped(self.target.pid):
+                    th.started = False
+                    th.lost = f"{th.name}: its profiler could not be restarted after a collection ({e})"
+
+    def _stopped(self) -> str | None:
+        """Why the target can answer no call now (stopped), or None."""
+        st = procutil.state(self.target.pid)
+        if st in ("T", "t"):
+            return f"process {self.target.pid} was stopped (state {st})"
+        return None
+
     # -- Session interface
     def poll(self):
         self._drain()
@@ -681,17 +992,49 @@ class InspectorSession(Session):
             if not procutil.exists(self.target.pid):
                 return None  # the driver handles the exit
             raise CaptureError(f"the inspector connection closed unexpectedly ({self.client.closed})")
+        why = self._stopped()
+        if why:
+            self.no_calls = why
+            self.stopped_note = why
+            return (f"{why}: a stopped process answers no inspector call, so the capture ended with the "
+                    f"profile collected until then (the target is left stopped)")
+        if self.collect_every > 0 and time.monotonic() >= self.next_collect:
+            self._collect()
+            self.next_collect = time.monotonic() + self.collect_every
         return None
 
     def target_exited(self) -> bool:
-        return self.exiting and not self.client.closed
+        return (self.exiting and not self.client.closed) or bool(self.main.chunks)
+
+    def _from_chunks(self, why: str):
+        """The Profile of what was collected before the target became unreachable (``why``)."""
+        self.no_calls = why
+        for th in [self.main] + list(self.workers.values()):
+            if th.profile is None and th.chunks:
+                th.profile = _merge_chunks(th.chunks)
+        if self.main.profile is None:
+            every = (f"the first collection comes {self.collect_every:g} s into a capture "
+                     "(backend_options collect_every)" if self.collect_every > 0 else
+                     "collect_every=0: the profile is only fetched at the end")
+            raise TargetExited(f"{why} before any of its profile was collected ({every}); nothing was kept")
+        lost = max(0.0, time.monotonic() - (self.main.collected_at or time.monotonic()))
+        self.warnings.append(f"{why}: kept the profile collected until {lost:.1f} s before the capture ended; "
+                             "the samples after the last collection were lost")
+        return self._profile()
 
     def stop(self):
         self.stop_time = time.time()
         self._drain()
-        if self.client.closed:
-            raise TargetExited(f"process {self.target.pid} went away during the capture "
-                               f"(the inspector connection closed: {self.client.closed}); nothing was kept")
+        pid = self.target.pid
+        if self.client.closed or not procutil.exists(pid):
+            why = (f"process {pid} went away during the capture (the inspector connection closed: "
+                   f"{self.client.closed or 'the process exited'})")
+            if not self.main.chunks:
+                raise TargetExited(f"{why}; nothing was kept")
+            return self._from_chunks(why)
+        why = self.no_calls or self._stopped()
+        if why:
+            return self._from_chunks(why)
         # stop all threads at about the same moment: send every stop, then collect
         pending = []
         for th in list(self.workers.values()) + [self.main]:
@@ -705,21 +1048,40 @@ class InspectorSession(Session):
                 th.profile = (self.client.wait(mid, th.session, 60, "Profiler.stop") or {}).get("profile")
             except ProtocolError as e:
                 th.lost = f"{th.name}: Profiler.stop failed ({e})"
+        # the parts collected during the capture, then the last one
+        for th in [self.main] + list(self.workers.values()):
+            if th.chunks:
+                got = th.profile is not None
+                th.profile = _merge_chunks(th.chunks + ([th.profile] if got else []))
+                if not got and th.lost:
+                    th.lost += "; kept its samples until the last collection"
+                    self.warnings.append(th.lost)
+                    th.lost = None
+        if self.main.profile is None and self._stopped():
+            return self._from_chunks(self._stopped())
         if self.main.profile is None:
             raise CaptureError(self.main.lost or "the main thread's profile could not be fetched")
         return self._profile()
 
     def _profile(self):
-        from ..frames.combine import concat
+        from ..frames.readers.cpuprofile import read_protocol_profiles
         threads = [self.main] + [t for t in self.workers.values() if t.profile is not None]
-        parts, names = [], []
+        names = [th.name for th in threads]
         t0 = self.main.profile.get("startTime", 0)
         fixes = _Corrections(self)
-        for th in threads:
-            part = cpuprofile_to_profile(th.profile, f"<inspector pid {self.target.pid} {th.name}>")
-            parts.append(fixes.apply(th, part))
-            names.append(th.name)
-        prof = concat(parts, names) if len(parts) > 1 else _with_thread(parts[0], names[0])
+        pid = self.target.pid
+        if len(threads) == 1 or not fixes.enabled:
+            # the Profiler.stop replies as they were parsed, every thread in one reader call
+            source = f"<inspector pid {pid} {names[0]}>" if len(threads) == 1 else f"<inspector pid {pid}>"
+            prof = read_protocol_profiles([(th.name, th.profile) for th in threads], source)
+            if len(threads) == 1:
+                prof = fixes.apply(threads[0], prof)
+        else:
+            # re-attribution works on one thread's profile (its own coverage, sources and per-line ticks)
+            from ..frames.combine import concat
+            prof = concat([fixes.apply(th, read_protocol_profiles([(th.name, th.profile)],
+                                                                  f"<inspector pid {pid} {th.name}>"))
+                           for th in threads], names)
         for th in self.workers.values():
             if th.lost:
                 self.warnings.append(th.lost)
@@ -746,12 +1108,24 @@ class InspectorSession(Session):
             return
         self.closed = True
         c = self.client
+        pid = self.target.pid
         warning = None
         try:
-            if c.closed or self.exiting:
+            if self.exiting or not procutil.exists(pid):
                 pass  # gone or exiting: disconnecting is all there is to do (and lets it exit)
+            elif self.opened and procutil.is_stopped(pid):
+                # it can close nothing now: the watcher closes the port once it is continued
+                c.close()
+                warning = (f"process {pid} is stopped with the inspector port {self.port} this capture opened: "
+                           + _watch_text(_start_guard(pid, self.before_ports, self.lock)))
+            elif self.opened and c.closed:
+                warning = _close_opened(self.target, self.url, self.before_ports, self.lock)
             elif self.opened:
-                warning = _close_and_wait(c, self.target.pid, self.port, self.url)
+                warning = _close_and_wait(c, pid, self.port, self.url)
+                if warning and procutil.is_stopped(pid):
+                    warning += "; " + _watch_text(_start_guard(pid, self.before_ports, self.lock))
+            elif c.closed or procutil.is_stopped(pid):
+                pass  # an inspector open before us, which we leave open; nothing to undo that can be
             else:
                 # an inspector that was open before us stays open: undo only what we enabled
                 for th in list(self.workers.values()) + [self.main]:
@@ -769,6 +1143,8 @@ class InspectorSession(Session):
             warning = f"closing the inspector connection failed: {type(e).__name__}: {e}"
         finally:
             c.close()
+            if self.lock is not None:
+                self.lock.release()   # a watcher started above holds its own copy
         if warning:
             self.warnings.append(warning)
             if self.profile is not None:
@@ -852,6 +1228,10 @@ class _Corrections:
 
     def apply(self, th, prof):
         if not self.enabled:
+            return prof
+        why = self.s.no_calls or self.s._stopped()
+        if why:
+            self.warnings.append(f"{th.name}: functions inlined by V8 were not re-attributed ({why})")
             return prof
         try:
             return self._apply(th, prof)
@@ -967,6 +1347,55 @@ class _Corrections:
         return out
 
 
+def _merge_chunks(chunks: list) -> dict | None:
+    """One cpuprofile from the consecutive profiles of one thread collected during a capture: node
+    ids renumbered, every part's root merged into the first's, sample times kept absolute."""
+    chunks = [c for c in chunks if isinstance(c, dict) and c.get("nodes")]
+    if not chunks:
+        return None
+    if len(chunks) == 1:
+        return chunks[0]
+    nodes: list = []
+    root = None
+    samples: list = []
+    times: list = []
+    next_id = 1
+    for c in chunks:
+        children = {ch for n in c["nodes"] for ch in (n.get("children") or [])}
+        croot = next((n for n in c["nodes"] if n["id"] not in children), c["nodes"][0])
+        remap = {}
+        for n in c["nodes"]:
+            if n is croot and root is not None:
+                remap[n["id"]] = root["id"]
+            else:
+                remap[n["id"]] = next_id
+                next_id += 1
+        for n in c["nodes"]:
+            kids = [remap[k] for k in (n.get("children") or []) if k in remap]
+            if n is croot and root is not None:
+                root["children"] = list(root.get("children") or []) + kids
+                root["hitCount"] = int(root.get("hitCount") or 0) + int(n.get("hitCount") or 0)
+                continue
+            m = dict(n, id=remap[n["id"]], children=kids)
+            if n is croot:
+                root = m
+            nodes.append(m)
+        t = c.get("startTime", 0)
+        for sid, d in zip(c.get("samples") or [], c.get("timeDeltas") or []):
+            t += d
+            samples.append(remap.get(sid, root["id"]))
+            times.append(t)
+    nodes.remove(root)
+    nodes.insert(0, root)
+    start = chunks[0].get("startTime", times[0] if times else 0)
+    deltas, prev = [], start
+    for t in times:
+        deltas.append(t - prev)
+        prev = t
+    return {"nodes": nodes, "startTime": start, "endTime": chunks[-1].get("endTime", prev),
+            "samples": samples, "timeDeltas": deltas}
+
+
 _TITLE = re.compile(r"^\[worker (\d+)\]\s*(.*)$")
 
 
@@ -989,22 +1418,10 @@ def worker_thread_name(info: dict, taken=()) -> str:
     return name
 
 
-def _with_thread(prof, name):
-    import pandas as pd
-    prof.samples["thread"] = pd.Categorical([name] * len(prof.samples))
-    return prof
-
-
 def cpuprofile_to_profile(profile: dict, source: str):
-    """A Profile from one Profiler.stop result, through the cpuprofile reader."""
-    from ..frames.formats import READERS, _ensure_readers
-    _ensure_readers()
-    data = json.dumps(profile).encode("utf-8")
-    r = READERS.get("cpuprofile")
-    if r is None:
-        raise CaptureError("the cpuprofile reader is missing from this nodeflame build "
-                           "(nodeflame/frames/readers/cpuprofile.py)")
-    return r.read(data, source)
+    """A Profile from one Profiler.stop result (the parsed reply), through the cpuprofile reader."""
+    from ..frames.readers.cpuprofile import read_protocol_profiles
+    return read_protocol_profiles([("main", profile)], source)
 
 
 BACKEND = InspectorBackend()

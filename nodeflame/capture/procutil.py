@@ -45,6 +45,36 @@ def state(pid: int) -> str | None:
         return None
 
 
+def is_stopped(pid: int) -> bool:
+    """True while pid is stopped: by a signal (SIGSTOP, SIGTSTP, Ctrl-Z: state T) or in a ptrace
+    stop (state t).  A stopped process runs no code, so it handles no signal and answers no
+    connection until it is continued (SIGCONT)."""
+    return state(pid) in ("T", "t")
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid,
+    it names one process even after the pid is reused.  None when gone."""
+    try:
+        stat = _read(f"{PROC}/{pid}/stat")
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pending_signals(pid: int) -> int:
+    """Mask of the signals sent to pid and not yet delivered (SigPnd | ShdPnd; bit n-1 = signal n).
+    A stopped process keeps a signal sent to it pending until it is continued."""
+    st = status(pid)
+    mask = 0
+    for k in ("SigPnd", "ShdPnd"):
+        try:
+            mask |= int(st.get(k, "0"), 16)
+        except ValueError:
+            pass
+    return mask
+
+
 def status(pid: int) -> dict:
     """/proc/<pid>/status as a dict of strings ({} when gone)."""
     try:
@@ -416,6 +446,88 @@ def port_listening(port: int, pid_hint: int | None = None) -> bool:
     return any(p == port for _ip, p, _ino in table)
 
 
+def netns_id(pid: int | str = "self") -> int | None:
+    """The inode of pid's network namespace (None when not readable)."""
+    try:
+        return os.stat(f"{PROC}/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def own_netns(pid: int) -> bool:
+    """True when pid shares our network namespace (or it cannot be told: then we try ours)."""
+    theirs = netns_id(pid)
+    return theirs is None or theirs == netns_id("self")
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int, nstype: int) -> None:
+    if hasattr(os, "setns"):  # Python >= 3.12
+        os.setns(fd, nstype)
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def connect_tcp(host: str, port: int, timeout: float, pid: int | None = None):
+    """A TCP socket connected to host:port *in the network namespace of ``pid``* (as ``nsenter
+    --net`` would): a process in a container listens on its own 127.0.0.1, not on ours.
+
+    When pid is in another namespace, the socket is made by a short-lived thread that enters that
+    namespace (setns(2) switches only the calling thread, and a socket stays in the namespace it
+    was made in); that needs CAP_SYS_ADMIN (root).  Raises OSError (TimeoutError, ConnectionRefused,
+    PermissionError naming the namespace...)."""
+    import socket
+    if pid is None or own_netns(pid):
+        return socket.create_connection((host, port), timeout=timeout)
+    out: dict = {}
+
+    def work():
+        try:
+            mine = os.open(f"{PROC}/thread-self/ns/net", os.O_RDONLY)
+            try:
+                target = os.open(f"{PROC}/{pid}/ns/net", os.O_RDONLY)
+            except OSError as e:
+                os.close(mine)
+                raise OSError(e.errno, f"cannot open the network namespace of process {pid}: {e.strerror}")
+            try:
+                try:
+                    _setns(target, _CLONE_NEWNET)
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot enter the network namespace of process {pid} "
+                                           f"(setns: {e.strerror}; it needs root or CAP_SYS_ADMIN)") from None
+                try:
+                    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+                    s = socket.socket(fam, socket.SOCK_STREAM)
+                finally:
+                    _setns(mine, _CLONE_NEWNET)  # back before this thread does anything else
+            finally:
+                os.close(target)
+                os.close(mine)
+            try:
+                s.settimeout(timeout)
+                s.connect((host, port))
+            except BaseException:
+                s.close()
+                raise
+            out["sock"] = s
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["error"] = e
+
+    import threading
+    th = threading.Thread(target=work, name=f"nodeflame-netns-{pid}", daemon=True)
+    th.start()
+    th.join()
+    if "error" in out:
+        raise out["error"]
+    return out["sock"]
+
+
 # ---------------------------------------------------------------------- health
 def health(pid: int) -> dict:
     """What tests (and the capture) check after a capture: state, tracer, listening ports."""
@@ -428,7 +540,8 @@ def describe_pid_briefly(pid: int) -> str:
     return f"{pid} ({text[:60] or comm(pid) or '?'})"
 
 
-__all__ = ["exists", "state", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",
+__all__ = ["exists", "state", "is_stopped", "start_time", "pending_signals", "netns_id", "own_netns",
+           "connect_tcp", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",
            "threads", "looks_like_node",
            "is_node", "node_version", "node_flags", "has_flag", "flag_value", "describe",
            "signal_mask", "catches", "can_signal", "send_signal", "terminate", "interrupt", "wait_until_node",

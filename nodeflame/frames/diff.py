@@ -440,6 +440,10 @@ class Diff:
         for k, v in cols.items():
             if not k.endswith("_z"):
                 out[k] = v
+        # the change that decided the row (self or total, whichever is further beyond noise):
+        # what colours a diff flame graph, so that colour and status always agree
+        out["delta_pp"] = np.where(np.abs(cols["self_z"]) >= np.abs(cols["total_z"]), cols["self_delta_pp"],
+                                   cols["total_delta_pp"])
         out["q"] = q
         out["phi_self"] = m["phi_self"].to_numpy()
         out["phi_total"] = m["phi_total"].to_numpy()
@@ -465,8 +469,9 @@ class Diff:
         return pd.MultiIndex.from_arrays([f["name"].astype(str), f["file"].astype(str), f["line"].to_numpy()])
 
     def deltas(self) -> np.ndarray:
-        """Per function of the *after* profile: normalised change of its self work in points (for colouring)."""
-        t = self.numbers().set_index(KEY)["self_delta_pp"]
+        """Per function of the *after* profile: the change in points that decided its row (``delta_pp``:
+        self or total, whichever is further beyond noise; its sign is the status's), for colouring."""
+        t = self.numbers().set_index(KEY)["delta_pp"]
         return t.reindex(self._after_index()).fillna(0.0).to_numpy()
 
     def significant(self) -> np.ndarray:

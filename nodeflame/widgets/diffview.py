@@ -29,7 +29,7 @@ class DiffExplorer(Explorer):
         self._befores = _LRU()
         self._shapes = _LRU()
         super().__init__(d.after, color=color, name=name,
-                         title=title or "after vs before: red grew, blue shrank, grey within noise", **options)
+                         title=title or "after vs before: red slower, blue faster, grey unchanged or within noise", **options)
 
     @staticmethod
     def _color_choices():

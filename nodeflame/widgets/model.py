@@ -406,8 +406,8 @@ def timeline_figure(tl: pd.DataFrame, *, height: int = 120, selected_ms=None) ->
 # ------------------------------------------------------------------ diffs
 
 def diff_colors(d, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per function of ``p`` (the after side, possibly transformed): colour, self change
-    in points and significance, from the diff table joined on (name, file, line).
+    """Per function of ``p`` (the drawn side, possibly transformed): colour, the change in
+    points that decided its row (``delta_pp``, whose sign is the status's) and significance, from the diff table joined on (name, file, line).
 
     Red grew, blue shrank (intensity by the size of the change), grey when the
     change is within sampling noise (``Diff.significant()``'s test)."""
@@ -417,7 +417,7 @@ def diff_colors(d, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     idx = pd.MultiIndex.from_arrays([f["name"].astype(str), f["file"].astype(str), f["line"].to_numpy()])
     pos = key.get_indexer(idx)
     ok = pos >= 0
-    delta = np.where(ok, t["self_delta_pp"].to_numpy()[np.maximum(pos, 0)], 0.0)
+    delta = np.where(ok, t["delta_pp"].to_numpy()[np.maximum(pos, 0)], 0.0)
     sig = np.where(ok, t["significant"].to_numpy(bool)[np.maximum(pos, 0)], False)
     return shade(delta, sig), delta, sig
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from nodeflame.capture.walker import cfi
+from nodeflame.capture.native import cfi
 
 
 def _libc():

@@ -311,7 +311,7 @@ def test_parse_output_through_the_session(live_node, tmp_path):
     """StapSession.stop() on an output file as the script writes it: symbolised, per thread, validated."""
     from nodeflame.capture import procutil
     from nodeflame.capture.base import CaptureOptions
-    from nodeflame.capture.walker.symbols import AddressSpace
+    from nodeflame.capture.native.symbols import AddressSpace
     p = live_node("20")
     aspace = AddressSpace(p.pid)
     text, jit, libc_pc = _sample_output(p.pid, aspace)
@@ -943,7 +943,7 @@ def test_script_logic_names_live_frames(workload, major):
     """The generated script, interpreted against a stopped live node: its walk and its heap decoding
     name the workload's JS frames (Latin-1 and two-byte names included) on every version."""
     from walker_helpers import assert_untouched, need_ptrace
-    from nodeflame.capture.walker.symbols import AddressSpace
+    from nodeflame.capture.native.symbols import AddressSpace
     need_ptrace()
     p = workload(major)
     time.sleep(0.3)
@@ -1056,7 +1056,7 @@ def test_session_cleanup_and_empty_capture(live_node, tmp_path):
     capture with no samples is a CaptureError that says why."""
     from nodeflame.capture import procutil
     from nodeflame.capture.base import CaptureError, CaptureOptions
-    from nodeflame.capture.walker.symbols import AddressSpace
+    from nodeflame.capture.native.symbols import AddressSpace
     p = live_node("20")
     lay = load_layout(os.path.realpath(f"/proc/{p.pid}/exe"))
 

@@ -184,7 +184,7 @@ def test_kernel_time_is_a_kernel_stack_under_the_js_that_asked(node):
     """perf samples time in system calls too, with the kernel's own call chain named from
     /proc/kallsyms; the ptrace engine can only see a thread in user space or blocked."""
     need_perf_event()
-    from nodeflame.capture.walker.symbols import kallsyms
+    from nodeflame.capture.native.symbols import kallsyms
     named = bool(kallsyms()[0])
     prog = ("const fs = require('fs'); function readStatus() { let n = 0; for (let i = 0; i < 200; i++) "
             "n += fs.readFileSync('/proc/self/stat').length; return n; } "

@@ -20,11 +20,13 @@ import os
 import re
 import subprocess
 import threading
+import time
 
 import numpy as np
 import pytest
 
 import nodeflame as nf
+from nodeflame.capture import procutil
 
 from walker_helpers import MAJORS, need_ptrace, node_for
 
@@ -40,6 +42,9 @@ def _functions():
         if m:
             end = next(j for j in range(i, len(SRC)) if SRC[j] == "}")
             out[m.group(1)] = (i + 1, end + 1)
+        m = re.match(r"const (\w+) = \(\w*\) => .*;$", ln)     # a one-line arrow function
+        if m:
+            out[m.group(1)] = (i + 1, i + 1)
     return out
 
 
@@ -47,7 +52,7 @@ FUNCS = _functions()
 HOT = {m.group(1): i + 1 for i, ln in enumerate(SRC) for m in [re.search(r"HOT:(\w+)", ln)] if m}
 # who calls whom in the source (the only chains an expansion may produce)
 CALLS = {"square": {"norm"}, "norm": {"geometry"}, "geometry": {"round"}, "isIdent": {"parseToken"},
-         "parseToken": {"tokenize"}, "tokenize": {"lexer"}, "lexer": {"round"}, "round": {"chunk"}}
+         "parseToken": {"tokenize"}, "tokenize": {"lexer"}, "lexer": {"round"}, "round": {"chunk"}, "usage": {"round"}}
 PHASES = ("geometry", "lexer")
 
 
@@ -76,7 +81,7 @@ class Target:
         self.proc.wait(10)
 
 
-def _capture(node, seconds, *args, node_args=()):
+def _capture(node, seconds, *args, node_args=(), cpu_seconds=0.0):
     need_ptrace()
     t = Target(node, *args, node_args=node_args)
     try:
@@ -84,6 +89,15 @@ def _capture(node, seconds, *args, node_args=()):
         why = BACKEND.available(t.pid)
         if why:
             pytest.skip(f"the walker cannot capture here: {why}")
+        if cpu_seconds:
+            # as long as the target needs to get ``cpu_seconds`` of CPU at the rate it gets now (a busy
+            # machine gives it less per second): the sample count and the truth's precision follow it
+            c0, t0 = procutil.cpu_seconds(t.pid), time.monotonic()
+            t.stats()
+            while time.monotonic() - t0 < 0.5:
+                t.stats()
+            rate = (procutil.cpu_seconds(t.pid) - c0) / (time.monotonic() - t0)
+            seconds = min(30.0, max(seconds, cpu_seconds / max(rate, 0.05)))
         s0 = t.stats()
         p = nf.capture(t.pid, seconds, backend="walker", hz=1000)
         s1 = t.stats()
@@ -126,14 +140,16 @@ def _workload_stacks(p):
 @pytest.fixture(scope="module", params=MAJORS, ids=[f"node{m}" for m in MAJORS])
 def warm(request):
     node = node_for(request.param)
-    p, s0, s1 = _capture(node, 4, "--warm-ms=4000")
+    p, s0, s1 = _capture(node, 4, "--warm-ms=4000", cpu_seconds=3.0)
     p.validate()
     return p, s0, s1
 
 
 def test_phases_match_the_workloads_own_timing(warm):
     p, s0, s1 = warm
-    truth = {ph: s1[ph] - s0[ph] for ph in PHASES}
+    # the walker's perf engine samples CPU time: the truth is the CPU time each phase got (wall-clock time
+    # on a busy machine also holds the stretches the thread waited for a CPU, which do not share evenly)
+    truth = {ph: s1["cpu"][ph] - s0["cpu"][ph] for ph in PHASES}
     tot = sum(truth.values())
     stacks, w = _workload_stacks(p)
     got = {ph: 0 for ph in PHASES}
@@ -195,7 +211,8 @@ def test_helpers_report_the_line_doing_their_work(warm):
 @pytest.mark.parametrize("major", MAJORS, ids=[f"node{m}" for m in MAJORS])
 def test_no_frame_named_wrongly_while_code_is_replaced(major):
     node = node_for(major)
-    p, s0, s1 = _capture(node, 4, "--warm-ms=500", "--churn-ms=150", node_args=("--allow-natives-syntax",))
+    p, s0, s1 = _capture(node, 4, "--warm-ms=500", "--churn-ms=150", node_args=("--allow-natives-syntax",),
+                         cpu_seconds=2.0)
     p.validate()
     stacks, w = _workload_stacks(p)
     checked = 0

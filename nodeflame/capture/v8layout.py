@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..frames.errors import NodeflameError
-from .walker.elf import STT_OBJECT, file_identity, read_elf
+from .native.elf import STT_OBJECT, file_identity, read_elf
 
 __all__ = ["V8Layout", "LayoutError", "load_layout", "layout_for_pid", "VERSION_FACTS", "cache_dir"]
 

@@ -9,7 +9,10 @@
 // signals are answered.  Lines marked "HOT:<name>" are where each helper does its work.
 //
 // stdin commands, answered with one JSON line:
-//   stats -> {"t": ns since start, "geometry": ns in geometry, "lexer": ns in lexer, "rounds": n}
+//   stats -> {"t": ns since start, "geometry": ns in geometry, "lexer": ns in lexer, "rounds": n,
+//             "cpu": {"geometry": us of CPU in geometry, "lexer": us of CPU in lexer}}
+//   (wall-clock ns, and the process's CPU time from process.cpuUsage(): a sampler of CPU time is to be
+//   checked against the second, which a busy machine does not skew by descheduling the thread mid-phase)
 //   exit  -> exits 0
 // SIGUSR2 prints the same JSON line (for targets whose stdin is not ours).
 // First line printed: {"ready": pid, "warm": true} once it has run --warm-ms (default 3000) of rounds.
@@ -76,24 +79,31 @@ try {
 } catch (e) { /* natives syntax not allowed: input switches only */ }
 
 const spent = { geometry: 0n, lexer: 0n };
+const cpu = { geometry: 0, lexer: 0 };
+const usage = (u) => u.user + u.system;
 let rounds = 0;
 let sink = 0;
 const t0 = process.hrtime.bigint();
 
 function round() {
+  const ua = usage(process.cpuUsage());
   const a = process.hrtime.bigint();
   sink += geometry(alt ? POINTS_ALT : POINTS);
   const b = process.hrtime.bigint();
+  const ub = usage(process.cpuUsage());
   sink += lexer(alt ? SOURCE_ALT : SOURCE, LEXER_N);
   const c = process.hrtime.bigint();
+  const uc = usage(process.cpuUsage());
   spent.geometry += b - a;
   spent.lexer += c - b;
+  cpu.geometry += ub - ua;
+  cpu.lexer += uc - ub;
   rounds++;
 }
 
 function stats() {
   return JSON.stringify({ t: Number(process.hrtime.bigint() - t0), geometry: Number(spent.geometry),
-                          lexer: Number(spent.lexer), rounds, sink: sink > 0 });
+                          lexer: Number(spent.lexer), rounds, cpu, sink: sink > 0 });
 }
 
 let ready = false;

@@ -42,7 +42,7 @@ import pandas as pd
 from ...frames.build import FrameTable, build_profile
 from .jitcode import CodeMap
 from .records import PERF_KERNEL, PTRACE, DecodeStats
-from .symbols import clean_native, demangle, kallsyms
+from ..native.symbols import clean_native, demangle, kallsyms
 
 SYSCALLS = {0: "read", 1: "write", 7: "poll", 23: "select", 35: "nanosleep", 43: "accept", 202: "futex",
             228: "clock_gettime", 230: "clock_nanosleep", 232: "epoll_wait", 281: "epoll_pwait",

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import struct
 
-from .cfi import cfi_for
-from .symbols import BUILTIN, JIT, NATIVE, NONE
+from ..native.cfi import cfi_for
+from ..native.symbols import BUILTIN, JIT, NATIVE, NONE
 
 _Q = struct.Struct("<Q")
 _ERESTART = {-4, -512, -513, -514, -516}  # EINTR, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK

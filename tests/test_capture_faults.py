@@ -252,3 +252,152 @@ def test_zombie_and_non_node_pids():
         sleeper.kill()
         sleeper.wait()
 
+# ---------------------------------------------------------------------------- walker
+@pytest.fixture
+def walker_ok(workload):
+    from nodeflame.capture.base import availability
+    w = workload("--no-worker")
+    why = availability("walker", w.pid)
+    if why:
+        pytest.skip(f"walker backend unavailable here: {why}")
+    return w
+
+
+def test_walker_target_that_exits_as_it_attaches_is_said_to_have_exited(walker_ok, monkeypatch):
+    # the process ends between the checks and PTRACE_SEIZE: ptrace answers EPERM, which used to be
+    # reported as "cannot ptrace pid N: Operation not permitted"
+    from nodeflame.capture.walker import ptrace
+    w = walker_ok
+    real = ptrace.seize
+
+    def die_then_seize(tid):
+        if tid == w.pid and w.proc.poll() is None:
+            os.kill(w.pid, signal.SIGKILL)
+            wait_for(lambda: procutil.state(w.pid) in ("Z", None), 10, "the target to be a zombie")
+        return real(tid)
+    monkeypatch.setattr(ptrace, "seize", die_then_seize)
+    t0 = time.monotonic()
+    with pytest.raises(TargetExited) as ei:
+        nf.capture(w.pid, 2, backend="walker", backend_options={"engine": "ptrace"})
+    assert time.monotonic() - t0 < 30
+    msg = str(ei.value)
+    assert f"process {w.pid} exited while the walker backend was attaching to it" in msg, msg
+    assert "not permitted" not in msg and "permission" not in msg
+
+
+def test_walker_stopped_target_is_left_stopped_and_the_capture_says_why_it_is_empty(walker_ok):
+    w = walker_ok
+    stop(w.pid)
+    t0 = time.monotonic()
+    prof = nf.capture(w.pid, 1.5, backend="walker")
+    assert time.monotonic() - t0 < 30
+    warnings = " | ".join(prof.meta["warnings"])
+    assert f"process {w.pid} was stopped (SIGSTOP, Ctrl-Z or a debugger) for the whole capture" in warnings, warnings
+    assert procutil.state(w.pid) == "T" and procutil.tracer_pid(w.pid) == 0
+    cont(w.pid)
+    assert_healthy(w)
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+def perf_events(pid):
+    """Whether pid holds a perf_event fd (the walker's perf engine sampling)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize("backend", ["inspector", "walker"])
+def test_ctrl_c_keeps_what_was_sampled_and_leaves_the_target_as_found(workload, backend):
+    from nodeflame.capture.base import availability
+    w = workload("--no-worker")
+    why = availability(backend, w.pid)
+    if why:
+        pytest.skip(why)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    c = subprocess.Popen([sys.executable, "-m", "nodeflame.cli", str(w.pid), "text", "120", "--backend", backend,
+                          "--hz", "200"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        if backend == "inspector":
+            attached(w)
+        else:
+            wait_for(lambda: procutil.tracer_pid(w.pid) or perf_events(c.pid), 60, "the walker to attach")
+        # sampling runs: wait until the target has used some CPU since (an observable, not a sleep)
+        cpu0 = procutil.cpu_seconds(w.pid)
+        wait_for(lambda: procutil.cpu_seconds(w.pid) - cpu0 > 0.3, 60, "the target to run 0.3 s of CPU")
+        t0 = time.monotonic()
+        c.send_signal(signal.SIGINT)
+        out, err = c.communicate(timeout=60)
+    finally:
+        if c.poll() is None:
+            c.kill()
+            c.wait()
+    assert time.monotonic() - t0 < 30
+    assert c.returncode == 0, err
+    assert "Traceback" not in err
+    assert out.startswith("Total samples: ") and int(out.split()[2]) > 0, out[:200]
+    assert "functionA" in out
+    assert_healthy(w)
+
+
+# ---------------------------------------------------------------------------- containers
+UNSHARE = shutil.which("unshare")
+IP = shutil.which("ip")
+
+
+@pytest.fixture
+def contained(tmp_path):
+    """hot.js as PID 1 of its own pid, mount and network namespaces (loopback up, as a container
+    runtime does): the HotJS driver and the node's pid on the host."""
+    if os.geteuid() != 0 or UNSHARE is None or IP is None:
+        pytest.skip("needs root, unshare and ip")
+    w = HotJS("--no-worker", node=UNSHARE, stderr_path=tmp_path / "contained.stderr",
+              node_args=["--pid", "--mount", "--net", "--fork", "--kill-child", "sh", "-c",
+                         'ip link set lo up && exec "$0" "$@"', NODE])
+    host_pid = None
+    try:
+        with open(f"/proc/{w.pid}/task/{w.pid}/children") as fh:
+            host_pid = int(fh.read().split()[0])
+        assert w.info["ready"] == 1                       # PID 1 inside
+        assert procutil.netns_id(host_pid) != procutil.netns_id("self")
+        yield w, host_pid
+    finally:
+        if host_pid and procutil.exists(host_pid):
+            os.kill(host_pid, signal.SIGKILL)             # PID 1 of a namespace ignores SIGTERM
+        w.kill()
+
+
+def test_inspector_captures_a_node_in_its_own_namespaces(contained):
+    w, pid = contained
+    t0 = time.monotonic()
+    prof = nf.capture(pid, 1.5, backend="inspector", hz=500)
+    assert time.monotonic() - t0 < 30
+    assert prof.meta["inspector_url"].startswith("ws://127.0.0.1:9229/")   # its own loopback, its own 9229
+    assert "functionA" in shares(prof)[0]
+    hot = [f for f in prof.funcs.itertuples() if f.name == "functionA"][0]
+    assert hot.file.endswith("hot.js") and hot.line > 0
+    # closed again, inside the namespace
+    wait_for(lambda: "Debugger ending" in w.stderr(), 10, "node to close the inspector")
+    assert procutil.listening_ports(pid) == []
+    assert procutil.state(pid) not in ("T", "t") and procutil.tracer_pid(pid) == 0
+    assert "pong" in w.ping()
+
+
+def test_walker_captures_a_node_in_its_own_namespaces(contained):
+    w, pid = contained
+    from nodeflame.capture.base import availability
+    why = availability("walker", pid)
+    if why:
+        pytest.skip(why)
+    prof = nf.capture(pid, 1.5, backend="walker")
+    assert "functionA" in shares(prof)[0]
+    assert procutil.state(pid) not in ("T", "t") and procutil.tracer_pid(pid) == 0
+    assert "pong" in w.ping()

@@ -201,10 +201,12 @@ def _alive(target: Target) -> bool:
 
 def _drive(session: Session, target: Target, opts: CaptureOptions, progress, desc: str,
            interrupted: bool = False):
-    """Wait out the capture; returns (Profile, interrupted, end note, seconds waited)."""
+    """Wait out the capture; returns (Profile, interrupted, end note, seconds waited, seconds the
+    target was seen stopped)."""
     bar = None if interrupted else _progress_bar(opts.duration, progress, desc)
     t0 = time.monotonic()
     note = None
+    stopped_s, last = 0.0, t0
     try:
         while not interrupted:
             elapsed = time.monotonic() - t0
@@ -216,6 +218,10 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
                 if bar is not None:
                     bar.n = round(min(time.monotonic() - t0, opts.duration or 1e18), 1)
                     bar.refresh()
+                now = time.monotonic()
+                if procutil.is_stopped(target.pid):
+                    stopped_s += now - last
+                last = now
                 if not _alive(target):
                     if session.target_exited():
                         note = f"the process exited {time.monotonic() - t0:.1f} s into the capture"
@@ -241,7 +247,33 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
         prof = session.stop()
     if got:
         interrupted = True
-    return prof, interrupted, note, elapsed
+    return prof, interrupted, note, elapsed, stopped_s
+
+
+def _stopped_warning(prof, target: Target, elapsed: float, stopped_s: float) -> None:
+    """Say so when the target was stopped (SIGSTOP, Ctrl-Z, a debugger) for part of the capture: a
+    stopped process runs no code, so that time has no samples (an empty profile is explained)."""
+    if stopped_s < POLL_INTERVAL:
+        return
+    warnings = list(prof.meta.get("warnings") or [])
+    if any("was stopped" in str(w) for w in warnings):
+        return   # the backend said it already
+    what = "for the whole capture" if stopped_s >= elapsed - 2 * POLL_INTERVAL else \
+        f"for {stopped_s:.1f} s of the {elapsed:.1f} s capture"
+    empty = "; nothing was sampled" if len(prof.samples) == 0 else ""
+    warnings.append(f"process {target.pid} was stopped (SIGSTOP, Ctrl-Z or a debugger) {what}: a stopped "
+                    f"process runs no code, so that time has no samples{empty}; it was left stopped")
+    prof.meta["warnings"] = warnings
+
+
+def _exited_at_start(pid: int, b: Backend, e: Exception) -> TargetExited | None:
+    """A start that failed because the target exited meanwhile (ptrace says 'Operation not permitted'
+    to a process that is exiting, the inspector sees no port...): the error says it exited."""
+    if procutil.exists(pid):
+        return None
+    how = "is a zombie" if procutil.state(pid) == "Z" else "is gone"
+    return TargetExited(f"process {pid} exited while the {b.name} backend was attaching to it (it {how} now); "
+                        "nothing was sampled")
 
 
 def _finish(prof, target, backend, opts, skipped, start_time, elapsed, interrupted, note):
@@ -338,9 +370,14 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
         start_time = time.time()
         try:
             session, interrupted = _start(b, target, opts)
-        except (TargetError, TargetExited):
+        except TargetExited:
             raise
         except CaptureError as e:
+            gone = _exited_at_start(pid, b, e)
+            if gone is not None:
+                raise gone from None
+            if isinstance(e, TargetError):
+                raise
             if backend != "auto" or i == len(candidates) - 1:
                 if errors:
                     raise CaptureError(f"{e} (also tried: {'; '.join(errors)})") from None
@@ -349,11 +386,12 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
             skipped[b.name] = f"could not start: {e}"
             continue
         try:
-            prof, interrupted, note, elapsed = _drive(session, target, opts, progress,
-                                                      f"nodeflame {b.name} pid {pid}", interrupted)
+            prof, interrupted, note, elapsed, stopped_s = _drive(session, target, opts, progress,
+                                                                 f"nodeflame {b.name} pid {pid}", interrupted)
         finally:
             _close(session)
         prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+        _stopped_warning(prof, target, elapsed, stopped_s)
         if backend == "auto":
             prof.meta["backend_choice"] = _auto_choice(b, candidates[i + 1:])
         return _source_maps(prof, pid, source_maps)
@@ -420,9 +458,8 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     target.proc = proc
     try:
         try:
-            prof, interrupted, note, elapsed = _drive(session, target, opts, progress,
-                                                      f"nodeflame {b.name} {os.path.basename(argv[-1])}",
-                                                      bool(got))
+            prof, interrupted, note, elapsed, _stopped_s = _drive(
+                session, target, opts, progress, f"nodeflame {b.name} {os.path.basename(argv[-1])}", bool(got))
         finally:
             _close(session)
     except BaseException:

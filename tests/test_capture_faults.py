@@ -218,6 +218,22 @@ def test_inspector_target_killed_mid_capture_keeps_what_was_collected(workload, 
     prof.validate()
 
 
+def test_inspector_target_that_exits_between_the_checks_and_sigusr1(workload, monkeypatch):
+    w = workload("--no-worker")
+    real = procutil.send_signal
+
+    def die_then_signal(pid, sig):
+        if sig == signal.SIGUSR1:
+            w.proc.kill()
+            wait_for(lambda: procutil.state(pid) in ("Z", None), 10, "the target to exit")
+        return real(pid, sig)
+    monkeypatch.setattr(procutil, "send_signal", die_then_signal)
+    with pytest.raises(TargetExited, match=rf"process {w.pid} exited while the inspector backend was attaching "
+                                           r"to it \((it is a zombie now|it is gone now|right after SIGUSR1)\); "
+                                           r"nothing was sampled"):
+        nf.capture(w.pid, 2, backend="inspector")
+
+
 def test_two_inspector_captures_of_one_pid(workload):
     w = workload("--no-worker")
     first = Capture(w.pid, 4, backend="inspector", hz=200)

@@ -3,21 +3,34 @@
 How a capture of a live pid goes:
 
 1. Checks that cost the target nothing: we may signal it, it runs node, it
+   is not stopped (a stopped process keeps SIGUSR1 pending and would open an
+   unauthenticated port whenever it is continued: refused, nothing sent), it
    catches SIGUSR1 (node >= 22.14 started with ``--disable-sigusr1``, or a
-   program that removed node's handler, would be *killed* by SIGUSR1), and the
-   port its inspector would take is free.
+   program that removed node's handler, would be *killed* by SIGUSR1), the
+   port its inspector would take is free, and no other inspector capture holds
+   the process (:class:`_CaptureLock`).
 2. ``kill -USR1 <pid>``: node opens its inspector.  The port is read from the
    sockets the process listens on (``/proc/<pid>/net/tcp`` matched against
    its fd inodes), never assumed to be 9229.  When the target was started with
    ``--inspect`` its inspector is used as it is, and left open afterwards.
+   A target in another network namespace (a container) is connected to inside
+   that namespace (:func:`procutil.connect_tcp`: setns, as ``nsenter --net``).
+   If the target is stopped after SIGUSR1 was sent, or the port does not open
+   in time, a watcher process (:func:`_start_guard`) closes whatever port the
+   signal opens later, as soon as the process runs.
 3. Over the websocket: ``Profiler.enable``, ``Profiler.setSamplingInterval``
    (µs, from ``hz``), ``NodeWorker.enable`` so every worker thread attaches as
    a session of its own (``NodeWorker.sendMessageToWorker`` /
    ``receivedMessageFromWorker`` carry the same Profiler calls to it),
    ``NodeRuntime.notifyWhenWaitingForDisconnect`` (main thread only) so that a
    process that exits during the capture waits for us to fetch its profile,
-   then ``Profiler.start`` everywhere.  A worker that ends during the capture
-   loses its samples (a warning says so).
+   then ``Profiler.start`` everywhere.  Every COLLECT_EVERY s (backend_options
+   ``collect_every``) each thread's profile so far is collected (Profiler.stop,
+   Profiler.start; a ``console.profile`` of ours keeps V8's CpuProfiler alive
+   between them, so a restart costs no re-logging of all code), so a target
+   stopped (SIGSTOP, Ctrl-Z, a debugger) or killed mid-capture, or a worker
+   that ends, keeps what was collected and a warning says what was lost.
+   Every wait on a reply ends as soon as the target is stopped.
 4. ``Profiler.stop`` on every thread; the parsed replies of all threads go
    to the ``cpuprofile`` reader in one call (``read_protocol_profiles``; per
    thread, then concatenated, when workers are re-attributed), one Profile
@@ -41,7 +54,9 @@ How a capture of a live pid goes:
    it once we have disconnected (closing it while connected can crash node:
    see CLOSE_LATER), and a program that never returns to its event loop is
    closed at once over a fresh connection (CLOSE_NOW).  An inspector that was
-   open before the capture is left open, with what we enabled disabled.
+   open before the capture is left open, with what we enabled disabled.  A
+   target stopped at that moment cannot close anything: the watcher closes the
+   port once it is continued, and the target is left stopped.
 
 ``spawn()`` (``nodeflame.run``) starts ``node --inspect-wait=127.0.0.1:0``
 (``--inspect-brk`` on node without ``--inspect-wait``) so profiling starts
@@ -494,7 +509,8 @@ def _open_inspector(target: Target, lock: "_CaptureLock | None" = None) -> tuple
     deadline = time.monotonic() + OPEN_TIMEOUT
     while time.monotonic() < deadline:
         if not procutil.exists(pid):
-            raise TargetExited(f"process {pid} exited right after SIGUSR1")
+            raise TargetExited(f"process {pid} exited while the inspector backend was attaching to it "
+                               "(right after SIGUSR1); nothing was sampled")
         if procutil.is_stopped(pid):
             # stopped after our check (a race with whoever stopped it): SIGUSR1 is pending, or the
             # port is open and nobody answers on it

@@ -67,7 +67,13 @@ Session (subclass :class:`Session`)
 
 The target must never be harmed: bounded work per sample, nothing left
 stopped (state T/t), traced (TracerPid), or listening (a port the capture
-opened) once ``close()`` returns.
+opened) once ``close()`` returns.  A target someone else stopped (SIGSTOP,
+Ctrl-Z, a debugger) is left stopped: a backend that needs it running refuses
+it up front (``available()``), every wait ends when it is stopped mid-capture,
+and what cannot be undone until it runs again (a port the inspector opened)
+is handed to a watcher that undoes it then.  The driver warns when the target
+was stopped during a capture, and a start that failed because the target
+exited raises :class:`TargetExited` saying so.
 
 Errors
 ------

@@ -1099,6 +1099,7 @@ class StapSession(Session):
         self.warnings: list[str] = []
         self.module: str | None = None      # a prebuilt module run with staprun
         self.module_hz: int | None = None
+        self.running_since: float | None = None
 
     def _stderr_tail(self, n=600) -> str:
         try:
@@ -1148,6 +1149,7 @@ class StapSession(Session):
             "period_ns": int(1e9 / hz),
             "stap_script_sha": None if self.module else _short_hash(self.script_path),
             "stap_module": self.module,
+            "stap_running_since": self.running_since,     # epoch s: the module ran from here
             "v8_version": self.layout.v8_version,
             "build_id": self.layout.build_id,
         })
@@ -1292,6 +1294,7 @@ class StapBackend(Backend):
             sess.module = os.fspath(module) if module else None
             sess.module_hz = module_info(module).get("hz") if module else None
             self._wait_running(sess, _module_name(module) if module else None)
+            sess.running_since = time.time()
             return sess
         except BaseException:
             if proc is not None:

@@ -336,7 +336,8 @@ def analyse(res: dict) -> dict:
         r["named_right"], r["js_samples"], r["wrong"] = named_right(q)
         r["shares"], r["main_samples"] = shares(q)
         r["truth"] = truth(share, "start2", "stop2",
-                           window=(q.meta["start_time"], q.meta["duration_ns"] / 1e9))
+                           window=(q.meta.get("stap_running_since") or q.meta["start_time"],
+                                   q.meta["duration_ns"] / 1e9))
         r["node_start"] = bool(q.funcs["name"].astype(str).str.contains("node::Start").any())
         out["record"] = r
     return out

@@ -119,8 +119,11 @@ def _cmd_diff(args) -> int:
             "total_delta_pp", "significant", "name", "file", "line"]
     with pd.option_context("display.max_rows", None, "display.width", 220, "display.max_colwidth", 50,
                            "display.float_format", "{:+.2f}".format):
-        print(f"before {d.before.total} samples, after {d.after.total} samples; "
-              f"{int(d.table()['significant'].sum())} functions changed beyond sampling noise (95%)")
+        print(f"before {d.before.total} samples, after {d.after.total} samples, normalised by {d.normalize}; "
+              f"{int(d.table()['significant'].sum())} functions changed beyond sampling noise "
+              f"(Benjamini-Hochberg q <= {d.alpha:g}; low/high: unadjusted 95 % intervals)")
+        for w in d.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         print(t[cols].to_string(index=False))
     return 0
 

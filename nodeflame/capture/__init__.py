@@ -37,6 +37,24 @@ POLL_INTERVAL = 0.1   # s between checks of the target and the session while wai
 
 
 # ------------------------------------------------------------------ backends()
+class _Sentences(pd.DataFrame):
+    """backends()'s table: pandas cuts text cells at 50 characters when it displays a frame,
+    which cut every reason short of its fix; this one displays whole sentences, left-aligned."""
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame   # whatever is derived from it is an ordinary frame
+
+    def _repr_html_(self):
+        with pd.option_context("display.max_colwidth", None):
+            html = super()._repr_html_()
+        return html and ("<style>.nf-backends td{text-align:left;white-space:normal;max-width:60em}</style>"
+                         + html.replace('class="dataframe"', 'class="dataframe nf-backends"', 1))
+
+    def __repr__(self):
+        return self.to_string()   # every column, every sentence whole
+
+
 def backends(pid: int | None = None) -> pd.DataFrame:
     """Every backend, in ``auto`` order, with whether it can capture here (from ``pid``) and why not.
 
@@ -61,7 +79,7 @@ def backends(pid: int | None = None) -> pd.DataFrame:
             "frames": getattr(b, "summary", "") if b is not None else "",
             "needs": getattr(b, "needs", "") if b is not None else "",
         })
-    return pd.DataFrame(rows, columns=["backend", "available", "reason", "note", "frames", "needs"])
+    return _Sentences(rows, columns=["backend", "available", "reason", "note", "frames", "needs"])
 
 
 def _check_name(backend) -> None:

@@ -45,6 +45,7 @@ from ..build import FrameTable, build_from_sorted_paths, frame_tables
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
 from ..symbols import parse_dtrace
+from .folded import _positions
 
 _WS = " \t\n\r\f\v"  # Perl's \s on bytes: ASCII whitespace only
 _COUNT = re.compile(r"[ \t\f\v]*([0-9]+)[ \t\f\v]*\Z")
@@ -177,8 +178,53 @@ def _intern_lines(data: bytes):
     return codes, uniq
 
 
+def _intern_lines_arrow(data: bytes):
+    """What _intern_lines returns, with the lines found by numpy and interned by Arrow's
+    dictionary_encode (C++ hashing, no Python object per line); None without pyarrow
+    or where _intern_lines would say None."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return _intern_lines(data)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    data = bytes(data)
+    size = len(data) - 1 if data.endswith(b"\n") else len(data)
+    if size <= 0 or (data.endswith(b"\r") and not data.endswith(b"\n")):
+        return None
+    nl = _positions(np.frombuffer(data, np.uint8, size), 10)
+    n = len(nl) + 1
+    # each line with its line feed (the last one without, when the data has none at its end)
+    off = np.empty(n + 1, np.int64)
+    off[0] = 0
+    off[1:n] = nl + 1
+    off[n] = len(data)
+    del nl
+    lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(off), pa.py_buffer(data)])
+    enc = pc.dictionary_encode(lines)  # distinct lines in order of first appearance
+    del lines, off
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys = enc.dictionary.to_pylist()
+    del enc
+    try:
+        uniq = [k.decode("utf-8") for k in keys]
+    except UnicodeDecodeError:
+        return None
+    del keys
+    uniq = [u[:-1] if u.endswith("\n") else u for u in uniq]
+    if any(u.endswith("\r") for u in uniq) or len(set(uniq)) < len(uniq):
+        # the line without a line feed at the very end, and CRLF: lines equal once those go are one line
+        stripped = [u[:-1] if u.endswith("\r") else u for u in uniq]
+        sc, su = _factorize(stripped)
+        codes, uniq = sc[codes], list(su)
+    return codes, uniq
+
+
 def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) -> "Profile":
-    fast = _intern_lines(data) if isinstance(data, (bytes, bytearray)) else None
+    fast = _intern_lines_arrow(data) if isinstance(data, (bytes, bytearray)) else None
     if fast is not None:
         codes, uniq = fast
         first = [uniq[c] for c in codes[:3].tolist()]

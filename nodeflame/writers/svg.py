@@ -140,78 +140,8 @@ def _commas(a) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ colours
-# (hue from, hue to, saturation from, to, lightness from, to): the hue range is
-# the kind's own, the position within it comes from a hash of the name
-PALETTES = {
-    "js":      (22, 48, 0.85, 0.95, 0.55, 0.64),   # orange / amber
-    "deps":    (62, 82, 0.55, 0.70, 0.48, 0.58),   # yellow-green
-    "node":    (105, 140, 0.45, 0.60, 0.52, 0.62),  # green
-    "builtin": (172, 192, 0.45, 0.60, 0.50, 0.60),  # aqua
-    "native":  (0, 12, 0.75, 0.90, 0.57, 0.65),    # red
-    "kernel":  (205, 225, 0.55, 0.70, 0.62, 0.70),  # blue
-    "gc":      (255, 275, 0.45, 0.60, 0.64, 0.72),  # violet
-    "idle":    (0, 0, 0.0, 0.0, 0.82, 0.88),       # light grey
-    "program": (35, 50, 0.15, 0.25, 0.60, 0.68),   # khaki
-    "other":   (0, 0, 0.0, 0.0, 0.68, 0.70),       # grey
-    "all":     (0, 0, 0.0, 0.0, 0.78, 0.78),
-}
-
-
-def _hsl_to_hex(h, s, l) -> np.ndarray:
-    h = np.asarray(h, np.float64) % 360
-    c = (1 - np.abs(2 * l - 1)) * s
-    hp = h / 60.0
-    x = c * (1 - np.abs(hp % 2 - 1))
-    z = np.zeros_like(c)
-    sector = np.minimum(hp.astype(np.int64), 5)
-    r = np.choose(sector, [c, x, z, z, x, c])
-    g = np.choose(sector, [x, c, c, x, z, z])
-    b = np.choose(sector, [z, z, x, c, c, x])
-    m = l - c / 2
-    to = lambda v: np.clip(np.rint((v + m) * 255), 0, 255).astype(np.int64)  # noqa: E731
-    return "#" + _HEX2[to(r)] + _HEX2[to(g)] + _HEX2[to(b)]
-
-
-def kind_colors(names, kinds) -> np.ndarray:
-    """Fill colour per (name, kind): the kind picks the hue range, the name's hash the spot in it."""
-    names = np.asarray(names, dtype=object)
-    kinds = np.asarray(kinds, dtype=object)
-    if len(names) == 0:
-        return np.empty(0, object)
-    clean = np.empty(len(names), dtype=object)
-    clean[:] = [sanitize(s) for s in names]  # hashing needs encodable text (no lone surrogates)
-    h = pd.util.hash_array(clean).astype(np.uint64)
-    v1 = (h & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
-    v2 = ((h >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
-    v3 = ((h >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
-    pal = np.array([PALETTES.get(k, PALETTES["js"]) for k in PALETTES], np.float64)
-    keys = list(PALETTES)
-    code = pd.Categorical(kinds, categories=keys).codes.astype(np.int64)
-    code = np.where(code < 0, keys.index("js"), code)
-    p = pal[code]
-    hue = p[:, 0] + v1 * (p[:, 1] - p[:, 0])
-    sat = p[:, 2] + v2 * (p[:, 3] - p[:, 2])
-    lig = p[:, 4] + v3 * (p[:, 5] - p[:, 4])
-    return _hsl_to_hex(hue, sat, lig)
-
-
-def delta_colors(deltas, maxabs: float | None = None) -> np.ndarray:
-    """Differential colours: red grew, blue shrank, grey unchanged; intensity by |delta| / max |delta|."""
-    d = np.nan_to_num(np.asarray(deltas, np.float64))
-    if len(d) == 0:
-        return np.empty(0, object)
-    m = float(np.max(np.abs(d))) if maxabs is None else float(maxabs)
-    t = np.clip(np.abs(d) / m, 0, 1) if m > 0 else np.zeros_like(d)
-    # a visible floor so that any real change is tinted
-    t = np.where(np.abs(d) >= 0.005, 0.15 + 0.85 * t, 0.0)
-    lo = np.rint(220 - 200 * t).astype(np.int64)
-    hi = np.full(len(d), 255, np.int64)
-    grey = np.full(len(d), 220, np.int64)
-    r = np.where(d > 0, hi, np.where(d < 0, lo, grey))
-    g = np.where(d != 0, lo, grey)
-    b = np.where(d < 0, hi, np.where(d > 0, lo, grey))
-    r, g, b = (np.where(t == 0, 220, v) for v in (r, g, b))
-    return "#" + _HEX2[r] + _HEX2[g] + _HEX2[b]
+# one kind palette and one diff shading, shared with the notebook widgets
+from .palette import PALETTES, PALETTES_HEX, delta_colors, kind_colors  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------ assets
@@ -374,10 +304,6 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     tail = ["</g>\n", "<script type=\"text/ecmascript\">", _cdata(data + _asset("flamegraph.js")),
             "</script>\n</svg>\n"]
     return "".join(head) + frames + "".join(tail)
-
-
-PALETTES_HEX = {k: _hsl_to_hex(np.array([v[0]]), np.array([v[2]]), np.array([v[4]]))[0]
-                for k, v in PALETTES.items()}
 
 
 def write(p, out, **options) -> None:

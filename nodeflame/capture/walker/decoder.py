@@ -333,7 +333,27 @@ class Decoder:
             if not info.native:
                 ids.append(self._native(w.pending_bpc))
             w.pending_bpc = None
-        levels = self._code_levels(fn, sfi, info, bca, pc, leaf) if (tier == "jit" and pc) else None
+        entry = None
+        if tier == "jit" and pc:
+            # the frames of a pc in a Code object are decoded once: the entry is re-validated every sample
+            # (freed or moved code drops it, and its memo with it) and the function must still be this one
+            entry = self.codes.lookup(pc, fn)
+            if entry is not None:
+                if sfi is None:
+                    sfi = heap.last_sfi if heap.last_fn == fn else heap.function_sfi(fn)
+                got = entry.memo.get((pc, leaf, bca))
+                if got is not None and got[0] == sfi:
+                    _, own, line, n_inl = got
+                    if w.first_js and not ids and line:
+                        w.leaf_line = line
+                    self.stats.inlined_frames += n_inl
+                    w.memo[key] = (own, info.native)
+                    ids.extend(own)
+                    w.first_js = False
+                    return own
+        levels = self._code_levels(entry, sfi, info, bca, pc, leaf) if entry is not None else None
+        if tier == "jit" and pc and entry is None:
+            self.stats.code_unknown += 1
         if levels is None:
             line = col = 0
             if tier != "interpreted":
@@ -349,17 +369,18 @@ class Decoder:
             own.append(self.ft.add(fi.name, fi.file, line, col, hint="builtin" if fi.native else "js", tier=ftier,
                                    func_line=fi.line, func_column=fi.column))
         self.stats.inlined_frames += len(levels) - 1
+        if entry is not None and len(entry.memo) < 4096 and self.codes.entries().get(entry.start) is entry:
+            entry.memo[(pc, leaf, bca)] = (sfi, own, levels[0][1], len(levels) - 1)
         w.memo[key] = (own, info.native)
         ids.extend(own)
         w.first_js = False
         return own
 
-    def _code_levels(self, fn, sfi, info, bca, pc, leaf):
-        """[(FuncInfo, line, column, tier)] innermost first for a frame whose JIT code runs at ``pc``, or
-        None to decode it as before (code not found, not JS code, tables unreadable)."""
+    def _code_levels(self, e, sfi, info, bca, pc, leaf):
+        """[(FuncInfo, line, column, tier)] innermost first for a frame whose JIT code (the CodeEntry ``e``)
+        runs at ``pc``, or None to decode it as before (not JS code)."""
         codes, heap, st = self.codes, self.heap, self.stats
-        e = codes.lookup(pc, fn)
-        if e is None or e.tier is None:
+        if e.tier is None:
             st.code_unknown += 1
             return None
         if e.tier == "baseline":
@@ -370,8 +391,6 @@ class Decoder:
             line, col = heap.line_col(sc, heap.bytecode_position(bca, bo)) if bo >= 0 else (0, 0)
             return [(info, line, col, "baseline")]
         chain = codes.inline_stack(e, pc, leaf)
-        if sfi is None:
-            sfi = heap.function_sfi(fn)
         if chain is None or chain[-1][0] != sfi:
             # unreadable tables, or code whose function is not this frame's (a stale entry, a moved SFI):
             # forget it and name the frame's own function only

@@ -106,6 +106,7 @@ class V8Heap:
         self.spt_cache: dict = {}
         self.invalid = 0
         self.moved = 0
+        self.last_fn = self.last_sfi = 0   # the JSFunction function_info() last decoded, and its SFI
 
     # ----------------------------------------------------------- primitives
     def is_heap(self, w):
@@ -228,18 +229,20 @@ class V8Heap:
         if len(b) < self.fn_shared + 8:
             return None
         check = b[0:8] + b[self.fn_shared:self.fn_shared + 8]
+        sfi = _Q.unpack_from(b, self.fn_shared)[0]
         hit = self.fn_cache.get(fn2)
         if hit is not None and hit[0] == check:
+            self.last_fn, self.last_sfi = fn, sfi
             return hit[1]
         t = self.map_type(_Q.unpack_from(b, 0)[0])
         if t is None or not (self.t_fn_first <= t <= self.t_fn_last):
             return None
-        sfi = _Q.unpack_from(b, self.fn_shared)[0]
         info = self.sfi_info(sfi) if self.is_heap(sfi) else None
         if info is not None:
             if len(self.fn_cache) > 100000:
                 self.fn_cache.clear()
             self.fn_cache[fn2] = (check, info)
+            self.last_fn, self.last_sfi = fn, sfi
         return info
 
     def is_js_function(self, fn):

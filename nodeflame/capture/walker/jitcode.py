@@ -66,7 +66,7 @@ def inlining_id(p: int) -> int:
 class CodeEntry:
     """One Code object of the target: its instructions and (lazily) its tables."""
     __slots__ = ("start", "end", "code", "obj", "kind", "tier", "check", "deopt", "positions", "table",
-                 "root_sfi", "literals", "inlining", "bc", "bad")
+                 "root_sfi", "literals", "inlining", "bc", "bad", "memo")
 
     def __init__(self, start, end, code, obj, kind, tier, check, deopt, positions):
         self.start, self.end = start, end
@@ -81,6 +81,7 @@ class CodeEntry:
         self.inlining = ()
         self.bc = None              # baseline: (pc starts, pc ends, bytecode offsets, bytecode array)
         self.bad = False
+        self.memo = {}              # the decoder's: (pc, leaf, bytecode array) -> the frames it decoded there
 
 
 class CodeMap:
@@ -181,6 +182,10 @@ class CodeMap:
         if old is None:
             bisect.insort(self._starts, e.start)
         self._entries[e.start] = e
+
+    def entries(self):
+        """{instruction start: CodeEntry} of the entries held now."""
+        return self._entries
 
     def forget(self, e):
         """Drop an entry whose tables did not fit the frame using it (looked up afresh next time)."""

@@ -190,10 +190,7 @@ def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np
     n = len(starts)
     if n == 0:
         return np.empty(0, np.int64), index
-    # blocks of whole lines of about _BLOCK bytes
-    cuts = np.unique(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, _BLOCK), side="left"))
-    cuts = np.unique(np.concatenate((cuts[(cuts > 0) & (cuts < n)], [0, n])))
-    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+    for a, b in _block_cuts(starts, ends):  # blocks of whole lines of about _BLOCK bytes
         lo, hi = int(starts[a]), int(ends[b - 1])
         v = np.frombuffer(data, np.uint8, hi - lo, lo).copy()
         v[nl[np.searchsorted(nl, lo):np.searchsorted(nl, hi)] - lo] = 59
@@ -206,6 +203,56 @@ def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np
         out.append(np.fromiter(map(setdefault, toks, pos), np.int64, len(toks)))
         del toks
     return np.concatenate(out), index
+
+
+def _block_cuts(starts: np.ndarray, ends: np.ndarray):
+    """(first line, end line) of blocks of whole lines of about _BLOCK bytes."""
+    n = len(starts)
+    cuts = np.unique(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, _BLOCK), side="left"))
+    cuts = np.unique(np.concatenate((cuts[(cuts > 0) & (cuts < n)], [0, n])))
+    return zip(cuts[:-1].tolist(), cuts[1:].tolist())
+
+
+def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  mark_at: np.ndarray | None = None):
+    """``(_dense(*_intern_tokens(...)), list(index))``: every token's dense id (in order of
+    first appearance) and the distinct token bytes.  With pyarrow the tokens of each block
+    are found by numpy and interned by Arrow's dictionary_encode (C++ hashing, no Python
+    object per token); only each block's distinct tokens meet a Python dict."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        first_pos, index = _intern_tokens(data, nl, blank_at, starts, ends, mark_at)
+        return _dense(first_pos, index), list(index)
+    n = len(starts)
+    if n == 0:
+        return np.empty(0, np.int32), []
+    index: dict = {}
+    setdefault = index.setdefault
+    out = []
+    for a, b in _block_cuts(starts, ends):
+        lo, hi = int(starts[a]), int(ends[b - 1])
+        v = np.empty(hi - lo + 1, np.uint8)
+        v[:-1] = np.frombuffer(data, np.uint8, hi - lo, lo)
+        v[-1] = 59  # every token ends with its ';', the last one too
+        v[nl[np.searchsorted(nl, lo):np.searchsorted(nl, hi)] - lo] = 59
+        ba = blank_at[a:b]
+        v[ba[ba >= 0] - lo] = 59
+        if mark_at is not None:
+            v[mark_at[a:b] - lo] = 10
+        semi = _positions(v, 59)
+        off = np.empty(len(semi) + 1, np.int64)
+        off[0] = 0
+        off[1:] = semi + 1
+        del semi
+        enc = pc.dictionary_encode(pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(v)]))
+        del off
+        lut = np.fromiter((setdefault(k[:-1], len(index)) for k in enc.dictionary.to_pylist()), np.int32)
+        out.append(lut[enc.indices.to_numpy(zero_copy_only=False)])
+        del enc, v
+    return np.concatenate(out), list(index)
 
 
 def _dense(first_pos: np.ndarray, index: dict) -> np.ndarray:
@@ -264,10 +311,8 @@ def _read_fast(data) -> "Profile | None":
     if keep.all():
         # every line is a stack: its count token is marked by a line feed put on its
         # first byte (no frame holds one), so no pass over the ';'s is needed
-        first_pos, index = _intern_tokens(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2)
-        dense = _dense(first_pos, index)
-        del first_pos
-        count_key = np.fromiter((k[:1] == b"\n" for k in index), bool, len(index))
+        dense, keys = _tokens_dense(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2)
+        count_key = np.fromiter((k[:1] == b"\n" for k in keys), bool, len(keys))
         is_count = count_key[dense]
         cpos = np.flatnonzero(is_count)
         if len(cpos) != len(starts):
@@ -283,25 +328,21 @@ def _read_fast(data) -> "Profile | None":
         nframes_all = np.where(keep, nsep + 1, 0)
         # tokens per line: a stack line's frames and its count; another line's ';'-pieces and its end
         ntok = np.where(keep, nsep + 2, np.searchsorted(sep, ends) - np.searchsorted(sep, starts) + 1)
-        first_pos, index = _intern_tokens(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
-        if len(first_pos) != int(ntok.sum()):
+        dense, keys = _tokens_dense(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
+        if len(dense) != int(ntok.sum()):
             return None  # cannot happen; be safe rather than wrong
         del sep
         tok0 = np.cumsum(ntok) - ntok
         # which tokens are frames: the first nframes of each kept line
-        is_frame = np.zeros(len(first_pos) + 1, np.int8)
+        is_frame = np.zeros(len(dense) + 1, np.int8)
         kl = np.flatnonzero(keep)
         np.add.at(is_frame, tok0[kl], 1)
         np.add.at(is_frame, tok0[kl] + nframes_all[kl], -1)
         is_frame = np.cumsum(is_frame[:-1]).astype(bool)
-        frame_first = first_pos[is_frame]
-        del first_pos, is_frame
-        dense = _dense(frame_first, index)
-        del frame_first
-    nuniq = len(index)
+        dense = dense[is_frame]
+        del is_frame
+    nuniq = len(keys)
     used = np.flatnonzero(np.bincount(dense, minlength=nuniq))
-    keys = list(index)
-    del index
     texts = [keys[i].decode("utf-8") for i in used.tolist()]  # one per distinct frame text
     del keys
     ft, ids = _frame_table(texts)

@@ -67,6 +67,19 @@ def ex(p, **kw):
     return Explorer(p, **kw)
 
 
+def kc(name, kind):
+    """The colour the SVG writer gives a function of this name and kind (one shared palette)."""
+    from nodeflame.writers.svg import kind_colors
+    return kind_colors([name], [kind])[0]
+
+
+def rgb(colour):
+    """(r, g, b) of '#rrggbb' or 'rgb(r,g,b)'."""
+    if colour.startswith("#"):
+        return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(map(int, re.findall(r"\d+", colour)))
+
+
 def labels_of(e):
     """Node label -> list of (value, colour) in the drawn icicle (root 'all' included)."""
     tr = e.widget.data[0]
@@ -235,12 +248,12 @@ def test_merge_recursion_invert_colour_thread_minwidth(prof):
     nodes = labels_of(e)
     # the colour of its package's name (fastjson), not of its kind
     assert nodes["parse"][0][1] == M.PALETTE[zlib.crc32(b"fastjson") % len(M.PALETTE)]
-    assert nodes["handle"][0][1] == M.KIND_COLORS["js"]             # no package: kind colour
+    assert nodes["handle"][0][1] == kc("handle", "js")              # no package: kind colour
     e.color.value = "file"
     assert labels_of(e)["parse"][0][1] != labels_of(e)["handle"][0][1]
     e.color.value = "kind"
-    assert labels_of(e)["parse"][0][1] == M.KIND_COLORS["deps"]
-    assert labels_of(e)["(garbage collector)"][0][1] == M.KIND_COLORS["gc"]
+    assert labels_of(e)["parse"][0][1] == kc("parse", "deps")
+    assert labels_of(e)["(garbage collector)"][0][1] == kc("(garbage collector)", "gc")
 
     assert not e.thread.disabled
     e.thread.value = "worker-1"
@@ -420,9 +433,9 @@ def test_diff_explorer_colours_red_blue_grey():
     d = nf.diff(before, after)
     e = d.flame(defer_panes=False)
     nodes = labels_of(e)
-    r, g, b = map(int, re.findall(r"\d+", nodes["render"][0][1]))
+    r, g, b = rgb(nodes["render"][0][1])
     assert r > g and r > b                                     # slower: red
-    r, g, b = map(int, re.findall(r"\d+", nodes["parse"][0][1]))
+    r, g, b = rgb(nodes["parse"][0][1])
     assert b > r and b > g                                     # faster: blue
     # crunch's share fell (render grew) but its own work did not change: grey, not blue
     assert nodes["crunch"][0][1] == M.DIFF_GREY
@@ -442,7 +455,7 @@ def test_diff_flame_draws_work_that_vanished():
     e = d.flame(defer_panes=False)
     nodes = labels_of(e)
     assert "render" in nodes                                   # drawn, from the before shape
-    r, g, b = map(int, re.findall(r"\d+", nodes["render"][0][1]))
+    r, g, b = rgb(nodes["render"][0][1])
     assert b > r                                               # gone: blue
     lay = e.layout_table
     names = e.profile.funcs["name"].astype(str).to_numpy()
@@ -640,3 +653,75 @@ def test_deep_stacks_show_labels_in_chromium(tmp_path):
             if (t && t.textContent.trim() !== '' && t.getBBox().width > 0) lab++; }
           return [wide, lab]; })()""")
     assert wide > 100 and labelled >= 0.75 * wide, (wide, labelled)   # measured: 169 of 201
+
+
+# ------------------------------------------------------- the state, without widgets
+
+def test_state_runs_without_ipywidgets_or_plotly():
+    """nodeflame.widgets.state is plain Python: with ipywidgets, plotly and anywidget made
+    unimportable, a whole session (transforms, a click by path id, search, view, details,
+    breadcrumbs, replay code, the static SVG) runs and says what to redraw."""
+    import inspect
+    import subprocess
+    import textwrap
+    code = textwrap.dedent(f"""
+        import sys
+        for m in ("ipywidgets", "plotly", "anywidget"):
+            sys.modules[m] = None          # any import of them raises ImportError
+        import numpy as np
+        from nodeflame.frames.build import FrameTable, build_profile
+        APP, SHAPE, T0 = {APP!r}, {SHAPE!r}, {T0!r}
+        from nodeflame.widgets.state import ExplorerState, FIGURE, STYLE, DETAILS
+        import nodeflame as nf
+        p = make_profile()
+        s = ExplorerState(p)
+        trace, layout = s.flame()
+        assert trace["type"] == "icicle" and trace["values"][0] == 1000
+        assert layout["height"] == 560
+        i = trace["labels"].index("render")
+        assert s.click(trace["ids"][i]) == FIGURE
+        assert s.transforms == ["focus=^render\\\\ " + __import__("re").escape(APP) + ":20$"], s.transforms
+        assert s.profile.total == 200 and "render" in s.details_html()
+        assert [c[0] for c in s.crumbs()] == ["all", "focus render " + APP + ":20"]
+        assert s.search("^render ") == STYLE and s.match_share == 1.0 and "search match" in s.legend_html()
+        assert s.set_view(orientation="icicle") == STYLE and s.style()["tiling.flip"] is None
+        assert s.set_view(inverted=True) == FIGURE
+        assert s.select(func=-1) == DETAILS and "click a frame" in s.details_html()
+        assert s.undo() == FIGURE and s.transforms == [] and s.profile.total == 1000
+        assert s.code == "p.flame(inverted=True, orientation='icicle', search='^render ')", s.code
+        assert s.static_svg().startswith("<?xml") and "matched" in s.status_html()
+        bars, shapes = s.timeline()
+        assert sum(sum(b["y"]) for b in bars) == 1000 and shapes == []
+        from nodeflame.widgets.state import DiffState
+        ds = DiffState(nf.diff(p, p))
+        assert ds.view["color"] == "diff" and ds.code == "d.flame()" and "largest changes" in ds.side_html()
+        assert [m for m in ("ipywidgets", "plotly", "anywidget") if sys.modules.get(m)] == []
+        print("ok")
+    """).replace("p = make_profile()", "p = make_profile(SHAPE)")
+    # make_profile (this file's) is defined before it is called
+    head, _, body = code.partition("import nodeflame as nf\n")
+    code = head + "import nodeflame as nf\n" + textwrap.dedent(inspect.getsource(make_profile)) + body
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_widgets_and_svg_share_one_palette(prof):
+    """The chart colours a function as the SVG writer does (kind by kind, the name's spot in the
+    kind's hue range), its legend shows each kind's middle colour, and the diff's shading is the
+    SVG's: the static fallback and the live chart say the same thing in the same colours."""
+    from nodeflame.writers import palette, svg
+    e = ex(prof)
+    f = prof.funcs
+    want = svg.kind_colors(f["name"].astype(str).to_numpy(object), f["kind"].astype(str).to_numpy(object))
+    got = M.func_colors(prof, "kind")
+    assert list(got) == list(want)
+    assert M.KIND_COLORS is palette.KIND_COLORS and svg.PALETTES is palette.PALETTES
+    node = palette.KIND_COLORS["node"]
+    r, g, b = rgb(node)
+    assert g > r and g > b                                   # node: green, in both
+    assert palette.KIND_COLORS["gc"] in e.legend.value
+    delta = np.array([3.0, -1.0, 0.5, 0.0])
+    sig = np.array([True, True, False, False])
+    assert list(M.shade(delta, sig)) == list(svg.delta_colors(np.where(sig, delta, 0.0)))
+    assert M.shade(delta, sig)[2] == M.DIFF_GREY == svg.delta_colors([0.0])[0]

@@ -16,31 +16,20 @@ import pandas as pd
 from ..frames.kinds import KINDS
 from ..frames.stacktable import _level_segments
 from ..frames.views import call_tree, flame_layout
+from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
+                               ROOT_COLOR, diff_shade, kind_colors)
 
 _I64 = np.int64
 
-# colour of each kind (flamegraph.pl-like warm for JS, cooler for the runtime)
-KIND_COLORS = {
-    "js": "#f28e2b",       # application JavaScript: orange
-    "deps": "#59a14f",     # node_modules: green
-    "node": "#4e9ad8",     # node: internals: blue
-    "builtin": "#d4b84a",  # V8 builtins: khaki
-    "native": "#e15759",   # C/C++: red
-    "kernel": "#b07aa1",   # kernel: mauve
-    "gc": "#8c6bb1",       # garbage collector: purple
-    "idle": "#cfcfcf",     # idle: light grey
-    "program": "#a8a8a8",  # (program): grey
-}
-OTHER_COLOR = "#e8e8e8"
-ROOT_COLOR = "#f4f4f4"
+# one kind palette and one diff shading with the SVG writer (nodeflame/writers/palette.py):
+# a hue range per kind, the spot in it by the function's name; red grew, blue shrank, grey unchanged
+
 MATCH_COLOR = "#e040fb"   # search matches, magenta as in flamegraph.pl
 # qualitative palette for packages and files (stable hash of the name)
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#86bcb6", "#d37295", "#a0cbe8", "#ffbe7d", "#8cd17d", "#b6992d", "#499894",
            "#f1ce63", "#d4a6c8", "#fabfd2", "#79706e", "#d7b5a6", "#bab0ac", "#e6c229", "#6a9f58")
 COLOR_BY = ("kind", "package", "file")
-# diff colours: red grew, blue shrank, grey unchanged or within noise
-DIFF_GREY = "#d9d9d9"
 
 
 # ------------------------------------------------------------------ layout
@@ -95,9 +84,7 @@ def func_colors(p, by: str = "kind") -> np.ndarray:
     if by not in COLOR_BY:
         raise ValueError(f"color must be one of {', '.join(COLOR_BY)}, not {by!r}")
     kinds = p.funcs["kind"].astype(str).to_numpy(object)
-    base = np.array([KIND_COLORS.get(k, OTHER_COLOR) for k in KINDS], dtype=object)
-    kind_idx = p.funcs["kind"].cat.codes.to_numpy()
-    col = np.where(kind_idx >= 0, base[np.maximum(kind_idx, 0)], OTHER_COLOR) if len(kinds) else np.empty(0, object)
+    col = kind_colors(p.funcs["name"].astype(str).to_numpy(object), kinds)
     if by == "kind":
         return col.astype(object)
     key = p.funcs[by].astype(str).to_numpy(object)
@@ -113,7 +100,7 @@ def legend(p, lay: pd.DataFrame, by: str = "kind", *, n: int = 8) -> list[tuple[
     the ``n`` packages/files with the most drawn self weight (functions without one keep their
     kind's colour), or the diff's three meanings."""
     if by == "diff":
-        return [("slower (beyond noise)", "rgb(235,20,20)"), ("faster (beyond noise)", "rgb(20,20,235)"),
+        return [("slower (beyond noise)", DIFF_RED), ("faster (beyond noise)", DIFF_BLUE),
                 ("unchanged / within noise", DIFF_GREY)]
     func = lay["func"].to_numpy()
     f = func[func >= 0].astype(_I64)
@@ -452,22 +439,9 @@ def diff_shape(d):
 
 
 def shade(delta: np.ndarray, sig: np.ndarray) -> np.ndarray:
-    """Colours for changes in points: grey when not significant, else red/blue
-    from pale to full by |delta| relative to the largest significant change."""
-    delta = np.asarray(delta, float)
-    sig = np.asarray(sig, bool)
-    out = np.full(len(delta), DIFF_GREY, dtype=object)
-    if not sig.any():
-        return out
-    top = np.abs(delta[sig]).max() or 1.0
-    x = np.clip(np.abs(delta) / top, 0, 1)
-    s = (0.25 + 0.75 * x)  # even a small significant change is visibly tinted
-    fade = np.round(235 * (1 - s)).astype(int) + 20
-    red = np.array([f"rgb(235,{v},{v})" for v in fade], dtype=object)
-    blue = np.array([f"rgb({v},{v},235)" for v in fade], dtype=object)
-    out = np.where(sig & (delta > 0), red, out)
-    out = np.where(sig & (delta < 0), blue, out)
-    return out.astype(object)
+    """Colours for changes in points: grey when not significant, else red/blue from pale to full
+    by |delta| relative to the largest significant change (the SVG writer's shading)."""
+    return diff_shade(delta, sig).astype(object)
 
 
 def code_for(name: str, transforms, view: dict) -> str:

@@ -140,6 +140,7 @@ _DIGIT = np.zeros(256, bool)
 _DIGIT[48:58] = True
 _CHUNK = 1 << 20
 _BLOCK = 1 << 23  # bytes of text split per bytes.split call
+_ARROW_BLOCK = 1 << 25  # bytes of text per dictionary_encode call
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
@@ -205,10 +206,10 @@ def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np
     return np.concatenate(out), index
 
 
-def _block_cuts(starts: np.ndarray, ends: np.ndarray):
-    """(first line, end line) of blocks of whole lines of about _BLOCK bytes."""
+def _block_cuts(starts: np.ndarray, ends: np.ndarray, block: int = _BLOCK):
+    """(first line, end line) of blocks of whole lines of about ``block`` bytes."""
     n = len(starts)
-    cuts = np.unique(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, _BLOCK), side="left"))
+    cuts = np.unique(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, block), side="left"))
     cuts = np.unique(np.concatenate((cuts[(cuts > 0) & (cuts < n)], [0, n])))
     return zip(cuts[:-1].tolist(), cuts[1:].tolist())
 
@@ -231,7 +232,7 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     index: dict = {}
     setdefault = index.setdefault
     out = []
-    for a, b in _block_cuts(starts, ends):
+    for a, b in _block_cuts(starts, ends, _ARROW_BLOCK):  # larger: fewer distinct tokens met again per block
         lo, hi = int(starts[a]), int(ends[b - 1])
         v = np.empty(hi - lo + 1, np.uint8)
         v[:-1] = np.frombuffer(data, np.uint8, hi - lo, lo)

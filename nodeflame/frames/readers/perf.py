@@ -213,6 +213,19 @@ def _lines(data: bytes, source: str):
     return lines
 
 
+class _Lines:
+    """``lines[i]`` of interned lines (codes, distinct lines)."""
+
+    def __init__(self, codes, uniq):
+        self.codes, self.uniq = codes, uniq
+
+    def __getitem__(self, i):
+        return self.uniq[int(self.codes[i])]
+
+    def __len__(self):
+        return len(self.codes)
+
+
 def _factorize(lines):
     arr = np.empty(len(lines), dtype=object)
     arr[:] = lines
@@ -221,9 +234,15 @@ def _factorize(lines):
 
 
 def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
-    lines = _lines(data, source)
-    n = len(lines)
-    codes, uniq = _factorize(lines)
+    from .raw import _intern_lines_arrow  # (raw imports this module)
+    fast = _intern_lines_arrow(data) if isinstance(data, (bytes, bytearray)) else None
+    if fast is not None:  # interned in bulk; the lines themselves are only wanted for an error
+        codes, uniq = fast
+        lines = _Lines(codes, uniq)
+    else:
+        lines = _lines(data, source)
+        codes, uniq = _factorize(lines)
+    n = len(codes)
     nu = len(uniq)
     utype = np.full(nu, BLANK, np.int8)
     header_of: dict[int, tuple] = {}   # unique line -> parsed header

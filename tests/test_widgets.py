@@ -552,8 +552,11 @@ def test_aggregated_drawing_of_long_timed_profiles_is_exact(prof):
 
 @pytest.mark.browser
 def test_live_figure_widget_front_end_draws_and_a_click_comes_back(prof, tmp_path):
-    """plotly's own FigureWidget front-end (its anywidget module) renders the explorer's widget
-    state in Chromium, and a real click on a frame, fed back to the kernel side, focuses on it."""
+    """plotly's own FigureWidget front end, loaded by nodeflame's loader from the kernel's one
+    library model (gzip, decompressed in the browser), renders the explorer's widget state in
+    Chromium: a restyle sent before the library arrived is replayed, the first draw takes the
+    width of the output it is attached to (not plotly's 700 px), and a real click on a frame,
+    fed back to the kernel side, focuses on it."""
     import http.server
     import json
     import threading
@@ -561,27 +564,53 @@ def test_live_figure_widget_front_end_draws_and_a_click_comes_back(prof, tmp_pat
     if browser.chromium_path() is None:
         pytest.skip("chromium is not installed (/usr/bin/chromium)")
     from ipywidgets.widgets.widget import _remove_buffers
+    from nodeflame.widgets import frontend
     e = ex(prof, timeline=False)
     state, paths, _bufs = _remove_buffers(e.widget.get_state())
     assert not paths and len(state["_widget_data"]) == 1       # the figure travels in the comm_open state
     esm = state.pop("_esm")
+    assert len(esm) < 20_000                                    # a loader, not plotly.js (5 MB)
+    lib = frontend.library()
+    assert state["_nf_library"] == "IPY_MODEL_" + lib.model_id and 1_000_000 < len(lib.code) < 2_000_000
+    assert frontend.library() is lib                            # one per kernel
+    labels = list(e.widget.data[0].labels)
+    early = {"restyle_data": {"labels": [["everything"] + labels[1:]]}, "restyle_traces": [0]}
     (tmp_path / "widget.js").write_text(esm)
     (tmp_path / "state.json").write_text(json.dumps(state))
-    (tmp_path / "index.html").write_text("""<!DOCTYPE html><html><body><div id="out" style="width:1000px"></div>
+    (tmp_path / "early.json").write_text(json.dumps(early))
+    (tmp_path / "library.gz").write_bytes(lib.code)
+    (tmp_path / "index.html").write_text("""<!DOCTYPE html><html><body style="margin:0">
+<div id="box" style="width:1000px"></div>
 <script type="module">
 const state = await (await fetch("state.json")).json();
+const early = await (await fetch("early.json")).json();
+const lib = new Uint8Array(await (await fetch("library.gz")).arrayBuffer());
 const handlers = {};
+const fire = (k) => (handlers["change:" + k] || []).forEach((cb) => cb());
 window.__saved = [];
 const model = {
   get: (k) => state[k], set: (k, v) => { state[k] = v; }, off: () => {}, send: () => {},
   on: (ev, cb) => { (handlers[ev] = handlers[ev] || []).push(cb); },
   save_changes: () => { if (state._js2py_pointsCallback) window.__saved.push(state._js2py_pointsCallback); },
-  widget_manager: {},
+  widget_manager: { get_model: async (id) => {
+    if ("IPY_MODEL_" + id !== state._nf_library) throw new Error("no such model " + id);
+    await new Promise((r) => setTimeout(r, 800));     // a library slower than the first message
+    return { get: (k) => (k === "code" ? new DataView(lib.buffer) : null) };
+  } },
 };
 const mod = await import("./widget.js");
 const widget = typeof mod.default === "function" ? await mod.default() : mod.default;
-if (widget.initialize) await widget.initialize({ model });
-await widget.render({ model, el: document.getElementById("out") });
+const t0 = performance.now();
+await widget.initialize({ model });
+window.__init_ms = performance.now() - t0;
+// a message from the kernel before the library is there (what anywidget delivers once ready)
+state._py2js_restyle = early; fire("_py2js_restyle");
+state._py2js_restyle = null; fire("_py2js_restyle");
+// rendered into an element the output area attaches only afterwards
+const el = document.createElement("div");
+const rendered = widget.render({ model, el });
+setTimeout(() => document.getElementById("box").appendChild(el), 300);
+await rendered;
 window.__ready = true;
 </script></body></html>""")
 
@@ -598,14 +627,25 @@ window.__ready = true;
     try:
         with browser.Browser(width=1100, height=800) as b:
             b.open(f"http://127.0.0.1:{srv.server_address[1]}/index.html")
-            b.wait_for("window.__ready === true", timeout=30)
+            b.wait_for("window.__ready === true", timeout=60)
+            assert b.eval("window.__init_ms") < 200                   # anywidget's 2 s are never at stake
             n = b.wait_for("document.querySelectorAll('g.slice path').length", timeout=20)
             assert n == len(e.layout_table) + 1
+            assert b.eval("globalThis.__nodeflame_replayed") == 1
+            texts = b.eval("Array.from(document.querySelectorAll('g.slice text')).map(t => t.textContent)")
+            assert any("everything" in t for t in texts), texts[:5]  # the early restyle was applied
+            width = b.eval("Number(document.querySelector('#box .main-svg').getAttribute('width'))")
+            assert width == 1000, width
             box = b.eval("""(() => { const t = Array.from(document.querySelectorAll('g.slice'))
                 .find(g => (g.textContent || '').trim() === 'render');
                 const r = t.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()""")
             b.click(*box)
             pts = b.wait_for("window.__saved.find(p => p.event_type === 'plotly_click')", timeout=10)
+            # the output gets narrower: the chart follows
+            b.eval("document.getElementById('box').style.width = '800px'")
+            b.wait_for("Number(document.querySelector('#box .main-svg').getAttribute('width')) === 800",
+                       timeout=10)
+            assert not b.errors, b.errors
     finally:
         srv.shutdown()
         srv.server_close()

@@ -5,25 +5,22 @@ never by the layers below; install with ``pip install 'nodeflame[notebook]'``.
 """
 from __future__ import annotations
 
+from .state import DiffState, ExplorerState
+
+try:   # the views need ipywidgets and plotly (nodeflame[notebook]); the state is plain Python
+    from .diffview import DiffExplorer
+    from .explorer import Explorer
+except ImportError as _e:   # pragma: no cover - exercised with the notebook extra missing
+    _missing = _e
+
+    def _unavailable(*_a, **_k):
+        raise ImportError(f"the notebook widgets need nodeflame[notebook]: {_missing}") from _missing
+    Explorer = DiffExplorer = _unavailable
+
 __all__ = ["explorer", "diff_explorer", "timeline", "Explorer", "DiffExplorer", "ExplorerState", "DiffState"]
 
 
-def __getattr__(name):
-    # ipywidgets and plotly load when a widget is made, not when the package (or its plain-Python
-    # state module, nodeflame.widgets.state) is imported
-    if name == "Explorer":
-        from .explorer import Explorer
-        return Explorer
-    if name == "DiffExplorer":
-        from .diffview import DiffExplorer
-        return DiffExplorer
-    if name in ("ExplorerState", "DiffState"):
-        from . import state
-        return getattr(state, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def explorer(profile, **options) -> "Explorer":
+def explorer(profile, **options) -> Explorer:
     """Interactive flame graph of ``profile``; what ``Profile.flame(**options)`` returns.
 
     Options: ``transforms`` (list applied first, e.g. ``['hide=^node:']``),
@@ -38,16 +35,14 @@ def explorer(profile, **options) -> "Explorer":
 
     The chart is a plotly ``go.FigureWidget`` (``explorer(p).widget``): trace 0
     the ``go.Icicle``, then the timeline strip's bars, one per kind."""
-    from .explorer import Explorer
     return Explorer(profile, **options)
 
 
-def diff_explorer(diff, **options) -> "DiffExplorer":
+def diff_explorer(diff, **options) -> DiffExplorer:
     """The after profile's flame graph coloured by change; what ``Diff.flame(**options)`` returns.
 
     Red grew, blue shrank, grey unchanged or within sampling noise.  Same
     options as :func:`explorer`, with ``color='diff'`` the default."""
-    from .diffview import DiffExplorer
     return DiffExplorer(diff, **options)
 
 

@@ -13,8 +13,10 @@ plotly's own trace callbacks as ``on_event`` messages:
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import traitlets as T
 
 from ..frames.kinds import KINDS
+from . import frontend
 
 TIMELINE_PX = 130          # pixels given to the figure for the strip, below the icicle
 TIMELINE_GAP_PX = 40       # between the strip (with its legend) and the icicle
@@ -41,6 +43,21 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[prefix + k] = v
     return out
+
+
+class FigureWidget(go.FigureWidget):
+    """plotly's ``FigureWidget`` whose front-end module is a small loader of the kernel's one
+    :class:`~nodeflame.widgets.frontend.PlotlyLibrary` (5 MB of plotly.js sent once per kernel,
+    compressed, instead of once per chart); see :mod:`nodeflame.widgets.frontend`."""
+
+    _esm = frontend.loader()
+    _nf_library = T.Unicode("").tag(sync=True)
+
+    @T.default("_nf_library")
+    def _library_ref(self):
+        # read when the figure's comm opens (its first state): the library is made and its comm
+        # opened first, so the browser knows it before this figure
+        return "IPY_MODEL_" + frontend.library().model_id
 
 
 class Chart:
@@ -146,7 +163,7 @@ class Chart:
         if w is None:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []
-            self.widget = go.FigureWidget(data=[go.Icicle(**tr)] + bars, layout=lay)
+            self.widget = FigureWidget(data=[go.Icicle(**tr)] + bars, layout=lay)
             self.widget._config = {"displaylogo": False, "responsive": True, "scrollZoom": False}
             self._connect()
         else:

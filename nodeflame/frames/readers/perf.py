@@ -335,7 +335,12 @@ def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) 
     fcode = codes[fpos]
     fjava = java[fsample].astype(np.int64)
     fkey = fcode * 2 + fjava
-    ukey, kinv = np.unique(fkey, return_inverse=True)
+    # np.unique(fkey, return_inverse=True) without a sort: keys are below 2 * distinct lines
+    present = np.zeros(2 * len(uniq) + 2, bool)
+    present[fkey] = True
+    ukey = np.flatnonzero(present)
+    kinv = (np.cumsum(present) - 1)[fkey]
+    del present
     ft = FrameTable()
     cache: dict = {}
     ids: list[int] = []

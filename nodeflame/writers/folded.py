@@ -138,6 +138,9 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
         out.write(b"\n".join(lines[i:i + step]) + b"\n")
 
 
+_SLICE = 1 << 14  # stacks per slice of the Arrow writer
+
+
 def _write_arrow(p, out, blabels, ust, counts, bnames, sort) -> bool:
     """The lines of write_folded built, sorted and written by Arrow compute kernels (one
     binary_join over list views of the labels, a C++ sort): no Python object per frame or
@@ -149,28 +152,34 @@ def _write_arrow(p, out, blabels, ust, counts, bnames, sort) -> bool:
         return False
     from ..frames.stacktable import stack_paths
     a = p._arrays()
-    off, flat = stack_paths(a["prefix"], np.asarray(ust, np.int64), a["depth"])
-    labels = pa.array(blabels.tolist(), pa.large_binary())
-    frames = labels.take(pa.array(a["frame"][flat]))
-    del flat
     LB = pa.large_binary()
     semi, blank, lf, none = (pa.scalar(x, LB) for x in (b";", b" ", b"\n", b""))
-    lines = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(off), frames), semi)
-    del frames
-    if bnames is not None:
-        lines = pc.binary_join_element_wise(pa.array(bnames.tolist(), LB), lines, semi)
-    lines = pc.binary_join_element_wise(lines, pa.array(counts).cast(pa.large_string()).cast(LB), blank)
-    if sort and len(lines) > 1:
-        lines = lines.take(pc.sort_indices(lines))  # bytewise, as bytes sort
-    lines = pc.binary_join_element_wise(lines, none, lf)  # each line with its line feed
-    if len(lines):
-        o = lines.buffers()[1]
-        first, last = np.frombuffer(o, np.int64, 1, lines.offset * 8)[0], \
-            np.frombuffer(o, np.int64, 1, (lines.offset + len(lines)) * 8)[0]
-        data = memoryview(lines.buffers()[2])
-        step = 1 << 24
-        for i in range(int(first), int(last), step):
-            out.write(data[i:min(i + step, int(last))])
+    labels = pa.array(blabels.tolist(), LB)
+    ust = np.asarray(ust, np.int64)
+    cnt = pa.array(counts).cast(pa.large_string()).cast(LB)
+    heads = pa.array(bnames.tolist(), LB) if bnames is not None else None
+    # the lines, built a slice of stacks at a time: temporaries stay small (fewer fresh pages)
+    chunks = []
+    for lo in range(0, len(ust), _SLICE):
+        hi = min(lo + _SLICE, len(ust))
+        off, flat = stack_paths(a["prefix"], ust[lo:hi], a["depth"])
+        frames = labels.take(pa.array(a["frame"][flat]))
+        del flat
+        part = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(off), frames), semi)
+        del frames
+        if heads is not None:
+            part = pc.binary_join_element_wise(heads[lo:hi], part, semi)
+        chunks.append(pc.binary_join_element_wise(part, cnt[lo:hi], blank))
+    lines = pa.chunked_array(chunks, LB)
+    del chunks
+    order = pc.sort_indices(lines) if sort and len(lines) > 1 else None  # bytewise, as bytes sort
+    for lo in range(0, len(lines), _SLICE):
+        hi = min(lo + _SLICE, len(lines))
+        part = lines.take(order[lo:hi]) if order is not None else lines[lo:hi]
+        part = pc.binary_join_element_wise(part.combine_chunks() if isinstance(part, pa.ChunkedArray) else part,
+                                           none, lf)  # each line with its line feed
+        o = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
+        out.write(memoryview(part.buffers()[2])[int(o[0]):int(o[-1])])
     return True
 
 

@@ -69,6 +69,7 @@ import pandas as pd
 
 from . import procutil
 from .base import Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target, TargetError
+from ..frames.ops import select_samples, stacks_containing, with_meta, with_samples
 
 PARANOID = "/proc/sys/kernel/perf_event_paranoid"
 MAX_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"
@@ -535,7 +536,7 @@ class PerfSession(Session):
             "perf_map": perf_map(self.target.pid) or f"/tmp/perf-{self.target.pid}.map",
         }
         meta.update(lost)
-        warnings = list(prof.meta.get("warnings") or []) + self.warnings
+        warnings = list(self.warnings)
         if lost:
             what = {"perf_lost_chunks": "{} chunks of events", "perf_lost_samples": "{} samples",
                     "perf_lost_samples_percent": "{} % of the samples"}
@@ -550,9 +551,7 @@ class PerfSession(Session):
                 and self.target.node_options:
             warnings.append("the target was started without --interpreted-frames-native-stack: interpreted "
                             "functions show as Builtins_InterpreterEntryTrampoline")
-        prof.meta.update(meta)
-        prof.meta["warnings"] = warnings
-        return prof
+        return with_meta(prof, warnings=warnings, **meta)
 
     def _read(self, text: bytes):
         from ..frames.readers.perf import read_perf
@@ -576,7 +575,7 @@ class PerfSession(Session):
         return self._threads(prof)
 
     def _threads(self, prof):
-        s = prof.samples
+        s = prof.samples.copy()
         pid = self.target.pid
         tid = s["tid"].to_numpy().astype(np.int64)
         if "pid" in s:  # children the target forked (inherit) are other processes: keep them apart
@@ -587,7 +586,7 @@ class PerfSession(Session):
         # worker threads: Worker::Run on some stack of theirs, or node's own name for them
         f = prof.funcs["name"].astype(str).to_numpy(object)
         is_w = np.fromiter((WORKER_FUNCS.match(x) is not None for x in f), bool, len(f))
-        in_stack = _stacks_containing(prof, is_w)
+        in_stack = stacks_containing(prof, is_w)
         wsample = in_stack[s["stack"].to_numpy()] | np.isin(comm, WORKER_COMMS)
         worker_tids = sorted(set(tid[wsample & (spid == pid)].tolist()))
         names = {pid: "main"}
@@ -615,15 +614,14 @@ class PerfSession(Session):
             s["period_ns"] = s["weight"].to_numpy().astype(np.int64)
         period = int(np.median(s["period_ns"])) if len(s) else None
         s["weight"] = np.ones(len(s), np.int64)
-        prof.meta["unit"] = "samples"
-        prof.meta["period_ns"] = period if self.event.startswith("cpu-clock") else None
         tids: dict = {}
         for t in np.unique(tid).tolist():
             tids.setdefault(str(out[tid == t][0]), []).append(int(t))
-        prof.meta["thread_tids"] = tids
+        md = {"unit": "samples", "period_ns": period if self.event.startswith("cpu-clock") else None,
+              "thread_tids": tids}
         if times := prof.meta.get("duration_ns"):
-            prof.meta["profile_duration_ns"] = int(times)
-        prof._cache = {}
+            md["profile_duration_ns"] = int(times)
+        prof = with_samples(prof, s, **md)
         if self.main_only:
             keep = (tid == pid) & (spid == pid)
             if not keep.all():
@@ -648,29 +646,8 @@ class PerfSession(Session):
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _stacks_containing(p, func_mask):
-    """Per stack: does its path from the root hold a function in func_mask (one pass per depth level)."""
-    a = p._arrays()
-    out = func_mask[a["stack_func"]] if len(a["stack_func"]) else np.zeros(0, bool)
-    depth, prefix = a["depth"], a["prefix"]
-    if not len(depth):
-        return out
-    order = np.argsort(depth, kind="stable")
-    bounds = np.searchsorted(depth[order], np.arange(depth.max() + 2))
-    for d in range(1, depth.max() + 1):
-        idx = order[bounds[d]:bounds[d + 1]]
-        par = prefix[idx]
-        ok = par >= 0
-        out[idx[ok]] |= out[par[ok]]
-    return out
-
-
 def _filter(p, mask):
-    from ..frames.build import compact
-    q = p.copy()
-    q.samples = q.samples[mask].reset_index(drop=True)
-    q._cache = {}
-    return compact(q)
+    return select_samples(p, mask)
 
 
 _LOST = [

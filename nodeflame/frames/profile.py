@@ -262,8 +262,13 @@ class Profile:
         return Profile(self.funcs.copy(), self.frames.copy(), self.stacks.copy(),
                        self.samples.copy(), copy.deepcopy(self.meta), self.lines.copy(), validate=False)
 
+    def arrays(self) -> dict:
+        """Cached numpy arrays every derived computation uses: ``prefix``, ``frame``, ``depth`` (per
+        stack), ``frame_func`` (per frame) and ``stack_func`` (per stack).  Read-only by convention."""
+        return self._arrays()
+
     def _arrays(self):
-        """Cached numpy views used by every derived computation."""
+        """Cached numpy views used by every derived computation (see :meth:`arrays`)."""
         c = self._cache.get("arrays")
         if c is None:
             st, fr = self.stacks, self.frames

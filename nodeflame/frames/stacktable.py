@@ -63,6 +63,9 @@ class _Interner:
         return self.prefix[:c].copy(), self.frame[:c].copy(), self.depth[:c].copy()
 
 
+
+level_segments = _level_segments   # the public name (views, writers and transforms use it)
+
 def paths_to_stacks(offsets: np.ndarray, flat_frames: np.ndarray, nframes: int):
     """Intern root-first paths given in CSR form.
 

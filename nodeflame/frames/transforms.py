@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .build import replace_stacks
+from .ops import with_meta
 from .errors import TransformError
-from .stacktable import _level_segments, restack
+from .stacktable import restack
 
 NAMES = ("focus", "ignore", "hide", "merge-recursion", "slice", "thread")
 
@@ -86,8 +87,7 @@ def apply(p, specs):
     out = p
     for t in parse_list(specs):
         done = list(out.meta.get("transforms", []))
-        out = t(out)
-        out.meta["transforms"] = done + [str(t)]
+        out = with_meta(t(out), transforms=done + [str(t)])
     return out
 
 
@@ -101,22 +101,13 @@ def _matching_funcs(p, pattern: str) -> np.ndarray:
 
 def _stacks_containing(p, func_mask: np.ndarray) -> np.ndarray:
     """Per stack: does the path from the root to it contain a matching function?"""
-    a = p._arrays()
-    hit = func_mask[a["stack_func"]] if len(a["stack_func"]) else np.zeros(0, bool)
-    out = hit.copy()
-    for _d, idx in _level_segments(a["depth"]):
-        par = a["prefix"][idx]
-        ok = par >= 0
-        out[idx[ok]] |= out[par[ok]]
-    return out
+    from .ops import stacks_containing
+    return stacks_containing(p, func_mask)
 
 
 def _filter_samples(p, mask, label):
-    from .build import compact
-    q = p.copy()
-    q.samples = q.samples[mask].reset_index(drop=True)
-    q._cache = {}
-    return compact(q)
+    from .ops import select_samples
+    return select_samples(p, mask)
 
 
 # ---------------------------------------------------------------- transforms

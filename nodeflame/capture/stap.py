@@ -49,6 +49,7 @@ import subprocess
 import tempfile
 import time
 
+from ..frames.ops import with_meta
 from . import procutil
 from .base import Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target, TargetError
 from .v8layout import LayoutError, V8Layout, layout_for_pid, load_layout
@@ -784,7 +785,7 @@ def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names
         m = re.match(r"# nodeflame-stap samples (\d+)", h)
         if m:
             samples = int(m.group(1))
-    prof.meta.update({"source_format": "stap", "threads": tnames})
+    md = {"source_format": "stap", "threads": tnames}
     warnings = []
     for h in header:
         m = re.match(r"# nodeflame-stap build-check unverified faults (\d+)", h)
@@ -793,17 +794,14 @@ def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names
                             f"generated for (the checked constant's page was not resident in {m.group(1)} samples)")
         m = _MODULE_ID.search(h.encode("utf-8", "replace"))
         if m:
-            prof.meta["stap_module_build_id"] = m.group(2).decode()
-    if warnings:
-        prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + warnings
+            md["stap_module_build_id"] = m.group(2).decode()
     if samples is not None:
-        prof.meta["stap_samples"] = samples
+        md["stap_samples"] = samples
         kept = int(prof.samples["weight"].sum()) if "weight" in prof.samples else prof.total
         if kept < samples:
-            prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + [
-                f"{samples - kept} of {samples} samples were dropped by the stap script "
-                f"(more than {MAX_STACKS} distinct stacks)"]
-    return prof
+            warnings.append(f"{samples - kept} of {samples} samples were dropped by the stap script "
+                            f"(more than {MAX_STACKS} distinct stacks)")
+    return with_meta(prof, warnings=warnings, **md)
 
 
 # ------------------------------------------------------------------ prebuilt modules
@@ -1144,7 +1142,7 @@ class StapSession(Session):
         hz = self.opts.hz or self.backend.default_hz
         if self.module:
             hz = self.module_hz or hz
-        prof.meta.update({
+        return with_meta(prof, warnings=self.warnings, **{
             "backend": "stap",
             "period_ns": int(1e9 / hz),
             "stap_script_sha": None if self.module else _short_hash(self.script_path),
@@ -1153,9 +1151,6 @@ class StapSession(Session):
             "v8_version": self.layout.v8_version,
             "build_id": self.layout.build_id,
         })
-        if self.warnings:
-            prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
-        return prof
 
     def close(self):
         if self.closed:

@@ -249,10 +249,8 @@ def apply_source_maps(p, search=None, root: str | None = None, finder: MapFinder
     meta = dict(p.meta)
     warnings = list(meta.get("warnings") or []) + finder.warnings
     if not mapped.any():
-        q = p.copy()
-        q.meta["warnings"] = warnings
-        q.meta.setdefault("source_maps", [])
-        return q
+        from .ops import with_meta
+        return with_meta(p, warnings=finder.warnings, source_maps=list(meta.get("source_maps") or []))
     if line_only:
         warnings.append(f"source maps: {line_only} function(s) had a line but no column (the input format "
                         "gives none): mapped at the first mapping of their generated line, which can be "

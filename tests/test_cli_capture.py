@@ -311,7 +311,7 @@ def test_stap_script(hot, capsys):
     (["record", "--pid", "{pid}", "-o", "{tmp}/no/such/dir/x.cpuprofile"], "does not exist"),
     (["record", "-o", "{tmp}/x.cpuprofile"], "needs --pid PID or a command"),
     (["record", "--pid", "{pid}", "-o", "{tmp}/x.cpuprofile", "--", "node", "x.js"], "not both"),
-    (["record", "--pid", "{pid}"], "required: -o"),
+    (["record", "--pid", "{pid}"], "record needs -o OUT"),
     (["record", "--pid", "{sleep}", "-d", "1", "-o", "{tmp}/x.cpuprofile"], "not a node process"),
     (["record", "-d", "1", "-o", "{tmp}/x.cpuprofile", "--", "/no/such/program"], "command not found"),
     (["backends", "--pid", "{free}"], "no process"),

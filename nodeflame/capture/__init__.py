@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import pandas as pd
 
+from ..frames.ops import with_meta
 from . import base as _base
 from . import procutil
 from .base import (AUTO_ORDER, Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target,
@@ -268,20 +269,19 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
     return prof, interrupted, note, elapsed, stopped_s
 
 
-def _stopped_warning(prof, target: Target, elapsed: float, stopped_s: float) -> None:
+def _stopped_warning(prof, target: Target, elapsed: float, stopped_s: float):
     """Say so when the target was stopped (SIGSTOP, Ctrl-Z, a debugger) for part of the capture: a
     stopped process runs no code, so that time has no samples (an empty profile is explained)."""
     if stopped_s < POLL_INTERVAL:
-        return
-    warnings = list(prof.meta.get("warnings") or [])
-    if any("was stopped" in str(w) for w in warnings):
-        return   # the backend said it already
+        return prof
+    if any("was stopped" in str(w) for w in prof.meta.get("warnings") or []):
+        return prof  # the backend said it already
     what = "for the whole capture" if stopped_s >= elapsed - 2 * POLL_INTERVAL else \
         f"for {stopped_s:.1f} s of the {elapsed:.1f} s capture"
     empty = "; nothing was sampled" if len(prof.samples) == 0 else ""
-    warnings.append(f"process {target.pid} was stopped (SIGSTOP, Ctrl-Z or a debugger) {what}: a stopped "
-                    f"process runs no code, so that time has no samples{empty}; it was left stopped")
-    prof.meta["warnings"] = warnings
+    return with_meta(prof, warnings=[f"process {target.pid} was stopped (SIGSTOP, Ctrl-Z or a debugger) {what}: "
+                                     f"a stopped process runs no code, so that time has no samples{empty}; it "
+                                     "was left stopped"])
 
 
 def _exited_at_start(pid: int, b: Backend, e: Exception) -> TargetExited | None:
@@ -305,16 +305,15 @@ def _finish(prof, target, backend, opts, skipped, start_time, elapsed, interrupt
     meta["achieved_hz"] = round(float(main["weight"].sum()) / dur, 1) if dur > 0 else None
     if not prof.meta.get("period_ns"):
         meta["period_ns"] = int(1e9 / hz)
-    warnings = list(prof.meta.get("warnings") or [])
+    warnings = []
     if interrupted:
         warnings.append(f"interrupted (Ctrl-C) after {elapsed:.1f} s; kept what was sampled")
     if note:
         warnings.append(note)
-    prof.meta.update(meta)
-    prof.meta["warnings"] = warnings
-    prof.meta["unit"] = prof.meta.get("unit") or "samples"
-    prof.meta["threads"] = [str(t) for t in pd.unique(s["thread"].astype(str))] if len(s) else []
-    return prof
+    meta.pop("warnings", None)
+    meta["unit"] = prof.meta.get("unit") or "samples"
+    meta["threads"] = [str(t) for t in pd.unique(s["thread"].astype(str))] if len(s) else []
+    return with_meta(prof, warnings=warnings, **meta)
 
 
 def _source_maps(prof, pid: int | None, enabled: bool):
@@ -328,9 +327,7 @@ def _source_maps(prof, pid: int | None, enabled: bool):
     try:
         return prof.with_source_maps(root=root)
     except Exception as e:  # noqa: BLE001 - the capture is worth more than its maps
-        prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + [
-            f"source maps not applied ({type(e).__name__}: {e})"]
-        return prof
+        return with_meta(prof, warnings=[f"source maps not applied ({type(e).__name__}: {e})"])
 
 
 #: Why ``auto`` takes one backend over another that could also run (meta['backend_choice']).
@@ -409,9 +406,9 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
         finally:
             _close(session)
         prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
-        _stopped_warning(prof, target, elapsed, stopped_s)
+        prof = _stopped_warning(prof, target, elapsed, stopped_s)
         if backend == "auto":
-            prof.meta["backend_choice"] = _auto_choice(b, candidates[i + 1:])
+            prof = with_meta(prof, backend_choice=_auto_choice(b, candidates[i + 1:]))
         return _source_maps(prof, pid, source_maps)
     raise CaptureError("no backend could start")  # pragma: no cover
 
@@ -497,8 +494,8 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
         note = None   # the program ended by itself: the expected end of a run(), not a warning
     prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
     if backend == "auto":
-        prof.meta["backend_choice"] = _auto_choice(b, candidates[i + 1:])
-    prof.meta["exit_code"] = proc.returncode
+        prof = with_meta(prof, backend_choice=_auto_choice(b, candidates[i + 1:]))
+    prof = with_meta(prof, exit_code=proc.returncode)
     return _source_maps(prof, target.pid, source_maps)
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import threading
 
-from ..base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError
+from ..base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError, TargetExited
 from . import ptrace
 
 __all__ = ["BACKEND", "WalkerBackend", "ptrace_permission"]
@@ -106,6 +106,12 @@ class WalkerSession(Session):
         self.thread.join()
         s = self.sampler
         if s.error is not None and s.samples == 0:
+            if isinstance(s.error, ProcessLookupError):
+                # ptrace answers EPERM to a process in the middle of exiting: say what happened
+                from .. import procutil
+                how = "is a zombie" if procutil.state(self.target.pid) == "Z" else "is gone"
+                raise TargetExited(f"process {self.target.pid} exited while the walker backend was attaching "
+                                   f"to it (it {how} now); nothing was sampled")
             raise CaptureError(f"walker: sampling failed: {type(s.error).__name__}: {s.error}")
         meta = {"backend": "walker", "pid": self.target.pid, "node_version": s.lay.node_version,
                 "unit": "samples"}

@@ -11,6 +11,7 @@ sampled nodes), then times, in the same run and on the same file:
   sample (dict id -> node, parent walk per node, Counter of stacks), the
   usual hand-written script;
 - ``nodeflame.read``          -- the full Profile (tables, kinds, lines);
+- ``nodeflame.read`` without msgspec -- the json-module path (no ``[fast]`` extra);
 - ``nodeflame.read`` + ``p.top(20)``.
 
 speedscope's importer is JavaScript running in a browser; it is not run here.
@@ -197,10 +198,22 @@ def main(argv=None):
         with open(path, "rb") as fh:
             return json.load(fh)
 
+    from nodeflame.frames.readers import cpuprofile as cp_reader
+
+    def read_plain():
+        """nodeflame.read without msgspec (the json module path, what an install without [fast] runs)."""
+        saved = cp_reader._DECODER
+        cp_reader._DECODER = False
+        try:
+            return nf.read(path)
+        finally:
+            cp_reader._DECODER = saved
+
     rows = [
         ("json.load (parse only)", lambda: load()),
         ("json.load + naive per-sample stacks", lambda: naive_stacks(path)),
         ("nodeflame.read", lambda: nf.read(path)),
+        ("nodeflame.read without msgspec", read_plain),
         ("nodeflame.read + top(20)", lambda: nf.read(path).top(20)),
     ]
     print(f"{'what':40s} {'best of ' + str(args.repeat):>12s} {'cpu':>10s}")

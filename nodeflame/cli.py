@@ -208,23 +208,15 @@ def torch_main(argv) -> int:
 def _torch_form(argv) -> bool:
     if argv and argv[0].isdigit():
         return True
-    try:
-        from .cli_capture import is_torch_form
-    except ModuleNotFoundError:
-        return False
+    from .cli_capture import is_torch_form
     return is_torch_form(argv, ("convert", "top", "diff", "record", "backends", "stap-script", "ingest"))
 
 
 def _load_extra_commands():
     if EXTRA_COMMANDS:
         return
-    try:
-        from .cli_capture import register_commands
-    except ModuleNotFoundError as e:  # capture commands not built yet
-        if e.name != f"{__package__}.cli_capture":
-            raise
-    else:
-        EXTRA_COMMANDS.append(register_commands)
+    from .cli_capture import register_commands
+    EXTRA_COMMANDS.append(register_commands)
     from .cli_dataset import register_commands as register_dataset  # ingest; record --to (after record)
     EXTRA_COMMANDS.append(register_dataset)
 

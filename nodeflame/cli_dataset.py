@@ -295,9 +295,7 @@ def register_commands(sub) -> None:
     i.add_argument("-q", "--quiet", action="store_true", help="no line per file")
     i.set_defaults(run=_cmd_ingest)
 
-    r = sub.choices.get("record")
-    if r is None:  # the capture commands are not part of this build
-        return
+    r = sub.choices["record"]                 # registered by cli_capture before this
     # record gains --to: continuous capture into a dataset; without it, record is unchanged
     for a in r._actions:
         if a.dest == "output":

@@ -250,12 +250,6 @@ def get_backend(name: str) -> Backend | None:
         raise CaptureError(f"unknown backend {name!r}; known: auto, {', '.join(backend_names())}")
     try:
         m = importlib.import_module(mod)
-    except ModuleNotFoundError as e:
-        if e.name and mod.startswith(e.name) or e.name == mod:
-            _IMPORT_ERRORS[name] = f"the {name} backend is not part of this nodeflame build yet"
-        else:
-            _IMPORT_ERRORS[name] = f"the {name} backend cannot be loaded: {e}"
-        return None
     except Exception as e:  # a broken plug-in must not break the others
         _IMPORT_ERRORS[name] = f"the {name} backend cannot be loaded: {type(e).__name__}: {e}"
         return None

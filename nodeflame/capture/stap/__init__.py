@@ -49,10 +49,10 @@ import subprocess
 import tempfile
 import time
 
-from ..frames.ops import with_meta
-from . import procutil
-from .base import Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target, TargetError
-from .v8layout import LayoutError, V8Layout, layout_for_pid, load_layout
+from ...frames.ops import with_meta
+from .. import procutil
+from ..base import Backend, BackendUnavailable, CaptureError, CaptureOptions, Session, Target, TargetError
+from ..v8layout import LayoutError, V8Layout, layout_for_pid, load_layout
 
 __all__ = ["BACKEND", "StapBackend", "generate_script", "generate_script_for_binary", "script_constants",
            "stap_command", "parse_output", "symbolize_output", "MAX_DEPTH"]
@@ -227,241 +227,18 @@ def stap_defines(max_depth: int = MAX_DEPTH) -> dict[str, int | str]:
     }
 
 
-_BODY = r"""
-global stacks%[@MAX_STACKS]     # [tid, frame ids] -> samples; oldest dropped when full
-global nsamples, nlost
-global fn_id[@MAX_FRAMES], fn_check[@MAX_FRAMES], labels[@MAX_FRAMES]
-global nat_id[@MAX_FRAMES], nat_pc[@MAX_FRAMES]
-global next_id, checked, check_faults
-global build_check_addr = @BUILD_CHECK_ADDR   # staprun NAME.ko build_check_addr=N sets it for a prebuilt module
+def _body() -> str:
+    """The script body, package data (sampler.stp) without its leading comment block."""
+    with open(os.path.join(os.path.dirname(__file__), "sampler.stp"), encoding="utf-8") as f:
+        text = f.read()
+    lines = text.split("\n")
+    k = 0
+    while k < len(lines) and lines[k].startswith("//"):
+        k += 1
+    return "\n" + "\n".join(lines[k:])
 
-function is_heap:long (w:long) { return (w & @HEAP_OBJECT_TAG_MASK) == @HEAP_OBJECT_TAG }
-function smi:long (w:long) { return w >> @SMI_SHIFT }
-function word:long (a:long) { return user_int64_error(a) }
 
-function itype:long (obj:long) {
-  if (!is_heap(obj)) return -1
-  m = word(obj - @HEAP_OBJECT_TAG + @MAP_OFFSET)
-  if (!is_heap(m)) return -1
-  return user_uint16_error(m - @HEAP_OBJECT_TAG + @MAP_INSTANCE_TYPE)
-}
-
-# one code point as UTF-8 (control characters and NUL become '?', so a name stays one line)
-function utf8:string (c:long) {
-  if (c < 32 || c == 127) return "?"
-  if (c < 128) return sprintf("%c", c)
-  if (c < 2048) return sprintf("%c%c", 192 | (c >> 6), 128 | (c & 63))
-  if (c < 65536) return sprintf("%c%c%c", 224 | (c >> 12), 128 | ((c >> 6) & 63), 128 | (c & 63))
-  return sprintf("%c%c%c%c", 240 | (c >> 18), 128 | ((c >> 12) & 63), 128 | ((c >> 6) & 63), 128 | (c & 63))
-}
-
-# characters [start, start + n) of a sequential string whose chars begin at addr
-function seq_chars:string (addr:long, start:long, n:long, one:long, max:long) {
-  s = ""
-  for (i = start; i < start + n && strlen(s) < max; i++) {
-    if (one) { c = user_uint8_error(addr + i) }
-    else {
-      c = user_uint16_error(addr + 2 * i)
-      if (c >= 55296 && c < 56320 && i + 1 < start + n) {      # a surrogate pair
-        d = user_uint16_error(addr + 2 * (i + 1))
-        if (d >= 56320 && d < 57344) { c = 65536 + ((c - 55296) << 10) + (d - 56320); i++ }
-      }
-    }
-    s .= utf8(c)
-  }
-  return s
-}
-
-function v8_string:string (obj:long, depth:long, max:long) {
-  t = itype(obj)
-  if (t < 0 || t >= @FIRST_NONSTRING_TYPE || max <= 0) return ""
-  base = obj - @HEAP_OBJECT_TAG
-  n = user_int_error(base + @STRING_LENGTH)
-  if (n <= 0 || n > @MAX_STRING_LENGTH) return ""
-  repr = t & @STRING_REPRESENTATION_MASK
-  one = (t & @STRING_ENCODING_MASK) == @ONE_BYTE_STRING_TAG
-  if (repr == @SEQ_STRING_TAG)
-    return seq_chars(base + (one ? @SEQ_ONE_BYTE_CHARS : @SEQ_TWO_BYTE_CHARS), 0, n, one, max)
-  if (depth >= @MAX_STRING_DEPTH) return ""
-  if (repr == @THIN_STRING_TAG)              # the thin string's own encoding bit is not reliable
-    return v8_string(word(base + @THIN_ACTUAL), depth + 1, max)
-  if (repr == @CONS_STRING_TAG) {
-    a = v8_string(word(base + @CONS_FIRST), depth + 1, max)
-    return a . v8_string(word(base + @CONS_SECOND), depth + 1, max - strlen(a))
-  }
-  if (repr == @SLICED_STRING_TAG) {
-    p = word(base + @SLICED_PARENT)
-    pt = itype(p)
-    if (pt < 0 || pt >= @FIRST_NONSTRING_TYPE || (pt & @STRING_REPRESENTATION_MASK) != @SEQ_STRING_TAG) return ""
-    pone = (pt & @STRING_ENCODING_MASK) == @ONE_BYTE_STRING_TAG
-    return seq_chars(p - @HEAP_OBJECT_TAG + (pone ? @SEQ_ONE_BYTE_CHARS : @SEQ_TWO_BYTE_CHARS),
-                     smi(word(base + @SLICED_OFFSET)), n, pone, max)
-  }
-  return ""                                   # external strings: not names
-}
-
-# the function's name from its ScopeInfo: the function-variable slot, else the inferred name
-function scope_info_name:string (si:long) {
-  base = si - @HEAP_OBJECT_TAG
-  if (@SI_FLAGS_RAW32) flags = user_uint32_error(base + @SI_FLAGS)
-  else flags = smi(word(base + @SI_FLAGS))
-  n = smi(word(base + @SI_CONTEXT_LOCALS))
-  if (n < 0 || n > @MAX_CONTEXT_LOCALS) return ""
-  stype = flags & ((1 << @SF_SCOPE_TYPE_BITS) - 1)
-  off = @SI_VARS + @TAGGED_SIZE * ((n < @SI_MAX_INLINED_LOCALS ? n : 1) + n)
-  if (@SI_HEADER_POSITION >= 0 && stype == @SI_MODULE_SCOPE) off += @TAGGED_SIZE
-  if ((flags >> @SF_HAS_SAVED_CLASS_VARIABLE) & 1) off += @TAGGED_SIZE
-  name = ""
-  if ((flags >> @SF_FUNCTION_VARIABLE) & @SF_FUNCTION_VARIABLE_MASK) {
-    name = v8_string(word(base + off), 0, @MAX_NAME)
-    off += 2 * @TAGGED_SIZE
-  }
-  if (name == "" && ((flags >> @SF_HAS_INFERRED_FUNCTION_NAME) & 1))
-    name = v8_string(word(base + off), 0, @MAX_NAME)
-  return name
-}
-
-function sfi_name:string (sfi:long) {
-  base = sfi - @HEAP_OBJECT_TAG
-  nos = word(base + @SFI_NAME_OR_SCOPE_INFO)
-  name = ""
-  t = itype(nos)
-  if (t >= 0 && t < @FIRST_NONSTRING_TYPE) name = v8_string(nos, 0, @MAX_NAME)
-  else if (t == @SCOPE_INFO_TYPE) name = scope_info_name(nos)
-  if (name == "" && @SFI_FUNCTION_DATA >= 0) {
-    fd = word(base + @SFI_FUNCTION_DATA)
-    ft = itype(fd)
-    if (ft >= @UNCOMPILED_DATA_FIRST_TYPE && ft <= @UNCOMPILED_DATA_LAST_TYPE)
-      name = v8_string(word(fd - @HEAP_OBJECT_TAG + @UNCOMPILED_DATA_INFERRED_NAME), 0, @MAX_NAME)
-  }
-  return name
-}
-
-function sfi_file:string (sfi:long) {
-  sc = word(sfi - @HEAP_OBJECT_TAG + @SFI_SCRIPT)
-  if (itype(sc) != @SCRIPT_TYPE) return ""      # no script (V8/node builtin), or a DebugInfo
-  return v8_string(word(sc - @HEAP_OBJECT_TAG + @SCRIPT_NAME), 0, @MAX_FILE)
-}
-
-# the SharedFunctionInfo of the JS frame at fp, or 0 when fp is not a JS frame
-function js_frame_sfi:long (fp:long) {
-  ctx = word(fp + @OFF_FP_CONTEXT)
-  if (!is_heap(ctx)) return 0                    # a typed frame: marker = type << FRAME_MARKER_SHIFT
-  fn = word(fp + @OFF_FP_FUNCTION)
-  t = itype(fn)
-  if (t < @JS_FUNCTION_FIRST_TYPE || t > @JS_FUNCTION_LAST_TYPE) return 0
-  sfi = word(fn - @HEAP_OBJECT_TAG + @JS_FUNCTION_SHARED)
-  if (itype(sfi) != @SFI_TYPE) return 0
-  return sfi
-}
-
-# id of the function; a new one is named only when may_name (the per-sample naming budget) allows
-function js_frame_id:long (sfi:long, may_name:long) {
-  base = sfi - @HEAP_OBJECT_TAG
-  chk = word(base + @SFI_NAME_OR_SCOPE_INFO) ^ word(base + @SFI_SCRIPT)
-  if (sfi in fn_id && fn_check[sfi] == chk) return fn_id[sfi]   # cached, same name and script words
-  if (next_id >= @MAX_FRAMES || !may_name) return 0      # '[unknown]' this time
-  name = ""
-  file = ""
-  try { name = sfi_name(sfi) } catch { }          # a fault (page not readable now) leaves it empty
-  try { file = sfi_file(sfi) } catch { }
-  id = ++next_id
-  labels[id] = "JS:" . (name == "" ? "(anonymous)" : name) . (file == "" ? "" : " " . file)
-  fn_id[sfi] = id
-  fn_check[sfi] = chk
-  return id
-}
-
-function native_id:long (pc:long) {
-  if (pc in nat_id) return nat_id[pc]
-  if (next_id >= @MAX_FRAMES) return 0
-  id = ++next_id
-  nat_id[pc] = id
-  nat_pc[id] = pc
-  return id
-}
-
-probe @PROBE_POINT {
-  if (pid() != target()) next
-  if (!checked) {
-    # the target must run the binary this script was generated for: one v8dbg constant, read from
-    # the target, decides -- but only a read that succeeded.  A probe cannot fault a page in, so a
-    # constant on a page that is not resident reads as a fault (user_int() would say 0): then this
-    # sample is skipped and the next one tries again, BUILD_CHECK_TRIES times at most; after that
-    # the capture goes on unverified and says so in its header.
-    if (!build_check_addr) checked = 2
-    else {
-      ok = 0
-      v = 0
-      try { v = user_int_error(build_check_addr); ok = 1 } catch { }
-      if (ok) {
-        if (v != @BUILD_CHECK_VALUE)
-          error("nodeflame: the target does not run the node binary this script was generated for")
-        checked = 1
-      } else if (++check_faults >= @BUILD_CHECK_TRIES) checked = 2
-      else next
-    }
-  }
-  nsamples <<< 1
-  decodes = 0
-  pc = uaddr()
-  key = ""
-  if (user_mode()) fp = u_register("rbp")
-  else {
-    # in the kernel (a syscall, a fault): u_register() would give kernel registers and the user
-    # frame pointer is not reachable without guru mode, so keep the user pc under a [kernel] leaf
-    fp = 0
-    key = "k;"
-  }
-  depth = 0
-  while (depth < @MAX_DEPTH) {
-    id = 0
-    try {
-      sfi = fp ? js_frame_sfi(fp) : 0
-      if (sfi) {
-        before = next_id
-        id = js_frame_id(sfi, decodes < @MAX_DECODES_PER_SAMPLE)
-        if (next_id != before) decodes++
-      } else id = native_id(pc)
-    } catch {
-      id = native_id(pc)
-    }
-    key .= sprintf("%x;", id)
-    depth++
-    if (fp == 0) break
-    try {
-      nfp = word(fp + @FP_CALLER_FP)
-      pc = word(fp + @FP_CALLER_PC)
-    } catch { break }
-    if (nfp <= fp || nfp - fp > @MAX_FRAME_SIZE || (nfp & (@POINTER_SIZE - 1)) || pc == 0) break
-    fp = nfp
-  }
-  if (depth >= @MAX_DEPTH && fp) key .= "t;"
-  stacks[tid(), key] <<< 1
-}
-@DURATION_PROBE
-probe end {
-  printf("# nodeflame-stap samples %d ids %d\n", @count(nsamples), next_id)
-  printf("# %s\n", @MODULE_ID)
-  printf("# nodeflame-stap build-check %s faults %d\n",
-         checked == 1 ? "ok" : (build_check_addr ? "unverified" : "off"), check_faults)
-  foreach ([t, k] in stacks) {
-    tok = tokenize(k, ";")
-    while (tok != "") {
-      if (tok == "t") printf("[truncated]\n")
-      else if (tok == "k") printf("[kernel]\n")
-      else {
-        id = strtol(tok, 16)
-        if (id in labels) printf("%s\n", labels[id])
-        else if (id in nat_pc) printf("0x%x\n", nat_pc[id])
-        else printf("[unknown]\n")
-      }
-      tok = tokenize("", ";")
-    }
-    printf("[thread %d]\n%d\n\n", t, @count(stacks[t, k]))
-  }
-}
-"""
+_BODY = _body()
 
 
 MODULE_ID_PREFIX = "nodeflame-stap-module"
@@ -488,7 +265,7 @@ def _build_check(lay: V8Layout, pid: int | None) -> tuple[int, int]:
     ET_EXEC binaries (official node builds) have it at its symbol address; a
     PIE binary needs the pid's mappings to place it."""
     try:
-        from .native.elf import STT_OBJECT, read_elf
+        from ..native.elf import STT_OBJECT, read_elf
         info = read_elf(lay.path if pid is None else f"/proc/{pid}/exe", all_syms=True)
         name = "v8dbg_class_JSFunction__shared__"
         for j in info.symbols_with_prefix(name.encode()):
@@ -504,7 +281,7 @@ def _build_check(lay: V8Layout, pid: int | None) -> tuple[int, int]:
             if pid is None:
                 return 0, 0
             off = info.vaddr_to_offset(va)
-            from .native.symbols import read_maps
+            from ..native.symbols import read_maps
             exe = os.path.realpath(f"/proc/{pid}/exe")
             for r in read_maps(pid):
                 if r.path == exe and r.offset <= off < r.offset + (r.end - r.start):
@@ -632,7 +409,7 @@ def symbolize_output(text: str, aspace=None) -> str:
     becomes ``[jit]``, an address outside every mapping ``[unknown]``."""
     if aspace is None:
         return text
-    from .native.symbols import JIT, demangle, clean_native
+    from ..native.symbols import JIT, demangle, clean_native
     cache: dict = {}
     raw_names: dict = {}
     out = []
@@ -675,7 +452,7 @@ def offline_address_space(maps_text: str, exe: str, sysroot: str = "/"):
     """An address space for :func:`parse_output` from a saved ``/proc/PID/maps`` (the process may be
     gone, or on another machine): ``exe`` is the node binary's path in those maps, and its files are
     read under ``sysroot`` (the machine's root filesystem, e.g. a guest tree)."""
-    from .native import symbols as sy
+    from ..native import symbols as sy
 
     class _Offline(sy.AddressSpace):
         def __init__(self):
@@ -752,9 +529,9 @@ def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names
 
     ``thread_names``: {tid: name}; the default names the thread whose tid is
     ``pid`` ``main`` and the others ``thread TID``."""
-    from ..frames.combine import concat
-    from ..frames.formats import READERS, _ensure_readers
-    from ..frames.errors import FormatError
+    from ...frames.combine import concat
+    from ...frames.formats import READERS, _ensure_readers
+    from ...frames.errors import FormatError
     _ensure_readers()
     reader = READERS["raw"]
     text = symbolize_output(text, aspace)
@@ -1243,7 +1020,7 @@ class StapBackend(Backend):
             return f"stap availability check failed: {type(e).__name__}: {e}"
 
     def start(self, target: Target, opts: CaptureOptions) -> StapSession:
-        from .native.symbols import AddressSpace
+        from ..native.symbols import AddressSpace
         unknown = set(opts.extra) - {"module", "guru", "max_depth"}
         if unknown:
             raise CaptureError(f"unknown stap backend option(s) {', '.join(sorted(unknown))}; "

@@ -19,6 +19,7 @@ import re
 import ipywidgets as W
 
 from ..frames.errors import NodeflameError
+from . import frontend
 from . import model as M
 from .chart import Chart
 from .state import DETAILS, FIGURE, MINWIDTHS, STYLE, ExplorerState
@@ -59,6 +60,8 @@ class Explorer(W.VBox):
     _state_class = ExplorerState
 
     def __init__(self, profile, *, timeline: bool = True, defer_panes: bool = True, **options):
+        # plotly's front end first (once per kernel): the browser imports it while this computes
+        frontend.library()
         self.state = self._state_class(profile, **options)
         self.defer_panes = defer_panes
         self.message = ""

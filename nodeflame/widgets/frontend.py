@@ -7,11 +7,14 @@ with its widget state grew by 5 MB per explorer; the browser also parsed and
 ran plotly.js once per chart.
 
 Here the figure widget's ``_esm`` is a small loader (:data:`LOADER`), and
-plotly's module travels once per kernel, gzip-compressed (1.5 MB), in a plain
-``ipywidgets.Widget`` (:class:`PlotlyLibrary`) that every figure names in its
-``_nf_library`` trait.  In the browser the loader fetches that model through
-the widget manager, decompresses the code (``DecompressionStream``), imports it
-once per page and hands the figure to plotly's own ``initialize``/``render``.
+plotly's module travels once per kernel, gzip-compressed (1.5 MB), in one
+model (:class:`PlotlyLibrary`) that every figure names in its
+``_nf_library`` trait.  The library's own small module starts importing plotly
+in the browser as soon as the model arrives (the explorer sends it before it
+computes its first chart, so the two overlap); the loader fetches the library
+through the widget manager if need be, decompresses the code
+(``DecompressionStream``), imports it once per page and hands the figure to
+plotly's own ``initialize``/``render``.
 
 The loader also:
 
@@ -28,16 +31,59 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import pathlib
 
-import ipywidgets as W
+import anywidget
 import traitlets as T
 
-LOADER = r"""// nodeflame: plotly's FigureWidget front end, loaded once per page from a shared library model
-const KEY = Symbol.for("nodeflame.plotly-widget/__VERSION__");
+
+def _plotly_version() -> str:
+    import plotly
+    return plotly.__version__
+
+_COMMON = r"""const KEY = Symbol.for("nodeflame.plotly-widget/__VERSION__");
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// plotly's FigureWidget module from the library model's gzip bytes, imported once per page
+function importFrom(lib) {
+  const g = globalThis;
+  if (!g[KEY]) {
+    g[KEY] = (async () => {
+      performance.mark("nodeflame:library-start");
+      const code = lib.get("code");
+      const bytes = code instanceof DataView ? new Uint8Array(code.buffer, code.byteOffset, code.byteLength)
+        : code instanceof ArrayBuffer ? new Uint8Array(code) : code;
+      const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+      const text = await new Response(stream).text();
+      const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
+      performance.mark("nodeflame:library-decompressed");
+      try {
+        return await import(/* webpackIgnore: true */ url);
+      } finally {
+        URL.revokeObjectURL(url);
+        performance.mark("nodeflame:library-loaded");
+      }
+    })();
+    g[KEY].catch(() => { delete g[KEY]; });
+  }
+  return g[KEY];
+}
+"""
+
+# the library model's own module: it starts importing plotly as soon as the model arrives, while
+# the kernel is still computing the first chart
+LIBRARY_ESM = _COMMON + r"""
+export default {
+  initialize({ model }) {
+    importFrom(model).catch((e) => console.error("nodeflame: plotly's front end did not load", e));
+  },
+};
+"""
+
+LOADER = _COMMON + r"""// nodeflame: plotly's FigureWidget front end, from the kernel's one library model
 const PY2JS = ["_py2js_addTraces", "_py2js_deleteTraces", "_py2js_moveTraces", "_py2js_restyle",
   "_py2js_relayout", "_py2js_update", "_py2js_animate", "_py2js_removeLayoutProps", "_py2js_removeTraceProps"];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function libraryModel(model) {
   const id = String(model.get("_nf_library") || "").replace(/^IPY_MODEL_/, "");
@@ -54,28 +100,10 @@ async function libraryModel(model) {
   }
 }
 
-function loadLibrary(model) {
-  const g = globalThis;
-  if (!g[KEY]) {
-    g[KEY] = (async () => {
-      const lib = await libraryModel(model);
-      const code = lib.get("code");
-      const bytes = code instanceof DataView ? new Uint8Array(code.buffer, code.byteOffset, code.byteLength)
-        : code instanceof ArrayBuffer ? new Uint8Array(code) : code;
-      const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-      const text = await new Response(stream).text();
-      const url = URL.createObjectURL(new Blob([text], { type: "text/javascript" }));
-      try {
-        return await import(/* webpackIgnore: true */ url);
-      } finally {
-        URL.revokeObjectURL(url);
-      }
-    })();
-    g[KEY].catch(() => { delete g[KEY]; });
-  }
-  return g[KEY];
+async function loadLibrary(model) {
+  if (globalThis[KEY]) return globalThis[KEY];
+  return importFrom(await libraryModel(model));
 }
-
 // resolves once the element is in the page with a width (or after `timeout` ms)
 function sized(el, timeout = 5000) {
   if (el.isConnected && el.clientWidth > 0) return Promise.resolve();
@@ -135,6 +163,7 @@ export default () => {
         return;
       }
       await sized(el);
+      performance.mark("nodeflame:render");
       const cleanup = widget.render({ model, el });
       let last = el.clientWidth;
       const ro = new ResizeObserver(() => {
@@ -156,20 +185,48 @@ export default () => {
 """
 
 
+def _cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "nodeflame"
+
+
 @functools.lru_cache(maxsize=1)
 def plotly_module() -> tuple[str, bytes]:
-    """(plotly version, plotly's FigureWidget front-end module gzip-compressed)."""
-    import plotly
+    """(plotly version, plotly's FigureWidget front-end module gzip-compressed).
+
+    Compressing 5 MB takes 0.15 s on an idle core (0.5 s on a busy one), so the result is kept
+    in ``~/.cache/nodeflame`` (``$XDG_CACHE_HOME``), keyed by plotly's version and the module
+    file's size and time; without a writable cache it is compressed in memory."""
     from plotly.basewidget import BaseFigureWidget
+    version = _plotly_version()
     esm = BaseFigureWidget._esm
-    path = pathlib.Path(getattr(esm, "_path", None) or getattr(esm, "path", None) or "")
-    raw = path.read_bytes() if path.is_file() else str(esm).encode("utf-8")
-    return plotly.__version__, gzip.compress(raw, 6, mtime=0)
+    path = pathlib.Path(getattr(esm, "_path", None) or "")
+    if not path.is_file():
+        return version, gzip.compress(str(esm).encode("utf-8"), 9, mtime=0)
+    st = path.stat()
+    cached = _cache_dir() / f"plotly-widget-{version}-{st.st_size}-{int(st.st_mtime)}.js.gz"
+    try:
+        data = cached.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            return version, data
+    except OSError:
+        pass
+    data = gzip.compress(path.read_bytes(), 9, mtime=0)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+    return version, data
 
 
-class PlotlyLibrary(W.Widget):
-    """A model holding plotly's front-end module once per kernel (never displayed)."""
+class PlotlyLibrary(anywidget.AnyWidget):
+    """A model holding plotly's front-end module once per kernel (never displayed); its own small
+    module starts importing plotly in the browser as soon as it arrives."""
 
+    _esm = LIBRARY_ESM.replace("__VERSION__", _plotly_version())
     version = T.Unicode("").tag(sync=True)
     code = T.Bytes(b"").tag(sync=True)
 
@@ -187,5 +244,5 @@ def library() -> PlotlyLibrary:
 
 
 def loader() -> str:
-    import plotly
-    return LOADER.replace("__VERSION__", plotly.__version__)
+    """The figure widgets' ``_esm``."""
+    return LOADER.replace("__VERSION__", _plotly_version())

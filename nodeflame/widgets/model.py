@@ -30,6 +30,7 @@ PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
            "#9c755f", "#86bcb6", "#d37295", "#a0cbe8", "#ffbe7d", "#8cd17d", "#b6992d", "#499894",
            "#f1ce63", "#d4a6c8", "#fabfd2", "#79706e", "#d7b5a6", "#bab0ac", "#e6c229", "#6a9f58")
 COLOR_BY = ("kind", "package", "file")
+AUTO_MINWIDTH = 1 / 2000    # frames narrower than this share of the whole merge into "other" nodes
 
 
 # ------------------------------------------------------------------ layout
@@ -37,14 +38,16 @@ COLOR_BY = ("kind", "package", "file")
 def auto_layout(p, *, inverted: bool = False, minwidth: float | None = None, max_nodes: int = 6000):
     """``flame_layout`` with a minimum width that keeps the node count under ``max_nodes``.
 
-    ``minwidth=None`` means 1/4000 of the whole (narrower than a pixel of any
-    chart); either way the width is raised, if needed, to the total of the
+    ``minwidth=None`` means :data:`AUTO_MINWIDTH` of the whole (half a pixel of a
+    1000 px chart: plotly's cost is per node drawn, and the browser draws every
+    node, seen or not; the first chart of a live walker capture drew 833 nodes,
+    505 of them wider than that); either way the width is raised, if needed, to the total of the
     ``max_nodes // 2``-th widest node, which bounds the drawn nodes (those at
     least that wide, plus at most one "other" node per drawn parent) by
     ``max_nodes`` in a single layout pass.  Narrow nodes become explicit
     "other" nodes; nothing is dropped.  Returns ``(layout, minwidth_used)``."""
     tree = call_tree(p, inverted=inverted)
-    mw = 1 / 4000 if minwidth is None else float(minwidth)
+    mw = AUTO_MINWIDTH if minwidth is None else float(minwidth)
     tot = tree["total"].to_numpy()
     whole = float(tot[tree["depth"].to_numpy() == 0].sum()) if len(tot) else 0.0
     k = max(int(max_nodes) // 2, 1)

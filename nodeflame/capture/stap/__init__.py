@@ -992,14 +992,16 @@ class StapBackend(Backend):
         try:
             options = options or {}
             if options.get("module"):
-                if shutil.which("staprun") is None:
-                    return "staprun is not installed: apt-get install systemtap-runtime"
-                why = _privilege_problem() or _module_load_problem()
-                if why:
-                    return why
+                # the module itself first: a module for another binary or kernel is the problem to fix
+                # wherever it is loaded
                 if pid is not None and not procutil.exists(pid):
                     return f"no process {pid}"
-                return module_problem(options["module"], pid)
+                why = module_problem(options["module"], pid)
+                if why:
+                    return why
+                if shutil.which("staprun") is None:
+                    return "staprun is not installed: apt-get install systemtap-runtime"
+                return _privilege_problem() or _module_load_problem()
             if shutil.which("stap") is None:
                 return "systemtap is not installed: apt-get install systemtap"
             why = _privilege_problem() or _kernel_runtime_problem()

@@ -24,7 +24,7 @@ THIRD_PARTY = {
 # optional extras these layers may import lazily, inside a function (never at module level)
 LAZY_THIRD_PARTY = {
     "frames": {"google", "msgspec", "pyarrow"},  # protobuf, for pprof; nodeflame[fast]: JSON structs, Arrow compute
-    "writers": {"google", "nbformat"},  # protobuf; nbformat for .ipynb
+    "writers": {"google", "nbformat", "pyarrow"},  # protobuf; nbformat for .ipynb; nodeflame[fast]: Arrow compute
     "dataset": {"duckdb", "dask", "fsspec"},  # nodeflame[fleet]: engines load when a question needs them
 }
 

@@ -201,6 +201,46 @@ def sniff(data: bytes, source: str = "<input>") -> str:
                       expected="one of " + ", ".join(SNIFF_ORDER) + " (use format=... to force one)")
 
 
+class _bulk_memory:
+    """Memory settings for a reader or writer that fills GBs of fresh arrays once.
+
+    - No transparent-huge-page advice from numpy: numpy advises huge pages
+      (madvise MADV_HUGEPAGE) for every array of 4 MB or more, and where the
+      kernel then compacts memory synchronously on a page fault (THP defrag
+      ``madvise``, a common default) the process spends more time in the
+      kernel than in its own work (folded 10 M -> SVG: 2.9-9.6 s of system
+      time with the advice, 0.6 s without; bench/README.md).
+    - Arrow's allocations (pyarrow, when pandas or a reader loaded it) from
+      the system allocator instead of mimalloc, which handed pages back and
+      faulted them in again (raw 10 M -> folded: 8.9-11.4 s of system time and
+      a 2.4 GB peak, against 1.9-2.8 s and 1.8 GB).
+
+    Re-entrant; the previous settings are restored on exit."""
+
+    def __enter__(self):
+        import sys
+        self.set_advice = self.pa = None
+        try:
+            import numpy as np
+            mod = getattr(np, "_core", None) or np.core
+            self.set_advice = getattr(mod.multiarray, "_set_madvise_hugepage", None)
+        except (ImportError, AttributeError):
+            pass
+        if self.set_advice is not None:
+            self.advice = self.set_advice(False)
+        pa = sys.modules.get("pyarrow")
+        if pa is not None and hasattr(pa, "system_memory_pool"):
+            self.pa, self.pool = pa, pa.default_memory_pool()
+            pa.set_memory_pool(pa.system_memory_pool())
+        return self
+
+    def __exit__(self, *exc):
+        if self.set_advice is not None:
+            self.set_advice(self.advice)
+        if self.pa is not None:
+            self.pa.set_memory_pool(self.pool)
+
+
 def read(path_or_file, format: str | None = None, **options):
     """Read a profile in any supported format; the format is sniffed from the content."""
     _ensure_readers()
@@ -216,7 +256,8 @@ def read(path_or_file, format: str | None = None, **options):
             data = gunzip(data, source, **limits)
         elif fmt in ("pprof", "nfprof") and limits:
             options.update(limits)
-        prof = r.read(data, source, **options)
+        with _bulk_memory():
+            prof = r.read(data, source, **options)
     except FormatError as e:
         raise e.with_source(source)
     except (NodeflameError, MemoryError, KeyboardInterrupt):
@@ -261,6 +302,11 @@ def _ext_of(fmt):
 def write(profile, path, format: str | None = None, **options) -> None:
     fmt = format_for_path(path, format)
     w = WRITERS[fmt]
+    with _bulk_memory():
+        _write(w, profile, path, **options)
+
+
+def _write(w, profile, path, **options) -> None:
     if hasattr(path, "write"):
         if isinstance(path, io.TextIOBase):
             buf = io.BytesIO()

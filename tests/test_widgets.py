@@ -4,7 +4,9 @@ Profiles are generated with known shapes (who calls whom, how often, when, on
 which thread), so every number the widget shows can be checked exactly.
 """
 import base64
+import json
 import os
+import pathlib
 import re
 import sys
 import zlib
@@ -765,3 +767,29 @@ def test_widgets_and_svg_share_one_palette(prof):
     sig = np.array([True, True, False, False])
     assert list(M.shade(delta, sig)) == list(svg.delta_colors(np.where(sig, delta, 0.0)))
     assert M.shade(delta, sig)[2] == M.DIFF_GREY == svg.delta_colors([0.0])[0]
+
+
+def test_plotly_front_end_travels_once_per_kernel(prof):
+    """Each chart's widget state carries a small loader, not plotly.js: the 5 MB module is in one
+    library model per kernel, gzip-compressed, that every chart names."""
+    import gzip
+    from plotly.basewidget import BaseFigureWidget
+    from nodeflame.widgets import frontend
+    a, b = ex(prof), ex(prof, inverted=True)
+    sa, sb = a.widget.get_state(), b.widget.get_state()
+    assert len(sa["_esm"]) < 20_000 and sa["_esm"] == sb["_esm"]
+    lib = frontend.library()
+    assert sa["_nf_library"] == sb["_nf_library"] == "IPY_MODEL_" + lib.model_id
+    assert gzip.decompress(lib.code) == pathlib.Path(BaseFigureWidget._esm._path).read_bytes()
+    assert len(lib.code) < 2_000_000
+    # what a saved notebook keeps per chart: its figure and a loader, tens of kB
+    assert len(json.dumps(sa, default=str)) < 200_000
+
+
+def test_details_and_top_tables_keep_one_line_per_row(prof):
+    """Names are cut with an ellipsis (whole in the tooltip) in fixed columns, never wrapped."""
+    e = ex(prof)
+    e.select(func=int(np.flatnonzero(prof.funcs["name"].astype(str) == "handle")[0]))
+    for html in (e.details.value, e.side.value):
+        assert "table-layout:fixed" in html and "text-overflow:ellipsis" in html and "white-space:nowrap" in html
+    assert f"title='parse {DEP}:5'" in e.details.value

@@ -305,7 +305,7 @@ class Explorer(W.VBox):
                                             layout=W.Layout(width="100%"))
             self.range.observe(self._on_range, "value")
         # the panes share the row; their tables keep one line per row and scroll sideways if need be
-        pane = dict(width="50%", min_width="0", overflow="auto")
+        pane = dict(width="50%", min_width="0", overflow="auto", padding="0 12px 0 0")
         self.details = W.HTML(layout=W.Layout(width="100%"))
         self.d_focus = _btn("focus on it", "focus on the selected function")
         self.d_ignore = _btn("ignore it", "drop stacks through the selected function")

@@ -793,3 +793,47 @@ def test_details_and_top_tables_keep_one_line_per_row(prof):
     for html in (e.details.value, e.side.value):
         assert "table-layout:fixed" in html and "text-overflow:ellipsis" in html and "white-space:nowrap" in html
     assert f"title='parse {DEP}:5'" in e.details.value
+
+
+def _native_capture():
+    """A walker-like capture: 16 native frames under the JS entry, native leaves under JS, a
+    builtin, a GC pseudo-frame and a stack with no JS at all."""
+    ft = FrameTable()
+    nat = [ft.add(f"node::scaffold{i}", "/usr/bin/node", 0) for i in range(16)]
+    main, handle = ft.add("main", APP, 1), ft.add("handle", APP, 10)
+    memcpy, sort = ft.add("__memcpy_avx", "/usr/lib/x86_64-linux-gnu/libc.so.6", 0), ft.add("sort", "", 0)
+    gc = ft.add("(garbage collector)", "", 0)
+    timers = ft.add("processTimers", "node:internal/timers", 512)
+    paths = ([nat + [timers, main, handle, memcpy]] * 40 + [nat + [timers, main, handle, sort]] * 30
+             + [nat + [timers, main, handle]] * 20 + [nat + [gc]] * 6 + [nat] * 4)
+    offsets = np.cumsum([0] + [len(x) for x in paths])
+    return build_profile(ft, offsets, np.concatenate(paths), meta={"unit": "samples", "backend": "walker"}).validate()
+
+
+def test_javascript_only_view_collapses_native_frames_into_js_callers():
+    from nodeflame.widgets.state import JS_ONLY, ExplorerState
+    p = _native_capture()
+    assert set(p.funcs["kind"].astype(str)) >= {"native", "js", "node"}
+    s = ExplorerState(p)                                   # a walker capture opens JavaScript only
+    assert s.transforms == [JS_ONLY] and s.js_only and s.crumbs()[1][0] == "JavaScript only"
+    q = s.profile
+    assert q.total == 96                                    # the 4 samples without any JS frame leave
+    names = set(q.funcs["name"].astype(str)[np.unique(q.stacks["frame"].map(q.frames["func"]))])
+    assert names == {"processTimers", "main", "handle", "(garbage collector)"}
+    top = q.top(3).set_index("name")
+    assert top.loc["handle", "self"] == 90                  # memcpy's and sort's time charged to handle
+    assert int(q.stacks["depth"].max()) == 2
+    # replayable, and a way back
+    assert p.apply(s.transforms).text() == q.text()
+    s.apply("focus=^handle ")
+    s.set_js_only(False)
+    assert s.transforms == ["focus=^handle "] and s.profile.total == 90
+    # other captures open as they are; given transforms win
+    assert ExplorerState(make_profile()).transforms == []
+    assert ExplorerState(p, transforms=[]).transforms == []
+    e = ex(p)
+    assert e.js.value and [b.description for b in e.crumbs.children] == ["all", "JavaScript only"]
+    e.js.value = False
+    assert e.transforms == [] and e.profile.total == 100
+    e.js.value = True
+    assert e.transforms == [JS_ONLY] and e.code == f"p.apply({[JS_ONLY]!r}).flame()"

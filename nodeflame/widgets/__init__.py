@@ -23,7 +23,8 @@ __all__ = ["explorer", "diff_explorer", "timeline", "Explorer", "DiffExplorer", 
 def explorer(profile, **options) -> Explorer:
     """Interactive flame graph of ``profile``; what ``Profile.flame(**options)`` returns.
 
-    Options: ``transforms`` (list applied first, e.g. ``['hide=^node:']``),
+    Options: ``transforms`` (list applied first, e.g. ``['hide=^node:']``; by default
+    none, or "JavaScript only" for walker/perf/stap captures, whose native stacks bury the JS),
     ``inverted`` (bottom-up), ``orientation`` ('flame': root at the bottom, or
     'icicle'), ``color`` ('kind', 'package', 'file'), ``minwidth`` (fraction of
     the whole below which frames merge into "other" nodes; None = automatic),

@@ -161,6 +161,12 @@ class Explorer(W.VBox):
     def merge_recursion(self, on: bool = True) -> "Explorer":
         return self._do(self.state.merge_recursion(on))
 
+    def set_js_only(self, on: bool = True) -> "Explorer":
+        """JavaScript only: native, V8 builtin and kernel frames hidden, their time charged to
+        their JS callers (a ``hide=`` transform, first in the list; the breadcrumb reads
+        "JavaScript only").  Walker, perf and stap captures open with it on."""
+        return self._do(self.state.set_js_only(on))
+
     def set_thread(self, thread: str | None) -> "Explorer":
         """Show one thread (None: all)."""
         return self._do(self.state.set_thread(thread))
@@ -272,6 +278,9 @@ class Explorer(W.VBox):
                                  layout=W.Layout(width="150px"))
         self.merge = W.Checkbox(value="merge-recursion" in st.transforms, description="merge recursion",
                                 indent=False, layout=W.Layout(width="140px"))
+        self.js = W.Checkbox(value=st.js_only, description="JavaScript only", indent=False,
+                             layout=W.Layout(width="130px"),
+                             tooltip="hide native, V8 builtin and kernel frames; their time goes to their JS callers")
         self.color = W.Dropdown(options=list(st.color_choices()), value=st.view["color"], description="colour",
                                 layout=W.Layout(width="170px"))
         threads = st.threads
@@ -325,6 +334,7 @@ class Explorer(W.VBox):
         self.orient.observe(self._ui(lambda ch: self.set_view(orientation=ch["new"])), "value")
         self.invert.observe(self._ui(lambda ch: self.set_view(inverted=ch["new"])), "value")
         self.merge.observe(self._ui(lambda ch: self.merge_recursion(ch["new"])), "value")
+        self.js.observe(self._ui(lambda ch: self.set_js_only(ch["new"])), "value")
         self.color.observe(self._ui(lambda ch: self.set_view(color=ch["new"])), "value")
         self.thread.observe(self._ui(lambda ch: self.set_thread(ch["new"] or None)), "value")
         self.minwidth.observe(self._ui(lambda ch: self.set_view(minwidth=None if ch["new"] == _AUTO else ch["new"])),
@@ -336,7 +346,7 @@ class Explorer(W.VBox):
         rows = [
             W.HBox([self.search_box, self.b_focus, self.b_ignore, self.b_hide, self.status],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
-            W.HBox([self.orient, self.invert, self.merge, self.color, self.thread, self.minwidth],
+            W.HBox([self.orient, self.invert, self.merge, self.js, self.color, self.thread, self.minwidth],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             W.HBox([self.crumbs, self.b_undo, self.b_reset, self.click_focus],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
@@ -369,6 +379,7 @@ class Explorer(W.VBox):
             self.orient.value = st.view["orientation"]
             self.invert.value = st.view["inverted"]
             self.merge.value = "merge-recursion" in st.transforms
+            self.js.value = st.js_only
             self.color.value = st.view["color"]
             mw = st.view["minwidth"]
             if _mw_value(mw) not in [v for _l, v in self.minwidth.options]:

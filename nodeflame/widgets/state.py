@@ -44,6 +44,27 @@ NAME_TD = ("text-align:left;white-space:nowrap;overflow:hidden;text-overflow:ell
 NUM_TD = "text-align:right;white-space:nowrap;padding:0 0 0 6px"
 
 
+# "JavaScript only" (the Firefox Profiler's JS-only call tree, as a replayable transform): hide every
+# function whose display name ("name file:line") does not end in a JavaScript location (a .js/.mjs/
+# .cjs/.ts file, node: internals, a URL) and is not a pseudo-frame such as "(garbage collector)":
+# native code, V8 builtins and kernel frames are removed and their time goes to their JS caller.
+# Samples without any JavaScript frame leave the view.
+JS_LOCATION = r"(?:\S+\.(?:[cm]?[jt]sx?)|node:\S+|(?:https?|file|webpack)://\S+)(?::\d+)?$"
+JS_ONLY = "hide=^(?!\\(|.* " + JS_LOCATION + ")"
+# backends whose captures carry native and kernel frames: their explorer opens on the JS-only view
+NATIVE_BACKENDS = ("walker", "perf", "stap")
+
+
+def default_transforms(profile) -> list[str]:
+    """The transforms an explorer opens with when none are given: JavaScript only for captures
+    with native stacks (walker, perf, stap), whose 15-20 frames of C++ scaffolding under every JS
+    frame bury the code people wrote; nothing otherwise."""
+    if profile.meta.get("backend") in NATIVE_BACKENDS and \
+            profile.funcs["kind"].astype(str).isin(["native", "kernel"]).any():
+        return [JS_ONLY]
+    return []
+
+
 class LRU(OrderedDict):
     """A small least-recently-used cache: ``get_or(key, make)``."""
 
@@ -95,7 +116,7 @@ class ExplorerState:
 
     DEFAULT_COLOR = "kind"
 
-    def __init__(self, profile, *, transforms=(), inverted: bool = False, orientation: str = "flame",
+    def __init__(self, profile, *, transforms=None, inverted: bool = False, orientation: str = "flame",
                  color: str | None = None, minwidth: float | None = None, search: str = "",
                  max_nodes: int = 6000, height: int = 560, name: str = "p", title: str | None = None,
                  static_nodes: int = 3000, focus_on_click: bool = True, aggregate: bool | None = None):
@@ -115,6 +136,8 @@ class ExplorerState:
         self.static_nodes = int(static_nodes)
         self.focus_on_click = bool(focus_on_click)
         self.height = int(height)
+        if transforms is None:
+            transforms = default_transforms(profile)
         self.transforms: list[str] = [str(t) for t in (Transform.parse(s) for s in
                                                           ([transforms] if isinstance(transforms, str) else transforms))]
         self.view = {"inverted": bool(inverted), "orientation": orientation, "color": color, "minwidth": minwidth}
@@ -287,6 +310,17 @@ class ExplorerState:
         new = [t for t in self.transforms if t != "merge-recursion"]
         return self.set_transforms(new + ["merge-recursion"] if on else new)
 
+    @property
+    def js_only(self) -> bool:
+        """Whether the view is JavaScript only (:data:`JS_ONLY` in the transforms)."""
+        return JS_ONLY in self.transforms
+
+    def set_js_only(self, on: bool = True) -> str:
+        """JavaScript only: native code, V8 builtins and kernel frames hidden, their time charged
+        to their JS callers (first in the list, so that the other transforms see JS frames)."""
+        rest = [t for t in self.transforms if t != JS_ONLY]
+        return self.set_transforms(([JS_ONLY] if on else []) + rest)
+
     def set_thread(self, thread: str | None) -> str:
         """Show one thread (None: all)."""
         if thread is None:
@@ -457,6 +491,8 @@ class ExplorerState:
     def crumb_label(self, spec: str) -> str:
         """A transform as people read it: ``slice 120–480 ms`` (not ns since boot),
         ``focus handle /srv/app.js:10`` (an exact-name pattern shown unescaped)."""
+        if str(spec) == JS_ONLY:
+            return "JavaScript only"
         name, _, arg = str(spec).partition("=")
         if name == "slice" and self.t1:
             a, _, b = arg.partition(":")

@@ -240,7 +240,7 @@ def test_colours_by_kind_distinct_and_deterministic():
 def test_deltas_colour_red_grew_blue_shrank_grey_same():
     before = folded("main;a 100\nmain;b 100\nmain;c 100\n")
     after = folded("main;a 200\nmain;b 50\nmain;c 100\n")
-    d = nf.diff(before, after)
+    d = nf.diff(before, after, normalize="total")   # shares: what this test's pp figures are
     buf = io.BytesIO()
     d.write(buf, format="svg", noise=True)  # every change tinted, also those within sampling noise
     fr = frames_of(buf.getvalue())

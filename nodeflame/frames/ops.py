@@ -8,6 +8,7 @@ sharing is safe) and the derived cache is carried over only when what it derives
 ==================  ===========================================================================
 ``select_samples``  the samples of a boolean mask, unused funcs/frames/stacks dropped
 ``with_meta``       the same tables under new metadata (``warnings=`` appends, others replace)
+``with_new_meta``   the same tables under other metadata as a whole
 ``reweight``        other sample weights (a unit change, a perf event's period)
 ``with_samples``    a new samples table over the same stacks (extra columns, thread names), validated
 ``aggregate``       one row per (stack, thread): weights summed, times dropped
@@ -26,7 +27,7 @@ from .build import compact, replace_stacks
 from .profile import Profile
 from .stacktable import level_segments
 
-__all__ = ["select_samples", "with_meta", "with_samples", "reweight", "aggregate", "stacks_containing", "compact",
+__all__ = ["select_samples", "with_meta", "with_new_meta", "with_samples", "reweight", "aggregate", "stacks_containing", "compact",
            "replace_stacks"]
 
 _I64 = np.int64
@@ -56,6 +57,14 @@ def with_meta(p: Profile, warnings=(), **updates) -> Profile:
     md.update(copy.deepcopy(updates))
     if warnings:
         md["warnings"] = list(md.get("warnings") or []) + [str(w) for w in warnings]
+    return _share(p, meta=md)
+
+
+def with_new_meta(p: Profile, meta: dict) -> Profile:
+    """``p`` under ``meta`` as a whole (nodeflame's defaults fill what it lacks), instead of ``p.meta``."""
+    from .profile import default_meta
+    md = default_meta()
+    md.update(copy.deepcopy(meta))
     return _share(p, meta=md)
 
 

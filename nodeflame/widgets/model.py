@@ -432,13 +432,11 @@ def diff_shape(d):
     wt = np.maximum(wa, np.round(wb))
     keep = np.flatnonzero(wt > 0)
     thread = str(a.samples["thread"].cat.categories[0]) if len(a.samples) else "main"
-    q = m.copy()
-    q.samples = pd.DataFrame({"stack": keep.astype(_I64), "time_ns": np.zeros(len(keep), _I64),
-                              "weight": wt[keep].astype(_I64),
-                              "thread": pd.Categorical([thread] * len(keep))})
-    q.meta = dict(a.meta, timed=False, diff_shape=True)
-    q._cache = {}
-    return q
+    from ..frames.ops import with_new_meta, with_samples
+    q = with_samples(m, pd.DataFrame({"stack": keep.astype(_I64), "time_ns": np.zeros(len(keep), _I64),
+                                      "weight": wt[keep].astype(_I64),
+                                      "thread": pd.Categorical([thread] * len(keep))}))
+    return with_new_meta(q, dict(a.meta, timed=False, diff_shape=True))
 
 
 def shade(delta: np.ndarray, sig: np.ndarray) -> np.ndarray:

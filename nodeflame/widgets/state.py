@@ -26,6 +26,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
+from ..frames.ops import with_samples
 from ..frames.diff import diff as make_diff
 from ..frames.errors import NodeflameError, TransformError
 from ..frames.transforms import Transform
@@ -214,10 +215,7 @@ class ExplorerState:
                                 "weight": w, "thread": s["thread"].iloc[first].to_numpy(),
                                 "_row": np.arange(len(uniq))})
             agg["thread"] = pd.Categorical(agg["thread"], categories=s["thread"].cat.categories)
-            q = src.copy()
-            q.samples = agg
-            q.meta = dict(src.meta, timed=False, aggregated_from_rows=len(s))
-            q._cache = {}
+            q = with_samples(src, agg, timed=False, aggregated_from_rows=len(s))
             return q, inv, src
         return self._aggs.get_or(sl, make)
 

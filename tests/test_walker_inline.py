@@ -140,7 +140,7 @@ def _workload_stacks(p):
 @pytest.fixture(scope="module", params=MAJORS, ids=[f"node{m}" for m in MAJORS])
 def warm(request):
     node = node_for(request.param)
-    p, s0, s1 = _capture(node, 4, "--warm-ms=4000", cpu_seconds=3.0)
+    p, s0, s1 = _capture(node, 4, "--warm-ms=4000", "--cpu-truth", cpu_seconds=3.0)
     p.validate()
     return p, s0, s1
 

@@ -405,6 +405,7 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
                                                                  f"nodeflame {b.name} pid {pid}", interrupted)
         finally:
             _close(session)
+        prof = with_meta(prof, warnings=session.close_warnings)
         prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
         prof = _stopped_warning(prof, target, elapsed, stopped_s)
         if backend == "auto":
@@ -477,6 +478,7 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
                 session, target, opts, progress, f"nodeflame {b.name} {os.path.basename(argv[-1])}", bool(got))
         finally:
             _close(session)
+        prof = with_meta(prof, warnings=session.close_warnings)
     except BaseException:
         procutil.terminate(proc)
         raise

@@ -169,6 +169,8 @@ class Session:
         self.target = target
         self.opts = opts
         self.started_at = time.time()
+        #: what close() found worth saying after stop() handed the Profile over (the driver adds it)
+        self.close_warnings: list[str] = []
 
     def poll(self) -> str | None:
         return None

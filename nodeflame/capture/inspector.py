@@ -76,6 +76,7 @@ import subprocess
 import threading
 import time
 
+from ..frames.ops import with_meta
 from . import procutil
 from .base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError, TargetExited
 
@@ -1102,7 +1103,8 @@ class InspectorSession(Session):
             if th.lost:
                 self.warnings.append(th.lost)
         end = self.main.profile.get("endTime", t0)
-        prof.meta.update({
+        self.warnings.extend(fixes.warnings)
+        md = {
             "backend": "inspector",
             "source_format": "cpuprofile",
             "period_ns": self.interval_us * 1000,
@@ -1112,10 +1114,9 @@ class InspectorSession(Session):
             "inspector_opened": self.opened,
             "threads": names,
             "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
-        })
-        prof.meta.update(fixes.meta())
-        self.warnings.extend(fixes.warnings)
-        prof.meta["warnings"] = list(prof.meta.get("warnings") or []) + self.warnings
+        }
+        md.update(fixes.meta())
+        prof = with_meta(prof, warnings=self.warnings, **md)
         self.profile = prof
         return prof
 
@@ -1163,8 +1164,7 @@ class InspectorSession(Session):
                 self.lock.release()   # a watcher started above holds its own copy
         if warning:
             self.warnings.append(warning)
-            if self.profile is not None:
-                self.profile.meta.setdefault("warnings", []).append(warning)
+            self.close_warnings.append(warning)
 
 
 # --------------------------------------------------------------------- corrections

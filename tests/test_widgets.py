@@ -837,3 +837,30 @@ def test_javascript_only_view_collapses_native_frames_into_js_callers():
     assert e.transforms == [] and e.profile.total == 100
     e.js.value = True
     assert e.transforms == [JS_ONLY] and e.code == f"p.apply({[JS_ONLY]!r}).flame()"
+
+
+def test_details_pane_lists_hot_lines_with_their_source_text():
+    """The selected function's hottest lines next to their text (pprof's `list`), from the file on disk."""
+    from nodeflame.frames.build import FrameTable, build_profile
+    from nodeflame.widgets.state import ExplorerState
+    wl = pathlib.Path(__file__).resolve().parent / "workloads" / "inline.js"
+    src = wl.read_text().splitlines()
+    decl = next(i for i, ln in enumerate(src, 1) if ln.startswith("function parseToken("))
+    hot = next(i for i, ln in enumerate(src, 1) if "HOT:parseToken" in ln)
+    ft = FrameTable()
+    root = ft.add("round", str(wl), 0, 0, hint="js", tier="optimized", func_line=1, func_column=1)
+    hot_fr = ft.add("parseToken", str(wl), hot, 3, hint="js", tier="inlined", func_line=decl, func_column=1)
+    other = ft.add("parseToken", str(wl), decl + 1, 3, hint="js", tier="inlined", func_line=decl, func_column=1)
+    paths = [[root, hot_fr]] * 9 + [[root, other]] * 2
+    flat = [f for ph in paths for f in ph]
+    offsets = np.cumsum([0] + [len(ph) for ph in paths])
+    p = build_profile(ft, offsets, np.asarray(flat))
+    s = ExplorerState(p, transforms=[])
+    func = int(np.flatnonzero(p.funcs["name"].astype(str) == "parseToken")[0])
+    s.select(func=func)
+    h = s.details_html()
+    assert "hot lines" in h
+    first = h.index(f">{hot}<")
+    assert first < h.index(f">{decl + 1}<")                        # hottest first
+    import html as _html
+    assert _html.escape(src[hot - 1].strip()) in h                 # with its source text

@@ -531,7 +531,26 @@ class ExplorerState:
         head = (f"<b>{html.escape(s['name'])}</b> <span style='color:#666'>{html.escape(s['where'])}</span>"
                 f" <span style='color:#666'>[{s['kind']}{' · ' + html.escape(s['package']) if s['package'] else ''}]</span><br>"
                 f"self {s['self']:,} ({s['self_pct']:.2f} %) · total {s['total']:,} ({s['total_pct']:.2f} %)")
-        return f"<div style='font-size:12px'>{head}{tab(callers, 'callers')}{tab(callees, 'callees')}</div>"
+        return (f"<div style='font-size:12px'>{head}{self.lines_html(p, func)}{tab(callers, 'callers')}"
+                f"{tab(callees, 'callees')}</div>")
+
+    def lines_html(self, p, func, n: int = 8) -> str:
+        """The function's hottest lines with their source text (from the file, or the source map's
+        sourcesContent), like pprof's ``list``; '' when the profile has no lines for it."""
+        try:
+            hl = p.hot_lines(int(func))
+        except Exception:  # noqa: BLE001 - a details pane must not fail on one function's lines
+            return ""
+        hl = hl[(hl["line"] > 0) & ((hl["self"] > 0) | (hl["total"] > 0))].head(n)
+        if not len(hl):
+            return ""
+        unit = p.meta.get("unit") or "samples"
+        rows = [[num_cell(str(int(ln))), num_cell(f"{int(sf):,}"), num_cell(f"{int(tt):,}"),
+                 f"<code>{html.escape(str(tx)) if tx else '<i>source not available</i>'}</code>"]
+                for ln, sf, tt, tx in zip(hl["line"], hl["self"], hl["total"], hl["text"])]
+        return ("<div style='margin-top:4px'><b>hot lines</b>"
+                + table_html([("line", "4em"), (f"self {unit}", "6em"), ("total", "6em"), ("source", "")], rows)
+                + "</div>")
 
     def details_html(self) -> str:
         if self.selected < 0:

@@ -47,6 +47,7 @@ class FrameTable:
             cols = dict(name=[], file=[], line=[], column=[], kind=[], package=[])
             return pd.DataFrame(cols), pd.DataFrame(dict(func=[], line=[], column=[], tier=[], label=[]))
         names, files, lines, cols, hints, tiers, labels, flines, fcols = (list(c) for c in zip(*self.keys))
+        names, files, labels = _no_lone_surrogates(names), _no_lone_surrogates(files), _no_lone_surrogates(labels)
         kinds = classify_many(names, files, hints)
         fkeys = pd.MultiIndex.from_arrays([names, files, flines, fcols, kinds])
         func_codes, uniq = pd.factorize(fkeys)
@@ -62,6 +63,28 @@ class FrameTable:
         })
         frames = pd.DataFrame({"func": func_codes, "line": lines, "column": cols, "tier": tiers, "label": labels})
         return funcs, frames
+
+
+def _no_lone_surrogates(texts: list) -> list:
+    """``texts`` with each lone surrogate (a name decoded from broken UTF-16 or with surrogateescape)
+    written out as the six characters ``\\udXXX``: Arrow-backed string columns (pandas 3 with pyarrow)
+    cannot hold one, and every output format needs valid Unicode.  One pass over the joined text when
+    there is none (the usual case)."""
+    try:
+        "\0".join(texts).encode("utf-8")
+        return texts
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for t in texts:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            t = "".join(f"\\u{ord(ch):04x}" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in t)
+        except AttributeError:       # not a string (a reader's None): left to the model's checks
+            pass
+        out.append(t)
+    return out
 
 
 def dedupe_frames(frames: pd.DataFrame):

@@ -229,7 +229,8 @@ def cpuprof_attribution(node, seconds, worker):
         prof = nf.read(max(files, key=os.path.getsize))
     t = prof.samples["time_ns"].to_numpy()
     keep = (t >= s0["m"]) & (t <= s1["m"])
-    prof.samples = prof.samples[keep]
+    from nodeflame.frames.ops import select_samples
+    prof = select_samples(prof, keep)
     want, got = truth(s0, s1), self_shares(prof)
     return max(abs(got[f] - want[f]) for f in want), got, want
 

@@ -237,8 +237,11 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
                 if bar is not None:
                     bar.n = round(min(time.monotonic() - t0, opts.duration or 1e18), 1)
                     bar.refresh()
+                st = procutil.state(target.pid)
+                # SIGSTOP/Ctrl-Z at once; a ptrace stop only when it lasts (a profiler's are microseconds)
+                stopped = st == "T" or (st == "t" and procutil.stopped_state(target.pid) is not None)
                 now = time.monotonic()
-                if procutil.is_stopped(target.pid):
+                if stopped:
                     stopped_s += now - last
                 last = now
                 if not _alive(target):

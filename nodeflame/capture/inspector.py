@@ -387,8 +387,8 @@ class InspectorBackend(Backend):
             s.begin()
         except BaseException as e:
             s.close()
-            st = procutil.state(pid)
-            if isinstance(e, ProtocolError) and st in ("T", "t"):
+            st = procutil.stopped_state(pid) if isinstance(e, ProtocolError) else None
+            if st:
                 raise CaptureError(f"process {pid} was stopped (state {st}) while the capture was starting, so "
                                    f"nothing was sampled; {'; '.join(s.warnings) or 'its inspector was closed'}; "
                                    f"continue it (kill -CONT {pid}) and capture again") from None
@@ -546,7 +546,7 @@ def _open_inspector(target: Target, lock: "_CaptureLock | None" = None) -> tuple
 
 def _stopped_refusal(pid: int) -> str | None:
     """Why a stopped pid is not signalled or connected to (None: it runs)."""
-    st = procutil.state(pid)
+    st = procutil.stopped_state(pid)
     if st == "T":
         what = "stopped (state T: SIGSTOP, SIGTSTP or Ctrl-Z)"
     elif st == "t":
@@ -562,8 +562,10 @@ def _stopped_refusal(pid: int) -> str | None:
 def _stopped_check(pid: int):
     """For _Client(abort=): every wait on a reply ends as soon as the target is stopped."""
     def check():
-        st = procutil.state(pid)
-        return f"process {pid} is stopped (state {st})" if st in ("T", "t") else None
+        if procutil.state(pid) not in ("T", "t"):
+            return None      # the usual case: one read of /proc
+        st = procutil.stopped_state(pid)
+        return f"process {pid} is stopped (state {st})" if st else None
     return check
 
 
@@ -995,8 +997,8 @@ class InspectorSession(Session):
 
     def _stopped(self) -> str | None:
         """Why the target can answer no call now (stopped), or None."""
-        st = procutil.state(self.target.pid)
-        if st in ("T", "t"):
+        st = procutil.stopped_state(self.target.pid)
+        if st:
             return f"process {self.target.pid} was stopped (state {st})"
         return None
 

@@ -48,8 +48,9 @@ def state(pid: int) -> str | None:
 def is_stopped(pid: int) -> bool:
     """True while pid is stopped: by a signal (SIGSTOP, SIGTSTP, Ctrl-Z: state T) or in a ptrace
     stop (state t).  A stopped process runs no code, so it handles no signal and answers no
-    connection until it is continued (SIGCONT)."""
-    return state(pid) in ("T", "t")
+    connection until it is continued (SIGCONT).  A ptrace stop must last (see :func:`stopped_state`): a
+    profiler's sampling stops are microseconds long."""
+    return stopped_state(pid) is not None
 
 
 def start_time(pid: int) -> int | None:
@@ -93,6 +94,23 @@ def tracer_pid(pid: int) -> int:
         return int(status(pid).get("TracerPid", "0"))
     except ValueError:
         return 0
+
+
+def stopped_state(pid: int, settle: float = 0.2) -> str | None:
+    """'T' or 't' when pid is stopped and stays stopped for ``settle`` s (checked every 10 ms), else None.
+
+    A thread a ptrace profiler samples (the walker's ptrace engine, perf's tools) is in tracing stop
+    ('t') for microseconds at a time: one reading of the state would call it stopped."""
+    st = state(pid)
+    if st not in ("T", "t"):
+        return None
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        time.sleep(0.01)
+        st = state(pid)
+        if st not in ("T", "t"):
+            return None
+    return st
 
 
 def cpu_seconds(pid: int) -> float:

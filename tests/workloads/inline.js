@@ -15,7 +15,8 @@
 //   checked against the second, which a busy machine does not skew by descheduling the thread mid-phase)
 //   exit  -> exits 0
 // SIGUSR2 prints the same JSON line (for targets whose stdin is not ours).
-// First line printed: {"ready": pid, "warm": true} once it has run --warm-ms (default 3000) of rounds.
+// First line printed: {"ready": pid, "warm": true} once it has run --warm-ms (default 3000) of rounds and had
+// as many ms of CPU time (a busy machine gives it less CPU per second: the JIT warms with CPU, not time).
 // options: --warm-ms=N  --geometry=N (points per round, default 600)  --lexer=N (source repeats, default 6)
 //          --cpu-truth: measure each phase's CPU time too (process.cpuUsage() at the phase boundaries)
 //          --churn-ms=N: every N ms switch both phases between two kinds of input (Float64Array points or
@@ -119,7 +120,7 @@ function chunk() {
     deoptimize([round, geometry, lexer, norm, tokenize]);
     flipped = Date.now();
   }
-  if (!ready && Number(process.hrtime.bigint() - t0) / 1e6 >= WARM_MS) {
+  if (!ready && Number(process.hrtime.bigint() - t0) / 1e6 >= WARM_MS && usage(process.cpuUsage()) / 1e3 >= WARM_MS) {
     ready = true;
     process.stdout.write(JSON.stringify({ ready: process.pid, warm: true }) + '\n');
   }

@@ -341,7 +341,8 @@ class Decoder:
             if entry is not None:
                 if sfi is None:
                     sfi = heap.last_sfi if heap.last_fn == fn else heap.function_sfi(fn)
-                got = entry.memo.get((pc, leaf, bca))
+                mkey = (pc, leaf, 0 if entry.tier in ("optimized", "maglev") else bca)   # optimized: fp-32 is a spill slot
+                got = entry.memo.get(mkey)
                 if got is not None and got[0] == sfi:
                     _, own, line, n_inl = got
                     if w.first_js and not ids and line:
@@ -370,7 +371,7 @@ class Decoder:
                                    func_line=fi.line, func_column=fi.column))
         self.stats.inlined_frames += len(levels) - 1
         if entry is not None and len(entry.memo) < 4096 and self.codes.entries().get(entry.start) is entry:
-            entry.memo[(pc, leaf, bca)] = (sfi, own, levels[0][1], len(levels) - 1)
+            entry.memo[mkey] = (sfi, own, levels[0][1], len(levels) - 1)
         w.memo[key] = (own, info.native)
         ids.extend(own)
         w.first_js = False

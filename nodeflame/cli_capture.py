@@ -83,7 +83,7 @@ def is_torch_form(argv, commands=()) -> bool:
 
 def writer_for(path, format: str | None = None) -> str:
     """The output format for ``path``, checked BEFORE capturing, so a capture is never wasted on
-    an output that cannot be written.  A planned but missing writer gets a clear message."""
+    an output that cannot be written."""
     from .frames import formats
     import nodeflame  # noqa: F401  (registers the writers)
     name = os.path.basename(os.fspath(path)).lower() if path is not None else ""

@@ -22,7 +22,6 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 import pytest
 
 import nodeflame as nf

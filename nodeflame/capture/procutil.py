@@ -5,7 +5,6 @@ nothing attaches to or stops a process.
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shlex

@@ -334,7 +334,7 @@ class Decoder:
                 ids.append(self._native(w.pending_bpc))
             w.pending_bpc = None
         entry = None
-        if tier == "jit" and pc:
+        if tier in ("jit", "?") and pc:
             # the frames of a pc in a Code object are decoded once: the entry is re-validated every sample
             # (freed or moved code drops it, and its memo with it) and the function must still be this one
             entry = self.codes.lookup(pc, fn)
@@ -353,7 +353,7 @@ class Decoder:
                     w.first_js = False
                     return own
         levels = self._code_levels(entry, sfi, info, bca, pc, leaf) if entry is not None else None
-        if tier == "jit" and pc and entry is None:
+        if tier in ("jit", "?") and pc and entry is None:
             self.stats.code_unknown += 1
         if levels is None:
             line = col = 0

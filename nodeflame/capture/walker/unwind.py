@@ -153,9 +153,11 @@ class Unwinder:
                     elif c == BUILTIN:
                         # a frameless builtin called from the JS frame at fp (or a JS builtin's own code:
                         # the sampler drops the extra frame when fn turns out to be that builtin)
+                        jpc = 0
                         if leaf:
                             out.append(("bpc", pc))
-                        out.append(("js", fn, "?", bca, bco, 0, False))
+                            jpc = self._js_return(sp, fp, rd)
+                        out.append(("js", fn, "?", bca, bco, jpc, False))
                     else:
                         out.append(("js", fn, "jit", bca, bco, pc, leaf))
                     if not leaf and words is not None:
@@ -187,6 +189,20 @@ class Unwinder:
             pc, fp = ret, nfp
             leaf = False
         return out
+
+    def _js_return(self, sp, fp, rd, limit=64):
+        """Where the JS frame at fp called the frameless builtin running at the leaf: the first word
+        above sp (below fp, at most ``limit`` words) that is a return address into JIT code, or 0.  The
+        decoder checks that the code it names belongs to the frame's function."""
+        cls = self.space.classify
+        a = sp
+        end = min(fp, sp + 8 * limit) if fp else sp + 8 * limit
+        while a < end:
+            w = rd(a)
+            if w is not None and w > 0x1000 and cls(w) == JIT and self._after_call(w, None):
+                return w
+            a += 8
+        return 0
 
     def _prologue(self, fs):
         """Where the function at ``fs`` sets up its frame: (push offset, end offset) of ``push %rbp`` ...

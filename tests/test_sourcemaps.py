@@ -624,7 +624,10 @@ def test_live_walker_capture_of_inlined_typescript(toolchain, service, tmp_path,
 def test_run_and_cli_apply_maps_by_default(toolchain, tmp_path, capsys):
     from nodeflame.cli import main
     entry = build(toolchain, tmp_path, "esbuild")
-    argv = [NODE, "--max-inlined-bytecode-size=0", entry, "--seconds=5"]
+    # no inlining: this test is about run()/record applying maps, checked by name through the inspector;
+    # inlining itself is covered by test_live_walker_capture_of_inlined_typescript (walker) and
+    # tests/test_inspector_warm.py (the inspector's re-attribution on a warmed, inlined workload)
+    argv = [NODE, *NO_INLINING, entry, "--seconds=5"]
     p = nf.run(argv, 1.5, backend="inspector", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     check_hot(p, tmp_path, entry)
     out = tmp_path / "raw.nfprof"

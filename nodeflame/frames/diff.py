@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import NodeflameError
-from .views import _accumulate, _func_tree, func_self_total
+from .views import _accumulate, _func_tree, func_self_total, recursive_nodes
 
 KEY = ["name", "file", "line"]
 Z95 = 1.959963984540054
@@ -139,16 +139,7 @@ def _self_total_from(p, sw: np.ndarray, keep: np.ndarray):
 
 def _recursion_keep(p) -> np.ndarray:
     prefix, func, _depth, _s2n = _func_tree(p)
-    rec = np.zeros(len(prefix), bool)
-    idx = np.flatnonzero(prefix >= 0)
-    cur = prefix[idx]
-    while len(idx):
-        hit = func[cur] == func[idx]
-        rec[idx[hit]] = True
-        cur = prefix[cur]
-        alive = (~hit) & (cur >= 0)
-        idx, cur = idx[alive], cur[alive]
-    return ~rec
+    return ~recursive_nodes(prefix, func)
 
 
 def _dispersion(p, blocks: int = BLOCKS):

@@ -98,6 +98,21 @@ def call_tree(p, inverted: bool = False) -> pd.DataFrame:
     return out
 
 
+def recursive_nodes(prefix: np.ndarray, func: np.ndarray) -> np.ndarray:
+    """Per node of a function tree: does its function appear among its ancestors (recursion, counted
+    once in totals)."""
+    rec = np.zeros(len(prefix), bool)
+    idx = np.flatnonzero(prefix >= 0)
+    cur = prefix[idx]
+    while len(idx):
+        hit = func[cur] == func[idx]
+        rec[idx[hit]] = True
+        cur = prefix[cur]
+        alive = (~hit) & (cur >= 0)
+        idx, cur = idx[alive], cur[alive]
+    return rec
+
+
 def func_self_total(p):
     """(self, total) weight per function; total counts recursion once per sample."""
     c = p._cache.get("func_self_total")
@@ -110,17 +125,7 @@ def func_self_total(p):
     prefix, func, depth, s2n = _func_tree(p)
     tw = np.bincount(s2n, weights=sw, minlength=len(prefix)).astype(_I64) if len(s2n) else np.zeros(0, _I64)
     total_node = _accumulate(prefix, depth, tw)
-    # a node is recursive when its function appears among its ancestors
-    rec = np.zeros(len(prefix), bool)
-    idx = np.flatnonzero(prefix >= 0)
-    cur = prefix[idx]
-    while len(idx):
-        hit = func[cur] == func[idx]
-        rec[idx[hit]] = True
-        cur = prefix[cur]
-        alive = (~hit) & (cur >= 0)
-        idx, cur = idx[alive], cur[alive]
-    keep = ~rec
+    keep = ~recursive_nodes(prefix, func)
     total_f = np.bincount(func[keep], weights=total_node[keep], minlength=nf).astype(_I64)
     c = (self_f, total_f)
     p._cache["func_self_total"] = c

@@ -727,17 +727,9 @@ def staprun_command(module, pid: int, out_path: str, *, build_check_addr: int = 
 # ------------------------------------------------------------------ backend
 def _kernel_runtime_problem() -> str | None:
     rel = os.uname().release
-    if os.path.exists("/proc/sys/kernel/modules_disabled"):
-        try:
-            with open("/proc/sys/kernel/modules_disabled") as f:
-                if f.read().strip() == "1":
-                    return ("SystemTap cannot load its kernel module: module loading is disabled "
-                            "(/proc/sys/kernel/modules_disabled is 1, which only a reboot undoes)")
-        except OSError:
-            pass
-    elif not os.path.exists("/proc/modules"):
-        return (f"SystemTap cannot load its kernel module: kernel {rel} has no loadable-module support "
-                "(no /proc/modules, no /proc/sys/kernel/modules_disabled)")
+    why = _module_load_problem()
+    if why:
+        return why
     build = f"/lib/modules/{rel}/build"
     if not os.path.exists(os.path.join(build, "Makefile")):
         return (f"SystemTap cannot build its kernel module: no kernel build tree for {rel} "

@@ -26,22 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from nodeflame.frames.profile import Profile  # noqa: E402
 from nodeflame.frames.sourcemap import decode_mappings  # noqa: E402
-
-B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def vlq(n: int) -> str:
-    v = (-n << 1) | 1 if n < 0 else n << 1
-    out = ""
-    while True:
-        d = v & 31
-        v >>= 5
-        if v:
-            d |= 32
-        out += B64[d]
-        if not v:
-            return out
-
+from tests.vlq import encode  # noqa: E402
 
 def make_bundle(d: str, nfuncs: int, map_mb: float, seed: int = 1):
     """(bundle path, function columns (0-based, at the '(' of each function))."""
@@ -50,8 +35,7 @@ def make_bundle(d: str, nfuncs: int, map_mb: float, seed: int = 1):
     segs_per_func = max(4, int(map_mb * 1e6 / nfuncs / 5.4))
     parts, cols = [], []
     pos = 0
-    mapping = []
-    prev = [0, 0, 0, 0, 0]
+    segments = []  # all on the bundle's one line
     names = []
     for i in range(nfuncs):
         gname = f"f{i:x}"
@@ -63,17 +47,14 @@ def make_bundle(d: str, nfuncs: int, map_mb: float, seed: int = 1):
         cols.append(pos + 9 + len(gname))
         for k in range(segs_per_func):
             seg.append((pos + 9 + len(gname) + 6 + 8 * k, src, oline + 1 + k % 10, 4 + rng.randint(0, 30)))
-        for s in seg:
-            mapping.append("".join(vlq(v - prev[j]) for j, v in enumerate(s)))
-            for j, v in enumerate(s):
-                prev[j] = v
+        segments.extend(seg)
         parts.append(text)
         pos += len(text)
     bundle = os.path.join(d, "bundle.js")
     with open(bundle, "w") as fh:
         fh.write("".join(parts) + "\n//# sourceMappingURL=bundle.js.map\n")
     m = {"version": 3, "file": "bundle.js", "sources": [f"../src/mod{i}.ts" for i in range(nsrc)],
-         "names": names, "mappings": ",".join(mapping)}
+         "names": names, "mappings": encode([segments])}
     with open(bundle + ".map", "w") as fh:
         json.dump(m, fh)
     return bundle, cols, m["mappings"]

@@ -22,39 +22,10 @@ import pytest
 
 import nodeflame as nf
 from nodeflame.frames.sourcemap import SourceMapError, decode_mappings, mapping_url, parse_source_map
-
-B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+from tests.vlq import B64, encode, vlq
 
 
 # ------------------------------------------------------------------ a plain reference codec
-def vlq(n: int) -> str:
-    v = (-n << 1) | 1 if n < 0 else n << 1
-    out = ""
-    while True:
-        d = v & 31
-        v >>= 5
-        if v:
-            d |= 32
-        out += B64[d]
-        if not v:
-            return out
-
-
-def encode(lines) -> str:
-    """lines: list of lists of segments (tuples of 1, 4 or 5 absolute values)."""
-    prev = [0, 0, 0, 0, 0]
-    out = []
-    for segs in lines:
-        prev[0] = 0
-        parts = []
-        for s in segs:
-            parts.append("".join(vlq(v - prev[i]) for i, v in enumerate(s)))
-            for i, v in enumerate(s):
-                prev[i] = v
-        out.append(",".join(parts))
-    return ";".join(out)
-
-
 def ref_decode(mappings: str):
     rows, prev = [], [0, 0, 0, 0, 0]
     for ln, line in enumerate(mappings.split(";")):

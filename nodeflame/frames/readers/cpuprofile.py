@@ -39,12 +39,7 @@ interning of call frames; everything per sample is numpy.
 """
 from __future__ import annotations
 
-import gc
-import json
 import re
-import warnings
-import math
-import zlib
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 
@@ -52,145 +47,12 @@ import numpy as np
 import pandas as pd
 
 from ..build import FrameTable, build_from_tree
-from ..errors import FormatError, FormatWarning
+from ..errors import FormatError
 from ..formats import register_reader
+from .jsonutil import (all_ints as _all_ints, head_text, int_array, is_finite, is_int, is_num, load_json,
+                       no_gc, num_array, type_name)
 
 _I64 = np.int64
-
-# ------------------------------------------------------------------ JSON helpers (shared with speedscope)
-
-
-class no_gc:
-    """Pause the cyclic garbage collector (re-entrant; restores the previous state).
-
-    A large profile parses into millions of dicts and lists; while they are
-    alive every allocation-triggered collection rescans them, which more than
-    doubles the time of parsing and of the per-node passes after it.  Nothing
-    built here is cyclic, so reference counting frees it all."""
-
-    def __enter__(self):
-        self.was = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc):
-        if self.was:
-            gc.enable()
-
-
-def load_json(data: bytes, source: str, what: str = "JSON"):
-    """Parse JSON bytes; syntax errors become FormatError with line and column."""
-    try:
-        with no_gc():
-            return json.loads(data)
-    except json.JSONDecodeError as e:
-        # "Unterminated string" means no closing quote before the end of the text
-        truncated = e.msg.startswith("Unterminated string") or (
-            isinstance(e.doc, str) and e.pos >= len(e.doc.rstrip()))
-        msg = e.msg + (" (file truncated?)" if truncated else "")
-        raise FormatError(f"invalid JSON: {msg}", source=source, line=e.lineno,
-                          position=f"column {e.colno}", expected=what) from None
-    except UnicodeDecodeError as e:
-        raise FormatError(f"invalid text encoding at byte {e.start}", source=source,
-                          expected=f"{what} in UTF-8") from None
-    except RecursionError:
-        raise FormatError("JSON nested too deeply", source=source, expected=what) from None
-
-
-def type_name(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "a list"
-    if isinstance(v, dict):
-        return "an object"
-    return type(v).__name__
-
-
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def int_array(values, source: str, path: str, what: str = "integers") -> np.ndarray:
-    """A JSON list of integers as int64, or FormatError naming the first bad element."""
-    if not isinstance(values, list):
-        raise FormatError(f"{path} is {type_name(values)}", source=source, position=path,
-                          expected=f"a list of {what}")
-    if _all_ints(values):
-        try:
-            return np.array(values, dtype=_I64) if values else np.empty(0, _I64)
-        except OverflowError:
-            pass
-    for i, v in enumerate(values):
-        if not is_int(v) or not -2**63 <= v < 2**63:
-            raise FormatError(f"{path}[{i}] is {type_name(v)} {v!r}"[:200], source=source,
-                              position=f"{path}[{i}]", expected="an integer")
-    raise AssertionError("unreachable")
-
-
-def num_array(values, source: str, path: str) -> np.ndarray:
-    """A JSON list of numbers as float64, or FormatError naming the first bad element."""
-    if not isinstance(values, list):
-        raise FormatError(f"{path} is {type_name(values)}", source=source, position=path,
-                          expected="a list of numbers")
-    if set(map(type, values)) <= {int, float}:
-        try:
-            arr = np.array(values, dtype=np.float64) if values else np.empty(0, np.float64)
-        except OverflowError:  # an integer beyond any float
-            arr = None
-        if arr is not None and np.isfinite(arr).all():
-            return arr
-    for i, v in enumerate(values):
-        if not is_num(v):
-            raise FormatError(f"{path}[{i}] is {type_name(v)} {v!r}"[:200], source=source,
-                              position=f"{path}[{i}]", expected="a number")
-        if not is_finite(v):
-            raise FormatError(f"{path}[{i}] is {str(v)[:40]}", source=source, position=f"{path}[{i}]",
-                              expected="a finite number")
-    raise AssertionError("unreachable")
-
-
-def is_finite(v) -> bool:
-    """A JSON number that is not NaN or ±Infinity (Python's json accepts those) and fits a float."""
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:
-        return False
-
-
-def _all_ints(values) -> bool:
-    # type() is exact: bool is a subclass of int and must not pass
-    return set(map(type, values)) <= {int}
-
-
-def head_text(head: bytes, text: str | None) -> str | None:
-    """The text of a sniffing head, decompressing a gzip head partially."""
-    if text is not None:
-        return text
-    if head.startswith(b"\x1f\x8b"):
-        try:
-            raw = zlib.decompressobj(wbits=31).decompress(head, 65536)
-        except zlib.error:
-            return None
-        if raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            return raw.decode("utf-8", errors="strict")
-        except UnicodeDecodeError as e:
-            if e.start >= len(raw) - 4:  # cut in the middle of a character
-                return raw[:e.start].decode("utf-8")
-            return None
-    return None
-
 
 # ------------------------------------------------------------------ kinds
 

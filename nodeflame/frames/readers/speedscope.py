@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from itertools import chain, repeat
+from itertools import chain
 from operator import itemgetter
 
 import numpy as np
@@ -40,7 +40,7 @@ from ..build import FrameTable, build_profile
 from ..errors import FormatError, FormatWarning
 from ..formats import register_reader
 from ..stacktable import stack_paths
-from .cpuprofile import head_text, is_int, is_num, load_json, no_gc, num_array, type_name
+from .jsonutil import head_text, is_int, is_num, load_json, no_gc, num_array, type_name
 
 _I64 = np.int64
 TIME_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000}

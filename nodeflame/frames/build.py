@@ -10,7 +10,7 @@ import pandas as pd
 
 from .kinds import classify_many, package_of
 from .profile import Profile, default_meta
-from .stacktable import _level_segments, paths_to_stacks, tree_to_stacks
+from .stacktable import paths_to_stacks, tree_to_stacks
 
 _I64 = np.int64
 
@@ -279,59 +279,3 @@ def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, tim
     stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth}, copy=False)
     return Profile(funcs, frames, stacks, samples, md, lines)
 
-
-def compact(p: Profile) -> Profile:
-    """Drop funcs, frames and stacks that no sample reaches; renumber keeping order."""
-    prefix = p.stacks["prefix"].to_numpy().astype(_I64)
-    n = len(prefix)
-    used = np.zeros(n, bool)
-    used[p.samples["stack"].to_numpy()] = True
-    if len(p.lines):
-        used[p.lines["stack"].to_numpy()] = True
-    # mark every ancestor of a used stack, deepest level first (parents are on the level above)
-    if n:
-        for _d, idx in reversed(list(_level_segments(p.stacks["depth"].to_numpy()))):
-            u = idx[used[idx]]
-            par = prefix[u]
-            used[par[par >= 0]] = True
-    new_id = np.cumsum(used) - 1
-    st = p.stacks[used].copy()
-    st["prefix"] = np.where(st["prefix"] >= 0, new_id[np.maximum(st["prefix"].to_numpy(), 0)], -1)
-    st.index = pd.RangeIndex(len(st))
-    fr_used = np.zeros(len(p.frames), bool)
-    fr_used[st["frame"].to_numpy()] = True
-    fr_new = np.cumsum(fr_used) - 1
-    st["frame"] = fr_new[st["frame"].to_numpy()]
-    frames = p.frames[fr_used].copy()
-    frames.index = pd.RangeIndex(len(frames))
-    fu_used = np.zeros(len(p.funcs), bool)
-    fu_used[frames["func"].to_numpy()] = True
-    fu_new = np.cumsum(fu_used) - 1
-    frames["func"] = fu_new[frames["func"].to_numpy()]
-    funcs = p.funcs[fu_used].copy()
-    funcs.index = pd.RangeIndex(len(funcs))
-    for c in ("name", "file", "package"):
-        funcs[c] = funcs[c].cat.remove_unused_categories()
-    samples = p.samples.copy()
-    samples["stack"] = new_id[samples["stack"].to_numpy()]
-    lines = p.lines.copy()
-    if len(lines):
-        lines["stack"] = new_id[lines["stack"].to_numpy()]
-    return Profile(funcs, frames, st, samples, p.meta, lines)
-
-
-def replace_stacks(p: Profile, prefix, frame, depth, old_to_new, *, sample_mask=None, meta=None) -> Profile:
-    """A new Profile with the stack table replaced (used by transforms)."""
-    samples = p.samples if sample_mask is None else p.samples[sample_mask]
-    new_stack = old_to_new[samples["stack"].to_numpy()]
-    keep = new_stack >= 0
-    samples = samples[keep].copy()
-    samples["stack"] = new_stack[keep]
-    samples.index = pd.RangeIndex(len(samples))
-    lines = p.lines
-    if len(lines):
-        ls = old_to_new[lines["stack"].to_numpy()]
-        lines = pd.DataFrame({"stack": ls, "line": lines["line"].to_numpy(), "ticks": lines["ticks"].to_numpy()})
-        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
-    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth})
-    return Profile(p.funcs, p.frames, stacks, samples, meta if meta is not None else p.meta, lines).compact()

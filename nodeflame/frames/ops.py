@@ -13,7 +13,8 @@ sharing is safe) and the derived cache is carried over only when what it derives
 ``with_samples``    a new samples table over the same stacks (extra columns, thread names), validated
 ``aggregate``       one row per (stack, thread): weights summed, times dropped
 ``stacks_containing``  per stack: is one of the given functions on its path from the root
-``compact`` / ``replace_stacks``  (from :mod:`.build`) drop unused rows / swap the stack table
+``compact``         funcs, frames and stacks no sample (or line tick) reaches dropped; renumbered
+``replace_stacks``  a new stack table (a transform's), samples and line ticks moved onto it
 ==================  ===========================================================================
 """
 from __future__ import annotations
@@ -23,7 +24,6 @@ import copy
 import numpy as np
 import pandas as pd
 
-from .build import compact, replace_stacks
 from .profile import Profile
 from .stacktable import level_segments
 
@@ -135,3 +135,62 @@ def stacks_containing(p: Profile, func_mask) -> np.ndarray:
         ok = par >= 0
         out[idx[ok]] |= out[par[ok]]
     return out
+
+
+def compact(p: Profile) -> Profile:
+    """Drop funcs, frames and stacks that no sample reaches; renumber keeping order."""
+    prefix = p.stacks["prefix"].to_numpy().astype(_I64)
+    n = len(prefix)
+    used = np.zeros(n, bool)
+    used[p.samples["stack"].to_numpy()] = True
+    if len(p.lines):
+        used[p.lines["stack"].to_numpy()] = True
+    # mark every ancestor of a used stack, deepest level first (parents are on the level above)
+    if n:
+        for _d, idx in reversed(list(level_segments(p.stacks["depth"].to_numpy()))):
+            u = idx[used[idx]]
+            par = prefix[u]
+            used[par[par >= 0]] = True
+    new_id = np.cumsum(used) - 1
+    st = p.stacks[used].copy()
+    st["prefix"] = np.where(st["prefix"] >= 0, new_id[np.maximum(st["prefix"].to_numpy(), 0)], -1)
+    st.index = pd.RangeIndex(len(st))
+    fr_used = np.zeros(len(p.frames), bool)
+    fr_used[st["frame"].to_numpy()] = True
+    fr_new = np.cumsum(fr_used) - 1
+    st["frame"] = fr_new[st["frame"].to_numpy()]
+    frames = p.frames[fr_used].copy()
+    frames.index = pd.RangeIndex(len(frames))
+    fu_used = np.zeros(len(p.funcs), bool)
+    fu_used[frames["func"].to_numpy()] = True
+    fu_new = np.cumsum(fu_used) - 1
+    frames["func"] = fu_new[frames["func"].to_numpy()]
+    funcs = p.funcs[fu_used].copy()
+    funcs.index = pd.RangeIndex(len(funcs))
+    for c in ("name", "file", "package"):
+        funcs[c] = funcs[c].cat.remove_unused_categories()
+    samples = p.samples.copy()
+    samples["stack"] = new_id[samples["stack"].to_numpy()]
+    lines = p.lines.copy()
+    if len(lines):
+        lines["stack"] = new_id[lines["stack"].to_numpy()]
+    return Profile(funcs, frames, st, samples, p.meta, lines)
+
+
+def replace_stacks(p: Profile, prefix, frame, depth, old_to_new, *, sample_mask=None, meta=None) -> Profile:
+    """A new Profile over the stack table (``prefix``, ``frame``, ``depth``) a transform made from ``p``'s:
+    ``old_to_new`` maps each old stack id to a new one (-1: its samples and line ticks go), ``sample_mask``
+    keeps only some samples first; funcs, frames and stacks left unused are then dropped (:func:`compact`)."""
+    samples = p.samples if sample_mask is None else p.samples[sample_mask]
+    new_stack = old_to_new[samples["stack"].to_numpy()]
+    keep = new_stack >= 0
+    samples = samples[keep].copy()
+    samples["stack"] = new_stack[keep]
+    samples.index = pd.RangeIndex(len(samples))
+    lines = p.lines
+    if len(lines):
+        ls = old_to_new[lines["stack"].to_numpy()]
+        lines = pd.DataFrame({"stack": ls, "line": lines["line"].to_numpy(), "ticks": lines["ticks"].to_numpy()})
+        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
+    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth})
+    return compact(Profile(p.funcs, p.frames, stacks, samples, meta if meta is not None else p.meta, lines))

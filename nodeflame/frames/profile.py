@@ -110,9 +110,10 @@ class Profile:
             "kind": _cat(np.asarray(df["kind"] if "kind" in df else ["js"] * n, object), list(KINDS)),
             "package": _cat(df["package"] if "package" in df else [""] * n),
         }, n)
-        for extra in df.columns:
+        for extra in df.columns:  # categorical extras stay categorical (as in frames)
             if extra not in out.columns:
-                out[extra] = np.asarray(df[extra])
+                out[extra] = np.asarray(df[extra]) if not isinstance(df[extra].dtype, pd.CategoricalDtype) \
+                    else df[extra].array
         return out
 
     @staticmethod
@@ -149,9 +150,10 @@ class Profile:
             "weight": np.asarray(df["weight"] if "weight" in df else np.ones(n), _I64),
             "thread": _cat(df["thread"] if "thread" in df else ["main"] * n),
         }, n)
-        for extra in df.columns:
+        for extra in df.columns:  # categorical extras stay categorical (as in frames)
             if extra not in out.columns:
-                out[extra] = np.asarray(df[extra])
+                out[extra] = np.asarray(df[extra]) if not isinstance(df[extra].dtype, pd.CategoricalDtype) \
+                    else df[extra].array
         return out
 
     @staticmethod
@@ -401,5 +403,5 @@ class Profile:
 
     def compact(self) -> "Profile":
         """Drop funcs, frames and stacks no sample uses; renumber."""
-        from .build import compact
+        from .ops import compact
         return compact(self)

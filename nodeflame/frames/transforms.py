@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .build import replace_stacks
-from .ops import with_meta
+from .ops import replace_stacks, with_meta
 from .errors import TransformError
 from .stacktable import restack
 

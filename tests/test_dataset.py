@@ -98,14 +98,14 @@ def test_every_capture_comes_back_equal(tmp_path, corpus_profiles):
 
 def test_extra_columns_and_lines_survive(tmp_path):
     p = synthetic(1)
-    p.funcs["gen_line"] = np.arange(len(p.funcs), dtype=np.int32)
-    p.frames["gen_column"] = np.arange(len(p.frames), dtype=np.int32)
+    funcs = p.funcs.assign(gen_line=np.arange(len(p.funcs), dtype=np.int32))
+    frames = p.frames.assign(gen_column=np.arange(len(p.frames), dtype=np.int32))
     from nodeflame.frames.profile import Profile
     lines = pd.DataFrame({"stack": np.array([1, 2], np.int32), "line": np.array([3, 4], np.int32),
                           "ticks": np.array([5, 6], np.int64)})
     meta = dict(p.meta, pid=4242, backend="walker", start_time=1_700_000_000.5, duration_ns=10_000_000_000,
                 node_version="20.1.0", threads=["main", "worker 1"], nested={"a": [1, 2, {"b": None}]})
-    p = Profile(p.funcs, p.frames, p.stacks, p.samples, meta, lines)
+    p = Profile(funcs, frames, p.stacks, p.samples, meta, lines)
     ds = nf.dataset(tmp_path)
     cid = ds.add(p, labels={"service": "api"})
     q = ds.profile(cid)

@@ -345,14 +345,8 @@ def read_profile(store: Store, part: str, cid: str, meta: dict) -> Profile:
             with store.fs.open(path, "rb") as fh:
                 df = pq.read_table(fh).to_pandas()
         t[name] = df.drop(columns=["capture_id"])
-    prof = Profile(t["funcs"], t["frames"], t["stacks"], t["samples"], meta, t["lines"], validate=False)
-    # the stored tables were a Profile's own: keep their exact dtypes (the constructor turns extra
-    # categorical columns into plain ones)
-    for name in PROFILE_TABLES:
-        df = t[name]
-        if list(df.columns) == list(getattr(prof, name).columns):
-            setattr(prof, name, df)
-    return prof
+    # the stored tables were a Profile's own, so the constructor gives back the same dtypes
+    return Profile(t["funcs"], t["frames"], t["stacks"], t["samples"], meta, t["lines"], validate=False)
 
 
 # ------------------------------------------------------------------ the manifest

@@ -864,3 +864,85 @@ def test_details_pane_lists_hot_lines_with_their_source_text():
     assert first < h.index(f">{decl + 1}<")                        # hottest first
     import html as _html
     assert _html.escape(src[hot - 1].strip()) in h                 # with its source text
+
+
+def _paths(p):
+    """Counter of (root-first labels) -> weight over the samples of ``p``."""
+    from collections import Counter
+    labels = p.func_labels()
+    a = p.arrays()
+    memo = {}
+
+    def path(s):
+        if s not in memo:
+            pre = int(a["prefix"][s])
+            memo[s] = (path(pre) if pre >= 0 else ()) + (str(labels[a["stack_func"][s]]),)
+        return memo[s]
+    out = Counter()
+    for s, w in zip(p.samples["stack"].to_numpy(), p.samples["weight"].to_numpy()):
+        out[path(int(s))] += int(w)
+    return out
+
+
+def test_collapse_package_merges_runs_of_a_package_into_one_frame():
+    """'collapse library' on a real inspector capture of the demo app (its CSV parser is the npm
+    package tinyparse; node's own timers and streams are node internals): every run of a package's
+    frames is one frame named after the package, what the package calls stays above it, nothing
+    else moves; as a transform it is replayable and it is the explorer's 'collapse packages' box."""
+    from nodeflame.frames.transforms import NODE_INTERNALS
+    from nodeflame.widgets.state import COLLAPSE_PACKAGES, JS_ONLY, ExplorerState
+    p = nf.read(pathlib.Path(__file__).resolve().parent / "data" / "diff_demo" / "slow0.cpuprofile")
+    f = p.funcs
+    group = np.where(f["package"].astype(str) != "", f["package"].astype(str),
+                     np.where(f["kind"].astype(str) == "node", NODE_INTERNALS, ""))
+    assert "tinyparse" in set(group) and NODE_INTERNALS in set(group)
+    labels = p.func_labels()
+    gname = {str(lab): str(g) for lab, g in zip(labels, group)}
+    q = p.apply(["collapse-package"])
+    q.validate()
+    assert q.meta["transforms"] == ["collapse-package"] and q.total == p.total
+    # expected: each path with every run of one package's frames replaced by that package's frame
+    want = {}
+    for path, w in _paths(p).items():
+        out = []
+        for lab in path:
+            g = gname[lab]
+            lab2 = (f"{g} node_modules/{g}" if g != NODE_INTERNALS else g) if g else lab
+            if not (g and out and out[-1] == lab2):
+                out.append(lab2)
+        want[tuple(out)] = want.get(tuple(out), 0) + w
+    assert dict(_paths(q)) == want
+    # the package's self time is what its own frames had; its total the samples through it
+    top = q.top(len(q.funcs)).set_index("name")
+    tp = np.isin(p.funcs.index, np.flatnonzero(group == "tinyparse"))
+    ptop = p.top(len(p.funcs))
+    assert top.loc["tinyparse", "self"] == ptop.loc[ptop.index[tp[ptop.index]], "self"].sum() > 0
+    # no two consecutive frames of one package are left
+    qa = q.arrays()
+    qg = np.isin(q.funcs["name"].astype(str), ["tinyparse", NODE_INTERNALS])[qa["stack_func"]]
+    par = qa["prefix"]
+    assert not (qg & (par >= 0) & (qa["stack_func"] == qa["stack_func"][np.maximum(par, 0)])).any()
+    # line ticks stay with functions that keep their lines; collapsed frames span many files: none
+    assert len(p.lines) and len(q.lines) and not qg[q.lines["stack"].to_numpy()].any()
+    # one package only; a pattern matching none changes nothing
+    only = p.apply(["collapse-package=^tinyparse$"])
+    assert "tinyparse" in set(only.funcs["name"].astype(str))
+    assert NODE_INTERNALS not in set(only.funcs["name"].astype(str))
+    assert only.meta["transforms"] == ["collapse-package=^tinyparse$"]
+    assert p.apply(["collapse-package=^nothing-by-this-name$"]).text() == p.text()
+    with pytest.raises(nf.NodeflameError, match="collapse-package=\\(: invalid regular expression"):
+        p.apply(["collapse-package=("])
+    # the explorer's box: after "JavaScript only", before the other transforms; a breadcrumb; replay
+    s = ExplorerState(p, transforms=[JS_ONLY, "focus=^renderPage "])
+    s.set_collapse_packages(True)
+    assert s.transforms == [JS_ONLY, COLLAPSE_PACKAGES, "focus=^renderPage "] and s.packages_collapsed
+    assert [c[0] for c in s.crumbs()] == ["all", "JavaScript only", "packages collapsed", "focus ^renderPage "]
+    assert s.profile.text() == p.apply(s.transforms).text()
+    e = ex(p, transforms=[])
+    assert not e.collapse.value
+    e.collapse.value = True
+    assert e.transforms == [COLLAPSE_PACKAGES] and e.profile.text() == q.text()
+    assert e.code == "p.apply(['collapse-package']).flame()"
+    assert "tinyparse" in list(e.widget.data[0].labels)
+    e.collapse.value = False
+    assert e.transforms == [] and e.profile.total == p.total

@@ -1,7 +1,8 @@
 """Transforms: functions from Profile to a new Profile, with a stable string form.
 
-Each transform is written ``name=argument`` (``merge-recursion`` takes none),
-so a list of them can be saved, printed and replayed::
+Each transform is written ``name=argument`` (``merge-recursion`` takes none;
+``collapse-package`` alone collapses every package), so a list of them can be
+saved, printed and replayed::
 
     p2 = p.apply(["focus=^handle", "hide=^node:internal", "merge-recursion"])
     p2.meta["transforms"]   # ['focus=^handle', 'hide=^node:internal', 'merge-recursion']
@@ -28,12 +29,17 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .ops import replace_stacks, with_meta
 from .errors import TransformError
+from .profile import Profile
 from .stacktable import restack
 
-NAMES = ("focus", "ignore", "hide", "merge-recursion", "slice", "thread")
+NAMES = ("focus", "ignore", "hide", "merge-recursion", "collapse-package", "slice", "thread")
+# transforms whose argument may be empty, written without '=' then
+_BARE = ("merge-recursion", "collapse-package")
+NODE_INTERNALS = "node internals"   # the package name collapse-package gives node's own JS (node:...)
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class Transform:
     arg: str = ""
 
     def __str__(self) -> str:
-        return self.name if self.name == "merge-recursion" else f"{self.name}={self.arg}"
+        return self.name if self.name in _BARE and not self.arg else f"{self.name}={self.arg}"
 
     @classmethod
     def parse(cls, spec) -> "Transform":
@@ -58,7 +64,7 @@ class Transform:
         if name not in NAMES:
             raise TransformError(f"unknown transform {name!r}; expected one of {', '.join(NAMES)}")
         t = cls(name, str(arg))
-        if name in ("focus", "ignore", "hide", "thread"):
+        if name in ("focus", "ignore", "hide", "thread", "collapse-package"):
             try:
                 re.compile(t.arg)
             except re.error as e:
@@ -149,7 +155,7 @@ def hide(p, pattern: str):
       1 gc
     """
     fm = _matching_funcs(p, pattern)
-    a = p._arrays()
+    a = p.arrays()
     frame_map = np.where(fm[a["frame_func"]], -1, np.arange(len(a["frame_func"])))
     pr, fr, de, o2n = restack(a["prefix"], a["frame"], a["depth"], frame_map)
     return replace_stacks(p, pr, fr, de, o2n)
@@ -164,7 +170,7 @@ def merge_recursion(p, _arg: str = ""):
     3 main
       3 fib
     """
-    a = p._arrays()
+    a = p.arrays()
     pr, fr, de, o2n = restack(a["prefix"], a["frame"], a["depth"], np.arange(len(a["frame_func"])),
                               collapse_same=a["frame_func"])
     return replace_stacks(p, pr, fr, de, o2n)
@@ -208,5 +214,97 @@ def thread(p, pattern: str):
     return _filter_samples(p, ok[codes] & (codes >= 0), "thread")
 
 
+def _package_groups(p, pattern: str):
+    """(group of each function or -1, group names): a function's package (node_modules/<pkg>) or,
+    for node's own JavaScript (kind ``node``), :data:`NODE_INTERNALS`; only groups whose name the
+    regular expression ``pattern`` searches ('' = every group)."""
+    f = p.funcs
+    pkg = f["package"].astype(str).to_numpy(object)
+    kind = f["kind"].astype(str).to_numpy(object)
+    key = np.where(pkg != "", pkg, np.where(kind == "node", NODE_INTERNALS, ""))
+    names, inv = np.unique(key.astype(str), return_inverse=True)
+    rx = re.compile(pattern) if pattern else None
+    ok = np.array([n != "" and (rx is None or rx.search(n) is not None) for n in names], bool)
+    kept = np.flatnonzero(ok)
+    gid = np.full(len(names), -1, np.int64)
+    gid[kept] = np.arange(len(kept))
+    return gid[inv] if len(f) else np.empty(0, np.int64), [str(names[i]) for i in kept]
+
+
+def collapse_package(p, pattern: str = ""):
+    """Collapse each run of consecutive frames of one package into one frame named after it (the
+    Firefox Profiler's "collapse library"): frames of ``node_modules/<pkg>`` become one frame
+    ``<pkg>``, node's own JavaScript (``node:`` internals) one frame ``node internals``.  What the
+    package calls outside itself (a callback into the application) stays above that frame; the
+    time spent inside the package is its self time.  ``pattern`` (a regular expression over the
+    package names, e.g. ``collapse-package=^express$``) limits it to some packages; written without
+    an argument, ``collapse-package`` collapses every package and node's internals.  Line ticks of
+    collapsed frames are dropped (their lines are in many files).
+
+    >>> from nodeflame.frames.build import FrameTable, build_profile
+    >>> ft = FrameTable()
+    >>> main, cb = ft.add("main", "/app/main.js", 1), ft.add("cb", "/app/main.js", 5)
+    >>> f, g = ft.add("f", "/app/node_modules/express/a.js", 3), ft.add("g", "/app/node_modules/express/b.js", 9)
+    >>> tick = ft.add("processTicks", "node:internal/process/task_queues", 95)
+    >>> d = build_profile(ft, [0, 4, 6, 10], [main, f, g, cb,  main, f,  tick, cb, f, g], weights=[2, 1, 4])
+    >>> print(d.apply(["collapse-package"]).text())
+    Total samples: 7
+    4 node internals
+      4 cb /app/main.js:5
+        4 express node_modules/express
+    3 main /app/main.js:1
+      3 express node_modules/express
+        2 cb /app/main.js:5
+    <BLANKLINE>
+    """
+    group, names = _package_groups(p, pattern)
+    if not names:
+        return p
+    a = p.arrays()
+    prefix, frame = a["prefix"], a["frame"]
+    n = len(prefix)
+    f = p.funcs
+    # one function and one frame per package, after the profile's own (reusing an equal function)
+    new_funcs = pd.DataFrame({
+        "name": names,
+        "file": ["" if g == NODE_INTERNALS else f"node_modules/{g}" for g in names],
+        "line": 0, "column": 0,
+        "kind": ["node" if g == NODE_INTERNALS else "deps" for g in names],
+        "package": ["" if g == NODE_INTERNALS else g for g in names]})
+    old_key = pd.MultiIndex.from_frame(f[["name", "file", "line", "column", "kind"]].astype(
+        {"name": str, "file": str, "kind": str}))
+    new_key = pd.MultiIndex.from_frame(new_funcs[["name", "file", "line", "column", "kind"]])
+    found = old_key.get_indexer(new_key)
+    add = found < 0
+    gfunc = np.where(add, len(f) + np.cumsum(add) - 1, found)
+    funcs = pd.concat([f.astype({c: object for c in ("name", "file", "kind", "package")}),
+                       new_funcs[add]], ignore_index=True)
+    fr = p.frames
+    new_frames = pd.DataFrame({"func": gfunc, "line": 0, "column": 0, "tier": "", "label": ""})
+    for c in fr.columns:
+        if c not in new_frames:
+            new_frames[c] = fr[c].iloc[:0].reindex(range(len(names))).to_numpy() if len(fr) else None
+    old_fkey = pd.MultiIndex.from_frame(fr[["func", "line", "column"]].astype(np.int64).assign(
+        tier=fr["tier"].astype(str), label=fr["label"].astype(str)))
+    new_fkey = pd.MultiIndex.from_frame(new_frames[["func", "line", "column", "tier", "label"]].astype(
+        {"func": np.int64, "line": np.int64, "column": np.int64}))
+    ffound = old_fkey.get_indexer(new_fkey)
+    fadd = ffound < 0
+    gframe = np.where(fadd, len(fr) + np.cumsum(fadd) - 1, ffound)
+    frames = pd.concat([fr.astype({c: object for c in ("tier", "label")}), new_frames[fadd]],
+                       ignore_index=True)
+    # per stack: its package group, its new frame, and whether it continues its caller's run
+    sg = group[a["frame_func"][frame]] if n else np.empty(0, np.int64)
+    par_g = np.where(prefix >= 0, sg[np.maximum(prefix, 0)], -1)
+    drop = (sg >= 0) & (par_g == sg)
+    per_stack = np.where(drop, -1, np.where(sg >= 0, gframe[np.maximum(sg, 0)], frame))
+    lines = p.lines
+    if len(lines):
+        lines = lines[sg[lines["stack"].to_numpy()] < 0]
+    q = Profile(funcs, frames, p.stacks, p.samples, p.meta, lines, validate=False)
+    pr, fr2, de, o2n = restack(prefix, np.arange(n), a["depth"], per_stack)
+    return replace_stacks(q, pr, fr2, de, o2n)
+
+
 _APPLY = {"focus": focus, "ignore": ignore, "hide": hide, "merge-recursion": merge_recursion,
-          "slice": time_slice, "thread": thread}
+          "collapse-package": collapse_package, "slice": time_slice, "thread": thread}

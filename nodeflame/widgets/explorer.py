@@ -167,6 +167,11 @@ class Explorer(W.VBox):
         "JavaScript only").  Walker, perf and stap captures open with it on."""
         return self._do(self.state.set_js_only(on))
 
+    def set_collapse_packages(self, on: bool = True) -> "Explorer":
+        """Collapse library code: each run of frames of one npm package (or of node's internals)
+        becomes one frame named after it (the ``collapse-package`` transform)."""
+        return self._do(self.state.set_collapse_packages(on))
+
     def set_thread(self, thread: str | None) -> "Explorer":
         """Show one thread (None: all)."""
         return self._do(self.state.set_thread(thread))
@@ -281,6 +286,9 @@ class Explorer(W.VBox):
         self.js = W.Checkbox(value=st.js_only, description="JavaScript only", indent=False,
                              layout=W.Layout(width="130px"),
                              tooltip="hide native, V8 builtin and kernel frames; their time goes to their JS callers")
+        self.collapse = W.Checkbox(value=st.packages_collapsed, description="collapse packages", indent=False,
+                                   layout=W.Layout(width="150px"),
+                                   tooltip="one frame per run of an npm package's (or node's internal) frames")
         self.color = W.Dropdown(options=list(st.color_choices()), value=st.view["color"], description="colour",
                                 layout=W.Layout(width="170px"))
         threads = st.threads
@@ -335,6 +343,7 @@ class Explorer(W.VBox):
         self.invert.observe(self._ui(lambda ch: self.set_view(inverted=ch["new"])), "value")
         self.merge.observe(self._ui(lambda ch: self.merge_recursion(ch["new"])), "value")
         self.js.observe(self._ui(lambda ch: self.set_js_only(ch["new"])), "value")
+        self.collapse.observe(self._ui(lambda ch: self.set_collapse_packages(ch["new"])), "value")
         self.color.observe(self._ui(lambda ch: self.set_view(color=ch["new"])), "value")
         self.thread.observe(self._ui(lambda ch: self.set_thread(ch["new"] or None)), "value")
         self.minwidth.observe(self._ui(lambda ch: self.set_view(minwidth=None if ch["new"] == _AUTO else ch["new"])),
@@ -346,7 +355,7 @@ class Explorer(W.VBox):
         rows = [
             W.HBox([self.search_box, self.b_focus, self.b_ignore, self.b_hide, self.status],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
-            W.HBox([self.orient, self.invert, self.merge, self.js, self.color, self.thread, self.minwidth],
+            W.HBox([self.orient, self.invert, self.merge, self.js, self.collapse, self.color, self.thread, self.minwidth],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             W.HBox([self.crumbs, self.b_undo, self.b_reset, self.click_focus],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
@@ -380,6 +389,7 @@ class Explorer(W.VBox):
             self.invert.value = st.view["inverted"]
             self.merge.value = "merge-recursion" in st.transforms
             self.js.value = st.js_only
+            self.collapse.value = st.packages_collapsed
             self.color.value = st.view["color"]
             mw = st.view["minwidth"]
             if _mw_value(mw) not in [v for _l, v in self.minwidth.options]:

@@ -52,6 +52,8 @@ NUM_TD = "text-align:right;white-space:nowrap;padding:0 0 0 6px"
 # Samples without any JavaScript frame leave the view.
 JS_LOCATION = r"(?:\S+\.(?:[cm]?[jt]sx?)|node:\S+|(?:https?|file|webpack)://\S+)(?::\d+)?$"
 JS_ONLY = "hide=^(?!\\(|.* " + JS_LOCATION + ")"
+# "collapse library": every npm package and node's internals, one frame per run of their frames
+COLLAPSE_PACKAGES = "collapse-package"
 # backends whose captures carry native and kernel frames: their explorer opens on the JS-only view
 NATIVE_BACKENDS = ("walker", "perf", "stap")
 
@@ -319,6 +321,24 @@ class ExplorerState:
         rest = [t for t in self.transforms if t != JS_ONLY]
         return self.set_transforms(([JS_ONLY] if on else []) + rest)
 
+    @property
+    def packages_collapsed(self) -> bool:
+        """Whether every package (and node's internals) is collapsed into one frame per run
+        (:data:`COLLAPSE_PACKAGES` in the transforms)."""
+        return COLLAPSE_PACKAGES in self.transforms
+
+    def set_collapse_packages(self, on: bool = True) -> str:
+        """Collapse library code: each run of consecutive frames of one npm package (or of node's
+        own ``node:`` internals) becomes one frame named after it, as the Firefox Profiler's
+        "collapse library" does (the ``collapse-package`` transform).  It goes right after
+        "JavaScript only" (whose test is the frames' JS locations, which collapsed frames have no
+        longer), before the other transforms, so that focus and search see the collapsed frames."""
+        rest = [t for t in self.transforms if t != COLLAPSE_PACKAGES]
+        if not on:
+            return self.set_transforms(rest)
+        at = 1 if rest[:1] == [JS_ONLY] else 0
+        return self.set_transforms(rest[:at] + [COLLAPSE_PACKAGES] + rest[at:])
+
     def set_thread(self, thread: str | None) -> str:
         """Show one thread (None: all)."""
         if thread is None:
@@ -491,6 +511,8 @@ class ExplorerState:
         ``focus handle /srv/app.js:10`` (an exact-name pattern shown unescaped)."""
         if str(spec) == JS_ONLY:
             return "JavaScript only"
+        if str(spec) == COLLAPSE_PACKAGES:
+            return "packages collapsed"
         name, _, arg = str(spec).partition("=")
         if name == "slice" and self.t1:
             a, _, b = arg.partition(":")

@@ -1,5 +1,6 @@
 """The Profile model: invariants, views, transforms."""
 import doctest
+import re
 
 import numpy as np
 import pandas as pd
@@ -187,7 +188,10 @@ def test_slice_and_thread_on_a_timed_profile():
 # ------------------------------------------------------------------ properties
 
 name = st.text(alphabet=st.characters(blacklist_characters=";\r\n\x00", blacklist_categories=("Cs",)),
-               min_size=1, max_size=6).filter(lambda s: s.strip() == s and s and not s.startswith(("#", "//")))
+               min_size=1, max_size=6).filter(lambda s: s.strip() == s and s and not s.startswith(("#", "//"))
+                                              and not re.search(r"\s\d+(\.\d*)?$", s))
+# (a frame ending in " <number>" makes its line a differential one when it is a stack's last frame:
+# "f 0 1" is stack f counted 0 then 1, as flamegraph.pl reads it; test_folded covers that form)
 stacks = st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "fib", "node:x", "π"]) | name,
                                      min_size=1, max_size=8),
                             st.integers(1, 50)), min_size=1, max_size=25)
@@ -226,7 +230,7 @@ def test_transform_invariants(rows, pattern):
     assert not any(rx.search(lbl) for lbl in hid.func_labels())
     mr = p.merge_recursion().validate()
     assert mr.total == p.total
-    a = mr._arrays()
+    a = mr.arrays()
     par = a["prefix"]
     ok = par >= 0
     assert not (a["stack_func"][ok] == a["stack_func"][par[ok]]).any()

@@ -109,7 +109,7 @@ SPEEDSCOPE_STACKS = {
 
 def name_stacks(p, by_thread=False):
     """{'root;...;leaf' (function names) [or (thread, stack)]: summed weight}."""
-    a = p._arrays()
+    a = p.arrays()
     names = p.funcs["name"].astype(str).to_numpy(object)
     text = {}
     for s in range(len(a["prefix"])):  # test oracle: plain loop over stacks, parents first

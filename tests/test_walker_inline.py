@@ -107,7 +107,7 @@ def _capture(node, seconds, *args, node_args=(), cpu_seconds=0.0):
 
 def _workload_stacks(p):
     """Per sample: the list of (func name, frame line, tier) of its inline.js frames, root first."""
-    a = p._arrays()
+    a = p.arrays()
     fr = p.frames
     names = p.funcs["name"].astype(str).to_numpy(object)
     ours = (p.funcs["file"].astype(str).map(os.path.basename) == "inline.js").to_numpy()

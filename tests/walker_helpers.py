@@ -280,7 +280,7 @@ def js_named_right(p):
     fpath = f["file"].astype(str).to_numpy(object)
     lines = f["line"].to_numpy()
     is_js = f["kind"].astype(str).isin(["js", "node"]).to_numpy() | (names == "(unknown JS)")
-    a = p._arrays()
+    a = p.arrays()
     sf, pre = a["stack_func"], a["prefix"]
     inner = np.full(len(sf), -1, np.int64)     # innermost JS frame (any script) per stack
     for i in range(len(sf)):
@@ -309,7 +309,7 @@ WORKLOAD_FILES = ("walker_main.js", "walker_lib.js", "walker_worker.js")
 def innermost_js(p, files=WORKLOAD_FILES):
     """Per sample: (func id or -1) of the innermost frame whose file's basename is in ``files``."""
     import numpy as np
-    a = p._arrays()
+    a = p.arrays()
     fnames = p.funcs["file"].astype(str).map(os.path.basename).to_numpy(object)
     is_ours = np.isin(fnames, list(files))
     sf = a["stack_func"]
@@ -330,7 +330,7 @@ def gc_samples(p):
     import numpy as np
     names = p.funcs["name"].astype(str)
     is_gc = names.str.contains(GC_FRAMES).to_numpy()
-    a = p._arrays()
+    a = p.arrays()
     sf = a["stack_func"]
     pre = a["prefix"]
     has = np.zeros(len(sf), bool)

@@ -677,7 +677,7 @@ def _optimized_share(prof) -> float:
     tier = prof.frames["tier"].astype(str).isin(["optimized", "maglev"]).to_numpy()
     if not tier.any():
         return 0.0
-    a = prof._arrays()
+    a = prof.arrays()
     has = tier[a["frame"]].copy()
     pre = a["prefix"]
     for i in range(len(has)):            # parents come before children

@@ -39,7 +39,7 @@ def hot_lines(p, func=None, text: bool = True) -> pd.DataFrame:
     """DataFrame (file, line, name, self, total, share, text) sorted by self then total;
     ``share`` is self in percent of the profile's total; ``text`` the stripped source line
     ('' where unknown).  ``func`` limits it to the lines of matching functions."""
-    a = p._arrays()
+    a = p.arrays()
     w = p.stack_weights()
     fmask = _func_mask(p, func)
     nst = len(a["prefix"])

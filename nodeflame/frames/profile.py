@@ -266,11 +266,8 @@ class Profile:
 
     def arrays(self) -> dict:
         """Cached numpy arrays every derived computation uses: ``prefix``, ``frame``, ``depth`` (per
-        stack), ``frame_func`` (per frame) and ``stack_func`` (per stack).  Read-only by convention."""
-        return self._arrays()
-
-    def _arrays(self):
-        """Cached numpy views used by every derived computation (see :meth:`arrays`)."""
+        stack), ``frame_func`` (per frame) and ``stack_func`` (per stack), all int64.  Shared by every
+        caller: read them, never write them (they are marked read-only)."""
         c = self._cache.get("arrays")
         if c is None:
             st, fr = self.stacks, self.frames
@@ -281,8 +278,12 @@ class Profile:
                 "frame_func": fr["func"].to_numpy().astype(_I64),
             }
             c["stack_func"] = c["frame_func"][c["frame"]] if len(c["frame"]) else np.empty(0, _I64)
+            for a in c.values():
+                a.flags.writeable = False
             self._cache["arrays"] = c
         return c
+
+    _arrays = arrays  # the old private name, for code written before arrays() was public
 
     def stack_weights(self) -> np.ndarray:
         """Self weight of every stack (sum of the weights of samples whose leaf it is)."""

@@ -12,7 +12,7 @@ import numpy as np
 _I = np.int64
 
 
-def _level_segments(depth: np.ndarray):
+def level_segments(depth: np.ndarray):
     """Yield (d, indices) for each depth level, shallowest first."""
     if len(depth) == 0:
         return
@@ -26,6 +26,9 @@ def _level_segments(depth: np.ndarray):
     ends = np.concatenate((bounds, [len(order)]))
     for s, e in zip(starts, ends):
         yield int(d_sorted[s]), order[s:e]
+
+
+_level_segments = level_segments  # the old private name, for code written before level_segments was public
 
 
 class _Interner:
@@ -63,9 +66,6 @@ class _Interner:
         return self.prefix[:c].copy(), self.frame[:c].copy(), self.depth[:c].copy()
 
 
-
-level_segments = _level_segments   # the public name (views, writers and transforms use it)
-
 def paths_to_stacks(offsets: np.ndarray, flat_frames: np.ndarray, nframes: int):
     """Intern root-first paths given in CSR form.
 
@@ -81,7 +81,7 @@ def paths_to_stacks(offsets: np.ndarray, flat_frames: np.ndarray, nframes: int):
     depth_flat = np.arange(len(flat_frames), dtype=_I) - offsets[:-1][path_of]
     cur = np.full(n, -1, _I)
     it = _Interner(nframes, len(flat_frames))
-    for _d, idx in _level_segments(depth_flat):
+    for _d, idx in level_segments(depth_flat):
         paths = path_of[idx]
         cur[paths] = it.add_level(cur[paths], flat_frames[idx])
     prefix, frame, depth = it.result()
@@ -123,7 +123,7 @@ def tree_to_stacks(parent: np.ndarray, frame: np.ndarray, nframes: int, depth: n
     depth = node_depths(parent) if depth is None else np.asarray(depth, _I)
     cur = np.full(n, -1, _I)
     it = _Interner(nframes, n)
-    for _d, idx in _level_segments(depth):
+    for _d, idx in level_segments(depth):
         p = parent[idx]
         pst = np.where(p >= 0, cur[np.maximum(p, 0)], -1)
         f = frame[idx]
@@ -179,7 +179,7 @@ def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
         return prefix.copy(), nf_all, depth.copy(), np.arange(n, dtype=_I)
     anc = np.full(n, -1, _I)     # nearest kept stack on the path, self included
     nd = np.full(n, -1, _I)      # new depth of that stack
-    for _d, idx in _level_segments(depth):
+    for _d, idx in level_segments(depth):
         p = prefix[idx]
         pa = np.where(p >= 0, anc[np.maximum(p, 0)], -1)
         k = keep[idx]
@@ -194,7 +194,7 @@ def restack(prefix: np.ndarray, frame: np.ndarray, depth: np.ndarray,
     old_to_new = np.full(n, -1, _I)
     kept = np.flatnonzero(keep)
     it = _Interner(nframes, len(kept))
-    for _d, sub in _level_segments(nd[kept]):
+    for _d, sub in level_segments(nd[kept]):
         idx = kept[sub]
         p = prefix[idx]
         pa = np.where(p >= 0, anc[np.maximum(p, 0)], -1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .stacktable import _level_segments, paths_to_stacks, restack, stack_paths
+from .stacktable import level_segments, paths_to_stacks, restack, stack_paths
 
 _I64 = np.int64
 
@@ -19,7 +19,7 @@ def _func_tree(p):
     Returns (prefix, func, depth, stack_to_node)."""
     c = p._cache.get("func_tree")
     if c is None:
-        a = p._arrays()
+        a = p.arrays()
         c = restack(a["prefix"], a["frame"], a["depth"], a["frame_func"])
         p._cache["func_tree"] = c
     return c
@@ -30,7 +30,7 @@ def _accumulate(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np
     total = self_w.astype(_I64).copy()
     if len(total) == 0:
         return total
-    levels = list(_level_segments(depth))
+    levels = list(level_segments(depth))
     for _d, idx in reversed(levels):
         par = prefix[idx]
         ok = par >= 0
@@ -77,7 +77,7 @@ def call_tree(p, inverted: bool = False) -> pd.DataFrame:
         total = _accumulate(prefix, depth, self_w)
         out = _tree_frame(p, prefix, func, depth, self_w, total)
     else:
-        a = p._arrays()
+        a = p.arrays()
         sw = p.stack_weights()
         leaves = np.flatnonzero(sw > 0)
         offsets, flat = stack_paths(a["prefix"], leaves, a["depth"])
@@ -119,7 +119,7 @@ def func_self_total(p):
     if c is not None:
         return c
     nf = len(p.funcs)
-    a = p._arrays()
+    a = p.arrays()
     sw = p.stack_weights()
     self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf).astype(_I64) if len(sw) else np.zeros(nf, _I64)
     prefix, func, depth, s2n = _func_tree(p)
@@ -153,7 +153,7 @@ def top(p, n: int | None = 20, by: str = "self") -> pd.DataFrame:
 
 def long_view(p) -> pd.DataFrame:
     """One row per (sample, depth), root first."""
-    a = p._arrays()
+    a = p.arrays()
     s = p.samples
     sst = s["stack"].to_numpy().astype(_I64)
     uniq, inv = np.unique(sst, return_inverse=True)
@@ -211,7 +211,7 @@ def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree: pd.D
     cols = {k: [] for k in ("parent", "depth", "x0", "total", "self", "func", "other")}
     count = 0
     x0_arr = np.zeros(2 * len(t) + 1, np.float64)  # by layout id; at most one 'other' per node
-    for d, idx in _level_segments(depth):
+    for d, idx in level_segments(depth):
         par = parent[idx]
         if d == 0:
             play = np.full(len(idx), -1, _I64)

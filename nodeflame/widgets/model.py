@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..frames.kinds import KINDS
-from ..frames.stacktable import _level_segments
+from ..frames.stacktable import level_segments
 from ..frames.views import call_tree, flame_layout
 from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
                                ROOT_COLOR, diff_shade, kind_colors)
@@ -153,9 +153,9 @@ def matched_share(p, func_mask: np.ndarray) -> float:
     total = p.total
     if total <= 0 or not func_mask.any():
         return 0.0
-    a = p._arrays()
+    a = p.arrays()
     hit = func_mask[a["stack_func"]]
-    for _d, idx in _level_segments(a["depth"]):
+    for _d, idx in level_segments(a["depth"]):
         par = a["prefix"][idx]
         ok = par >= 0
         hit[idx[ok]] |= hit[par[ok]]
@@ -346,7 +346,7 @@ def timeline(p, bins: int = 200, *, t0_ns: int | None = None, t1_ns: int | None 
 
 def leaf_kinds(p) -> np.ndarray:
     """Per sample row: the code (index in KINDS) of its leaf frame's kind."""
-    a = p._arrays()
+    a = p.arrays()
     kcode = p.funcs["kind"].cat.codes.to_numpy().astype(_I64)
     return kcode[a["stack_func"][p.samples["stack"].to_numpy()]]
 

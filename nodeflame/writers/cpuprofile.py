@@ -101,7 +101,7 @@ def cpuprofile_dict(p, *, thread: str | None = None, max_samples: int = 50_000_0
     deltas = np.diff(np.concatenate(([start_us], t_us))) if len(t_us) else np.empty(0, _I64)
 
     # ---- nodes: (root) = id 1, stack s = id s + 2
-    a = p._arrays()
+    a = p.arrays()
     prefix, frame = a["prefix"], a["frame"]
     nst = len(prefix)
     node_id = np.arange(nst, dtype=_I64) + 2

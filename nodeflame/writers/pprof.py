@@ -88,7 +88,7 @@ def _mapping_for(name: str, file: str, kind: str) -> str:
 
 def _leaf_first_paths(p, stacks, loc_of_frame):
     """Leaf-first location ids of each stack in ``stacks``, as lists."""
-    a = p._arrays()
+    a = p.arrays()
     off, flat = stack_paths(a["prefix"], stacks, a["depth"])
     # reversed, the root-first CSR holds the stacks in reverse order, each leaf first
     rev = loc_of_frame[a["frame"][flat]][::-1].tolist()

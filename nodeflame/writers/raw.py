@@ -58,7 +58,7 @@ def encode_frame(label: str) -> str:
 
 def raw_stacks(p, *, thread_root: bool = False):
     """(leaf-first list of labels, count) per distinct (thread, stack), ordered by root-first text."""
-    a = p._arrays()
+    a = p.arrays()
     s = p.samples
     nst = len(p.stacks)
     st = s["stack"].to_numpy().astype(np.int64)

@@ -43,7 +43,7 @@ def speedscope_dict(p, *, name: str | None = None) -> dict:
         if co > 0:
             d["col"] = co
         frames.append(d)
-    a = p._arrays()
+    a = p.arrays()
     s = p.samples
     stack = s["stack"].to_numpy().astype(np.int64)
     weight = s["weight"].to_numpy().astype(np.int64)

@@ -40,9 +40,9 @@ def tree_order(t, key: str = "total", labels=None):
     rank[sib] = pos - start_pos
     # global sibling-rank code of each node's path: encode path as ordinal in a pre-order
     # computed level by level: order[node] = order among nodes of its level, by (order[parent], rank)
-    from ..frames.stacktable import _level_segments
+    from ..frames.stacktable import level_segments
     ordinal = np.zeros(n, np.int64)
-    for d, idx in _level_segments(depth.astype(np.int64)):
+    for d, idx in level_segments(depth.astype(np.int64)):
         if d == 0:
             o = np.lexsort((rank[idx],))
         else:
@@ -50,7 +50,7 @@ def tree_order(t, key: str = "total", labels=None):
         ordinal[idx[o]] = np.arange(len(idx))
     # pre-order: sort by (ordinal path). Build via subtree sizes: position = parent's position + 1 + sizes of earlier siblings
     size = np.ones(n, np.int64)
-    levels = list(_level_segments(depth.astype(np.int64)))
+    levels = list(level_segments(depth.astype(np.int64)))
     for d, idx in reversed(levels):
         par = parent[idx]
         ok = par >= 0

@@ -196,45 +196,6 @@ def test_parent_form_and_non_contiguous_ids():
     assert folded(p) == folded(read_doc(small_doc()))
 
 
-def trace_events(doc, pid=1, tid=2, pid_id="0x1", name="CrRendererMain"):
-    nodes = []
-    for n in doc["nodes"]:
-        m = {k: v for k, v in n.items() if k not in ("children", "hitCount", "positionTicks")}
-        nodes.append(m)
-    for n in doc["nodes"]:
-        for c in n.get("children", ()):
-            next(m for m in nodes if m["id"] == c)["parent"] = n["id"]
-    half = len(doc["samples"]) // 2
-    return [
-        {"pid": pid, "tid": tid, "ph": "M", "name": "thread_name", "args": {"name": name}},
-        {"pid": pid, "tid": tid, "ph": "P", "name": "Profile", "id": pid_id, "ts": 0,
-         "args": {"data": {"startTime": doc["startTime"]}}},
-        {"pid": pid, "tid": tid, "ph": "P", "name": "ProfileChunk", "id": pid_id, "ts": 1,
-         "args": {"data": {"cpuProfile": {"nodes": nodes[:3], "samples": doc["samples"][:half]},
-                           "timeDeltas": doc["timeDeltas"][:half]}}},
-        {"pid": pid, "tid": tid, "ph": "P", "name": "ProfileChunk", "id": pid_id, "ts": 2,
-         "args": {"data": {"cpuProfile": {"nodes": nodes[3:], "samples": doc["samples"][half:]},
-                           "timeDeltas": doc["timeDeltas"][half:]}}},
-    ]
-
-
-def test_trace_event_forms():
-    doc = small_doc()
-    ref = read_doc(doc)
-    ev = trace_events(doc)
-    for wrapped in (ev, {"traceEvents": ev, "metadata": {}}):
-        data = json.dumps(wrapped).encode()
-        assert sniff(data) == "cpuprofile"
-        p = nf.read(data)
-        assert p.threads == ["CrRendererMain"]
-        assert folded(p) == folded(ref)
-        assert np.array_equal(p.samples["time_ns"].to_numpy(), ref.samples["time_ns"].to_numpy())
-    two = trace_events(doc) + trace_events(doc, pid=1, tid=3, pid_id="0x2", name="Worker")
-    p = nf.read(json.dumps(two).encode())
-    assert sorted(p.threads) == ["CrRendererMain", "Worker"] and p.total == 2 * ref.total
-    p.validate()
-
-
 # ------------------------------------------------------------------ bad input
 
 

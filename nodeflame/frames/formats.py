@@ -45,9 +45,10 @@ DIFF_WRITERS: dict[str, Writer] = {}
 # package registers (``nodeflame/__init__.py``), e.g. "widgets" for .flame()
 _LAZY: dict[str, Callable] = {}
 ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof": "pprof",
-           "pb": "pprof", "json": "speedscope", "txt": "text", "stacks": "raw"}
+           "pb": "pprof", "json": "speedscope", "txt": "text", "stacks": "raw", "trace": "chrome-trace",
+           "chrometrace": "chrome-trace"}
 # order in which sniffers are tried: most specific first
-SNIFF_ORDER = ["nfprof", "pprof", "cpuprofile", "speedscope", "perf", "raw", "folded"]
+SNIFF_ORDER = ["nfprof", "pprof", "chrome-trace", "cpuprofile", "speedscope", "perf", "raw", "folded"]
 
 
 def register_reader(name, read, sniff, extensions=()):

@@ -11,9 +11,10 @@ Accepted shapes:
 - the old tree form of V8's C++ API (v8-profiler): ``head`` with nested
   ``children`` objects, ``samples`` and absolute ``timestamps`` (µs).  Its
   ``lineNumber`` is taken as 0-based like the protocol's, as speedscope does;
-- Chrome trace files (``[...]`` or ``{"traceEvents": [...]}``) holding
-  ``Profile``/``ProfileChunk`` events (one thread per profile id, named
-  from ``thread_name`` metadata), or ``CpuProfile`` events.
+- Chrome trace files (``[...]`` or ``{"traceEvents": [...]}``) have their own
+  reader and format name, ``chrome-trace`` (:mod:`.chrometrace`); given one
+  with ``format="cpuprofile"`` this reader hands it over (same Profile,
+  ``meta['source_format'] == 'chrome-trace'``).
 
 Normalisation: callFrame lines/columns are 0-based and become 1-based (0 =
 unknown, V8's -1); ``positionTicks`` lines are already 1-based and become
@@ -49,6 +50,7 @@ import pandas as pd
 from ..build import FrameTable, build_from_tree
 from ..errors import FormatError
 from ..formats import register_reader
+from . import chrometrace
 from .jsonutil import (all_ints as _all_ints, head_text, int_array, is_finite, is_int, is_num, load_json,
                        no_gc, num_array, type_name)
 
@@ -504,74 +506,11 @@ def _old_part(doc, source, thread="main") -> _Part:
                         start_us, end_us, thread, warns)
 
 
-# ------------------------------------------------------------------ trace events
-
-
-def _trace_parts(events, source, path) -> list:
-    if not isinstance(events, list):
-        raise FormatError(f"{path or 'traceEvents'} is {type_name(events)}", source=source,
-                          position=path or "traceEvents", expected="a list of trace events")
-    names: dict = {}
-    profiles: dict = {}  # (pid, id) -> {"tid", "start", "chunks": [...]}
-    full: list = []
-    for i, ev in enumerate(events):
-        if not isinstance(ev, dict):
-            continue
-        name = ev.get("name")
-        if name == "thread_name" and ev.get("ph") == "M":
-            nm = (ev.get("args") or {}).get("name")
-            if isinstance(nm, str):
-                names[(ev.get("pid"), ev.get("tid"))] = nm
-        elif name in ("Profile", "ProfileChunk"):
-            data = (ev.get("args") or {}).get("data")
-            if not isinstance(data, dict):
-                raise FormatError(f"{path}[{i}].args.data is {type_name(data)}", source=source,
-                                  position=f"{path}[{i}].args.data", expected="an object")
-            key = (ev.get("pid"), ev.get("id"))
-            pr = profiles.setdefault(key, {"tid": ev.get("tid"), "start": None, "chunks": []})
-            if name == "Profile":
-                pr["start"] = data.get("startTime")
-                pr["tid"] = ev.get("tid")
-            else:
-                pr["chunks"].append((i, data))
-        elif name == "CpuProfile":
-            data = (ev.get("args") or {}).get("data") or {}
-            cp = data.get("cpuProfile")
-            if isinstance(cp, dict):
-                full.append((i, ev, cp))
-    docs = []
-    for (pid, _pid_id), pr in profiles.items():
-        nodes, samples, deltas = [], [], []
-        for i, data in pr["chunks"]:
-            cp = data.get("cpuProfile") or {}
-            if not isinstance(cp, dict):
-                raise FormatError(f"{path}[{i}].args.data.cpuProfile is {type_name(cp)}", source=source,
-                                  position=f"{path}[{i}].args.data.cpuProfile", expected="an object")
-            nodes.extend(cp.get("nodes") or [])
-            samples.extend(cp.get("samples") or [])
-            deltas.extend(data.get("timeDeltas") or [])
-        thread = names.get((pid, pr["tid"])) or f"{pid}:{pr['tid']}"
-        docs.append(({"nodes": nodes, "samples": samples, "timeDeltas": deltas}, pr["start"], thread))
-    for i, ev, cp in full:
-        thread = names.get((ev.get("pid"), ev.get("tid"))) or f"{ev.get('pid')}:{ev.get('tid')}"
-        docs.append((cp, cp.get("startTime"), thread))
-    if not docs:
-        raise FormatError("trace has no Profile/ProfileChunk or CpuProfile events", source=source,
-                          expected="a Chrome trace recorded with the disabled-by-default-v8.cpu_profiler category")
-    used: dict = {}
-    parts = []
-    for doc, start, thread in docs:
-        k = used.get(thread, 0)
-        used[thread] = k + 1
-        parts.append(_protocol_part(doc, source, "", thread if not k else f"{thread} ({k + 1})", start_us=start))
-    return parts
-
-
 # ------------------------------------------------------------------ reader
 
 
 def read_cpuprofile(data: bytes, source: str = "<cpuprofile>", *, thread: str | None = None):
-    """Read a ``.cpuprofile`` (protocol, old tree form or Chrome trace events).
+    """Read a ``.cpuprofile`` (protocol or old tree form; a Chrome trace goes to its reader).
 
     ``thread`` names the thread of a single-profile file (default ``main``)."""
     with no_gc():
@@ -587,10 +526,8 @@ def _read(data, source, thread):
         parts = [_protocol_part(doc, source, "", thread or "main")]
     elif isinstance(doc, dict) and "head" in doc:
         parts = [_old_part(doc, source, thread or "main")]
-    elif isinstance(doc, dict) and "traceEvents" in doc:
-        parts = _trace_parts(doc["traceEvents"], source, "traceEvents")
-    elif isinstance(doc, list):
-        parts = _trace_parts(doc, source, "")
+    elif chrometrace.is_trace(doc):  # a Chrome trace read as format="cpuprofile": its own reader's work
+        return _build(chrometrace.parts_of(doc, source), source, "chrome-trace")
     else:
         got = type_name(doc) if not isinstance(doc, dict) else "an object with keys " + ", ".join(
             repr(k) for k in list(doc)[:6])
@@ -599,7 +536,7 @@ def _read(data, source, thread):
     return _build(parts, source)
 
 
-def _build(parts, source):
+def _build(parts, source, source_format="cpuprofile"):
     ft = FrameTable()
     node_parent, node_frame, sample_node, weights, times, threads = [], [], [], [], [], []
     ln, ll, lt = [], [], []
@@ -631,7 +568,7 @@ def _build(parts, source):
     ends = [p.end_ns for p in parts if p.end_ns is not None]
     periods = [p.period_ns for p in parts if p.period_ns]
     meta = {
-        "source_format": "cpuprofile",
+        "source_format": source_format,
         "unit": "samples",
         "timed": timed,
         "start_time": min(starts) if starts else None,
@@ -813,10 +750,11 @@ def read_protocol_profiles(profiles, source: str = "<cpuprofile>"):
 
 _NODES = re.compile(r'"nodes"\s*:\s*\[')
 _HEAD = re.compile(r'"head"\s*:\s*\{')
-_TRACE = re.compile(r'"(?:ProfileChunk|CpuProfile)"')
 
 
 def sniff(head: bytes, text: str | None) -> bool:
+    """A JSON object with ``nodes`` of call frames (protocol form) or a ``head`` node (tree form).
+    Chrome traces (whose chunks have ``nodes`` too) are sniffed before this, as ``chrome-trace``."""
     t = head_text(head, text)
     if t is None:
         return False
@@ -826,9 +764,6 @@ def sniff(head: bytes, text: str | None) -> bool:
             return True
         if _HEAD.search(s) and '"functionName"' in s:
             return True
-        return '"traceEvents"' in s[:4096] and bool(_TRACE.search(s))
-    if s.startswith("["):
-        return bool(_TRACE.search(s)) and '"ph"' in s
     return False
 
 

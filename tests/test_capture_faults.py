@@ -239,7 +239,8 @@ def test_two_inspector_captures_of_one_pid(workload):
     first = Capture(w.pid, 4, backend="inspector", hz=200)
     attached(w)
     t0 = time.monotonic()
-    with pytest.raises(CaptureError, match=rf"process {w.pid} is being captured by another nodeflame"):
+    with pytest.raises(CaptureError, match=rf"pid {w.pid} is already being captured by the inspector backend of "
+                                           rf"nodeflame \(pid {os.getpid()}: "):
         nf.capture(w.pid, 1, backend="inspector")
     assert time.monotonic() - t0 < 5
     assert w.stderr().count("Debugger attached") == 1     # the second never connected
@@ -417,3 +418,87 @@ def test_walker_captures_a_node_in_its_own_namespaces(contained):
     assert "functionA" in shares(prof)[0]
     assert procutil.state(pid) not in ("T", "t") and procutil.tracer_pid(pid) == 0
     assert "pong" in w.ping()
+
+
+# ---------------------------------------------------------------------------- two captures of one pid
+CAPTURE_IN_CHILD = r"""
+import json, sys
+import nodeflame as nf
+from test_capture import shares
+pid, backend, engine = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+opts = {"engine": engine} if engine != "-" else None
+p = nf.capture(pid, float(sys.argv[4]), backend=backend, hz=200, backend_options=opts, progress=False)
+p.validate()
+print(json.dumps({"samples": int(p.samples["weight"].sum()), "warnings": [str(w) for w in p.meta["warnings"]],
+                  "shares": shares(p)[0]}))
+"""
+
+
+def _usable(backend, pid, engine):
+    from nodeflame.capture.base import availability
+    why = availability(backend, pid)
+    if why:
+        pytest.skip(f"{backend} backend unavailable here: {why}")
+    if engine == "perf":
+        from nodeflame.capture.walker import perfevent
+        why = perfevent.unavailable(pid)
+        if why:
+            pytest.skip(f"the walker's perf engine cannot run here: {why}")
+
+
+@pytest.mark.parametrize("backend,first,second", [
+    ("walker", "ptrace", "ptrace"), ("walker", "perf", "perf"), ("walker", "ptrace", "perf"),
+    ("perf", "-", "-"), ("inspector", "-", "-")])
+def test_a_second_capture_of_a_pid_from_another_process_is_refused(workload, backend, first, second):
+    from nodeflame.capture import locks
+    from nodeflame.capture.base import CaptureOptions, get_backend
+    node_args = ["--perf-basic-prof", "--interpreted-frames-native-stack"] if backend == "perf" else []
+    w = workload("--no-worker", node_args=node_args)
+    _usable(backend, w.pid, first)
+    _usable(backend, w.pid, second)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    a = subprocess.Popen([sys.executable, "-c", CAPTURE_IN_CHILD, str(w.pid), backend, first, "6"], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        held = wait_for(lambda: locks.holder(w.pid, backend) or a.poll() is not None, 60,
+                        f"the first {backend} capture to take its lock")
+        assert held is not True and a.poll() is None, a.communicate()
+        assert held["pid"] == a.pid and held["backend"] == backend, held
+        opts = {"engine": second} if second != "-" else None
+        want = (rf"pid {w.pid} is already being captured by the {backend} backend of nodeflame \(pid {a.pid}: "
+                rf"\S*python\S* -c .*, since \d\d:\d\d:\d\d\)")
+        # through the driver: available() says so, before anything is done to the target
+        t0 = time.monotonic()
+        with pytest.raises(BackendUnavailable, match=want):
+            nf.capture(w.pid, 1, backend=backend, hz=200, backend_options=opts)
+        # straight to start() (a race past the check): the lock itself refuses
+        with pytest.raises(CaptureError, match=want + rf"; one {backend} capture of a process at a time"):
+            get_backend(backend).start(procutil.describe(w.pid), CaptureOptions(hz=200, duration=1,
+                                                                                extra=opts or {}))
+        assert time.monotonic() - t0 < 20
+        # auto is served by another backend meanwhile
+        if backend == "walker":
+            prof = nf.capture(w.pid, 1, hz=200, backend_options=None, progress=False)
+            assert prof.meta["backend"] != "walker"
+            assert "already being captured" in prof.meta["backends_skipped"]["walker"]
+        out, err = a.communicate(timeout=120)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+    assert a.returncode == 0, err[-2000:]
+    got = json.loads(out.strip().splitlines()[-1])
+    # the first capture was not disturbed: samples, its hot function, no warning of trouble
+    assert got["samples"] > 0 and "functionA" in got["shares"], got
+    # (an undecodable JS frame now and then is the walker's usual, not the second capture's doing)
+    assert not [x for x in got["warnings"] if re.search(r"detached|lost|dropped|exited|stopped", x)], got["warnings"]
+    assert locks.holder(w.pid, backend) is None           # released with the capture
+    assert procutil.state(w.pid) not in ("T", "t") and procutil.tracer_pid(w.pid) == 0
+    assert not perf_events(a.pid)
+    from test_capture_perf import perf_processes
+    assert perf_processes(w.pid) == []
+    assert_healthy(w)
+    # and a capture after it runs normally
+    prof = nf.capture(w.pid, 1, backend=backend, hz=200, backend_options=opts, progress=False)
+    assert len(prof.samples) > 0
+    assert_healthy(w)

@@ -65,7 +65,6 @@ hands over its profile (the inspector holds the exit until we disconnect).
 """
 from __future__ import annotations
 
-import errno
 import http.client
 import json
 import os
@@ -348,6 +347,10 @@ class InspectorBackend(Backend):
         why = _stopped_refusal(pid)
         if why:
             return why
+        from . import locks
+        why = locks.busy(pid, "inspector")
+        if why:
+            return why
         target = procutil.describe(pid)
         if not _inspector_active_flag(target):
             why = _sigusr1_refusal(target)
@@ -571,45 +574,17 @@ def _stopped_check(pid: int):
 
 # --------------------------------------------------------------------- one capture at a time
 class _CaptureLock:
-    """One inspector capture of a process at a time: an abstract unix socket named after the
-    process (pid and start time), bound for as long as a capture (or the watcher that closes a
-    port it opened) lives; the kernel releases it when its holders exit, whatever the way.
+    """One inspector capture of a process at a time (:mod:`.locks`, backend ``inspector``), held for as
+    long as a capture or the watcher that closes a port it opened lives (the watcher inherits the
+    descriptor); the kernel releases it when its holders exit, whatever the way.
 
     A second capture would use the first's inspector and have it closed under it (or close it
-    under the first), so it is refused with a sentence instead."""
-
-    def __init__(self, sock, name):
-        self.sock, self.name = sock, name
-
-    @staticmethod
-    def name_for(pid: int) -> str:
-        return f"nodeflame-inspector-{pid}-{procutil.start_time(pid)}"
+    under the first), so it is refused with a sentence naming the first instead."""
 
     @classmethod
-    def take(cls, pid: int) -> "_CaptureLock | None":
-        import socket
-        name = cls.name_for(pid)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.bind("\0" + name)
-        except OSError as e:
-            s.close()
-            if e.errno == errno.EADDRINUSE:
-                raise CaptureError(
-                    f"process {pid} is being captured by another nodeflame inspector capture (or a port "
-                    f"one opened is being watched until it can be closed); one inspector capture of a "
-                    f"process at a time: wait for it to end, or use the walker or perf backend") from None
-            return None   # no unix sockets here: no lock (never a reason to refuse a capture)
-        return cls(s, name)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def release(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+    def take(cls, pid: int):
+        from . import locks
+        return locks.take(pid, "inspector", fix="use the walker or perf backend")
 
 
 # --------------------------------------------------------------------- the watcher

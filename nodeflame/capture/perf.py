@@ -241,7 +241,8 @@ class PerfBackend(Backend):
             return why
         if pid is None:
             return None
-        return _target_reason(pid)
+        from . import locks
+        return locks.busy(pid, "perf") or _target_reason(pid)
 
     # ------------------------------------------------------------- live pid
     def start(self, target: Target, opts: CaptureOptions) -> Session:
@@ -251,7 +252,16 @@ class PerfBackend(Backend):
         why = _target_reason(target.pid)
         if why:
             raise TargetError(why) if not procutil.exists(target.pid) else BackendUnavailable(why)
-        s = PerfSession(self, target, opts, path)
+        from . import locks
+        # one perf capture of a process at a time: two perf records would each sample it (twice the cost)
+        lock = locks.take(target.pid, "perf", fix="use the walker or inspector backend")
+        try:
+            s = PerfSession(self, target, opts, path)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        s.lock = lock
         try:
             s.launch(target.pid)
         except BaseException:
@@ -388,6 +398,7 @@ class PerfSession(Session):
         self.closed = False
         self.stopped = False
         self.argv: list[str] = []
+        self.lock = None                 # the perf capture lock of the pid (locks.take), released by close()
 
     # ------------------------------------------------------------- start
     def launch(self, pid: int):
@@ -644,6 +655,8 @@ class PerfSession(Session):
                 pass
         self.fds = []
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if self.lock is not None and (self.proc is None or self.proc.poll() is not None):
+            self.lock.release()          # (a perf record that would not end keeps it until this process exits)
 
 
 def _filter(p, mask):

@@ -86,10 +86,11 @@ def _has_cap_sys_ptrace() -> bool:
 
 
 class WalkerSession(Session):
-    def __init__(self, backend, target, opts, sampler, thread):
+    def __init__(self, backend, target, opts, sampler, thread, lock=None):
         super().__init__(backend, target, opts)
         self.sampler = sampler
         self.thread = thread
+        self.lock = lock                  # the walker's capture lock of the pid (locks.take)
         self._closed = False
         self._profile = None
 
@@ -127,6 +128,8 @@ class WalkerSession(Session):
             self.thread.join(30)
         except BaseException:  # noqa: BLE001 - close must never raise
             pass
+        if self.lock is not None and not self.thread.is_alive():
+            self.lock.release()           # (a sampler still attached keeps it: the process exit drops it)
 
 
 def _realtime_option(value):
@@ -150,6 +153,15 @@ class WalkerBackend(Backend):
     default_hz = 1000
 
     def available(self, pid: int | None = None) -> str | None:
+        if pid is not None and ptrace.supported() is None:
+            from .. import locks
+            why = locks.busy(pid, "walker")   # (before ptrace's "already traced": that tracer is the capture)
+            if why:
+                return why
+        return self._available(pid)
+
+    def _available(self, pid: int | None = None) -> str | None:
+        """available() but for the capture lock (start() holds it when it asks)."""
         why = ptrace.supported()
         if why:
             return why
@@ -177,9 +189,21 @@ class WalkerBackend(Backend):
                 f"threads included); no perf engine because {why}")
 
     def start(self, target: Target, opts: CaptureOptions) -> Session:
+        from .. import locks
+        # one walker capture of a process at a time (either engine): before anything touches the target, so
+        # a second capture never meets the first's ptrace stops or rings ("already traced" would be its error)
+        lock = locks.take(target.pid, "walker", fix="use the perf or inspector backend")
+        try:
+            return self._start(target, opts, lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _start(self, target: Target, opts: CaptureOptions, lock) -> Session:
         from ..v8layout import LayoutError, layout_for_pid
         from .sampler import Sampler
-        why = self.available(target.pid)
+        why = self._available(target.pid)
         if why:
             raise CaptureError(f"walker: {why}")
         try:
@@ -201,7 +225,7 @@ class WalkerBackend(Backend):
             if isinstance(e, PermissionError):
                 raise CaptureError(f"walker: {e.strerror or e}") from None
             raise CaptureError(f"walker: cannot start: {type(e).__name__}: {e}") from None
-        return WalkerSession(self, target, opts, sampler, th)
+        return WalkerSession(self, target, opts, sampler, th, lock)
 
 
 BACKEND = WalkerBackend()

@@ -345,12 +345,17 @@ def test_breadcrumbs_in_milliseconds_and_unescaped(prof):
     assert e.crumbs.children[-1].description == "ignore ^fi(b|x) "     # a real regex stays a regex
 
 
-def test_click_focuses_with_breadcrumbs_and_fills_the_details_pane(prof):
-    from plotly.callbacks import Points
-    e = ex(prof)
+def browser_click(e, label, view=None):
+    """What the loader sends when a frame is clicked: a custom message naming its node and chart."""
     tr = e.widget.data[0]
-    i = list(tr.labels).index("render")
-    e.chart._on_click(tr, Points(point_inds=[i], trace_name="", trace_index=0))   # what plotly_click calls
+    i = list(tr.labels).index(label)
+    view = e.widget.layout.meta["nodeflame"]["view"] if view is None else view
+    e.widget._handle_custom_msg({"event": "nodeflame-click", "id": tr.ids[i], "label": label, "view": view}, [])
+
+
+def test_click_focuses_with_breadcrumbs_and_fills_the_details_pane(prof):
+    e = ex(prof)
+    browser_click(e, "render")
     assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"]
     assert e.profile.total == 200
     assert str(e.profile.func_labels()[e.selected]) == f"render {APP}:20"
@@ -361,8 +366,7 @@ def test_click_focuses_with_breadcrumbs_and_fills_the_details_pane(prof):
     assert e.transforms == [] and e.profile.total == 1000
     # with click-to-focus off a click only selects
     e.click_focus.value = False
-    tr = e.widget.data[0]
-    e.chart._on_click(tr, Points(point_inds=[list(tr.labels).index("handle")], trace_name="", trace_index=0))
+    browser_click(e, "handle")
     assert e.transforms == [] and "self 0 (0.00 %) · total 500 (50.00 %)" in e.details.value
     # the details' own buttons are transforms too
     e.d_ignore.click()
@@ -590,8 +594,10 @@ const lib = new Uint8Array(await (await fetch("library.gz")).arrayBuffer());
 const handlers = {};
 const fire = (k) => (handlers["change:" + k] || []).forEach((cb) => cb());
 window.__saved = [];
+window.__sent = [];
 const model = {
-  get: (k) => state[k], set: (k, v) => { state[k] = v; }, off: () => {}, send: () => {},
+  get: (k) => state[k], set: (k, v) => { state[k] = v; }, off: () => {},
+  send: (content) => { window.__sent.push(content); },
   on: (ev, cb) => { (handlers[ev] = handlers[ev] || []).push(cb); },
   save_changes: () => { if (state._js2py_pointsCallback) window.__saved.push(state._js2py_pointsCallback); },
   widget_manager: { get_model: async (id) => {
@@ -642,7 +648,10 @@ window.__ready = true;
                 .find(g => (g.textContent || '').trim() === 'render');
                 const r = t.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()""")
             b.click(*box)
-            pts = b.wait_for("window.__saved.find(p => p.event_type === 'plotly_click')", timeout=10)
+            msg = b.wait_for("window.__sent.find(m => m.event === 'nodeflame-click')", timeout=10)
+            # plotly's own click (zoom in the browser, and a state update the widget manager may
+            # merge away) is stopped: the kernel is told by the message alone
+            assert not b.eval("window.__saved.find(p => p.event_type === 'plotly_click')")
             # the output gets narrower: the chart follows
             b.eval("document.getElementById('box').style.width = '800px'")
             b.wait_for("Number(document.querySelector('#box .main-svg').getAttribute('width')) === 800",
@@ -651,10 +660,9 @@ window.__ready = true;
     finally:
         srv.shutdown()
         srv.server_close()
-    assert pts["points"]["trace_indexes"] == [0]
-    i = pts["points"]["point_indexes"][0]
-    assert e.widget.data[0].labels[i] == "render"
-    e.widget._js2py_pointsCallback = pts          # what the comm delivers to the kernel
+    assert msg["label"] == "render" and msg["view"] == e.widget.layout.meta["nodeflame"]["view"]
+    assert e.widget.data[0].labels[list(e.widget.data[0].ids).index(msg["id"])] == "render"
+    e.widget._handle_custom_msg(msg, [])          # what the comm delivers to the kernel
     assert e.transforms == [f"focus=^render\\ {re.escape(APP)}:20$"] and e.profile.total == 200
 
 
@@ -946,3 +954,26 @@ def test_collapse_package_merges_runs_of_a_package_into_one_frame():
     assert "tinyparse" in list(e.widget.data[0].labels)
     e.collapse.value = False
     assert e.transforms == [] and e.profile.total == p.total
+
+
+def test_clicks_queued_by_a_busy_kernel_each_focus_their_frame_in_order(prof):
+    """Clicks made while the kernel is busy all arrive once it is free, each naming the chart it was
+    made on: each focuses its frame from that chart's view, in order; none is lost, none lands on
+    what a later chart has at that node id; chart, breadcrumbs and details agree on the last."""
+    e = ex(prof)
+    view = e.widget.layout.meta["nodeflame"]["view"]
+    seq = ["render", "parse", "crunch", "fib", "handle"]
+    ids = {lab: e.widget.data[0].ids[list(e.widget.data[0].labels).index(lab)] for lab in seq}
+    for lab in seq:     # all made on the first chart, delivered one after another
+        e.widget._handle_custom_msg({"event": "nodeflame-click", "id": ids[lab], "view": view}, [])
+    assert [c["function"].split(" ")[0] for c in e.clicks] == seq
+    assert [len(c["transforms"]) for c in e.clicks] == [1] * 5          # each from the first view
+    last = e.clicks[-1]["function"]
+    assert e.transforms == [f"focus=^{re.escape(last)}$"] and str(e.profile.func_labels()[e.selected]) == last
+    assert e.crumbs.children[-1].tooltip == f"focus {last}" and f"<b>handle</b>" in e.details.value
+    assert e.widget.layout.meta["nodeflame"]["view"] > view
+    # a click on the chart shown now adds to its view
+    browser_click(e, "parse")
+    assert e.transforms[-2:] == [f"focus=^{re.escape(last)}$", f"focus=^parse\\ {re.escape(DEP)}:5$"]
+    # plotly's own click-zoom stays off while clicks focus
+    assert e.widget.layout.meta["nodeflame"]["zoom"] is False

@@ -6,9 +6,11 @@ that a redraw is a restyle, never a delete/add) on an x axis below the
 icicle.  One figure widget rather than two because every ``FigureWidget``
 carries plotly's whole front-end bundle (about 5 MB) with it.
 
-Clicks on the icicle and box selections on the timeline come back through
-plotly's own trace callbacks as ``on_event`` messages:
-``{"type": "click", "id": <plotly id>}`` and ``{"type": "select", "x": [a, b] | None}``.
+Clicks on the icicle come back as the loader's own custom message (never merged
+or dropped while the kernel is busy; it names the chart's view, ``layout.meta``),
+box selections on the timeline through plotly's own trace callbacks; both as
+``on_event`` messages: ``{"type": "click", "id": <plotly id>, "view": <n>}`` and
+``{"type": "select", "x": [a, b] | None}``.
 """
 from __future__ import annotations
 
@@ -109,10 +111,17 @@ class Chart:
         self._last_select = None
         self._emit({"type": "select", "x": None})
 
+    def _on_msg(self, _widget, content, _buffers=None):
+        # the loader's own click message (see frontend.LOADER): custom messages are never merged
+        # or dropped by the widget manager's throttle, which keeps only the last of the state
+        # updates (plotly's own _js2py_pointsCallback) a busy kernel has not answered yet
+        if isinstance(content, dict) and content.get("event") == "nodeflame-click":
+            self._emit({"type": "click", "id": None if content.get("id") is None else str(content["id"]),
+                        "view": content.get("view")})
+
     def _connect(self):
         data = self.widget.data
-        if data:
-            data[0].on_click(self._on_click)
+        self.widget.on_msg(self._on_msg)   # clicks: the loader's message, not plotly's on_click
         for tr in data[1:]:
             tr.on_selection(self._on_select)
             tr.on_deselect(self._on_deselect)

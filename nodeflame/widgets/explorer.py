@@ -26,6 +26,7 @@ from .state import DETAILS, FIGURE, MINWIDTHS, STYLE, ExplorerState
 from .state import LRU as _LRU  # noqa: F401  (kept for code that imported it from here)
 from .state import unescape as _unescape  # noqa: F401
 
+_VIEWS_KEPT = 256   # charts whose late clicks can still be read in their own view
 _AUTO = -1.0   # the min-width dropdown's value for "auto" (None would draw a blank dropdown)
 
 
@@ -67,6 +68,8 @@ class Explorer(W.VBox):
         self.message = ""
         self._syncing = False
         self._generation = 0
+        self._view_seq = 0
+        self._views: dict[int, tuple] = {}
         self.chart_box = None
         self._build_controls(timeline)
         self.refresh()   # the chart's FigureWidget is born holding the first figure
@@ -194,9 +197,15 @@ class Explorer(W.VBox):
         """Highlight functions whose ``name file:line`` matches the regular expression."""
         return self._do(self.state.search(pattern))
 
-    def click(self, node) -> "Explorer":
-        """What a click on the chart does (see :meth:`ExplorerState.click`)."""
-        return self._do(self.state.click(node))
+    def click(self, node, view: tuple | None = None) -> "Explorer":
+        """What a click on the chart does (see :meth:`ExplorerState.click`); ``view``: the view
+        key of the chart it was made on (None: the chart shown now)."""
+        return self._do(self.state.click(node, view))
+
+    @property
+    def clicks(self) -> list[dict]:
+        """The clicks applied, oldest first: node id, function, transforms after it."""
+        return self.state.clicks
 
     def select(self, node=None, *, func: int | None = None) -> "Explorer":
         """Show a function in the details pane: by plotly node id (a click) or by function id."""
@@ -223,6 +232,14 @@ class Explorer(W.VBox):
 
     def _refresh_chart(self) -> None:
         trace, layout = self.state.flame()
+        # the chart names its view: a click made on it comes back with this number, so that a click
+        # that arrives after later charts (a busy kernel) is read in the chart it was made on
+        self._view_seq += 1
+        self._views[self._view_seq] = self.state.view_key
+        for old in [k for k in self._views if k <= self._view_seq - _VIEWS_KEPT]:
+            del self._views[old]
+        layout = dict(layout, meta={"nodeflame": {"view": self._view_seq,
+                                                  "zoom": not self.state.focus_on_click}})
         self.chart.set_flame(trace, layout)
         self.legend.value = self.state.legend_html()
         if self.chart_box is not None:
@@ -302,6 +319,7 @@ class Explorer(W.VBox):
         self.minwidth = W.Dropdown(options=widths, value=_mw_value(st.view["minwidth"]), description="min width",
                                    layout=W.Layout(width="170px"))
         self.crumbs = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.crumbs.add_class("nodeflame-crumbs")
         self.legend = W.HTML()
         self.b_undo = _btn("undo", "remove the last transform")
         self.b_reset = _btn("reset", "remove every transform")
@@ -311,10 +329,11 @@ class Explorer(W.VBox):
         self.timeline_chart = self.chart if has_timeline else None   # the strip lives in the same figure
         # the chart grows with the stacks' depth; past SCROLL_PX it scrolls inside this box
         self.chart_box = W.Box(layout=W.Layout(width="100%", overflow="auto", display="block"))
+        self.chart_box.add_class("nodeflame-chart")
         self.range = None
         self.click_focus = W.Checkbox(value=st.focus_on_click, description="click focuses", indent=False,
                                       layout=W.Layout(width="110px"))
-        self.click_focus.observe(lambda ch: setattr(self.state, "focus_on_click", bool(ch["new"])), "value")
+        self.click_focus.observe(self._on_click_focus, "value")
         if has_timeline:
             span = (st.t1 - st.t0) / 1e6
             self.range = W.FloatRangeSlider(value=(0.0, span), min=0.0, max=span, step=max(span / 1000, 0.001),
@@ -324,6 +343,7 @@ class Explorer(W.VBox):
         # the panes share the row; their tables keep one line per row and scroll sideways if need be
         pane = dict(width="50%", min_width="0", overflow="auto", padding="0 12px 0 0")
         self.details = W.HTML(layout=W.Layout(width="100%"))
+        self.details.add_class("nodeflame-details")
         self.d_focus = _btn("focus on it", "focus on the selected function")
         self.d_ignore = _btn("ignore it", "drop stacks through the selected function")
         self.d_hide = _btn("hide it", "remove the selected function's frames")
@@ -411,10 +431,22 @@ class Explorer(W.VBox):
     # --------------------------------------------------------------- events
     def _on_chart_event(self, msg):
         if msg.get("type") == "click":
-            self._ui(lambda: self.click(msg.get("id")))()
+            view = self._views.get(msg.get("view")) if msg.get("view") is not None else None
+            if msg.get("view") is not None and view is None:
+                self.message = "a click on a chart long since replaced was ignored"
+                self._render_status()
+                return
+            self._ui(lambda: self.click(msg.get("id"), view))()
         elif msg.get("type") == "select":
             x = msg.get("x")
             self._ui(lambda: self.set_slice_ms(*(sorted(x) if x else (None, None))))()
+
+    def _on_click_focus(self, ch):
+        self.state.focus_on_click = bool(ch["new"])
+        if self.chart.widget is not None:    # plotly's own click-zoom only while clicks do not focus
+            meta = dict(self.chart.widget.layout.meta or {})
+            meta["nodeflame"] = dict(meta.get("nodeflame") or {}, zoom=not self.state.focus_on_click)
+            self.chart.widget.layout.meta = meta
 
     def _on_range(self, ch):
         if self._syncing:

@@ -22,6 +22,9 @@ The loader also:
   gives up on it and its messages; the library can take longer on a busy
   machine) and queues the figure's ``_py2js_*`` messages that arrive before
   the library, replaying them into plotly's model when it is there;
+- sends each click on the icicle to the kernel as its own custom message (with
+  the id of the chart's view), so that clicks made while the kernel is busy are
+  all delivered, and stops plotly's own click-to-zoom while clicks focus;
 - draws the chart at the width of the output: plotly sizes a new plot from its
   element, and a view is rendered before the output area attaches it (0 px:
   plotly then falls back to 700 px), so the first draw waits until the element
@@ -116,6 +119,33 @@ function sized(el, timeout = 5000) {
   });
 }
 
+// clicks on the icicle go to the kernel as one custom message each, naming the node and the chart's
+// view (layout.meta.nodeflame.view): the widget manager merges state updates the kernel has not
+// answered (a busy kernel kept only the last of plotly's clicks) but sends every custom message.
+// Returning false stops plotly's own click-to-zoom (the kernel redraws the focused view) unless
+// the kernel asked for it (meta.nodeflame.zoom: click-to-focus off).
+function hookClicks(model, el) {
+  let tries = 0;
+  const hook = () => {
+    if (typeof el.on !== "function" || !el._fullData) {
+      if (tries++ < 1200) setTimeout(hook, 50);
+      return;
+    }
+    el.on("plotly_icicleclick", (ev) => {
+      const meta = (el.layout && el.layout.meta && el.layout.meta.nodeflame) || null;
+      const pt = ev && ev.points && ev.points[0];
+      if (!meta || !pt) return undefined;
+      const ids = el.data && el.data[0] && el.data[0].ids;
+      const id = pt.id !== undefined ? pt.id : (ids ? ids[pt.pointNumber] : null);
+      model.send({ event: "nodeflame-click", id: id === null || id === undefined ? null : String(id),
+                   label: pt.label === undefined ? null : String(pt.label), view: meta.view });
+      globalThis.__nodeflame_clicks = (globalThis.__nodeflame_clicks || 0) + 1;
+      return meta.zoom ? undefined : false;
+    });
+  };
+  hook();
+}
+
 export default () => {
   let ready = null;
   return {
@@ -165,6 +195,7 @@ export default () => {
       await sized(el);
       performance.mark("nodeflame:render");
       const cleanup = widget.render({ model, el });
+      hookClicks(model, el);
       let last = el.clientWidth;
       const ro = new ResizeObserver(() => {
         const w = el.clientWidth;

@@ -146,6 +146,7 @@ class ExplorerState:
         self.view = {"inverted": bool(inverted), "orientation": orientation, "color": color, "minwidth": minwidth}
         self.pattern = search or ""
         self.selected = -1          # function (id in self.profile) shown in the details pane
+        self.clicks: list[dict] = []   # the clicks applied, oldest first (node, function, transforms after)
         self._matches = LRU()
         self._profiles = LRU()
         self._layouts = LRU()
@@ -244,12 +245,20 @@ class ExplorerState:
         """The profile on screen: the base profile with ``transforms`` applied."""
         return self._profile_for(tuple(self.transforms))
 
-    def _layout_for(self, key, p):
+    def _layout_for(self, key, p, inverted=None, minwidth=...):
+        inverted = self.view["inverted"] if inverted is None else bool(inverted)
+        minwidth = self.view["minwidth"] if minwidth is ... else minwidth
+
         def make():
-            lay, mw = M.auto_layout(p, inverted=self.view["inverted"], minwidth=self.view["minwidth"],
-                                    max_nodes=self.max_nodes)
+            lay, mw = M.auto_layout(p, inverted=inverted, minwidth=minwidth, max_nodes=self.max_nodes)
             return lay.assign(nid=M.node_ids(p, lay)), mw
-        return self._layouts.get_or((key, self.view["inverted"], self.view["minwidth"]), make)
+        return self._layouts.get_or((key, inverted, minwidth), make)
+
+    @property
+    def view_key(self) -> tuple:
+        """What the chart's node ids depend on: (transforms, inverted, minwidth).  A click names the
+        view it was made in with this key (see :meth:`click`)."""
+        return (tuple(self.transforms), self.view["inverted"], self.view["minwidth"])
 
     @property
     def layout_table(self) -> pd.DataFrame:
@@ -403,19 +412,40 @@ class ExplorerState:
         self.pattern = pattern or ""
         return STYLE
 
-    def click(self, node) -> str:
+    def click(self, node, view: tuple | None = None) -> str:
         """What a click on the chart does: with ``focus_on_click`` (the default) focus on the
         clicked frame's function (a ``focus=`` transform; the breadcrumbs lead back out), and
         select it for the details pane.  Clicks on the root or an "other" node only clear the
-        selection."""
-        func = M.node_func(self.layout_table, node)
-        if func < 0 or not self.focus_on_click:
-            return self.select(func=func)
-        label = str(self.profile.func_labels()[func])
-        self.apply(("focus", M.exact_pattern(self.profile, func)))
-        hit = np.flatnonzero(self.profile.func_labels() == label)
+        selection.
+
+        ``view`` is the :attr:`view_key` of the chart the click was made on, when it is not the
+        one shown now: clicks made while the kernel was busy arrive after the chart they were made
+        on has been replaced by an earlier click's.  Each is then read in its own chart, and
+        focuses from that chart's view (``its transforms + focus=<the clicked function>``), as it
+        would have had the kernel answered at once; so a burst of clicks is applied in order and
+        none is lost or lands on whatever another chart has at that node id.  Every applied click
+        is appended to :attr:`clicks`."""
+        if view is not None:
+            view = (tuple(view[0]), bool(view[1]), view[2])
+        if view is None or view == self.view_key:
+            key, p, lay = tuple(self.transforms), self.profile, self.layout_table
+        else:
+            key = view[0]
+            p = self._profile_for(key)
+            lay = self._layout_for(key, p, view[1], view[2])[0]
+        func = M.node_func(lay, node)
+        label = str(p.func_labels()[func]) if func >= 0 else ""
+        if func >= 0 and self.focus_on_click:
+            self.set_transforms(list(key) + [str(Transform.parse(("focus", M.exact_pattern(p, func))))])
+            what = FIGURE
+        else:
+            what = DETAILS
+        hit = np.flatnonzero(self.profile.func_labels() == label) if label else []
         self.selected = int(hit[0]) if len(hit) else -1
-        return FIGURE
+        self.clicks.append({"node": None if node is None else str(node), "function": label,
+                            "transforms": list(self.transforms)})
+        del self.clicks[:-200]
+        return what
 
     def select(self, node=None, *, func: int | None = None) -> str:
         """Select a function for the details pane: by plotly node id (a click) or by function id."""

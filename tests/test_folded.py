@@ -109,3 +109,120 @@ def test_raw_fast_path_equals_line_by_line(rows, crlf):
     nl = "\r\n" if crlf else "\n"
     data = (nl + nl).join(b.replace("\n", nl) for b in blocks).encode() + nl.encode()
     _same_both_ways(lambda d: raw_mod.read_raw(d, "<t>"), data, raw_mod, "_intern_lines", sum(n for _, n in rows))
+
+
+# ------------------------------------------------------------ names the format cannot hold: escaped reversibly
+import numpy as np  # noqa: E402
+
+from nodeflame.frames.build import FrameTable, build_profile  # noqa: E402
+from nodeflame.frames.readers.folded import escape_name, unescape_name  # noqa: E402
+from nodeflame.writers import folded as folded_writer  # noqa: E402
+
+HOSTILE = ["a;b", ";", ";;", "foo 12", "foo  12", "t 1 2", "x\ny", "\n", "c\r", "\r\n", "", " ", "  ", "\t",
+           "#hash", "//sl", "/", "\ufeffbom", "p%{3B}q", "r%{", "%{}", "%{", "%", "100%", "%20", "s_[j]", "s_[k]",
+           "s_[i]", "s_[w]", "_[j]", "u\t", "v\u3000\u0661\u0662", "w\u00a0", "lone \ud800 surrogate", "\udfff",
+           "z%{25}", "é;ß 7", "(anonymous)", "12", "a 1_[j]", "\x00", "\x1f 3", "x\u2028y", "end%"]
+ORDINARY = ["main", "(anonymous) /app/x.js:3", "handle<T> & co /app/server.js:12", "file:///a%20b/m.mjs",
+            "#privateMethod /app/c.js:9", "node::Start", "JSON.parse", "计算 /a.js:1", "100%", "x_[y]", "f 12 /a.js:4",
+            "__memmove_avx_unaligned_erms /usr/lib/x86_64-linux-gnu/libc.so.6", "(garbage collector)", "a b"]
+
+
+def _profile(paths, weights, threads=None):
+    ft = FrameTable()
+    offsets = np.zeros(len(paths) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(p) for p in paths])
+    flat = [ft.add(n) for p in paths for n in p]
+    return build_profile(ft, offsets, np.asarray(flat, np.int64), weights=np.asarray(weights, np.int64),
+                         threads=threads).validate()
+
+
+def _by_path(p, thread=False):
+    """{(thread?, root-first names...): weight} of a Profile."""
+    names = p.funcs["name"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
+    a = p.arrays()
+    out = {}
+    th = p.samples["thread"].astype(str).to_numpy(object)
+    for s, w, t in zip(p.samples["stack"].to_numpy(), p.samples["weight"].to_numpy(), th):
+        path = []
+        while s >= 0:
+            path.append(names[a["frame"][s]])
+            s = a["prefix"][s]
+        key = ((t,) if thread else ()) + tuple(reversed(path))
+        out[key] = out.get(key, 0) + int(w)
+    return out
+
+
+def _written_names(p, thread=False):
+    """What the folded writer keeps of the names: all of them, but a function's label (what is written)
+    is '(anonymous)' when its name is empty, as in every writer."""
+    out = {}
+    for k, w in _by_path(p, thread).items():
+        k = k[:int(thread)] + tuple(n or "(anonymous)" for n in k[int(thread):])
+        out[k] = out.get(k, 0) + w
+    return out
+
+
+@pytest.mark.parametrize("path", [["main", "x"], ["x"], ["x", "main"], ["#r", "x"]])
+def test_each_hostile_name_round_trips_in_every_position(path):
+    rows = [[h if n == "x" else n for n in path] for h in HOSTILE]
+    p = _profile(rows, list(range(1, len(rows) + 1)))
+    for kw in ({}, {"annotate": True}):
+        text = render(p, "folded", **kw).encode("utf-8")  # valid UTF-8: no lone surrogate leaked
+        q = nf.read(text, format="folded").validate()
+        assert _by_path(q) == _written_names(p), kw
+        assert len(text.split(b"\n")) - 1 == len(_by_path(p))  # one line per stack
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(st.lists(st.text(max_size=6) | st.sampled_from(HOSTILE), min_size=1, max_size=5),
+                               st.integers(1, 10**9), st.sampled_from(["main", "", "w;1", "#t", "t 5", "\n"])),
+                     min_size=1, max_size=12),
+       annotate=st.booleans())
+def test_every_name_round_trips_through_write_and_read(rows, annotate):
+    p = _profile([r[0] for r in rows], [r[1] for r in rows], threads=[r[2] for r in rows])
+    want = _written_names(p)
+    text = render(p, "folded", annotate=annotate)
+    text.encode("utf-8")
+    q = nf.read(text.encode("utf-8"), format="folded").validate()
+    assert _by_path(q) == want
+    # with the thread first (stackcollapse-perf.pl's form): threads round-trip too
+    text = render(p, "folded", thread_root=True, annotate=annotate)
+    q = nf.read(text.encode("utf-8"), format="folded", thread_root=True).validate()
+    assert _by_path(q, thread=True) == _written_names(p, thread=True)
+    # the numpy writer (no pyarrow) writes the same bytes
+    arrow = render(p, "folded", annotate=annotate, thread_root=True)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folded_writer, "_write_arrow", lambda *a, **k: False)
+        assert render(p, "folded", annotate=annotate, thread_root=True) == arrow
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text() | st.sampled_from(HOSTILE), head=st.booleans())
+def test_escape_is_undone_and_leaves_no_breaking_character(name, head):
+    esc = escape_name(name, head=head)
+    assert unescape_name(esc) == name
+    assert not any(c in esc for c in ";\n\r") and esc == esc.rstrip() and esc
+    esc.encode("utf-8")
+    if head:
+        assert not esc.startswith(("#", "//", "\ufeff"))
+
+
+def test_ordinary_names_are_written_as_they_are():
+    for n in ORDINARY:
+        assert escape_name(n) is n, n
+        assert (escape_name(n, head=True) == "%{23}" + n[1:]) if n[0] == "#" else (escape_name(n, head=True) is n)
+    p = _profile([ORDINARY, ORDINARY[::-1]], [3, 4])
+    text = render(p, "folded")
+    assert text == "".join(sorted(";".join(r) + f" {w}\n" for r, w in ((ORDINARY, 3), (ORDINARY[::-1], 4))))
+
+
+def test_the_escapes_of_issue_15():
+    p = _profile([["main", "a;b"], ["main", "foo 12"]], [5, 7])
+    assert render(p, "folded") == "main;a%{3B}b 5\nmain;foo%{20}12 7\n"
+    q = nf.read(render(p, "folded").encode(), format="folded")
+    assert _by_path(q) == {("main", "a;b"): 5, ("main", "foo 12"): 7}
+
+
+def test_foreign_percent_escapes_are_not_decoded():
+    p = nf.read(b"file:///a%20b/m.mjs;x%3By;100%;%{zz} 3\n", format="folded")
+    assert list(_by_path(p)) == [("file:///a%20b/m.mjs", "x%3By", "100%", "%{zz}")]

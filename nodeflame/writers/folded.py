@@ -1,4 +1,11 @@
-"""Folded stacks: ``root;...;leaf count`` — FlameGraph's interchange format."""
+"""Folded stacks: ``root;...;leaf count`` — FlameGraph's interchange format.
+
+One line per distinct stack (per thread and stack with ``thread_root``), sorted
+bytewise, frames written as their labels (``name file:line``).  Names the format
+cannot hold (a ``;``, a line break, a trailing `` 12``, ...) are escaped
+reversibly as ``%{HEX}``; the folded reader undoes it.  The rules are in
+``nodeflame.frames.readers.folded``; ordinary names are written unchanged.
+"""
 from __future__ import annotations
 
 import re
@@ -6,6 +13,7 @@ import re
 import numpy as np
 
 from ..frames.formats import register_writer
+from ..frames.readers.folded import escape_head, escape_name
 
 
 def _key_and_counts(p, thread_root: bool):
@@ -25,29 +33,38 @@ def _key_and_counts(p, thread_root: bool):
     names = None
     if thread_root:
         cats = s["thread"].cat.categories.astype(str).to_numpy(object)
+        cats = np.array([escape_name(x, head=True) for x in cats] + [""], dtype=object)[:-1]
         names = cats[uk // (nst + 1)]
     return ust, counts, names
 
 
 def _labels(p, annotate: bool):
-    labels = p.frame_labels().astype(object)
+    """The text of every frame as written in a line, escaped (and annotated): (anywhere but first,
+    first in a line)."""
+    raw = p.frame_labels()
+    labels = np.empty(len(raw), dtype=object)
+    labels[:] = [escape_name(x) for x in raw]
+    first = labels.copy()
+    first[:] = [escape_head(x) for x in labels]
     if annotate:
         kinds = p.funcs["kind"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
         suffix = np.where(np.isin(kinds, ["js", "deps", "node", "builtin"]), "_[j]",
                           np.where(kinds == "kernel", "_[k]", ""))
-        labels = np.array([l + sfx for l, sfx in zip(labels, suffix)], dtype=object)
-    return labels
+        labels = np.array([l + sfx for l, sfx in zip(labels, suffix)] + [""], dtype=object)[:-1]
+        first = np.array([l + sfx for l, sfx in zip(first, suffix)] + [""], dtype=object)[:-1]
+    return labels, first
 
 
-def _join_paths(p, labels, stacks, ends, heads=None, sep=";"):
+def _join_paths(p, labels, stacks, ends, heads=None, sep=";", first=None):
     """One string (or bytes, if ``labels`` are bytes and ``sep`` is b";"): for
     each stack of ``stacks``, [its head + sep] its root-first labels joined by
-    sep, then its entry of ``ends`` (e.g. ' 12\n').
+    sep, then its entry of ``ends`` (e.g. ' 12\n').  ``first``: the labels of a
+    line's first frame (without ``heads``), default ``labels``.
 
     Built with numpy indexing into one token array and a single join: no
     Python loop per stack or frame."""
     from ..frames.stacktable import stack_paths
-    a = p._arrays()
+    a = p.arrays()
     off, flat = stack_paths(a["prefix"], np.asarray(stacks, np.int64), a["depth"])
     n = len(stacks)
     nfr = np.diff(off)
@@ -64,7 +81,7 @@ def _join_paths(p, labels, stacks, ends, heads=None, sep=";"):
         tok[off[:-1] + np.arange(n) * extra] = heads
     else:
         has = nfr > 0
-        tok[pos[off[:-1][has]]] = labels[fr[off[:-1][has]]]  # no separator before the root frame
+        tok[pos[off[:-1][has]]] = (labels if first is None else first)[fr[off[:-1][has]]]  # no separator
     tok[off[1:] + np.arange(1, n + 1) * extra - 1] = ends
     return sep[:0].join(tok.tolist())
 
@@ -76,8 +93,8 @@ def folded_lines(p, *, thread_root: bool = False, annotate: bool = False):
     stackcollapse-perf.pl does; ``annotate`` appends FlameGraph's ``_[j]`` to
     JIT (js/deps/node) frames and ``_[k]`` to kernel frames."""
     ust, counts, names = _key_and_counts(p, thread_root)
-    labels = _labels(p, annotate)
-    text = _join_paths(p, labels, ust, np.full(len(ust), "\n", dtype=object), heads=names)
+    labels, first = _labels(p, annotate)
+    text = _join_paths(p, labels, ust, np.full(len(ust), "\n", dtype=object), heads=names, first=first)
     lines = text.split("\n")
     lines.pop()  # after the last "\n"
     out = np.empty(len(lines), dtype=object)
@@ -87,11 +104,11 @@ def folded_lines(p, *, thread_root: bool = False, annotate: bool = False):
 
 def _stack_texts(p, labels):
     """'a;b;c' for every stack, built one depth level at a time from the parent's text."""
-    from ..frames.stacktable import _level_segments
-    a = p._arrays()
+    from ..frames.stacktable import level_segments
+    a = p.arrays()
     out = np.empty(len(a["prefix"]), dtype=object)
     sep_labels = np.array([";" + x for x in labels], dtype=object)
-    for d, idx in _level_segments(a["depth"]):
+    for d, idx in level_segments(a["depth"]):
         if d == 0:
             out[idx] = labels[a["frame"][idx]]
         else:
@@ -107,7 +124,7 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
     pos = counts > 0
     ust, counts = ust[pos], counts[pos]
     names = names[pos] if names is not None else None
-    labels = _labels(p, annotate)
+    labels, first = _labels(p, annotate)
     # lines are sorted by their stack text; the ' ' before a count sorts below every
     # character of a label unless a label holds a control character (then by key)
     low = sort and (any(_LOW.search(x) for x in labels) or
@@ -115,14 +132,17 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
     # in UTF-8 bytes throughout (their order is the text's order): no str copy to encode
     blabels = np.empty(len(labels), dtype=object)
     blabels[:] = [x.encode("utf-8") for x in labels]
+    bfirst = blabels.copy()
+    ch = np.flatnonzero(first != labels)
+    bfirst[ch] = [x.encode("utf-8") for x in first[ch]]
     bnames = None
     if names is not None:
         bnames = np.empty(len(names), dtype=object)
         bnames[:] = [x.encode("utf-8") for x in names]
-    if not low and _write_arrow(p, out, blabels, ust, counts, bnames, sort):
+    if not low and _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort):
         return
     ends = np.char.add(np.char.add(b" ", counts.astype("S")), b"\n").astype(object)
-    text = _join_paths(p, blabels, ust, ends, heads=bnames, sep=b";")
+    text = _join_paths(p, blabels, ust, ends, heads=bnames, sep=b";", first=bfirst)
     if not (sort and len(ust) > 1):
         out.write(text)
         return
@@ -141,7 +161,7 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
 _SLICE = 1 << 14  # stacks per slice of the Arrow writer
 
 
-def _write_arrow(p, out, blabels, ust, counts, bnames, sort) -> bool:
+def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     """The lines of write_folded built, sorted and written by Arrow compute kernels (one
     binary_join over list views of the labels, a C++ sort): no Python object per frame or
     line.  False without pyarrow (nodeflame[fast]); the caller then does it with numpy."""
@@ -151,10 +171,12 @@ def _write_arrow(p, out, blabels, ust, counts, bnames, sort) -> bool:
     except ImportError:
         return False
     from ..frames.stacktable import stack_paths
-    a = p._arrays()
+    a = p.arrays()
     LB = pa.large_binary()
     semi, blank, lf, none = (pa.scalar(x, LB) for x in (b";", b" ", b"\n", b""))
-    labels = pa.array(blabels.tolist(), LB)
+    nlab = len(blabels)
+    # a line's first frame is written with its own escapes (bfirst): its labels follow the others
+    labels = pa.array(blabels.tolist() + (bfirst.tolist() if bnames is None else []), LB)
     ust = np.asarray(ust, np.int64)
     cnt = pa.array(counts).cast(pa.large_string()).cast(LB)
     heads = pa.array(bnames.tolist(), LB) if bnames is not None else None
@@ -163,8 +185,12 @@ def _write_arrow(p, out, blabels, ust, counts, bnames, sort) -> bool:
     for lo in range(0, len(ust), _SLICE):
         hi = min(lo + _SLICE, len(ust))
         off, flat = stack_paths(a["prefix"], ust[lo:hi], a["depth"])
-        frames = labels.take(pa.array(a["frame"][flat]))
+        fi = a["frame"][flat]
         del flat
+        if bnames is None and len(fi):
+            fi[off[:-1]] += nlab
+        frames = labels.take(pa.array(fi))
+        del fi
         part = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(off), frames), semi)
         del frames
         if heads is not None:

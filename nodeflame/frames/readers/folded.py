@@ -7,6 +7,33 @@ reported with their numbers: a file with some bad lines loads with a
 FormatWarning listing them; a file with none valid is a FormatError.  A line
 with two counts (difffolded.pl output) is read with its second ("after")
 count as the weight.
+
+Names are escaped reversibly where the format cannot hold them (nodeflame's
+folded writer does it, this reader undoes it in every frame and thread name):
+a character becomes ``%{HEX}``, its code point in upper-case hexadecimal
+(``%{3B}`` is ``;``).  Only what would break the line is escaped, so ordinary
+names are written as they are and FlameGraph, inferno and speedscope read the
+output as before:
+
+- anywhere in a name: ``;`` (``%{3B}``), line feed (``%{0A}``), carriage
+  return (``%{0D}``), a lone surrogate (``%{D800}``: not UTF-8), and a ``%``
+  followed by ``{`` (``%{25}``, so no name is read as an escape);
+- at a name's end: the white-space character of a trailing white space, or of a
+  white space followed by digits (``foo 12`` is written ``foo%{20}12``: else
+  ``foo 12 5`` reads as a difffolded line with counts 12 and 5), and the
+  ``_`` of a trailing FlameGraph annotation (``f_[j]`` is written
+  ``f%{5F}[j]``: else it reads as ``f`` with a JIT mark);
+- at the start of a line (the root frame, or the thread with ``thread_root``):
+  a ``#`` (``%{23}``) or the first ``/`` of ``//`` (``%{2F}/``), which would make
+  the line a comment, and a byte-order mark (``%{FEFF}``).
+
+An empty name is written ``%{}``.  The reader decodes ``%{H}`` to
+``%{HHHHHH}`` (1 to 6 hex digits, either case, at most U+10FFFF) and ``%{}``
+everywhere; nothing else.  Percent-escapes of URLs
+(``%20``) are never decoded: they are common in the file URLs of ES modules,
+and decoding them would change names read from other tools' files.  The writer
+writes frame labels, and the label of a function with an empty name is
+``(anonymous)``, as every writer shows it.
 """
 from __future__ import annotations
 
@@ -36,6 +63,47 @@ def sniff(head: bytes, text: str | None) -> bool:
         return False
     good = sum(1 for ln in lines if _LINE.match(ln))
     return good >= max(1, len(lines) // 2)
+
+
+_ESC = re.compile(r"%\{([0-9A-Fa-f]{0,6})\}")
+_ANY = re.compile("[;\n\r\ud800-\udfff]|%(?=\\{)")  # escaped wherever they are in a name
+_END = re.compile(r"\s\d*\Z|_\[[jkiw]\]\Z")  # at a name's end: white space [digits], an annotation
+_HEAD = re.compile("#|//|\ufeff")  # at the start of a line
+
+
+def _hex(ch: str) -> str:
+    return "%{" + format(ord(ch), "02X") + "}"
+
+
+def escape_name(name: str, *, head: bool = False) -> str:
+    """``name`` as it is written in a folded line (see the module docstring); ``head``: the first
+    name of the line.  Ordinary names come back unchanged (the same object)."""
+    if not name:
+        return "%{}"  # an empty line would not be a stack
+    if _ANY.search(name):
+        name = _ANY.sub(lambda m: _hex(m.group()), name)
+    m = _END.search(name)
+    if m is not None and (m.group()[0] != "_" or len(name) > 4):
+        i = m.start()
+        name = name[:i] + _hex(name[i]) + name[i + 1:]
+    return escape_head(name) if head else name
+
+
+def escape_head(text: str) -> str:
+    """An escaped name (``escape_name``) as the first name of a line."""
+    return _hex(text[0]) + text[1:] if _HEAD.match(text) else text
+
+
+def _chr(m) -> str:
+    if not m.group(1):
+        return ""
+    v = int(m.group(1), 16)
+    return chr(v) if v <= 0x10FFFF else m.group()
+
+
+def unescape_name(text: str) -> str:
+    """The name a folded frame or thread text stands for: ``%{HEX}`` escapes decoded."""
+    return _ESC.sub(_chr, text) if "%{" in text else text
 
 
 def split_annotation(frame: str):
@@ -90,7 +158,7 @@ def from_stack_strings(stack_texts, counts, *, meta=None, thread_root=False, sep
     parts = [s.split(sep) for s in stack_texts]
     threads = None
     if thread_root:
-        threads = [p[0] for p in parts]
+        threads = [unescape_name(p[0]) for p in parts]
         parts = [p[1:] for p in parts]
     lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
     offsets = np.zeros(len(parts) + 1, np.int64)
@@ -106,11 +174,13 @@ def _frame_table(texts):
     """FrameTable of distinct frame texts and the frame id of each text.
 
     Texts differing only by an annotation FlameGraph gives no kind (``_[i]``,
-    ``_[w]``) are the same frame, so ids can repeat."""
+    ``_[w]``) are the same frame, so ids can repeat (so are texts that differ only
+    by escapes).  Annotations are set aside before the escapes are decoded."""
     ft = FrameTable()
     ids = np.empty(len(texts), np.int64)
     for i, name in enumerate(texts):  # one per distinct frame text, not per sample
         base, hint = split_annotation(name)
+        base = unescape_name(base)
         ids[i] = ft.add(base, hint=hint, label=base)
     return ft, ids
 

@@ -234,8 +234,24 @@ def _factorize(lines):
 
 
 def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
-    from .raw import _intern_lines_arrow  # (raw imports this module)
-    fast = _intern_lines_arrow(data) if isinstance(data, (bytes, bytearray)) else None
+    import io
+    from .raw import _intern_lines  # (raw imports this module)
+    fast = _intern_lines(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
+    return _read_perf(fast, data, source, event)
+
+
+def read_perf_file(fh, source: str = "<perf>", *, event: str | None = None) -> "Profile":
+    """read_perf of the binary file ``fh``, taken in blocks: the whole file is never in memory."""
+    from .raw import _intern_lines
+    fast = _intern_lines(fh)
+    data = None
+    if fast is None:
+        fh.seek(0)
+        data = fh.read()
+    return _read_perf(fast, data, source, event)
+
+
+def _read_perf(fast, data, source, event):
     if fast is not None:  # interned in bulk; the lines themselves are only wanted for an error
         codes, uniq = fast
         lines = _Lines(codes, uniq)
@@ -497,8 +513,25 @@ def sniff(head: bytes, text: str | None) -> bool:
                     pairs += 1
             prev_header = False
         else:
-            prev_header = looks_like_header(ln)
+            prev_header = looks_like_header(ln) or _looks_like_bare_header(ln)
     return pairs >= 1 and frames * 2 >= indented
 
 
-register_reader("perf", read_perf, sniff, (".perf", ".perf-script", ".perf.txt"))
+def _looks_like_bare_header(ln: str) -> bool:
+    r"""A header with neither time nor event (``perf script -F comm,pid,tid,ip,sym,dso``):
+    what r"[^ \t#].*?[ \t]+[0-9]+(?:/[0-9]+)?[ \t]*\Z" matches, in linear time."""
+    if not ln or ln[0] in " \t#" or "\n" in ln:
+        return False
+    s = ln.rstrip(" \t")
+    t = s.rstrip("0123456789")
+    if len(t) == len(s):
+        return False
+    if t.endswith("/"):
+        u = t[:-1].rstrip("0123456789")
+        if len(u) == len(t) - 1:
+            return False
+        t = u
+    return len(t) > 1 and t[-1] in " \t" and bool(t.strip(" \t"))
+
+
+register_reader("perf", read_perf, sniff, (".perf", ".perf-script", ".perf.txt"), read_file=read_perf_file)

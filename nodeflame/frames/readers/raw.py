@@ -44,8 +44,8 @@ import pandas as pd
 from ..build import FrameTable, build_from_sorted_paths, frame_tables
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
+from ..ops import with_samples
 from ..symbols import parse_dtrace
-from .folded import _positions
 
 _WS = " \t\n\r\f\v"  # Perl's \s on bytes: ASCII whitespace only
 _COUNT = re.compile(r"[ \t\f\v]*([0-9]+)[ \t\f\v]*\Z")
@@ -76,7 +76,7 @@ def _cpp_args(f: str) -> str:
 _CPP_ARGS_RE = re.compile(r"(::.*)[(<].*")
 _INLINE = "_[i]"
 
-BLANK, COUNT, FRAME = 0, 1, 2
+BLANK, COUNT, FRAME, MARK = 0, 1, 2, 3
 
 
 def collapse_frame(line: str) -> list[str]:
@@ -102,10 +102,10 @@ def collapse_frame(line: str) -> list[str]:
     return out
 
 
-def header_length(lines) -> int:
-    """Number of leading header lines (at most 3): blank, '#', DTrace's column and probe lines."""
+def header_length(lines, limit: int = 3) -> int:
+    """Number of leading header lines (at most ``limit``): blank, '#', DTrace's column and probe lines."""
     h = 0
-    while h < min(3, len(lines)):
+    while h < min(limit, len(lines)):
         ln = lines[h]
         if (not ln.strip(_WS) or ln.startswith("#") or _DT_HEAD.match(ln)
                 or (h and _DT_HEAD.match(lines[h - 1]) and _dt_probe(ln))):
@@ -133,44 +133,118 @@ def _factorize(lines):
     return codes.astype(np.int64, copy=False), uniq
 
 
-_BLOCK = 1 << 24  # bytes split per bytes.split call
+_CHUNK = 1 << 24  # bytes of whole lines taken from the input at a time
 
 
-def _intern_lines(data: bytes):
-    """(codes, unique lines as str) of the lines of UTF-8 ``data``, CRLF taken as LF,
-    by C-level bytes.split and dict interning over blocks; None when ``data`` is
-    not plain UTF-8 (the text path decides then, with its warnings)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    size = len(data) - 1 if data.endswith(b"\n") else len(data)  # no line after the last line end
-    if size <= 0 or (data.endswith(b"\r") and not data.endswith(b"\n")):
-        return None  # nothing, or a lone CR at the very end: the text path's rules
-    index: dict = {}
-    pos = itertools.count()
-    setdefault = index.setdefault
-    out = []
-    lo = 0
-    while lo < size:
-        hi = data.find(b"\n", min(lo + _BLOCK, size))
-        hi = size if hi < 0 else hi
-        lines = data[lo:hi].split(b"\n")
-        out.append(np.fromiter(map(setdefault, lines, pos), np.int64, len(lines)))
-        del lines
-        lo = hi + 1
-    first_pos = np.concatenate(out) if out else np.empty(0, np.int64)
-    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
-    keys = list(index)
-    del index
+def _blocks(fh, chunk: int = _CHUNK):
+    """Blocks of whole lines of the binary file ``fh``, about ``chunk`` bytes each, as
+    (bytes, end): the lines are ``bytes[:end]``, each ending in a line feed (one is added
+    after a last line without it); a UTF-8 byte-order mark at the start goes.  Yields
+    ("bom16",) or ("cr",) and stops where the text path must decide (UTF-16, a lone CR at
+    the very end)."""
+    first = True
+    carry: list = []  # the start of the line the last block cut
+    while True:
+        b = fh.read(chunk)
+        if first:
+            first = False
+            if b.startswith((b"\xff\xfe", b"\xfe\xff")):
+                yield ("bom16",)
+                return
+            if b.startswith(b"\xef\xbb\xbf"):
+                b = b[3:]
+        if not b:
+            break
+        cut = b.rfind(b"\n") + 1
+        if cut == 0:
+            carry.append(b)  # a line longer than a block
+            continue
+        if carry:
+            carry.append(b[:cut])
+            head, end = b"".join(carry), None
+            carry = []
+        else:
+            head, end = b, cut
+        if cut < len(b):
+            carry.append(b[cut:])
+        yield (head, len(head) if end is None else end)
+    if carry:
+        rest = b"".join(carry)
+        if rest.endswith(b"\r"):
+            yield ("cr",)
+            return
+        rest += b"\n"
+        yield (rest, len(rest))
+
+
+def _encode_arrow(b: bytes, end: int):
+    """Arrow's dictionary_encode of the lines of ``b[:end]`` (each with its line feed), the
+    line ends found by numpy: C++ hashing with the GIL released, no Python object per line."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    nl = np.flatnonzero(np.frombuffer(b, np.uint8, end) == 10)
+    n = len(nl)
+    off = np.empty(n + 1, np.int32 if end < 2**31 else np.int64)
+    off[0] = 0
+    off[1:] = nl + 1
+    del nl
+    typ = pa.binary() if off.dtype == np.int32 else pa.large_binary()
+    lines = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(off), pa.py_buffer(b)])
+    enc = pc.dictionary_encode(lines)
+    dic = enc.dictionary
+    return enc.indices, dic.cast(pa.large_binary()) if dic.type != pa.large_binary() else dic
+
+
+def _intern_lines(fh):
+    """(codes, distinct lines as str) of the lines of the UTF-8 binary file ``fh`` (CRLF taken
+    as LF), in order of first appearance, read in blocks (bounded memory: the file is never
+    whole in memory); None when the text path must decide (not UTF-8, UTF-16, nothing, a lone
+    CR at the end).  With pyarrow the blocks are interned by Arrow on two threads and their
+    distinct lines merged by Arrow again; without, by bytes.split and a dict."""
     try:
-        uniq = [k.decode("utf-8") for k in keys]  # one per distinct line
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return _intern_lines_split(fh)
+    from concurrent.futures import ThreadPoolExecutor
+    pending: list = []
+    done: list = []
+    with ThreadPoolExecutor(2, thread_name_prefix="nodeflame-read") as ex:
+        for item in _blocks(fh):
+            if len(item) == 1:
+                return None
+            pending.append(ex.submit(_encode_arrow, *item))
+            del item
+            while len(pending) > 2:  # at most 3 blocks in memory
+                done.append(pending.pop(0).result())
+        done.extend(f.result() for f in pending)
+    if not done:
+        return None
+    # the distinct lines of all blocks, interned once more: block dictionaries are in order of first
+    # appearance, so the merged one is too
+    dicts = pa.chunked_array([d for _, d in done])
+    g = pc.dictionary_encode(dicts.combine_chunks() if dicts.num_chunks > 1 else dicts.chunk(0))
+    gidx = g.indices.to_numpy(zero_copy_only=False).astype(np.int32 if len(g.dictionary) < 2**31 else np.int64)
+    n = sum(len(i) for i, _ in done)
+    codes = np.empty(n, gidx.dtype)
+    o = k = 0
+    for idx, d in done:
+        codes[o:o + len(idx)] = gidx[k:k + len(d)][idx.to_numpy(zero_copy_only=False)]
+        o += len(idx)
+        k += len(d)
+    del done, dicts, gidx
+    keys = g.dictionary.to_pylist()
+    del g
+    try:
+        uniq = [k[:-1].decode("utf-8") for k in keys]  # one per distinct line, without its line feed
     except UnicodeDecodeError:
         return None
-    lut = np.zeros(int(uniq_pos[-1]) + 1 if len(uniq_pos) else 0, np.int64)
-    lut[uniq_pos] = np.arange(len(uniq_pos))
-    codes = lut[first_pos]
-    # CRLF: lines differing only by a final '\r' are the same line
+    del keys
+    return _crlf(codes, uniq)
+
+
+def _crlf(codes, uniq):
+    """CRLF: lines differing only by a final '\r' are the same line."""
     if any(u.endswith("\r") for u in uniq):
         stripped = [u[:-1] if u.endswith("\r") else u for u in uniq]
         sc, su = _factorize(stripped)
@@ -178,68 +252,90 @@ def _intern_lines(data: bytes):
     return codes, uniq
 
 
-def _intern_lines_arrow(data: bytes):
-    """What _intern_lines returns, with the lines found by numpy and interned by Arrow's
-    dictionary_encode (C++ hashing, no Python object per line); None without pyarrow
-    or where _intern_lines would say None."""
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-    except ImportError:
-        return _intern_lines(data)
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+def _intern_lines_split(fh):
+    """_intern_lines without pyarrow: bytes.split and dict interning per block."""
+    index: dict = {}
+    setdefault = index.setdefault
+    pos = itertools.count()
+    out = []
+    for item in _blocks(fh):
+        if len(item) == 1:
+            return None
+        b, end = item
+        lines = b[:end].split(b"\n") if end < len(b) else b.split(b"\n")
+        del b, item
+        lines.pop()  # after the last line feed
+        out.append(np.fromiter(map(setdefault, lines, pos), np.int64, len(lines)))
+        del lines
+    if not out:
         return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    data = bytes(data)
-    size = len(data) - 1 if data.endswith(b"\n") else len(data)
-    if size <= 0 or (data.endswith(b"\r") and not data.endswith(b"\n")):
-        return None
-    nl = _positions(np.frombuffer(data, np.uint8, size), 10)
-    n = len(nl) + 1
-    # each line with its line feed (the last one without, when the data has none at its end)
-    off = np.empty(n + 1, np.int64)
-    off[0] = 0
-    off[1:n] = nl + 1
-    off[n] = len(data)
-    del nl
-    lines = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(off), pa.py_buffer(data)])
-    enc = pc.dictionary_encode(lines)  # distinct lines in order of first appearance
-    del lines, off
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    keys = enc.dictionary.to_pylist()
-    del enc
+    first_pos = np.concatenate(out) if len(out) > 1 else out[0]
+    del out
+    uniq_pos = np.fromiter(index.values(), np.int64, len(index))
+    keys = list(index)
+    del index
     try:
         uniq = [k.decode("utf-8") for k in keys]
     except UnicodeDecodeError:
         return None
     del keys
-    uniq = [u[:-1] if u.endswith("\n") else u for u in uniq]
-    if any(u.endswith("\r") for u in uniq) or len(set(uniq)) < len(uniq):
-        # the line without a line feed at the very end, and CRLF: lines equal once those go are one line
-        stripped = [u[:-1] if u.endswith("\r") else u for u in uniq]
-        sc, su = _factorize(stripped)
-        codes, uniq = sc[codes], list(su)
-    return codes, uniq
+    lut = np.zeros(int(uniq_pos.max()) + 1, np.int32 if len(uniq) < 2**31 else np.int64)
+    lut[uniq_pos] = np.arange(len(uniq_pos))
+    return _crlf(lut[first_pos], uniq)
 
 
-def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) -> "Profile":
-    fast = _intern_lines_arrow(data) if isinstance(data, (bytes, bytearray)) else None
+def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True, threads: bool = False,
+             thread_names: dict | None = None) -> "Profile":
+    """The Profile of raw stacks ``data`` (see the module's doc).
+
+    ``threads=True`` reads SystemTap's thread markers (what nodeflame's stap
+    script prints): a stack whose root-most line is ``[thread TID]`` belongs to
+    thread TID (named ``thread_names[TID]``, else ``thread TID``; stacks with no
+    marker go to ``main``), the marker is no frame, a stack of nothing but its
+    marker is dropped, and any number of ``#`` lines may lead the file.  The
+    samples then get the threads and a ``tid`` column (-1 where unmarked)."""
+    import io
+    fast = _intern_lines(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
+    return _read(fast, data, source, stackcollapse, threads, thread_names)
+
+
+def read_raw_file(fh, source: str = "<raw>", *, stackcollapse: bool = True, threads: bool = False,
+                  thread_names: dict | None = None) -> "Profile":
+    """read_raw of the binary file ``fh``, taken in blocks: the whole file is never in memory."""
+    fast = _intern_lines(fh)
+    data = None
+    if fast is None:
+        fh.seek(0)
+        data = fh.read()
+    return _read(fast, data, source, stackcollapse, threads, thread_names)
+
+
+_THREAD = re.compile(r"\[thread ([0-9]{1,18})\]")
+
+
+def _read(fast, data, source, stackcollapse, threads, thread_names):
     if fast is not None:
         codes, uniq = fast
-        first = [uniq[c] for c in codes[:3].tolist()]
-        h = header_length(first)
-        codes = codes[h:]
+        line = lambda i: uniq[codes[i]]  # noqa: E731
+        n = len(codes)
     else:
         lines = _split_lines(data, source)
-        h = header_length(lines)
-        body = lines[h:] if h else lines
-        codes, uniq = _factorize(body)
+        line = lines.__getitem__
+        n = len(lines)
+    h = header_length([line(i) for i in range(min(3, n))])
+    while threads and h < n and (line(h).startswith("#") or not line(h).strip(_WS)):
+        h += 1  # stap's own header lines, as many as it prints
+    if fast is not None:
+        codes = codes[h:]
+    else:
+        codes, uniq = _factorize(lines[h:] if h else lines)
+        del lines
     nu = len(uniq)
     utype = np.empty(nu, np.int8)
     ucount = np.zeros(nu, np.int64)
     ustart = np.zeros(nu, np.int64)   # into ids: frames of the line, leaf first
     ulen = np.zeros(nu, np.int64)
+    utid = np.full(nu, -1, np.int64) if threads else None
     ids: list[int] = []
     ft = FrameTable()
     by_label: dict[str, int] = {}
@@ -263,6 +359,11 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
             utype[k] = BLANK
             continue
         utype[k] = FRAME
+        if threads:
+            m = _THREAD.fullmatch(ln.strip(_WS))
+            if m is not None:
+                utype[k] = MARK  # a frame unless it is the line before a count
+                utid[k] = int(m.group(1))
         parts = collapse_frame(ln) if stackcollapse else [ln.strip(_WS)]
         ustart[k] = len(ids)
         ulen[k] = len(parts)
@@ -276,6 +377,19 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
     t = utype[codes]
     n = len(codes)
     is_count = t == COUNT
+    tid = None
+    if threads:
+        mark = t == MARK
+        if mark.any():
+            marker = np.zeros(n, bool)  # a marker is the line right before a count
+            marker[:-1] = mark[:-1] & is_count[1:]
+            t[mark & ~marker] = FRAME
+            t[marker] = COUNT + 8  # neither frame nor blank
+            tid = np.full(int(is_count.sum()), -1, np.int64)
+            at = np.flatnonzero(marker)
+            tid[np.cumsum(is_count)[at]] = utid[codes[at]]
+            del marker, at
+        del mark
     is_frame = t == FRAME
     cpos = np.flatnonzero(is_count)
     fpos = np.flatnonzero(is_frame)
@@ -325,7 +439,26 @@ def read_raw(data: bytes, source: str = "<raw>", *, stackcollapse: bool = True) 
     flat[(offsets[:-1] + offsets[1:] - 1)[fblk] - np.arange(len(fblk))] = leaf_first
     counts = ucount[codes[cpos]]
     funcs, frames, fmap = frame_tables(ft)
-    return build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts, meta=meta)
+    if not threads:
+        return build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts,
+                                       meta=meta)
+    # stap: a stack of nothing but its thread marker is dropped; each sample gets its thread
+    if tid is None:
+        tid = np.full(nstack, -1, np.int64)
+    has = lengths > 0
+    if not has.all():
+        lengths, counts, tid = lengths[has], counts[has], tid[has]
+    prof = build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts, meta=meta)
+    names = dict(thread_names or {})
+    utids, inv = np.unique(tid, return_inverse=True)
+    cats = [names.get(x, f"thread {x}" if x >= 0 else "main") for x in utids.tolist()]
+    if len(set(cats)) < len(cats):
+        raise FormatError("two threads with one name", source=source,
+                          expected="one name per thread in thread_names")
+    samples = prof.samples.copy()
+    samples["thread"] = pd.Categorical.from_codes(inv.reshape(-1), cats)
+    samples["tid"] = tid
+    return with_samples(prof, samples)
 
 
 def sniff(head: bytes, text: str | None) -> bool:
@@ -373,4 +506,4 @@ def _folded_like(ln: str) -> bool:
 # a perf script sample header ('comm 123 ... cycles:') is told by perf's own test
 from .perf import looks_like_header  # noqa: E402
 
-register_reader("raw", read_raw, sniff, (".raw", ".stacks"))
+register_reader("raw", read_raw, sniff, (".raw", ".stacks"), read_file=read_raw_file)

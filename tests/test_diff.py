@@ -235,9 +235,6 @@ def test_table_columns_and_head():
 
 def test_diff_svg_is_red_blue_grey(tmp_path):
     import re
-    from nodeflame.frames.formats import WRITERS
-    if "svg" not in WRITERS:
-        pytest.skip("the SVG writer (nodeflame/writers/svg.py) is not available")
     before = sampled(5000, seed=1)
     after = sampled(5000, slower={"render"}, factor=3, seed=2)
     out = tmp_path / "d.svg"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -28,9 +29,6 @@ class Reader:
     read: Callable  # (data: bytes, source: str, **options) -> Profile
     sniff: Callable  # (head: bytes, text_head: str | None) -> bool
     extensions: tuple = ()
-    # (binary file object at 0, source, **options) -> Profile: reads a plain file in chunks
-    # instead of as one bytes object (read() passes it a file it opened itself)
-    read_file: Callable | None = None
 
 
 @dataclass
@@ -54,8 +52,8 @@ ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof":
 SNIFF_ORDER = ["nfprof", "pprof", "chrome-trace", "cpuprofile", "speedscope", "perf", "raw", "folded"]
 
 
-def register_reader(name, read, sniff, extensions=(), read_file=None):
-    READERS[name] = Reader(name, read, sniff, tuple(extensions), read_file)
+def register_reader(name, read, sniff, extensions=()):
+    READERS[name] = Reader(name, read, sniff, tuple(extensions))
 
 
 def register_writer(name, write, extensions=(), binary=False):
@@ -174,31 +172,106 @@ def gunzip(data: bytes, source: str, *, max_decompressed: int | None = None,
     return b"".join(out)
 
 
+# Sniffing looks at a window of the input: its first 64 KB (SNIFF_HEAD).  When no
+# sniffer knows that window and the input goes on, the window is widened so that
+# where the evidence starts does not decide: a leading block of '#' comment lines
+# (perf --header) does not count towards it, and a line the window cut is followed
+# to its end (a folded line of 10 000 frames or a very long name; a one-line JSON
+# file), within SNIFF_MAX bytes.  Every sniffer is linear in its window, and a
+# gzip input is decompressed only as far as the window reaches.
+SNIFF_HEAD = 65536
+SNIFF_MAX = 64 << 20
+_COMMENTS = re.compile(rb"(?:[ \t]*#[^\n]*\n)*")
+
+
+def _utf16(data: bytes) -> bool:
+    return data.startswith((b"\xff\xfe", b"\xfe\xff"))
+
+
+def _text(data: bytes, source: str) -> str | None:
+    """The text of a window of a text file, or None (not text)."""
+    if data.startswith((b"\x1f\x8b", b"PK\x03\x04")):
+        return None
+    if _utf16(data):
+        data = data[:len(data) - len(data) % 2]
+    else:  # a multi-byte character cut by the window's end is not an encoding error
+        cut = len(data)
+        while cut > max(0, len(data) - 3) and 0x80 <= data[cut - 1] < 0xC0:
+            cut -= 1
+        if cut and data[cut - 1] >= 0xC0:
+            data = data[:cut - 1]
+    try:
+        return decode_text(data, source)
+    except FormatError:
+        return None
+
+
+def _inner(data: bytes, limit: int, line_end_after: int | None = None) -> bytes:
+    """The decompressed start of gzip ``data``: ``limit`` bytes, or with ``line_end_after`` as far
+    as the first line end at or after that offset (within ``limit``)."""
+    d = zlib.decompressobj(wbits=31)
+    out = []
+    size = 0
+    pos = 0
+    step = 1 << 20
+    end = None
+    try:
+        while pos < len(data) and size < limit and end is None and not d.eof:
+            chunk = d.decompress(data[pos:pos + step], limit - size)
+            pos += step
+            while True:
+                if line_end_after is not None and size + len(chunk) > line_end_after:
+                    j = chunk.find(b"\n", max(0, line_end_after - size))
+                    if j >= 0:
+                        end = size + j + 1
+                out.append(chunk)
+                size += len(chunk)
+                if end is not None or size >= limit or not d.unconsumed_tail:
+                    break
+                chunk = d.decompress(d.unconsumed_tail, limit - size)
+    except zlib.error:
+        pass
+    raw = b"".join(out)
+    return raw[:end if end is not None else limit]
+
+
+def _windows(data: bytes, source: str):
+    """(head bytes, head text or None) of the first window, then, lazily, of the widened one."""
+    head = data[:SNIFF_HEAD]
+    gz = head.startswith(b"\x1f\x8b")
+    plain = _inner(data, SNIFF_HEAD) if gz else head
+    yield head, (_text(plain, source) if plain else None)
+    if not plain or plain.startswith((b"\x1f\x8b", b"PK\x03\x04")) or _utf16(plain):
+        return
+    if len(plain) < SNIFF_HEAD:
+        return  # the whole input was seen
+    body = _COMMENTS.match(plain).end()
+    rest = plain[body:]
+    if b"\n" not in rest and rest.lstrip(b" \t")[:1] in (b"#", b""):  # comments to the window's end
+        # (the last one cut by it): how far do they go, within SNIFF_MAX
+        whole = _inner(data, SNIFF_MAX) if gz else data[:SNIFF_MAX]
+        body = _COMMENTS.match(whole).end()
+        del whole
+    want = body + SNIFF_HEAD - 1  # the window after the comments, to the end of its last line
+    if gz:
+        wide = _inner(data, SNIFF_MAX, want)
+    else:
+        end = data.find(b"\n", want, SNIFF_MAX)
+        wide = data[:end + 1 if end >= 0 else SNIFF_MAX]
+    if len(wide) <= len(plain) and not body:
+        return  # nothing more to see
+    wide = wide[body:]
+    yield (head if gz else wide), _text(wide, source)
+
+
 def sniff(data: bytes, source: str = "<input>") -> str:
-    """Name of the format of ``data``, decided from its content."""
+    """Name of the format of ``data``, decided from its content (see SNIFF_HEAD)."""
     _ensure_readers()
-    head = data[:65536]
-    text_head = None
-    if head.startswith(b"\x1f\x8b"):  # gzip: sniffers see the text of the decompressed head
-        try:
-            inner = zlib.decompressobj(wbits=31).decompress(data[:1 << 20], 65536)
-        except zlib.error:
-            inner = b""
-        if inner and not inner.startswith((b"\x1f\x8b", b"PK\x03\x04")):
-            try:
-                text_head = decode_text(inner[:len(inner) - (len(inner) % 2)]
-                                        if inner.startswith((b"\xff\xfe", b"\xfe\xff")) else inner, source)
-            except FormatError:
-                text_head = None
-    elif not head.startswith(b"PK\x03\x04"):  # zip (.nfprof) is never text
-        try:
-            text_head = decode_text(head if not head.startswith((b"\xff\xfe", b"\xfe\xff")) else data[:65536 - (65536 % 2)], source)
-        except FormatError:
-            text_head = None
-    for name in SNIFF_ORDER:
-        r = READERS.get(name)
-        if r is not None and r.sniff(head, text_head):
-            return name
+    for head, text_head in _windows(data, source):
+        for name in SNIFF_ORDER:
+            r = READERS.get(name)
+            if r is not None and r.sniff(head, text_head):
+                return name
     if not data.strip():
         raise FormatError("file is empty", source=source, expected="a profile")
     raise FormatError("format not recognised", source=source, line=1,
@@ -249,10 +322,6 @@ def read(path_or_file, format: str | None = None, **options):
     """Read a profile in any supported format; the format is sniffed from the content."""
     _ensure_readers()
     limits = {k: options.pop(k) for k in ("max_decompressed", "max_ratio") if k in options}
-    if isinstance(path_or_file, (str, os.PathLike)):
-        prof = _read_file(os.fspath(path_or_file), format, options)
-        if prof is not None:
-            return prof
     data, source = _load(path_or_file)
     fmt = format or "any format"
     try:
@@ -279,44 +348,6 @@ def read(path_or_file, format: str | None = None, **options):
         prof.meta["source_format"] = fmt
     if prof.meta.get("source") is None:
         prof.meta["source"] = source
-    return prof
-
-
-def _read_file(path: str, format: str | None, options: dict):
-    """The Profile of the file at ``path`` read by its reader's ``read_file`` (in chunks, never
-    the whole file in memory at once), or None where that does not apply (another reader, gzip,
-    a head no sniffer knows): read() then loads the file as bytes."""
-    try:
-        fh = open(path, "rb")
-    except OSError:
-        return None  # _load says why
-    with fh:
-        head = fh.read(65536)
-        if head.startswith(b"\x1f\x8b"):
-            return None
-        fmt = format or "any format"
-        try:
-            try:
-                fmt = _canon(format) if format else sniff(head, path)
-            except FormatError:
-                return None
-            r = READERS.get(fmt)
-            if r is None or r.read_file is None:
-                return None
-            fh.seek(0)
-            with _bulk_memory():
-                prof = r.read_file(fh, path, **options)
-        except FormatError as e:
-            raise e.with_source(path)
-        except (NodeflameError, MemoryError, KeyboardInterrupt):
-            raise
-        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, NotImplementedError,
-                RecursionError, EOFError, zlib.error, SyntaxError) as e:
-            raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}"[:500], source=path) from e
-    if prof.meta.get("source_format") is None:
-        prof.meta["source_format"] = fmt
-    if prof.meta.get("source") is None:
-        prof.meta["source"] = path
     return prof
 
 

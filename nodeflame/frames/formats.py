@@ -29,6 +29,9 @@ class Reader:
     read: Callable  # (data: bytes, source: str, **options) -> Profile
     sniff: Callable  # (head: bytes, text_head: str | None) -> bool
     extensions: tuple = ()
+    # (binary file object at 0, source, **options) -> Profile: reads a plain file in chunks
+    # instead of as one bytes object (read() passes it a file it opened itself)
+    read_file: Callable | None = None
 
 
 @dataclass
@@ -52,8 +55,8 @@ ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof":
 SNIFF_ORDER = ["nfprof", "pprof", "chrome-trace", "cpuprofile", "speedscope", "perf", "raw", "folded"]
 
 
-def register_reader(name, read, sniff, extensions=()):
-    READERS[name] = Reader(name, read, sniff, tuple(extensions))
+def register_reader(name, read, sniff, extensions=(), read_file=None):
+    READERS[name] = Reader(name, read, sniff, tuple(extensions), read_file)
 
 
 def register_writer(name, write, extensions=(), binary=False):
@@ -322,6 +325,10 @@ def read(path_or_file, format: str | None = None, **options):
     """Read a profile in any supported format; the format is sniffed from the content."""
     _ensure_readers()
     limits = {k: options.pop(k) for k in ("max_decompressed", "max_ratio") if k in options}
+    if isinstance(path_or_file, (str, os.PathLike)):
+        prof = _read_file(os.fspath(path_or_file), format, options)
+        if prof is not None:
+            return prof
     data, source = _load(path_or_file)
     fmt = format or "any format"
     try:
@@ -348,6 +355,44 @@ def read(path_or_file, format: str | None = None, **options):
         prof.meta["source_format"] = fmt
     if prof.meta.get("source") is None:
         prof.meta["source"] = source
+    return prof
+
+
+def _read_file(path: str, format: str | None, options: dict):
+    """The Profile of the file at ``path`` read by its reader's ``read_file`` (in chunks, never
+    the whole file in memory at once), or None where that does not apply (another reader, gzip,
+    a head no sniffer knows): read() then loads the file as bytes."""
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return None  # _load says why
+    with fh:
+        head = fh.read(65536)
+        if head.startswith(b"\x1f\x8b"):
+            return None
+        fmt = format or "any format"
+        try:
+            try:
+                fmt = _canon(format) if format else sniff(head, path)
+            except FormatError:
+                return None
+            r = READERS.get(fmt)
+            if r is None or r.read_file is None:
+                return None
+            fh.seek(0)
+            with _bulk_memory():
+                prof = r.read_file(fh, path, **options)
+        except FormatError as e:
+            raise e.with_source(path)
+        except (NodeflameError, MemoryError, KeyboardInterrupt):
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, NotImplementedError,
+                RecursionError, EOFError, zlib.error, SyntaxError) as e:
+            raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}"[:500], source=path) from e
+    if prof.meta.get("source_format") is None:
+        prof.meta["source_format"] = fmt
+    if prof.meta.get("source") is None:
+        prof.meta["source"] = path
     return prof
 
 

@@ -234,8 +234,24 @@ def _factorize(lines):
 
 
 def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
-    from .raw import _intern_lines_arrow  # (raw imports this module)
-    fast = _intern_lines_arrow(data) if isinstance(data, (bytes, bytearray)) else None
+    import io
+    from .raw import _intern_lines  # (raw imports this module)
+    fast = _intern_lines(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
+    return _read_perf(fast, data, source, event)
+
+
+def read_perf_file(fh, source: str = "<perf>", *, event: str | None = None) -> "Profile":
+    """read_perf of the binary file ``fh``, taken in blocks: the whole file is never in memory."""
+    from .raw import _intern_lines
+    fast = _intern_lines(fh)
+    data = None
+    if fast is None:
+        fh.seek(0)
+        data = fh.read()
+    return _read_perf(fast, data, source, event)
+
+
+def _read_perf(fast, data, source, event):
     if fast is not None:  # interned in bulk; the lines themselves are only wanted for an error
         codes, uniq = fast
         lines = _Lines(codes, uniq)
@@ -518,4 +534,4 @@ def _looks_like_bare_header(ln: str) -> bool:
     return len(t) > 1 and t[-1] in " \t" and bool(t.strip(" \t"))
 
 
-register_reader("perf", read_perf, sniff, (".perf", ".perf-script", ".perf.txt"))
+register_reader("perf", read_perf, sniff, (".perf", ".perf-script", ".perf.txt"), read_file=read_perf_file)

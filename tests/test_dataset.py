@@ -18,6 +18,7 @@ pytest.importorskip("pyarrow")
 pytest.importorskip("duckdb")
 
 import nodeflame as nf  # noqa: E402
+from nodeflame.frames.ops import with_meta  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -144,8 +145,7 @@ def fleet(tmp_path):
     for version, slow in (("1.2", 1.0), ("1.3", 1.4)):
         for host in ("a", "b"):
             for i in range(3):
-                p = synthetic(100 + k, n=2000 + 300 * k, slow=slow)
-                p.meta["pid"] = 1000 + k
+                p = with_meta(synthetic(100 + k, n=2000 + 300 * k, slow=slow), pid=1000 + k)
                 ds.add(p, labels={"service": "api", "version": version, "host": host}, time=t0 + 3600 * i + k)
                 k += 1
     other = synthetic(999)

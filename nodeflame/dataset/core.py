@@ -269,6 +269,64 @@ class Dataset:
         agg = func_sums(self.store, files, sel[["capture_id", "group", "samples"]], client=client)
         return _finish_top(agg, sel, by, n, sort)
 
+    def diff(self, a: str, b: str, *, unit="capture_id", normalize: str = "auto", alpha: float = 0.05,
+             engine: str | None = None, client=None):
+        """Compare two groups of captures: ``ds.diff(a="version = '1.2'", b="version = '1.3'")``
+        (``a``, ``b``: SQL over the captures view) -> a :class:`nodeflame.frames.diff.Diff`
+        (a ``GroupDiff``) with the columns of ``nf.diff(...).table()`` and more.
+
+        Each capture is one observation of every function's share of it (0 where the function
+        is absent), so the intervals hold the variation between processes and between captures,
+        not only sampling noise: per function, Welch's t-test on the per-capture shares of the
+        two groups (after dividing group b's by the normalisation, see below), Student's t with
+        Welch–Satterthwaite degrees of freedom, the row's p-value the smaller of self's and
+        total's doubled, and ``significant`` decided by Benjamini–Hochberg at ``alpha`` over all
+        rows, as ``nf.diff`` does.  ``unit``: what one observation is: ``"capture_id"`` (each
+        capture) or columns of the captures view such as ``["host", "pid"]`` (each process: the
+        mean share of its captures, so that many captures of one process do not count as many
+        independent processes).  ``normalize``: ``"auto"``/``"reference"`` (the largest group of
+        functions whose mean shares changed by one common factor is taken as unchanged, as
+        ``nf.diff`` does; shares are compositional) or ``"total"`` (plain shares).  Needs at least
+        two units on each side.  ``before``/``after`` of the result (for ``write``/``flame``) are
+        the merged Profiles of the two groups, loaded when first used.  Both engines give the
+        same table."""
+        from ..frames.diff import GroupDiff
+        v = self._view()
+        units = [unit] if isinstance(unit, str) else list(unit)
+        for c in units:
+            if c not in v.columns:
+                raise DatasetError(f"unit: no column {c!r} in the captures view (columns: {', '.join(v.columns)})")
+        sides = []
+        for side, where in enumerate((a, b)):
+            s = self._select(where)
+            if not len(s):
+                raise DatasetError(f"diff: no capture in {self.path} matches {where!r}")
+            s = s.copy()
+            s["side"] = side
+            key = s[units].astype(object).where(s[units].notna(), None).astype(str)
+            s["unit"] = pd.MultiIndex.from_frame(key).factorize()[0] if len(units) > 1 else key[units[0]].factorize()[0]
+            s["w"] = 1.0 / s.groupby("unit")["unit"].transform("size").to_numpy(float)
+            s["den"] = s["samples"].astype(np.int64)
+            sides.append(s)
+        n_units = [int(s["unit"].nunique()) for s in sides]
+        sel = pd.concat(sides, ignore_index=True)
+        eng, client = self._engine(engine, client)
+        files = self._files("func_stats", sel.drop_duplicates("capture_id"))
+        if eng == "dask":
+            from .dask_engine import diff_sums
+        else:
+            from .duck import diff_sums
+        stats = diff_sums(self.store, files, sel[["capture_id", "side", "unit", "w", "den"]], client=client)
+        for c in ("name", "file", "kind"):
+            stats[c] = stats[c].astype(object)
+        stats = stats.astype({"side": np.int64, "line": np.int64, "self": np.int64, "total": np.int64})
+        uname = "capture" if units == ["capture_id"] else "/".join(units)
+        try:
+            return GroupDiff(stats, n_units, before=lambda: self.profile(where=a), after=lambda: self.profile(where=b),
+                             normalize=normalize, alpha=alpha, labels=(a, b), unit_name=uname)
+        except (ValueError, _st.NodeflameError) as e:
+            raise DatasetError(f"diff: {e}") from None
+
     def trend(self, func: str, by=(), every="1h", where: str | None = None, *, engine: str | None = None,
               client=None) -> pd.DataFrame:
         """The share of function(s) named ``func`` over time: per group and time bucket of

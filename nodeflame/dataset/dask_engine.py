@@ -14,12 +14,56 @@ from .store import PROFILE_TABLES
 _KEY = ["group", "name", "file", "line", "column", "kind"]
 
 
-def _read(store, files, columns=None):
-    import dask.dataframe as dd
-    kw = {} if store.local else {"storage_options": store.fs.storage_options}
-    paths = files if store.local else [store.for_duckdb(f) for f in files]
-    df = dd.read_parquet(paths, columns=columns, **kw)
+class _ReadCapture:
+    """Read one capture's file of a table as a pandas DataFrame (a Dask ``DataFrameIOFunction``:
+    Dask projects columns into it).  Categorical columns come back as strings: each file has its
+    own categories (a capture_id column holds one), so one dtype across partitions is a string."""
+
+    def __init__(self, store, columns=None):
+        self.store = store
+        self._columns = None if columns is None else list(columns)
+
+    @property
+    def columns(self):
+        return self._columns
+
+    def project_columns(self, columns):
+        return _ReadCapture(self.store, columns)
+
+    def __call__(self, path):
+        import pyarrow.parquet as pq
+        if self.store.local:
+            t = pq.read_table(path, columns=self._columns)
+        else:
+            with self.store.fs.open(path, "rb") as fh:
+                t = pq.read_table(fh, columns=self._columns)
+        return _plain(t.to_pandas())
+
+
+def _plain(df):
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype) or df[c].dtype == object or pd.api.types.is_string_dtype(df[c]):
+            df[c] = df[c].astype("string")
     return df
+
+
+def _read(store, files, columns=None):
+    """One partition per file, i.e. per capture (``dd.from_map`` over the files: Dask's
+    read_parquet fuses small files into one partition once columns are projected).  The
+    directory names (service=api/...) are not columns: labels live in the captures view, as
+    with DuckDB (hive_partitioning = false).  (The ``captures`` table of :func:`to_dask` is the
+    captures view, one row per capture, in one partition.)"""
+    import dask.dataframe as dd
+    import pyarrow.parquet as pq
+    if store.local:
+        schema = pq.read_schema(files[0])
+    else:
+        with store.fs.open(files[0], "rb") as fh:
+            schema = pq.read_schema(fh)
+    meta = _plain(schema.empty_table().to_pandas())
+    if columns is not None:
+        meta = meta[list(columns)]
+    return dd.from_map(_ReadCapture(store, columns), list(files), meta=meta, enforce_metadata=False)
 
 
 def _compute(obj, client):
@@ -59,6 +103,58 @@ def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
                                "self_share_sq": "sum", "total_share_sum": "sum", "total_share_sq": "sum"})
     out = _compute(agg, client).reset_index()
     return out.astype({"self": np.int64, "total": np.int64})
+
+
+def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
+    """As nodeflame.dataset.duck.diff_sums: per (side, name, file, line) the sums GroupDiff needs."""
+    from .duck import _empty_diff_sums
+    if not files:
+        return _empty_diff_sums()
+    f = _read(store, files, ["capture_id", "name", "file", "line", "kind", "self", "total"])
+    f = f.map_partitions(_strings, ["capture_id", "name", "file", "kind"])
+    s = sel[["capture_id", "side", "unit", "w", "den"]].copy()
+    s["capture_id"] = s["capture_id"].astype("string")
+
+    def per_capture(df):
+        # a partition holds whole captures (one file each): sum each capture's rows of one (name, file, line)
+        # (functions that differ in column or kind), then its share, weighted by 1 / captures of its unit
+        df = df.merge(s, on="capture_id", how="inner")
+        df["line"] = df["line"].astype(np.int64)
+        g = df.groupby(["side", "unit", "w", "den", "capture_id", "name", "file", "line"], sort=False,
+                       observed=True).agg({"kind": "min", "self": "sum", "total": "sum"})
+        g = g.reset_index()
+        den = g["den"].clip(lower=1).astype(float)
+        g["self_share"] = g["self"] / den * g["w"]
+        g["total_share"] = g["total"] / den * g["w"]
+        return g[["side", "unit", "name", "file", "line", "kind", "self", "total", "self_share", "total_share"]]
+
+    meta = pd.DataFrame({"side": pd.Series(dtype="int64"), "unit": pd.Series(dtype="int64"),
+                         "name": pd.Series(dtype="string"), "file": pd.Series(dtype="string"),
+                         "line": pd.Series(dtype="int64"), "kind": pd.Series(dtype="string"),
+                         "self": pd.Series(dtype="int64"), "total": pd.Series(dtype="int64"),
+                         "self_share": pd.Series(dtype=float), "total_share": pd.Series(dtype=float)})
+    f = f.map_partitions(per_capture, meta=meta)
+    u = f.groupby(["side", "unit", "name", "file", "line"]).agg(
+        {"kind": "min", "self": "sum", "total": "sum", "self_share": "sum", "total_share": "sum"},
+        split_out=1).reset_index()
+
+    def squares(df):
+        df = df.copy()
+        df["self_share_sq"] = df["self_share"] ** 2
+        df["total_share_sq"] = df["total_share"] ** 2
+        return df
+    u = u.map_partitions(squares)
+    agg = u.groupby(["side", "name", "file", "line"]).agg(
+        {"kind": "min", "self": "sum", "total": "sum", "self_share": "sum", "self_share_sq": "sum",
+         "total_share": "sum", "total_share_sq": "sum"}, split_out=1)
+    out = _compute(agg, client).reset_index()
+    out = out.rename(columns={"self_share": "self_share_sum", "total_share": "total_share_sum"})
+    out = out.astype({"side": np.int64, "line": np.int64, "self": np.int64, "total": np.int64})
+    for c in ("name", "file", "kind"):
+        out[c] = out[c].astype(object)
+    cols = ["side", "name", "file", "line", "kind", "self", "total", "self_share_sum", "self_share_sq",
+            "total_share_sum", "total_share_sq"]
+    return out[cols].sort_values(["side", "name", "file", "line"]).reset_index(drop=True)
 
 
 def func_by_capture(store, files, func: str, client=None) -> pd.DataFrame:

@@ -64,6 +64,51 @@ def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
         con.close()
 
 
+def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
+    """Per (side, name, file, line): summed self/total, and over the side's observation units the
+    sums and sums of squares of each unit's share (see ``nodeflame.frames.diff.GroupDiff``).
+
+    ``sel``: capture_id, side (0/1), unit (int: the observation unit of the capture on that side),
+    w (1 / the number of captures of that unit: a unit's share is the mean of its captures'),
+    den (the capture's samples: the denominator of its shares)."""
+    if not files:
+        return _empty_diff_sums()
+    con = connect(store)
+    try:
+        con.register("sel", sel)
+        q = f"""
+        WITH per_capture AS (
+            SELECT s.side, s.unit, s.w, s.den, f.name, f.file, CAST(f.line AS BIGINT) AS line,
+                   min(f.kind) AS kind, sum(f.self) AS self, sum(f.total) AS total
+            FROM {_scan(store, files)} AS f JOIN sel AS s ON f.capture_id = s.capture_id
+            GROUP BY s.side, s.unit, s.w, s.den, f.capture_id, f.name, f.file, f.line
+        ), per_unit AS (
+            SELECT side, unit, name, file, line, min(kind) AS kind, sum(self) AS self, sum(total) AS total,
+                   sum(CAST(self AS DOUBLE) / greatest(den, 1) * w) AS self_share,
+                   sum(CAST(total AS DOUBLE) / greatest(den, 1) * w) AS total_share
+            FROM per_capture GROUP BY side, unit, name, file, line
+        )
+        SELECT CAST(side AS BIGINT) AS side, name, file, line, min(kind) AS kind,
+               CAST(sum(self) AS BIGINT) AS self, CAST(sum(total) AS BIGINT) AS total,
+               sum(self_share) AS self_share_sum, sum(self_share * self_share) AS self_share_sq,
+               sum(total_share) AS total_share_sum, sum(total_share * total_share) AS total_share_sq
+        FROM per_unit GROUP BY side, name, file, line
+        ORDER BY side, name, file, line
+        """
+        return con.execute(q).df()
+    finally:
+        con.close()
+
+
+def _empty_diff_sums() -> pd.DataFrame:
+    return pd.DataFrame({"side": pd.Series(dtype="int64"), "name": pd.Series(dtype=object),
+                         "file": pd.Series(dtype=object), "line": pd.Series(dtype="int64"),
+                         "kind": pd.Series(dtype=object), "self": pd.Series(dtype="int64"),
+                         "total": pd.Series(dtype="int64"), "self_share_sum": pd.Series(dtype=float),
+                         "self_share_sq": pd.Series(dtype=float), "total_share_sum": pd.Series(dtype=float),
+                         "total_share_sq": pd.Series(dtype=float)})
+
+
 def _empty_sums() -> pd.DataFrame:
     return pd.DataFrame({"group": pd.Series(dtype="int64"), "name": pd.Series(dtype=object),
                          "file": pd.Series(dtype=object), "line": pd.Series(dtype="int64"),

@@ -128,7 +128,7 @@ def bh_adjust(p) -> np.ndarray:
 def _self_total_from(p, sw: np.ndarray, keep: np.ndarray):
     """Per-function (self, total) weights of ``p`` for stack weights ``sw`` (see func_self_total)."""
     nf = len(p.funcs)
-    a = p._arrays()
+    a = p.arrays()
     self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf)
     prefix, func, depth, s2n = _func_tree(p)
     tw = np.bincount(s2n, weights=sw, minlength=len(prefix)) if len(s2n) else np.zeros(0)
@@ -229,20 +229,36 @@ def _reference_scale(m):
     xb, xa = xb[ok], xa[ok]
     r = np.log(xa / xb)
     v = m["phi_self"].to_numpy(float)[ok] * (1 / xa + 1 / xb)
-    tol = Z95 * np.sqrt(v)[None, :] + math.log(1.25)
+    return common_ratio(r, v, xa + xb)
+
+
+def common_ratio(r, v, mass, slack: float = math.log(1.25), pairwise: bool = False):
+    """(s, var(log s), s of a rival group or None): the common factor of the largest group of
+    log ratios ``r`` (variances ``v``, weights ``mass`` for ties) consistent with one another
+    within ``1.96 sqrt(v) + slack``; see :func:`_reference_scale`.  ``pairwise`` (when ``v``
+    already holds all the variation expected between equal functions): consistent within
+    ``1.96 sqrt(v_i + v_j) + slack``, and ``s`` is the inverse-variance weighted mean of the
+    group's log ratios (variance ``1 / sum(1 / v)``) instead of their median."""
+    r, v, mass = np.asarray(r, float), np.asarray(v, float), np.asarray(mass, float)
+    tol = Z95 * np.sqrt(v[None, :] + v[:, None] if pairwise else v[None, :]) + slack
     fits = np.abs(r[None, :] - r[:, None]) <= tol            # fits[j, i]: function i fits candidate j
     count = fits.sum(1)
-    mass = (fits * (xa + xb)[None, :]).sum(1)
-    best = np.lexsort((-mass, -count))[0]
+    wmass = (fits * mass[None, :]).sum(1)
+    best = np.lexsort((-wmass, -count))[0]
     g = fits[best]
-    s = float(np.median(r[g]))
-    vlog = float(np.pi / 2 * v[g].mean() / g.sum())
+    if pairwise and (v[g] > 0).all():
+        wt = 1 / v[g]
+        s = float((wt * r[g]).sum() / wt.sum())
+        vlog = float(1 / wt.sum())
+    else:
+        s = float(np.median(r[g]))
+        vlog = float(np.pi / 2 * v[g].mean() / g.sum())
     # another group, outside the chosen one and at least half its size: the profile cannot tell
     # which of the two changed; widen log s to cover both, so neither is flagged on a guess
     alt = (~g) & (count >= max(2, count[best] / 2))
     alt_s = None
     if alt.any():
-        j = np.flatnonzero(alt)[np.lexsort((-mass[alt], -count[alt]))[0]]
+        j = np.flatnonzero(alt)[np.lexsort((-wmass[alt], -count[alt]))[0]]
         alt_s = float(np.median(r[fits[j] & ~g])) if (fits[j] & ~g).any() else float(r[j])
         vlog += (s - alt_s) ** 2 / 4
     return float(np.exp(s)), vlog, (None if alt_s is None else float(np.exp(alt_s)))
@@ -517,3 +533,268 @@ def diff(before, after, *, normalize: str = "auto", work=None, reference: str | 
     not change (the reference is then those functions' self samples, like a housekeeping gene);
     ``alpha``: the false discovery rate of ``significant``."""
     return Diff(before, after, normalize=normalize, work=work, reference=reference, alpha=alpha)
+
+
+# ---------------------------------------------------------------- groups of captures
+_lgamma = np.vectorize(math.lgamma, otypes=[float])
+
+
+def _betainc(a, b, x):
+    """Regularised incomplete beta I_x(a, b), elementwise (continued fraction, Lentz's method)."""
+    a, b, x = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float), np.asarray(x, float))
+    out = np.where(x <= 0, 0.0, 1.0)
+    inner = (x > 0) & (x < 1)
+    if not inner.any():
+        return out
+    a, b, x = a[inner], b[inner], x[inner]
+    flip = x > (a + 1) / (a + b + 2)
+    a2, b2, x2 = np.where(flip, b, a), np.where(flip, a, b), np.where(flip, 1 - x, x)
+    tiny = 1e-300
+    qab, qap, qam = a2 + b2, a2 + 1, a2 - 1
+    c = np.ones_like(x2)
+    d = 1 - qab * x2 / qap
+    d = 1 / np.where(np.abs(d) < tiny, tiny, d)
+    h = d.copy()
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b2 - m) * x2 / ((qam + m2) * (a2 + m2))
+        d = 1 + aa * d
+        d = 1 / np.where(np.abs(d) < tiny, tiny, d)
+        c = 1 + aa / np.where(np.abs(c) < tiny, tiny, c)
+        h *= d * c
+        aa = -(a2 + m) * (qab + m) * x2 / ((a2 + m2) * (qap + m2))
+        d = 1 + aa * d
+        d = 1 / np.where(np.abs(d) < tiny, tiny, d)
+        c = 1 + aa / np.where(np.abs(c) < tiny, tiny, c)
+        delta = d * c
+        h *= delta
+        if np.all(np.abs(delta - 1) < 1e-14):
+            break
+    front = np.exp(_lgamma(qab) - _lgamma(a2) - _lgamma(b2) + a2 * np.log(x2) + b2 * np.log1p(-x2))
+    val = front * h / a2
+    out[inner] = np.where(flip, 1 - val, val)
+    return out
+
+
+def t_two_sided_p(t, df) -> np.ndarray:
+    """Two-sided p-value of Student's t with ``df`` degrees of freedom (non-integer allowed)."""
+    t, df = np.broadcast_arrays(np.abs(np.asarray(t, float)), np.asarray(df, float))
+    if not t.size:
+        return t.astype(float)
+    return np.clip(_betainc(df / 2, 0.5, df / (df + t * t)), 0.0, 1.0)
+
+
+def t_quantile_975(df) -> np.ndarray:
+    """The 97.5 % quantile of Student's t (``df`` >= 1, non-integer allowed): the normal quantile
+    refined by Newton steps on :func:`t_two_sided_p`."""
+    df = np.maximum(np.asarray(df, float), 1.0)
+    z = Z95
+    # Cornish-Fisher start (Abramowitz & Stegun 26.7.5), then Newton on the density
+    q = (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+         + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+    for _ in range(6):
+        f = t_two_sided_p(q, df) - 0.05
+        dens = np.exp(_lgamma((df + 1) / 2) - _lgamma(df / 2) - 0.5 * np.log(df * np.pi)
+                      - (df + 1) / 2 * np.log1p(q * q / df))
+        q = q + f / (2 * dens)
+    return q
+
+
+GROUP_KEY = KEY + ["kind"]
+
+
+class GroupDiff(Diff):
+    """The difference between two groups of captures (``Dataset.diff``), each capture (or each
+    process, with ``unit=``) one observation of every function's share.
+
+    ``stats``: one row per (side, name, file, line) with ``side`` 0 (before) or 1 (after),
+    ``kind``, ``self``/``total`` (weights summed over the side's captures) and, over the
+    side's observation units, ``self_share_sum``/``self_share_sq`` and
+    ``total_share_sum``/``total_share_sq`` (sums of each unit's share and of its square);
+    ``units``: the number of observation units on each side (a unit without the function
+    counts with share 0).  ``before``/``after``: the merged Profiles of each side, or
+    callables that load them (only :meth:`write`, :meth:`flame`, :meth:`deltas` need them).
+
+    The method (Welch's t on per-unit shares, normalised, Benjamini–Hochberg): for each
+    function the mean share ``m`` and the sample variance ``v`` of the per-unit shares on
+    each side; the after mean is divided by the normalisation's factor ``s`` (``"reference"``:
+    the largest group of functions whose mean shares changed by one common factor, as
+    :func:`diff` finds it, from the log ratios of the means with their delta-method
+    variances, two functions consistent when their log ratios differ by less than 1.96 standard
+    errors of the difference plus 5 % (not the 25 % of a single diff: the variances already hold
+    the variation between units), and the factor their inverse-variance weighted mean; ``"total"``: s = 1, plain shares); the change
+    ``d = m_after / s - m_before`` has variance ``v_b / n_b + v_a / (n_a s^2) +
+    (m_after / s)^2 var(log s)`` and Welch–Satterthwaite degrees of freedom; its p-value is
+    Student's t.  The variance between units holds everything that makes two captures of
+    the same code differ (processes, inputs, machines, sampling noise), so no dispersion
+    model of sampling is needed.  The row's p-value is the smaller of self's and total's
+    doubled (not doubled when they are the same observations: a function that calls nothing),
+    ``significant`` is Benjamini–Hochberg at ``alpha``, and the intervals are the
+    95 % t intervals of the change in points of the before group's mean share."""
+
+    def __init__(self, stats: pd.DataFrame, units, *, before=None, after=None, normalize: str = "auto",
+                 alpha: float = ALPHA, labels=("before", "after"), unit_name: str = "capture"):
+        if normalize not in ("auto", "reference", "total"):
+            raise ValueError(f"a group diff's normalize must be 'auto', 'reference' or 'total', not {normalize!r}")
+        nb, na = int(units[0]), int(units[1])
+        if nb < 2 or na < 2:
+            raise NodeflameError(f"a group diff needs at least 2 {unit_name}s on each side (has {nb} before, "
+                                 f"{na} after); for one capture, diff the Profiles (nf.diff)")
+        self.stats = stats
+        self.units = (nb, na)
+        self._before_src, self._after_src = before, after
+        self.work = None
+        self.reference = None
+        self.alpha = float(alpha)
+        self.requested = normalize
+        self.labels = tuple(labels)
+        self.unit_name = unit_name
+        self._norm = None
+        self.warnings: list[str] = []
+        self._full = None
+        self._table = None
+
+    @property
+    def before(self):
+        if callable(self._before_src):
+            self._before_src = self._before_src()
+        return self._before_src
+
+    @property
+    def after(self):
+        if callable(self._after_src):
+            self._after_src = self._after_src()
+        return self._after_src
+
+    def _side(self, side: int) -> pd.DataFrame:
+        st = self.stats
+        return st[st["side"] == side].drop(columns="side")
+
+    def _compute(self) -> pd.DataFrame:
+        nb, na = self.units
+        b, a = self._side(0), self._side(1)
+        m = b.merge(a, on=KEY, how="outer", suffixes=("_before", "_after"))
+        m["kind"] = m["kind_after"].fillna(m["kind_before"])
+        for c in m.columns:
+            if c.startswith(("self", "total")):
+                m[c] = m[c].fillna(0)
+        stats = {}
+        for what in ("self", "total"):
+            for side, n in (("before", nb), ("after", na)):
+                ssum = m[f"{what}_share_sum_{side}"].to_numpy(float)
+                ssq = m[f"{what}_share_sq_{side}"].to_numpy(float)
+                mean = ssum / n
+                var = np.maximum(ssq - n * mean * mean, 0.0) / (n - 1)
+                stats[what, side] = (mean, var)
+        # the normalisation: expected after/before ratio of a function's mean share if its work did not change
+        how = "reference" if self.requested in ("auto", "reference") else "total"
+        s, vlog = 1.0, 0.0
+        if how == "reference":
+            mb, vb = stats["self", "before"]
+            ma, va = stats["self", "after"]
+            cb, ca = m["self_before"].to_numpy(float), m["self_after"].to_numpy(float)
+            ok = ((mb > 0) & (ma > 0) & (cb >= MIN_REF * nb) & (ca >= MIN_REF * na)
+                  & ~m["kind"].isin(_NO_REF_KINDS).to_numpy())
+            if ok.sum() >= 3:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = np.log(ma[ok] / mb[ok])
+                    v = vb[ok] / (nb * mb[ok] ** 2) + va[ok] / (na * ma[ok] ** 2)
+                s, vlog, alt = common_ratio(r, v, ma[ok] + mb[ok], slack=math.log(1.05), pairwise=True)
+                if alt is not None:
+                    self.warnings.append(
+                        f"ambiguous reference: one group of functions changed by x{s:.3g}, another by x{alt:.3g}; "
+                        "the captures cannot tell which group stayed the same, so changes of that size are not "
+                        "flagged.")
+            else:
+                how = "total"
+        self._norm = (how, s)
+
+        out = m[KEY + ["kind"]].copy()
+        for c in ("self_before", "self_after", "total_before", "total_after"):
+            out[c] = m[c].to_numpy().astype(np.int64)
+        cols, pvals, tvals = {}, [], []
+        for what in ("self", "total"):
+            mb, vb = stats[what, "before"]
+            ma, va = stats[what, "after"]
+            ma_n = ma / s
+            vb_n, va_n = vb / nb, va / (na * s * s)
+            var_d = vb_n + va_n + ma_n * ma_n * vlog
+            d = ma_n - mb
+            with np.errstate(divide="ignore", invalid="ignore"):
+                den = vb_n ** 2 / (nb - 1) + va_n ** 2 / (na - 1)
+                dfw = np.where(den > 0, (vb_n + va_n) ** 2 / np.where(den > 0, den, 1), nb + na - 2.0)
+            dfw = np.clip(dfw, min(nb, na) - 1, nb + na - 2)
+            se = np.sqrt(var_d)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(se > 0, d / np.where(se > 0, se, 1), 0.0)
+            pv = np.where(se > 0, t_two_sided_p(t, dfw), 1.0)
+            half = t_quantile_975(dfw) * se
+            cols[f"{what}_before_pct"] = 100 * mb
+            cols[f"{what}_after_pct"] = 100 * ma_n
+            cols[f"{what}_delta_pp"] = 100 * d
+            cols[f"{what}_low_pp"] = 100 * (d - half)
+            cols[f"{what}_high_pp"] = 100 * (d + half)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cols[f"{what}_change_pct"] = np.where(mb > 0, 100 * (ma_n / np.where(mb > 0, mb, 1) - 1),
+                                                      np.where(ma > 0, np.inf, 0.0))
+                cols[f"{what}_ratio"] = np.where(mb > 0, ma_n / np.where(mb > 0, mb, 1),
+                                                 np.where(ma > 0, np.inf, 1.0))
+            cols[f"{what}_after_share_pct"] = 100 * ma
+            cols[f"{what}_before_sd_pct"] = 100 * np.sqrt(vb)
+            cols[f"{what}_after_sd_pct"] = 100 * np.sqrt(va)
+            cols[f"{what}_df"] = dfw
+            cols[f"{what}_p"] = pv
+            pvals.append(pv)
+            tvals.append(t)
+        # two tests per row (Bonferroni), one where self and total are the same observations (a
+        # function that never calls another: its total is its self in every capture)
+        same = np.ones(len(m), bool)
+        for side in ("before", "after"):
+            for c in ("share_sum", "share_sq"):
+                same &= np.isclose(m[f"self_{c}_{side}"].to_numpy(float), m[f"total_{c}_{side}"].to_numpy(float),
+                                   rtol=1e-12, atol=0.0)
+        p_row = np.minimum(1.0, np.where(same, 1, 2) * np.minimum(pvals[0], pvals[1]))
+        q = bh_adjust(p_row)
+        sig = q <= self.alpha
+        use_self = np.abs(tvals[0]) >= np.abs(tvals[1])
+        tdir = np.where(use_self, tvals[0], tvals[1])
+        status = np.where(out["total_before"].to_numpy() == 0, "new",
+                          np.where(out["total_after"].to_numpy() == 0, "gone",
+                                   np.where(~sig, "unchanged", np.where(tdir > 0, "slower", "faster"))))
+        for k, v in cols.items():
+            out[k] = v
+        out["delta_pp"] = np.where(use_self, cols["self_delta_pp"], cols["total_delta_pp"])
+        out["q"] = q
+        out["captures_before"] = nb
+        out["captures_after"] = na
+        out.insert(0, "status", pd.Categorical(status, categories=["slower", "faster", "new", "gone", "unchanged"]))
+        out.insert(0, "significant", sig)
+        front = ["significant", "status"] + KEY + ["kind"]
+        for what in ("self", "total"):
+            front += [f"{what}_before_pct", f"{what}_after_pct", f"{what}_delta_pp", f"{what}_low_pp",
+                      f"{what}_high_pp"]
+        front += ["self_change_pct", "total_change_pct", "q"]
+        out = out[front + [c for c in out.columns if c not in front]]
+        impact = np.maximum(out["self_delta_pp"].abs(), out["total_delta_pp"].abs())
+        out = out.assign(_impact=impact.to_numpy()).sort_values(["_impact", "name", "file", "line"],
+                                                                ascending=[False, True, True, True], kind="stable")
+        out = out.drop(columns="_impact").reset_index(drop=True)
+        out.attrs.update(normalize=how, scale=s, method="welch", units=self.units, unit=self.unit_name)
+        return out
+
+    def describe(self) -> str:
+        t = self.numbers()
+        nb, na = self.units
+        what = ("the largest group of functions whose mean share changed by one factor (taken as unchanged)"
+                if self.normalize == "reference" else "shares of each capture's total")
+        return (f"{self.labels[0]} ({nb} {self.unit_name}s) -> {self.labels[1]} ({na} {self.unit_name}s), "
+                f"{len(t)} functions; each {self.unit_name} one observation of a function's share (Welch's t); "
+                f"normalised by {what}, expected after/before = {self.scale:.3g}; {int(t['significant'].sum())} "
+                f"changed beyond the variation between {self.unit_name}s (Benjamini-Hochberg, FDR "
+                f"{100 * self.alpha:g} %)" + "".join(f"\nwarning: {w}" for w in self.warnings))
+
+    def __repr__(self) -> str:
+        t = self.numbers()
+        nb, na = self.units
+        return (f"<GroupDiff {nb} -> {na} {self.unit_name}s, {len(t)} functions, normalised by {self.normalize}, "
+                f"{int(t['significant'].sum())} changed beyond noise>")

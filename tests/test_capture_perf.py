@@ -376,8 +376,11 @@ def test_ctrl_c_ends_early_and_keeps_samples(hot):
         p = nf.capture(h.pid, 10, backend="perf")
     finally:
         timer.cancel()
-    assert time.monotonic() - t0 < 8
     assert p.meta["interrupted"] is True
+    # ended early: the sampling lasted about the 1 s before Ctrl-C, not the 10 s asked for (perf's own stop
+    # and `perf script` come after; on a loaded machine they take seconds, so the wall time says less)
+    assert p.meta["duration_ns"] < 5e9, p.meta["duration_ns"]
+    assert time.monotonic() - t0 < 30
     assert "functionA" in set(p.funcs["name"].astype(str))
     assert_healthy(h.pid)
 

@@ -36,7 +36,7 @@ class ElfInfo:
     sections: list[Section]
     loads: list[tuple[int, int, int, int]]   # PT_LOAD (vaddr, memsz, offset, filesz)
     syms: np.ndarray | None = None  # function symbols sorted by value (structured _SYM)
-    strtab: bytes = b""
+    strtab: "bytes | StrTab" = b""
     _names: dict = field(default_factory=dict)
     _vals: np.ndarray | None = None  # syms["value"] as its own contiguous array
 
@@ -149,6 +149,48 @@ def _build_id(ef) -> str:
     return ""
 
 
+class StrTab:
+    """An ELF string table read from a read-only mapping of the file, not copied into memory: node's
+    .strtab is 7.5 MB, which a capture would otherwise hold (twice: the layout's symbols and the address
+    space's).  ``find`` and slicing take offsets into the table, as on ``bytes``.  After a search over
+    more than 1 MiB the pages it touched are given back (they stay in the page cache)."""
+    __slots__ = ("mm", "base", "size")
+
+    def __init__(self, f, offset: int, size: int):
+        import mmap
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        self.base = offset - start
+        self.size = size
+        self.mm = mmap.mmap(f.fileno(), self.base + size, access=mmap.ACCESS_READ, offset=start)
+
+    def __len__(self):
+        return self.size
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        end = self.size if end is None else min(end, self.size)
+        k = self.mm.find(sub, self.base + max(start, 0), self.base + end)
+        if end - start > 1 << 20:
+            self._release()
+        return k - self.base if k >= 0 else -1
+
+    def _release(self):
+        import mmap
+        try:
+            self.mm.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):
+            pass
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            a, b, step = i.indices(self.size)
+            return self.mm[self.base + a:self.base + b:step]
+        if i < 0:
+            i += self.size
+        if not 0 <= i < self.size:
+            raise IndexError("string table index out of range")
+        return self.mm[self.base + i]
+
+
 def read_elf(path: str, *, want_syms=True, kinds=(STT_FUNC,), all_syms=False) -> ElfInfo:
     """Read sections, load segments, build id and (optionally) the function symbols of an ELF file.
 
@@ -178,8 +220,11 @@ def read_elf(path: str, *, want_syms=True, kinds=(STT_FUNC,), all_syms=False) ->
         strsec = secs[link]
         f.seek(symsec.offset)
         raw = np.frombuffer(f.read(symsec.size), _SYM)
-        f.seek(strsec.offset)
-        info.strtab = f.read(strsec.size)
+        try:
+            info.strtab = StrTab(f, strsec.offset, strsec.size)
+        except (OSError, ValueError):     # a file that cannot be mapped: read it
+            f.seek(strsec.offset)
+            info.strtab = f.read(strsec.size)
     typ = raw["info"] & 0xF
     keep = raw["shndx"] != SHN_UNDEF
     if not all_syms:

@@ -17,8 +17,10 @@ Threads.  Two threads call into a Decoder during a capture:
 
 Both decode paths go through :meth:`decode`, which holds :attr:`lock` for the
 whole sample: the walk (the unwinder's and the heap's caches), the frame table
-and the four per-sample lists, which must stay aligned (``leaf_lines`` refers
-to samples by their index in ``paths``).  :meth:`prewalk` and
+the distinct paths and the four per-sample arrays, which must stay aligned.
+Per sample the decoder keeps about 19 bytes (a path index, a time, a label
+code and a leaf line in ``array`` buffers); each distinct path is kept once,
+and :meth:`profile` makes the stack tree from the distinct paths only.  :meth:`prewalk` and
 :meth:`profile` take the same lock.  Nothing else of the decoder is written
 by two threads: ``inline_decodes`` and the queue's byte count (under its own
 lock) by the sampler thread, ``max_lag_ns`` by the decoder thread.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from array import array
 import queue
 import threading
 import time
@@ -39,7 +42,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ...frames.build import FrameTable, build_profile
+from ...frames.build import FrameTable, build_from_tree
 from .jitcode import CodeMap
 from .records import PERF_KERNEL, PTRACE, DecodeStats
 from ..native.symbols import clean_native, demangle, kallsyms
@@ -98,12 +101,19 @@ class Decoder:
         self.lock = threading.Lock()          # the one lock of every decode path, see the module docstring
         # --- written under self.lock only
         self.ft = FrameTable()
-        self.paths: list = []                 # per sample: frame ids, root first
-        self.times: list = []                 # per sample: ns since t0
-        self.labels: list = []                # per sample: thread label
-        self.leaf_lines: list = []            # (sample index, line)
-        self.native_ids: dict = {}            # pc -> placeholder index
-        self.native_pcs: list = []
+        # per sample, in compact arrays (a long capture holds ~20 bytes a sample, not a list of ints):
+        # its path (an index into the distinct paths), time, thread label and leaf line
+        self._path_ids: dict = {}             # path (tuple of frame ids, root first) -> path index
+        self._paths: list = []                # path index -> path
+        self._sample_path = array("i")        # per sample: path index
+        self._times = array("q")              # per sample: ns since t0
+        self._label_ids: dict = {}            # thread label -> code
+        self._label_names: list = []          # code -> thread label
+        self._sample_label = array("H")       # per sample: label code
+        self._sample_line = array("i")        # per sample: the executing line of its leaf JS frame (0: none)
+        self.native_ids: dict = {}            # pc -> placeholder id (negative)
+        self._native_by_key: dict = {}        # (symbol, module, is JIT code) -> placeholder id
+        self.native_keys: list = []           # placeholder index (-1 - id) -> its key
         self._kernel_ids: dict = {}           # kernel pc -> frame id
         self._kallsyms = kernel_names
         self.stats = DecodeStats()            # which thread writes which field: see DecodeStats
@@ -204,11 +214,9 @@ class Decoder:
     def _decode(self, t, sampled):
         snap, toks, fns = sampled
         st = self.stats
-        if snap is None:                 # ("reuse", ids, when): a blocked thread's last stack again
-            _, ids, when = toks
-            self.paths.append(ids)
-            self.times.append(when - self.t0)
-            self.labels.append(t.label)
+        if snap is None:                 # ("reuse", path index, when): a blocked thread's last stack again
+            _, path, when = toks
+            self._append(path, when, t.label, 0)
             t.samples += 1
             st.samples += 1
             return
@@ -251,19 +259,67 @@ class Decoder:
         if not ids:
             return
         ids.reverse()
+        path = self._intern(ids)
         if bk is not None and orax == bk[0] and rsp == bk[1] and rip == bk[2]:
-            t.idle = (bk, ids)           # still blocked where /proc said: reusable while it stays there
+            t.idle = (bk, path)          # still blocked where /proc said: reusable while it stays there
         else:
             t.idle = None
-        k = len(self.paths)
-        self.paths.append(ids)
-        self.times.append(when - self.t0)
-        self.labels.append(t.label)
-        if w.leaf_line:
-            self.leaf_lines.append((k, w.leaf_line))
+        self._append(path, when, t.label, w.leaf_line)
         t.samples += 1
         st.samples += 1
         st.walk_ns += time.perf_counter_ns() - tw
+
+    def _intern(self, ids) -> int:
+        """The path index of ``ids`` (frame ids, root first), a new one when it was not seen before."""
+        key = tuple(ids)
+        k = self._path_ids.get(key)
+        if k is None:
+            k = self._path_ids[key] = len(self._paths)
+            self._paths.append(key)
+        return k
+
+    def _append(self, path, when, label, line):
+        code = self._label_ids.get(label)
+        if code is None:
+            code = self._label_ids[label] = len(self._label_names)
+            self._label_names.append(label)
+        self._sample_path.append(path)
+        self._times.append(when - self.t0)
+        self._sample_label.append(code)
+        self._sample_line.append(line)
+
+    # read-only views of the per-sample data (tests and statistics; the Profile is built from the arrays)
+    @property
+    def paths(self) -> list:
+        """Per sample: its frame ids, root first (native placeholders negative).  A new list each call."""
+        p = self._paths
+        return [p[k] for k in self._sample_path]
+
+    @property
+    def times(self):
+        """Per sample: ns since t0 (an array('q'); do not write it)."""
+        return self._times
+
+    @property
+    def labels(self) -> list:
+        """Per sample: its thread label.  A new list each call."""
+        n = self._label_names
+        return [n[c] for c in self._sample_label]
+
+    @property
+    def thread_labels(self) -> list:
+        """The distinct thread labels sampled, in order of first sample."""
+        return list(self._label_names)
+
+    @property
+    def leaf_lines(self) -> list:
+        """(sample index, line) of each sample whose leaf JS frame's executing line is known."""
+        return [(k, ln) for k, ln in enumerate(self._sample_line) if ln]
+
+    def nbytes(self) -> int:
+        """Bytes the per-sample arrays hold."""
+        return sum(len(a) * a.itemsize for a in (self._sample_path, self._times, self._sample_label,
+                                                 self._sample_line))
 
     def _walk(self, t, snap):
         """The frame tokens (leaf first) of a snapshot that was not walked while its thread was stopped."""
@@ -433,11 +489,20 @@ class Decoder:
         return "optimized"
 
     def _native(self, pc):
+        """The placeholder id (negative) of a native pc's function: pcs in one function share it, so the
+        paths of a long capture repeat instead of growing with every pc a native leaf was seen at (the
+        frame is named once, at the end: names are demangled in one batch)."""
         i = self.native_ids.get(pc)
         if i is None:
-            i = self.native_ids[pc] = len(self.native_pcs)
-            self.native_pcs.append(pc)
-        return -1 - i
+            name, module, _ = self.space.symbolize(pc) if self.space else (None, "", None)
+            key = (name, module or "", not name and self.space is not None and self.space.classify(pc) == 1)
+            i = self._native_by_key.get(key)
+            if i is None:
+                i = self._native_by_key[key] = -1 - len(self.native_keys)
+                self.native_keys.append(key)
+            if len(self.native_ids) < 500_000:
+                self.native_ids[pc] = i
+        return i
 
     # ------------------------------------------------------------- result (after both threads ended)
     def profile(self, meta):
@@ -454,33 +519,53 @@ class Decoder:
         wk["code"] = dict(self.codes.stats, not_js_code=st.code_unknown, inline_unresolved=st.inline_unresolved)
         if self.codes.why:
             md["warnings"] = list(md.get("warnings", [])) + [f"walker: {self.codes.why}"]
-        names = []
-        syms = []
-        for pc in self.native_pcs:
-            name, module, start = self.space.symbolize(pc) if self.space else (None, "", None)
-            syms.append((name, module))
-            if name:
-                names.append(name)
-        dem = demangle(sorted(set(names)))
+        dem = demangle(sorted({name for name, _, _ in self.native_keys if name}))
         nid = []
-        for pc, (name, module) in zip(self.native_pcs, syms):
+        for name, module, jit in self.native_keys:
             is_builtin = bool(name) and name.startswith("Builtins_")
             if name:
                 nm = clean_native(dem.get(name, name))
-            elif self.space is not None and self.space.classify(pc) == 1:
+            elif jit:
                 nm = "(JIT code)"
                 is_builtin = True
             else:
                 nm = f"[{os.path.basename(module)}]" if module else "[unknown]"
-            nid.append(self.ft.add(nm, module or "", hint="builtin" if is_builtin else "native"))
-        flat = []
-        offsets = [0]
-        for ids in self.paths:
-            flat.extend(i if i >= 0 else nid[-1 - i] for i in ids)
-            offsets.append(len(flat))
+            nid.append(self.ft.add(nm, module, hint="builtin" if is_builtin else "native"))
+        # the distinct paths as a tree (one node per distinct prefix), every sample at its path's leaf node;
+        # the per-sample arrays are read in place (no per-sample Python objects, no copy of the paths)
+        nid = np.asarray(nid, np.int64)
+        children: dict = {}
+        node_parent = array("q")
+        node_frame = array("q")
+        path_node = np.empty(len(self._paths), np.int64)
+        for p, ids in enumerate(self._paths):
+            node = -1
+            for i in ids:
+                f = i if i >= 0 else int(nid[-1 - i])
+                key = (node, f)
+                c = children.get(key)
+                if c is None:
+                    c = children[key] = len(node_frame)
+                    node_parent.append(node)
+                    node_frame.append(f)
+                node = c
+            path_node[p] = node
+        del children
+        n = len(self._sample_path)
+        sample_node = path_node[np.frombuffer(self._sample_path, np.int32)] if n else np.empty(0, np.int64)
         lines = None
-        if self.leaf_lines:
-            a = np.asarray(self.leaf_lines, np.int64)
-            lines = pd.DataFrame({"path": a[:, 0], "line": a[:, 1], "ticks": np.ones(len(a), np.int64)})
-        return build_profile(self.ft, np.asarray(offsets, np.int64), np.asarray(flat, np.int64),
-                             times=np.asarray(self.times, np.int64), threads=self.labels, meta=md, lines=lines)
+        ln = np.frombuffer(self._sample_line, np.int32) if n else np.empty(0, np.int32)
+        has = ln != 0
+        if has.any():
+            key = sample_node[has] * (int(ln.max()) + 1) + ln[has]
+            uk, ticks = np.unique(key, return_counts=True)
+            span = int(ln.max()) + 1
+            lines = pd.DataFrame({"node": uk // span, "line": uk % span, "ticks": ticks.astype(np.int64)})
+        codes = np.frombuffer(self._sample_label, np.uint16) if n else np.empty(0, np.uint16)
+        threads = pd.Categorical.from_codes(codes.astype(np.int16 if len(self._label_names) < 32000 else np.int32),
+                                            self._label_names) if n else []
+        times = np.frombuffer(self._times, np.int64) if n else np.empty(0, np.int64)
+        return build_from_tree(self.ft, np.frombuffer(node_parent, np.int64) if len(node_parent) else
+                               np.empty(0, np.int64),
+                               np.frombuffer(node_frame, np.int64) if len(node_frame) else np.empty(0, np.int64),
+                               sample_node, times=times, threads=threads, meta=md, node_lines=lines)

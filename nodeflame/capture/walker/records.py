@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -45,8 +46,8 @@ class SamplerStats:
     detach_errors: int = 0
     truncated: int = 0              # stacks longer than max_stack, copied in part
     idle_reused: int = 0            # samples of a thread still blocked where it was: its last stack again
-    stopped_ns: list = field(default_factory=list)     # per stop: how long the thread was held
-    latency_ns: list = field(default_factory=list)     # per stop: interrupt to stop
+    stopped_ns: array = field(default_factory=lambda: array("q"))   # per stop: how long the thread was held
+    latency_ns: array = field(default_factory=lambda: array("q"))   # per stop: interrupt to stop
     realtime: "bool | str" = False  # the sampler thread's SCHED_RR: False, True or "stops"
     # perf engine
     dump_grown: int = 0             # threads given the largest dump

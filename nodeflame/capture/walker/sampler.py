@@ -435,10 +435,11 @@ class Sampler:
         md["walker"] = {
             "samples": ds.samples, "missed_periods": int(st.missed),
             "forwarded_signals": st.forwarded_signals, "invalid_js_frames": ds.invalid_js,
-            "threads": sorted(set(dec.labels)),
+            "threads": sorted(dec.thread_labels),
             "stopped_us_p50": float(np.percentile(stopped, 50) / 1e3) if len(stopped) else None,
             "stopped_us_p90": float(np.percentile(stopped, 90) / 1e3) if len(stopped) else None,
-            "stop_latency_us_p50": float(np.percentile(st.latency_ns, 50) / 1e3) if st.latency_ns else None,
+            "stop_latency_us_p50": float(np.percentile(np.asarray(st.latency_ns, np.int64), 50) / 1e3)
+            if len(st.latency_ns) else None,
             "walk_us_mean": (ds.walk_ns / ds.samples / 1e3) if ds.samples else None,
             "moved_objects": self.heap.moved if self.heap else 0,
             "stack_truncated": st.truncated, "signal_frames": self.unwinder.stats["signal_frames"]

@@ -1,0 +1,170 @@
+"""Benchmark: memory of a long capture (issue 15: a 10-minute capture at 1 kHz holds at most 100 bytes per
+sample, peaks under twice its steady size, and loses no samples or reports what it lost).
+
+Runs tests/workloads/walker_main.js (main thread and a worker, both busy) and captures it for --minutes with
+one backend, in this process, watching this process's resident memory (/proc/self/statm every 0.25 s, every
+10 ms while the Profile is built, and ru_maxrss) against the samples taken so far:
+
+* bytes/sample: (RSS at the end of sampling - RSS before the capture) / samples -- everything the capture
+  holds, fixed costs (rings, code maps, frame table) included;
+* slope: the growth of RSS per sample over the second half of the capture (a least-squares fit): what
+  each further sample costs once the fixed costs are paid;
+* peak / steady: the highest RSS growth while the Profile is built (stop()) over the growth at the end of
+  sampling; also as whole-process RSS;
+* lost: the capture's own counts (missed periods, the kernel's lost and throttled records, undecodable
+  samples) and the samples against what the sampled threads' CPU time allows (perf engine: one per period
+  of CPU time; schedstat of the main and worker thread);
+* the target's RSS at the start and the end (an inspector capture's profiles are held by the target).
+
+Usage: python bench/bench_long_capture.py [--minutes 10] [--backend walker] [--engine auto] [--hz 1000]
+       [--node 20] [--tree DIR]
+``--tree DIR`` imports nodeflame from DIR instead (an older checkout, e.g. ``git archive`` of a commit), to
+compare two versions on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pathlib
+import resource
+import sys
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss(pid="self") -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def run_ns(pid, tid) -> int:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--backend", default="walker")
+    ap.add_argument("--engine", default="auto", help="walker engine: auto, perf or ptrace")
+    ap.add_argument("--hz", type=int, default=1000)
+    ap.add_argument("--node", default="20", help="node major version (tests/walker_helpers.node_for)")
+    ap.add_argument("--tree", default=None, help="import nodeflame from this directory")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, a.tree or str(ROOT))
+    import nodeflame  # noqa: F401
+    from nodeflame.capture import procutil
+    from nodeflame.capture.base import CaptureOptions, get_backend
+    from walker_helpers import Workload, node_for
+    print(f"nodeflame from {os.path.dirname(nodeflame.__file__)}", flush=True)
+
+    node = node_for(a.node)
+    if isinstance(node, tuple):
+        node = node[0]
+    seconds = a.minutes * 60
+    w = Workload(node, str(int(seconds + 600)))
+    try:
+        time.sleep(1.0)                               # the worker thread running
+        tids = [int(t) for t in os.listdir(f"/proc/{w.pid}/task")]
+        opts = CaptureOptions(hz=a.hz, duration=seconds,
+                              extra={"engine": a.engine} if a.backend == "walker" else {})
+        b = get_backend(a.backend)
+        gc.collect()
+        rss0, trss0 = rss(), rss(w.pid)
+        cpu0 = {t: run_ns(w.pid, t) for t in tids}
+        c0 = time.process_time()
+        t0 = time.monotonic()
+        sess = b.start(procutil.describe(w.pid), opts)
+        sampler = getattr(sess, "sampler", None)
+        sampled = (lambda: sampler.samples) if sampler is not None else (lambda: 0)
+        trace = []                                    # (s, rss, samples)
+        done = threading.Event()
+        fast = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                trace.append((time.monotonic() - t0, rss(), sampled()))
+                done.wait(0.01 if fast.is_set() else 0.25)
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        last_print = 0.0
+        while time.monotonic() - t0 < seconds:
+            time.sleep(min(1.0, seconds - (time.monotonic() - t0)) if seconds > time.monotonic() - t0 else 0)
+            if time.monotonic() - last_print >= 60:
+                last_print = time.monotonic()
+                n = sampled()
+                print(f"  {time.monotonic() - t0:5.0f} s: {n} samples, RSS +{(rss() - rss0) / 2**20:.1f} MiB"
+                      + (f" ({(rss() - rss0) / n:.0f} B/sample)" if n else ""), flush=True)
+        cpu1 = {t: run_ns(w.pid, t) for t in tids}
+        trss1 = rss(w.pid)
+        steady = rss()
+        n_sampled = sampled()
+        wall_sampling = time.monotonic() - t0
+        fast.set()
+        ts = time.monotonic()
+        prof = sess.stop()
+        stop_s = time.monotonic() - ts
+        sess.close()
+        done.set()
+        th.join()
+        cpu_s = time.process_time() - c0
+        after = rss()
+        peak_watch = max(r for _, r, _ in trace)
+        peak_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = max(peak_watch, peak_max)
+    finally:
+        w.close()
+    n = int(prof.samples["weight"].sum()) if len(prof.samples) else 0
+    half = [(r, k) for s, r, k in trace if s >= wall_sampling / 2 and s <= wall_sampling and k > 0]
+    slope = None
+    if len(half) >= 3:
+        import numpy as np
+        r_, k_ = np.array(half, float).T
+        if k_.max() > k_.min():
+            slope = float(np.polyfit(k_, r_, 1)[0])
+    md = prof.meta.get(a.backend, {}) if isinstance(prof.meta.get(a.backend), dict) else {}
+    sampled_tids = [t for t in tids if t in cpu1]
+    cpu_ns = {t: cpu1[t] - cpu0.get(t, 0) for t in sampled_tids}
+    labels = set(prof.samples["thread"].astype(str))
+    js_cpu = sum(sorted(cpu_ns.values(), reverse=True)[:len(labels)])     # the sampled (busiest) threads
+    mem_prof = sum(int(t.memory_usage(deep=True).sum()) for t in (prof.funcs, prof.frames, prof.stacks,
+                                                                   prof.samples))
+    out = {
+        "backend": a.backend, "engine": md.get("engine"), "hz": a.hz, "minutes": a.minutes, "node": node,
+        "samples": n, "samples_at_end_of_sampling": n_sampled, "threads": sorted(labels),
+        "stacks": len(prof.stacks), "frames": len(prof.frames),
+        "rss_before_mib": rss0 / 2**20, "rss_steady_mib": steady / 2**20, "rss_peak_mib": peak / 2**20,
+        "rss_after_mib": after / 2**20, "profile_tables_mib": mem_prof / 2**20,
+        "bytes_per_sample": (steady - rss0) / n if n else None,
+        "bytes_per_sample_slope": slope,
+        "peak_over_steady_growth": (peak - rss0) / (steady - rss0) if steady > rss0 else None,
+        "peak_over_steady_rss": peak / steady if steady else None,
+        "stop_s": stop_s, "wall_s": wall_sampling, "capture_cpu_s": cpu_s,
+        "target_rss_mib": [trss0 / 2**20, trss1 / 2**20],
+        "target_sampled_cpu_s": js_cpu / 1e9,
+        "samples_per_cpu_period": (n / (js_cpu / 1e9 * a.hz)) if js_cpu else None,
+        "lost": {k: md.get(k) for k in ("missed_periods", "perf_lost", "perf_throttled", "perf_bad_records",
+                                        "decode_errors", "invalid_js_frames", "stack_truncated") if k in md},
+        "warnings": [str(x) for x in prof.meta.get("warnings", [])],
+        "loadavg": os.getloadavg(),
+    }
+    print(json.dumps(out, indent=1, default=str))
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -494,33 +494,30 @@ def offline_address_space(maps_text: str, exe: str, sysroot: str = "/"):
     return _Offline()
 
 
-def _split_threads(text: str):
-    """{tid: raw text} from the script's output (the '[thread TID]' root line removed).
-
-    Returns (per-thread texts in order of first appearance, header lines)."""
-    per: dict[int, list[str]] = {}
-    header = []
-    block: list[str] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
+def _has_stacks(text: str) -> bool:
+    """Does the script's output hold a stack with a frame besides its '[thread TID]' line?"""
+    block, last = 0, ""
+    for line in text.split("\n"):
         s = line.strip()
-        if not s:
-            block = []
-            continue
-        if s.startswith("#") and not block:
-            header.append(s)
+        if not s or (s.startswith("#") and not block):
+            block = 0
             continue
         if s.isdigit() and block:
-            tid = -1
-            m = _THREAD_LINE.match(block[-1])
-            if m is not None:
-                tid = int(m.group(1))
-                block = block[:-1]
-            if block:
-                per.setdefault(tid, []).extend(block + [s, ""])
-            block = []
+            if block > 1 or not _THREAD_LINE.match(last):
+                return True
+            block = 0
             continue
-        block.append(s)
-    return {t: "\n".join(v) + "\n" for t, v in per.items()}, header
+        block += 1
+        last = s
+    return False
+
+
+def _thread_ids(text: str) -> list:
+    """The tids of the '[thread TID]' lines of the script's output, in order of first appearance."""
+    return list(dict.fromkeys(int(t) for t in _THREAD_LINES.findall(text)))
+
+
+_THREAD_LINES = re.compile(r"^[ \t]*\[thread ([0-9]{1,18})\][ \t\r]*$", re.M)
 
 
 def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names: dict | None = None,
@@ -528,35 +525,38 @@ def parse_output(text: str, *, pid: int | None = None, aspace=None, thread_names
     """The Profile of the script's output: native pcs symbolised, one thread per ``[thread TID]``.
 
     ``thread_names``: {tid: name}; the default names the thread whose tid is
-    ``pid`` ``main`` and the others ``thread TID``."""
-    from ...frames.combine import concat
-    from ...frames.formats import READERS, _ensure_readers
+    ``pid`` ``main`` and the others ``thread TID``.  The whole output is one
+    call of the ``raw`` reader with ``threads=True`` (it reads the markers)."""
     from ...frames.errors import FormatError
-    _ensure_readers()
-    reader = READERS["raw"]
+    from ...frames.readers.raw import read_raw
     text = symbolize_output(text, aspace)
-    per, header = _split_threads(text)
-    if not per:
-        raise FormatError("the stap script printed no stacks", source=source,
-                          expected="raw stacks ending in '[thread TID]' and a count")
-    names = dict(thread_names or {})
-    parts, tnames = [], []
-    for tid, raw in per.items():
-        p = reader.read(raw.encode("utf-8", "surrogateescape"), f"{source} thread {tid}")
-        parts.append(p)
-        if tid in names:
-            tnames.append(names[tid])
+    given = dict(thread_names or {})
+    tids = _thread_ids(text) + [-1]              # -1: stacks without a marker
+    tnames = []
+    for tid in tids:
+        if tid in given:
+            tnames.append(given[tid])
         elif pid is not None and tid == pid:
             tnames.append("main")
         else:
             tnames.append(f"thread {tid}" if tid >= 0 else "main")
-    if len(set(tnames)) < len(tnames):       # two threads with one name: keep them apart
-        seen: dict = {}
-        for i, n in enumerate(tnames):
-            seen[n] = seen.get(n, 0) + 1
-            if seen[n] > 1:
-                tnames[i] = f"{n} #{seen[n]}"
-    prof = concat(parts, tnames)
+    seen: dict = {}
+    for i, n in enumerate(tnames):               # two threads with one name: keep them apart
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            tnames[i] = f"{n} #{seen[n]}"
+    names = dict(zip(tids, tnames))
+    try:
+        prof = read_raw(text.encode("utf-8", "surrogateescape"), source, threads=True, thread_names=names)
+    except FormatError as e:
+        if "no stacks" not in str(e):
+            raise
+        prof = None
+    if prof is None or not len(prof.samples):
+        raise FormatError("the stap script printed no stacks", source=source,
+                          expected="raw stacks ending in '[thread TID]' and a count")
+    tnames = [names[t] for t in dict.fromkeys(prof.samples["tid"].tolist())]
+    header = [ln.strip() for ln in text.split("\n", 8)[:8] if ln.strip().startswith("#")]
     samples = None
     for h in header:
         m = re.match(r"# nodeflame-stap samples (\d+)", h)
@@ -903,7 +903,7 @@ class StapSession(Session):
                 pass
         names = {t: ("main" if t == self.target.pid else f"{n} {t}")
                  for t, n in procutil.threads(self.target.pid).items()}
-        if not _split_threads(text)[0]:
+        if not _has_stacks(text):
             raise CaptureError(f"stap took no samples of process {self.target.pid}: it did not run on a CPU "
                                "during the capture (the probe samples CPU time, like perf)")
         prof = parse_output(text, pid=self.target.pid, aspace=self.aspace, thread_names=names,

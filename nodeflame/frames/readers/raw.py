@@ -145,7 +145,7 @@ def _blocks(fh, chunk: int = _CHUNK):
     first = True
     carry: list = []  # the start of the line the last block cut
     while True:
-        b = fh.read(chunk)
+        b = fh.read(max(chunk, 4) if first else chunk)
         if first:
             first = False
             if b.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -452,11 +452,9 @@ def _read(fast, data, source, stackcollapse, threads, thread_names):
     names = dict(thread_names or {})
     utids, inv = np.unique(tid, return_inverse=True)
     cats = [names.get(x, f"thread {x}" if x >= 0 else "main") for x in utids.tolist()]
-    if len(set(cats)) < len(cats):
-        raise FormatError("two threads with one name", source=source,
-                          expected="one name per thread in thread_names")
+    cat_codes, cats = pd.factorize(pd.Index(cats, dtype=object))  # threads given one name are one thread
     samples = prof.samples.copy()
-    samples["thread"] = pd.Categorical.from_codes(inv.reshape(-1), cats)
+    samples["thread"] = pd.Categorical.from_codes(cat_codes[inv.reshape(-1)], list(cats))
     samples["tid"] = tid
     return with_samples(prof, samples)
 

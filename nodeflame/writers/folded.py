@@ -158,13 +158,20 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
         out.write(b"\n".join(lines[i:i + step]) + b"\n")
 
 
-_SLICE = 1 << 14  # stacks per slice of the Arrow writer
+_SLICE = 1 << 14  # lines per write of the Arrow writer
 
 
 def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
-    """The lines of write_folded built, sorted and written by Arrow compute kernels (one
-    binary_join over list views of the labels, a C++ sort): no Python object per frame or
-    line.  False without pyarrow (nodeflame[fast]); the caller then does it with numpy."""
+    """The lines of write_folded built, sorted and written by Arrow compute kernels: no Python
+    object per frame or line.  False without pyarrow (nodeflame[fast]); the caller then does it
+    with numpy.
+
+    Every piece of every line is an entry of one token table (a line's first label, ';' + label,
+    a thread name, ' ' + count + line feed), so a single ``take`` of the lines' token numbers
+    writes the whole text, line after line, into one buffer.  The lines are then an array over
+    that same buffer (no copy), sorted by Arrow's ``sort_indices`` and written slice by slice.
+    A line feed sorts below every byte a line holds on this path (no control characters), so
+    the lines sort as the text without it did."""
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -173,39 +180,48 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     from ..frames.stacktable import stack_paths
     a = p.arrays()
     LB = pa.large_binary()
-    semi, blank, lf, none = (pa.scalar(x, LB) for x in (b";", b" ", b"\n", b""))
+    n = len(ust)
     nlab = len(blabels)
-    # a line's first frame is written with its own escapes (bfirst): its labels follow the others
-    labels = pa.array(blabels.tolist() + (bfirst.tolist() if bnames is None else []), LB)
-    ust = np.asarray(ust, np.int64)
-    cnt = pa.array(counts).cast(pa.large_string()).cast(LB)
-    heads = pa.array(bnames.tolist(), LB) if bnames is not None else None
-    # the lines, built a slice of stacks at a time: temporaries stay small (fewer fresh pages)
-    chunks = []
-    for lo in range(0, len(ust), _SLICE):
-        hi = min(lo + _SLICE, len(ust))
-        off, flat = stack_paths(a["prefix"], ust[lo:hi], a["depth"])
-        fi = a["frame"][flat]
-        del flat
-        if bnames is None and len(fi):
-            fi[off[:-1]] += nlab
-        frames = labels.take(pa.array(fi))
-        del fi
-        part = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(off), frames), semi)
-        del frames
-        if heads is not None:
-            part = pc.binary_join_element_wise(heads[lo:hi], part, semi)
-        chunks.append(pc.binary_join_element_wise(part, cnt[lo:hi], blank))
-    lines = pa.chunked_array(chunks, LB)
-    del chunks
-    order = pc.sort_indices(lines) if sort and len(lines) > 1 else None  # bytewise, as bytes sort
-    for lo in range(0, len(lines), _SLICE):
-        hi = min(lo + _SLICE, len(lines))
-        part = lines.take(order[lo:hi]) if order is not None else lines[lo:hi]
-        part = pc.binary_join_element_wise(part.combine_chunks() if isinstance(part, pa.ChunkedArray) else part,
-                                           none, lf)  # each line with its line feed
+    heads = bnames is not None
+    off, flat = stack_paths(a["prefix"], np.asarray(ust, np.int64), a["depth"])
+    nfr = np.diff(off)
+    # the token table: [first labels | ';' + labels | thread names | ' ' + count + '\n'] (per line)
+    cnt = pc.binary_join_element_wise(pa.scalar(b" ", LB), pa.array(counts).cast(pa.large_string()).cast(LB),
+                                      pa.scalar(b"\n", LB), pa.scalar(b"", LB))
+    table = pa.concat_arrays([pa.array(bfirst.tolist(), LB),
+                              pa.array([b";" + x for x in blabels.tolist()], LB),
+                              pa.array(bnames.tolist() if heads else [], LB), cnt])
+    del cnt
+    extra = 2 if heads else 1  # tokens of a line besides its frames
+    line_tok = off[:-1] + np.arange(n, dtype=np.int64) * extra  # the first token of each line
+    idx = np.empty(len(flat) + extra * n, np.int64)
+    pos = np.arange(len(flat), dtype=np.int64)
+    pos += np.repeat(line_tok - off[:-1], nfr)
+    if heads:
+        pos += 1
+    idx[pos] = a["frame"][flat] + nlab
+    del pos, flat
+    if heads:
+        idx[line_tok] = 2 * nlab + np.arange(n)
+    else:
+        idx[line_tok] -= nlab  # no separator before the first frame (a stack has at least one)
+    idx[line_tok + nfr + extra - 1] = 2 * nlab + (n if heads else 0) + np.arange(n)
+    text = table.take(pa.array(idx))
+    del table, idx
+    data = text.buffers()[2]
+    toff = np.frombuffer(text.buffers()[1], np.int64, len(text) + 1, text.offset * 8)
+    if not (sort and n > 1):
+        out.write(memoryview(data)[int(toff[0]):int(toff[-1])])
+        return True
+    line_off = np.append(toff[line_tok], toff[-1])
+    del text, toff
+    lines = pa.LargeBinaryArray.from_buffers(LB, n, [None, pa.py_buffer(line_off), data])
+    order = pc.sort_indices(lines)  # bytewise, as bytes sort
+    for lo in range(0, n, _SLICE):
+        part = lines.take(order[lo:lo + _SLICE])
         o = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
         out.write(memoryview(part.buffers()[2])[int(o[0]):int(o[-1])])
+        del part
     return True
 
 

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -40,7 +39,7 @@ sys.path.insert(0, HERE)
 
 import gen_profiles  # noqa: E402
 from bench_collapse import folded_counts  # noqa: E402
-from bench_svg import run  # noqa: E402
+from perltools import run, scratch  # noqa: E402
 
 TO_FOLDED = ("import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; "
              "nf.read(sys.argv[1], format='perf').write(sys.argv[2], format='folded', thread_root=True)")
@@ -112,8 +111,7 @@ def main(argv=None) -> int:
         return 2
     src = ensure_perf(a.samples, a.out)
     print(f"== {os.path.basename(src)} ({os.path.getsize(src) / 1e6:.1f} MB, {a.samples} samples)", flush=True)
-    tmp = tempfile.mkdtemp(prefix="nodeflame-bench-perf-")
-    try:
+    with scratch("nodeflame-bench-perf-", a.keep, "outputs") as tmp:
         sc_out, nf_out = os.path.join(tmp, "sc.folded"), os.path.join(tmp, "nf.folded")
         sc_runs, nf_runs = [], []
         for _ in range(max(a.repeat, 1)):  # interleaved: both see the same load
@@ -143,11 +141,6 @@ def main(argv=None) -> int:
         print(f"  outputs: {'the same stacks and counts' if same else 'DIFFERENT'}")
         print(f"ratio (whole process, medians of {max(a.repeat, 1)}) {sc_s / nf_s:6.1f}x faster wall, "
               f"{sc_cpu / nf_cpu:.1f}x cpu, peak memory {nf_mb / sc_mb:.2f} of stackcollapse-perf.pl's")
-    finally:
-        if a.keep:
-            print(f"outputs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
     return 0 if same else 1
 
 

@@ -176,8 +176,21 @@ def _frame_match(ln: str):
 _FRAME_SHORT = re.compile(r"[ \t\n\r\f\v]*([A-Za-z0-9_]+)[ \t\n\r\f\v]*(.+) \((.*)\)")
 
 
+# The layout perf script prints by default, with a comm of one word without digits: where it
+# matches, every rule of _parse_header below gives what its groups hold (the comm is the text
+# before the first blank, which is followed by 'pid/tid '; '[cpu]' and 'secs.frac:' are the first
+# of their patterns after it; the event is the last word, the period the digits before it).
+_STRICT = re.compile(r"([^ \t\n\r\f\v0-9:\[\]/]+) ([0-9]{1,18})/([0-9]{1,18}) \[([0-9]{1,9})\] "
+                     r"([0-9]{1,9})\.([0-9]{1,9}): +(?:([0-9]{1,18}) +)?([^ \t\n\r\f\v:]+):[ \t]*\Z")
+
+
 def _parse_header(line: str):
     """(comm, pid|None, tid, cpu|None, time_ns|None, period|None, event|None) or None."""
+    m = _STRICT.match(line)
+    if m is not None:
+        comm, pid, tid, cpu, sec, frac, period, event = m.groups()
+        return (comm, int(pid), int(tid), int(cpu), int(sec) * 1_000_000_000 + int((frac + "000000000")[:9]),
+                int(period) if period is not None else None, event)
     m = _header_match(line)
     if m is None:
         return None
@@ -303,14 +316,13 @@ def _read_perf(fast, data, source, event):
                               expected="a sample header 'comm [pid/]tid [cpu] time: [period] event:' first")
         raise FormatError("no samples", source=source, expected="perf script output (perf record -g; perf script)")
     # every frame belongs to the last header before it, unless a blank line came in between
-    fsample = np.searchsorted(hpos, fpos, side="right") - 1
-    bpos = np.flatnonzero(t == BLANK)
-    if len(bpos):
-        j = np.searchsorted(bpos, fpos) - 1
-        lastblank = np.where(j >= 0, bpos[np.maximum(j, 0)], -1)
-    else:
-        lastblank = np.full(len(fpos), -1, np.int64)
-    outside = (fsample < 0) | (lastblank > np.where(fsample >= 0, hpos[np.maximum(fsample, 0)], -1))
+    # (one pass each over the lines: the number of headers so far, the last header or blank line so far)
+    fsample = np.cumsum(t == HEADER, dtype=np.int64)[fpos] - 1
+    sep = np.where((t == HEADER) | (t == BLANK), np.arange(n, dtype=np.int64), -1)
+    last = np.maximum.accumulate(sep)[fpos]
+    del sep
+    outside = (last < 0) | (t[np.maximum(last, 0)] == BLANK)
+    del last
     if outside.any():
         i = int(fpos[np.argmax(outside)])
         raise FormatError(f"frame line outside a sample: {lines[i].strip()[:80]!r}", source=source, line=i + 1,

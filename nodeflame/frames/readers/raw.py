@@ -138,43 +138,44 @@ _CHUNK = 1 << 24  # bytes of whole lines taken from the input at a time
 
 def _blocks(fh, chunk: int = _CHUNK):
     """Blocks of whole lines of the binary file ``fh``, about ``chunk`` bytes each, as
-    (bytes, end): the lines are ``bytes[:end]``, each ending in a line feed (one is added
-    after a last line without it); a UTF-8 byte-order mark at the start goes.  Yields
-    ("bom16",) or ("cr",) and stops where the text path must decide (UTF-16, a lone CR at
-    the very end)."""
+    (buffer, end): the lines are ``buffer[:end]``, each ending in a line feed (one is added
+    after a last line without it); a UTF-8 byte-order mark at the start goes.  Each block is
+    read straight into its own buffer (the start of the line the last block cut copied in
+    front).  Yields ("bom16",) or ("cr",) and stops where the text path must decide (UTF-16,
+    a lone CR at the very end)."""
     first = True
-    carry: list = []  # the start of the line the last block cut
+    carry = b""
+    want = max(chunk, 4)
     while True:
-        b = fh.read(max(chunk, 4) if first else chunk)
+        buf = bytearray(len(carry) + want)
+        buf[:len(carry)] = carry
+        got = fh.readinto(memoryview(buf)[len(carry):])
+        size = len(carry) + got
         if first:
             first = False
-            if b.startswith((b"\xff\xfe", b"\xfe\xff")):
+            if buf.startswith((b"\xff\xfe", b"\xfe\xff")):
                 yield ("bom16",)
                 return
-            if b.startswith(b"\xef\xbb\xbf"):
-                b = b[3:]
-        if not b:
+            if buf.startswith(b"\xef\xbb\xbf"):
+                del buf[:3]
+                size -= 3
+        if not got:
             break
-        cut = b.rfind(b"\n") + 1
-        if cut == 0:
-            carry.append(b)  # a line longer than a block
+        cut = buf.rfind(b"\n", 0, size) + 1
+        if cut == 0:  # a line longer than a block: read on, twice as much each time (linear)
+            carry = bytes(memoryview(buf)[:size])
+            want = max(want, len(carry))
             continue
-        if carry:
-            carry.append(b[:cut])
-            head, end = b"".join(carry), None
-            carry = []
-        else:
-            head, end = b, cut
-        if cut < len(b):
-            carry.append(b[cut:])
-        yield (head, len(head) if end is None else end)
+        carry = bytes(memoryview(buf)[cut:size])
+        want = max(chunk, 4)
+        yield (buf, cut)
+        del buf
     if carry:
-        rest = b"".join(carry)
-        if rest.endswith(b"\r"):
+        if carry.endswith(b"\r"):
             yield ("cr",)
             return
-        rest += b"\n"
-        yield (rest, len(rest))
+        carry += b"\n"
+        yield (carry, len(carry))
 
 
 def _encode_arrow(b: bytes, end: int):
@@ -262,7 +263,7 @@ def _intern_lines_split(fh):
         if len(item) == 1:
             return None
         b, end = item
-        lines = b[:end].split(b"\n") if end < len(b) else b.split(b"\n")
+        lines = bytes(memoryview(b)[:end]).split(b"\n")
         del b, item
         lines.pop()  # after the last line feed
         out.append(np.fromiter(map(setdefault, lines, pos), np.int64, len(lines)))

@@ -201,6 +201,35 @@ def test_speedscope_stack_content(corpus):
     assert f.loc["__libc_start_main", "file"] == "/lib/x86_64-linux-gnu/libc-2.27.so"
 
 
+# ------------------------------------------------------------------ the default layout's one expression
+from hypothesis import given, settings, strategies as hst  # noqa: E402
+
+from nodeflame.frames.readers import perf as perf_mod  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(comm=hst.sampled_from(["node", "java", "V8 Worker", "a1", "x:y", "[k]", "a/b", "é", "swapper"]),
+       sp=hst.sampled_from([" ", "  ", "\t"]), pid=hst.sampled_from(["1", "4242", "1" + "0" * 18, "9" * 18]),
+       tid=hst.sampled_from(["1", "4243", "9" * 19]), cpu=hst.sampled_from(["[001]", "[1]", "[1234567890]", ""]),
+       tm=hst.sampled_from(["12.345678", "1234567890.1", "123456789.123456789123", "1.2", "7"]),
+       per=hst.sampled_from(["", "250000", "0", "9" * 19]),
+       ev=hst.sampled_from(["cycles", "cpu-clock", "cycles:u", "r1a", "mem:0x1", ""]),
+       tail=hst.sampled_from(["", " ", "\t", "  ", "x"]))
+def test_default_layout_expression_equals_the_general_rules(comm, sp, pid, tid, cpu, tm, per, ev, tail):
+    line = f"{comm}{sp}{pid}/{tid}{sp}{cpu}{sp if cpu else ''}{tm}:{sp}{per}{sp if per else ''}{ev}:{tail}"
+    fast = perf_mod._parse_header(line)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(perf_mod, "_STRICT", re.compile(r"(?!)"))
+        general = perf_mod._parse_header(line)
+    assert fast == general
+
+
+def test_default_layout_expression_is_used():
+    assert perf_mod._STRICT.match("node 4242/4251 [001] 184694.001000: cpu-clock: ")
+    assert perf_mod._parse_header("node 4242/4251 [001] 184694.001000: 250000 cycles: ") == (
+        "node", 4242, 4251, 1, 184694001000000, 250000, "cycles")
+
+
 # ------------------------------------------------------------------ header variants
 
 FRAMES = "\t 400577 func_b (/root/func_ab)\n\t 4005b1 main (/root/func_ab)\n\n"

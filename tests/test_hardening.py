@@ -14,14 +14,13 @@ import pytest
 
 import nodeflame as nf
 from nodeflame.frames.errors import FormatError, LimitError
+from nodeflame.frames.ops import with_meta
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 def _small_profile(**meta):
-    p = nf.read(b"main;work;leaf 3\nmain;idle 1\n", format="folded")
-    p.meta.update(meta)
-    return p
+    return with_meta(nf.read(b"main;work;leaf 3\nmain;idle 1\n", format="folded"), **meta)
 
 
 def _markdown_cells(path):

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import nodeflame as nf
-from nodeflame.frames import transforms as tr_mod
+from nodeflame.frames import ops, transforms as tr_mod
 from nodeflame.frames.errors import InvariantError, TransformError
+from nodeflame.frames.profile import Profile
 from nodeflame.frames.views import flame_layout
 
 FOLDED = b"main;work;parse 3\nmain;work;gc 1\nmain;idle 2\n"
@@ -36,8 +37,14 @@ def test_tables_have_documented_columns_and_dtypes():
     assert (p.stacks["prefix"].to_numpy() < np.arange(len(p.stacks))).all()
 
 
+def _unchecked(p):
+    """A copy of ``p`` built with ``validate=False``: the documented way to make a Profile to break
+    (its tables may be replaced or edited until validate() is called)."""
+    return Profile(p.funcs, p.frames, p.stacks, p.samples, p.meta, p.lines, validate=False)
+
+
 def _broken(mutate):
-    p = folded(FOLDED.decode())
+    p = _unchecked(folded(FOLDED.decode()))
     mutate(p)
     return p
 
@@ -59,12 +66,54 @@ def test_validate_names_the_broken_invariant(mutate, message):
 
 
 def test_validate_checks_time_order_only_for_timed_profiles():
-    p = folded(FOLDED.decode())
+    p = _unchecked(folded(FOLDED.decode()))
     p.samples["time_ns"] = [30, 20, 10]
     p.validate()  # untimed: times carry no meaning
     p.meta["timed"] = True
     with pytest.raises(InvariantError, match="time_ns decreases"):
         p.validate()
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p,
+    lambda p: p.copy(),
+    lambda p: ops.with_meta(p, backend="x"),
+    lambda p: ops.reweight(p, np.full(len(p.samples), 2)),
+    lambda p: p.focus("work"),
+    lambda p: _unchecked(p).validate(),
+], ids=["read", "copy", "with_meta", "reweight", "focus", "validate"])
+def test_a_validated_profile_is_immutable(make):
+    q = make(folded(FOLDED.decode()))
+    for name in ("funcs", "frames", "stacks", "samples", "lines", "meta", "_cache"):
+        with pytest.raises(AttributeError, match=rf"cannot assign Profile\.{name}: .*nodeflame\.frames\.ops"):
+            setattr(q, name, getattr(q, name))
+        with pytest.raises(AttributeError, match="immutable"):
+            delattr(q, name)
+    q.flag = 1           # other attributes are the caller's business
+    q.validate()
+
+
+def test_unvalidated_profile_can_be_edited_until_validated():
+    p = _unchecked(folded(FOLDED.decode()))
+    p.samples = p.samples.iloc[:2].reset_index(drop=True)
+    p.meta = dict(p.meta, backend="test")
+    assert p.validate().total == 4 and p.meta["backend"] == "test"
+    with pytest.raises(AttributeError, match="immutable"):
+        p.samples = p.samples
+
+
+def test_profiles_made_from_others_hold_tables_of_their_own():
+    p = folded(FOLDED.decode())
+    before = p.samples["weight"].tolist()
+    q = ops.with_meta(p, backend="x")
+    assert np.shares_memory(q.samples["stack"].to_numpy(), p.samples["stack"].to_numpy())  # data shared
+    q.samples["weight"] = 7                          # an edit in place of q's table (not prevented) ...
+    q.samples.loc[0, "stack"] = 0
+    assert p.samples["weight"].tolist() == before    # ... never reaches p's
+    assert p.validate().total == sum(before)
+    a = p.arrays()
+    assert not any(v.flags.writeable for v in a.values())
+    assert not p.samples["weight"].to_numpy().flags.writeable   # pandas' copy-on-write views
 
 
 # ------------------------------------------------------------------ views
@@ -189,9 +238,10 @@ def test_slice_and_thread_on_a_timed_profile():
 
 name = st.text(alphabet=st.characters(blacklist_characters=";\r\n\x00", blacklist_categories=("Cs",)),
                min_size=1, max_size=6).filter(lambda s: s.strip() == s and s and not s.startswith(("#", "//"))
-                                              and not re.search(r"\s\d+(\.\d*)?$", s))
-# (a frame ending in " <number>" makes its line a differential one when it is a stack's last frame:
-# "f 0 1" is stack f counted 0 then 1, as flamegraph.pl reads it; test_folded covers that form)
+                                              and not re.search(r"\s\d+(\.\d*)?$", s) and "%{" not in s)
+# Names the folded format holds as they are: a last frame ending in " <number>" makes its line a
+# differential one ("f 0 1" is stack f counted 0 then 1, as flamegraph.pl reads it), and "%{" starts
+# an escape (the writer writes a literal one as "%{25}{"); test_folded covers both.
 stacks = st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "fib", "node:x", "π"]) | name,
                                      min_size=1, max_size=8),
                             st.integers(1, 50)), min_size=1, max_size=25)

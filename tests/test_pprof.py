@@ -16,6 +16,7 @@ import nodeflame as nf  # noqa: E402
 from nodeflame.frames import pprof_schema  # noqa: E402
 from nodeflame.frames.build import FrameTable, build_profile  # noqa: E402
 from nodeflame.frames.errors import FormatError, FormatWarning, NodeflameError  # noqa: E402
+from nodeflame.frames.ops import with_meta  # noqa: E402
 from nodeflame.frames.formats import render, sniff  # noqa: E402
 from conftest import CORPUS, ROOT  # noqa: E402
 
@@ -329,8 +330,7 @@ def test_time_fields_written():
     p = nf.read(gz(tiny()), format="pprof")
     for start, want in ((1_700_000_000.5, 1_700_000_000_500_000_000), (1_700_000_000_000_000_123, 1_700_000_000_000_000_123),
                         (5_000_000_000_000, 0)):  # the last: a monotonic clock, not a wall-clock time
-        q = p.copy()
-        q.meta["start_time"] = start
+        q = with_meta(p, start_time=start)
         msg = nf.frames.readers.pprof.decode(render(q, "pprof"))
         assert msg.time_nanos == want
         assert msg.duration_nanos == 5_000

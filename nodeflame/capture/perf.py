@@ -574,8 +574,7 @@ class PerfSession(Session):
                                  meta={"source_format": "perf", "unit": "samples",
                                        "warnings": [f"perf recorded no samples: process {pid} used no CPU "
                                                     "during the capture (cpu-clock samples running threads only)"]})
-            prof.samples["tid"] = np.zeros(0, np.int64)
-            return prof
+            return with_samples(prof, prof.samples.assign(tid=np.zeros(0, np.int64)))
         import warnings as _w
         with _w.catch_warnings():
             _w.simplefilter("ignore")

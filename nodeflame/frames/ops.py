@@ -34,13 +34,15 @@ _I64 = np.int64
 
 
 def _share(p: Profile, *, samples=None, meta=None, keep_cache=True) -> Profile:
-    """A Profile over ``p``'s tables (``samples``/``meta`` replaced when given), without re-validation."""
+    """A Profile over ``p``'s tables (``samples``/``meta`` replaced when given), without re-validation;
+    frozen when ``p`` is.  Its DataFrame objects are its own (shallow copies: the data is shared until
+    written, when pandas copies it), so an edit in place of one Profile's table never reaches the other."""
     q = Profile.__new__(Profile)
-    object.__setattr__(q, "funcs", p.funcs)
-    object.__setattr__(q, "frames", p.frames)
-    object.__setattr__(q, "stacks", p.stacks)
-    object.__setattr__(q, "samples", p.samples if samples is None else samples)
-    object.__setattr__(q, "lines", p.lines)
+    object.__setattr__(q, "funcs", p.funcs.copy(deep=False))
+    object.__setattr__(q, "frames", p.frames.copy(deep=False))
+    object.__setattr__(q, "stacks", p.stacks.copy(deep=False))
+    object.__setattr__(q, "samples", (p.samples if samples is None else samples).copy(deep=False))
+    object.__setattr__(q, "lines", p.lines.copy(deep=False))
     object.__setattr__(q, "meta", copy.deepcopy(p.meta) if meta is None else meta)
     # the cache derives from the four tables: keep what does not depend on the samples
     cache = {}
@@ -48,6 +50,8 @@ def _share(p: Profile, *, samples=None, meta=None, keep_cache=True) -> Profile:
         cache = dict(p._cache) if samples is None else {k: v for k, v in p._cache.items()
                                                          if k in ("arrays", "func_labels", "frame_labels")}
     object.__setattr__(q, "_cache", cache)
+    if p.__dict__.get("_frozen"):
+        object.__setattr__(q, "_frozen", True)
     return q
 
 

@@ -81,7 +81,20 @@ class Profile:
 
     Construct with :func:`nodeflame.frames.build.build_profile` or a reader;
     the constructor normalises dtypes and (by default) validates.
+
+    A Profile is immutable once validated (by the constructor, or by calling :meth:`validate`):
+    its tables, ``lines`` and ``meta`` cannot be replaced, since everything derived from them is
+    cached.  A Profile with other samples, weights, metadata or stacks is a new Profile, made by
+    :mod:`nodeflame.frames.ops` (``with_samples``, ``with_meta``, ``select_samples``,
+    ``reweight``, ``aggregate``, ``compact``, ``replace_stacks``) or a transform.  Each Profile
+    holds DataFrame objects of its own (shared data is copied on write by pandas), so an edit of
+    one Profile's table in place never reaches another's; the arrays of :meth:`arrays` and
+    pandas' ``to_numpy()`` views are read-only.  ``Profile(..., validate=False)`` builds a
+    Profile that is not checked (nor frozen until :meth:`validate` is called): the way to make a
+    deliberately broken one, in tests of the invariants.
     """
+
+    _GUARDED = frozenset(("funcs", "frames", "stacks", "samples", "lines", "meta", "_cache"))
 
     def __init__(self, funcs: pd.DataFrame, frames: pd.DataFrame, stacks: pd.DataFrame,
                  samples: pd.DataFrame, meta: dict | None = None,
@@ -97,6 +110,19 @@ class Profile:
         self._cache: dict[str, Any] = {}
         if validate:
             self.validate()
+
+    def __setattr__(self, name, value):
+        if name in Profile._GUARDED and self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"cannot assign Profile.{name}: a validated Profile is immutable (its derived data is cached); "
+                "make a new Profile with nodeflame.frames.ops (with_samples, with_meta, select_samples, "
+                "reweight, aggregate, compact, replace_stacks)")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if name in Profile._GUARDED and self.__dict__.get("_frozen"):
+            raise AttributeError(f"cannot delete Profile.{name}: a validated Profile is immutable")
+        object.__delattr__(self, name)
 
     # ------------------------------------------------------------------ dtypes
     @staticmethod
@@ -237,6 +263,7 @@ class Profile:
                 fail("lines.stack out of range")
             if (self.lines["line"].to_numpy() < 1).any() or (self.lines["ticks"].to_numpy() < 0).any():
                 fail("lines: line must be >= 1 and ticks >= 0")
+        object.__setattr__(self, "_frozen", True)
         return self
 
     # ---------------------------------------------------------------- basics
@@ -261,8 +288,12 @@ class Profile:
         return [str(t) for t in self.samples["thread"].cat.categories if (self.samples["thread"] == t).any()]
 
     def copy(self) -> "Profile":
-        return Profile(self.funcs.copy(), self.frames.copy(), self.stacks.copy(),
-                       self.samples.copy(), copy.deepcopy(self.meta), self.lines.copy(), validate=False)
+        """A deep copy (tables and metadata), validated (frozen) when this one is."""
+        q = Profile(self.funcs.copy(), self.frames.copy(), self.stacks.copy(),
+                    self.samples.copy(), copy.deepcopy(self.meta), self.lines.copy(), validate=False)
+        if self.__dict__.get("_frozen"):
+            object.__setattr__(q, "_frozen", True)
+        return q
 
     def arrays(self) -> dict:
         """Cached numpy arrays every derived computation uses: ``prefix``, ``frame``, ``depth`` (per

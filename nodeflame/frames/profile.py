@@ -314,8 +314,6 @@ class Profile:
             self._cache["arrays"] = c
         return c
 
-    _arrays = arrays  # the old private name, for code written before arrays() was public
-
     def stack_weights(self) -> np.ndarray:
         """Self weight of every stack (sum of the weights of samples whose leaf it is)."""
         w = self._cache.get("stack_weights")

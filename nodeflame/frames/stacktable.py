@@ -28,9 +28,6 @@ def level_segments(depth: np.ndarray):
         yield int(d_sorted[s]), order[s:e]
 
 
-_level_segments = level_segments  # the old private name, for code written before level_segments was public
-
-
 class _Interner:
     """Assigns stack ids to (prefix, frame) keys, level by level.
 

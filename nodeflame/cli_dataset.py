@@ -105,31 +105,84 @@ def _has_epoch_start(p) -> bool:
 
 # ------------------------------------------------------------------ record --to
 class _Stop:
-    """SIGTERM or a first Ctrl-C: stop after the capture under way.  A second Ctrl-C: also cut the
-    capture under way short (it is still written)."""
+    """SIGTERM or a first Ctrl-C: stop after the capture under way.  A second Ctrl-C while the
+    capture is sampling: cut it short (what was sampled is still written).  A Ctrl-C at any other
+    moment (the session closing, the profile being built or written) only asks to stop: the
+    capture under way is finished and written atomically first.
+
+    Ctrl-C while a session starts, stops or closes reaches the capture layer's own handler, not
+    this one; so every signal is also noted on a wakeup fd, read after each capture (``seen``)."""
 
     def __init__(self):
         self.event = threading.Event()
         self.sigints = 0
         self._old = {}
+        self._wake = None
+        self._old_wake = None
 
     def install(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old[sig] = signal.signal(sig, self._handle)
+        try:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self._old_wake = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            self._wake = (r, w)
+        except (ValueError, OSError):  # not the main thread
+            self._wake = None
 
     def restore(self):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._wake is not None:
+            signal.set_wakeup_fd(self._old_wake if self._old_wake is not None else -1)
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
 
-    def _handle(self, signum, _frame):
+    def seen(self) -> bool:
+        """Read the signals delivered since the last call; a SIGINT or SIGTERM among them (even
+        one a capture held for itself while it closed) is a stop request.  True when stopping."""
+        if self._wake is not None:
+            try:
+                while True:
+                    data = os.read(self._wake[0], 512)
+                    if not data:
+                        break
+                    if not self.event.is_set() and {signal.SIGINT, signal.SIGTERM} & set(data):
+                        self.event.set()
+                        sig = signal.SIGINT if signal.SIGINT in data else signal.SIGTERM
+                        _note(f"{signal.Signals(sig).name}: stopping after the capture under way")
+            except BlockingIOError:
+                pass
+        return self.event.is_set()
+
+    def _handle(self, signum, frame):
         first = not self.event.is_set()
         self.event.set()
         if signum == signal.SIGINT:
             self.sigints += 1
             if self.sigints >= 2:
-                raise KeyboardInterrupt
+                if _sampling(frame):
+                    raise KeyboardInterrupt  # the capture layer ends the capture early and keeps it
+                _note("SIGINT: the capture under way is being finished and written; stopping after it")
         if first:
             _note(f"{signal.Signals(signum).name}: stopping after the capture under way")
+
+
+def _sampling(frame) -> bool:
+    """Is ``frame`` (where a signal interrupted the main thread) inside the capture layer's wait
+    for samples, where a KeyboardInterrupt ends the capture early and keeps it?  Anywhere else
+    (building the profile, writing it) it would lose the capture."""
+    from . import capture as _cap
+    drive = getattr(_cap, "_drive", None)
+    code = getattr(drive, "__code__", None)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def matching_pids(regex, exclude=()) -> list[int]:
@@ -220,6 +273,7 @@ def _cmd_record_to(args) -> int:
                 _note(f"process {pid} is gone; stopping")
                 break
             results = _capture_round(args, pids, duration, stop)
+            stop.seen()
             for p_id, prof, err in results:
                 if err is not None:
                     if not isinstance(err, TargetError) or pid is not None:
@@ -242,13 +296,25 @@ def _cmd_record_to(args) -> int:
             wait = (every - (time.monotonic() - t_round)) if every else 0.0
             if not pids:
                 wait = max(wait, 1.0)  # nothing to follow yet: look again soon
+            if stop.seen():
+                break
             if wait > 0:
-                stop.event.wait(wait)
+                _wait(stop, wait)
     finally:
         stop.restore()
     _note(f"stopped after {rounds} round{'s' if rounds != 1 else ''}: {written} capture"
           f"{'s' if written != 1 else ''} in {args.to}")
     return 0
+
+
+def _wait(stop, seconds):
+    """Wait ``seconds`` or until a stop request (one the capture layer held for itself included)."""
+    end = time.monotonic() + seconds
+    while not stop.event.is_set():
+        left = end - time.monotonic()
+        if left <= 0 or stop.seen():
+            return
+        stop.event.wait(min(left, 0.2))
 
 
 def _alive(pid) -> bool:
@@ -276,6 +342,10 @@ def _capture_round(args, pids, duration, stop):
         except errors as e:
             out.append((p, None, e))
             continue
+        except KeyboardInterrupt:  # Ctrl-C pressed again and again while a session stopped: it gave up
+            stop.event.set()
+            out.append((p, None, NodeflameError("capture abandoned: Ctrl-C while the session was stopping")))
+            break
         if prof.meta.get("interrupted"):  # a Ctrl-C the capture layer held for itself: a stop request too
             stop.event.set()
         out.append((p, prof, None))

@@ -977,3 +977,21 @@ def test_clicks_queued_by_a_busy_kernel_each_focus_their_frame_in_order(prof):
     assert e.transforms[-2:] == [f"focus=^{re.escape(last)}$", f"focus=^parse\\ {re.escape(DEP)}:5$"]
     # plotly's own click-zoom stays off while clicks focus
     assert e.widget.layout.meta["nodeflame"]["zoom"] is False
+
+
+def test_notebook_display_is_a_static_chart_then_the_live_explorer(prof, monkeypatch):
+    """Two outputs: the static SVG chart (what stays where no kernel runs: a reopened notebook,
+    nbconvert, GitHub), then the widget, whose chart's front end hides the static output it names
+    once it has drawn; the widget's own output carries no second copy of the chart."""
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    e = ex(prof)
+    e._ipython_display_()
+    (static, raw1), (live, raw2) = shown
+    assert raw1 and raw2
+    assert set(static) == {"text/html", "text/plain"} and "data:image/svg+xml;base64," in static["text/html"]
+    assert f"nodeflame-static-{e.static_key}" in static["text/html"] and "<script" not in static["text/html"]
+    assert static["text/plain"].startswith("1,000 samples")
+    assert "text/html" not in live and live["application/vnd.jupyter.widget-view+json"]["model_id"] == e.model_id
+    assert e.widget._nf_static == e.static_key and re.fullmatch("[0-9a-f]{16}", e.static_key)

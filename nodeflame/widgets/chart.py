@@ -54,6 +54,8 @@ class FigureWidget(go.FigureWidget):
 
     _esm = frontend.loader()
     _nf_library = T.Unicode("").tag(sync=True)
+    # the key of the static output shown with this chart (hidden by the loader once it has drawn)
+    _nf_static = T.Unicode("").tag(sync=True)
 
     @T.default("_nf_library")
     def _library_ref(self):
@@ -65,7 +67,8 @@ class FigureWidget(go.FigureWidget):
 class Chart:
     """A ``go.FigureWidget`` (``self.widget``) kept in step with the explorer's figure dicts."""
 
-    def __init__(self, *, height: int = 560, timeline: bool = False):
+    def __init__(self, *, height: int = 560, timeline: bool = False, static_key: str = ""):
+        self.static_key = static_key
         self.height = int(height)        # of the icicle; set_flame takes it from the layout it gets
         self.timeline = bool(timeline)
         self._handlers = []
@@ -173,6 +176,7 @@ class Chart:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []
             self.widget = FigureWidget(data=[go.Icicle(**tr)] + bars, layout=lay)
+            self.widget._nf_static = self.static_key
             self.widget._config = {"displaylogo": False, "responsive": True, "scrollZoom": False}
             self._connect()
         else:

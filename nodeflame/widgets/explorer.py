@@ -324,7 +324,9 @@ class Explorer(W.VBox):
         self.b_undo = _btn("undo", "remove the last transform")
         self.b_reset = _btn("reset", "remove every transform")
         has_timeline = bool(timeline and st.has_timeline)
-        self.chart = Chart(height=st.height, timeline=has_timeline)
+        import uuid
+        self.static_key = uuid.uuid4().hex[:16]   # names the static output shown with this explorer
+        self.chart = Chart(height=st.height, timeline=has_timeline, static_key=self.static_key)
         self.chart.on_event(self._on_chart_event)
         self.timeline_chart = self.chart if has_timeline else None   # the strip lives in the same figure
         # the chart grows with the stacks' depth; past SCROLL_PX it scrolls inside this box
@@ -480,6 +482,25 @@ class Explorer(W.VBox):
         from .static import svg_html
         bundle["text/html"] = svg_html(self.static_svg(), self.text_table(), alt=self.code)
         return bundle
+
+    def _ipython_display_(self):
+        """Shown in a notebook as two outputs: the static chart (the project's SVG flame graph and
+        the top table as ``text/html``, no script, no CDN), then the live explorer (the widget).
+        The chart's front end hides the static output once it has drawn; where no kernel runs
+        (a notebook reopened later, nbconvert, nbviewer, GitHub) the static output is what is
+        shown.  In one output the widget would win wherever the widget manager is installed,
+        and JupyterLab shows "model not found" for it once its kernel is gone."""
+        from IPython.display import display
+        from .static import svg_html
+        table = self.text_table()
+        display({"text/html": svg_html(self.static_svg(), table, alt=self.code, key=self.static_key),
+                 "text/plain": table}, raw=True)
+        bundle = W.VBox._repr_mimebundle_(self) or {}
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        bundle = {k: v for k, v in dict(bundle).items() if k != "text/html"}
+        bundle["text/plain"] = repr(self) + " (interactive: needs its kernel; the static chart is above)"
+        display(bundle, raw=True)
 
     def __repr__(self):
         return f"<nodeflame Explorer: {self.code}>"

@@ -22,6 +22,8 @@ The loader also:
   gives up on it and its messages; the library can take longer on a busy
   machine) and queues the figure's ``_py2js_*`` messages that arrive before
   the library, replaying them into plotly's model when it is there;
+- hides the static output shown with the chart (see ``Explorer._ipython_display_``)
+  once the chart has drawn;
 - sends each click on the icicle to the kernel as its own custom message (with
   the id of the chart's view), so that clicks made while the kernel is busy are
   all delivered, and stops plotly's own click-to-zoom while clicks focus;
@@ -124,6 +126,17 @@ function sized(el, timeout = 5000) {
 // answered (a busy kernel kept only the last of plotly's clicks) but sends every custom message.
 // Returning false stops plotly's own click-to-zoom (the kernel redraws the focused view) unless
 // the kernel asked for it (meta.nodeflame.zoom: click-to-focus off).
+// the static chart displayed with this one (its SVG, for places without a kernel) is hidden once
+// the live chart has drawn
+function hideStatic(model) {
+  const key = String(model.get("_nf_static") || "");
+  if (!/^[0-9a-f]+$/.test(key)) return;
+  for (const s of document.querySelectorAll(".nodeflame-static-" + key)) {
+    const out = s.closest(".jp-OutputArea-child") || s.closest(".output_area") || s;
+    out.style.display = "none";
+  }
+}
+
 function hookClicks(model, el) {
   let tries = 0;
   const hook = () => {
@@ -131,6 +144,8 @@ function hookClicks(model, el) {
       if (tries++ < 1200) setTimeout(hook, 50);
       return;
     }
+    hideStatic(model);
+    setTimeout(() => hideStatic(model), 1000);
     el.on("plotly_icicleclick", (ev) => {
       const meta = (el.layout && el.layout.meta && el.layout.meta.nodeflame) || null;
       const pt = ev && ev.points && ev.points[0];

@@ -12,11 +12,14 @@ import base64
 import html
 
 
-def svg_html(svg: str, table_text: str = "", *, alt: str = "flame graph") -> str:
+def svg_html(svg: str, table_text: str = "", *, alt: str = "flame graph", key: str = "") -> str:
     """An SVG document as an ``<img>`` (data URI: works offline, in sanitised renderers that drop
-    scripts, and without the widget manager), followed by ``table_text`` in a ``<pre>``."""
+    scripts, and without the widget manager), followed by ``table_text`` in a ``<pre>``.
+    ``key``: the live chart that stands for it (class ``nodeflame-static-KEY``: the chart's front
+    end hides this output once it has drawn)."""
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return (f"<div class='nodeflame-static'><img alt='{html.escape(alt)}' style='max-width:100%' "
+    cls = "nodeflame-static" + (f" nodeflame-static-{html.escape(key)}" if key else "")
+    return (f"<div class='{cls}'><img alt='{html.escape(alt)}' style='max-width:100%' "
             f"src='data:image/svg+xml;base64,{data}'/>"
             + (f"<pre style='font-size:11px'>{html.escape(table_text)}</pre>" if table_text else "")
             + "</div>")

@@ -1,0 +1,451 @@
+"""The explorer as people use it: in a real JupyterLab, in headless Chromium, on a live capture.
+
+One JupyterLab server (from PyPI, the test extra; a free port, a token, a temporary
+root, config and runtime directories; killed with its kernels on every path) is
+shared by the tests of this module, and one headless Chromium (tests/browser.py)
+drives it.  The notebook's kernel captures the demo app (notebooks/demo/app.js,
+its CSV parser an npm package) with the walker backend: 40-odd frames deep, 16 of
+them native scaffolding from libc to V8's entry trampoline.
+
+- labels: most frames wider than 40 px show their label, in the default view and
+  with every native frame shown;
+- clicks: ten clicks on different frames each focus the clicked frame (chart,
+  breadcrumb and details pane agree), and ten more made while a cell keeps the
+  kernel busy are all applied, in order, once it is free;
+- persistence: the notebook saved, closed and reopened without a kernel shows the
+  static chart (the SVG flame graph of the text/html fallback); ``jupyter nbconvert
+  --to html`` of it shows the chart with every non-file request blocked, is under
+  2 MB, and the notebook grew by at most 1 MB per explorer.
+
+JupyterLab exposes its application object to the page (``--LabApp.expose_app_in_browser``):
+the tests run JupyterLab's own commands (run all, save, close) and ask the kernel
+for the explorer's state through it; every click is a real mouse click.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+browser = pytest.importorskip("browser", reason="tests/browser.py (the headless-Chromium harness) is missing")
+pytest.importorskip("jupyterlab", reason="jupyterlab (the test extra) is not installed")
+pytest.importorskip("nbconvert", reason="nbconvert (the test extra) is not installed")
+pytest.importorskip("plotly", reason="plotly (nodeflame[notebook]) is not installed")
+pytest.importorskip("anywidget", reason="anywidget (nodeflame[notebook]) is not installed")
+if browser.chromium_path() is None:
+    pytest.skip("chromium is not installed (/usr/bin/chromium); the JupyterLab tests drive it", allow_module_level=True)
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEMO = ROOT / "notebooks" / "demo" / "app.js"
+NODE = shutil.which("node") or "/usr/bin/node"
+NB = "explore.ipynb"
+CAPTURE_S = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class Lab:
+    """A JupyterLab server in a temporary directory; ``url(path)`` carries the token."""
+
+    def __init__(self):
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="nodeflame-lab-"))
+        self.root = self.dir / "notebooks"
+        self.root.mkdir()
+        self.port = _free_port()
+        self.token = uuid.uuid4().hex
+        self.proc = None
+
+    def start(self, timeout: float = 120.0) -> "Lab":
+        env = dict(os.environ)
+        for k, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                       ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+                       ("IPYTHONDIR", "ipython")):
+            env[k] = str(self.dir / sub)
+            (self.dir / sub).mkdir(exist_ok=True)
+        env.pop("JUPYTER_PATH", None)
+        # no news or update checks (they would reach the network and raise a notification)
+        notif = self.dir / "settings" / "@jupyterlab" / "apputils-extension"
+        notif.mkdir(parents=True)
+        (notif / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        log = open(self.dir / "lab.log", "wb")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+                 f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+                 f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+                 "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+                 "--ServerApp.allow_root=True"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url("api/status"), timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jupyter lab did not answer within {timeout:g}s: {self.log_tail()}")
+            time.sleep(0.2)
+
+    def url(self, path: str) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path}{sep}token={self.token}"
+
+    def api(self, path: str, method: str = "GET"):
+        req = urllib.request.Request(self.url(path), method=method)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def log_tail(self) -> str:
+        try:
+            return (self.dir / "lab.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        _kill_group(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    s = Lab()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The demo app running (killed at the end); its pid."""
+    proc = subprocess.Popen([NODE, str(DEMO)], cwd=str(DEMO.parent), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert json.loads(line)["ready"] == proc.pid, line
+        yield proc.pid
+    finally:
+        _kill_group(proc)
+
+
+@pytest.fixture(scope="module")
+def page():
+    with browser.Browser(width=1400, height=1000, timeout=60) as b:
+        yield b
+
+
+# ------------------------------------------------------------------ helpers
+
+APP = "window.jupyterapp"
+# the notebook's panel (shell.currentWidget follows the focus, which a headless page may not have)
+NOTEBOOK = (f"Array.from({APP}.shell.widgets('main')).find(w => w.context && w.context.path === "
+            f"{json.dumps(NB)})")
+KERNEL = f"{NOTEBOOK}.sessionContext.session.kernel"
+
+
+def write_notebook(path: pathlib.Path, cells: list[str]) -> None:
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+def open_notebook(b, lab, timeout: float = 120) -> None:
+    b.open(lab.url(f"lab/tree/{NB}"), timeout=timeout)
+    b.wait_for(f"{APP} && {APP}.shell && {NOTEBOOK} && {NOTEBOOK}.context.isReady", timeout=timeout)
+
+
+def kernel_idle(b, timeout: float = 120) -> None:
+    b.wait_for(f"{NOTEBOOK}.sessionContext.session && {KERNEL} && {KERNEL}.status === 'idle'", timeout=timeout)
+
+
+def kernel_value(b, expr: str, timeout: float = 120):
+    """The value of the Python expression ``expr`` (JSON) in the notebook's kernel."""
+    code = json.dumps(f"__import__('json').dumps({expr})")
+    r = b.eval(f"""(async () => {{
+        const f = {KERNEL}.requestExecute({{code: '', silent: true, store_history: false,
+                                            user_expressions: {{v: {code}}}}});
+        const reply = await f.done;
+        const v = reply.content.user_expressions.v;
+        if (v.status !== 'ok') return {{error: v.ename + ': ' + v.evalue}};
+        return {{value: v.data['text/plain']}};
+    }})()""", timeout=timeout)
+    if "error" in r:
+        raise AssertionError(f"kernel: {expr}: {r['error']}")
+    import ast
+    return json.loads(ast.literal_eval(r["value"]))
+
+
+CHART = ".nodeflame-chart"
+
+# every drawn frame of the explorer's chart: label, box, whether plotly shows the label
+FRAMES_JS = f"""(() => {{
+  const gd = document.querySelector('{CHART} .js-plotly-plot');
+  if (!gd) return null;
+  const out = [];
+  for (const g of gd.querySelectorAll('g.slice')) {{
+    const path = g.querySelector('path'); if (!path) continue;
+    const r = path.getBoundingClientRect();
+    const t = g.querySelector('text');
+    const shown = !!t && t.textContent.trim() !== '' && t.getBoundingClientRect().width > 0
+      && getComputedStyle(t).opacity !== '0';
+    const d = g.__data__ || {{}};
+    const id = d.data && d.data.data ? d.data.data.id : (d.data ? d.data.id : null);
+    out.push({{id: id, label: t ? t.textContent : '', x: r.x, y: r.y, w: r.width, h: r.height, shown: shown}});
+  }}
+  return out;
+}})()"""
+
+
+def frames(b):
+    return b.eval(FRAMES_JS) or []
+
+
+def chart_state(b):
+    """(view number, ids, labels, parents, values, level) of the chart as plotly has it now."""
+    return b.eval(f"""(() => {{
+      const gd = document.querySelector('{CHART} .js-plotly-plot');
+      if (!gd || !gd.data || !gd.data[0]) return null;
+      const t = gd.data[0], meta = (gd.layout.meta || {{}}).nodeflame || {{}};
+      return {{view: meta.view, ids: Array.from(t.ids || []), labels: Array.from(t.labels || []),
+               parents: Array.from(t.parents || []), values: Array.from(t.values || []),
+               level: gd._fullData && gd._fullData[0] ? (gd._fullData[0].level || '') : null}};
+    }})()""")
+
+
+def crumbs(b):
+    return b.eval("""Array.from(document.querySelectorAll('.nodeflame-crumbs button'))
+                       .map(x => x.getAttribute('title') || x.textContent)""")
+
+
+def details_name(b):
+    return b.eval("(() => { const d = document.querySelector('.nodeflame-details b'); "
+                  "return d ? d.textContent : null; })()")
+
+
+def scroll_into_view(b, x_id: str) -> dict:
+    """Scroll the chart's box so that the frame with plotly id ``x_id`` is in the viewport; its box."""
+    return b.eval(f"""(() => {{
+      const gd = document.querySelector('{CHART} .js-plotly-plot');
+      for (const g of gd.querySelectorAll('g.slice')) {{
+        const d = g.__data__ || {{}};
+        const id = d.data && d.data.data ? d.data.data.id : (d.data ? d.data.id : null);
+        if (id !== {json.dumps(x_id)}) continue;
+        g.querySelector('path').scrollIntoView({{block: 'center', inline: 'center'}});
+        const r = g.querySelector('path').getBoundingClientRect();
+        return {{x: r.x, y: r.y, w: r.width, h: r.height}};
+      }}
+      return null;
+    }})()""")
+
+
+def focused_on(st, label: str) -> bool:
+    """Whether every drawn stack passes through a frame labelled ``label`` (the chart of a focus)."""
+    ids, parents, labels, values = st["ids"], st["parents"], st["labels"], st["values"]
+    parent = dict(zip(ids, parents))
+    lab = dict(zip(ids, labels))
+    val = dict(zip(ids, values))
+    root = [i for i, p in zip(ids, parents) if p in ("", None)]
+    if len(root) != 1:
+        return False
+
+    def under_label(i):
+        i = parent.get(i)
+        while i not in ("", None):
+            if lab[i] == label:
+                return True
+            i = parent.get(i)
+        return False
+    through = sum(val[i] for i in ids if lab[i] == label and not under_label(i))
+    return abs(through - val[root[0]]) <= 1e-6 * max(val[root[0]], 1)
+
+
+def click_frame(b, fid: str) -> None:
+    box = scroll_into_view(b, fid)
+    assert box and box["w"] > 0, f"frame {fid} is not drawn"
+    b.click(box["x"] + box["w"] / 2, box["y"] + box["h"] / 2)
+
+
+def click_button(b, selector: str, text: str) -> None:
+    """A real click on the button (or checkbox label) under ``selector`` whose text is ``text``."""
+    box = b.eval(f"""(() => {{
+      for (const x of document.querySelectorAll({json.dumps(selector)})) {{
+        if ((x.getAttribute('title') || x.textContent).trim() !== {json.dumps(text)}) continue;
+        x.scrollIntoView({{block: 'center'}});
+        const r = x.getBoundingClientRect();
+        return {{x: r.x, y: r.y, w: r.width, h: r.height}};
+      }}
+      return null; }})()""")
+    assert box, (selector, text)
+    b.click(box["x"] + box["w"] / 2, box["y"] + box["h"] / 2)
+
+
+def wait_view_after(b, view: int, timeout: float = 120) -> dict:
+    """The chart once the kernel has drawn a view after ``view`` and the panes have followed."""
+    b.wait_for(f"(() => {{ const g = document.querySelector('{CHART} .js-plotly-plot');"
+               f" return g && g.layout && g.layout.meta && g.layout.meta.nodeflame.view > {view}; }})()",
+               timeout=timeout)
+    kernel_idle(b, timeout)
+    b._pump(0.3)        # the panes' messages follow the chart's
+    return chart_state(b)
+
+
+def pick_frames(b, n: int, exclude=()) -> list[dict]:
+    """``n`` frames of distinct functions (by label), wide enough to click, widest first."""
+    seen, out = set(exclude), []
+    for f in sorted(frames(b), key=lambda f: -f["w"]):
+        lab = f["label"].strip()
+        if f["w"] < 40 or f["h"] < 10 or not lab or lab == "all" or lab.startswith("other") or lab in seen:
+            continue
+        if not f["id"] or not str(f["id"]).startswith("n"):
+            continue
+        seen.add(lab)
+        out.append(f)
+        if len(out) == n:
+            break
+    return out
+
+
+def assert_focused(b, st, label: str) -> None:
+    """Chart, breadcrumb and details pane all show the focus on ``label``."""
+    assert st["level"] in ("", "r", None), st["level"]          # plotly drew the root, no zoom of its own
+    assert focused_on(st, label), (label, st["labels"][:12])
+    last = crumbs(b)[-1]
+    assert last == f"focus {label}" or last.startswith(f"focus {label} "), (label, last)
+    assert details_name(b) == label, (label, details_name(b))
+
+
+def blocked_on_fifo(pid: int) -> bool:
+    """Whether the process's main thread waits in open() of a FIFO for a writer."""
+    try:
+        wchan = pathlib.Path(f"/proc/{pid}/wchan").read_text().strip()
+        call = pathlib.Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return wchan in ("wait_for_partner", "fifo_open") or (bool(call) and call[0] in ("2", "257")
+                                                          and wchan not in ("", "0"))
+
+
+def test_live_capture_in_jupyterlab_labels_and_clicks(lab, demo, page):
+    b = page
+    write_notebook(lab.root / NB, [
+        "import nodeflame as nf\n"
+        f"p = nf.capture({demo}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
+        "print(p.meta['backend'], p.total, int(p.stacks['depth'].max()))",
+        "e = p.flame()\ne"])
+    open_notebook(b, lab)
+    kernel_idle(b)
+    b.eval(f"{APP}.commands.execute('notebook:run-all-cells')")
+    b.wait_for(f"document.querySelectorAll('{CHART} g.slice').length > 0", timeout=300)
+    kernel_idle(b, 300)
+    backend, total, depth = kernel_value(b, "(p.meta['backend'], int(p.total), int(p.stacks['depth'].max()))")
+    assert backend == "walker" and total > 100 and depth >= 30, (backend, total, depth)
+
+    # (a) labels: the default view (JavaScript only, for a walker capture) and the whole native stack
+    assert crumbs(b) == ["all", "JavaScript only"]
+    fr = [f for f in frames(b) if f["w"] > 40]
+    assert len(fr) >= 8 and sum(f["shown"] for f in fr) >= 0.75 * len(fr), fr
+    view = chart_state(b)["view"]
+    click_button(b, ".widget-checkbox label", "JavaScript only")
+    st = wait_view_after(b, view)
+    assert crumbs(b) == ["all"] and kernel_value(b, "e.transforms") == []
+    fr = [f for f in frames(b) if f["w"] > 40]
+    depth_drawn = kernel_value(b, "int(e.layout_table['depth'].max())")
+    assert depth_drawn >= 30 and len(fr) >= 25, (depth_drawn, len(fr))
+    labelled = sum(f["shown"] for f in fr)
+    assert labelled >= 0.75 * len(fr), (labelled, len(fr))
+
+    # (b) ten clicks on different frames, each focusing the clicked frame; the breadcrumb leads back
+    targets = pick_frames(b, 10)
+    assert len(targets) == 10, [f["label"] for f in frames(b)]
+    for f in targets:
+        view = st["view"]
+        click_frame(b, f["id"])
+        st = wait_view_after(b, view)
+        assert_focused(b, st, f["label"].strip())
+        view = st["view"]
+        click_button(b, ".nodeflame-crumbs button", "all")
+        st = wait_view_after(b, view)
+        assert crumbs(b) == ["all"]
+    log = kernel_value(b, "[c['function'] for c in e.clicks]")
+    assert [x.split(" ")[0] for x in log] == [f["label"].strip().split(" ")[0] for f in targets]
+
+    # ... and ten while a cell keeps the kernel busy: none lost, applied in order once it is free.
+    # ipykernel 7 handles comm messages while a cell runs Python code (clicks are then applied at
+    # once), so the cell here blocks in a C call that holds the GIL, as a long numpy/pandas call
+    # does: nothing runs in the kernel until the test opens the FIFO the call waits on
+    fifo = lab.dir / "free-the-kernel"
+    os.mkfifo(fifo)
+    kpid = kernel_value(b, "__import__('os').getpid()")
+    code = ("import ctypes\n_libc = ctypes.PyDLL(None)   # PyDLL: the call keeps the GIL\n"
+            f"_libc.close(_libc.open({str(fifo).encode()!r}, 0))")
+    b.eval(f"{KERNEL}.requestExecute({{code: {json.dumps(code)}}}); true")
+    deadline = time.monotonic() + 60
+    while not blocked_on_fifo(kpid):
+        assert time.monotonic() < deadline, "the kernel never blocked on the FIFO"
+        b._pump(0.05)
+    before = len(log)
+    sent0 = b.eval("globalThis.__nodeflame_clicks || 0")
+    targets = pick_frames(b, 10)
+    assert len(targets) == 10
+    for f in targets:
+        click_frame(b, f["id"])
+    b._pump(0.3)
+    assert blocked_on_fifo(kpid)        # (its 'busy' status may not even have gone out: the GIL is held)
+    assert chart_state(b)["view"] == st["view"]                 # nothing redrew: the kernel is blocked
+    assert b.eval("globalThis.__nodeflame_clicks || 0") - sent0 == 10
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)              # the kernel's open() returns
+    os.close(fd)
+    st = wait_view_after(b, st["view"])
+    b.wait_for(f"(() => {{ const g = document.querySelector('{CHART} .js-plotly-plot');"
+               f" return g.layout.meta.nodeflame.view >= {st['view']}; }})()")
+    log = kernel_value(b, "[(c['function'], len(c['transforms'])) for c in e.clicks]")
+    assert [x[0].split(" ")[0] for x in log[before:]] == [f["label"].strip().split(" ")[0] for f in targets]
+    assert all(n == 1 for _f, n in log[before:])            # each focused from the chart it was made on
+    st = chart_state(b)
+    assert_focused(b, st, targets[-1]["label"].strip())
+    assert not [e for e in b.errors if "nodeflame" in e], b.errors

@@ -253,12 +253,32 @@ def test_sample_referencing_unknown_node():
     (lambda d: d["nodes"][5].__setitem__("children", [3]), "nodes[5].children", "tree"),
     (lambda d: d["nodes"][0].__setitem__("children", [1, 5]), "nodes[0]", "tree"),
     (lambda d: d.__setitem__("startTime", "soon"), "startTime", "microseconds"),
+    # integers beyond what V8 records (int32 lines, int64 ids): our error at their path
+    (lambda d: d["nodes"][3]["callFrame"].__setitem__("lineNumber", 2**40), "nodes[3].callFrame.lineNumber",
+     "integer"),
+    (lambda d: d["nodes"][3]["callFrame"].__setitem__("columnNumber", -2**70), "nodes[3].callFrame.columnNumber",
+     "integer"),
+    (lambda d: d["nodes"][2].__setitem__("children", [2**70]), "nodes[2].children[0]", "integer"),
+    (lambda d: d["nodes"][4].__setitem__("id", 2**64), "nodes[4].id", "node id"),
+    (lambda d: d["nodes"][2].__setitem__("positionTicks", [{"line": 2**63 - 1, "ticks": 1}]),
+     "nodes[2].positionTicks[0]", "ticks"),
+    (lambda d: d["nodes"][2].__setitem__("positionTicks", [{"line": 3, "ticks": 2**64}]),
+     "nodes[2].positionTicks[0]", "ticks"),
 ])
 def test_wrong_types_name_the_json_path(mutate, where, expected):
     doc = small_doc()
     mutate(doc)
     msg = bad(doc)
     assert where in msg and expected in msg
+
+
+@pytest.mark.parametrize("key, value", [("scriptId", []), ("scriptId", {"a": 1}), ("id", 2**70),
+                                        ("hitCount", 2**64), ("lineNumber", 2**40)])
+def test_old_tree_form_errors_name_the_node(corpus, key, value):
+    doc = json.loads((corpus / OLD).read_text())
+    doc["head"]["children"][0][key] = value
+    e = pytest.raises(nf.FormatError, read_cpuprofile, json.dumps(doc).encode(), "old.cpuprofile").value
+    assert e.position == f"head.children[0].{key}" and str(e).startswith("old.cpuprofile")
 
 
 def test_cycle_and_wrong_top_level():

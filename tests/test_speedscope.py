@@ -221,6 +221,13 @@ def test_frame_index_out_of_range():
     (lambda d: d["shared"]["frames"].__setitem__(1, {"file": "x.js"}), "shared.frames[1].name"),
     (lambda d: d["shared"]["frames"].__setitem__(1, {"name": "b", "line": "7"}), "shared.frames[1].line"),
     (lambda d: d["profiles"].__setitem__(0, []), "profiles[0]"),
+    # numbers beyond int64 or any clock: our error at their path, not an OverflowError
+    (lambda d: d["profiles"][0].__setitem__("weights", [1, 2**70]), "profiles[0].weights[1]"),
+    (lambda d: d["profiles"][0].__setitem__("weights", [1, 1e300]), "profiles[0].weights[1]"),
+    (lambda d: d["profiles"][0]["samples"].__setitem__(1, [0, 2**70]), "profiles[0].samples[1][1]"),
+    (lambda d: d["profiles"][0].update(unit="seconds", endValue=1e300), "profiles[0].endValue"),
+    (lambda d: d["profiles"][0].update(unit="seconds", startValue=2**70), "profiles[0].startValue"),
+    (lambda d: d["profiles"][0].update(unit="seconds", weights=[1, 1e300]), "profiles[0].weights[1]"),
 ])
 def test_wrong_types_name_the_json_path(mutate, where):
     doc = {"shared": {"frames": [{"name": "a"}, {"name": "b"}]},
@@ -237,6 +244,9 @@ def test_wrong_types_name_the_json_path(mutate, where):
     (lambda evs: evs.__setitem__(1, ev("O", 1.5, 1)), "profiles[0].events[1].frame"),
     (lambda evs: evs.__setitem__(2, ev("C", 1, 0)), "profiles[0].events[2].at"),
     (lambda evs: evs.__setitem__(2, 7), "profiles[0].events[2]"),
+    (lambda evs: evs.__setitem__(1, ev("O", 2**70, 1)), "profiles[0].events[1].frame"),
+    (lambda evs: evs.__setitem__(3, ev("C", 0, 1e300)), "profiles[0].events"),
+    (lambda evs: evs.__setitem__(1, ev("O", 1, float("nan"))), "profiles[0].events[1].at"),
 ])
 def test_bad_events(mutate, where):
     evs = [ev("O", 0, 0), ev("O", 1, 1), ev("C", 1, 2), ev("C", 0, 3)]

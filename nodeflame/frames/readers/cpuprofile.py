@@ -86,6 +86,20 @@ class _Part:
                  "end_ns", "period_ns", "timed")
 
 
+def _is_i32(v) -> bool:
+    """A line or column as V8 records them (int32)."""
+    return is_int(v) and -2**31 <= v < 2**31
+
+
+def _is_i64(v) -> bool:
+    return is_int(v) and -2**63 <= v < 2**63
+
+
+def _desc(v) -> str:
+    """What a bad JSON value is, for a message: an integer out of range by its value."""
+    return f"{v} (out of range)"[:60] if is_int(v) else type_name(v)
+
+
 def _where(path, i, key=None):
     return f"{path}[{i}]" + (f".{key}" if key else "")
 
@@ -95,8 +109,8 @@ def _diagnose_node(node, i, source, path="nodes", need_id=True):
     p = _where(path, i)
     if not isinstance(node, dict):
         raise FormatError(f"{p} is {type_name(node)}", source=source, position=p, expected="a node object")
-    if need_id and not is_int(node.get("id")):
-        raise FormatError(f"{p}.id is {'missing' if 'id' not in node else type_name(node['id'])}",
+    if need_id and not _is_i64(node.get("id")):
+        raise FormatError(f"{p}.id is {'missing' if 'id' not in node else _desc(node['id'])}",
                           source=source, position=f"{p}.id", expected="an integer node id")
     cf = node.get("callFrame")
     if not isinstance(cf, dict):
@@ -105,11 +119,11 @@ def _diagnose_node(node, i, source, path="nodes", need_id=True):
                           expected="an object {functionName, scriptId, url, lineNumber, columnNumber}")
     for k, check, exp in (("functionName", lambda v: isinstance(v, str), "a string"),
                           ("url", lambda v: isinstance(v, str), "a string"),
-                          ("lineNumber", is_int, "an integer (0-based, -1 unknown)"),
-                          ("columnNumber", is_int, "an integer (0-based, -1 unknown)")):
+                          ("lineNumber", _is_i32, "an integer (0-based, -1 unknown)"),
+                          ("columnNumber", _is_i32, "an integer (0-based, -1 unknown)")):
         if k in cf or k in ("functionName",):
             if not check(cf.get(k)):
-                raise FormatError(f"{p}.callFrame.{k} is {'missing' if k not in cf else type_name(cf[k])}",
+                raise FormatError(f"{p}.callFrame.{k} is {'missing' if k not in cf else _desc(cf[k])}",
                                   source=source, position=f"{p}.callFrame.{k}", expected=exp)
     sid = cf.get("scriptId", "0")
     if not isinstance(sid, (str, int)) or isinstance(sid, bool):
@@ -122,14 +136,14 @@ def _diagnose_node(node, i, source, path="nodes", need_id=True):
                 raise FormatError(f"{p}.{k} is {type_name(v)}", source=source, position=f"{p}.{k}",
                                   expected="a list of node ids")
             for j, c in enumerate(v):
-                if not is_int(c):
-                    raise FormatError(f"{p}.{k}[{j}] is {type_name(c)}", source=source,
+                if not _is_i64(c):
+                    raise FormatError(f"{p}.{k}[{j}] is {_desc(c)}", source=source,
                                       position=f"{p}.{k}[{j}]", expected="an integer node id")
-    if "parent" in node and node["parent"] is not None and not is_int(node["parent"]):
-        raise FormatError(f"{p}.parent is {type_name(node['parent'])}", source=source,
+    if "parent" in node and node["parent"] is not None and not _is_i64(node["parent"]):
+        raise FormatError(f"{p}.parent is {_desc(node['parent'])}", source=source,
                           position=f"{p}.parent", expected="an integer node id")
-    if "hitCount" in node and not is_int(node["hitCount"]):
-        raise FormatError(f"{p}.hitCount is {type_name(node['hitCount'])}", source=source,
+    if "hitCount" in node and not _is_i64(node["hitCount"]):
+        raise FormatError(f"{p}.hitCount is {_desc(node['hitCount'])}", source=source,
                           position=f"{p}.hitCount", expected="an integer")
     pt = node.get("positionTicks")
     if pt is not None:
@@ -137,7 +151,7 @@ def _diagnose_node(node, i, source, path="nodes", need_id=True):
             raise FormatError(f"{p}.positionTicks is {type_name(pt)}", source=source,
                               position=f"{p}.positionTicks", expected="a list of {line, ticks}")
         for j, t in enumerate(pt):
-            if not (isinstance(t, dict) and is_int(t.get("line")) and is_int(t.get("ticks"))):
+            if not (isinstance(t, dict) and _is_i32(t.get("line")) and _is_i64(t.get("ticks"))):
                 raise FormatError(f"{p}.positionTicks[{j}] is {type_name(t)} {t!r}"[:200], source=source,
                                   position=f"{p}.positionTicks[{j}]", expected="{line: int, ticks: int}")
 
@@ -235,14 +249,18 @@ def _parse_nodes(nodes, source, path, need_hits=True):
     codes = np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)
     # type checks on distinct call frames only
     for k in ukeys:
-        if not (isinstance(k[0], str) and isinstance(k[1], str) and is_int(k[2]) and is_int(k[3])
+        if not (isinstance(k[0], str) and isinstance(k[1], str) and _is_i32(k[2]) and _is_i32(k[3])
                 and isinstance(k[4], (str, int)) and not isinstance(k[4], bool)):
             i = keys.index(k)
             _diagnose_node(nodes[i], i, source, path)
     del keys, pos
     if not _all_ints(ids):
         _diagnose_all(nodes, source, path)
-    id_arr = int_array(ids, source, path + "[].id")
+    try:
+        id_arr = np.array(ids, _I64) if n else np.empty(0, _I64)
+    except OverflowError:
+        _diagnose_all(nodes, source, path)
+        raise
     del ids
     idx = _IdIndex(id_arr, source, path)
     parent = np.full(n, -1, _I64)
@@ -260,7 +278,11 @@ def _parse_nodes(nodes, source, path, need_hits=True):
     if flat_list:
         if not _all_ints(flat_list):
             _diagnose_all(nodes, source, path)
-        flat = np.array(flat_list, _I64)
+        try:
+            flat = np.array(flat_list, _I64)
+        except OverflowError:
+            _diagnose_all(nodes, source, path)
+            raise
         del flat_list
         owner = np.repeat(np.arange(n, dtype=_I64), lens)
         cidx = idx.lookup(flat)
@@ -289,7 +311,11 @@ def _parse_nodes(nodes, source, path, need_hits=True):
         if not _all_ints(vals):
             _diagnose_all(nodes, source, path, has_pa)
         hp = np.asarray(has_pa, _I64)
-        pidx = idx.lookup(np.asarray(vals, _I64))
+        try:
+            pidx = idx.lookup(np.asarray(vals, _I64))
+        except OverflowError:
+            _diagnose_all(nodes, source, path, has_pa)
+            raise
         bad = np.flatnonzero(pidx < 0)
         if len(bad):
             i = int(hp[bad[0]])
@@ -311,7 +337,11 @@ def _parse_nodes(nodes, source, path, need_hits=True):
         hit = _column(nodes, "hitCount", 0)
         if not _all_ints(hit):
             _diagnose_all(nodes, source, path)
-        hit = np.array(hit, _I64) if n else np.empty(0, _I64)
+        try:
+            hit = np.array(hit, _I64) if n else np.empty(0, _I64)
+        except OverflowError:
+            _diagnose_all(nodes, source, path)
+            raise
     else:  # samples say it all; hitCount is their per-node count
         hit = None
     pts = _column(nodes, "positionTicks", ())
@@ -328,8 +358,14 @@ def _parse_nodes(nodes, source, path, need_hits=True):
         _diagnose_all(nodes, source, path)
         raise
     ln = np.repeat(np.arange(n, dtype=_I64), plen)
-    ll = np.array(ll, _I64) if ll else np.empty(0, _I64)
-    lt = np.array(lt, _I64) if lt else np.empty(0, _I64)
+    try:
+        ll = np.array(ll, _I64) if ll else np.empty(0, _I64)
+        lt = np.array(lt, _I64) if lt else np.empty(0, _I64)
+        if len(ll) and not ((ll >= -2**31) & (ll < 2**31)).all():
+            raise OverflowError
+    except OverflowError:
+        _diagnose_all(nodes, source, path)
+        raise
     return ukeys, codes, id_arr, idx, parent, hit, (ln, ll, lt), True  # V8 always records scriptIds
 
 
@@ -454,16 +490,20 @@ def _old_part(doc, source, thread="main") -> _Part:
     for nd, p in zip(flat, paths):
         k = (nd.get("functionName", ""), nd.get("url", ""), nd.get("lineNumber", -1),
              nd.get("columnNumber", -1), nd.get("scriptId", 0))
-        if not (isinstance(k[0], str) and isinstance(k[1], str) and is_int(k[2]) and is_int(k[3])):
+        if not (isinstance(k[0], str) and isinstance(k[1], str) and _is_i32(k[2]) and _is_i32(k[3])):
             bad = next(n for n, v, ok in (("functionName", k[0], isinstance(k[0], str)),
                                           ("url", k[1], isinstance(k[1], str)),
-                                          ("lineNumber", k[2], is_int(k[2])),
-                                          ("columnNumber", k[3], is_int(k[3]))) if not ok)
-            raise FormatError(f"{p}.{bad} is {type_name(nd.get(bad))}", source=source, position=f"{p}.{bad}",
+                                          ("lineNumber", k[2], _is_i32(k[2])),
+                                          ("columnNumber", k[3], _is_i32(k[3]))) if not ok)
+            raise FormatError(f"{p}.{bad} is {_desc(nd.get(bad))}", source=source, position=f"{p}.{bad}",
                               expected="a string" if bad in ("functionName", "url") else "an integer")
-        if not is_int(nd.get("id", 0)) or not is_int(nd.get("hitCount", 0)):
-            raise FormatError(f"{p}.id/hitCount is not an integer", source=source, position=p,
-                              expected="integer id and hitCount")
+        if not isinstance(k[4], (str, int)) or isinstance(k[4], bool):
+            raise FormatError(f"{p}.scriptId is {type_name(k[4])}", source=source, position=f"{p}.scriptId",
+                              expected="a string or integer")
+        for key in ("id", "hitCount"):
+            if not _is_i64(nd.get(key, 0)):
+                raise FormatError(f"{p}.{key} is {_desc(nd.get(key))}", source=source, position=f"{p}.{key}",
+                                  expected="an integer")
         keys.append(k)
     index: dict = {}
     codes = np.asarray([index.setdefault(k, len(index)) for k in keys], _I64)
@@ -660,6 +700,8 @@ def _struct_part(doc, source, thread) -> _Part:
     first = np.fromiter(map(pos.setdefault, cfs, range(n)), _I64, n)
     del cfs
     ukeys = [(c.functionName, c.url, c.lineNumber, c.columnNumber, c.scriptId) for c in pos]
+    if not all(-2**31 <= k[2] < 2**31 and -2**31 <= k[3] < 2**31 for k in ukeys):
+        raise _Fallback
     codes = np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)
     del pos, first
     try:
@@ -711,6 +753,8 @@ def _struct_part(doc, source, thread) -> _Part:
             lt = np.array(list(map(attrgetter("ticks"), flat_pt)), _I64) if flat_pt else np.empty(0, _I64)
         except OverflowError:
             raise _Fallback from None
+        if len(ll) and not ((ll >= -2**31) & (ll < 2**31)).all():
+            raise _Fallback
         ln = np.repeat(np.arange(n, dtype=_I64), plen)
     else:
         ln = ll = lt = np.empty(0, _I64)

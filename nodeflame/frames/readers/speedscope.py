@@ -40,7 +40,7 @@ from ..build import FrameTable, build_profile
 from ..errors import FormatError, FormatWarning
 from ..formats import register_reader
 from ..stacktable import stack_paths
-from .jsonutil import head_text, is_int, is_num, load_json, no_gc, num_array, type_name
+from .jsonutil import head_text, is_finite, is_int, is_num, load_json, no_gc, num_array, type_name
 
 _I64 = np.int64
 TIME_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000}
@@ -89,12 +89,26 @@ def _frames(doc, source) -> tuple[FrameTable, np.ndarray]:
     return ft, ids
 
 
-def _number(prof, key, source, where, default=None):
+def _number(prof, key, source, where, default=None, factor=None):
     v = prof.get(key, default)
     if not is_num(v):
         raise _err(f"{where}.{key} is {'missing' if key not in prof else type_name(v)}", source, f"{where}.{key}",
                    "a number")
+    if not is_finite(v) or (factor and abs(float(v)) * factor >= _LIMIT):
+        raise _err(f"{where}.{key} is {str(v)[:40]}", source, f"{where}.{key}",
+                   "a finite number" + (" within ±146 years" if factor else ""))
     return v
+
+
+_LIMIT = 2.0 ** 62  # any weight or time in ns must fit int64 with room for sums
+
+
+def _check_range(values, source, path, what, expected):
+    """FormatError at ``path(k)`` for the first value that is not finite or beyond ±2**62."""
+    bad = np.flatnonzero(~(np.abs(values) < _LIMIT))
+    if len(bad):
+        k = int(bad[0])
+        raise _err(f"{what(k)} is beyond any clock or count ({float(values[k]):g})", source, path(k), expected)
 
 
 def _sampled(prof, source, where, nframes, factor, warns):
@@ -120,12 +134,15 @@ def _sampled(prof, source, where, nframes, factor, warns):
         i = int(np.searchsorted(offsets, k, side="right") - 1)
         raise _err(f"{where}.samples[{i}][{k - offsets[i]}] is {type_name(flat_l[k])}", source,
                    f"{where}.samples[{i}][{k - offsets[i]}]", "an integer index into shared.frames")
-    flat = np.array(flat_l, _I64) if flat_l else np.empty(0, _I64)
+    try:
+        flat = np.array(flat_l, _I64) if flat_l else np.empty(0, _I64)
+    except OverflowError:  # an index beyond int64: out of range like any other
+        flat = np.array([v if -1 <= v <= nframes else -1 for v in flat_l], _I64)
     bad = np.flatnonzero((flat < 0) | (flat >= nframes))
     if len(bad):
         k = int(bad[0])
         i = int(np.searchsorted(offsets, k, side="right") - 1)
-        raise _err(f"{where}.samples[{i}][{k - offsets[i]}] is {int(flat[k])}, out of range", source,
+        raise _err(f"{where}.samples[{i}][{k - offsets[i]}] is {flat_l[k]}, out of range"[:200], source,
                    f"{where}.samples[{i}][{k - offsets[i]}]",
                    f"an index into shared.frames (0..{nframes - 1})" if nframes else "no index: shared.frames is empty")
     w = prof.get("weights")
@@ -144,8 +161,11 @@ def _sampled(prof, source, where, nframes, factor, warns):
     times = None
     if factor:
         start = float(prof.get("startValue", 0) or 0)
-        t = start + np.concatenate(([0.0], np.cumsum(weights)[:-1])) if n else np.empty(0)
-        times = np.rint(t * factor).astype(_I64)
+        with np.errstate(over="ignore"):
+            t = (start + np.concatenate(([0.0], np.cumsum(weights)[:-1]))) * factor if n else np.empty(0)
+        _check_range(t, source, lambda k: f"{where}.weights[{max(k - 1, 0)}]", lambda k: f"sample {k}'s time",
+                     "startValue plus the weights before a sample within ±146 years")
+        times = np.rint(t).astype(_I64)
     return offsets, flat, weights, times
 
 
@@ -180,13 +200,21 @@ def _evented(prof, source, where, nframes, frame_names, warns):
         i = next(i for i, v in enumerate(frm) if not is_int(v))
         raise _err(f"{where}.events[{i}].frame is {type_name(frm[i])}", source, f"{where}.events[{i}].frame",
                    "an integer index into shared.frames")
-    frame = np.array(frm, _I64) if n else np.empty(0, _I64)
+    try:
+        frame = np.array(frm, _I64) if n else np.empty(0, _I64)
+    except OverflowError:  # an index beyond int64: out of range like any other
+        frame = np.array([v if -1 <= v <= nframes else -1 for v in frm], _I64)
     bad = np.flatnonzero((frame < 0) | (frame >= nframes))
     if len(bad):
         i = int(bad[0])
-        raise _err(f"{where}.events[{i}].frame is {int(frame[i])}, out of range", source,
+        raise _err(f"{where}.events[{i}].frame is {frm[i]}, out of range"[:200], source,
                    f"{where}.events[{i}].frame", f"an index into shared.frames (0..{nframes - 1})")
-    at = num_array(at_l, source, f"{where}.events[].at") if set(map(type, at_l)) <= {int, float} else None
+    try:
+        at = num_array(at_l, source, f"{where}.events[].at") if set(map(type, at_l)) <= {int, float} else None
+    except FormatError:  # NaN, ±Infinity or beyond a float: say which event
+        i = next(i for i, v in enumerate(at_l) if not is_finite(v))
+        raise _err(f"{where}.events[{i}].at is {str(at_l[i])[:40]}", source, f"{where}.events[{i}].at",
+                   "a finite number") from None
     if at is None:
         i = next(i for i, v in enumerate(at_l) if not is_num(v))
         raise _err(f"{where}.events[{i}].at is {type_name(at_l[i])}", source, f"{where}.events[{i}].at", "a number")
@@ -308,8 +336,8 @@ def _read(doc, source, only):
         if unit not in UNITS:
             raise _err(f"{where}.unit is {unit!r}", source, f"{where}.unit", "one of " + ", ".join(UNITS))
         factor = TIME_UNITS.get(unit)
-        start_v = _number(pr, "startValue", source, where, 0)
-        end_v = _number(pr, "endValue", source, where, start_v)
+        start_v = _number(pr, "startValue", source, where, 0, factor)
+        end_v = _number(pr, "endValue", source, where, start_v, factor)
         name = pr.get("name")
         thread = name if isinstance(name, str) and name else f"profile {j}"
         k = seen_names.get(thread, 0)
@@ -322,13 +350,25 @@ def _read(doc, source, only):
         elif typ == "evented":
             o, f, w, t = _evented(pr, source, where, nframes, frame_name, warns)
             units.append(unit)
-            t = np.rint(t * factor).astype(_I64) if factor else None
+            if factor:
+                with np.errstate(over="ignore"):
+                    t = t * factor
+                _check_range(t, source, lambda k: f"{where}.events", lambda k: f"an 'at' value of {where}.events",
+                             "'at' values within ±146 years")
+            t = np.rint(t).astype(_I64) if factor else None
         else:
             raise _err(f"{where}.type is {typ!r}", source, f"{where}.type", "'sampled' or 'evented'")
         if factor:
-            w = w * factor
+            with np.errstate(over="ignore"):  # beyond any clock: _check_range says where
+                w = w * factor
             start_vals.append(start_v * factor)
             end_vals.append(end_v * factor)
+        if typ == "sampled":
+            _check_range(w, source, lambda k: f"{where}.weights[{k}]", lambda k: f"{where}.weights[{k}]",
+                         "a weight below 2**62 (ns, if a time)")
+        else:  # an interval between two events' 'at' values
+            _check_range(w, source, lambda k: f"{where}.events", lambda k: f"an interval of {where}.events",
+                         "'at' values within ±146 years")
         wi = np.rint(w).astype(_I64)
         if len(w) and not factor and (np.abs(w - wi) > 1e-9).any():
             warns.append(f"{where}: fractional {unit!r} weights rounded to integers")

@@ -226,3 +226,56 @@ def test_the_escapes_of_issue_15():
 def test_foreign_percent_escapes_are_not_decoded():
     p = nf.read(b"file:///a%20b/m.mjs;x%3By;100%;%{zz} 3\n", format="folded")
     assert list(_by_path(p)) == [("file:///a%20b/m.mjs", "x%3By", "100%", "%{zz}")]
+
+
+# ------------------------------------------------------------ a file read in blocks: the same Profile
+import io  # noqa: E402
+
+
+def _same_profile(a, b):
+    for t in ("funcs", "frames", "stacks", "samples"):
+        x, y = getattr(a, t), getattr(b, t)
+        assert list(x.columns) == list(y.columns), t
+        for c in x.columns:
+            assert list(x[c].astype(str) if x[c].dtype.name == "category" else x[c]) == \
+                list(y[c].astype(str) if y[c].dtype.name == "category" else y[c]), (t, c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(_STACK, st.integers(1, 10**6)), min_size=0, max_size=25),
+       crlf=st.booleans(), comments=st.booleans(), bom=st.booleans(), last_nl=st.booleans(),
+       bad=st.booleans(), block=st.sampled_from([1, 7, 64, 1 << 20]))
+def test_a_file_read_in_blocks_gives_the_profile_of_its_bytes(rows, crlf, comments, bom, last_nl, bad, block):
+    lines = [";".join(s) + f" {n}" for s, n in rows]
+    if comments:
+        lines.insert(len(lines) // 2, "# comment line")
+        lines.insert(0, "")
+    if bad:
+        lines.insert(len(lines) // 2, "not a stack line")
+    nl = "\r\n" if crlf else "\n"
+    data = (b"\xef\xbb\xbf" if bom else b"") + (nl.join(lines) + (nl if last_nl else "")).encode()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folded_mod, "_FILE_BLOCK", block)
+        try:
+            want = folded_mod.read_folded(data, "<t>")
+        except FormatError as e:
+            with pytest.raises(FormatError) as got:
+                folded_mod.read_folded_file(io.BytesIO(data), "<t>")
+            assert str(got.value) == str(e)
+            return
+        got = folded_mod.read_folded_file(io.BytesIO(data), "<t>")
+    _same_profile(got, want)
+    assert got.meta.get("warnings") == want.meta.get("warnings")
+
+
+def test_a_folded_file_is_read_in_blocks(tmp_path, monkeypatch):
+    """nodeflame.read hands a folded file to the block reader (the whole file is never one bytes object)."""
+    f = tmp_path / "x.folded"
+    f.write_bytes(b"".join(b"main;f%d;g 3\n" % i for i in range(5000)))
+    calls = []
+    real = folded_mod._parse_block
+    monkeypatch.setattr(folded_mod, "_FILE_BLOCK", 4096)
+    monkeypatch.setattr(folded_mod, "_parse_block", lambda d: calls.append(len(d)) or real(d))
+    p = nf.read(f)
+    assert p.total == 15000 and len(calls) > 10 and max(calls) <= 4096 + 20
+    _same_profile(p, nf.read(f.read_bytes(), format="folded"))

@@ -120,6 +120,11 @@ def read_folded(data: bytes, source: str = "<folded>", *, thread_root: bool = Fa
         fast = _read_fast(data)
         if fast is not None:
             return fast
+    return _read_lines(data, source, thread_root)
+
+
+def _read_lines(data: bytes, source: str, thread_root: bool) -> "Profile":
+    """The line-by-line reader: every line judged by the regular expression, bad lines reported."""
     text = decode_text(data, source)
     raw_lines = text.split("\n")
     stack_texts: list[str] = []
@@ -148,7 +153,7 @@ def read_folded(data: bytes, source: str = "<folded>", *, thread_root: bool = Fa
     if bad:
         shown = ", ".join(map(str, bad[:20])) + (" ..." if len(bad) > 20 else "")
         msg = f"{source}: {len(bad)} line(s) not in 'frames count' form were skipped: line {shown}"
-        warnings.warn(msg, FormatWarning, stacklevel=3)
+        warnings.warn(msg, FormatWarning, stacklevel=4)
         meta["warnings"] = [msg]
     return from_stack_strings(stack_texts, counts, meta=meta, thread_root=thread_root)
 
@@ -335,12 +340,102 @@ def _dense(first_pos: np.ndarray, index: dict) -> np.ndarray:
     return lut[first_pos]
 
 
+_EMPTY = (np.empty(0, np.int32), [], np.empty(0, np.int64), np.empty(0, np.int64))
+
+
 def _read_fast(data) -> "Profile | None":
     if not isinstance(data, (bytes, bytearray)) or data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    data = bytes(data)
+    m = _Merge()
+    if not m.add(_parse_block(bytes(data))):
+        return None
+    return m.profile()
+
+
+def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False) -> "Profile":
+    """read_folded of the binary file ``fh``, taken in blocks of whole lines (the fast path: the whole
+    file is never in memory); anything the fast path leaves to the line-by-line reader reads it whole."""
+    if not thread_root:
+        head = fh.read(3)
+        if not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            m = _Merge()
+            ok = True
+            rest = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+            while ok:
+                # a block: the line cut at the end of the last one, then the file read into
+                # place (no copy of the block; the bytearray is cut back to its whole lines)
+                buf = bytearray(len(rest) + _FILE_BLOCK)
+                buf[:len(rest)] = rest
+                with memoryview(buf) as mv, mv[len(rest):] as tail:
+                    n = fh.readinto(tail)
+                end = len(rest) + n
+                if not n:
+                    del buf[end:]
+                    ok = m.add(_parse_block(buf)) if end else True
+                    break
+                cut = buf.rfind(b"\n", 0, end) + 1
+                if cut == 0:  # a line longer than a block: read on to its end
+                    del buf[end:]
+                    rest = buf
+                    continue
+                rest = buf[cut:end]
+                del buf[cut:]
+                ok = m.add(_parse_block(buf))
+                del buf
+            if ok:
+                prof = m.profile()
+                if prof is not None:
+                    return prof
+    fh.seek(0)
+    return _read_lines(fh.read(), source, thread_root)
+
+
+_FILE_BLOCK = 1 << 25  # bytes per block of read_folded_file
+
+
+class _Merge:
+    """The blocks' frame tokens numbered over the whole file in order of first appearance (as one
+    block of all of it would number them), their lines' frame counts and sample counts."""
+
+    def __init__(self):
+        self.index: dict = {}
+        self.dense, self.nframes, self.counts = [], [], []
+
+    def add(self, part) -> bool:
+        if part is None:
+            return False
+        dense, keys, nframes, counts = part
+        if len(dense):
+            used = np.flatnonzero(np.bincount(dense, minlength=len(keys)))
+            lut = np.full(len(keys), -1, np.int32)
+            setdefault, index = self.index.setdefault, self.index
+            lut[used] = np.fromiter((setdefault(keys[k], len(index)) for k in used.tolist()), np.int32, len(used))
+            self.dense.append(lut[dense])
+        self.nframes.append(nframes)
+        self.counts.append(counts)
+        return True
+
+    def profile(self) -> "Profile | None":
+        counts = np.concatenate(self.counts) if self.counts else np.empty(0, np.int64)
+        if len(counts) == 0:
+            return None
+        dense = np.concatenate(self.dense) if len(self.dense) != 1 else self.dense[0]
+        self.dense = None
+        texts = [k.decode("utf-8") for k in self.index]  # one per distinct frame text
+        self.index = None
+        ft, ids = _frame_table(texts)
+        funcs, frames, fmap = frame_tables(ft)
+        flat = fmap[ids][dense]  # frame id of every frame of every stack line, root first
+        del dense
+        return build_from_sorted_paths(funcs, frames, flat, np.concatenate(self.nframes), counts,
+                                       meta={"source_format": "folded", "unit": "samples"})
+
+
+def _parse_block(data: bytes):
+    """(frame token ids, distinct tokens, frames per stack line, count per stack line) of the whole
+    lines ``data``, UTF-8 without a BOM; None when a line needs the line-by-line reader."""
     if not data.isascii():
         try:
             data.decode("utf-8")
@@ -349,7 +444,7 @@ def _read_fast(data) -> "Profile | None":
     arr = np.frombuffer(data, np.uint8)
     size = len(arr)
     if size == 0:
-        return None
+        return _EMPTY
     nl = _positions(arr, 10)
     starts = np.concatenate(([0], nl + 1))
     ends = np.concatenate((nl, [size]))
@@ -374,7 +469,7 @@ def _read_fast(data) -> "Profile | None":
         if (~ok & ~skip).any():
             return None  # a bad line, or a character next to the counts only str methods can judge
         if not keep.any():
-            return None
+            return _EMPTY
     ndig = (last - d2)[keep]
     if ndig.max() > 18:
         return None
@@ -412,18 +507,7 @@ def _read_fast(data) -> "Profile | None":
         is_frame = np.cumsum(is_frame[:-1]).astype(bool)
         dense = dense[is_frame]
         del is_frame
-    nuniq = len(keys)
-    used = np.flatnonzero(np.bincount(dense, minlength=nuniq))
-    texts = [keys[i].decode("utf-8") for i in used.tolist()]  # one per distinct frame text
-    del keys
-    ft, ids = _frame_table(texts)
-    funcs, frames, fmap = frame_tables(ft)
-    remap = np.full(nuniq, -1, np.int64)
-    remap[used] = fmap[ids]
-    flat = remap[dense]  # frame id of every frame of every stack line, root first
-    del dense
-    return build_from_sorted_paths(funcs, frames, flat, nframes_all[keep], counts,
-                                   meta={"source_format": "folded", "unit": "samples"})
+    return dense, keys, nframes_all[keep], counts
 
 
-register_reader("folded", read_folded, sniff, (".folded", ".collapsed", ".txt"))
+register_reader("folded", read_folded, sniff, (".folded", ".collapsed", ".txt"), read_file=read_folded_file)

@@ -43,23 +43,16 @@ def parse_size(value) -> int:
     return int(n)
 
 
-def parse_labels(items) -> dict:
-    out = {}
-    for item in items or []:
-        k, sep, v = str(item).partition("=")
-        if not sep or not k:
-            raise NodeflameError(f"--label takes KEY=VALUE, got {item!r}")
-        out[k.strip()] = v
-    return out
+def _open_module():
+    import importlib
+    try:
+        return importlib.import_module(".dataset", __package__)
+    except ImportError as e:
+        raise NodeflameError(f"datasets need nodeflame[fleet] (pip install 'nodeflame[fleet]'): {e}") from None
 
 
 def _open(path):
-    import importlib
-    try:
-        mod = importlib.import_module(".dataset", __package__)
-    except ImportError as e:
-        raise NodeflameError(f"datasets need nodeflame[fleet] (pip install 'nodeflame[fleet]'): {e}") from None
-    return mod.dataset(path)
+    return _open_module().dataset(path)
 
 
 # ------------------------------------------------------------------ ingest
@@ -77,10 +70,9 @@ def _inputs(paths):
 
 def _cmd_ingest(args) -> int:
     from .frames.formats import read
-    labels = parse_labels(args.label)
     ds = _open(args.to)
-    from .dataset.store import check_labels
-    check_labels(labels)
+    from .dataset.store import parse_labels
+    labels = parse_labels(args.label)
     ok = bad = 0
     for path in _inputs(args.paths):
         try:
@@ -243,10 +235,10 @@ def _cmd_record_to(args) -> int:
     every = parse_duration(args.every) if args.every is not None else None
     if every is not None and every < duration:
         raise NodeflameError(f"--every {every:g} s is shorter than a capture (-d {duration:g} s)")
-    labels = parse_labels(args.label)
+    _open_module()
     from .dataset.core import parse_seconds
-    from .dataset.store import check_labels
-    check_labels(labels)
+    from .dataset.store import parse_labels
+    labels = parse_labels(args.label)
     keep = parse_seconds(args.keep) if args.keep else None
     max_bytes = parse_size(args.max_size) if args.max_size else None
     pid = parse_pid(args.pid) if args.pid is not None else None
@@ -318,13 +310,8 @@ def _wait(stop, seconds):
 
 
 def _alive(pid) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from .dataset.store import pid_alive
+    return pid_alive(pid)
 
 
 def _capture_round(args, pids, duration, stop):
@@ -399,4 +386,4 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
-__all__ = ["register_commands", "parse_size", "parse_labels", "matching_pids"]
+__all__ = ["register_commands", "parse_size", "matching_pids"]

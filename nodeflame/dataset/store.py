@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from ..frames.errors import NodeflameError
 from ..frames.profile import Profile
+from ..writers.nfprof import jsonable
 from ..frames.views import func_self_total
 
 FORMAT = "nodeflame-dataset"
@@ -61,20 +62,6 @@ class DatasetError(NodeflameError):
     pass
 
 
-def _jsonable(x):
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (set, tuple)):
-        return list(x)
-    return str(x)
-
-
 def check_labels(labels) -> dict:
     out = {}
     for k, v in dict(labels or {}).items():
@@ -89,6 +76,17 @@ def check_labels(labels) -> dict:
             raise DatasetError(f"label {k}: no value")
         out[k] = str(v)
     return out
+
+
+def parse_labels(items) -> dict:
+    """``["service=api", "version=1.3"]`` (the command line's ``--label KEY=VALUE``) -> checked labels."""
+    out = {}
+    for item in items or []:
+        k, sep, v = str(item).partition("=")
+        if not sep or not k:
+            raise DatasetError(f"--label takes KEY=VALUE, got {item!r}")
+        out[k.strip()] = v
+    return check_labels(out)
 
 
 def _quote(v: str) -> str:
@@ -291,7 +289,7 @@ def encode_capture(p: Profile, labels: dict, partition_by: list, t: float, captu
         "unit": str(m.get("unit") or "samples"),
         "command": str(m["command"]) if m.get("command") is not None else None,
         "labels": json.dumps(labels, sort_keys=True, ensure_ascii=False),
-        "meta": json.dumps(m, default=_jsonable, ensure_ascii=False),
+        "meta": json.dumps(m, default=jsonable, ensure_ascii=False),
         "part": part,
         "bytes": nbytes,
     }
@@ -382,7 +380,7 @@ def clean_leftovers(store: Store, known: set, now: float | None = None) -> int:
         for path, base, mtime in store.walk_all(store.join(name)):
             if base.startswith(TMP_PREFIX):
                 pid = base[len(TMP_PREFIX):].split("-", 1)[0]
-                gone = store.local and pid.isdigit() and not _pid_alive(int(pid))
+                gone = store.local and pid.isdigit() and not pid_alive(int(pid))
                 if gone or now - mtime > STALE_S:
                     store.remove(path)
                     removed += 1
@@ -393,7 +391,8 @@ def clean_leftovers(store: Store, known: set, now: float | None = None) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Does process ``pid`` exist (one we may not signal counts as alive)?"""
     if pid == os.getpid():
         return True
     try:

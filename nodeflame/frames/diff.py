@@ -264,6 +264,24 @@ def common_ratio(r, v, mass, slack: float = math.log(1.25), pairwise: bool = Fal
     return float(np.exp(s)), vlog, (None if alt_s is None else float(np.exp(alt_s)))
 
 
+def _arrange(out: pd.DataFrame, sig, status, ties: list) -> pd.DataFrame:
+    """The table's first columns (significant, status, key, the changes and their intervals, q),
+    then the rest; rows by impact (the larger of |self change| and |total change| in points),
+    ``ties`` ascending."""
+    out.insert(0, "status", pd.Categorical(status, categories=["slower", "faster", "new", "gone", "unchanged"]))
+    out.insert(0, "significant", sig)
+    front = ["significant", "status"] + KEY + ["kind"]
+    for what in ("self", "total"):
+        front += [f"{what}_before_pct", f"{what}_after_pct", f"{what}_delta_pp", f"{what}_low_pp",
+                  f"{what}_high_pp"]
+    front += ["self_change_pct", "total_change_pct", "q"]
+    out = out[front + [c for c in out.columns if c not in front]]
+    impact = np.maximum(out["self_delta_pp"].abs(), out["total_delta_pp"].abs())
+    out = out.assign(_impact=impact.to_numpy()).sort_values(["_impact"] + list(ties),
+                                                            ascending=[False] + [True] * len(ties), kind="stable")
+    return out.drop(columns="_impact").reset_index(drop=True)
+
+
 class Diff:
     """The difference between two profiles; see :func:`diff` and the module's docstring."""
 
@@ -454,18 +472,7 @@ class Diff:
         out["q"] = q
         out["phi_self"] = m["phi_self"].to_numpy()
         out["phi_total"] = m["phi_total"].to_numpy()
-        out.insert(0, "status", pd.Categorical(status, categories=["slower", "faster", "new", "gone", "unchanged"]))
-        out.insert(0, "significant", sig)
-        front = ["significant", "status"] + KEY + ["kind"]
-        for what in ("self", "total"):
-            front += [f"{what}_before_pct", f"{what}_after_pct", f"{what}_delta_pp", f"{what}_low_pp",
-                      f"{what}_high_pp"]
-        front += ["self_change_pct", "total_change_pct", "q"]
-        out = out[front + [c for c in out.columns if c not in front]]
-        impact = np.maximum(out["self_delta_pp"].abs(), out["total_delta_pp"].abs())
-        out = out.assign(_impact=impact.to_numpy()).sort_values(["_impact", "name"], ascending=[False, True],
-                                                                kind="stable")
-        out = out.drop(columns="_impact").reset_index(drop=True)
+        out = _arrange(out, sig, status, ["name"])
         out.attrs["normalize"] = name
         out.attrs["scale"] = s
         return out
@@ -767,18 +774,7 @@ class GroupDiff(Diff):
         out["q"] = q
         out["captures_before"] = nb
         out["captures_after"] = na
-        out.insert(0, "status", pd.Categorical(status, categories=["slower", "faster", "new", "gone", "unchanged"]))
-        out.insert(0, "significant", sig)
-        front = ["significant", "status"] + KEY + ["kind"]
-        for what in ("self", "total"):
-            front += [f"{what}_before_pct", f"{what}_after_pct", f"{what}_delta_pp", f"{what}_low_pp",
-                      f"{what}_high_pp"]
-        front += ["self_change_pct", "total_change_pct", "q"]
-        out = out[front + [c for c in out.columns if c not in front]]
-        impact = np.maximum(out["self_delta_pp"].abs(), out["total_delta_pp"].abs())
-        out = out.assign(_impact=impact.to_numpy()).sort_values(["_impact", "name", "file", "line"],
-                                                                ascending=[False, True, True, True], kind="stable")
-        out = out.drop(columns="_impact").reset_index(drop=True)
+        out = _arrange(out, sig, status, KEY)
         out.attrs.update(normalize=how, scale=s, method="welch", units=self.units, unit=self.unit_name)
         return out
 

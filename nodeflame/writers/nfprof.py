@@ -26,7 +26,9 @@ from ..frames.formats import register_writer
 from ..frames.readers.nfprof import FORMAT, TABLES, VERSION  # one definition of the layout, the reader's
 
 
-def _jsonable(x):
+def jsonable(x):
+    """A JSON value for what json cannot write (numpy scalars and arrays, sets, tuples; else str):
+    the one encoding of metadata and object columns, shared with the dataset store."""
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, np.floating):
@@ -57,7 +59,7 @@ def write_nfprof(p, out, **_options) -> None:
             path = f"{t}/{c}"
             if isinstance(s.dtype, pd.CategoricalDtype):
                 cats = s.cat.categories
-                cols.append({"name": c, "type": "category", "categories": [_jsonable(v) if not isinstance(v, str)
+                cols.append({"name": c, "type": "category", "categories": [jsonable(v) if not isinstance(v, str)
                                                                            else v for v in cats],
                              "ordered": bool(s.cat.ordered)})
                 files[path + ".codes.npy"] = _npy(s.cat.codes.to_numpy())
@@ -65,11 +67,11 @@ def write_nfprof(p, out, **_options) -> None:
                 cols.append({"name": c, "type": "array"})
                 files[path + ".npy"] = _npy(s.to_numpy())
             else:  # object or string columns: JSON values
-                cols.append({"name": c, "type": "json", "values": [_jsonable(v) if not isinstance(v, (str, int, float, bool, type(None))) else v
+                cols.append({"name": c, "type": "json", "values": [jsonable(v) if not isinstance(v, (str, int, float, bool, type(None))) else v
                                                                  for v in s.tolist()]})
         manifest["tables"][t] = {"rows": len(df), "columns": cols}
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:
-        z.writestr("nodeflame.json", json.dumps(manifest, default=_jsonable, ensure_ascii=False))
+        z.writestr("nodeflame.json", json.dumps(manifest, default=jsonable, ensure_ascii=False))
         for name, data in files.items():
             z.writestr(name, data)
 

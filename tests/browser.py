@@ -24,7 +24,8 @@ Besides the calls above the harness records what the page did:
 ``b.console`` (console API calls as ``(type, text)``), ``b.errors`` (uncaught
 exceptions as text) and ``b.dialogs`` (``alert``/``confirm``/``prompt``
 dialogs opened, auto-dismissed so they never block; set ``b.prompt_reply = "text"``
-to have ``prompt()`` answered with that text instead).  ``b.add_init_script(js)``
+to have ``prompt()`` answered with that text instead) and ``b.blocked`` (requests failed
+after ``b.block_network()``: an offline page).  ``b.add_init_script(js)``
 runs ``js`` in every document before its own scripts (e.g. to stub ``alert``).
 """
 from __future__ import annotations
@@ -114,6 +115,7 @@ class Browser:
         self.console: list[tuple[str, str]] = []
         self.errors: list[str] = []
         self.dialogs: list[tuple[str, str]] = []
+        self.blocked: list[str] = []   # URLs failed by block_network()
         self.prompt_reply: str | None = None  # set to answer window.prompt() with this text
         self._events: list[dict] = []
         self._next_id = 0
@@ -245,6 +247,13 @@ class Browser:
         elif m == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
             self.errors.append(d.get("exception", {}).get("description") or d.get("text", ""))
+        elif m == "Fetch.requestPaused":
+            # block_network(): every request that would leave the machine fails, and is recorded
+            self.blocked.append(p.get("request", {}).get("url", ""))
+            self._next_id += 1
+            self.ws.send(json.dumps({"id": self._next_id, "method": "Fetch.failRequest",
+                                     "params": {"requestId": p["requestId"], "errorReason": "BlockedByClient"},
+                                     "sessionId": self.session}))
         elif m == "Page.javascriptDialogOpening":
             self.dialogs.append((p.get("type", ""), p.get("message", "")))
             # answer it asynchronously (no reply awaited) so the page never blocks
@@ -270,6 +279,12 @@ class Browser:
                 self._event(msg)
 
     # ------------------------------------------------------------------ API
+    def block_network(self) -> None:
+        """Fail every http(s) and websocket request of the page from now on (file: and data: URLs
+        load); the URLs tried are in ``b.blocked``."""
+        self.send("Fetch.enable", {"patterns": [{"urlPattern": "http://*"}, {"urlPattern": "https://*"},
+                                                {"urlPattern": "ws://*"}, {"urlPattern": "wss://*"}]})
+
     def add_init_script(self, js: str) -> None:
         """Run ``js`` at the start of every document loaded from now on, before the page's scripts."""
         self.send("Page.addScriptToEvaluateOnNewDocument", {"source": js})

@@ -370,7 +370,10 @@ def blocked_on_fifo(pid: int) -> bool:
                                                           and wchan not in ("", "0"))
 
 
-def test_live_capture_in_jupyterlab_labels_and_clicks(lab, demo, page):
+@pytest.fixture(scope="module")
+def live(lab, demo, page):
+    """The notebook open in JupyterLab, run: its kernel has captured the demo with the walker
+    and shows the explorer (``e``)."""
     b = page
     write_notebook(lab.root / NB, [
         "import nodeflame as nf\n"
@@ -382,8 +385,16 @@ def test_live_capture_in_jupyterlab_labels_and_clicks(lab, demo, page):
     b.eval(f"{APP}.commands.execute('notebook:run-all-cells')")
     b.wait_for(f"document.querySelectorAll('{CHART} g.slice').length > 0", timeout=300)
     kernel_idle(b, 300)
+    return b
+
+
+def test_live_capture_in_jupyterlab_labels_and_clicks(live):
+    b = live
     backend, total, depth = kernel_value(b, "(p.meta['backend'], int(p.total), int(p.stacks['depth'].max()))")
     assert backend == "walker" and total > 100 and depth >= 30, (backend, total, depth)
+    # the static chart shown with the explorer is hidden once the live one has drawn
+    b.wait_for("(() => { const s = document.querySelector('.nodeflame-static');"
+               " return s && s.closest('.jp-OutputArea-child').style.display === 'none'; })()", timeout=30)
 
     # (a) labels: the default view (JavaScript only, for a walker capture) and the whole native stack
     assert crumbs(b) == ["all", "JavaScript only"]
@@ -449,3 +460,62 @@ def test_live_capture_in_jupyterlab_labels_and_clicks(lab, demo, page):
     st = chart_state(b)
     assert_focused(b, st, targets[-1]["label"].strip())
     assert not [e for e in b.errors if "nodeflame" in e], b.errors
+
+
+def test_saved_closed_reopened_without_kernel_and_nbconvert_offline(lab, live):
+    """The notebook saved, closed (kernel shut down) and reopened without a kernel shows the static
+    chart; nbconvert's HTML of it shows the chart with every network request blocked, under 2 MB;
+    the explorer's outputs add at most 1 MB to the notebook."""
+    b = live
+    b.eval(f"{NOTEBOOK}.context.save().then(() => true)", timeout=120)
+    nb = json.loads((lab.root / NB).read_text())
+    outs = nb["cells"][1]["outputs"]
+    kinds = [sorted(o.get("data", {})) for o in outs]
+    assert kinds == [["text/html", "text/plain"], ["application/vnd.jupyter.widget-view+json", "text/plain"]], kinds
+    grown = len(json.dumps(outs)) + len(json.dumps(nb["metadata"].get("widgets", {})))
+    assert grown <= 1_000_000, grown                       # one explorer: <= 1 MB
+    svg = re.search(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", "".join(outs[0]["data"]["text/html"]))
+    import base64
+    svg_text = base64.b64decode(svg.group(1)).decode()
+    assert "handleRequest" in svg_text and "<text" in svg_text
+
+    # close: kernel shut down, panel disposed
+    b.eval(f"(async () => {{ const w = {NOTEBOOK}; await w.sessionContext.shutdown(); w.dispose(); return true; }})()",
+           timeout=120)
+    deadline = time.monotonic() + 60
+    while lab.api("api/kernels"):
+        assert time.monotonic() < deadline, lab.api("api/kernels")
+        time.sleep(0.2)
+    # reopen without a kernel (what "No Kernel" gives): the notebook factory may not start one
+    b.eval(f"""(async () => {{
+      const f = {APP}.docRegistry.getWidgetFactory('Notebook');
+      f._preferKernel = false; f._canStartKernel = false; f._autoStartDefault = false;
+      await {APP}.commands.execute('docmanager:open', {{path: {json.dumps(NB)}, factory: 'Notebook'}});
+      return true; }})()""", timeout=120)
+    b.wait_for(f"{NOTEBOOK} && {NOTEBOOK}.context.isReady", timeout=120)
+    img = b.wait_for("""(() => { const i = document.querySelector('.nodeflame-static img');
+        if (!i || !i.complete || i.naturalWidth === 0) return null;
+        const r = i.getBoundingClientRect(); const out = i.closest('.jp-OutputArea-child');
+        return {w: r.width, h: r.height, nw: i.naturalWidth, shown: getComputedStyle(out).display !== 'none'}; })()""",
+                     timeout=120)
+    assert img["shown"] and img["w"] > 300 and img["h"] > 100, img
+    assert not lab.api("api/kernels")                      # no kernel came back
+    assert b.eval(f"!{NOTEBOOK}.sessionContext.session") is True
+
+    # nbconvert --to html of the executed notebook: the chart renders offline
+    out = lab.dir / "explore.html"
+    r = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(lab.root / NB),
+                        "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    size = out.stat().st_size
+    assert size < 2_000_000, size
+    with browser.Browser(width=1300, height=1000, timeout=60) as off:
+        off.block_network()
+        off.open(out, timeout=120)
+        img = off.wait_for("""(() => { const i = document.querySelector('.nodeflame-static img');
+            if (!i || !i.complete || i.naturalWidth === 0) return null;
+            const r = i.getBoundingClientRect(); return {w: r.width, h: r.height}; })()""", timeout=60)
+        assert img["w"] > 300 and img["h"] > 100, img
+        # what was blocked is nbconvert's own template (require.js, MathJax), nothing of the chart's
+        theirs = re.compile(r"^https://cdnjs\.cloudflare\.com/ajax/libs/(require\.js|mathjax)/")
+        assert all(theirs.match(u) for u in off.blocked), off.blocked

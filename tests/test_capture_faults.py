@@ -57,9 +57,14 @@ def cont(pid):
     wait_for(lambda: procutil.state(pid) not in ("T", "t"), 10, f"process {pid} to run again")
 
 
+def attached_now(w, n=1):
+    """The target printed 'Debugger attached' ``n`` times (a capture is connected)."""
+    return w.stderr().count("Debugger attached") >= n
+
+
 def attached(w, n=1):
     """Wait until the target printed 'Debugger attached' ``n`` times (a capture is connected)."""
-    wait_for(lambda: w.stderr().count("Debugger attached") >= n, 30, "the capture to connect")
+    wait_for(lambda: attached_now(w, n), 30, "the capture to connect")
 
 
 def closed_after_resume(w, timeout=30):
@@ -338,27 +343,15 @@ def test_ctrl_c_keeps_what_was_sampled_and_leaves_the_target_as_found(workload, 
     why = availability(backend, w.pid)
     if why:
         pytest.skip(why)
+    from walker_helpers import cpu_grew, interrupt_cli
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    c = subprocess.Popen([sys.executable, "-m", "nodeflame.cli", str(w.pid), "text", "120", "--backend", backend,
-                          "--hz", "200"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        if backend == "inspector":
-            attached(w)
-        else:
-            wait_for(lambda: procutil.tracer_pid(w.pid) or perf_events(c.pid), 60, "the walker to attach")
-        # sampling runs: wait until the target has used some CPU since (an observable, not a sleep)
-        cpu0 = procutil.cpu_seconds(w.pid)
-        wait_for(lambda: procutil.cpu_seconds(w.pid) - cpu0 > 0.3, 60, "the target to run 0.3 s of CPU")
-        t0 = time.monotonic()
-        c.send_signal(signal.SIGINT)
-        out, err = c.communicate(timeout=60)
-    finally:
-        if c.poll() is None:
-            c.kill()
-            c.wait()
-    assert time.monotonic() - t0 < 30
-    assert c.returncode == 0, err
+    # sampling runs: the capture attached and the target used CPU since (not a sleep)
+    ready = cpu_grew(w.pid, 0.3, after=lambda cli: attached_now(w) if backend == "inspector" else
+                     (procutil.tracer_pid(w.pid) or perf_events(cli.pid)))
+    rc, out, err, seconds = interrupt_cli([w.pid, "text", "120", "--backend", backend, "--hz", "200"], ready,
+                                          cwd=ROOT, env=env)
+    assert seconds < 30
+    assert rc == 0, err
     assert "Traceback" not in err
     assert out.startswith("Total samples: ") and int(out.split()[2]) > 0, out[:200]
     assert "functionA" in out

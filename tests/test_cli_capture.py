@@ -9,7 +9,6 @@ import os
 import pathlib
 import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -319,26 +318,14 @@ def test_user_errors_are_one_line_exit_2(argv, msg, healthy, sleeper, tmp_path, 
 # ------------------------------------------------------------------ Ctrl-C
 def test_ctrl_c_still_writes_the_output(healthy, tmp_path):
     out = tmp_path / "int.cpuprofile"
+    from walker_helpers import cpu_grew, interrupt_cli
     attached = healthy.stderr_text().count("Debugger attached")
-    c = subprocess.Popen([sys.executable, "-m", "nodeflame.cli", "record", "--pid", str(healthy.pid),
-                          "--backend", "inspector", "-o", str(out)],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 30
-        while healthy.stderr_text().count("Debugger attached") == attached:
-            assert c.poll() is None, c.communicate()[1]
-            assert time.monotonic() < deadline, "the capture never attached"
-            time.sleep(0.05)
-        time.sleep(2.0)  # sampling runs
-        assert c.poll() is None, "record without -d must run until Ctrl-C"
-        c.send_signal(signal.SIGINT)
-        stdout, stderr = c.communicate(timeout=30)
-    finally:
-        if c.poll() is None:
-            c.kill()
-            c.wait()
-    assert c.returncode == 0, stderr
+    # sampling runs: the capture attached and the target used CPU since (not a sleep); interrupt_cli checks
+    # that record without -d still runs when the SIGINT is sent
+    ready = cpu_grew(healthy.pid, 0.5, after=lambda cli: healthy.stderr_text().count("Debugger attached") > attached)
+    rc, stdout, stderr, _ = interrupt_cli(["record", "--pid", healthy.pid, "--backend", "inspector", "-o", out],
+                                          ready, cwd=ROOT, ready_timeout=30, exit_timeout=30)
+    assert rc == 0, stderr
     assert "Traceback" not in stderr
     assert "interrupted after" in stderr and f"wrote {out}" in stderr
     p = nf.read(out)

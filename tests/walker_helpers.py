@@ -408,3 +408,47 @@ def block_sigma(p, keys_per_sample, keep, blocks=16):
         per = np.array([(k[ix] == key).mean() for ix in parts])
         out[key] = float(per.std(ddof=1) / np.sqrt(blocks))
     return out
+
+
+# ---------------------------------------------------------------- Ctrl-C of a capture on the command line
+def interrupt_cli(args, ready, *, cwd, env=None, ready_timeout=60, exit_timeout=60):
+    """Run ``python -m nodeflame.cli *args`` (SIGINT at its default, as a terminal's Ctrl-C finds it), wait
+    until ``ready(proc)`` (proc: its Popen) is true (polled, bounded by ``ready_timeout``; the command must still run then), send
+    SIGINT and wait for it to end: (returncode, stdout, stderr, seconds from the SIGINT to its exit).  The
+    process is killed on every path out."""
+    import signal
+    import sys
+    c = subprocess.Popen([sys.executable, "-m", "nodeflame.cli", *map(str, args)], cwd=cwd, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not ready(c):
+            assert c.poll() is None, f"the command ended before it was interrupted: {c.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, f"not ready within {ready_timeout:g} s"
+            time.sleep(0.02)
+        assert c.poll() is None, f"the command ended before it was interrupted: {c.communicate()[1][-2000:]}"
+        t0 = time.monotonic()
+        c.send_signal(signal.SIGINT)
+        out, err = c.communicate(timeout=exit_timeout)
+        return c.returncode, out, err, time.monotonic() - t0
+    finally:
+        if c.poll() is None:
+            c.kill()
+            c.wait()
+
+
+def cpu_grew(pid, seconds, after=None):
+    """A ``ready`` for :func:`interrupt_cli`: true once ``after(proc)`` was (a capture attached: None, at
+    once) and ``pid`` has used ``seconds`` of CPU since (so the capture had something to sample, whatever
+    the machine's load)."""
+    from nodeflame.capture import procutil
+    box = []
+
+    def ready(proc=None):
+        if not box:
+            if after is not None and not after(proc):
+                return False
+            box.append(procutil.cpu_seconds(pid))
+        return procutil.cpu_seconds(pid) - box[0] >= seconds
+    return ready

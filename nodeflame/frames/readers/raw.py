@@ -401,13 +401,15 @@ def _read(fast, data, source, stackcollapse, threads, thread_names):
         badm = is_frame[:-1] & ~nonblank[1:]
         badm[max(last_nonblank - 1, 0):] = False  # only with more input after the blank line
         bad = np.flatnonzero(badm)
+        del badm, nonblank
         if len(bad):
             i = int(bad[0])
             raise FormatError(f"stack has no count: {uniq[codes[i]].strip()[:80]!r} is not a count",
                               source=source, line=h + i + 1,
                               expected="a line with the stack's count (a whole number) after its frames")
     # index of the count line that ends each frame's stack: the counts before it
-    blk = np.cumsum(is_count)[fpos] if len(fpos) else np.empty(0, np.int64)
+    blk = np.cumsum(is_count, dtype=np.int64)[fpos] if len(fpos) else np.empty(0, np.int64)
+    del is_count
     meta = {"source_format": "raw", "unit": "samples"}
     tail = blk == len(cpos)
     if tail.any():
@@ -420,36 +422,43 @@ def _read(fast, data, source, stackcollapse, threads, thread_names):
     if not len(cpos):
         raise FormatError("no stacks", source=source, line=h + 1 if n else None,
                           expected="frames one per line, leaf first, then a line with the count")
+    del is_frame, t
+    funcs, frames, fmap = frame_tables(ft)
+    ids_arr = fmap[np.asarray(ids, np.int64)] if ids else np.empty(0, np.int64)  # merged frame ids
     fcode = codes[fpos]
+    del fpos
     nparts = ulen[fcode]
-    ids_arr = np.asarray(ids, np.int64)
     if len(nparts) and (nparts == 1).all():
         leaf_first = ids_arr[ustart[fcode]]
-        fblk = blk
-    else:
-        fblk = np.repeat(blk, nparts)
+        lengths = np.bincount(blk, minlength=len(cpos))
+    else:  # a line 'a->b' is two frames
+        lengths = np.bincount(blk, weights=nparts, minlength=len(cpos)).astype(np.int64)
         starts = np.repeat(ustart[fcode], nparts)
-        within = np.arange(len(fblk)) - np.repeat(np.cumsum(nparts) - nparts, nparts)
-        leaf_first = ids_arr[starts + within]
+        starts += np.arange(len(starts), dtype=np.int64)
+        starts -= np.repeat(np.cumsum(nparts) - nparts, nparts)
+        leaf_first = ids_arr[starts]
+        del starts
+    del fcode, nparts, blk
     nstack = len(cpos)
-    lengths = np.bincount(fblk, minlength=nstack)
     offsets = np.zeros(nstack + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    # frames come leaf first: the j-th frame line of stack b goes to offsets[b] + offsets[b+1] - 1 - j
-    flat = np.empty(len(fblk), np.int64)
-    flat[(offsets[:-1] + offsets[1:] - 1)[fblk] - np.arange(len(fblk))] = leaf_first
+    # frames come leaf first: the j-th frame of stack b goes to offsets[b] + offsets[b+1] - 1 - j
+    # (a reversal within each stack: the same index takes them back)
+    rev = np.repeat(offsets[:-1] + offsets[1:] - 1, lengths)
+    rev -= np.arange(len(rev), dtype=np.int64)
+    flat = leaf_first[rev]
+    del rev, leaf_first
     counts = ucount[codes[cpos]]
-    funcs, frames, fmap = frame_tables(ft)
+    del codes
     if not threads:
-        return build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts,
-                                       meta=meta)
+        return build_from_sorted_paths(funcs, frames, flat, lengths, counts, meta=meta)
     # stap: a stack of nothing but its thread marker is dropped; each sample gets its thread
     if tid is None:
         tid = np.full(nstack, -1, np.int64)
     has = lengths > 0
     if not has.all():
         lengths, counts, tid = lengths[has], counts[has], tid[has]
-    prof = build_from_sorted_paths(funcs, frames, fmap[flat] if len(flat) else flat, lengths, counts, meta=meta)
+    prof = build_from_sorted_paths(funcs, frames, flat, lengths, counts, meta=meta)
     names = dict(thread_names or {})
     utids, inv = np.unique(tid, return_inverse=True)
     cats = [names.get(x, f"thread {x}" if x >= 0 else "main") for x in utids.tolist()]

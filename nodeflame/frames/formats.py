@@ -486,5 +486,7 @@ def _ensure_readers():
 
 
 def _ensure_writers():
+    if not WRITERS and "writers" in _LAZY:
+        _LAZY["writers"]()  # nodeflame.writers, loaded on first use: importing it registers them
     if not WRITERS:
         raise NodeflameError("no writers registered: import nodeflame (not only nodeflame.frames)")

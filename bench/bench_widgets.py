@@ -3,7 +3,9 @@
     .venv/bin/python bench/bench_widgets.py [--repeat 3] [--json out.json]
 
 Goals (issue 5): first render < 2 s, a control change < 200 ms, < 2 MB sent to
-the browser.  Two shapes of the same profile are measured:
+the browser.  Last, the first explorer of a fresh interpreter (imports, read,
+explorer and bundle; the number a new kernel's first ``p.flame()`` costs on the
+kernel's side), with plotly's compressed front end cached and with an empty cache.  Two shapes of the same profile are measured:
 
 - ``folded``: bench/gen_profiles.py's node-1m-20k (1,000,000 samples as
   20,000 weighted stack rows, ~349 k stack prefixes, 1,723 functions);
@@ -148,6 +150,9 @@ def bench_profile(label, p, repeat, rec):
     heavy_pat = "^" + __import__("re").escape(str(e.profile.func_labels()[heavy])) + "$"
     controls = [
         ("search", lambda: e.search("Builtins_"), lambda: e.search("")),
+        # the same with the node colours recomputed, as before they were cached per view
+        ("search, colours uncached", lambda: (e.state._ncolors.clear(), e.search("Builtins_")),
+         lambda: e.search("")),
         ("colour by package", lambda: e.set_view(color="package"), lambda: e.set_view(color="kind")),
         ("icicle orientation", lambda: e.set_view(orientation="icicle"), lambda: e.set_view(orientation="flame")),
         ("click (details)", lambda: e.select("5"), lambda: e.select(func=-1)),
@@ -204,6 +209,48 @@ def bench_profile(label, p, repeat, rec):
     return res
 
 
+FRESH_KERNEL = r"""
+import resource, sys, time
+t0 = time.perf_counter()
+import nodeflame as nf
+import nodeflame.widgets as wg
+t1 = time.perf_counter()
+p = nf.read(sys.argv[1])
+t2 = time.perf_counter()
+e = wg.explorer(p)
+bundle = e._repr_mimebundle_()
+t3 = time.perf_counter()
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"import_s": t1 - t0, "read_s": t2 - t1, "explorer_s": t3 - t2, "total_s": t3 - t0,
+                  "cpu_s": ru.ru_utime + ru.ru_stime, "nodes": len(e.layout_table)}))
+""".replace("import resource", "import json, resource")
+
+
+def fresh_kernel(path, repeat):
+    """The first explorer of a fresh interpreter (what a new kernel's first ``p.flame()`` costs on
+    the kernel's side): imports, reading the file, the explorer with plotly's front end (its gzip
+    from ~/.cache/nodeflame, or compressed afresh with an empty cache) and the display bundle."""
+    import subprocess
+    import tempfile
+    out = {}
+    for label, cache in (("warm cache", None), ("empty cache", "empty")):
+        runs = []
+        for _ in range(repeat):
+            env = dict(os.environ)
+            with tempfile.TemporaryDirectory() as tmp:
+                if cache:
+                    env["XDG_CACHE_HOME"] = tmp
+                t = time.perf_counter()
+                r = subprocess.run([sys.executable, "-c", FRESH_KERNEL, path], capture_output=True, text=True,
+                                   env=env, check=True)
+                wall = time.perf_counter() - t
+            d = json.loads(r.stdout.strip().splitlines()[-1])
+            d["process_s"] = wall
+            runs.append(d)
+        out[label] = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -229,6 +276,15 @@ def main(argv=None):
             print(f"  {name:26s} chart {c['chart_ms']:6.1f} ms (cpu {c['chart_cpu_ms']:6.1f}), "
                   f"all panes {c['median_ms']:6.1f} ms (cpu {c['cpu_ms']:6.1f}, max wall {c['max_ms']:6.1f})"
                   f"  sent {c['sent_bytes'] / 1e3:6.1f} kB")
+    import gen_profiles
+    fk = fresh_kernel(gen_profiles.ensure("small", os.path.join(HERE, "out")), args.repeat)
+    print("\n== first explorer of a fresh interpreter (folded 1 M samples; median of "
+          f"{args.repeat} processes)")
+    for label, d in fk.items():
+        print(f"  {label:12s} imports {d['import_s']:.2f} s, read {d['read_s']:.2f} s, explorer + bundle "
+              f"{d['explorer_s']:.2f} s; total {d['total_s']:.2f} s (cpu {d['cpu_s']:.2f} s, process "
+              f"{d['process_s']:.2f} s)")
+    out.append({"fresh_kernel": fk})
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

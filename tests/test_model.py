@@ -1,5 +1,6 @@
 """The Profile model: invariants, views, transforms."""
 import doctest
+import pickle
 import re
 
 import numpy as np
@@ -81,7 +82,8 @@ def test_validate_checks_time_order_only_for_timed_profiles():
     lambda p: ops.reweight(p, np.full(len(p.samples), 2)),
     lambda p: p.focus("work"),
     lambda p: _unchecked(p).validate(),
-], ids=["read", "copy", "with_meta", "reweight", "focus", "validate"])
+    lambda p: pickle.loads(pickle.dumps(p)),
+], ids=["read", "copy", "with_meta", "reweight", "focus", "validate", "pickle"])
 def test_a_validated_profile_is_immutable(make):
     q = make(folded(FOLDED.decode()))
     for name in ("funcs", "frames", "stacks", "samples", "lines", "meta", "_cache"):

@@ -628,3 +628,28 @@ def _comm(pid):
             return f.read().strip()
     except OSError:
         return ""
+
+
+# ---------------------------------------------------------------------------- long captures
+def test_inspector_keepalive_profile_holds_one_collection_at_a_time(workload, monkeypatch):
+    # V8 adds every sample to every running profile: the console.profile that keeps its CpuProfiler alive
+    # between collections must be restarted with them, or it holds the whole capture in the target
+    w = workload("--no-worker")
+    finished = []
+    real = inspector.InspectorSession._event
+
+    def event(self, sid, method, params):
+        if method == "Profiler.consoleProfileFinished" and (params or {}).get("title") == inspector.KEEPALIVE_TITLE:
+            p = params["profile"]
+            finished.append(((p["endTime"] - p["startTime"]) / 1e6, len(p.get("samples") or ())))
+        return real(self, sid, method, params)
+    monkeypatch.setattr(inspector.InspectorSession, "_event", event)
+    prof = nf.capture(w.pid, 5, backend="inspector", hz=1000, backend_options={"collect_every": 0.5})
+    assert shares(prof)[1] > 0
+    # restarted at (nearly) every collection: the capture's 5 s at one collection per 0.5 s (the
+    # last ones may end with the capture), each holding about one collection's time
+    assert len(finished) >= 4, finished
+    assert max(s for s, _ in finished) < 3.0, finished
+    total = shares(prof)[1]
+    assert max(n for _, n in finished) < 0.7 * total, (finished, total)
+    assert_healthy(w)

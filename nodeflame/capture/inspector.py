@@ -92,6 +92,13 @@ KEEPALIVE_TITLE = "nodeflame-keepalive"
 KEEPALIVE = ("(() => { const i = (typeof require === 'function' ? require('inspector') "
              ": process.getBuiltinModule('inspector')); (i.console || console).profile(%s); })()"
              % json.dumps(KEEPALIVE_TITLE))
+#: Ends the keepalive profile and starts it again at once (while the capture's own profile runs, so V8's
+#: CpuProfiler lives on): V8 adds every sample to every running profile, so a keepalive left running for
+#: a whole capture would hold all its samples in the target (10 minutes at 1 kHz: 600 k samples).  Run
+#: after each collection, it holds at most COLLECT_EVERY s of them.
+KEEPALIVE_CYCLE = ("(() => { const i = (typeof require === 'function' ? require('inspector') "
+                   ": process.getBuiltinModule('inspector')); const c = i.console || console; "
+                   "c.profileEnd(%s); c.profile(%s); })()" % (json.dumps(KEEPALIVE_TITLE), json.dumps(KEEPALIVE_TITLE)))
 
 
 class ProtocolError(CaptureError):
@@ -791,6 +798,7 @@ class _Thread:
         self.info = {"thread": name}
         self.chunks: list = []         # profiles collected during the capture (see COLLECT_EVERY)
         self.keepalive = False         # its console.profile keeps V8's profiler alive across collections
+        self.keepalive_cycles = 0      # times the keepalive was restarted (after collections)
         self.collected_at = None       # time.monotonic() of the last collection
 
 
@@ -969,6 +977,15 @@ class InspectorSession(Session):
                 if not c.closed and not procutil.is_stopped(self.target.pid):
                     th.started = False
                     th.lost = f"{th.name}: its profiler could not be restarted after a collection ({e})"
+                continue
+            # the capture's profile runs again: restart the keepalive, so that it never holds more than
+            # one collection's samples in the target (its consoleProfileFinished event is ignored)
+            try:
+                c.send("Runtime.evaluate", {"expression": KEEPALIVE_CYCLE, "includeCommandLineAPI": True,
+                                            "silent": True}, session=th.session)
+                th.keepalive_cycles += 1
+            except ProtocolError:
+                pass
 
     def _stopped(self) -> str | None:
         """Why the target can answer no call now (stopped), or None."""

@@ -388,7 +388,7 @@ def live(lab, demo, page):
     return b
 
 
-def test_live_capture_in_jupyterlab_labels_and_clicks(live):
+def test_live_capture_in_jupyterlab_labels_and_clicks(lab, live):
     b = live
     backend, total, depth = kernel_value(b, "(p.meta['backend'], int(p.total), int(p.stacks['depth'].max()))")
     assert backend == "walker" and total > 100 and depth >= 30, (backend, total, depth)

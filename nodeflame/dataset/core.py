@@ -57,6 +57,8 @@ class Dataset:
         self.client = client
         self._partition_by = list(partition_by) if partition_by is not None else None
         self._rows: dict[str, pd.DataFrame] = {}   # captures file -> its row (cache)
+        self._concat = None                         # all of them as one table (cache)
+        self._view_cache = None                     # (that table, its view)
         self._lock = threading.Lock()
         self._cleaned = False
         self._manifest = _st.read_manifest(self.store)
@@ -123,9 +125,12 @@ class Dataset:
             if f.endswith(".parquet"):
                 files[d.rstrip("/") + "/" + f] = None
         with self._lock:
-            for gone in set(self._rows) - set(files):
-                del self._rows[gone]
+            gone = set(self._rows) - set(files)
+            for g in gone:
+                del self._rows[g]
             new = [p for p in files if p not in self._rows]
+            if not gone and not new and self._concat is not None:
+                return self._concat   # nothing changed since the last look (never edited in place)
             for p in new:
                 try:
                     if self.store.local:
@@ -140,14 +145,20 @@ class Dataset:
                                        f"{int(row['schema_version'].iloc[0])})")
                 self._rows[p] = row
             rows = [self._rows[p] for p in sorted(self._rows)]
-        if not rows:
-            return pd.DataFrame({c.name: pd.Series(dtype=c.type.to_pandas_dtype()) for c in _st.CAPTURE_SCHEMA})
-        return pd.concat(rows, ignore_index=True)
+            if not rows:
+                out = pd.DataFrame({c.name: pd.Series(dtype=c.type.to_pandas_dtype()) for c in _st.CAPTURE_SCHEMA})
+            else:
+                out = pd.concat(rows, ignore_index=True)
+            self._concat, self._view_cache = out, None
+            return out
 
     def _view(self) -> pd.DataFrame:
         """The ``captures`` view: the table with one column per label (None where a capture lacks it)
         and ``date``; sorted by start."""
         t = self._table()
+        cached = self._view_cache
+        if cached is not None and cached[0] is t:
+            return cached[1].copy()
         labels = [json.loads(s) for s in t["labels"]]
         keys = sorted({k for lab in labels for k in lab})
         out = pd.DataFrame({"capture_id": t["capture_id"].astype(str)})
@@ -167,7 +178,9 @@ class Dataset:
         out["meta"] = t["meta"]
         out["part"] = t["part"]
         out["schema_version"] = t["schema_version"]
-        return out.sort_values(["start", "capture_id"], kind="stable").reset_index(drop=True)
+        out = out.sort_values(["start", "capture_id"], kind="stable").reset_index(drop=True)
+        self._view_cache = (t, out)
+        return out.copy()
 
     def label_names(self) -> list[str]:
         v = self._view()

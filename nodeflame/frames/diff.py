@@ -88,6 +88,7 @@ Z95 = 1.959963984540054
 ALPHA = 0.05
 BLOCKS = 10
 MIN_REF = 5
+MAX_CANDIDATES = 1000   # common_ratio: candidate factors tried (the heaviest functions' own)
 NORMALIZATIONS = ("auto", "reference", "work", "duration", "total")
 _NO_REF_KINDS = ("idle", "program")
 
@@ -240,10 +241,13 @@ def common_ratio(r, v, mass, slack: float = math.log(1.25), pairwise: bool = Fal
     ``1.96 sqrt(v_i + v_j) + slack``, and ``s`` is the inverse-variance weighted mean of the
     group's log ratios (variance ``1 / sum(1 / v)``) instead of their median."""
     r, v, mass = np.asarray(r, float), np.asarray(v, float), np.asarray(mass, float)
-    tol = Z95 * np.sqrt(v[None, :] + v[:, None] if pairwise else v[None, :]) + slack
-    fits = np.abs(r[None, :] - r[:, None]) <= tol            # fits[j, i]: function i fits candidate j
+    # candidates: every function, or the MAX_CANDIDATES heaviest (the matrix is candidates x functions)
+    cand = (np.arange(len(r)) if len(r) <= MAX_CANDIDATES
+            else np.sort(np.argsort(-mass, kind="stable")[:MAX_CANDIDATES]))
+    tol = Z95 * np.sqrt(v[None, :] + v[cand][:, None] if pairwise else v[None, :]) + slack
+    fits = np.abs(r[None, :] - r[cand][:, None]) <= tol       # fits[j, i]: function i fits candidate j
     count = fits.sum(1)
-    wmass = (fits * mass[None, :]).sum(1)
+    wmass = fits @ mass
     best = np.lexsort((-wmass, -count))[0]
     g = fits[best]
     if pairwise and (v[g] > 0).all():
@@ -255,11 +259,11 @@ def common_ratio(r, v, mass, slack: float = math.log(1.25), pairwise: bool = Fal
         vlog = float(np.pi / 2 * v[g].mean() / g.sum())
     # another group, outside the chosen one and at least half its size: the profile cannot tell
     # which of the two changed; widen log s to cover both, so neither is flagged on a guess
-    alt = (~g) & (count >= max(2, count[best] / 2))
+    alt = (~g[cand]) & (count >= max(2, count[best] / 2))
     alt_s = None
     if alt.any():
         j = np.flatnonzero(alt)[np.lexsort((-wmass[alt], -count[alt]))[0]]
-        alt_s = float(np.median(r[fits[j] & ~g])) if (fits[j] & ~g).any() else float(r[j])
+        alt_s = float(np.median(r[fits[j] & ~g])) if (fits[j] & ~g).any() else float(r[cand[j]])
         vlog += (s - alt_s) ** 2 / 4
     return float(np.exp(s)), vlog, (None if alt_s is None else float(np.exp(alt_s)))
 

@@ -1,6 +1,12 @@
-"""Dataset layer: ingest rate, bytes per sample, ds.top(by=...) with DuckDB and Dask, against pandas.
+"""Dataset layer: ingest rate, bytes per sample, ds.top(by=...) and ds.diff with DuckDB and Dask, against pandas.
 
-    python bench/bench_dataset.py [--captures N] [--samples S] [--dir DIR] [--seed K]
+    python bench/bench_dataset.py [--captures N] [--samples S] [--dir DIR] [--ingest-only]
+                                  [--no-dask] [--pandas-captures N]
+
+The issue's full size, one command (about 1 GB on disk; --dir keeps the dataset, and a second run
+reuses the captures already there):
+
+    python bench/bench_dataset.py --captures 1000 --samples 100000 --dir /var/tmp/nf-bench-ds/ds --pandas-captures 100
 
 Generates N captures of S samples each (one row per sample, as a live capture has), all of one
 realistic shape: 2,000 functions (app, deps, node internals, natives), 6,000 distinct stacks of
@@ -62,79 +68,152 @@ def make_capture(parts, i, n):
 
 
 def measure(code: str, *args) -> dict:
-    """Run a snippet in a fresh interpreter; it prints seconds; returns seconds and peak RSS."""
-    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    """Run a snippet in a fresh interpreter; it prints one JSON line {wall, cpu[, worker_cpu]} per
+    query; returns them with the interpreter's peak RSS and the load average before and after."""
+    import json
+    l0 = os.getloadavg()[0]
+    r = subprocess.run([sys.executable, "-c", _PRELUDE + code, *map(str, args)], capture_output=True, text=True,
+                       cwd=ROOT)
     if r.returncode:
-        raise RuntimeError(r.stderr[-2000:])
-    secs = float(r.stdout.strip().splitlines()[-1])
-    return {"s": secs, "rss_mb": int(r.stderr.strip().splitlines()[-1]) / 1024}
+        raise RuntimeError(r.stderr[-3000:])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["rss_mb"] = [int(x.split()[1]) for x in r.stderr.splitlines() if x.startswith("maxrss ")][-1] / 1024
+    out["load"] = (l0, os.getloadavg()[0])
+    return out
 
 
-_RUSAGE = "import resource,sys; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+_PRELUDE = """
+import json, os, resource, sys, time
+import nodeflame as nf
+RES = {}
+def timed(name, fn, workers=None):
+    w0 = sum(workers().values()) if workers else 0.0
+    t, c = time.perf_counter(), time.process_time()
+    r = fn()
+    RES[name] = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
+    if workers:
+        RES[name]["worker_cpu"] = sum(workers().values()) - w0
+    return r
+def done():
+    print(json.dumps(RES))
+    print("maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+A, B = "version = '1.2'", "version = '1.3'"
 
 DUCK = f"""
-import sys, time, nodeflame as nf
-ds = nf.dataset(sys.argv[1]); ds.captures()
-t = time.perf_counter(); r = ds.top(by=["version"], where="service = 'api'", n=20); print(time.perf_counter() - t)
-{_RUSAGE}
+ds = nf.dataset(sys.argv[1]); ds.captures(where="true")  # warm: duckdb imported, the view built
+w = sys.argv[2] if len(sys.argv) > 2 else "true"
+timed("top", lambda: ds.top(by=["version"], where=f"service = 'api' AND {{w}}", n=20))
+d = timed("diff", lambda: ds.diff(a=f"{A} AND {{w}}", b=f"{B} AND {{w}}").numbers())
+print("flagged", int(d["significant"].sum()), "of", len(d), file=sys.stderr)
+done()
 """
+
 DASK = f"""
-import sys, time, nodeflame as nf
 from distributed import Client, LocalCluster
 c = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None))
-ds = nf.dataset(sys.argv[1], client=c); ds.captures()
-t = time.perf_counter(); r = ds.top(by=["version"], where="service = 'api'", n=20); print(time.perf_counter() - t)
-{_RUSAGE}
+cpu = lambda: c.run(time.process_time)
+ds = nf.dataset(sys.argv[1], client=c); ds.captures(where="true")
+timed("top", lambda: ds.top(by=["version"], where="service = 'api'", n=20), cpu)
+timed("diff", lambda: ds.diff(a="{A}", b="{B}").numbers(), cpu)
+c.close()
+done()
 """
+
 PANDAS = f"""
-import sys, time, nodeflame as nf
 from nodeflame.frames.combine import concat
-ds = nf.dataset(sys.argv[1]); caps = ds.captures()
-ps = {{}}
-t0 = time.perf_counter()
-for v, ids in caps.groupby("version")["capture_id"]:
-    ps[v] = [ds.profile(c) for c in ids]
-t = time.perf_counter()
-tops = {{v: concat(p).top(20) for v, p in ps.items()}}
-print(time.perf_counter() - t)
-print("read", time.perf_counter() - t0, file=sys.stderr)
-{_RUSAGE}
+ds = nf.dataset(sys.argv[1]); w = sys.argv[2]
+ps = {{v: [ds.profile(c) for c in ds.captures(where=f"version = '{{v}}' AND {{w}}")["capture_id"]]
+      for v in ("1.2", "1.3")}}
+merged = timed("concat", lambda: {{v: concat(p) for v, p in ps.items()}})
+RES["top"] = dict(RES["concat"])
+t = timed("top_only", lambda: {{v: m.top(20) for v, m in merged.items()}})
+for k in ("wall", "cpu"):
+    RES["top"][k] += RES["top_only"][k]
+d = timed("diff_only", lambda: nf.diff(merged["1.2"], merged["1.3"]).numbers())
+RES["diff"] = {{k: RES["concat"][k] + RES["diff_only"][k] for k in ("wall", "cpu")}}
+done()
 """
+
+
+def _fmt(r, q):
+    x = r[q]
+    s = f"{x['wall']:.2f} s wall, {x['cpu']:.2f} s CPU"
+    if "worker_cpu" in x:
+        s += f" (+{x['worker_cpu']:.2f} s CPU in the workers)"
+    return s
+
+
+def queries(d, args):
+    import nodeflame as nf
+    caps = nf.dataset(d).captures()
+    print(f"queries over {len(caps)} captures, {int(caps['samples'].sum()):,} samples")
+    duck = measure(DUCK, d)
+    for q in ("top", "diff"):
+        print(f"{q} duckdb: {_fmt(duck, q)}; peak RSS {duck['rss_mb']:.0f} MB; load {duck['load'][0]:.1f}-{duck['load'][1]:.1f}")
+    if not args.no_dask:
+        dask = measure(DASK, d)
+        for q in ("top", "diff"):
+            print(f"{q} dask, 2-worker LocalCluster (processes): {_fmt(dask, q)}; driver peak RSS "
+                  f"{dask['rss_mb']:.0f} MB; load {dask['load'][0]:.1f}-{dask['load'][1]:.1f}; "
+                  f"wall {dask[q]['wall'] / duck[q]['wall']:.1f}x duckdb")
+    n = args.pandas_captures or len(caps)
+    first = caps.sort_values("start").iloc[:n]
+    cut = first["start"].max()
+    where = f"start <= TIMESTAMP '{cut}'"
+    duck_n = duck if n == len(caps) else measure(DUCK, d, where)
+    pan = measure(PANDAS, d, where)
+    print(f"pandas path on {n} captures ({int(first['samples'].sum()):,} samples), profiles already read: "
+          f"peak RSS {pan['rss_mb']:.0f} MB; load {pan['load'][0]:.1f}-{pan['load'][1]:.1f}")
+    for q in ("top", "diff"):
+        print(f"  {q}: pandas concat + {'Profile.top' if q == 'top' else 'nf.diff'} {_fmt(pan, q)} vs duckdb "
+              f"{_fmt(duck_n, q)} on the same captures: {pan[q]['wall'] / duck_n[q]['wall']:.1f}x wall, "
+              f"{pan[q]['cpu'] / max(duck_n[q]['cpu'], 1e-9):.1f}x CPU")
+
+
+def ingest(d, captures, samples):
+    import nodeflame as nf
+    parts = shape()
+    ds = nf.dataset(d)
+    have = len(ds.captures())
+    t_gen = t_add = 0.0
+    c0, l0 = time.process_time(), os.getloadavg()[0]
+    for i in range(have, captures):
+        t = time.perf_counter()
+        p = make_capture(parts, i, samples)
+        t_gen += time.perf_counter() - t
+        t = time.perf_counter()
+        ds.add(p, labels={"service": "api", "version": "1.2" if i % 2 == 0 else "1.3", "host": f"h{i % 4}"})
+        t_add += time.perf_counter() - t
+        if (i + 1) % 50 == 0:
+            print(f"  {i + 1} captures added ({t_add:.0f} s in add)", flush=True)
+    n = captures - have
+    total = captures * samples
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
+    print(f"{captures} captures x {samples:,} samples = {total:,} samples in {d}")
+    if n:
+        print(f"ingest of {n}: {t_add:.1f} s wall in ds.add (+{t_gen:.1f} s generating), {n / t_add:.2f} captures/s, "
+              f"{n * samples / t_add / 1e6:.2f} M samples/s; CPU {time.process_time() - c0:.1f} s incl. generating; "
+              f"load {l0:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"on disk: {size / 1e6:.1f} MB, {size / total:.2f} bytes/sample")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--captures", type=int, default=100)
     ap.add_argument("--samples", type=int, default=100_000)
-    ap.add_argument("--dir")
+    ap.add_argument("--dir", help="the dataset directory (kept; captures already there are reused)")
+    ap.add_argument("--ingest-only", action="store_true")
     ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--pandas-captures", type=int, default=None,
+                    help="run the pandas path (and DuckDB again for the ratio) on the first N captures only")
     args = ap.parse_args()
-    import nodeflame as nf
-    d = args.dir or tempfile.mkdtemp(prefix="nf-bench-ds-")
-    parts = shape()
-    ds = nf.dataset(os.path.join(d, "ds"))
-    t_gen = t_add = 0.0
-    for i in range(args.captures):
-        t = time.perf_counter()
-        p = make_capture(parts, i, args.samples)
-        t_gen += time.perf_counter() - t
-        t = time.perf_counter()
-        ds.add(p, labels={"service": "api", "version": "1.2" if i % 2 == 0 else "1.3", "host": f"h{i % 4}"})
-        t_add += time.perf_counter() - t
-    total = args.captures * args.samples
-    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(os.path.join(d, "ds")) for f in fs)
-    print(f"{args.captures} captures x {args.samples:,} samples = {total:,} samples")
-    print(f"ingest: {t_add:.1f} s, {args.captures / t_add:.1f} captures/s, {total / t_add / 1e6:.2f} M samples/s")
-    print(f"on disk: {size / 1e6:.1f} MB, {size / total:.2f} bytes/sample")
-    path = os.path.join(d, "ds")
-    duck = measure(DUCK, path)
-    print(f"top(by=version) duckdb: {duck['s']:.2f} s, peak RSS {duck['rss_mb']:.0f} MB")
-    if not args.no_dask:
-        dask = measure(DASK, path)
-        print(f"top(by=version) dask 2-worker LocalCluster: {dask['s']:.2f} s, driver peak RSS {dask['rss_mb']:.0f} MB")
-    pan = measure(PANDAS, path)
-    print(f"pandas concat + Profile.top per version (profiles already in memory): {pan['s']:.2f} s, "
-          f"peak RSS {pan['rss_mb']:.0f} MB; ratio pandas/duckdb {pan['s'] / duck['s']:.1f}x")
+    d = args.dir or os.path.join(tempfile.mkdtemp(prefix="nf-bench-ds-"), "ds")
+    ingest(d, args.captures, args.samples)
+    if args.ingest_only:
+        return
+    queries(d, args)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,9 @@ def main(argv=None):
     if isinstance(node, tuple):
         node = node[0]
     seconds = a.minutes * 60
-    w = Workload(node, str(int(seconds + 600)))
+    # any free port for an inspector (two runs side by side must not both want 9229)
+    w = Workload(node, str(int(seconds + 600)), extra_node_args=("--inspect-port=0",) if a.backend == "inspector"
+                 else ())
     try:
         time.sleep(1.0)                               # the worker thread running
         tids = [int(t) for t in os.listdir(f"/proc/{w.pid}/task")]
@@ -130,7 +132,8 @@ def main(argv=None):
                 last_print = time.monotonic()
                 n = sampled()
                 print(f"  {time.monotonic() - t0:5.0f} s: {n} samples, RSS +{(rss() - rss0) / 2**20:.1f} MiB"
-                      + (f" ({(rss() - rss0) / n:.0f} B/sample)" if n else ""), flush=True)
+                      + (f" ({(rss() - rss0) / n:.0f} B/sample)" if n else "")
+                      + f", target RSS +{(rss(w.pid) - trss0) / 2**20:.1f} MiB", flush=True)
         cpu1 = {t: run_ns(w.pid, t) for t in tids}
         trss1 = rss(w.pid)
         steady = rss()
@@ -177,6 +180,7 @@ def main(argv=None):
         "peak_over_steady_rss": peak / steady if steady else None,
         "stop_s": stop_s, "wall_s": wall_sampling, "capture_cpu_s": cpu_s,
         "target_rss_mib": [trss0 / 2**20, trss1 / 2**20],
+        "target_bytes_per_sample": (trss1 - trss0) / n if n else None,
         "target_sampled_cpu_s": js_cpu / 1e9,
         "samples_per_cpu_period": (n / (js_cpu / 1e9 * a.hz)) if js_cpu else None,
         "lost": {k: md.get(k) for k in ("missed_periods", "perf_lost", "perf_throttled", "perf_bad_records",

@@ -9,9 +9,11 @@ and on the same input file:
 
 - ``stackcollapse.pl IN > OUT``           whole process (perl): wall, CPU (user + system), peak RSS
 - ``nodeflame convert IN OUT.folded``     whole process (python start-up and imports included)
+- ``nodeflame.read IN`` alone in a process (the reader's share of the whole: wall, CPU, peak RSS)
 - in-process: ``nodeflame.read`` of the raw file and the folded writer alone
 
-and the ratios stackcollapse.pl / nodeflame.  Both outputs are checked to hold
+and the ratios stackcollapse.pl / nodeflame (medians of the runs, the two sides
+interleaved; peak memory the largest of the runs; the load average is printed).  Both outputs are checked to hold
 the same stacks with the same counts.  FlameGraph is not part of nodeflame:
 fetch it yourself (``git clone https://github.com/brendangregg/FlameGraph``) and
 pass the path of its stackcollapse.pl.
@@ -32,6 +34,14 @@ sys.path.insert(0, HERE)
 
 import gen_profiles  # noqa: E402
 from bench_svg import CONVERT, STARTUP, run, tool_main  # noqa: E402
+
+
+READ_ONLY = "import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; nf.read(sys.argv[1])"
+
+
+def _med(xs) -> float:
+    import statistics
+    return statistics.median(list(xs))
 
 
 def ensure_raw(size: str, out_dir: str) -> str:
@@ -59,19 +69,24 @@ def folded_counts(path: str) -> dict:
 def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
     src = ensure_raw(size, out_dir)
     mb = os.path.getsize(src) / 1e6
-    print(f"\n== {size}: {os.path.basename(src)} ({mb:.1f} MB)", flush=True)
+    print(f"\n== {size}: {os.path.basename(src)} ({mb:.1f} MB), load average {os.getloadavg()[0]:.1f}", flush=True)
     res = {}
     sc_out, nf_out = os.path.join(tmp, f"sc-{size}.folded"), os.path.join(tmp, f"nf-{size}.folded")
     sc_runs, nf_runs = [], []
     for _ in range(repeat):  # interleaved, so both see the same machine load
         sc_runs.append(run(["perl", sc, src], sc_out))
         nf_runs.append(run([sys.executable, "-c", CONVERT, "convert", src, nf_out]))
-    res["sc_s"], res["sc_mb"], res["sc_cpu"] = (min(r[0] for r in sc_runs), max(r[1] for r in sc_runs),
-                                                min(r[2] for r in sc_runs))
-    res["nf_s"], res["nf_mb"], res["nf_cpu"] = (min(r[0] for r in nf_runs), max(r[1] for r in nf_runs),
-                                                min(r[2] for r in nf_runs))
+    # medians of the runs (peak memory: the largest)
+    res["sc_s"], res["sc_mb"], res["sc_cpu"] = (_med(r[0] for r in sc_runs), max(r[1] for r in sc_runs),
+                                                _med(r[2] for r in sc_runs))
+    res["nf_s"], res["nf_mb"], res["nf_cpu"] = (_med(r[0] for r in nf_runs), max(r[1] for r in nf_runs),
+                                                _med(r[2] for r in nf_runs))
+    # the reader's share of the whole process: a process that only reads (imports included)
+    rd_runs = [run([sys.executable, "-c", READ_ONLY, src]) for _ in range(repeat)]
+    res["ro_s"], res["ro_mb"], res["ro_cpu"] = (_med(r[0] for r in rd_runs), max(r[1] for r in rd_runs),
+                                                _med(r[2] for r in rd_runs))
     st_runs = [run([sys.executable, "-c", STARTUP]) for _ in range(repeat)]  # the floor: importing nodeflame
-    res["start_s"], res["start_cpu"] = min(r[0] for r in st_runs), min(r[2] for r in st_runs)
+    res["start_s"], res["start_cpu"] = _med(r[0] for r in st_runs), _med(r[2] for r in st_runs)
     a, b = folded_counts(sc_out), folded_counts(nf_out)
     res["same"] = a == b
     res["stacks"] = len(a)
@@ -88,10 +103,14 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
         render(p, "folded")
         writes.append(time.perf_counter() - t)
         wcpu.append(time.process_time() - c)
-    res["read_s"], res["read_cpu"], res["write_s"], res["write_cpu"] = min(reads), min(rcpu), min(writes), min(wcpu)
+    res["read_s"], res["read_cpu"], res["write_s"], res["write_cpu"] = _med(reads), _med(rcpu), _med(writes), _med(wcpu)
 
+    print(f"  runs (wall s, peak MB, cpu s): stackcollapse.pl {[tuple(round(x, 2) for x in r) for r in sc_runs]}")
+    print(f"                                 nodeflame        {[tuple(round(x, 2) for x in r) for r in nf_runs]}")
+    print(f"  load average after: {os.getloadavg()[0]:.1f}; medians of {repeat}:")
     print(f"stackcollapse.pl        {res['sc_s']:8.2f} s ({res['sc_cpu']:.2f} s cpu)  {res['sc_mb']:7.0f} MB peak")
     print(f"nodeflame convert       {res['nf_s']:8.2f} s ({res['nf_cpu']:.2f} s cpu)  {res['nf_mb']:7.0f} MB peak")
+    print(f"  a process that only reads: {res['ro_s']:.2f} s ({res['ro_cpu']:.2f} s cpu), {res['ro_mb']:.0f} MB peak")
     print(f"  in-process: read {res['read_s']:.3f} s ({res['read_cpu']:.3f} s cpu), "
           f"folded writer {res['write_s']:.3f} s ({res['write_cpu']:.3f} s cpu)")
     print(f"  start-up alone (python -c 'import nodeflame.cli'): {res['start_s']:.2f} s ({res['start_cpu']:.2f} s cpu)"

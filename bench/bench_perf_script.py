@@ -12,6 +12,7 @@ same run and on the same file:
 
 - ``stackcollapse-perf.pl --jit IN > OUT``                    whole process (perl)
 - ``nodeflame.read(IN).write(OUT, format='folded', thread_root=True)``  whole process
+- ``nodeflame.read IN`` alone in a process (the reader's share: wall, CPU, peak RSS)
 - in-process: ``nodeflame.read`` and the folded writer alone
 
 Both outputs are checked to hold the same stacks with the same counts once
@@ -43,6 +44,8 @@ from perltools import run, scratch  # noqa: E402
 
 TO_FOLDED = ("import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; "
              "nf.read(sys.argv[1], format='perf').write(sys.argv[2], format='folded', thread_root=True)")
+READ_ONLY = ("import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; "
+             "nf.read(sys.argv[1], format='perf')")
 KERNEL = {f for tail in gen_profiles.KERNEL_TAILS for f in tail}
 _JS = re.compile(r"^\S+ (?:node:|/)\S*:\d+$")
 
@@ -110,7 +113,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     src = ensure_perf(a.samples, a.out)
-    print(f"== {os.path.basename(src)} ({os.path.getsize(src) / 1e6:.1f} MB, {a.samples} samples)", flush=True)
+    print(f"== {os.path.basename(src)} ({os.path.getsize(src) / 1e6:.1f} MB, {a.samples} samples), "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     with scratch("nodeflame-bench-perf-", a.keep, "outputs") as tmp:
         sc_out, nf_out = os.path.join(tmp, "sc.folded"), os.path.join(tmp, "nf.folded")
         sc_runs, nf_runs = [], []
@@ -121,6 +125,8 @@ def main(argv=None) -> int:
         sc_s, sc_cpu, sc_mb = med([r[0] for r in sc_runs]), med([r[2] for r in sc_runs]), max(r[1] for r in sc_runs)
         nf_s, nf_cpu, nf_mb = med([r[0] for r in nf_runs]), med([r[2] for r in nf_runs]), max(r[1] for r in nf_runs)
         same = folded_counts(strip_marks(sc_out)) == folded_counts(nf_out)
+        ro = [run([sys.executable, "-c", READ_ONLY, src]) for _ in range(max(a.repeat, 1))]
+        ro_s, ro_cpu, ro_mb = med([r[0] for r in ro]), med([r[2] for r in ro]), max(r[1] for r in ro)
 
         import warnings
         import nodeflame as nf
@@ -135,8 +141,12 @@ def main(argv=None) -> int:
             c = time.process_time()
             render(p, "folded", thread_root=True)
             writes.append(time.process_time() - c)
+        print(f"  runs (wall s, peak MB, cpu s): perl {[tuple(round(x, 2) for x in r) for r in sc_runs]}")
+        print(f"                                 nodeflame {[tuple(round(x, 2) for x in r) for r in nf_runs]}")
+        print(f"  load average after: {os.getloadavg()[0]:.1f}")
         print(f"stackcollapse-perf.pl --jit {sc_s:8.2f} s ({sc_cpu:.2f} s cpu)  {sc_mb:7.0f} MB peak")
         print(f"nodeflame read+write        {nf_s:8.2f} s ({nf_cpu:.2f} s cpu)  {nf_mb:7.0f} MB peak")
+        print(f"  a process that only reads: {ro_s:.2f} s ({ro_cpu:.2f} s cpu), {ro_mb:.0f} MB peak")
         print(f"  in-process (cpu, median): read {med(reads):.3f} s, folded writer {med(writes):.3f} s")
         print(f"  outputs: {'the same stacks and counts' if same else 'DIFFERENT'}")
         print(f"ratio (whole process, medians of {max(a.repeat, 1)}) {sc_s / nf_s:6.1f}x faster wall, "

@@ -193,7 +193,8 @@ def _encode_arrow(b: bytes, end: int):
     lines = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(off), pa.py_buffer(b)])
     enc = pc.dictionary_encode(lines)
     dic = enc.dictionary
-    return enc.indices, dic.cast(pa.large_binary()) if dic.type != pa.large_binary() else dic
+    cr = b.find(b"\r", 0, end) >= 0
+    return enc.indices, dic.cast(pa.large_binary()) if dic.type != pa.large_binary() else dic, cr
 
 
 def _intern_lines(fh):
@@ -223,25 +224,24 @@ def _intern_lines(fh):
         return None
     # the distinct lines of all blocks, interned once more: block dictionaries are in order of first
     # appearance, so the merged one is too
-    dicts = pa.chunked_array([d for _, d in done])
+    any_cr = any(cr for _, _, cr in done)
+    dicts = pa.chunked_array([d for _, d, _ in done])
     g = pc.dictionary_encode(dicts.combine_chunks() if dicts.num_chunks > 1 else dicts.chunk(0))
     gidx = g.indices.to_numpy(zero_copy_only=False).astype(np.int32 if len(g.dictionary) < 2**31 else np.int64)
-    n = sum(len(i) for i, _ in done)
+    n = sum(len(i) for i, _, _ in done)
     codes = np.empty(n, gidx.dtype)
     o = k = 0
-    for idx, d in done:
+    for idx, d, _ in done:
         codes[o:o + len(idx)] = gidx[k:k + len(d)][idx.to_numpy(zero_copy_only=False)]
         o += len(idx)
         k += len(d)
     del done, dicts, gidx
-    keys = g.dictionary.to_pylist()
-    del g
-    try:
-        uniq = [k[:-1].decode("utf-8") for k in keys]  # one per distinct line, without its line feed
-    except UnicodeDecodeError:
+    try:  # one str per distinct line, without its line feed: UTF-8 checked and cut by Arrow
+        uniq = pc.binary_slice(g.dictionary, 0, -1).cast(pa.large_string()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    del keys
-    return _crlf(codes, uniq)
+    del g
+    return _crlf(codes, uniq) if any_cr else (codes, uniq)
 
 
 def _crlf(codes, uniq):

@@ -358,17 +358,22 @@ def _read_perf(fast, data, source, event):
     java = np.fromiter((c.startswith("java") for c in comm), bool, ns)
 
     # frames of the samples kept: one entry per distinct (line, java-process) pair
+    # (line-sized temporaries are freed as soon as they are used: the peak is what a capture costs)
+    del t
     fkeep = keep[fsample]
-    fpos, fsample = fpos[fkeep], fsample[fkeep]
-    fcode = codes[fpos]
-    fjava = java[fsample].astype(np.int64)
-    fkey = fcode * 2 + fjava
+    if not fkeep.all():
+        fpos, fsample = fpos[fkeep], fsample[fkeep]
+    del fkeep
+    fkey = codes[fpos].astype(np.int64)
+    del fpos
+    fkey *= 2
+    fkey += java[fsample]
     # np.unique(fkey, return_inverse=True) without a sort: keys are below 2 * distinct lines
     present = np.zeros(2 * len(uniq) + 2, bool)
     present[fkey] = True
     ukey = np.flatnonzero(present)
     kinv = (np.cumsum(present) - 1)[fkey]
-    del present
+    del present, fkey
     ft = FrameTable()
     cache: dict = {}
     ids: list[int] = []
@@ -398,16 +403,23 @@ def _read_perf(fast, data, source, event):
     kinv = kinv.reshape(-1)
     nparts = klen[kinv]
     ids_arr = np.asarray(ids, np.int64)
-    fs = np.repeat(fsample, nparts)
-    starts = np.repeat(kstart[kinv], nparts)
-    within = np.arange(len(fs)) - np.repeat(np.cumsum(nparts) - nparts, nparts)
-    leaf_first = ids_arr[starts + within] if len(fs) else np.empty(0, np.int64)
+    if len(nparts) and (nparts == 1).all():
+        fs = fsample
+        leaf_first = ids_arr[kstart[kinv]]
+    else:  # 'a->b' symbols are two frames, '(process)' ones none
+        fs = np.repeat(fsample, nparts)
+        starts = np.repeat(kstart[kinv], nparts)
+        starts += np.arange(len(fs), dtype=np.int64)
+        starts -= np.repeat(np.cumsum(nparts) - nparts, nparts)
+        leaf_first = ids_arr[starts] if len(fs) else np.empty(0, np.int64)
+        del starts
+    del kinv, nparts, fsample
 
     # samples kept, renumbered
     kept = np.flatnonzero(keep)
-    new_id = np.cumsum(keep) - 1
-    fs = new_id[fs]
     nk = len(kept)
+    if nk < len(keep):
+        fs = (np.cumsum(keep) - 1)[fs]
     lengths = np.bincount(fs, minlength=nk)
     # a sample without frames keeps its comm as its only frame (stackcollapse-perf.pl prints 'comm count')
     empty = np.flatnonzero(lengths == 0)
@@ -420,9 +432,13 @@ def _read_perf(fast, data, source, event):
         lengths = np.bincount(fs, minlength=nk)
     offsets = np.zeros(nk + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    pos = np.arange(len(fs)) - offsets[fs]
-    flat = np.empty(len(fs), np.int64)
-    flat[offsets[fs] + lengths[fs] - 1 - pos] = leaf_first
+    del fs
+    # frames come leaf first: the j-th frame of sample b goes to offsets[b] + offsets[b+1] - 1 - j
+    # (a reversal within each sample: the same index takes them back)
+    rev = np.repeat(offsets[:-1] + offsets[1:] - 1, lengths)
+    rev -= np.arange(len(rev), dtype=np.int64)
+    flat = leaf_first[rev]
+    del rev, leaf_first
 
     hk = [hdr[i] for i in kept.tolist()]
     threads = [h[0] for h in hk]

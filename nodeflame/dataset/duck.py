@@ -77,16 +77,15 @@ def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     try:
         con.register("sel", sel)
         q = f"""
-        WITH per_capture AS (
-            SELECT s.side, s.unit, s.w, s.den, f.name, f.file, CAST(f.line AS BIGINT) AS line,
-                   min(f.kind) AS kind, sum(f.self) AS self, sum(f.total) AS total
+        WITH per_unit AS (
+            -- a unit's share is linear in its rows (self / den * w summed), so one pass gives it even
+            -- where a capture has several rows of one (name, file, line) (other column or kind)
+            SELECT s.side, s.unit, f.name, f.file, CAST(f.line AS BIGINT) AS line, min(f.kind) AS kind,
+                   sum(f.self) AS self, sum(f.total) AS total,
+                   sum(CAST(f.self AS DOUBLE) / greatest(s.den, 1) * s.w) AS self_share,
+                   sum(CAST(f.total AS DOUBLE) / greatest(s.den, 1) * s.w) AS total_share
             FROM {_scan(store, files)} AS f JOIN sel AS s ON f.capture_id = s.capture_id
-            GROUP BY s.side, s.unit, s.w, s.den, f.capture_id, f.name, f.file, f.line
-        ), per_unit AS (
-            SELECT side, unit, name, file, line, min(kind) AS kind, sum(self) AS self, sum(total) AS total,
-                   sum(CAST(self AS DOUBLE) / greatest(den, 1) * w) AS self_share,
-                   sum(CAST(total AS DOUBLE) / greatest(den, 1) * w) AS total_share
-            FROM per_capture GROUP BY side, unit, name, file, line
+            GROUP BY s.side, s.unit, f.name, f.file, f.line
         )
         SELECT CAST(side AS BIGINT) AS side, name, file, line, min(kind) AS kind,
                CAST(sum(self) AS BIGINT) AS self, CAST(sum(total) AS BIGINT) AS total,

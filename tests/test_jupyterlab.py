@@ -410,6 +410,19 @@ def test_live_capture_in_jupyterlab_labels_and_clicks(lab, live):
     labelled = sum(f["shown"] for f in fr)
     assert labelled >= 0.75 * len(fr), (labelled, len(fr))
 
+    # "collapse packages": the demo's CSV parser (npm package tinyparse) and node's internals
+    # become one frame per run, named after them; and back
+    view = st["view"]
+    click_button(b, ".widget-checkbox label", "collapse packages")
+    st = wait_view_after(b, view)
+    assert crumbs(b) == ["all", "packages collapsed"]
+    labels = set(st["labels"])
+    assert {"tinyparse", "node internals"} <= labels and not {"tokenize", "processImmediate"} & labels, labels
+    view = st["view"]
+    click_button(b, ".widget-checkbox label", "collapse packages")
+    st = wait_view_after(b, view)
+    assert crumbs(b) == ["all"] and "tokenize" in set(st["labels"])
+
     # (b) ten clicks on different frames, each focusing the clicked frame; the breadcrumb leads back
     targets = pick_frames(b, 10)
     assert len(targets) == 10, [f["label"] for f in frames(b)]

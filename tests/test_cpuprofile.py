@@ -443,3 +443,138 @@ def test_property_cpuprofile_round_trip(p):
         txt = _stack_texts(x, x.frame_labels())
         return sorted(zip(txt[x.lines["stack"].to_numpy()], x.lines["line"], x.lines["ticks"]))
     assert line_set(q) == line_set(p)
+
+
+# ------------------------------------------------------------------ fast path (msgspec) == careful path
+
+from nodeflame.frames.readers import cpuprofile as cp_reader  # noqa: E402
+
+_CALL_FRAMES = [{"functionName": "(root)", "scriptId": "0", "url": "", "lineNumber": -1, "columnNumber": -1},
+                {"functionName": "main", "scriptId": "3", "url": "file:///app/main.js", "lineNumber": 0,
+                 "columnNumber": 9},
+                {"functionName": "work", "scriptId": 3, "url": "file:///app/main.js", "lineNumber": 4},
+                {"functionName": "JSON.parse", "scriptId": "0", "url": "", "lineNumber": -1, "columnNumber": -1},
+                {"functionName": "", "scriptId": "7", "url": "node:internal/timers", "lineNumber": 511,
+                 "columnNumber": 17},
+                {"functionName": "(garbage collector)", "scriptId": "0"}]
+# values the fast path must refuse (and the careful path then accepts or names)
+_ODD = [None, 2**63, -2**63 - 1, 2**64 + 5, 1.5, -0.0, "7", [1], {}, True, 2**31, -2**40, 1e300]
+
+
+def _shuffled(obj, rnd):
+    """The same JSON value with every object's keys in another order."""
+    if isinstance(obj, dict):
+        items = list(obj.items())
+        rnd.shuffle(items)
+        return {k: _shuffled(v, rnd) for k, v in items}
+    if isinstance(obj, list):
+        return [_shuffled(v, rnd) for v in obj]
+    return obj
+
+
+@st.composite
+def protocol_docs(draw):
+    n = draw(st.integers(1, 30))
+    nodes = []
+    for i in range(n):
+        cf = dict(_CALL_FRAMES[0 if i == 0 else draw(st.integers(1, len(_CALL_FRAMES) - 1))])
+        node = {"id": i + 1, "callFrame": cf}
+        if draw(st.booleans()):
+            node["hitCount"] = draw(st.integers(0, 5))
+        nodes.append(node)
+    for i in range(1, n):  # a random tree: each node below an earlier one
+        par = nodes[draw(st.integers(0, i - 1))]
+        par.setdefault("children", []).append(i + 1)
+    for node in nodes:
+        if "children" not in node and draw(st.integers(0, 3)) == 0:
+            node["children"] = [] if draw(st.booleans()) else None
+        if draw(st.integers(0, 2)) == 0:
+            node["positionTicks"] = [{"line": draw(st.integers(-1, 40)), "ticks": draw(st.integers(0, 9))}
+                                     for _ in range(draw(st.integers(0, 3)))]
+    k = draw(st.integers(0, 40))
+    doc = {"nodes": nodes, "startTime": draw(st.sampled_from([0, 1000, 1.5e6, 80_000_000_000])),
+           "endTime": 90_000_000_000,
+           "samples": [draw(st.integers(1, n)) for _ in range(k)]}
+    if draw(st.integers(0, 4)):
+        doc["timeDeltas"] = [draw(st.one_of(st.integers(-50, 5000), st.floats(-10, 5000, allow_nan=False)))
+                             for _ in range(k + draw(st.integers(-1, 1)) if k else 0)]
+    damage = draw(st.integers(0, 3)) == 0
+    if damage:  # one odd value at a random place
+        v = draw(st.sampled_from(_ODD))
+        where = draw(st.sampled_from(["samples", "timeDeltas", "children", "id", "line", "column", "tick",
+                                      "startTime", "hitCount"]))
+        node = nodes[draw(st.integers(0, n - 1))]
+        if where in ("samples", "timeDeltas") and doc.get(where):
+            doc[where][draw(st.integers(0, len(doc[where]) - 1))] = v
+        elif where == "children" and node.get("children"):
+            node["children"][0] = v
+        elif where == "id":
+            node["id"] = v
+        elif where in ("line", "column"):
+            node["callFrame"]["lineNumber" if where == "line" else "columnNumber"] = v
+        elif where == "tick" and node.get("positionTicks"):
+            node["positionTicks"][0]["ticks"] = v
+        elif where in ("startTime",):
+            doc["startTime"] = v
+        elif where == "hitCount":
+            node["hitCount"] = v
+    rnd = __import__("random").Random(draw(st.integers(0, 2**32)))
+    doc = _shuffled(doc, rnd)
+    indent = draw(st.sampled_from([None, 0, 1]))
+    seps = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]))
+    return json.dumps(doc, indent=indent, separators=seps).encode(), damage
+
+
+def _read_both(data):
+    """(fast result, careful result): each a Profile or the FormatError's text."""
+    out = []
+    for fast in (True, False):
+        saved = cp_reader._DECODER
+        if not fast:
+            cp_reader._DECODER = False
+        try:
+            out.append(read_cpuprofile(data, "t.cpuprofile"))
+        except nf.FormatError as e:
+            out.append(str(e))
+        finally:
+            cp_reader._DECODER = saved
+    return out
+
+
+def _assert_same(a, b):
+    if isinstance(a, str) or isinstance(b, str):
+        assert a == b
+        return
+    for t in ("funcs", "frames", "stacks", "samples", "lines"):
+        pd.testing.assert_frame_equal(getattr(a, t), getattr(b, t))
+    assert a.meta == b.meta
+
+
+@settings(max_examples=150, deadline=None)
+@given(protocol_docs())
+def test_fast_path_reads_what_the_careful_path_reads(case):
+    """msgspec with samples, timeDeltas, children and call frames taken as JSON text and parsed
+    in C gives exactly the Profile (or the error) of the json-module path, whatever the key
+    order, spacing, missing/null/empty fields, and with one odd value anywhere."""
+    data, damaged = case
+    fast, careful = _read_both(data)
+    _assert_same(fast, careful)
+    if not damaged and cp_reader._decoder():
+        # a sound file is read by the fast path itself (else this test would prove nothing)
+        assert cp_reader._fast_protocol(data, "t.cpuprofile", "main") is not None
+
+
+def test_fast_path_on_the_corpus_and_a_generated_profile(corpus):
+    import importlib.util
+    import pathlib
+    for rel in (CHROME,):
+        data = (corpus / rel).read_bytes()
+        assert cp_reader._fast_protocol(data, "x", "main") is not None
+        _assert_same(*_read_both(data))
+    spec = importlib.util.spec_from_file_location(
+        "bench_cpuprofile", pathlib.Path(__file__).parent.parent / "bench" / "bench_cpuprofile.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = json.dumps(bench.generate(3000, 6000), separators=(",", ":")).encode()
+    assert cp_reader._fast_protocol(data, "x", "main") is not None
+    _assert_same(*_read_both(data))

@@ -52,7 +52,7 @@ from ..errors import FormatError
 from ..formats import register_reader
 from . import chrometrace
 from .jsonutil import (all_ints as _all_ints, head_text, int_array, is_finite, is_int, is_num, load_json,
-                       no_gc, num_array, type_name)
+                       no_gc, num_array, raw_int_lists, raw_numbers, type_name)
 
 _I64 = np.int64
 
@@ -369,23 +369,27 @@ def _parse_nodes(nodes, source, path, need_hits=True):
     return ukeys, codes, id_arr, idx, parent, hit, (ln, ll, lt), True  # V8 always records scriptIds
 
 
-def _samples_times(doc, source, path, idx, n_nodes, start_us, warns):
-    """(sample_node, times_ns or None) of a protocol-form profile."""
-    raw = doc.get("samples")
-    if raw is None or (isinstance(raw, list) and not raw):
-        return None, None
-    s = int_array(raw, source, f"{path}samples", "node ids")
+def _samples_times(doc, source, path, idx, n_nodes, start_us, warns, arrays=None):
+    """(sample_node, times_ns or None) of a protocol-form profile.  ``arrays``: samples (int64,
+    non-empty) and timeDeltas (float64 or None) already parsed (the fast path's), else ``doc``'s."""
+    if arrays is None:
+        raw = doc.get("samples")
+        if raw is None or (isinstance(raw, list) and not raw):
+            return None, None
+        s = int_array(raw, source, f"{path}samples", "node ids")
+    else:
+        s = arrays[0]
     node = idx.lookup(s)
     bad = np.flatnonzero(node < 0)
     if len(bad):
         k = int(bad[0])
         raise FormatError(f"{path}samples[{k}] is {int(s[k])}, which is no node's id", source=source,
                           position=f"{path}samples[{k}]", expected="the id of a node in nodes")
-    deltas = doc.get("timeDeltas")
+    deltas = doc.get("timeDeltas") if arrays is None else arrays[1]
     if deltas is None:
         warns.append("no timeDeltas: samples are untimed")
         return node, None
-    d = num_array(deltas, source, f"{path}timeDeltas")
+    d = num_array(deltas, source, f"{path}timeDeltas") if arrays is None else deltas
     if len(d) != len(s):
         warns.append(f"timeDeltas has {len(d)} entries for {len(s)} samples; "
                      + ("extra deltas ignored" if len(d) > len(s) else "missing ones taken as the median"))
@@ -661,16 +665,20 @@ def _decoder():
         struct = msgspec.defstruct
         call_frame = struct("CallFrame", [("functionName", str), ("url", str, ""), ("lineNumber", int, -1),
                                           ("columnNumber", int, -1), ("scriptId", Union[str, int], "0")],
-                            frozen=True, gc=False)  # frozen: hashable by its fields, interned as the keys
+                            gc=False)
         tick = struct("Tick", [("line", int), ("ticks", int)], gc=False)
-        node = struct("Node", [("id", int), ("callFrame", call_frame), ("hitCount", int, 0),
-                               ("children", Optional[List[int]], None), ("parent", Optional[int], None),
+        # call frames as their JSON text: interned as bytes, only the distinct ones decoded
+        node = struct("Node", [("id", int), ("callFrame", msgspec.Raw), ("hitCount", int, 0),
+                               ("children", msgspec.Raw, None), ("parent", Optional[int], None),
                                ("positionTicks", Optional[List[tick]], None)], gc=False)
-        Doc = struct("Doc", [("nodes", List[node]), ("samples", Optional[List[int]], None),
-                             ("timeDeltas", Optional[List[Union[int, float]]], None),
+        # samples and timeDeltas as their JSON text, parsed by numpy in C (jsonutil.raw_numbers)
+        # instead of 1.2 M Python numbers
+        Doc = struct("Doc", [("nodes", List[node]), ("samples", msgspec.Raw, None),
+                             ("timeDeltas", msgspec.Raw, None),
                              ("startTime", Optional[Union[int, float]], None),
                              ("endTime", Optional[Union[int, float]], None)], gc=False)
-        _DECODER = (msgspec.json.Decoder(Doc), (msgspec.DecodeError, msgspec.ValidationError))
+        _DECODER = (msgspec.json.Decoder(Doc), (msgspec.DecodeError, msgspec.ValidationError),
+                    msgspec.json.Decoder(call_frame))
     return _DECODER
 
 
@@ -679,31 +687,50 @@ def _fast_protocol(data, source, thread):
     dec = _decoder() if isinstance(data, (bytes, bytearray, memoryview)) else False
     if not dec:
         return None
-    decoder, errors = dec
+    decoder, errors, cf_decoder = dec
     try:
         doc = decoder.decode(data)
     except errors:
         return None
     try:
-        return _struct_part(doc, source, thread)
+        return _struct_part(doc, source, thread, cf_decoder, errors)
     except _Fallback:
         return None
 
 
-def _struct_part(doc, source, thread) -> _Part:
+def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
     nodes = doc.nodes
     n = len(nodes)
-    has_samples = bool(doc.samples)
+    samples = deltas = None
+    if doc.samples is not None:
+        samples = raw_numbers(doc.samples, True)
+        if samples is None:
+            raise _Fallback
+    if doc.timeDeltas is not None:
+        deltas = raw_numbers(doc.timeDeltas, False)
+        if deltas is None:
+            raise _Fallback
+    has_samples = samples is not None and len(samples) > 0
     ids = list(map(attrgetter("id"), nodes))
-    cfs = list(map(attrgetter("callFrame"), nodes))
+    texts = list(map(bytes, map(attrgetter("callFrame"), nodes)))
     pos: dict = {}
-    first = np.fromiter(map(pos.setdefault, cfs, range(n)), _I64, n)
-    del cfs
-    ukeys = [(c.functionName, c.url, c.lineNumber, c.columnNumber, c.scriptId) for c in pos]
+    first = np.fromiter(map(pos.setdefault, texts, range(n)), _I64, n)
+    del texts
+    try:
+        cfs = list(map(cf_decoder.decode, pos))
+    except errors:
+        raise _Fallback from None
+    # distinct texts of one call frame (other key order or spacing) are one key; keys in the
+    # order of their first node, as the path above interns them
+    keys: dict = {}
+    text_key = np.fromiter(map(keys.setdefault, [(c.functionName, c.url, c.lineNumber, c.columnNumber, c.scriptId)
+                                                 for c in cfs], range(len(cfs))), _I64, len(cfs))
+    ukeys = list(keys)
     if not all(-2**31 <= k[2] < 2**31 and -2**31 <= k[3] < 2**31 for k in ukeys):
         raise _Fallback
-    codes = np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)
-    del pos, first
+    dense = np.searchsorted(np.fromiter(keys.values(), _I64, len(keys)), text_key)
+    codes = dense[np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)]
+    del pos, first, cfs, keys
     try:
         id_arr = np.array(ids, _I64) if n else np.empty(0, _I64)
     except OverflowError:
@@ -711,22 +738,19 @@ def _struct_part(doc, source, thread) -> _Part:
     del ids
     idx = _IdIndex.checked(id_arr)
     parent = np.full(n, -1, _I64)
-    ch = list(map(attrgetter("children"), nodes))
+    ch = list(map(attrgetter("children"), nodes))  # JSON texts, parsed in C (jsonutil.raw_int_lists)
     nch = n - ch.count(None)
+    flat = ()
     if nch:
         if nch < n:
-            ch = [() if c is None else c for c in ch]
-        lens = np.fromiter(map(len, ch), _I64, n)
-        flat_list = list(chain.from_iterable(ch))
-    else:
-        flat_list = ()
+            ch = [b"[]" if c is None else c for c in ch]
+        lens, flat = raw_int_lists(ch)
+        if flat is None:  # "children": null somewhere (read as none), or something the path above names
+            lens, flat = raw_int_lists([b"[]" if c is None or bytes(c).strip() == b"null" else c for c in ch])
+            if flat is None:
+                raise _Fallback
     del ch
-    if flat_list:
-        try:
-            flat = np.array(flat_list, _I64)
-        except OverflowError:
-            raise _Fallback from None
-        del flat_list
+    if len(flat):
         cidx = idx.lookup(flat)
         if (cidx < 0).any() or (np.bincount(cidx, minlength=n) > 1).any():
             raise _Fallback
@@ -760,14 +784,14 @@ def _struct_part(doc, source, thread) -> _Part:
         ln = ll = lt = np.empty(0, _I64)
     del pts
     # the rest as the path above reads it (its checks and errors)
-    rest = {"samples": doc.samples, "timeDeltas": doc.timeDeltas}
     start_us, end_us = doc.startTime, doc.endTime
     for v in (start_us, end_us):
         if v is not None and not (is_finite(v) and abs(float(v)) < 2.0**62 / 1000):
             raise _Fallback
     warns: list[str] = []
     try:
-        sample_node, times = _samples_times(rest, source, "", idx, n, start_us, warns)
+        sample_node, times = (_samples_times(None, source, "", idx, n, start_us, warns, (samples, deltas))
+                              if has_samples else (None, None))
     except FormatError:
         raise _Fallback from None
     return _finish_part(ukeys, codes, parent, hit, (ln, ll, lt), True, sample_node, times, start_us, end_us,

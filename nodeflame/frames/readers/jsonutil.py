@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import warnings
 import zlib
 
 import numpy as np
@@ -149,3 +150,80 @@ def head_text(head: bytes, text: str | None) -> str | None:
                 return raw[:e.start].decode("utf-8")
             return None
     return None
+
+
+_INT_CHARS = b"0123456789-, \t\r\n"
+_NUM_CHARS = _INT_CHARS + b".eE+"
+_I64_EDGES = (np.iinfo(np.int64).max, np.iinfo(np.int64).min)
+
+
+def raw_numbers(raw, integers: bool):
+    """A JSON array of numbers, given as the bytes of a syntactically valid JSON value
+    (``msgspec.Raw``), parsed in C: int64 when ``integers`` (every element an integer within
+    int64), else float64 (finite).  None for anything else -- ``null``, another type, an
+    element that is not a number, a value out of range -- so that the caller takes the
+    careful path, which says what is wrong.  Integers only and integers within ±2**53 give
+    the values ``json.loads`` + ``np.array`` give (floats: both round correctly)."""
+    s = bytes(raw).strip()
+    if not (s.startswith(b"[") and s.endswith(b"]")):
+        return None
+    body = s[1:-1]
+    if not body.strip():
+        return np.empty(0, np.int64 if integers else np.float64)
+    all_ints = not body.translate(None, _INT_CHARS)
+    if integers and not all_ints or not all_ints and body.translate(None, _NUM_CHARS):
+        return None  # strings, null, true, objects, nested arrays; or fractions where integers are wanted
+    n = body.count(b",") + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns (and stops) where the text does not parse
+        try:
+            arr = np.fromstring(body, dtype=np.int64 if all_ints else np.float64, sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+    if len(arr) != n:
+        return None
+    if all_ints:
+        if n and (arr.max() == _I64_EDGES[0] or arr.min() == _I64_EDGES[1]):
+            return None  # strtoll saturates: maybe beyond int64 (the careful path decides)
+        if not integers:
+            if n and (np.abs(arr).max() > 2**53):
+                return None  # exact as float only below 2**53 (the careful path rounds the same way)
+            arr = arr.astype(np.float64)
+    elif not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+_LIST_CHARS = _INT_CHARS + b"[]"
+_BRACKETS = bytes.maketrans(b"[],", b"   ")
+
+
+def raw_int_lists(raws):
+    """Many JSON arrays of integers (the bytes of syntactically valid JSON values, e.g. one
+    ``msgspec.Raw`` per node's ``children``) as (length of each, all their elements as int64),
+    parsed in C.  (None, None) when any holds anything else (the caller takes the careful path)."""
+    big = b"".join(raws)
+    if big.translate(None, _LIST_CHARS):
+        return None, None  # null, fractions, strings, objects
+    u = np.frombuffer(big, np.uint8)
+    op = np.flatnonzero(u == 91)
+    cl = np.flatnonzero(u == 93)
+    n = len(raws)
+    if len(op) != n or len(cl) != n or n and not ((op < cl).all() and (cl[:-1] < op[1:]).all()):
+        return None, None  # a value that is not one flat array
+    commas = np.cumsum(u == 44)
+    digits = np.cumsum((u >= 48) & (u <= 57))
+    lens = (commas[cl] - commas[op]) + ((digits[cl] - digits[op]) > 0)
+    if not len(digits) or not digits[-1]:
+        return lens.astype(np.int64), np.empty(0, np.int64)  # all empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            vals = np.fromstring(big.translate(_BRACKETS), dtype=np.int64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None, None
+    if len(vals) != int(lens.sum()):
+        return None, None
+    if len(vals) and (vals.max() == _I64_EDGES[0] or vals.min() == _I64_EDGES[1]):
+        return None, None
+    return lens.astype(np.int64), vals

@@ -57,6 +57,13 @@ def oncpu_ns(pid, tid=None):
         return int(fh.read().split()[0])
 
 
+def process_cpu_ns(pid):
+    """Nanoseconds all threads of pid have run on a CPU (utime + stime, in clock ticks)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+
+
 def check_share(what, got, want, oncpu, tol=3.0):
     """``got`` within ``tol`` percentage points of ``want``.  The workload's truth is wall-clock
     time, so on a machine so overloaded that the thread ran less than 70 % of the time,
@@ -74,21 +81,26 @@ def check_share(what, got, want, oncpu, tol=3.0):
 def test_capture_names_shares_threads_and_lines(workload):
     w = workload(node_args=["--inspect-port=0"])
     s0 = w.stats()
-    c0, m0 = oncpu_ns(w.pid), time.monotonic_ns()
+    c0, m0, p0 = oncpu_ns(w.pid), time.monotonic_ns(), process_cpu_ns(w.pid)
     t_before = time.time()
     prof = nf.capture(w.pid, 2.0, backend="inspector", hz=1000)
     s1 = w.stats()
-    oncpu = (oncpu_ns(w.pid) - c0) / (time.monotonic_ns() - m0)
+    main_ms = (oncpu_ns(w.pid) - c0) / 1e6
+    oncpu = main_ms * 1e6 / (time.monotonic_ns() - m0)
+    others_ms = (process_cpu_ns(w.pid) - p0) / 1e6 - main_ms   # the worker, mostly
     prof.validate()
     names = set(prof.funcs["name"].astype(str))
     assert {"functionA", "functionB", "functionW"} <= names
 
     # the shares the workload measured itself, within 3 percentage points
     want = truth(s0, s1)
+    # at 1 kHz a thread that ran the whole 2 s gives ~2000 samples; one the machine kept waiting, fewer:
+    # the floor is relative to the CPU time each thread really got (a busy machine gave 189 for 0.4 s)
     got, n_main = shares(prof, "main")
-    assert n_main > 300
+    assert n_main > 0.2 * main_ms, (n_main, main_ms)
     gotw, n_w = shares(prof, WORKER)
-    assert n_w > 300
+    assert n_w > 0.15 * others_ms, (n_w, others_ms)
+    assert n_main > 50 and n_w > 50
     for f in ("functionA", "functionB"):
         check_share(f, got.get(f, 0), want[f], oncpu)
     check_share("functionW", gotw.get("functionW", 0), want["functionW"], oncpu)

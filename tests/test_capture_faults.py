@@ -653,3 +653,46 @@ def test_inspector_keepalive_profile_holds_one_collection_at_a_time(workload, mo
     total = shares(prof)[1]
     assert max(n for _, n in finished) < 0.7 * total, (finished, total)
     assert_healthy(w)
+
+
+def test_a_capture_lock_is_released_when_its_holder_is_killed(tmp_path):
+    from nodeflame.capture import locks
+    target = subprocess.Popen(["sleep", "120"])
+    holder = None
+    try:
+        code = ("import sys, time; from nodeflame.capture import locks; l = locks.take(int(sys.argv[1]), 'walker'); "
+                "print('held' if l else 'none', flush=True); time.sleep(120)")
+        holder = subprocess.Popen([sys.executable, "-c", code, str(target.pid)], cwd=ROOT, stdout=subprocess.PIPE,
+                                  text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert holder.stdout.readline().strip() == "held"
+        info = locks.holder(target.pid, "walker")
+        assert info["pid"] == holder.pid and info["backend"] == "walker", info
+        with pytest.raises(CaptureError, match=rf"pid {target.pid} is already being captured by the walker backend "
+                                               rf"of nodeflame \(pid {holder.pid}: "):
+            locks.take(target.pid, "walker")
+        other = locks.take(target.pid, "perf")                    # another backend's lock is another lock
+        assert other is not None
+        other.release()
+        holder.kill()                                             # no chance to clean up: the kernel releases it
+        holder.wait(10)
+        assert locks.holder(target.pid, "walker") is None
+        lk = locks.take(target.pid, "walker")
+        assert lk is not None and locks.holder(target.pid, "walker")["pid"] == os.getpid()
+        path = lk.path
+        lk.release()
+        assert not os.path.exists(path) and locks.holder(target.pid, "walker") is None
+    finally:
+        for p in (holder, target):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    # once the target is gone, its stale lock files are swept by the next take()
+    stale = locks.lock_path(os.getpid(), "walker")
+    d = os.path.dirname(stale)
+    fake = os.path.join(d, f"capture-{target.pid}-1-walker.lock")
+    open(fake, "w").close()
+    lk = locks.take(os.getpid(), "walker")
+    try:
+        assert not os.path.exists(fake)
+    finally:
+        lk.release()

@@ -188,6 +188,38 @@ class CaptureLock:
         self.release()
 
 
+def _sweep(d: str) -> None:
+    """Remove the lock files of processes that are gone (a holder killed with SIGKILL cannot remove its
+    own; the kernel released its lock).  A file is removed only while we hold its lock, so a capture
+    that opened it meanwhile sees it unlinked and makes a new one (see take())."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) < 4 or parts[0] != "capture" or not name.endswith(".lock"):
+            continue
+        try:
+            pid, start = int(parts[1]), int(parts[2])
+        except ValueError:
+            continue
+        if procutil.start_time(pid) == start:
+            continue                      # its process lives: a capture may come
+        path = os.path.join(d, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def take(pid: int, backend: str, *, fix: str = "") -> CaptureLock | None:
     """Take ``backend``'s capture lock of ``pid``, or raise CaptureError naming who holds it.
 
@@ -196,6 +228,7 @@ def take(pid: int, backend: str, *, fix: str = "") -> CaptureLock | None:
     path = lock_path(pid, backend)
     if path is None:
         return None
+    _sweep(os.path.dirname(path))
     for _ in range(20):
         fd = _open(path)
         if fd is None:

@@ -15,7 +15,8 @@ them native scaffolding from libc to V8's entry trampoline.
 - persistence: the notebook saved, closed and reopened without a kernel shows the
   static chart (the SVG flame graph of the text/html fallback); ``jupyter nbconvert
   --to html`` of it shows the chart with every non-file request blocked, is under
-  2 MB, and the notebook grew by at most 1 MB per explorer.
+  2 MB, and the notebook grew by at most 1 MB per explorer; the same for
+  ``nbconvert --execute`` of a notebook (which keeps every widget's state).
 
 JupyterLab exposes its application object to the page (``--LabApp.expose_app_in_browser``):
 the tests run JupyterLab's own commands (run all, save, close) and ask the kernel
@@ -536,3 +537,28 @@ def test_saved_closed_reopened_without_kernel_and_nbconvert_offline(lab, live):
         # what was blocked is nbconvert's own template (require.js, MathJax), nothing of the chart's
         theirs = re.compile(r"^https://cdnjs\.cloudflare\.com/ajax/libs/(require\.js|mathjax)/")
         assert all(theirs.match(u) for u in off.blocked), off.blocked
+
+        # nbconvert --execute: nbclient keeps every widget's state in the notebook (its HTML then
+        # loads the widget manager from a CDN); plotly's front end is no part of that state, so the
+        # page stays small, and offline the static chart is what shows
+        nb2 = lab.root / "executed.ipynb"
+        write_notebook(nb2, ["import nodeflame as nf\n"
+                             f"p = nf.read({str(ROOT / 'tests' / 'data' / 'diff_demo' / 'slow0.cpuprofile')!r})\n"
+                             "p.flame()"])
+        out2 = lab.dir / "executed.html"
+        r = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute", str(nb2),
+                            "--output", str(out2)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        size = out2.stat().st_size
+        assert size < 2_000_000, size
+        html_text = out2.read_text()
+        assert "application/vnd.jupyter.widget-state+json" in html_text      # widget state was kept
+        off.blocked.clear()
+        off.open(out2, timeout=120)
+        img = off.wait_for("""(() => { const i = document.querySelector('.nodeflame-static img');
+            if (!i || !i.complete || i.naturalWidth === 0) return null;
+            const r = i.getBoundingClientRect(); return {w: r.width, h: r.height}; })()""", timeout=60)
+        assert img["w"] > 300 and img["h"] > 100, img
+        # blocked: the template's scripts and the widget manager nbconvert adds for saved widget state
+        assert all(theirs.match(u) or "@jupyter-widgets/html-manager" in u or "jupyter-js-widgets" in u
+                   for u in off.blocked), off.blocked

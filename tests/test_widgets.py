@@ -578,6 +578,13 @@ def test_live_figure_widget_front_end_draws_and_a_click_comes_back(prof, tmp_pat
     assert len(esm) < 20_000                                    # a loader, not plotly.js (5 MB)
     lib = frontend.library()
     assert state["_nf_library"] == "IPY_MODEL_" + lib.model_id and 1_000_000 < len(lib.code) < 2_000_000
+    # the library's code is no part of its state (saved widget state stays small): a custom message
+    assert "code" not in lib.get_state()
+    sent = []
+    lib.send = lambda content, buffers=None: sent.append((content, buffers))
+    lib._handle_custom_msg({"nodeflame": "code?"}, [])
+    assert sent[0][0]["nodeflame"] == "code" and bytes(sent[0][1][0]) == lib.code
+    del lib.send
     assert frontend.library() is lib                            # one per kernel
     labels = list(e.widget.data[0].labels)
     early = {"restyle_data": {"labels": [["everything"] + labels[1:]]}, "restyle_traces": [0]}
@@ -603,7 +610,12 @@ const model = {
   widget_manager: { get_model: async (id) => {
     if ("IPY_MODEL_" + id !== state._nf_library) throw new Error("no such model " + id);
     await new Promise((r) => setTimeout(r, 800));     // a library slower than the first message
-    return { get: (k) => (k === "code" ? new DataView(lib.buffer) : null) };
+    // its code is not in its state: the kernel sends it as a custom message when asked
+    const listeners = [];
+    return { get: (k) => null, on: (ev, cb) => { if (ev === "msg:custom") listeners.push(cb); },
+             off: () => {},
+             send: (content) => { window.__asked = content; setTimeout(() => listeners.forEach(
+               (cb) => cb({ nodeflame: "code" }, [new DataView(lib.buffer)])), 50); } };
   } },
 };
 const mod = await import("./widget.js");
@@ -637,6 +649,7 @@ window.__ready = true;
             b.open(f"http://127.0.0.1:{srv.server_address[1]}/index.html")
             b.wait_for("window.__ready === true", timeout=60)
             assert b.eval("window.__init_ms") < 200                   # anywidget's 2 s are never at stake
+            assert b.eval("window.__asked") == {"nodeflame": "code?"}
             n = b.wait_for("document.querySelectorAll('g.slice path').length", timeout=20)
             assert n == len(e.layout_table) + 1
             assert b.eval("globalThis.__nodeflame_replayed") == 1

@@ -7,9 +7,10 @@ with its widget state grew by 5 MB per explorer; the browser also parsed and
 ran plotly.js once per chart.
 
 Here the figure widget's ``_esm`` is a small loader (:data:`LOADER`), and
-plotly's module travels once per kernel, gzip-compressed (1.5 MB), in one
-model (:class:`PlotlyLibrary`) that every figure names in its
-``_nf_library`` trait.  The library's own small module starts importing plotly
+plotly's module travels once per kernel, gzip-compressed (1.5 MB), as a custom
+message of one model (:class:`PlotlyLibrary`, which every figure names in its
+``_nf_library`` trait): not in the model's state, so saved widget state (what
+``nbconvert --execute`` keeps) stays small.  The library's own small module starts importing plotly
 in the browser as soon as the model arrives (the explorer sends it before it
 computes its first chart, so the two overlap); the loader fetches the library
 through the widget manager if need be, decompresses the code
@@ -50,13 +51,30 @@ def _plotly_version() -> str:
 _COMMON = r"""const KEY = Symbol.for("nodeflame.plotly-widget/__VERSION__");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// the library's gzip bytes: a custom message from the kernel (asked for here, and sent by the
+// kernel unasked as the model is made), never part of the model's state, so that saved widget state
+// (nbclient's, JupyterLab's "save widget state") does not carry 1.5 MB of plotly per notebook
+function codeOf(lib) {
+  const have = lib.get("code");
+  if (have && (have.byteLength || have.length)) return Promise.resolve(have);
+  return new Promise((resolve) => {
+    const cb = (content, buffers) => {
+      if (!content || content.nodeflame !== "code" || !buffers || !buffers.length) return;
+      if (typeof lib.off === "function") lib.off("msg:custom", cb);
+      resolve(buffers[0]);
+    };
+    lib.on("msg:custom", cb);
+    lib.send({ nodeflame: "code?" });
+  });
+}
+
 // plotly's FigureWidget module from the library model's gzip bytes, imported once per page
 function importFrom(lib) {
   const g = globalThis;
   if (!g[KEY]) {
     g[KEY] = (async () => {
       performance.mark("nodeflame:library-start");
-      const code = lib.get("code");
+      const code = await codeOf(lib);
       const bytes = code instanceof DataView ? new Uint8Array(code.buffer, code.byteOffset, code.byteLength)
         : code instanceof ArrayBuffer ? new Uint8Array(code) : code;
       const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
@@ -274,7 +292,21 @@ class PlotlyLibrary(anywidget.AnyWidget):
 
     _esm = LIBRARY_ESM.replace("__VERSION__", _plotly_version())
     version = T.Unicode("").tag(sync=True)
-    code = T.Bytes(b"").tag(sync=True)
+    # not synced: sent as a custom message (see codeOf in the front end), so that saved widget
+    # state stays small
+    code = T.Bytes(b"")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.on_msg(self._on_msg)
+        self.send_code()      # unasked: usually there before the browser asks
+
+    def send_code(self) -> None:
+        self.send({"nodeflame": "code", "version": self.version}, buffers=[self.code])
+
+    def _on_msg(self, _widget, content, _buffers=None):
+        if isinstance(content, dict) and content.get("nodeflame") == "code?":
+            self.send_code()
 
 
 _library: PlotlyLibrary | None = None

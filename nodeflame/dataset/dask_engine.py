@@ -116,17 +116,14 @@ def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     s["capture_id"] = s["capture_id"].astype("string")
 
     def per_capture(df):
-        # a partition holds whole captures (one file each): sum each capture's rows of one (name, file, line)
-        # (functions that differ in column or kind), then its share, weighted by 1 / captures of its unit
+        # each row's part of its unit's share (self / den * w): a unit's share is their sum, so rows of
+        # one (name, file, line) that differ in column or kind need no grouping first
         df = df.merge(s, on="capture_id", how="inner")
         df["line"] = df["line"].astype(np.int64)
-        g = df.groupby(["side", "unit", "w", "den", "capture_id", "name", "file", "line"], sort=False,
-                       observed=True).agg({"kind": "min", "self": "sum", "total": "sum"})
-        g = g.reset_index()
-        den = g["den"].clip(lower=1).astype(float)
-        g["self_share"] = g["self"] / den * g["w"]
-        g["total_share"] = g["total"] / den * g["w"]
-        return g[["side", "unit", "name", "file", "line", "kind", "self", "total", "self_share", "total_share"]]
+        den = df["den"].clip(lower=1).astype(float)
+        df["self_share"] = df["self"] / den * df["w"]
+        df["total_share"] = df["total"] / den * df["w"]
+        return df[["side", "unit", "name", "file", "line", "kind", "self", "total", "self_share", "total_share"]]
 
     meta = pd.DataFrame({"side": pd.Series(dtype="int64"), "unit": pd.Series(dtype="int64"),
                          "name": pd.Series(dtype="string"), "file": pd.Series(dtype="string"),

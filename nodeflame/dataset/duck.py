@@ -13,6 +13,7 @@ VIEWS = ("captures", "func_stats") + PROFILE_TABLES
 def connect(store=None):
     import duckdb
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")   # a library does not draw on the caller's stdout
     if store is not None and not store.local:
         con.register_filesystem(store.fs)
     return con

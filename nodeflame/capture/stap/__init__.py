@@ -33,8 +33,9 @@ What it does
   ``0x<pc>``.
 * :func:`parse_output` (what the backend's ``stop()`` uses) turns ``0x``
   lines into ``module`symbol`` from ``/proc/<pid>/maps`` and the ELF symbol
-  tables (the walker's :class:`~nodeflame.capture.native.symbols.AddressSpace`),
-  splits the stacks by thread and reads each with the ``raw`` reader.
+  tables (the walker's :class:`~nodeflame.capture.native.symbols.AddressSpace`)
+  and reads the whole output with one call of the ``raw`` reader, which takes
+  the ``[thread TID]`` markers into the samples' thread (``threads=True``).
 
 Where SystemTap cannot build and load its kernel module (no loadable-module
 support, no kernel build tree), :meth:`StapBackend.available` says so in one

@@ -30,7 +30,14 @@ count is an error (FormatError naming the line), and frames at the very end
 of the file without a count are set aside with a FormatWarning.
 
 Pass ``stackcollapse=False`` to keep every frame verbatim (only surrounding
-whitespace removed).
+whitespace removed), ``threads=True`` to read SystemTap's ``[thread TID]``
+markers (see :func:`read_raw`).
+
+A file is read in blocks of whole lines (:func:`read_raw_file`, what
+``nodeflame.read`` uses for a plain file): the lines of each block are
+interned by Arrow on two threads when pyarrow is installed, by ``bytes.split``
+and a dict when not, so that the whole file is never in memory and no Python
+object is made per line, only per distinct line.
 """
 from __future__ import annotations
 

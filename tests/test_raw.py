@@ -129,3 +129,22 @@ def test_without_threads_markers_are_frames_and_header_is_three_lines():
     p = raw_mod.read_raw(STAP.encode(), "<raw>")
     assert "[thread 10];main;leaf;# one more comment 5\n" in render(p, "folded")
     assert set(p.samples["thread"].astype(str)) == {"main"}
+
+
+def test_a_pipe_is_read_once_as_bytes(tmp_path):
+    """A path that is no regular file (a FIFO, /dev/stdin) is not taken in blocks: it cannot be
+    read twice, and a reader that needed its start again would find it gone."""
+    import os
+    import threading
+    fifo = tmp_path / "in.raw"
+    os.mkfifo(fifo)
+    data = b"".join(b"  f%d\n  main\n  %d\n\n" % (i, i + 1) for i in range(2000))
+
+    def feed():
+        with open(fifo, "wb") as fh:
+            fh.write(data)
+    t = threading.Thread(target=feed)
+    t.start()
+    p = nf.read(str(fifo))
+    t.join(10)
+    assert p.total == sum(range(1, 2001)) and p.meta["source_format"] == "raw"

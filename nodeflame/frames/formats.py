@@ -361,8 +361,11 @@ def read(path_or_file, format: str | None = None, **options):
 def _read_file(path: str, format: str | None, options: dict):
     """The Profile of the file at ``path`` read by its reader's ``read_file`` (in chunks, never
     the whole file in memory at once), or None where that does not apply (another reader, gzip,
-    a head no sniffer knows): read() then loads the file as bytes."""
+    a head no sniffer knows, not a regular file): read() then loads the file as bytes."""
+    import stat
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a pipe or device (/dev/stdin): read once, by _load
         fh = open(path, "rb")
     except OSError:
         return None  # _load says why

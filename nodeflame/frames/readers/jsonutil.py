@@ -211,10 +211,14 @@ def raw_int_lists(raws):
     n = len(raws)
     if len(op) != n or len(cl) != n or n and not ((op < cl).all() and (cl[:-1] < op[1:]).all()):
         return None, None  # a value that is not one flat array
-    commas = np.cumsum(u == 44)
-    digits = np.cumsum((u >= 48) & (u <= 57))
-    lens = (commas[cl] - commas[op]) + ((digits[cl] - digits[op]) > 0)
-    if not len(digits) or not digits[-1]:
+    commas = np.flatnonzero(u == 44)
+    if any(c in big for c in (b" ", b"\t", b"\r", b"\n")):  # "[ ]" is empty: look for digits
+        digits = np.flatnonzero((u >= 48) & (u <= 57))
+        full = np.searchsorted(digits, cl) > np.searchsorted(digits, op)
+    else:
+        full = (cl - op) > 1
+    lens = (np.searchsorted(commas, cl) - np.searchsorted(commas, op)) + full
+    if not full.any():
         return lens.astype(np.int64), np.empty(0, np.int64)  # all empty
     with warnings.catch_warnings():
         warnings.simplefilter("error")

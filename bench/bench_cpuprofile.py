@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -153,18 +154,17 @@ def naive_stacks(path: str):
 
 
 def timeit(fn, repeat):
-    """Best wall and best CPU (process) seconds of ``repeat`` calls; CPU is the
+    """Median wall and median CPU (process) seconds of ``repeat`` calls; CPU is the
     steadier figure on a busy machine."""
-    best = cpu = None
+    walls, cpus = [], []
     for _ in range(repeat):
         gc.collect()
         t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        best = dt if best is None else min(best, dt)
-        cpu = dc if cpu is None else min(cpu, dc)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         del out
-    return best, cpu
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main(argv=None):
@@ -172,21 +172,21 @@ def main(argv=None):
     ap.add_argument("--nodes", type=int, default=300_000)
     ap.add_argument("--samples", type=int, default=600_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--keep", help="write the generated file here and keep it")
+    ap.add_argument("--keep", help="write the generated file here and keep it (reused when it exists)")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import nodeflame as nf
 
     t0 = time.perf_counter()
-    prof = generate(args.nodes, args.samples)
     path = args.keep or os.path.join(tempfile.mkdtemp(prefix="nf-bench-"), "big.cpuprofile")
-    with open(path, "w") as fh:
-        json.dump(prof, fh, separators=(",", ":"))
+    if not (args.keep and os.path.exists(path)):  # --keep: generated once, then reused
+        prof = generate(args.nodes, args.samples)
+        with open(path, "w") as fh:
+            json.dump(prof, fh, separators=(",", ":"))
+        del prof
     gen = time.perf_counter() - t0
     size = os.path.getsize(path)
-    depth_mean = None
-    del prof
     p = nf.read(path)
     depth_mean = float(p.stacks["depth"].to_numpy()[p.samples["stack"].to_numpy()].mean()) + 1
     print(f"file: {path}  {size / 1e6:.1f} MB  nodes={args.nodes:,} samples={args.samples:,}  "
@@ -216,10 +216,21 @@ def main(argv=None):
         ("nodeflame.read without msgspec", read_plain),
         ("nodeflame.read + top(20)", lambda: nf.read(path).top(20)),
     ]
-    print(f"{'what':40s} {'best of ' + str(args.repeat):>12s} {'cpu':>10s}")
+    # json.load and nodeflame.read alternate, so that both see the same load
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'what':40s} {'median of ' + str(args.repeat):>12s} {'cpu':>10s}")
+    res = {}
     for name, fn in rows:
-        wall, cpu = timeit(fn, args.repeat)
-        print(f"{name:40s} {wall:10.3f} s {cpu:8.3f} s", flush=True)
+        res[name] = timeit(fn, args.repeat)
+        print(f"{name:40s} {res[name][0]:10.3f} s {res[name][1]:8.3f} s", flush=True)
+    pair = {"json.load (parse only)": [], "nodeflame.read": []}
+    for _ in range(args.repeat):
+        for name in pair:
+            pair[name].append(timeit(dict(rows)[name], 1))
+    (jw, jc), (nw, nc) = ([statistics.median(x[i] for x in pair[k]) for i in (0, 1)] for k in pair)
+    print(f"alternating, median of {args.repeat}: json.load {jw:.3f} s ({jc:.3f} s CPU), nodeflame.read "
+          f"{nw:.3f} s ({nc:.3f} s CPU): nodeflame.read is {jw / nw:.2f}x faster by wall, {jc / nc:.2f}x by CPU")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.keep:
         os.unlink(path)
         os.rmdir(os.path.dirname(path))

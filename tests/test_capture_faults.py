@@ -696,3 +696,39 @@ def test_a_capture_lock_is_released_when_its_holder_is_killed(tmp_path):
         assert not os.path.exists(fake)
     finally:
         lk.release()
+
+
+def test_a_lock_planted_by_another_user_does_not_block_captures():
+    # the lock directory is world-writable: a user who cannot capture the target (here: nobody, against a
+    # root process) may create and hold its lock file, but that blocks nothing and words no refusal
+    from nodeflame.capture import locks
+    if os.geteuid() != 0:
+        pytest.skip("needs root (to run the planting process as another user)")
+    target = subprocess.Popen(["sleep", "120"])
+    planter = None
+    try:
+        path = locks.lock_path(target.pid, "walker")
+        code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666); "
+                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'{\"pid\": 1, \"command\": \"fake\"}'); "
+                "print('held', flush=True); time.sleep(120)")
+        planter = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                    sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+        assert planter.stdout.readline().strip() == "held"
+        assert locks.holder(target.pid, "walker") is None      # not a capture: nobody cannot capture root's
+        assert locks.take(target.pid, "walker") is None        # goes on unlocked, no false refusal
+        # the same lock held by a process of root's (one that could capture) is respected
+        planter.kill()
+        planter.wait(10)
+        holder = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(CaptureError, match=rf"pid {target.pid} is already being captured"):
+                locks.take(target.pid, "walker")
+        finally:
+            holder.kill()
+            holder.wait(10)
+    finally:
+        for p in (planter, target):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()

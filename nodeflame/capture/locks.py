@@ -21,7 +21,11 @@ of the walker share the ``walker`` lock.
 The files live in :data:`LOCK_DIR` (``/run/nodeflame`` when it can be made,
 else ``/tmp/nodeflame-locks``, sticky and world-writable so that every user's
 captures meet in one place).  Each holds one line of JSON about its holder
-(pid, backend, start time, command), read only to word the refusal.  Where no
+(pid, backend, start time, command), read only to word the refusal.  Since
+anyone may create a file there, a lock held by a process that runs as a user
+who could not capture the target (not root, not us, not the target's owner;
+the holder named by the kernel in ``/proc/locks``, not by the file) is
+ignored: it neither blocks a capture nor words a refusal.  Where no
 lock file can be made (a read-only /run and /tmp) captures go on unlocked: a
 lock is a safety net, never a reason to refuse a capture.
 """
@@ -106,7 +110,7 @@ def holder(pid: int, backend: str) -> dict | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return _info(fd)
+                return None if _held_by_a_stranger(fd, pid) else _info(fd)
             return None
         return None
     finally:
@@ -220,6 +224,24 @@ def _sweep(d: str) -> None:
             os.close(fd)
 
 
+def _held_by_a_stranger(fd: int, target: int) -> bool:
+    """True when the process the kernel names as holding ``fd``'s flock (``/proc/locks``) is alive and runs
+    as a user who is neither root, nor us, nor the target's owner, so it cannot be capturing the target.
+    Anything unknown (no /proc/locks, the holder gone or in another pid namespace) counts as not a stranger."""
+    try:
+        st = os.fstat(fd)
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks") as fh:
+            rows = [line.split() for line in fh]
+    except OSError:
+        return False
+    holders = {int(r[4]) for r in rows if len(r) >= 6 and r[1] == "FLOCK" and r[5] == key and r[4].isdigit()}
+    if len(holders) != 1:
+        return False
+    owner = procutil.uid_of(holders.pop())
+    return owner is not None and owner not in (0, os.geteuid(), procutil.uid_of(target))
+
+
 def take(pid: int, backend: str, *, fix: str = "") -> CaptureLock | None:
     """Take ``backend``'s capture lock of ``pid``, or raise CaptureError naming who holds it.
 
@@ -237,9 +259,13 @@ def take(pid: int, backend: str, *, fix: str = "") -> CaptureLock | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             info = _info(fd) if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+            stranger = info is not None and _held_by_a_stranger(fd, pid)
             os.close(fd)
-            if info is None:
-                return None               # flock unsupported on this file system: no lock
+            if info is None or stranger:
+                # flock unsupported on this file system; or the lock is held by a process of a user who can
+                # not capture this target (the directory is world-writable: a lock planted to block captures
+                # or to word a false refusal is not one): no lock
+                return None
             raise CaptureError(
                 f"pid {pid} is already being captured by {_describe(info, backend)}; one {backend} capture of "
                 f"a process at a time: wait for it to end{', or ' + fix if fix else ''}") from None

@@ -115,8 +115,9 @@ from distributed import Client, LocalCluster
 c = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None))
 cpu = lambda: c.run(time.process_time)
 ds = nf.dataset(sys.argv[1], client=c); ds.captures(where="true")
-timed("top", lambda: ds.top(by=["version"], where="service = 'api'", n=20), cpu)
-timed("diff", lambda: ds.diff(a="{A}", b="{B}").numbers(), cpu)
+w = sys.argv[2] if len(sys.argv) > 2 else "true"
+timed("top", lambda: ds.top(by=["version"], where=f"service = 'api' AND {{w}}", n=20), cpu)
+timed("diff", lambda: ds.diff(a=f"{A} AND {{w}}", b=f"{B} AND {{w}}").numbers(), cpu)
 c.close()
 done()
 """

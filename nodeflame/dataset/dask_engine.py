@@ -83,12 +83,12 @@ def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     if not files:
         return _empty_sums()
     f = _read(store, files, ["capture_id", "name", "file", "line", "column", "kind", "package", "self", "total"])
-    f = f.map_partitions(_strings, ["capture_id", "name", "file", "kind", "package"])
     s = sel[["capture_id", "group", "samples"]].copy()
     s["capture_id"] = s["capture_id"].astype("string")
-    f = f.merge(s, on="capture_id", how="inner")
 
     def shares(df):
+        # the selection is small: joined inside each partition, not as a Dask merge
+        df = df.merge(s, on="capture_id", how="inner")
         den = df["samples"].clip(lower=1).astype(float)
         out = df[["group", "name", "file", "line", "column", "kind", "package", "self", "total"]].copy()
         out["line"] = out["line"].astype(np.int64)
@@ -98,9 +98,19 @@ def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
         out["total_share_sum"] = df["total"] / den
         out["total_share_sq"] = out["total_share_sum"] ** 2
         return out
-    f = f.map_partitions(shares)
+    meta = pd.DataFrame({"group": pd.Series(dtype="int64"), "name": pd.Series(dtype="string"),
+                         "file": pd.Series(dtype="string"), "line": pd.Series(dtype="int64"),
+                         "column": pd.Series(dtype="int64"), "kind": pd.Series(dtype="string"),
+                         "package": pd.Series(dtype="string"), "self": pd.Series(dtype="int64"),
+                         "total": pd.Series(dtype="int64"), "self_share_sum": pd.Series(dtype=float),
+                         "self_share_sq": pd.Series(dtype=float), "total_share_sum": pd.Series(dtype=float),
+                         "total_share_sq": pd.Series(dtype=float)})
+    f = f.map_partitions(shares, meta=meta)
+    # one output partition, reduced as a tree: the result is one row per (group, function), small;
+    # Dask's default for many groups is a shuffle, which cost minutes over 1,000 partitions
     agg = f.groupby(_KEY).agg({"package": "min", "self": "sum", "total": "sum", "self_share_sum": "sum",
-                               "self_share_sq": "sum", "total_share_sum": "sum", "total_share_sq": "sum"})
+                               "self_share_sq": "sum", "total_share_sum": "sum", "total_share_sq": "sum"},
+                              split_out=1)
     out = _compute(agg, client).reset_index()
     return out.astype({"self": np.int64, "total": np.int64})
 

@@ -578,3 +578,15 @@ def test_fast_path_on_the_corpus_and_a_generated_profile(corpus):
     data = json.dumps(bench.generate(3000, 6000), separators=(",", ":")).encode()
     assert cp_reader._fast_protocol(data, "x", "main") is not None
     _assert_same(*_read_both(data))
+
+
+def test_call_frame_interning_with_and_without_pyarrow(monkeypatch):
+    """Arrow's dictionary_encode and the dict fallback give the same codes and texts."""
+    texts = [b'{"a":1}', b'{"b":2}', b'{"a":1}', b'{"c":"\\u0000"}', b'{"b":2}', b'{"a": 1}']
+    with_arrow = cp_reader._intern_texts(texts)
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
+    without = cp_reader._intern_texts(texts)
+    assert with_arrow[0].tolist() == without[0].tolist() == [0, 1, 0, 2, 1, 3]
+    assert with_arrow[1] == without[1] == [b'{"a":1}', b'{"b":2}', b'{"c":"\\u0000"}', b'{"a": 1}']
+    fast, careful = _read_both(json.dumps(small_doc()).encode())
+    _assert_same(fast, careful)

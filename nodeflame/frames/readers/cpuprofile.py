@@ -463,8 +463,10 @@ def _finish_part(ukeys, codes, parent, hit, lines, known, sample_node, times, st
     part.end_ns = int(round(end_us * 1000)) if end_us is not None else None
     part.timed = part.times is not None
     if part.timed and len(part.times) > 1:
-        st = np.sort(part.times)
-        part.period_ns = int(round(float(np.diff(st).mean())))
+        d = np.diff(part.times)
+        if (d < 0).any():  # (already in order, as nearly always: the same array as sorted)
+            d = np.diff(np.sort(part.times))
+        part.period_ns = int(round(float(d.mean())))
     else:
         part.period_ns = None
     return part
@@ -698,6 +700,33 @@ def _fast_protocol(data, source, thread):
         return None
 
 
+def _intern_texts(raws):
+    """(code of each JSON text, the distinct texts), codes dense in order of first appearance.
+    With pyarrow: the texts joined into one buffer, NUL after each (JSON text never holds a raw
+    NUL), hashed by Arrow's dictionary_encode (first appearance order too) with no Python object
+    per text; else a bytes object and a dict lookup per text."""
+    n = len(raws)
+    try:
+        import pyarrow as pa
+    except ImportError:
+        pa = None
+    if pa is not None and n:
+        big = b"\0".join(raws) + b"\0"
+        off = np.empty(n + 1, _I64)
+        off[0] = 0
+        ends = np.flatnonzero(np.frombuffer(big, np.uint8) == 0)
+        if len(ends) == n:
+            off[1:] = ends + 1
+            arr = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(off),
+                                                                          pa.py_buffer(big)])
+            enc = arr.dictionary_encode()
+            return (enc.indices.to_numpy(zero_copy_only=False).astype(_I64, copy=False),
+                    [t[:-1] for t in enc.dictionary.to_pylist()])
+    pos: dict = {}
+    first = np.fromiter(map(pos.setdefault, map(bytes, raws), range(n)), _I64, n)
+    return np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first), list(pos)
+
+
 def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
     nodes = doc.nodes
     n = len(nodes)
@@ -712,14 +741,12 @@ def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
             raise _Fallback
     has_samples = samples is not None and len(samples) > 0
     ids = list(map(attrgetter("id"), nodes))
-    texts = list(map(bytes, map(attrgetter("callFrame"), nodes)))
-    pos: dict = {}
-    first = np.fromiter(map(pos.setdefault, texts, range(n)), _I64, n)
-    del texts
+    text_code, distinct = _intern_texts(list(map(attrgetter("callFrame"), nodes)))
     try:
-        cfs = list(map(cf_decoder.decode, pos))
+        cfs = list(map(cf_decoder.decode, distinct))
     except errors:
         raise _Fallback from None
+    del distinct
     # distinct texts of one call frame (other key order or spacing) are one key; keys in the
     # order of their first node, as the path above interns them
     keys: dict = {}
@@ -729,8 +756,8 @@ def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
     if not all(-2**31 <= k[2] < 2**31 and -2**31 <= k[3] < 2**31 for k in ukeys):
         raise _Fallback
     dense = np.searchsorted(np.fromiter(keys.values(), _I64, len(keys)), text_key)
-    codes = dense[np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first)]
-    del pos, first, cfs, keys
+    codes = dense[text_code]
+    del text_code, cfs, keys
     try:
         id_arr = np.array(ids, _I64) if n else np.empty(0, _I64)
     except OverflowError:

@@ -12,9 +12,12 @@ both sides interleaved, medians of the repeats (peak memory: the largest), the r
 flamegraph.pl / nodeflame of wall and CPU time, and the load average before and after.  The
 two SVGs are checked to draw the same frames: every frame's name and sample count, as their
 tooltips say, the same in both once nodeflame's "other (N frames)" nodes are set aside (frames
-narrower than 0.1 px, which flamegraph.pl leaves out and nodeflame merges per parent).  FlameGraph is not part of nodeflame:
-fetch it yourself (``git clone https://github.com/brendangregg/FlameGraph``) and pass
-the path of its flamegraph.pl.
+narrower than 0.1 px, which flamegraph.pl leaves out and nodeflame merges per parent).  A
+one-line conversion is timed beside them: the fixed cost of the job (imports), against which
+the rest is the conversion's own.
+
+FlameGraph is not part of nodeflame: fetch it yourself (``git clone
+https://github.com/brendangregg/FlameGraph``) and pass the path of its flamegraph.pl.
 
 Usage: python bench/bench_svg.py PATH/TO/flamegraph.pl [--size small|large|all] [--repeat 3]
        [--out DIR] [--keep]

@@ -161,7 +161,11 @@ def test_live_stackcollapse_perf_on_tricky_input(flamegraph):
     # stackcollapse-perf.pl prints a frameless sample as the process name alone; we keep the comm as
     # its only frame, so with thread_root the line reads 'swapper;swapper'
     assert "swapper 50\n" in pl and "swapper;swapper 50\n" in ours
-    assert ours.replace("swapper;swapper 50\n", "swapper 50\n") == pl
+    # a name the folded format cannot hold as it is ('sym ' ends in white space) is escaped as the folded
+    # reader's docstring says (%{20}); with that undone the lines are the perl tool's, byte for byte
+    from nodeflame.frames.readers.folded import unescape_name
+    assert "sym%{20};" in ours and "inner_[i];" in ours    # perf's inlined mark stays FlameGraph's annotation
+    assert unescape_name(ours.replace("swapper;swapper 50\n", "swapper 50\n")) == pl
 
 
 # ------------------------------------------------------------------ speedscope's linux-perf samples

@@ -38,12 +38,26 @@ def _key_and_counts(p, thread_root: bool):
     return ust, counts, names
 
 
+_MARK = re.compile(r"_\[[jkiw]\]\Z")
+
+
+def _escape_label(label: str, name: str) -> str:
+    """A frame's label escaped for a folded line.  A FlameGraph mark the source tool put on the label
+    (perf's inlined ``inner_[i]`` for the function ``inner``) is an annotation and stays one; a mark
+    that is part of the function's own name is escaped (see the reader's docstring)."""
+    m = _MARK.search(label)
+    if m is not None and not name.endswith(m.group()):
+        return escape_name(label[:m.start()]) + m.group()
+    return escape_name(label)
+
+
 def _labels(p, annotate: bool):
     """The text of every frame as written in a line, escaped (and annotated): (anywhere but first,
     first in a line)."""
     raw = p.frame_labels()
+    names = p.funcs["name"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
     labels = np.empty(len(raw), dtype=object)
-    labels[:] = [escape_name(x) for x in raw]
+    labels[:] = [_escape_label(x, n) for x, n in zip(raw, names)]
     first = labels.copy()
     first[:] = [escape_head(x) for x in labels]
     if annotate:

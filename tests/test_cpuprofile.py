@@ -564,6 +564,23 @@ def test_fast_path_reads_what_the_careful_path_reads(case):
         assert cp_reader._fast_protocol(data, "t.cpuprofile", "main") is not None
 
 
+def test_hit_count_out_of_range_matters_only_where_it_is_used():
+    """hitCount is each node's sample count: beyond int64 it is an error without samples, and
+    ignored with them, whether or not another node has "children": null (found by the test above)."""
+    for null_children in (False, True):
+        doc = small_doc()
+        doc["nodes"][0]["hitCount"] = 2**63
+        if null_children:
+            doc["nodes"][3]["children"] = None
+        fast, careful = _read_both(json.dumps(doc).encode())
+        _assert_same(fast, careful)
+        assert not isinstance(fast, str) and fast.total == 6
+        del doc["samples"]
+        fast, careful = _read_both(json.dumps(doc).encode())
+        _assert_same(fast, careful)
+        assert "(nodes[0].hitCount)" in fast and "out of range" in fast
+
+
 def test_fast_path_on_the_corpus_and_a_generated_profile(corpus):
     import importlib.util
     import pathlib

@@ -142,7 +142,7 @@ def _diagnose_node(node, i, source, path="nodes", need_id=True):
     if "parent" in node and node["parent"] is not None and not _is_i64(node["parent"]):
         raise FormatError(f"{p}.parent is {_desc(node['parent'])}", source=source,
                           position=f"{p}.parent", expected="an integer node id")
-    if "hitCount" in node and not _is_i64(node["hitCount"]):
+    if "hitCount" in node and not is_int(node["hitCount"]):  # (its range matters only when it is used)
         raise FormatError(f"{p}.hitCount is {_desc(node['hitCount'])}", source=source,
                           position=f"{p}.hitCount", expected="an integer")
     pt = node.get("positionTicks")
@@ -340,8 +340,9 @@ def _parse_nodes(nodes, source, path, need_hits=True):
         try:
             hit = np.array(hit, _I64) if n else np.empty(0, _I64)
         except OverflowError:
-            _diagnose_all(nodes, source, path)
-            raise
+            i = next(i for i, v in enumerate(hit) if not _is_i64(v))
+            raise FormatError(f"{path}[{i}].hitCount is {_desc(hit[i])}", source=source,
+                              position=f"{path}[{i}].hitCount", expected="an integer") from None
     else:  # samples say it all; hitCount is their per-node count
         hit = None
     pts = _column(nodes, "positionTicks", ())

@@ -30,13 +30,14 @@ class _ReadCapture:
     def project_columns(self, columns):
         return _ReadCapture(self.store, columns)
 
-    def __call__(self, path):
+    def __call__(self, path, columns=None):   # columns=: how dask-expr projects columns into it
         import pyarrow.parquet as pq
+        cols = list(columns) if columns is not None else self._columns
         if self.store.local:
-            t = pq.read_table(path, columns=self._columns)
+            t = pq.read_table(path, columns=cols)
         else:
             with self.store.fs.open(path, "rb") as fh:
-                t = pq.read_table(fh, columns=self._columns)
+                t = pq.read_table(fh, columns=cols)
         return _plain(t.to_pandas())
 
 

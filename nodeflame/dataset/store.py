@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from ..frames.errors import NodeflameError
 from ..frames.profile import Profile
-from ..writers.nfprof import jsonable
+from ..frames.readers.nfprof import jsonable
 from ..frames.views import func_self_total
 
 FORMAT = "nodeflame-dataset"

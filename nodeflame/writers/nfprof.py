@@ -23,23 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..frames.formats import register_writer
-from ..frames.readers.nfprof import FORMAT, TABLES, VERSION  # one definition of the layout, the reader's
-
-
-def jsonable(x):
-    """A JSON value for what json cannot write (numpy scalars and arrays, sets, tuples; else str):
-    the one encoding of metadata and object columns, shared with the dataset store."""
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (set, tuple)):
-        return list(x)
-    return str(x)
+from ..frames.readers.nfprof import FORMAT, TABLES, VERSION, jsonable  # one definition of the layout, the reader's
 
 
 def _npy(arr: np.ndarray) -> bytes:

@@ -162,3 +162,19 @@ def read_nfprof(data: bytes, source: str = "<nfprof>", *, max_decompressed=None,
 
 
 register_reader("nfprof", read_nfprof, sniff, (".nfprof",))
+
+
+def jsonable(x):
+    """A JSON value for what json cannot write (numpy scalars and arrays, sets, tuples; else str):
+    the one encoding of metadata and object columns, shared by the nfprof writer and the dataset store."""
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    return str(x)

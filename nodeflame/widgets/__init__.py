@@ -1,5 +1,10 @@
 """Notebook widgets: the flame/icicle explorer and the diff explorer (plotly + ipywidgets).
 
+Besides the explorers: ``sandwich(profile, func)``, a function's callers above and callees below
+(as speedscope's sandwich view; recursion counted once), and ``stack_chart(profile, thread=None)``,
+the time-ordered stack chart of a timed capture (x time, y depth, as Chrome DevTools' flame chart);
+both return plotly Figures, their data come from ``nodeflame.widgets.sidecharts`` (plain numpy/pandas).
+
 Imported lazily (``Profile.flame()``, ``Diff.flame()``, ``%load_ext nodeflame``),
 never by the layers below; install with ``pip install 'nodeflame[notebook]'``.
 """
@@ -17,7 +22,7 @@ except ImportError as _e:   # pragma: no cover - exercised with the notebook ext
         raise ImportError(f"the notebook widgets need nodeflame[notebook]: {_missing}") from _missing
     Explorer = DiffExplorer = _unavailable
 
-__all__ = ["explorer", "diff_explorer", "timeline", "Explorer", "DiffExplorer", "ExplorerState", "DiffState"]
+__all__ = ["explorer", "diff_explorer", "timeline", "sandwich", "stack_chart", "Explorer", "DiffExplorer", "ExplorerState", "DiffState"]
 
 
 def explorer(profile, **options) -> Explorer:
@@ -61,3 +66,24 @@ def timeline(profile, bins: int = 200, *, height: int = 220):
     spec = M.timeline_figure(tl, height=height)
     spec["layout"]["dragmode"] = "zoom"
     return go.Figure(spec)
+
+
+def sandwich(profile, func, *, color: str = "kind", height: int | None = None):
+    """The sandwich view of one function as a plotly Figure: who called it above (an inverted tree
+    drawn upwards from the function), what it called below (all its occurrences merged).
+
+    ``func``: a function id, a name or display name (``name file:line``), or a regular expression
+    (the heaviest match).  Data: :func:`nodeflame.widgets.sidecharts.sandwich_data`."""
+    import plotly.graph_objects as go
+    from .sidecharts import sandwich_figure
+    return go.Figure(sandwich_figure(profile, func, color=color, height=height))
+
+
+def stack_chart(profile, thread=None, *, color: str = "kind", height: int | None = None):
+    """Time-ordered stack chart (flame chart) of one thread of a timed capture as a plotly Figure:
+    x = time (ms from the first sample), y = depth; consecutive samples with the same path down to
+    a depth share one bar; a gap of several sampling periods ends the bars.  ``thread=None``: the
+    thread with the most samples.  Data: :func:`nodeflame.widgets.sidecharts.stack_chart_data`."""
+    import plotly.graph_objects as go
+    from .sidecharts import stack_chart_figure
+    return go.Figure(stack_chart_figure(profile, thread=thread, color=color, height=height))

@@ -253,3 +253,45 @@ def test_stack_chart_figure():
     kept = np.asarray(small["data"][0]["x"])
     assert len(kept) <= 50 and kept.min() >= np.sort((bars["end_ns"] - bars["start_ns"]).to_numpy() / 1e6)[-50:].min()
     assert "left out" in small["layout"]["title"]["text"]
+
+
+# ------------------------------------------------------------------ in the explorer
+
+def test_explorer_sandwich_and_stack_chart():
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("anywidget")
+    from nodeflame.widgets.explorer import Explorer
+    p = nf.read(DEMO[0])
+    ex = Explorer(p, defer_panes=False)
+    assert ex.d_sandwich.disabled and not ex.b_stack.disabled
+    with pytest.raises(ValueError, match="select a function"):
+        ex.show_sandwich()
+    F = fid_of(ex.profile, "scoreRows")
+    ex.select(func=F)
+    assert not ex.d_sandwich.disabled
+    ex.d_sandwich.click()
+    assert ex.extra_kind == "sandwich"
+    up, down = ex.extra_figure["data"]
+    ref_up, ref_down = reference_sandwich(ex.profile, F)
+    assert up["values"][0] == down["values"][0] == ref_up[(F,)]
+    assert sorted(up["values"]) == sorted(ref_up.values()) and sorted(down["values"]) == sorted(ref_down.values())
+    # the open sandwich follows the selection
+    G = fid_of(ex.profile, "handleRequest")
+    ex.select(func=G)
+    assert ex.extra_figure["data"][0]["labels"][0] == "handleRequest"
+    # the stack chart of the view: after focus=, only the samples through the focused function
+    ex.b_stack.click()
+    assert ex.extra_kind == "stack chart"
+    n_all = ex.extra_figure["data"][0]["x"]
+    ex.focus("^renderPage ")
+    q = ex.profile
+    assert len(q.samples) < len(p.samples)
+    bars = stack_chart_data(p.apply(["focus=^renderPage "]))
+    assert ex.extra_kind == "stack chart" and len(ex.extra_figure["data"][0]["x"]) <= len(bars) < len(n_all)
+    ex.b_close_extra.click()
+    assert ex.extra_kind == "" and ex.extra_figure is None
+    # untimed: no stack chart button
+    ex2 = Explorer(make(REC), defer_panes=False)
+    assert ex2.b_stack.disabled
+    with pytest.raises(ValueError, match="sample times"):
+        ex2.show_stack_chart()

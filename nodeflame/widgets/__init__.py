@@ -39,6 +39,10 @@ def explorer(profile, **options) -> Explorer:
     function; False: a click only fills the details pane), ``aggregate``
     (None: draw long timed profiles from samples summed per (stack, thread)).
 
+    Under the details pane, "sandwich" shows the selected function's sandwich (:func:`sandwich`)
+    and "stack chart" the view's time-ordered stack chart (:func:`stack_chart`, timed captures);
+    from code: ``show_sandwich()``, ``show_stack_chart()``, ``close_extra()``.
+
     The chart is a plotly ``go.FigureWidget`` (``explorer(p).widget``): trace 0
     the ``go.Icicle``, then the timeline strip's bars, one per kind."""
     return Explorer(profile, **options)

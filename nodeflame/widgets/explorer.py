@@ -268,8 +268,10 @@ class Explorer(W.VBox):
 
     def _render_details(self):
         self.details.value = self.state.details_html()
-        for b in (self.d_focus, self.d_ignore, self.d_hide):
+        for b in (self.d_focus, self.d_ignore, self.d_hide, self.d_sandwich):
             b.disabled = self.selected < 0
+        if self.extra_kind:
+            self._refresh_extra()
 
     def _render_status(self):
         self.status.value = self.state.status_html(self.message)
@@ -350,7 +352,15 @@ class Explorer(W.VBox):
         self.d_ignore = _btn("ignore it", "drop stacks through the selected function")
         self.d_hide = _btn("hide it", "remove the selected function's frames")
         self.side = W.HTML(layout=W.Layout(**pane))
-        self._details_box = W.VBox([self.details, W.HBox([self.d_focus, self.d_ignore, self.d_hide])],
+        self.d_sandwich = _btn("sandwich", "the selected function's callers above it and callees below it")
+        self.b_stack = _btn("stack chart", "samples in time order: x time, y depth (timed captures)")
+        self.b_stack.disabled = not st.has_stack_chart
+        self.b_close_extra = _btn("close", "close the sandwich / stack chart")
+        self.extra_kind = ""    # what the extra pane shows: '', 'sandwich' or 'stack chart'
+        self.extra_figure = None   # its plotly figure dict
+        self.extra = W.Output(layout=W.Layout(width="100%"))
+        self._details_box = W.VBox([self.details, W.HBox([self.d_focus, self.d_ignore, self.d_hide, self.d_sandwich,
+                                                          self.b_stack])],
                                    layout=W.Layout(**pane))
         self.code_view = W.HTML()
 
@@ -372,6 +382,9 @@ class Explorer(W.VBox):
                               "value")
         self.b_undo.on_click(self._ui(lambda _b: self.undo()))
         self.b_reset.on_click(self._ui(lambda _b: self.reset()))
+        self.d_sandwich.on_click(self._ui(lambda _b: self.show_sandwich()))
+        self.b_stack.on_click(self._ui(lambda _b: self.show_stack_chart()))
+        self.b_close_extra.on_click(self._ui(lambda _b: self.close_extra()))
 
     def _children(self):
         rows = [
@@ -386,8 +399,48 @@ class Explorer(W.VBox):
         ]
         if self.range is not None:
             rows += [self.range]
-        rows += [W.HBox([self._details_box, self.side], layout=W.Layout(width="100%")), self.code_view]
+        rows += [W.HBox([self._details_box, self.side], layout=W.Layout(width="100%")), self.extra,
+                 self.code_view]
         return rows
+
+    # ------------------------------------------------------------- side views
+    def show_sandwich(self, func: int | None = None) -> dict:
+        """Show the sandwich of ``func`` (default: the selected function) under the details pane;
+        returns its figure dict.  Follows the selection until closed."""
+        fig = self.state.sandwich_figure(func)
+        self._show_extra("sandwich", fig)
+        return fig
+
+    def show_stack_chart(self) -> dict:
+        """Show the time-ordered stack chart of the view (its thread, or the busiest) under the
+        details pane; returns its figure dict.  Follows the transforms until closed."""
+        fig = self.state.stack_chart_figure()
+        self._show_extra("stack chart", fig)
+        return fig
+
+    def close_extra(self) -> None:
+        self.extra_kind, self.extra_figure = "", None
+        self.extra.clear_output()
+
+    def _show_extra(self, kind, fig):
+        import plotly.graph_objects as go
+        from IPython.display import display
+        self.extra_kind, self.extra_figure = kind, fig
+        self.extra.clear_output(wait=True)
+        with self.extra:
+            display(self.b_close_extra)
+            display(go.Figure(fig))
+
+    def _refresh_extra(self):
+        """Redraw an open sandwich / stack chart for the current selection and transforms."""
+        try:
+            if self.extra_kind == "sandwich" and self.selected >= 0:
+                self.show_sandwich()
+            elif self.extra_kind == "stack chart":
+                self.show_stack_chart()
+        except (NodeflameError, ValueError) as e:
+            self.close_extra()
+            self.message = f"{type(e).__name__}: {e}"
 
     def _ui(self, fn):
         """Wrap a control callback: ignore echoes of our own updates, show errors in the status line."""
@@ -425,7 +478,7 @@ class Explorer(W.VBox):
             self._render_status()
             self.code_view.value = ("<div style='font-size:12px'>replay: <code>" + html.escape(st.code)
                                     + "</code></div>")
-            for b in (self.d_focus, self.d_ignore, self.d_hide):
+            for b in (self.d_focus, self.d_ignore, self.d_hide, self.d_sandwich):
                 b.disabled = st.selected < 0
         finally:
             self._syncing = False

@@ -158,8 +158,8 @@ def sandwich_figure(p, func, *, color: str = "kind", height: int | None = None, 
     rows_up = int(callers["depth"].max()) + 1 if len(callers) else 1
     rows_down = int(callees["depth"].max()) + 1 if len(callees) else 1
     if height is None:
-        height = max(420, (rows_up + rows_down) * M.ROW_PX + 60)
-    split = rows_up / (rows_up + rows_down)
+        height = max(240, (rows_up + rows_down) * M.ROW_PX + 50)
+    split = rows_down / (rows_up + rows_down)   # rows of one height: each tree gets its share
     _s, total = func_self_total(p)
     name = str(M.short_labels(p)[fid])
     title = (f"sandwich of {name}: {int(total[fid]):,} of {int(p.total):,} "
@@ -250,6 +250,9 @@ def stack_chart_data(p, *, thread=None, min_ns: float = 0.0, gap_periods: float 
         cnt = np.bincount(seg_id, minlength=len(allstarts))
         wsum = np.bincount(seg_id, weights=wts, minlength=len(allstarts)).astype(_I64)
         sid = seg_id[bstart]
+        if min_ns > 0:   # leave the short bars out here: no table rows for them at all
+            long_ = (end[seg_end[sid]] - t[bstart]) >= min_ns
+            bstart, sid = bstart[long_], sid[long_]
         cols["thread"].append(th[bstart])
         cols["depth"].append(np.full(len(bstart), d, _I64))
         cols["node"].append(a[bstart])
@@ -268,8 +271,6 @@ def stack_chart_data(p, *, thread=None, min_ns: float = 0.0, gap_periods: float 
         "kind": p.funcs["kind"].astype(str).to_numpy(object)[fn],
         "start_ns": out["start_ns"], "end_ns": out["end_ns"], "samples": out["samples"], "weight": out["weight"],
     })
-    if min_ns > 0:
-        df = df[(df["end_ns"] - df["start_ns"]) >= min_ns].reset_index(drop=True)
     return df
 
 
@@ -277,19 +278,19 @@ def stack_chart_figure(p, *, thread=None, color: str = "kind", width_px: int = 2
                        height: int | None = None) -> dict:
     """The stack chart of one thread (None: the one with the most samples) as a plotly figure dict:
     horizontal ``bar`` trace with ``base`` = start (ms), depth 0 at the top.  Bars narrower than
-    a pixel of a ``width_px`` chart are left out, and more of the narrowest if needed to stay
-    under ``max_bars``; the title says how many were left out."""
+    a pixel of a ``width_px`` chart (of the whole capture's span) are left out, and more of the
+    narrowest if needed to stay under ``max_bars``; the title says below which duration."""
     if thread is None:
         s = p.samples
         thread = str(s["thread"].astype(str).value_counts().idxmax()) if len(s) else None
-    bars = stack_chart_data(p, thread=thread)
+    t = p.samples["time_ns"].to_numpy()
+    span = float(t.max() - t.min()) if len(t) else 0.0
+    thr = span / max(int(width_px), 1)   # a pixel of the chart
+    bars = stack_chart_data(p, thread=thread, min_ns=thr)
     n_all = len(bars)
-    if n_all:
-        span = float(bars["end_ns"].max())
+    if n_all > max_bars:
         dur = (bars["end_ns"] - bars["start_ns"]).to_numpy()
-        thr = span / max(int(width_px), 1)
-        if (dur >= thr).sum() > max_bars:
-            thr = max(thr, float(np.partition(dur, len(dur) - max_bars)[len(dur) - max_bars]) + 1)
+        thr = max(thr, float(np.partition(dur, n_all - max_bars)[n_all - max_bars]) + 1)
         bars = bars[dur >= thr]
     colors = M.func_colors(p, color)
     start_ms = bars["start_ns"].to_numpy() / 1e6
@@ -297,15 +298,14 @@ def stack_chart_figure(p, *, thread=None, color: str = "kind", width_px: int = 2
     rows = int(bars["depth"].max()) + 1 if len(bars) else 1
     if height is None:
         height = max(300, rows * M.ROW_PX + 90)
-    left = n_all - len(bars)
-    title = f"stack chart of thread {thread}" + (f" ({left:,} bars narrower than a pixel left out)" if left else "")
+    title = f"stack chart of thread {thread}" + (f", bars narrower than {thr / 1e6:.3g} ms left out" if thr > 0 else "")
     trace = {
         "type": "bar", "orientation": "h", "base": start_ms.tolist(), "x": dur_ms.tolist(),
         "y": bars["depth"].astype(int).tolist(), "width": 0.95,
         "marker": {"color": list(colors[bars["func"].to_numpy()]) if len(bars) else [],
                    "line": {"width": 0}},
         "text": bars["name"].tolist(), "textposition": "inside", "insidetextanchor": "start",
-        "textfont": {"size": 11}, "constraintext": "none",
+        "textfont": {"size": 11}, "textangle": 0, "constraintext": "both",
         "customdata": np.column_stack([bars["label"].to_numpy(object), bars["samples"].to_numpy()]).tolist()
         if len(bars) else [],
         "hovertemplate": "<b>%{customdata[0]}</b><br>%{base:.3f} ms + %{x:.3f} ms<br>%{customdata[1]} samples"
@@ -313,7 +313,7 @@ def stack_chart_figure(p, *, thread=None, color: str = "kind", width_px: int = 2
     }
     layout = {"height": int(height), "margin": {"l": 40, "r": 4, "t": 28, "b": 30},
               "title": {"text": title, "font": {"size": 13}, "x": 0.01}, "bargap": 0,
-              "uniformtext": {"minsize": 8, "mode": "hide"}, "dragmode": "zoom",
+              "uniformtext": {"minsize": 10, "mode": "hide"}, "dragmode": "zoom",
               "xaxis": {"title": {"text": "ms"}}, "yaxis": {"autorange": "reversed", "title": {"text": "depth"},
                                                             "dtick": 5},
               "showlegend": False}

@@ -611,6 +611,33 @@ class ExplorerState:
                 + table_html([("line", "4em"), (f"self {unit}", "6em"), ("total", "6em"), ("source", "")], rows)
                 + "</div>")
 
+    # ------------------------------------------------------------ side views
+    def sandwich_figure(self, func: int | None = None) -> dict:
+        """The sandwich of ``func`` (default: the selected function) in the profile on screen, as a
+        plotly figure dict (:func:`nodeflame.widgets.sidecharts.sandwich_figure`)."""
+        from .sidecharts import sandwich_figure
+        func = self.selected if func is None else int(func)
+        if func < 0:
+            raise ValueError("select a function first (click a frame) for its sandwich")
+        return sandwich_figure(self.profile, func, color=self.view["color"])
+
+    @property
+    def has_stack_chart(self) -> bool:
+        """Whether the base profile has sample times (a stack chart can be drawn)."""
+        return bool(self.base.meta.get("timed")) and len(self.base.samples) > 0
+
+    def stack_chart_figure(self) -> dict:
+        """The time-ordered stack chart of the profile on screen (the transforms applied to the
+        timed samples, never to the aggregate), the thread shown or else the busiest, as a plotly
+        figure dict (:func:`nodeflame.widgets.sidecharts.stack_chart_figure`)."""
+        from .sidecharts import stack_chart_figure
+        if not self.has_stack_chart:
+            raise ValueError("the stack chart needs sample times; this profile has none")
+        p = self.profile if not self._aggregate else self._transform(self.base, self.transforms)
+        if not len(p.samples):
+            raise ValueError("no samples left after the transforms")
+        return stack_chart_figure(p, thread=self.thread() or None, color=self.view["color"])
+
     def details_html(self) -> str:
         if self.selected < 0:
             return "<div style='font-size:12px;color:#666'>click a frame for its details</div>"

@@ -279,8 +279,10 @@ def _stopped_warning(prof, target: Target, elapsed: float, stopped_s: float):
         return prof
     if any("was stopped" in str(w) for w in prof.meta.get("warnings") or []):
         return prof  # the backend said it already
-    what = "for the whole capture" if stopped_s >= elapsed - 2 * POLL_INTERVAL else \
-        f"for {stopped_s:.1f} s of the {elapsed:.1f} s capture"
+    # 'the whole capture' only when nothing ran: a backend may sample before the driver's wait begins
+    # (perf records while its session starts), and what it sampled then did run
+    whole = stopped_s >= elapsed - 2 * POLL_INTERVAL and len(prof.samples) == 0
+    what = "for the whole capture" if whole else f"for {stopped_s:.1f} s of the {elapsed:.1f} s capture"
     empty = "; nothing was sampled" if len(prof.samples) == 0 else ""
     return with_meta(prof, warnings=[f"process {target.pid} was stopped (SIGSTOP, Ctrl-Z or a debugger) {what}: "
                                      f"a stopped process runs no code, so that time has no samples{empty}; it "

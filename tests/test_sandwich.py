@@ -271,6 +271,9 @@ def test_explorer_sandwich_and_stack_chart():
     assert not ex.d_sandwich.disabled
     ex.d_sandwich.click()
     assert ex.extra_kind == "sandwich"
+    from nodeflame.widgets.chart import FigureWidget
+    shown = ex.extra.children[-1]
+    assert isinstance(shown, FigureWidget) and [t.type for t in shown.data] == ["icicle", "icicle"]
     up, down = ex.extra_figure["data"]
     ref_up, ref_down = reference_sandwich(ex.profile, F)
     assert up["values"][0] == down["values"][0] == ref_up[(F,)]
@@ -289,7 +292,7 @@ def test_explorer_sandwich_and_stack_chart():
     bars = stack_chart_data(p.apply(["focus=^renderPage "]))
     assert ex.extra_kind == "stack chart" and len(ex.extra_figure["data"][0]["x"]) <= len(bars) < len(n_all)
     ex.b_close_extra.click()
-    assert ex.extra_kind == "" and ex.extra_figure is None
+    assert ex.extra_kind == "" and ex.extra_figure is None and ex.extra.children == ()
     # untimed: no stack chart button
     ex2 = Explorer(make(REC), defer_panes=False)
     assert ex2.b_stack.disabled

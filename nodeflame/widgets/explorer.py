@@ -21,7 +21,7 @@ import ipywidgets as W
 from ..frames.errors import NodeflameError
 from . import frontend
 from . import model as M
-from .chart import Chart
+from .chart import Chart, FigureWidget
 from .state import DETAILS, FIGURE, MINWIDTHS, STYLE, ExplorerState
 from .state import LRU as _LRU  # noqa: F401  (kept for code that imported it from here)
 from .state import unescape as _unescape  # noqa: F401
@@ -358,7 +358,9 @@ class Explorer(W.VBox):
         self.b_close_extra = _btn("close", "close the sandwich / stack chart")
         self.extra_kind = ""    # what the extra pane shows: '', 'sandwich' or 'stack chart'
         self.extra_figure = None   # its plotly figure dict
-        self.extra = W.Output(layout=W.Layout(width="100%"))
+        # the sandwich / stack chart: a figure widget of the same kind as the chart (plotly.js comes
+        # once per kernel through frontend.library), made anew for each figure shown
+        self.extra = W.VBox(layout=W.Layout(width="100%"))
         self._details_box = W.VBox([self.details, W.HBox([self.d_focus, self.d_ignore, self.d_hide, self.d_sandwich,
                                                           self.b_stack])],
                                    layout=W.Layout(**pane))
@@ -420,16 +422,19 @@ class Explorer(W.VBox):
 
     def close_extra(self) -> None:
         self.extra_kind, self.extra_figure = "", None
-        self.extra.clear_output()
+        old = [c for c in self.extra.children if isinstance(c, FigureWidget)]
+        self.extra.children = []
+        for w in old:
+            w.close()
 
     def _show_extra(self, kind, fig):
-        import plotly.graph_objects as go
-        from IPython.display import display
+        widget = FigureWidget(data=fig["data"], layout=fig["layout"])
+        old = [c for c in self.extra.children if isinstance(c, FigureWidget)]
         self.extra_kind, self.extra_figure = kind, fig
-        self.extra.clear_output(wait=True)
-        with self.extra:
-            display(self.b_close_extra)
-            display(go.Figure(fig))
+        self.extra.children = [W.HBox([W.HTML(f"<b>{html.escape(kind)}</b>"), self.b_close_extra],
+                                      layout=W.Layout(align_items="center")), widget]
+        for w in old:
+            w.close()
 
     def _refresh_extra(self):
         """Redraw an open sandwich / stack chart for the current selection and transforms."""

@@ -480,6 +480,33 @@ def test_live_capture_in_jupyterlab_labels_and_clicks(lab, live):
     assert not [e for e in b.errors if "nodeflame" in e], b.errors
 
 
+def test_sandwich_and_stack_chart_in_jupyterlab(lab, live):
+    """The details pane's "sandwich" button draws the selected function's callers and callees
+    (two icicles, the function at both roots) under it, and "stack chart" the walker capture's
+    samples in time order (one horizontal bar trace); "close" removes the pane."""
+    b = live
+    kernel_value(b, "e.reset().selected")
+    name, total = kernel_value(b, "(lambda f: (str(e.profile.funcs['name'].iat[f]), int(e.profile.top(None, by='total')"
+                                  ".loc[f, 'total'])))(int(e.profile.top(None, by='total').index[3]))")
+    kernel_value(b, "e.select(func=int(e.profile.top(None, by='total').index[3])).selected")
+    b._pump(0.5)
+    plots = ".nodeflame-extra .js-plotly-plot"
+    click_button(b, "button", "the selected function's callers above it and callees below it")
+    b.wait_for(f"(() => {{ const g = document.querySelector('{plots}'); return g && g.data && g.data.length == 2"
+               f" && g.querySelectorAll('g.slice').length > 0; }})()", timeout=120)
+    got = b.eval(f"""(() => {{ const g = document.querySelector('{plots}');
+        return g.data.map(t => ({{type: t.type, root: t.labels[0], value: t.values[0]}})); }})()""")
+    assert got == [{"type": "icicle", "root": name or "(anonymous)", "value": total}] * 2, (got, name, total)
+    click_button(b, "button", "samples in time order: x time, y depth (timed captures)")
+    b.wait_for(f"(() => {{ const g = document.querySelector('{plots}'); return g && g.data && g.data.length == 1"
+               f" && g.data[0].type == 'bar' && g.querySelectorAll('.point').length > 0; }})()", timeout=120)
+    kind = kernel_value(b, "e.extra_kind")
+    assert kind == "stack chart"
+    click_button(b, "button", "close the sandwich / stack chart")
+    b.wait_for(f"!document.querySelector('{plots}')", timeout=120)
+    assert kernel_value(b, "e.extra_kind") == ""
+
+
 def test_saved_closed_reopened_without_kernel_and_nbconvert_offline(lab, live):
     """The notebook saved, closed (kernel shut down) and reopened without a kernel shows the static
     chart; nbconvert's HTML of it shows the chart with every network request blocked, under 2 MB;

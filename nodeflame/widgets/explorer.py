@@ -361,6 +361,7 @@ class Explorer(W.VBox):
         # the sandwich / stack chart: a figure widget of the same kind as the chart (plotly.js comes
         # once per kernel through frontend.library), made anew for each figure shown
         self.extra = W.VBox(layout=W.Layout(width="100%"))
+        self.extra.add_class("nodeflame-extra")
         self._details_box = W.VBox([self.details, W.HBox([self.d_focus, self.d_ignore, self.d_hide, self.d_sandwich,
                                                           self.b_stack])],
                                    layout=W.Layout(**pane))

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -559,8 +560,10 @@ def test_perf_captures_a_node_in_its_own_namespaces(tmp_path):
     w = HotJS("--no-worker", node=UNSHARE, stderr_path=tmp_path / "contained.stderr",
               node_args=["--pid", "--mount", "--net", "--fork", "--kill-child", "--mount-proc", "sh", "-c",
                          # its own /tmp, as a container has: the host cannot see the map there but through
-                         # /proc/PID/root
-                         'mount -t tmpfs tmpfs /tmp && ip link set lo up && exec "$0" "$@"', NODE, *PERF_FLAGS])
+                         # /proc/PID/root; the workloads' directory is bound back in, for a checkout under /tmp
+                         f'd={shlex.quote(str(HOT.parent))} && mount --bind "$d" /mnt && mount -t tmpfs tmpfs /tmp '
+                         '&& mkdir -p "$d" && mount --bind /mnt "$d" && ip link set lo up && exec "$0" "$@"',
+                         NODE, *PERF_FLAGS])
     pid = None
     try:
         with open(f"/proc/{w.pid}/task/{w.pid}/children") as fh:

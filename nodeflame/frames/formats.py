@@ -331,7 +331,9 @@ def read(path_or_file, format: str | None = None, **options):
             return prof
     data, source = _load(path_or_file)
     fmt = format or "any format"
-    try:
+
+    def run():
+        nonlocal fmt, data
         fmt = _canon(format) if format else sniff(data, source)
         r = READERS.get(fmt)
         if r is None:
@@ -341,18 +343,31 @@ def read(path_or_file, format: str | None = None, **options):
         elif fmt in ("pprof", "nfprof") and limits:
             options.update(limits)
         with _bulk_memory():
-            prof = r.read(data, source, **options)
+            return r.read(data, source, **options)
+    return _guarded(run, lambda: fmt, source)
+
+
+_READER_BUGS = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, NotImplementedError,
+                RecursionError, EOFError, zlib.error, SyntaxError)
+
+
+def _guarded(run, fmt, source):
+    """``run()`` (sniff and read) with every failure a nodeflame error naming ``source``, and the Profile
+    stamped with its source format (``fmt()``, known once ``run`` sniffed it) and source.  None stays None."""
+    try:
+        prof = run()
     except FormatError as e:
         raise e.with_source(source)
     except (NodeflameError, MemoryError, KeyboardInterrupt):
         raise
-    except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, NotImplementedError,
-            RecursionError, EOFError, zlib.error, SyntaxError) as e:
+    except _READER_BUGS as e:
         # last line of defence: whatever a reader missed must still name the file
         # (OverflowError from huge numbers, zipfile/zlib errors from damaged archives, ...)
-        raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}"[:500], source=source) from e
+        raise FormatError(f"cannot read as {fmt()}: {type(e).__name__}: {e}"[:500], source=source) from e
+    if prof is None:
+        return None
     if prof.meta.get("source_format") is None:
-        prof.meta["source_format"] = fmt
+        prof.meta["source_format"] = fmt()
     if prof.meta.get("source") is None:
         prof.meta["source"] = source
     return prof
@@ -374,7 +389,9 @@ def _read_file(path: str, format: str | None, options: dict):
         if head.startswith(b"\x1f\x8b"):
             return None
         fmt = format or "any format"
-        try:
+
+        def run():
+            nonlocal fmt
             try:
                 fmt = _canon(format) if format else sniff(head, path)
             except FormatError:
@@ -384,19 +401,8 @@ def _read_file(path: str, format: str | None, options: dict):
                 return None
             fh.seek(0)
             with _bulk_memory():
-                prof = r.read_file(fh, path, **options)
-        except FormatError as e:
-            raise e.with_source(path)
-        except (NodeflameError, MemoryError, KeyboardInterrupt):
-            raise
-        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, NotImplementedError,
-                RecursionError, EOFError, zlib.error, SyntaxError) as e:
-            raise FormatError(f"cannot read as {fmt}: {type(e).__name__}: {e}"[:500], source=path) from e
-    if prof.meta.get("source_format") is None:
-        prof.meta["source_format"] = fmt
-    if prof.meta.get("source") is None:
-        prof.meta["source"] = path
-    return prof
+                return r.read_file(fh, path, **options)
+        return _guarded(run, lambda: fmt, path)
 
 
 def format_for_path(path, format: str | None) -> str:

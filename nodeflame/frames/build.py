@@ -247,6 +247,17 @@ def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) 
                             unique=unique)
 
 
+def _thread_column(threads, kept) -> pd.Categorical:
+    """The samples' thread names as a categorical whose categories are the names used, sorted (what
+    ``pd.Categorical(names)`` gives); a categorical input is re-coded, not turned into a million str."""
+    if isinstance(threads, pd.Categorical):
+        c = kept(threads).remove_unused_categories()
+        cats = list(c.categories)
+        if all(isinstance(x, str) for x in cats):
+            return c.reorder_categories(sorted(cats)) if cats != sorted(cats) else c
+    return pd.Categorical(kept(np.asarray(threads, object)))
+
+
 def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, times, threads, meta,
               lines, lines_are_stacks=False) -> Profile:
     sample_stack = np.asarray(sample_stack, _I64)
@@ -257,11 +268,15 @@ def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, tim
     if not keep.all():
         md.setdefault("warnings", [])
         md["warnings"] = list(md["warnings"]) + [f"{int((~keep).sum())} empty stack(s) set aside"]
+    every = bool(keep.all())  # the usual case: no per-sample copies
+
+    def kept(a):
+        return a if every else a[keep]
     samples = pd.DataFrame({
-        "stack": sample_stack[keep],
-        "time_ns": (np.asarray(times, _I64)[keep] if times is not None else np.zeros(int(keep.sum()), _I64)),
-        "weight": (np.asarray(weights, _I64)[keep] if weights is not None else np.ones(int(keep.sum()), _I64)),
-        "thread": (pd.Categorical(np.asarray(threads, object)[keep]) if threads is not None
+        "stack": kept(sample_stack),
+        "time_ns": (kept(np.asarray(times, _I64)) if times is not None else np.zeros(int(keep.sum()), _I64)),
+        "weight": (kept(np.asarray(weights, _I64)) if weights is not None else np.ones(int(keep.sum()), _I64)),
+        "thread": (_thread_column(threads, kept) if threads is not None
                    else pd.Categorical.from_codes(np.zeros(int(keep.sum()), np.int8), ["main"])),
     })
     if times is not None and (meta or {}).get("timed", True):

@@ -447,6 +447,8 @@ def test_a_second_capture_of_a_pid_from_another_process_is_refused(workload, bac
     from nodeflame.capture import locks
     from nodeflame.capture.base import CaptureOptions, get_backend
     node_args = ["--perf-basic-prof", "--interpreted-frames-native-stack"] if backend == "perf" else []
+    if backend == "inspector":
+        node_args = ["--inspect-port=0"]   # the lock is under test, not the port: another node on 9229 is not
     w = workload("--no-worker", node_args=node_args)
     _usable(backend, w.pid, first)
     _usable(backend, w.pid, second)

@@ -159,18 +159,23 @@ def test_warm_inlined_phases_match_the_workload(start, major):
 
     got = {ph: share(ph) for ph in truth}
     helpers = {"lexer": share("parseToken"), "geometry": share("norm")}
-    msg = (f"node {major}: captured {got}, the workload's own timing {truth}; helpers {helpers}; "
-           f"thread on CPU {100 * oncpu:.0f} %; inline_split {prof.meta.get('inline_split')}")
-    # node 18 (V8 10.2) charges part of the time in round(), inlined into chunk(), to chunk's own line
-    # that calls it: positionTicks name that line of chunk and nothing of what ran there, so no split can
-    # give it back (4-6 pp of geometry in runs on an idle machine).  A known limit of V8 10.2's profiler:
-    # the bound there is wider, and still fails an attribution that is wrong in earnest.
-    tol = 7.0 if major == "18" else 3.0
-    for ph in truth:
-        if abs(got[ph] - truth[ph]) > tol:
-            if oncpu < 0.7:
-                pytest.skip(f"machine overloaded (the workload ran {100 * oncpu:.0f} % of the time): {msg}")
-            raise AssertionError(msg)
+    # samples charged to chunk's own lines: node 18 (V8 10.2) charges part of the time in round(), inlined
+    # into chunk(), to chunk's line that calls it; positionTicks name that line of chunk and nothing of
+    # what ran there, so no split can give it back.  On 20-24 that share is a fraction of a percent.
+    leaf_func = prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()]
+    names = prof.funcs["name"].astype(str).to_numpy()
+    unsplit = 100.0 * wt[names[leaf_func[st]] == "chunk"].sum() / total
+    msg = (f"node {major}: captured {got}, the workload's own timing {truth}; helpers {helpers}; charged "
+           f"to chunk's own lines {unsplit:.2f} %; thread on CPU {100 * oncpu:.0f} %; "
+           f"inline_split {prof.meta.get('inline_split')}")
+    # each phase within 3 pp of the workload's own timing, except that a phase may lack what was charged to
+    # chunk's calling line (V8 10.2's known limit, bounded itself: 8 pp on node 18, 1.5 pp on 20-24)
+    tol = 3.0
+    wrong = [ph for ph in truth if not truth[ph] - tol - unsplit <= got[ph] <= truth[ph] + tol]
+    if wrong or unsplit > (8.0 if major == "18" else 1.5):
+        if oncpu < 0.7:
+            pytest.skip(f"machine overloaded (the workload ran {100 * oncpu:.0f} % of the time): {msg}")
+        raise AssertionError(msg)
     # the helper that does most of each phase's work holds most of that phase's samples
     assert helpers["lexer"] > 0.5 * got["lexer"] and helpers["geometry"] > 0.5 * got["geometry"], msg
 

@@ -74,3 +74,20 @@ def test_stacks_containing(p):
             seen |= names[f[k]] == "parse"
             k = paths["prefix"].iat[k]
         assert hit[s] == seen
+
+
+def test_stacks_containing_a_frame(p):
+    # per frame, not per function: only one frame of a function marked
+    fm = np.zeros(len(p.frames), bool)
+    fm[len(p.frames) // 2] = True
+    hit = ops.stacks_containing(p, frame_mask=fm)
+    fr, pre = p.stacks["frame"].to_numpy(), p.stacks["prefix"].to_numpy()
+    for s in range(len(p.stacks)):
+        k, seen = s, False
+        while k >= 0:
+            seen |= bool(fm[fr[k]])
+            k = pre[k]
+        assert hit[s] == seen
+    assert hit.any()
+    with pytest.raises(TypeError):
+        ops.stacks_containing(p, np.zeros(len(p.funcs), bool), frame_mask=fm)

@@ -689,12 +689,7 @@ def _optimized_share(prof) -> float:
     tier = prof.frames["tier"].astype(str).isin(["optimized", "maglev"]).to_numpy()
     if not tier.any():
         return 0.0
-    a = prof.arrays()
-    has = tier[a["frame"]].copy()
-    pre = a["prefix"]
-    for i in range(len(has)):            # parents come before children
-        if not has[i] and pre[i] >= 0:
-            has[i] = has[pre[i]]
+    has = stacks_containing(prof, frame_mask=tier)
     w = prof.samples["weight"].to_numpy()
     tot = w.sum()
     return float(w[has[prof.samples["stack"].to_numpy()]].sum() / tot) if tot else 0.0

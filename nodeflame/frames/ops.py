@@ -12,7 +12,7 @@ sharing is safe) and the derived cache is carried over only when what it derives
 ``reweight``        other sample weights (a unit change, a perf event's period)
 ``with_samples``    a new samples table over the same stacks (extra columns, thread names), validated
 ``aggregate``       one row per (stack, thread): weights summed, times dropped
-``stacks_containing``  per stack: is one of the given functions on its path from the root
+``stacks_containing``  per stack: is one of the given functions (or frames) on its path from the root
 ``compact``         funcs, frames and stacks no sample (or line tick) reaches dropped; renumbered
 ``replace_stacks``  a new stack table (a transform's), samples and line ticks moved onto it
 ==================  ===========================================================================
@@ -128,17 +128,32 @@ def aggregate(p: Profile) -> Profile:
     return _share(p, samples=samples, meta=md)
 
 
-def stacks_containing(p: Profile, func_mask) -> np.ndarray:
-    """Per stack: does its path from the root hold a function where ``func_mask`` (bool per func) is true."""
+def stacks_containing(p: Profile, func_mask=None, *, frame_mask=None) -> np.ndarray:
+    """Per stack: does its path from the root hold a function where ``func_mask`` (bool per func) is true,
+    or, given ``frame_mask`` (bool per frame) instead, a frame where it is true (a frame's own facts, such as
+    its tier, which other frames of the same function need not share)."""
+    if (func_mask is None) == (frame_mask is None):
+        raise TypeError("stacks_containing: give func_mask or frame_mask, not both or neither")
     a = p.arrays()
-    fm = np.asarray(func_mask, bool)
-    out = fm[a["stack_func"]] if len(a["stack_func"]) else np.zeros(0, bool)
+    if frame_mask is not None:
+        mask, per_stack = np.asarray(frame_mask, bool), a["frame"]
+    else:
+        mask, per_stack = np.asarray(func_mask, bool), a["stack_func"]
+    out = mask[per_stack] if len(per_stack) else np.zeros(0, bool)
     out = out.copy()
     for _d, idx in level_segments(a["depth"]):
         par = a["prefix"][idx]
         ok = par >= 0
         out[idx[ok]] |= out[par[ok]]
     return out
+
+
+def _renumber(table: pd.DataFrame, used: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of ``table`` where ``used`` (bool per row) is true, a copy indexed 0..n-1 in the old order,
+    and the map old id -> new id (meaningless where ``used`` is false: only kept ids are looked up)."""
+    kept = table[used].copy()
+    kept.index = pd.RangeIndex(len(kept))
+    return kept, np.cumsum(used) - 1
 
 
 def compact(p: Profile) -> Profile:
@@ -155,22 +170,16 @@ def compact(p: Profile) -> Profile:
             u = idx[used[idx]]
             par = prefix[u]
             used[par[par >= 0]] = True
-    new_id = np.cumsum(used) - 1
-    st = p.stacks[used].copy()
+    st, new_id = _renumber(p.stacks, used)
     st["prefix"] = np.where(st["prefix"] >= 0, new_id[np.maximum(st["prefix"].to_numpy(), 0)], -1)
-    st.index = pd.RangeIndex(len(st))
     fr_used = np.zeros(len(p.frames), bool)
     fr_used[st["frame"].to_numpy()] = True
-    fr_new = np.cumsum(fr_used) - 1
+    frames, fr_new = _renumber(p.frames, fr_used)
     st["frame"] = fr_new[st["frame"].to_numpy()]
-    frames = p.frames[fr_used].copy()
-    frames.index = pd.RangeIndex(len(frames))
     fu_used = np.zeros(len(p.funcs), bool)
     fu_used[frames["func"].to_numpy()] = True
-    fu_new = np.cumsum(fu_used) - 1
+    funcs, fu_new = _renumber(p.funcs, fu_used)
     frames["func"] = fu_new[frames["func"].to_numpy()]
-    funcs = p.funcs[fu_used].copy()
-    funcs.index = pd.RangeIndex(len(funcs))
     for c in ("name", "file", "package"):
         funcs[c] = funcs[c].cat.remove_unused_categories()
     samples = p.samples.copy()

@@ -42,27 +42,74 @@ def select_ids(view: pd.DataFrame, where: str) -> list[str]:
         con.close()
 
 
-def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
-    """Per (group, function): summed self/total, and sums and sums of squares of each capture's shares."""
+def _query(store, files, sql: str, empty, *, sel: pd.DataFrame | None = None, params=None) -> pd.DataFrame:
+    """``sql`` run over the Parquet ``files`` (``{scan}`` in it stands for their read_parquet(...)), with
+    ``sel`` registered as the table ``sel``; ``empty()`` (a frame of the result's columns) when no files."""
     if not files:
-        return _empty_sums()
+        return empty()
     con = connect(store)
     try:
-        con.register("sel", sel)
-        q = f"""
-        SELECT s."group" AS "group", f.name, f.file, CAST(f.line AS BIGINT) AS line,
-               CAST(f."column" AS BIGINT) AS "column", f.kind, min(f.package) AS package,
-               CAST(sum(f.self) AS BIGINT) AS self, CAST(sum(f.total) AS BIGINT) AS total,
-               sum(CAST(f.self AS DOUBLE) / greatest(s.samples, 1)) AS self_share_sum,
-               sum(power(CAST(f.self AS DOUBLE) / greatest(s.samples, 1), 2)) AS self_share_sq,
-               sum(CAST(f.total AS DOUBLE) / greatest(s.samples, 1)) AS total_share_sum,
-               sum(power(CAST(f.total AS DOUBLE) / greatest(s.samples, 1), 2)) AS total_share_sq
-        FROM {_scan(store, files)} AS f JOIN sel AS s ON f.capture_id = s.capture_id
-        GROUP BY s."group", f.name, f.file, f.line, f."column", f.kind
-        """
-        return con.execute(q).df()
+        if sel is not None:
+            con.register("sel", sel)
+        return con.execute(sql.format(scan=_scan(store, files)), params).df()
     finally:
         con.close()
+
+
+def _frame(**dtypes) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})
+
+
+# the sums both aggregations end with, in this order
+_SUM_COLUMNS = dict.fromkeys(("self", "total"), "int64") | dict.fromkeys(
+    ("self_share_sum", "self_share_sq", "total_share_sum", "total_share_sq"), float)
+
+
+def _empty_sums() -> pd.DataFrame:
+    return _frame(group="int64", name=object, file=object, line="int64", column="int64", kind=object,
+                  package=object, **_SUM_COLUMNS)
+
+
+def _empty_diff_sums() -> pd.DataFrame:
+    return _frame(side="int64", name=object, file=object, line="int64", kind=object, **_SUM_COLUMNS)
+
+
+_FUNC_SUMS = """
+    SELECT s."group" AS "group", f.name, f.file, CAST(f.line AS BIGINT) AS line,
+           CAST(f."column" AS BIGINT) AS "column", f.kind, min(f.package) AS package,
+           CAST(sum(f.self) AS BIGINT) AS self, CAST(sum(f.total) AS BIGINT) AS total,
+           sum(CAST(f.self AS DOUBLE) / greatest(s.samples, 1)) AS self_share_sum,
+           sum(power(CAST(f.self AS DOUBLE) / greatest(s.samples, 1), 2)) AS self_share_sq,
+           sum(CAST(f.total AS DOUBLE) / greatest(s.samples, 1)) AS total_share_sum,
+           sum(power(CAST(f.total AS DOUBLE) / greatest(s.samples, 1), 2)) AS total_share_sq
+    FROM {scan} AS f JOIN sel AS s ON f.capture_id = s.capture_id
+    GROUP BY s."group", f.name, f.file, f.line, f."column", f.kind
+"""
+
+
+def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
+    """Per (group, function): summed self/total, and sums and sums of squares of each capture's shares."""
+    return _query(store, files, _FUNC_SUMS, _empty_sums, sel=sel)
+
+
+_DIFF_SUMS = """
+    WITH per_unit AS (
+        -- a unit's share is linear in its rows (self / den * w summed), so one pass gives it even
+        -- where a capture has several rows of one (name, file, line) (other column or kind)
+        SELECT s.side, s.unit, f.name, f.file, CAST(f.line AS BIGINT) AS line, min(f.kind) AS kind,
+               sum(f.self) AS self, sum(f.total) AS total,
+               sum(CAST(f.self AS DOUBLE) / greatest(s.den, 1) * s.w) AS self_share,
+               sum(CAST(f.total AS DOUBLE) / greatest(s.den, 1) * s.w) AS total_share
+        FROM {scan} AS f JOIN sel AS s ON f.capture_id = s.capture_id
+        GROUP BY s.side, s.unit, f.name, f.file, f.line
+    )
+    SELECT CAST(side AS BIGINT) AS side, name, file, line, min(kind) AS kind,
+           CAST(sum(self) AS BIGINT) AS self, CAST(sum(total) AS BIGINT) AS total,
+           sum(self_share) AS self_share_sum, sum(self_share * self_share) AS self_share_sq,
+           sum(total_share) AS total_share_sum, sum(total_share * total_share) AS total_share_sq
+    FROM per_unit GROUP BY side, name, file, line
+    ORDER BY side, name, file, line
+"""
 
 
 def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
@@ -72,66 +119,20 @@ def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     ``sel``: capture_id, side (0/1), unit (int: the observation unit of the capture on that side),
     w (1 / the number of captures of that unit: a unit's share is the mean of its captures'),
     den (the capture's samples: the denominator of its shares)."""
-    if not files:
-        return _empty_diff_sums()
-    con = connect(store)
-    try:
-        con.register("sel", sel)
-        q = f"""
-        WITH per_unit AS (
-            -- a unit's share is linear in its rows (self / den * w summed), so one pass gives it even
-            -- where a capture has several rows of one (name, file, line) (other column or kind)
-            SELECT s.side, s.unit, f.name, f.file, CAST(f.line AS BIGINT) AS line, min(f.kind) AS kind,
-                   sum(f.self) AS self, sum(f.total) AS total,
-                   sum(CAST(f.self AS DOUBLE) / greatest(s.den, 1) * s.w) AS self_share,
-                   sum(CAST(f.total AS DOUBLE) / greatest(s.den, 1) * s.w) AS total_share
-            FROM {_scan(store, files)} AS f JOIN sel AS s ON f.capture_id = s.capture_id
-            GROUP BY s.side, s.unit, f.name, f.file, f.line
-        )
-        SELECT CAST(side AS BIGINT) AS side, name, file, line, min(kind) AS kind,
-               CAST(sum(self) AS BIGINT) AS self, CAST(sum(total) AS BIGINT) AS total,
-               sum(self_share) AS self_share_sum, sum(self_share * self_share) AS self_share_sq,
-               sum(total_share) AS total_share_sum, sum(total_share * total_share) AS total_share_sq
-        FROM per_unit GROUP BY side, name, file, line
-        ORDER BY side, name, file, line
-        """
-        return con.execute(q).df()
-    finally:
-        con.close()
+    return _query(store, files, _DIFF_SUMS, _empty_diff_sums, sel=sel)
 
 
-def _empty_diff_sums() -> pd.DataFrame:
-    return pd.DataFrame({"side": pd.Series(dtype="int64"), "name": pd.Series(dtype=object),
-                         "file": pd.Series(dtype=object), "line": pd.Series(dtype="int64"),
-                         "kind": pd.Series(dtype=object), "self": pd.Series(dtype="int64"),
-                         "total": pd.Series(dtype="int64"), "self_share_sum": pd.Series(dtype=float),
-                         "self_share_sq": pd.Series(dtype=float), "total_share_sum": pd.Series(dtype=float),
-                         "total_share_sq": pd.Series(dtype=float)})
-
-
-def _empty_sums() -> pd.DataFrame:
-    return pd.DataFrame({"group": pd.Series(dtype="int64"), "name": pd.Series(dtype=object),
-                         "file": pd.Series(dtype=object), "line": pd.Series(dtype="int64"),
-                         "column": pd.Series(dtype="int64"), "kind": pd.Series(dtype=object),
-                         "package": pd.Series(dtype=object), "self": pd.Series(dtype="int64"),
-                         "total": pd.Series(dtype="int64"), "self_share_sum": pd.Series(dtype=float),
-                         "self_share_sq": pd.Series(dtype=float), "total_share_sum": pd.Series(dtype=float),
-                         "total_share_sq": pd.Series(dtype=float)})
+_FUNC_BY_CAPTURE = """
+    SELECT CAST(capture_id AS VARCHAR) AS capture_id, CAST(sum(self) AS BIGINT) AS self,
+           CAST(sum(total) AS BIGINT) AS total
+    FROM {scan} WHERE name = ? GROUP BY capture_id
+"""
 
 
 def func_by_capture(store, files, func: str, client=None) -> pd.DataFrame:
     """capture_id, self, total of the functions named ``func`` in each capture that has one."""
-    if not files:
-        return pd.DataFrame({"capture_id": pd.Series(dtype=object), "self": pd.Series(dtype="int64"),
-                             "total": pd.Series(dtype="int64")})
-    con = connect(store)
-    try:
-        q = f"""SELECT CAST(capture_id AS VARCHAR) AS capture_id, CAST(sum(self) AS BIGINT) AS self,
-                       CAST(sum(total) AS BIGINT) AS total
-                FROM {_scan(store, files)} WHERE name = ? GROUP BY capture_id"""
-        return con.execute(q, [func]).df()
-    finally:
-        con.close()
+    return _query(store, files, _FUNC_BY_CAPTURE, lambda: _frame(capture_id=object, self="int64", total="int64"),
+                  params=[func])
 
 
 def run_sql(ds, query: str) -> pd.DataFrame:

@@ -4,6 +4,7 @@ Every table is checked against an answer computed independently, sample by sampl
 Python, on hand-built profiles with a known answer (recursion, gaps, threads) and on real
 captures (the demo's .cpuprofile files, node's example in the shared corpus).
 """
+import functools
 import glob
 import pathlib
 from collections import defaultdict
@@ -123,19 +124,26 @@ def test_sandwich_resolves_names_and_regexes():
         resolve_func(p, 99)
 
 
-def real_profiles():
-    ps = [nf.read(DEMO[0]), nf.read(DEMO[-1])]
-    if CORPUS.exists():
-        ps.append(nf.read(CORPUS))
-    return ps
+@functools.cache
+def read(path):
+    """Each real capture read once for the module (a validated Profile is immutable: tests share it)."""
+    return nf.read(path)
 
 
-@pytest.mark.parametrize("which", range(3))
-def test_sandwich_equals_samples_on_real_captures(which):
-    ps = real_profiles()
-    if which >= len(ps):
-        pytest.skip("corpus file missing")
-    p = ps[which]
+REAL = {"demo-first": DEMO[0], "demo-last": DEMO[-1], "corpus": CORPUS}
+
+
+@pytest.fixture(params=list(REAL))
+def real(request):
+    """The demo's first and last .cpuprofile, and node's example in the shared corpus where it is."""
+    path = REAL[request.param]
+    if not pathlib.Path(path).exists():
+        pytest.skip(f"{path} missing")
+    return read(path)
+
+
+def test_sandwich_equals_samples_on_real_captures(real):
+    p = real
     top = p.top(None, by="total")
     # the five heaviest functions, and one from the middle
     for fid in list(top.index[:5]) + [top.index[len(top) // 2]]:
@@ -149,7 +157,7 @@ def test_sandwich_equals_samples_on_real_captures(which):
 def test_sandwich_figure():
     go = pytest.importorskip("plotly.graph_objects")
     from nodeflame import widgets as W
-    p = nf.read(DEMO[0])
+    p = read(DEMO[0])
     fig = W.sandwich(p, "handleRequest")
     assert isinstance(fig, go.Figure) and [t.type for t in fig.data] == ["icicle", "icicle"]
     up, down = fig.data
@@ -226,12 +234,8 @@ def test_stack_chart_known_answer():
         stack_chart_data(make([(r[0], r[1], r[2], None) for r in rows]))
 
 
-@pytest.mark.parametrize("which", range(3))
-def test_stack_chart_covers_samples_on_real_captures(which):
-    ps = real_profiles()
-    if which >= len(ps):
-        pytest.skip("corpus file missing")
-    p = ps[which]
+def test_stack_chart_covers_samples_on_real_captures(real):
+    p = real
     bars = stack_chart_data(p)
     check_bars(p, bars)
     assert len(bars) < sum(len(x) for x in sample_paths(p))          # something merged
@@ -240,7 +244,7 @@ def test_stack_chart_covers_samples_on_real_captures(which):
 def test_stack_chart_figure():
     go = pytest.importorskip("plotly.graph_objects")
     from nodeflame import widgets as W
-    p = nf.read(DEMO[0])
+    p = read(DEMO[0])
     fig = W.stack_chart(p)
     assert isinstance(fig, go.Figure) and len(fig.data) == 1
     bar = fig.data[0]
@@ -261,7 +265,7 @@ def test_explorer_sandwich_and_stack_chart():
     pytest.importorskip("ipywidgets")
     pytest.importorskip("anywidget")
     from nodeflame.widgets.explorer import Explorer
-    p = nf.read(DEMO[0])
+    p = read(DEMO[0])
     ex = Explorer(p, defer_panes=False)
     assert ex.d_sandwich.disabled and not ex.b_stack.disabled
     with pytest.raises(ValueError, match="select a function"):

@@ -27,13 +27,8 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
-
-import gen_profiles  # noqa: E402
-from bench_svg import CONVERT, STARTUP, run, tool_main  # noqa: E402
+from perltools import CONVERT, STARTUP, run, summarize, tool_main  # puts the repository root on sys.path
+import gen_profiles  # after perltools
 
 
 READ_ONLY = "import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; nf.read(sys.argv[1])"
@@ -77,16 +72,13 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
         sc_runs.append(run(["perl", sc, src], sc_out))
         nf_runs.append(run([sys.executable, "-c", CONVERT, "convert", src, nf_out]))
     # medians of the runs (peak memory: the largest)
-    res["sc_s"], res["sc_mb"], res["sc_cpu"] = (_med(r[0] for r in sc_runs), max(r[1] for r in sc_runs),
-                                                _med(r[2] for r in sc_runs))
-    res["nf_s"], res["nf_mb"], res["nf_cpu"] = (_med(r[0] for r in nf_runs), max(r[1] for r in nf_runs),
-                                                _med(r[2] for r in nf_runs))
+    res["sc_s"], res["sc_mb"], res["sc_cpu"] = summarize(sc_runs)
+    res["nf_s"], res["nf_mb"], res["nf_cpu"] = summarize(nf_runs)
     # the reader's share of the whole process: a process that only reads (imports included)
     rd_runs = [run([sys.executable, "-c", READ_ONLY, src]) for _ in range(repeat)]
-    res["ro_s"], res["ro_mb"], res["ro_cpu"] = (_med(r[0] for r in rd_runs), max(r[1] for r in rd_runs),
-                                                _med(r[2] for r in rd_runs))
+    res["ro_s"], res["ro_mb"], res["ro_cpu"] = summarize(rd_runs)
     st_runs = [run([sys.executable, "-c", STARTUP]) for _ in range(repeat)]  # the floor: importing nodeflame
-    res["start_s"], res["start_cpu"] = _med(r[0] for r in st_runs), _med(r[2] for r in st_runs)
+    res["start_s"], _, res["start_cpu"] = summarize(st_runs)
     a, b = folded_counts(sc_out), folded_counts(nf_out)
     res["same"] = a == b
     res["stacks"] = len(a)

@@ -33,14 +33,9 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
-
-import gen_profiles  # noqa: E402
-from bench_collapse import folded_counts  # noqa: E402
-from perltools import run, scratch  # noqa: E402
+from perltools import HERE, run, scratch, summarize  # puts the repository root on sys.path
+import gen_profiles  # after perltools
+from bench_collapse import folded_counts
 
 TO_FOLDED = ("import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; "
              "nf.read(sys.argv[1], format='perf').write(sys.argv[2], format='folded', thread_root=True)")
@@ -122,11 +117,11 @@ def main(argv=None) -> int:
             sc_runs.append(run(["perl", a.tool, "--jit", src], sc_out))
             nf_runs.append(run([sys.executable, "-c", TO_FOLDED, src, nf_out]))
         med = lambda xs: float(np.median(xs))  # noqa: E731
-        sc_s, sc_cpu, sc_mb = med([r[0] for r in sc_runs]), med([r[2] for r in sc_runs]), max(r[1] for r in sc_runs)
-        nf_s, nf_cpu, nf_mb = med([r[0] for r in nf_runs]), med([r[2] for r in nf_runs]), max(r[1] for r in nf_runs)
+        sc_s, sc_mb, sc_cpu = summarize(sc_runs)
+        nf_s, nf_mb, nf_cpu = summarize(nf_runs)
         same = folded_counts(strip_marks(sc_out)) == folded_counts(nf_out)
         ro = [run([sys.executable, "-c", READ_ONLY, src]) for _ in range(max(a.repeat, 1))]
-        ro_s, ro_cpu, ro_mb = med([r[0] for r in ro]), med([r[2] for r in ro]), max(r[1] for r in ro)
+        ro_s, ro_mb, ro_cpu = summarize(ro)
 
         import warnings
         import nodeflame as nf

@@ -33,7 +33,7 @@ import sys
 import time
 
 import gen_profiles
-from perltools import CONVERT, STARTUP, load_average, run, tool_main  # noqa: F401  (bench_collapse imports them from here)
+from perltools import CONVERT, STARTUP, load_average, run, summarize, tool_main
 
 _TITLE = re.compile(r"<title>(.*?) \(([\d,]+) samples?, [\d.]+%\)</title>")
 
@@ -71,12 +71,10 @@ def bench_size(size: str, fg: str, repeat: int, out_dir: str, tmp: str) -> dict:
         st_runs.append(run([sys.executable, "-c", STARTUP]))
         one_runs.append(run([sys.executable, "-c", CONVERT, "convert", tiny, tiny_out]))
     med = statistics.median
-    res["fg_s"], res["fg_mb"], res["fg_cpu"] = med(r[0] for r in fg_runs), max(r[1] for r in fg_runs), \
-        med(r[2] for r in fg_runs)
-    res["nf_s"], res["nf_mb"], res["nf_cpu"] = med(r[0] for r in nf_runs), max(r[1] for r in nf_runs), \
-        med(r[2] for r in nf_runs)
-    res["start_s"], res["start_cpu"] = med(r[0] for r in st_runs), med(r[2] for r in st_runs)
-    res["one_s"], res["one_cpu"] = med(r[0] for r in one_runs), med(r[2] for r in one_runs)
+    res["fg_s"], res["fg_mb"], res["fg_cpu"] = summarize(fg_runs)
+    res["nf_s"], res["nf_mb"], res["nf_cpu"] = summarize(nf_runs)
+    res["start_s"], _, res["start_cpu"] = summarize(st_runs)
+    res["one_s"], _, res["one_cpu"] = summarize(one_runs)
     res["same"], res["fg_frames"], res["nf_frames"] = same_frames(fg_out, nf_out)
 
     import nodeflame as nf

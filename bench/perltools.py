@@ -46,6 +46,13 @@ def run(cmd, stdout_path=None) -> tuple[float, float, float]:
     return wall, ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime
 
 
+def summarize(runs) -> tuple[float, float, float]:
+    """Several :func:`run` results as one, in its order: the median wall seconds, the largest peak RSS (MB)
+    and the median CPU seconds."""
+    import statistics
+    return (statistics.median(r[0] for r in runs), max(r[1] for r in runs), statistics.median(r[2] for r in runs))
+
+
 def load_average() -> str:
     """The 1-minute load average, for the printed results (a benchmark on a shared machine)."""
     try:

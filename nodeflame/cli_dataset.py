@@ -102,12 +102,16 @@ class _Stop:
     moment (the session closing, the profile being built or written) only asks to stop: the
     capture under way is finished and written atomically first.
 
+    Whether the capture is sampling is what the capture layer says: ``phase`` is set by its
+    ``on_phase`` callback (see ``nodeflame.capture.PHASES``), None between captures.
+
     Ctrl-C while a session starts, stops or closes reaches the capture layer's own handler, not
     this one; so every signal is also noted on a wakeup fd, read after each capture (``seen``)."""
 
     def __init__(self):
         self.event = threading.Event()
         self.sigints = 0
+        self.phase: str | None = None
         self._old = {}
         self._wake = None
         self._old_wake = None
@@ -156,25 +160,13 @@ class _Stop:
         if signum == signal.SIGINT:
             self.sigints += 1
             if self.sigints >= 2:
-                if _sampling(frame):
-                    raise KeyboardInterrupt  # the capture layer ends the capture early and keeps it
+                # only while sampling does the capture layer end the capture early and keep it; anywhere
+                # else (the profile being built or written) a KeyboardInterrupt would lose it
+                if self.phase == "sampling":
+                    raise KeyboardInterrupt
                 _note("SIGINT: the capture under way is being finished and written; stopping after it")
         if first:
             _note(f"{signal.Signals(signum).name}: stopping after the capture under way")
-
-
-def _sampling(frame) -> bool:
-    """Is ``frame`` (where a signal interrupted the main thread) inside the capture layer's wait
-    for samples, where a KeyboardInterrupt ends the capture early and keeps it?  Anywhere else
-    (building the profile, writing it) it would lose the capture."""
-    from . import capture as _cap
-    drive = getattr(_cap, "_drive", None)
-    code = getattr(drive, "__code__", None)
-    while frame is not None:
-        if frame.f_code is code:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def matching_pids(regex, exclude=()) -> list[int]:
@@ -214,10 +206,18 @@ def _ancestors() -> set:
     return out
 
 
-def _capture_one(args, pid, duration):
+def _capture_one(args, pid, duration, stop):
+    """One capture of ``pid``; ``stop.phase`` follows it (None once it has returned or failed)."""
     from .capture import capture
-    return capture(pid, duration, backend=args.backend, hz=args.hz, threads=args.threads, progress=False,
-                   source_maps=not getattr(args, "no_source_maps", False))
+
+    def on_phase(phase):
+        stop.phase = phase
+
+    try:
+        return capture(pid, duration, backend=args.backend, hz=args.hz, threads=args.threads, progress=False,
+                       source_maps=not getattr(args, "no_source_maps", False), on_phase=on_phase)
+    finally:
+        stop.phase = None
 
 
 def _cmd_record_to(args) -> int:
@@ -325,7 +325,7 @@ def _capture_round(args, pids, duration, stop):
         if i and stop.event.is_set():
             break
         try:
-            prof = _capture_one(args, p, duration)
+            prof = _capture_one(args, p, duration, stop)
         except errors as e:
             out.append((p, None, e))
             continue

@@ -238,6 +238,67 @@ def test_auto_tries_a_backend_registered_later(monkeypatch):
     assert "registered-later" in list(nf.backends()["backend"])
 
 
+# ---------------------------------------------------------------------------- phases
+class _PhaseSession(base.Session):
+    """Hands over a small fixed profile; its poll() runs ``during_poll`` (a signal handler's stand-in)."""
+    during_poll = None
+
+    def poll(self):
+        if self.during_poll is not None:
+            self.during_poll()
+        return None
+
+    def stop(self):
+        from test_golden import small_profile
+        return small_profile()
+
+
+class _PhaseBackend(base.Backend):
+    name = "phase-test"
+    summary = "test backend"
+    needs = "nothing"
+
+    def available(self, pid=None):
+        return None
+
+    def start(self, target, opts):
+        return _PhaseSession(self, target, opts)
+
+
+@pytest.fixture
+def phase_backend(monkeypatch):
+    """The test backend registered, and this process described as a node target (nothing is attached)."""
+    import nodeflame.capture as cap
+    monkeypatch.setitem(base._REGISTRY, "phase-test", _PhaseBackend())
+    monkeypatch.setattr(cap.procutil, "describe", lambda pid: base.Target(pid=pid, is_node=True))
+    return cap
+
+
+def test_capture_tells_its_phases_in_order(phase_backend):
+    seen = []
+    p = nf.capture(os.getpid(), 0.3, backend="phase-test", source_maps=False, on_phase=seen.append)
+    assert seen == ["attaching", "sampling", "stopping", "building"] == list(phase_backend.PHASES)
+    assert p.meta["interrupted"] is False and p.total > 0
+
+
+def test_a_keyboard_interrupt_while_sampling_ends_the_capture_and_keeps_it(phase_backend, monkeypatch):
+    """What record --to's second Ctrl-C relies on: in 'sampling' a KeyboardInterrupt (raised by a signal
+    handler wherever the driver is in its wait) ends the wait, and the capture is still built."""
+    seen = []
+
+    def interrupt():
+        assert seen[-1] == "sampling"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_PhaseSession, "during_poll", staticmethod(interrupt))
+    t0 = time.monotonic()
+    p = nf.capture(os.getpid(), 30, backend="phase-test", source_maps=False, on_phase=seen.append)
+    assert time.monotonic() - t0 < 10
+    assert seen == ["attaching", "sampling", "stopping", "building"]
+    assert p.meta["interrupted"] is True and p.total > 0
+    assert any("Ctrl-C" in w for w in p.meta["warnings"])
+
+
 # ---------------------------------------------------------------------------- run()
 SHORT_PROGRAM = textwrap.dedent("""\
     'use strict';

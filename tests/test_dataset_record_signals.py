@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -45,6 +46,15 @@ _RECORDER = textwrap.dedent("""
             session.close = close
             return real_close(session)
         cap._close = _close
+    elif where == "sample":              # the capture layer telling record --to that it samples
+        real_capture = cap.capture
+        def capture(*a, on_phase=None, **k):
+            def tell(phase):
+                on_phase(phase)
+                if phase == "sampling" and not marker.exists():
+                    marker.write_text(where)     # no lingering: the capture samples for its -d
+            return real_capture(*a, on_phase=tell, **k)
+        cap.capture = capture
     elif where == "write":               # between the table files and the commit record
         real_write = store.Store.write_atomic
         def write_atomic(self, path, data):
@@ -55,6 +65,14 @@ _RECORDER = textwrap.dedent("""
     from nodeflame.cli import main
     sys.exit(main(sys.argv[3:]))
 """)
+
+
+def _record(tmp_path, hot, where, *opts):
+    ds_path, marker = tmp_path / "ds", tmp_path / "marker"
+    rec = subprocess.Popen([sys.executable, "-c", _RECORDER, str(marker), where, "record", "--pid", str(hot.pid),
+                            *opts, "--backend", "inspector", "--to", str(ds_path), "--label", "service=hot"],
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return rec, ds_path, marker
 
 
 def _wait_for(pred, timeout, what, proc):
@@ -81,10 +99,7 @@ def _wait_for(pred, timeout, what, proc):
 def test_a_signal_while_a_capture_closes_or_is_written_keeps_it(tmp_path, where, signals):
     from hot_driver import HotJS
     hot = HotJS("--no-worker")
-    ds_path, marker = tmp_path / "ds", tmp_path / "marker"
-    rec = subprocess.Popen([sys.executable, "-c", _RECORDER, str(marker), where, "record", "--pid", str(hot.pid),
-                            "--every", "1", "-d", "0.5", "--backend", "inspector", "--to", str(ds_path),
-                            "--label", "service=hot"], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    rec, ds_path, marker = _record(tmp_path, hot, where, "--every", "1", "-d", "0.5")
     try:
         _wait_for(marker.exists, 120, f"the recorder reached the capture's {where}", rec)
         for s in signals:
@@ -106,3 +121,41 @@ def test_a_signal_while_a_capture_closes_or_is_written_keeps_it(tmp_path, where,
     assert p.total > 0 and p.meta["pid"] == hot.pid
     assert "1 capture in" in err.splitlines()[-1], err
     assert [x for x in ds_path.rglob(".*") if x.is_file()] == []    # no temp file left behind
+
+
+@needs_node
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_sampling_cuts_the_capture_short_and_writes_it(tmp_path):
+    """The capture layer says when it samples (on_phase): there a second Ctrl-C ends the 60 s capture at
+    once, and what it sampled is written."""
+    from hot_driver import HotJS
+    hot = HotJS("--no-worker")
+    rec, ds_path, marker = _record(tmp_path, hot, "sample", "-d", "60")
+    try:
+        _wait_for(marker.exists, 120, "the recorder's capture began sampling", rec)
+        t0 = time.monotonic()
+        lines = []                       # the recorder's stderr, read as it comes
+        reader = threading.Thread(target=lambda: lines.extend(rec.stderr), daemon=True)
+        reader.start()
+        rec.send_signal(signal.SIGINT)
+        # two signals close together would reach Python's handler once: the second after the first's note
+        _wait_for(lambda: any("stopping after the capture under way" in x for x in lines), 30,
+                  "the first Ctrl-C was noted", rec)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(60)
+        took = time.monotonic() - t0
+        reader.join(10)
+        err = "".join(lines)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        hot.kill()
+    assert rec.returncode == 0, err
+    assert "Traceback" not in err and "1 capture in" in err.splitlines()[-1], err
+    assert took < 40, (took, err)
+    ds = nf.dataset(ds_path)
+    caps = ds.captures()
+    assert len(caps) == 1, (len(caps), err)
+    p = ds.profile(caps["capture_id"].iloc[0])
+    p.validate()
+    assert p.meta["interrupted"] is True and p.total > 0 and p.meta["pid"] == hot.pid

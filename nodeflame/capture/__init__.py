@@ -30,11 +30,18 @@ from .base import (AUTO_ORDER, Backend, BackendUnavailable, CaptureError, Captur
                    TargetError, TargetExited, availability, backend_names, common_meta, get_backend,
                    register_backend)
 
-__all__ = ["capture", "run", "backends", "AUTO_ORDER", "Backend", "BackendUnavailable", "CaptureError",
+__all__ = ["capture", "run", "backends", "PHASES", "AUTO_ORDER", "Backend", "BackendUnavailable", "CaptureError",
            "CaptureOptions", "Session", "Target", "TargetError", "TargetExited", "get_backend",
            "register_backend"]
 
 POLL_INTERVAL = 0.1   # s between checks of the target and the session while waiting
+
+#: What a capture is doing, in order, as capture() and run() tell their ``on_phase`` callback:
+#: ``attaching`` (a backend's session starting; run(): the program starting), ``sampling`` (the wait
+#: for samples: only here does a KeyboardInterrupt end the capture early and keep what was sampled),
+#: ``stopping`` (the session handing over its samples and closing; Ctrl-C held), ``building``
+#: (the Profile being made: metadata, warnings, source maps).
+PHASES = ("attaching", "sampling", "stopping", "building")
 
 
 # ------------------------------------------------------------------ backends()
@@ -218,21 +225,29 @@ def _alive(target: Target) -> bool:
     return procutil.exists(target.pid)
 
 
+def _tell(on_phase, phase: str) -> None:
+    if on_phase is not None:
+        on_phase(phase)
+
+
 def _drive(session: Session, target: Target, opts: CaptureOptions, progress, desc: str,
-           interrupted: bool = False):
+           interrupted: bool = False, on_phase=None):
     """Wait out the capture; returns (Profile, interrupted, end note, seconds waited, seconds the
-    target was seen stopped)."""
+    target was seen stopped).  ``on_phase`` is told ``sampling`` for exactly the span in which a
+    KeyboardInterrupt ends the wait (and keeps the capture), then ``stopping``."""
     bar = None if interrupted else _progress_bar(opts.duration, progress, desc)
     t0 = time.monotonic()
     note = None
     stopped_s, last = 0.0, t0
     try:
-        while not interrupted:
-            elapsed = time.monotonic() - t0
-            if opts.duration is not None and elapsed >= opts.duration:
-                break
-            wait = POLL_INTERVAL if opts.duration is None else min(POLL_INTERVAL, opts.duration - elapsed)
-            try:
+        try:
+            if not interrupted:
+                _tell(on_phase, "sampling")
+            while not interrupted:
+                elapsed = time.monotonic() - t0
+                if opts.duration is not None and elapsed >= opts.duration:
+                    break
+                wait = POLL_INTERVAL if opts.duration is None else min(POLL_INTERVAL, opts.duration - elapsed)
                 time.sleep(max(wait, 0))
                 if bar is not None:
                     bar.n = round(min(time.monotonic() - t0, opts.duration or 1e18), 1)
@@ -256,9 +271,10 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
                 if why:
                     note = f"capture ended after {time.monotonic() - t0:.1f} s: {why}"
                     break
-            except KeyboardInterrupt:
-                interrupted = True
-                break
+        finally:
+            _tell(on_phase, "stopping")   # still inside the handler below: no Ctrl-C of 'sampling' escapes
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if bar is not None:
             bar.close()
@@ -358,7 +374,7 @@ def _auto_choice(chosen: Backend, others) -> str:
 # ------------------------------------------------------------------ capture()
 def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz: int | None = None,
             threads: str = "all", progress: bool | None = None, backend_options: dict | None = None,
-            source_maps: bool = True):
+            source_maps: bool = True, on_phase=None):
     """Profile the running node process ``pid`` for ``duration`` seconds and return a Profile.
 
     ``backend``: ``auto`` (the best that can run: see ``backends(pid)``) or a
@@ -373,6 +389,9 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
 
     ``source_maps`` (default True): JS frames of files with a source map are shown in their
     original source (see ``Profile.with_source_maps``), the maps read through ``/proc/PID/root``.
+
+    ``on_phase``: called with each of :data:`PHASES` as the capture enters it (a signal handler that
+    must know whether a KeyboardInterrupt would end the capture and keep it: only in ``sampling``).
     """
     try:
         pid = int(pid)
@@ -388,6 +407,7 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
     errors = []
     for i, b in enumerate(candidates):
         start_time = time.time()
+        _tell(on_phase, "attaching")
         try:
             session, interrupted = _start(b, target, opts)
         except TargetExited:
@@ -407,9 +427,10 @@ def capture(pid: int, duration: float | None = 10, *, backend: str = "auto", hz:
             continue
         try:
             prof, interrupted, note, elapsed, stopped_s = _drive(session, target, opts, progress,
-                                                                 f"nodeflame {b.name} pid {pid}", interrupted)
+                                                                 f"nodeflame {b.name} pid {pid}", interrupted, on_phase)
         finally:
             _close(session)
+        _tell(on_phase, "building")
         prof = with_meta(prof, warnings=session.close_warnings)
         prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
         prof = _stopped_warning(prof, target, elapsed, stopped_s)
@@ -437,7 +458,7 @@ def _node_argv(cmd) -> list[str]:
 def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | None = None,
         threads: str = "all", progress: bool | None = None, backend_options: dict | None = None,
         stdin=None, stdout=None, stderr=None, env=None, cwd=None, terminate: bool = True,
-        source_maps: bool = True):
+        source_maps: bool = True, on_phase=None):
     """Start ``cmd`` (a node program: ``["node", "app.js"]``, or ``"app.js"``) and profile it
     until it exits or ``duration`` seconds pass; returns the Profile.
 
@@ -452,7 +473,8 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     (keeping what was sampled) instead of killing the program mid-profile.
     When the duration ends and the program still runs it is sent SIGTERM
     (``terminate=False`` leaves it running; its pid is in ``meta['pid']``).
-    ``meta['exit_code']`` holds its exit status when it ended.  ``source_maps`` as for capture().
+    ``meta['exit_code']`` holds its exit status when it ended.  ``source_maps`` and ``on_phase`` as for
+    capture().
     """
     argv = _node_argv(cmd)
     opts = _options(duration, hz, threads, backend_options)
@@ -461,6 +483,7 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
                         process_group=0)
     for i, b in enumerate(candidates):
         start_time = time.time()
+        _tell(on_phase, "attaching")
         try:
             with _sigint_held() as got:
                 proc, session = b.spawn(argv, opts, **popen_kwargs)
@@ -480,9 +503,11 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     try:
         try:
             prof, interrupted, note, elapsed, _stopped_s = _drive(
-                session, target, opts, progress, f"nodeflame {b.name} {os.path.basename(argv[-1])}", bool(got))
+                session, target, opts, progress, f"nodeflame {b.name} {os.path.basename(argv[-1])}", bool(got),
+                on_phase)
         finally:
             _close(session)
+        _tell(on_phase, "building")
         prof = with_meta(prof, warnings=session.close_warnings)
     except BaseException:
         procutil.terminate(proc)

@@ -56,6 +56,40 @@ def _frame(columns: dict, n: int, copy: bool = True) -> pd.DataFrame:
     return df
 
 
+_CHUNK = 1 << 16   # rows validate() looks at at once in the samples table
+
+
+def _nondecreasing(t) -> bool:
+    """Whether ``t`` never decreases (checked a chunk at a time)."""
+    n = len(t)
+    for s in range(0, n, _CHUNK):
+        seg = t[s:min(s + _CHUNK + 1, n)]
+        if (seg[1:] < seg[:-1]).any():
+            return False
+    return True
+
+
+def _decreases_within(codes, t) -> bool:
+    """Whether ``t`` decreases somewhere within one value of ``codes`` (a thread): each chunk is ordered
+    by code (stable) and checked within, and each code's first time in it against its last time before."""
+    codes = np.asarray(codes)
+    lo = int(codes.min())
+    last = np.full(int(codes.max()) - lo + 1, np.iinfo(_I64).min, _I64)
+    for s in range(0, len(t), _CHUNK):
+        c = codes[s:s + _CHUNK].astype(_I64) - lo
+        order = np.argsort(c, kind="stable")
+        cs, ts = c[order], t[s:s + _CHUNK][order]
+        same = cs[1:] == cs[:-1]
+        if (same & (ts[1:] < ts[:-1])).any():
+            return True
+        first = np.flatnonzero(np.concatenate(([True], ~same)))
+        if (ts[first] < last[cs[first]]).any():
+            return True
+        lastpos = np.concatenate((first[1:] - 1, [len(cs) - 1]))
+        last[cs[lastpos]] = ts[lastpos]
+    return False
+
+
 def default_meta(**kw) -> dict:
     meta = {
         "format_version": FORMAT_VERSION,
@@ -98,11 +132,14 @@ class Profile:
 
     def __init__(self, funcs: pd.DataFrame, frames: pd.DataFrame, stacks: pd.DataFrame,
                  samples: pd.DataFrame, meta: dict | None = None,
-                 lines: pd.DataFrame | None = None, *, validate: bool = True):
+                 lines: pd.DataFrame | None = None, *, validate: bool = True, _adopt: bool = False):
+        # _adopt (nodeflame.frames.build only): ``samples`` was made for this Profile and nobody else holds
+        # it or its arrays; when its columns are already in their final dtypes it is taken as it is, not
+        # copied (a long capture's samples table is most of its Profile)
         self.funcs = self._norm_funcs(funcs)
         self.frames = self._norm_frames(frames)
         self.stacks = self._norm_stacks(stacks)
-        self.samples = self._norm_samples(samples)
+        self.samples = samples if _adopt and self._is_normal_samples(samples) else self._norm_samples(samples)
         self.meta = default_meta()
         if meta:
             self.meta.update(copy.deepcopy(meta))
@@ -166,6 +203,15 @@ class Profile:
             "frame": np.array(df["frame"], _I32),
             "depth": np.array(df["depth"], _I32),
         }, n, copy=False)
+
+    @staticmethod
+    def _is_normal_samples(df) -> bool:
+        """Whether ``df`` is a samples table as _norm_samples makes one: its four columns in their dtypes,
+        in order, nothing else, index 0..n-1."""
+        return (isinstance(df, pd.DataFrame) and tuple(df.columns) == SAMPLE_COLUMNS
+                and isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
+                and tuple(str(t) for t in df.dtypes.iloc[:3]) == ("int32", "int64", "int64")
+                and isinstance(df.dtypes.iloc[3], pd.CategoricalDtype))
 
     @staticmethod
     def _norm_samples(df: pd.DataFrame) -> pd.DataFrame:
@@ -247,15 +293,13 @@ class Profile:
         s = sa["stack"].to_numpy()
         if len(s) and (s.min() < 0 or s.max() >= nst):
             fail("samples.stack out of range")
-        if (sa["weight"].to_numpy() < 0).any():
+        w = sa["weight"].to_numpy()
+        if len(w) and w.min() < 0:
             fail("samples.weight negative")
         if self.meta.get("timed") and len(sa):
+            # a chunk at a time, no full-size temporary: what a long capture's Profile costs to check
             t = sa["time_ns"].to_numpy()
-            codes = sa["thread"].cat.codes.to_numpy()
-            order = np.lexsort((np.arange(len(t)), codes))
-            tc, tt = codes[order], t[order]
-            bad = (tc[1:] == tc[:-1]) & (tt[1:] < tt[:-1])
-            if bad.any():
+            if not _nondecreasing(t) and _decreases_within(sa["thread"].cat.codes.to_numpy(), t):
                 fail("samples.time_ns decreases within a thread")
         if len(self.lines):
             ls = self.lines["stack"].to_numpy()

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .kinds import classify_many, package_of
-from .profile import Profile, default_meta
+from .profile import Profile, _nondecreasing, default_meta
 from .stacktable import paths_to_stacks, tree_to_stacks
 
 _I64 = np.int64
@@ -117,25 +117,35 @@ def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None
 
 
 def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_node, *, weights=None,
-                    times=None, threads=None, meta=None, node_lines=None) -> Profile:
+                    times=None, threads=None, meta=None, node_lines=None, group_node=None,
+                    sample_line=None) -> Profile:
     """Make a Profile from a node tree (cpuprofile, pprof-like inputs).
 
     ``node_frame[i] == -1`` marks a transparent node (an artificial root).
-    ``sample_node`` gives each sample's node.  ``node_lines`` (optional)
-    is a DataFrame (node, line, ticks)."""
+    ``sample_node`` gives each sample's node -- or, with ``group_node``, each sample's group, whose
+    node is ``group_node[group]`` (the walker: a group is a distinct path).  ``node_lines`` (optional)
+    is a DataFrame (node, line, ticks); ``sample_line`` (optional, instead) each sample's leaf line
+    (0: none).  ``threads`` is per sample: names, a Categorical, or ``(codes, names)``.
+
+    The per-sample arrays are read in place, a chunk at a time: nothing per sample is copied whole
+    or widened, and the samples table is made once, in its final dtypes (see _assemble)."""
     funcs, frames, fmap = frame_tables(frame_table)
     nf = np.asarray(node_frame, _I64)
     nf = np.where(nf >= 0, fmap[np.maximum(nf, 0)] if len(fmap) else -1, -1)
     prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames))
-    sn = np.asarray(sample_node, _I64)
-    sstack = node_stack[sn] if len(sn) else np.empty(0, _I64)
+    group_stack = node_stack if group_node is None else node_stack[np.asarray(group_node, _I64)]
+    sn = np.asarray(sample_node)
+    if not len(sn) or sn.dtype.kind not in "iu":
+        sn = np.asarray(sample_node, _I64)
     lines = None
     if node_lines is not None and len(node_lines):
         st = node_stack[np.asarray(node_lines["node"], _I64)]
         ok = st >= 0
         lines = _sum_lines(st[ok], np.asarray(node_lines["line"])[ok], np.asarray(node_lines["ticks"])[ok])
-    return _assemble(funcs, frames, prefix, frame, depth, sstack, len(sn), weights, times, threads, meta,
-                     lines, lines_are_stacks=True)
+    elif sample_line is not None:
+        lines = _sample_lines(group_stack, sn, np.asarray(sample_line))
+    return _assemble(funcs, frames, prefix, frame, depth, group_stack, len(sn), weights, times, threads, meta,
+                     lines, lines_are_stacks=True, sample_group=sn)
 
 
 def _sum_lines(stack, line, ticks) -> pd.DataFrame:
@@ -247,50 +257,169 @@ def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) 
                             unique=unique)
 
 
-def _thread_column(threads, kept) -> pd.Categorical:
-    """The samples' thread names as a categorical whose categories are the names used, sorted (what
-    ``pd.Categorical(names)`` gives); a categorical input is re-coded, not turned into a million str."""
+_CHUNK = 1 << 16   # samples handled at once where a whole-column temporary is avoided
+
+
+def _chunks(n: int, size: int = _CHUNK):
+    """(start, end) of each chunk of ``range(n)``."""
+    for s in range(0, n, size):
+        yield s, min(s + size, n)
+
+
+def _sample_lines(group_stack, sample_group, sample_line) -> pd.DataFrame | None:
+    """(stack, line, ticks) of the samples whose ``sample_line`` is not 0, the stack being
+    ``group_stack[sample_group]``: counted per (group, line) key a chunk at a time (a sort of the chunk's
+    keys; there are few distinct pairs), the chunks' counts added, then summed per stack as _sum_lines
+    does."""
+    if not len(sample_line):
+        return None
+    lo, hi = int(sample_line.min()), int(sample_line.max())
+    span = hi - lo + 1
+    if int(sample_group.max()) >= (2**62) // span or sample_group.min() < 0:   # keys would not fit: pandas
+        g, ln = np.asarray(sample_group, _I64), np.asarray(sample_line)
+        has = ln != 0
+        if not has.any():
+            return None
+        per = _sum_lines(g[has], ln[has], np.ones(int(has.sum()), _I64))
+        keys, ticks = None, per["ticks"].to_numpy()
+        groups, lines = per["stack"].to_numpy(), per["line"].to_numpy()
+    else:
+        keys = ticks = None          # the distinct keys so far, sorted, and their counts
+        for s, e in _chunks(len(sample_line)):
+            ln = sample_line[s:e]
+            has = ln != 0
+            if not has.any():
+                continue
+            ks = np.sort(sample_group[s:e][has].astype(_I64) * span + (ln[has].astype(_I64) - lo))
+            starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+            uk, cnt = ks[starts], np.diff(np.append(starts, len(ks)))
+            del ks, starts
+            if keys is not None:     # merged into what came before at once: never more than the distinct keys
+                uk = np.concatenate((keys, uk))
+                cnt = np.concatenate((ticks, cnt))
+                order = np.argsort(uk, kind="stable")
+                uk, cnt = uk[order], cnt[order]
+                starts = np.flatnonzero(np.concatenate(([True], uk[1:] != uk[:-1])))
+                uk, cnt = uk[starts], np.add.reduceat(cnt, starts)
+            keys, ticks = uk, cnt
+        if keys is None:
+            return None
+        ticks = ticks.astype(_I64, copy=False)
+        groups, lines = keys // span, (keys % span + lo).astype(sample_line.dtype)
+    st = np.asarray(group_stack, _I64)[groups]
+    ok = st >= 0
+    return _sum_lines(st[ok], lines[ok], ticks[ok])
+
+
+def _gather(a, sel, n: int, dtype) -> np.ndarray:
+    """``a[sel]`` (``sel`` None: all of ``a``) as a new array of ``dtype``, a chunk at a time."""
+    out = np.empty(n, dtype)
+    for s, e in _chunks(n):
+        out[s:e] = a[s:e] if sel is None else a[sel[s:e]]
+    return out
+
+
+def _thread_column(threads, sel, n: int) -> pd.Categorical:
+    """The kept samples' (``sel``: their indices, None for all, in order) thread names as a categorical
+    whose categories are the names used, sorted (what ``pd.Categorical(names)`` gives).  A categorical
+    input, or ``(codes, names)``, is re-coded a chunk at a time, straight into the final codes: not
+    turned into a million str, nor copied in between."""
+    if threads is None:
+        return pd.Categorical.from_codes(np.zeros(n, np.int8), ["main"])
+    if isinstance(threads, tuple):
+        codes, cats, ordered = np.asarray(threads[0]), pd.Index(list(threads[1])), False
+    elif isinstance(threads, pd.Categorical):
+        codes, cats, ordered = threads.codes, threads.categories, threads.ordered
+    else:
+        codes = None
+    if codes is not None and codes.dtype.kind in "iu" and len(cats) and (not len(codes) or codes.min() >= 0):
+        used = np.zeros(len(cats), bool)
+        for s, e in _chunks(n):
+            c = codes[s:e] if sel is None else codes[sel[s:e]]
+            used |= np.bincount(c, minlength=len(cats)) > 0
+        idx = np.flatnonzero(used)
+        names = [cats[i] for i in idx.tolist()]
+        if all(isinstance(x, str) for x in names):
+            rank = sorted(range(len(names)), key=names.__getitem__)
+            new_cats = cats.take(idx[rank]) if len(rank) else cats[:0]
+            dtype = pd.Categorical([], categories=new_cats).codes.dtype
+            lut = np.full(len(cats), -1, dtype)
+            lut[idx[rank]] = np.arange(len(rank))
+            out = np.empty(n, dtype)
+            for s, e in _chunks(n):
+                out[s:e] = lut[codes[s:e] if sel is None else codes[sel[s:e]]]
+            return pd.Categorical.from_codes(out, dtype=pd.CategoricalDtype(new_cats, ordered=ordered),
+                                             validate=False)
+    if isinstance(threads, tuple):
+        threads = pd.Categorical.from_codes(threads[0], list(threads[1]))
     if isinstance(threads, pd.Categorical):
-        c = kept(threads).remove_unused_categories()
+        c = (threads if sel is None else threads[sel]).remove_unused_categories()
         cats = list(c.categories)
         if all(isinstance(x, str) for x in cats):
             return c.reorder_categories(sorted(cats)) if cats != sorted(cats) else c
-    return pd.Categorical(kept(np.asarray(threads, object)))
+    a = np.asarray(threads, object)
+    return pd.Categorical(a if sel is None else a[sel])
 
 
 def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, times, threads, meta,
-              lines, lines_are_stacks=False) -> Profile:
-    sample_stack = np.asarray(sample_stack, _I64)
-    keep = sample_stack >= 0  # a sample with no frames at all has nothing to attribute
+              lines, lines_are_stacks=False, sample_group=None) -> Profile:
+    """The Profile of the stack table and the samples.  ``sample_stack`` is each sample's stack or, with
+    ``sample_group``, each group's (sample i's stack is ``sample_stack[sample_group[i]]``).
+
+    Memory: each samples column is made once, in its final dtype, a chunk at a time from the inputs
+    (which are read, never copied whole); the only full-size temporary is the time order when the
+    samples are not in time order (8 bytes a sample), freed before the weights are made; the table is
+    handed to the Profile as it is (``_adopt``), not copied again."""
+    if sample_group is None:
+        src, gst = np.asarray(sample_stack), None
+        if not len(src) or src.dtype.kind not in "iu":
+            src = np.asarray(sample_stack, _I64)
+    else:
+        src, gst = sample_group, np.asarray(sample_stack, _I64)
+    n_all = len(src)
+
+    def stacks_of(ix):
+        return src[ix] if gst is None else gst[src[ix]]
+    # a sample with no frames at all (stack -1) has nothing to attribute
+    if gst is not None and not (gst < 0).any():
+        every = True
+    else:
+        every = all((stacks_of(slice(s, e)) >= 0).all() for s, e in _chunks(n_all))
+    sel = None if every else np.flatnonzero(np.concatenate(
+        [stacks_of(slice(s, e)) >= 0 for s, e in _chunks(n_all)] or [np.empty(0, bool)]))
+    n_keep = n_all if every else len(sel)
     md = default_meta()
     if meta:
         md.update(meta)
-    if not keep.all():
+    if not every:
         md.setdefault("warnings", [])
-        md["warnings"] = list(md["warnings"]) + [f"{int((~keep).sum())} empty stack(s) set aside"]
-    every = bool(keep.all())  # the usual case: no per-sample copies
-
-    def kept(a):
-        return a if every else a[keep]
-    samples = pd.DataFrame({
-        "stack": kept(sample_stack),
-        "time_ns": (kept(np.asarray(times, _I64)) if times is not None else np.zeros(int(keep.sum()), _I64)),
-        "weight": (kept(np.asarray(weights, _I64)) if weights is not None else np.ones(int(keep.sum()), _I64)),
-        "thread": (_thread_column(threads, kept) if threads is not None
-                   else pd.Categorical.from_codes(np.zeros(int(keep.sum()), np.int8), ["main"])),
-    })
-    if times is not None and (meta or {}).get("timed", True):
+        md["warnings"] = list(md["warnings"]) + [f"{n_all - n_keep} empty stack(s) set aside"]
+    t = np.asarray(times, _I64) if times is not None else None
+    if t is not None and (meta or {}).get("timed", True):
         md["timed"] = True
         # normalise: samples in time order within each thread (stable)
-        t = samples["time_ns"].to_numpy()
-        if len(t) and (np.diff(t) < 0).any():
-            samples = samples.iloc[np.argsort(t, kind="stable")].reset_index(drop=True)
+        tk = t if sel is None else t[sel]
+        if not _nondecreasing(tk):
+            order = np.argsort(tk, kind="stable")
+            sel = order if sel is None else sel[order]
+            del order
+        del tk
     else:
         md["timed"] = False
+    stack = np.empty(n_keep, np.int32)
+    for s, e in _chunks(n_keep):
+        stack[s:e] = stacks_of(slice(s, e) if sel is None else sel[s:e])
+    time_ns = _gather(t, sel, n_keep, _I64) if t is not None else np.zeros(n_keep, _I64)
+    thread = _thread_column(threads, sel, n_keep)
+    weight = _gather(np.asarray(weights, _I64), sel, n_keep, _I64) if weights is not None else None
+    del sel, t
+    if weight is None:
+        weight = np.ones(n_keep, _I64)
+    samples = pd.DataFrame({"stack": stack, "time_ns": time_ns, "weight": weight, "thread": thread}, copy=False)
+    del stack, time_ns, weight, thread
     if lines is not None and not lines_are_stacks and len(lines):
-        st = sample_stack[np.asarray(lines["path"], _I64)]
+        st = np.asarray(sample_stack, _I64)[np.asarray(lines["path"], _I64)]
         lines = pd.DataFrame({"stack": st, "line": lines["line"], "ticks": lines["ticks"]})
         lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
     stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth}, copy=False)
-    return Profile(funcs, frames, stacks, samples, md, lines)
-
+    return Profile(funcs, frames, stacks, samples, md, lines, _adopt=True)

@@ -40,7 +40,6 @@ import threading
 import time
 
 import numpy as np
-import pandas as pd
 
 from ...frames.build import FrameTable, build_from_tree
 from .jitcode import CodeMap
@@ -551,21 +550,17 @@ class Decoder:
                 node = c
             path_node[p] = node
         del children
+        # the per-sample arrays go to the builder as views (each sample's path is its group, whose node is
+        # path_node[path]): no per-sample node, key or code array is made here, and the builder reads
+        # them a chunk at a time (see build_from_tree)
         n = len(self._sample_path)
-        sample_node = path_node[np.frombuffer(self._sample_path, np.int32)] if n else np.empty(0, np.int64)
-        lines = None
-        ln = np.frombuffer(self._sample_line, np.int32) if n else np.empty(0, np.int32)
-        has = ln != 0
-        if has.any():
-            key = sample_node[has] * (int(ln.max()) + 1) + ln[has]
-            uk, ticks = np.unique(key, return_counts=True)
-            span = int(ln.max()) + 1
-            lines = pd.DataFrame({"node": uk // span, "line": uk % span, "ticks": ticks.astype(np.int64)})
-        codes = np.frombuffer(self._sample_label, np.uint16) if n else np.empty(0, np.uint16)
-        threads = pd.Categorical.from_codes(codes.astype(np.int16 if len(self._label_names) < 32000 else np.int32),
-                                            self._label_names) if n else []
-        times = np.frombuffer(self._times, np.int64) if n else np.empty(0, np.int64)
-        return build_from_tree(self.ft, np.frombuffer(node_parent, np.int64) if len(node_parent) else
-                               np.empty(0, np.int64),
-                               np.frombuffer(node_frame, np.int64) if len(node_frame) else np.empty(0, np.int64),
-                               sample_node, times=times, threads=threads, meta=md, node_lines=lines)
+        if not n:
+            return build_from_tree(self.ft, np.frombuffer(node_parent, np.int64) if len(node_parent) else
+                                   np.empty(0, np.int64),
+                                   np.frombuffer(node_frame, np.int64) if len(node_frame) else np.empty(0, np.int64),
+                                   np.empty(0, np.int64), times=np.empty(0, np.int64), threads=[], meta=md)
+        return build_from_tree(self.ft, np.frombuffer(node_parent, np.int64), np.frombuffer(node_frame, np.int64),
+                               np.frombuffer(self._sample_path, np.int32), group_node=path_node,
+                               times=np.frombuffer(self._times, np.int64),
+                               threads=(np.frombuffer(self._sample_label, np.uint16), self._label_names),
+                               sample_line=np.frombuffer(self._sample_line, np.int32), meta=md)

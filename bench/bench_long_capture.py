@@ -18,6 +18,11 @@ one backend, in this process, watching this process's resident memory (/proc/sel
 
 Usage: python bench/bench_long_capture.py [--minutes 10] [--backend walker] [--engine auto] [--hz 1000]
        [--node 20] [--tree DIR] [--cold]
+       python bench/bench_long_capture.py --synthetic 1060000 [--repeat 3] [--tree DIR]
+``--synthetic N`` captures nothing: it fills a walker Decoder with N synthetic samples of a long capture's
+shape (tests/test_build_memory.py's ``synthetic_decoder``) and measures only the build of its Profile
+(``Decoder.profile``): its CPU time (best of --repeat), the RSS the first build adds at its peak (this
+process, sampled every 2 ms; later builds reuse the heap it grew) and tracemalloc's peak, against the decoder's arrays and the Profile's tables.
 Before the baseline a tiny Profile is built (``--cold``: not), so that what the first Profile of a process
 loads once (pandas' and Arrow's string code, ~12 MB) is not counted as the capture's.
 ``--tree DIR`` imports nodeflame from DIR instead (an older checkout, e.g. ``git archive`` of a commit), to
@@ -72,6 +77,62 @@ def warm():
     p.validate()
 
 
+def _malloc_trim():
+    """glibc's malloc_trim(0): return the heap's free pages to the system (no-op elsewhere)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def synthetic(a):
+    """--synthetic: the build of a synthetic long capture's Profile, alone (see the module docstring)."""
+    import nodeflame
+    from test_build_memory import measure_build, synthetic_decoder, table_bytes
+    print(f"nodeflame from {os.path.dirname(nodeflame.__file__)}", flush=True)
+    warm()
+    dec = synthetic_decoder(a.synthetic)
+    meta = {"backend": "walker"}
+    cpu, wall, rss_add = [], [], []
+    # the first build's RSS is the one that counts (later builds reuse the heap the first one grew)
+    for _ in range(max(a.repeat, 1)):
+        gc.collect()
+        _malloc_trim()          # give back what making the synthetic capture freed: the build must not reuse it
+        r0 = rss()
+        peak = [r0]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], rss())
+                done.wait(0.002)
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        c0, w0 = time.process_time(), time.perf_counter()
+        p = dec.profile(dict(meta))
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        done.set()
+        th.join()
+        rss_add.append(max(peak[0], rss()) - r0)
+        del p
+    p, traced_peak, traced_kept = measure_build(dec, meta)
+    n = a.synthetic
+    held = dec.nbytes() + sum(sys.getsizeof(t) for t in dec._paths)
+    tb = table_bytes(p)
+    out = {"samples": n, "stacks": len(p.stacks), "decoder_arrays_mib": dec.nbytes() / 2**20,
+           "decoder_held_mib": held / 2**20, "profile_tables_mib": tb / 2**20,
+           "traced_peak_mib": traced_peak / 2**20, "traced_kept_mib": traced_kept / 2**20,
+           "traced_peak_bytes_per_sample": traced_peak / n, "traced_peak_over_tables": traced_peak / tb,
+           "rss_added_at_peak_mib_first_build": round(rss_add[0] / 2**20, 1),
+           "build_cpu_s": [round(x, 3) for x in cpu], "build_wall_s": [round(x, 3) for x in wall],
+           "build_cpu_s_best": min(cpu), "loadavg": os.getloadavg()}
+    print(json.dumps(out, indent=1, default=str))
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(out, indent=1, default=str))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10)
@@ -83,10 +144,15 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--cold", action="store_true",
                     help="do not build a tiny Profile before the baseline (its one-off ~12 MB then counts)")
+    ap.add_argument("--synthetic", type=int, default=0, metavar="N",
+                    help="measure only the build of a synthetic N-sample walker capture's Profile")
+    ap.add_argument("--repeat", type=int, default=3, help="with --synthetic: builds timed (best CPU time)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, a.tree or str(ROOT))
     import nodeflame  # noqa: F401
+    if a.synthetic:
+        return synthetic(a)
     from nodeflame.capture import procutil
     from nodeflame.capture.base import CaptureOptions, get_backend
     from walker_helpers import Workload, node_for

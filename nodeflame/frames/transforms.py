@@ -26,15 +26,16 @@ Total samples: 6
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .ops import replace_stacks, with_meta
+from .ops import with_meta
 from .errors import TransformError
 from .profile import Profile
-from .stacktable import restack
+from .stacktable import level_segments, restack
 
 NAMES = ("focus", "ignore", "hide", "merge-recursion", "collapse-package", "slice", "thread")
 # transforms whose argument may be empty, written without '=' then
@@ -105,14 +106,129 @@ def _matching_funcs(p, pattern: str) -> np.ndarray:
 
 
 def _stacks_containing(p, func_mask: np.ndarray) -> np.ndarray:
-    """Per stack: does the path from the root to it contain a matching function?"""
-    from .ops import stacks_containing
-    return stacks_containing(p, func_mask)
+    """Per stack: does the path from the root to it contain a matching function?
+    (``ops.stacks_containing``, over the profile's cached depth levels.)"""
+    if not p.__dict__.get("_frozen"):
+        from .ops import stacks_containing
+        return stacks_containing(p, func_mask)
+    a = p.arrays()
+    fm = np.asarray(func_mask, bool)
+    out = fm[a["stack_func"]] if len(a["stack_func"]) else np.zeros(0, bool)
+    prefix = a["prefix"]
+    for d, idx in _levels(p):
+        if d > 0:     # a validated table: depth > 0 has a prefix
+            out[idx] |= out[prefix[idx]]
+    return out
 
 
 def _filter_samples(p, mask, label):
-    from .ops import select_samples
-    return select_samples(p, mask)
+    """``ops.select_samples(p, mask)``: the samples where ``mask`` is true, what they no longer reach
+    dropped (:func:`_compact`)."""
+    mask = np.asarray(mask, bool)
+    if mask.all():
+        return p
+    a = p.arrays()
+    return _compact(p, a["prefix"], a["frame"], a["depth"], p.samples[mask], p.lines, p.meta, _levels(p))
+
+
+def _replace_stacks(p, prefix, frame, depth, old_to_new):
+    """``ops.replace_stacks(p, prefix, frame, depth, old_to_new)``: ``p``'s samples and line ticks moved
+    onto a transform's new stack table, then compacted (:func:`_compact`)."""
+    samples = p.samples
+    new_stack = old_to_new[samples["stack"].to_numpy()]
+    keep = new_stack >= 0
+    samples = samples[keep] if not keep.all() else samples.copy(deep=False)
+    samples["stack"] = new_stack[keep]
+    lines = p.lines
+    if len(lines):
+        ls = old_to_new[lines["stack"].to_numpy()]
+        lines = pd.DataFrame({"stack": ls, "line": lines["line"].to_numpy(), "ticks": lines["ticks"].to_numpy()})
+        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
+    return _compact(p, np.asarray(prefix, np.int64), np.asarray(frame, np.int64), np.asarray(depth, np.int64),
+                    samples, lines, p.meta, None)
+
+
+# Derived data of a profile the transforms reuse (its depth levels), kept as long as the profile is.
+_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _levels(p, depth=None) -> list:
+    """``level_segments`` of ``p``'s stack depths (or of ``depth``) as a list, shallowest first.  A
+    table interned level by level (every reader's, every transform's) has its depths in order:
+    its levels are then runs, found without sorting."""
+    if depth is None:
+        try:
+            hit = _MEMO.get(p)
+        except TypeError:
+            hit = None
+        if hit is not None:
+            return hit
+        out = _levels(None, p.arrays()["depth"])
+        try:
+            _MEMO[p] = out
+        except TypeError:
+            pass
+        return out
+    depth = np.asarray(depth)
+    if len(depth) == 0:
+        return []
+    if len(depth) > 1 and (depth[1:] < depth[:-1]).any():
+        return list(level_segments(depth))
+    bounds = np.flatnonzero(depth[1:] != depth[:-1]) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(depth)]))
+    return [(int(depth[s]), np.arange(s, e)) for s, e in zip(starts.tolist(), ends.tolist())]
+
+
+def _compact(p, prefix, frame, depth, samples, lines, meta, lv):
+    """``ops.compact(Profile(p.funcs, p.frames, <the stack table>, samples, meta, lines))``: stacks no
+    sample (or line tick) reaches dropped, then the frames and functions no stack uses; everything
+    renumbered keeping its order.  ``lv``: the table's depth levels (None: found here).
+
+    The same tables as ``ops.compact``; a transform's result of a validated profile is valid by
+    construction (a subset of its stacks closed under prefixes, or a table interned by ``restack``),
+    so it is not validated again, only frozen as validated Profiles are.  An unvalidated input's
+    result is validated, as before."""
+    n = len(prefix)
+    used = np.zeros(n, bool)
+    used[samples["stack"].to_numpy()] = True
+    if len(lines):
+        used[lines["stack"].to_numpy()] = True
+    if lv is None:
+        lv = _levels(None, depth)
+    for d, idx in reversed(lv):       # every ancestor of a used stack, deepest level first
+        if d == 0:
+            break
+        par = prefix[idx[used[idx]]]
+        used[par[par >= 0]] = True
+    kept = np.flatnonzero(used)
+    new_id = np.cumsum(used) - 1
+    pre = prefix[kept]
+    pre = np.where(pre >= 0, new_id[np.maximum(pre, 0)], -1)
+    fr = frame[kept]
+    fr_used = np.zeros(len(p.frames), bool)
+    fr_used[fr] = True
+    frames = p.frames[fr_used].reset_index(drop=True)
+    fr = (np.cumsum(fr_used) - 1)[fr]
+    fu = frames["func"].to_numpy()
+    fu_used = np.zeros(len(p.funcs), bool)
+    fu_used[fu] = True
+    funcs = p.funcs[fu_used].reset_index(drop=True)
+    frames["func"] = (np.cumsum(fu_used) - 1)[fu]
+    for c in ("name", "file", "package"):
+        funcs[c] = funcs[c].cat.remove_unused_categories()
+    stacks = pd.DataFrame({"prefix": pre, "frame": fr, "depth": depth[kept]}, copy=False)
+    samples = samples.reset_index(drop=True)
+    samples["stack"] = new_id[samples["stack"].to_numpy()]
+    if len(lines):
+        lines = lines.reset_index(drop=True)
+        lines["stack"] = new_id[lines["stack"].to_numpy()]
+    q = Profile(funcs, frames, stacks, samples, meta, lines, validate=False)
+    if p.__dict__.get("_frozen"):
+        object.__setattr__(q, "_frozen", True)
+    else:
+        q.validate()
+    return q
 
 
 # ---------------------------------------------------------------- transforms
@@ -158,7 +274,7 @@ def hide(p, pattern: str):
     a = p.arrays()
     frame_map = np.where(fm[a["frame_func"]], -1, np.arange(len(a["frame_func"])))
     pr, fr, de, o2n = restack(a["prefix"], a["frame"], a["depth"], frame_map)
-    return replace_stacks(p, pr, fr, de, o2n)
+    return _replace_stacks(p, pr, fr, de, o2n)
 
 
 def merge_recursion(p, _arg: str = ""):
@@ -173,7 +289,7 @@ def merge_recursion(p, _arg: str = ""):
     a = p.arrays()
     pr, fr, de, o2n = restack(a["prefix"], a["frame"], a["depth"], np.arange(len(a["frame_func"])),
                               collapse_same=a["frame_func"])
-    return replace_stacks(p, pr, fr, de, o2n)
+    return _replace_stacks(p, pr, fr, de, o2n)
 
 
 def _parse_slice(arg: str):
@@ -303,7 +419,7 @@ def collapse_package(p, pattern: str = ""):
         lines = lines[sg[lines["stack"].to_numpy()] < 0]
     q = Profile(funcs, frames, p.stacks, p.samples, p.meta, lines, validate=False)
     pr, fr2, de, o2n = restack(prefix, np.arange(n), a["depth"], per_stack)
-    return replace_stacks(q, pr, fr2, de, o2n)
+    return _replace_stacks(q, pr, fr2, de, o2n)
 
 
 _APPLY = {"focus": focus, "ignore": ignore, "hide": hide, "merge-recursion": merge_recursion,

@@ -15,9 +15,10 @@ import pandas as pd
 
 from ..frames.kinds import KINDS
 from ..frames.stacktable import level_segments
-from ..frames.views import call_tree, flame_layout
+from ..frames.views import call_tree
 from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
                                ROOT_COLOR, diff_shade, kind_colors)
+from .fastviews import flame_layout, func_self_total
 
 _I64 = np.int64
 
@@ -296,7 +297,6 @@ def func_details(p, func: int, *, n: int = 10):
     Callers and callees come from the top-down call tree: each caller's row is
     the weight of the calls it made to ``func`` (its node totals), each callee's
     the weight ``func`` spent in it."""
-    from ..frames.views import func_self_total
     self_f, total_f = func_self_total(p)
     whole = max(p.total, 1)
     f = p.funcs

@@ -24,8 +24,9 @@ import pandas as pd
 
 from ..frames.ops import stacks_containing
 from ..frames.stacktable import level_segments, paths_to_stacks, stack_paths
-from ..frames.views import _accumulate, _func_tree, func_self_total
+from ..frames.views import _accumulate, _func_tree
 from . import model as M
+from .fastviews import func_self_total
 
 _I64 = np.int64
 

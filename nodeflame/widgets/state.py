@@ -31,6 +31,7 @@ from ..frames.diff import diff as make_diff
 from ..frames.errors import NodeflameError, TransformError
 from ..frames.transforms import Transform
 from . import model as M
+from .fastviews import top
 
 FIGURE, STYLE, DETAILS = "figure", "style", "details"
 _REPLACE_ONE = ("thread", "slice")  # at most one of these in the list: setting it replaces the old one
@@ -644,7 +645,7 @@ class ExplorerState:
         return self.func_html(self.profile, self.selected)
 
     def top_table(self, n: int = 15) -> pd.DataFrame:
-        t = self.profile.top(n)
+        t = top(self.profile, n)
         return pd.DataFrame({"function": self.profile.func_labels()[t.index.to_numpy()], "kind": t["kind"].astype(str),
                              "self_pct": t["self_pct"].round(2), "total_pct": t["total_pct"].round(2)})
 

@@ -1,0 +1,250 @@
+"""The explorer's hot paths over a call tree: the same results as :mod:`nodeflame.frames.views`,
+computed with fewer passes.
+
+The explorer redraws after every structural control (ignore, hide, merge recursion, thread, time
+slice) on profiles of hundreds of thousands of stacks; there, two functions of ``frames.views``
+were most of a control's cost:
+
+* ``func_self_total`` (the top table) marks the nodes whose function recurs among their ancestors
+  by walking every node towards the root (work = the sum of all depths, ~10 M steps for 350 k
+  nodes of depth ~30).  :func:`recursive_nodes` finds them from an Euler tour instead: a node
+  recurs iff an earlier (pre-order) node of its function ends after it starts; one pass per depth
+  level for the tour, one linear-time (radix) sort by function.
+* ``flame_layout`` walks every depth level over every node.  A node is drawn iff its total
+  reaches the minimum width (a child never outweighs its parent, so its ancestors are drawn too);
+  :func:`flame_layout` selects those at once, gathers the narrow children of drawn nodes into
+  their "other" nodes with one ``bincount``, and walks the levels over the few thousand drawn
+  nodes only.
+
+Both give exactly what ``frames.views`` gives (the tests compare them on generated and real
+profiles); the call tree itself stays ``frames.views.call_tree`` (cached on the profile).
+Results are cached per profile (weakly: a profile that goes, goes with its entries).
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import pandas as pd
+
+from ..frames.stacktable import level_segments
+from ..frames.views import call_tree
+
+_I64 = np.int64
+_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def memo(p, key, make):
+    """``make()``, cached for the profile ``p`` under ``key`` (dropped with ``p``)."""
+    try:
+        d = _MEMO.get(p)
+        if d is None:
+            d = _MEMO[p] = {}
+    except TypeError:  # not weakly referable: no cache
+        return make()
+    if key not in d:
+        d[key] = make()
+    return d[key]
+
+
+def levels(depth: np.ndarray) -> list:
+    """``level_segments(depth)`` as a list of (depth, node ids), shallowest first."""
+    return list(level_segments(np.asarray(depth)))
+
+
+def euler_tour(parent: np.ndarray, lv: list) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-order index, subtree size) of every node of a forest given by ``parent`` (-1 at the
+    roots) and its depth levels ``lv``; siblings in the order of their ids."""
+    n = len(parent)
+    size = np.ones(n, _I64)
+    for d, idx in reversed(lv):
+        if d == 0:
+            break
+        np.add.at(size, parent[idx], size[idx])
+    tin = np.empty(n, _I64)
+    for d, idx in lv:
+        par = parent[idx]
+        if len(par) > 1 and (par[1:] < par[:-1]).any():   # siblings together (interned tables have them so)
+            o = np.argsort(par, kind="stable")
+            idx, par = idx[o], par[o]
+        s = size[idx]
+        excl = np.cumsum(s) - s
+        if d == 0:
+            tin[idx] = excl
+            continue
+        start = np.empty(len(par), bool)
+        start[0] = True
+        np.not_equal(par[1:], par[:-1], out=start[1:])
+        first = np.maximum.accumulate(np.where(start, np.arange(len(par)), 0))
+        tin[idx] = tin[par] + 1 + (excl - excl[first])
+    return tin, size
+
+
+def recursive_nodes(parent: np.ndarray, func: np.ndarray, depth: np.ndarray, nfuncs: int) -> np.ndarray:
+    """Per node: does its function appear among its ancestors (``frames.views.recursive_nodes``).
+
+    In pre-order, the nodes of one function that contain node v are the earlier ones whose subtree
+    ends after v's start; so sorting the nodes by (function, pre-order) and keeping the running
+    maximum of the subtree ends answers every node at once."""
+    parent = np.asarray(parent, _I64)
+    func = np.asarray(func, _I64)
+    n = len(parent)
+    rec = np.zeros(n, bool)
+    if n < 2:
+        return rec
+    tin, size = euler_tour(parent, levels(depth))
+    order = np.empty(n, _I64)
+    order[tin] = np.arange(n)                    # the nodes in pre-order
+    f = func[order]
+    key = f.astype(np.int16) if nfuncs < 32767 else f   # 16-bit keys: numpy sorts them by radix
+    nodes = order[np.argsort(key, kind="stable")]   # by function, pre-order within one
+    fs = func[nodes] * (n + 1)
+    start = fs + tin[nodes]
+    # a function's offset fs keeps the running maximum of earlier functions below its own starts
+    run = np.maximum.accumulate(start + size[nodes])
+    rec[nodes[1:]] = run[:-1] > start[1:]
+    return rec
+
+
+def func_self_total(p) -> tuple[np.ndarray, np.ndarray]:
+    """(self, total) weight per function, total counting recursion once per sample: equal to
+    ``frames.views.func_self_total(p)``."""
+    def make():
+        nf = len(p.funcs)
+        a = p.arrays()
+        sw = p.stack_weights()
+        self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf).astype(_I64) if len(sw) \
+            else np.zeros(nf, _I64)
+        t = call_tree(p)
+        parent, func = t["parent"].to_numpy(), t["func"].to_numpy()
+        total = t["total"].to_numpy()
+        keep = ~recursive_nodes(parent, func, t["depth"].to_numpy(), nf)
+        total_f = np.bincount(func[keep], weights=total[keep], minlength=nf).astype(_I64)
+        return self_f, total_f
+    return memo(p, "func_self_total", make)
+
+
+def top(p, n: int | None = 20, by: str = "self") -> pd.DataFrame:
+    """``p.top(n, by)`` (``frames.views.top``) from :func:`func_self_total`."""
+    if by not in ("self", "total"):
+        raise ValueError("by must be 'self' or 'total'")
+    self_f, total_f = func_self_total(p)
+    whole = max(p.total, 1)
+    f = p.funcs
+    df = pd.DataFrame({
+        "name": f["name"], "file": f["file"], "line": f["line"], "kind": f["kind"], "package": f["package"],
+        "self": self_f, "total": total_f,
+        "self_pct": 100.0 * self_f / whole, "total_pct": 100.0 * total_f / whole,
+    })
+    df.index.name = "func"
+    other = "total" if by == "self" else "self"
+    df = df[(df["self"] > 0) | (df["total"] > 0)]
+    df = df.sort_values([by, other], ascending=False, kind="stable")
+    return df if n is None else df.head(n)
+
+
+def label_ranks(p) -> np.ndarray:
+    """Alphabetical rank of each function's display name (the order of siblings in a flame graph)."""
+    def make():
+        labels = p.func_labels()
+        order = np.argsort(labels.astype(str), kind="stable") if len(labels) else np.empty(0, _I64)
+        rank = np.empty(len(labels), _I64)
+        rank[order] = np.arange(len(labels))
+        return rank
+    return memo(p, "label_ranks", make)
+
+
+def flame_layout(p, *, minwidth: float = 0.0, tree: pd.DataFrame | None = None,
+                 inverted: bool = False) -> pd.DataFrame:
+    """``frames.views.flame_layout(p, minwidth=..., tree=...)``: the same rows in the same order.
+
+    Drawn: the nodes whose total reaches ``minwidth`` of the whole (all of them when it is 0),
+    and per drawn parent (or at the root level) one "other" node for its narrower children."""
+    t = tree if tree is not None else call_tree(p, inverted=inverted)
+    parent = t["parent"].to_numpy()
+    depth = t["depth"].to_numpy().astype(_I64)
+    total = t["total"].to_numpy()
+    selfw = t["self"].to_numpy()
+    func = t["func"].to_numpy()
+    n = len(t)
+    roots = depth == 0
+    whole = float(total[roots].sum()) if n else 0.0
+    thr = minwidth * whole
+    labels = p.func_labels()
+    if n == 0:
+        return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
+                             "func": [], "label": [], "kind": [], "other": []})
+    has_parent = parent >= 0
+    if not (total[has_parent] <= total[parent[has_parent]]).all():   # not a tree of subtree totals
+        from ..frames.views import flame_layout as slow
+        return slow(p, minwidth=minwidth, tree=t)
+    if thr > 0:
+        big = total >= thr
+        small = ~big & (roots | big[np.maximum(parent, 0)])
+    else:
+        big = np.ones(n, bool)
+        small = np.zeros(n, bool)
+    b_idx = np.flatnonzero(big)
+    # one "other" node per parent of narrow drawn-level children (parent -1: the root level)
+    s_idx = np.flatnonzero(small)
+    if len(s_idx):
+        sp = parent[s_idx] + 1
+        cnt = np.bincount(sp, minlength=n + 1)
+        o_key = np.flatnonzero(cnt)
+        o_cnt = cnt[o_key].astype(_I64)
+        o_tot = np.bincount(sp, weights=total[s_idx], minlength=n + 1)[o_key].astype(_I64)
+        o_self = np.bincount(sp, weights=selfw[s_idx], minlength=n + 1)[o_key].astype(_I64)
+        o_par = o_key - 1                       # tree node of the parent, -1 at the root level
+        o_depth = np.where(o_par >= 0, depth[np.maximum(o_par, 0)] + 1, 0)
+    else:
+        o_par = o_depth = o_cnt = o_tot = o_self = np.empty(0, _I64)
+    # the drawn entries: tree node (-1 for "other"), parent tree node, depth, sort rank
+    e_node = np.concatenate([b_idx, np.full(len(o_par), -1, _I64)])
+    e_ptree = np.concatenate([parent[b_idx], o_par])
+    e_depth = np.concatenate([depth[b_idx], o_depth])
+    e_func = np.concatenate([func[b_idx].astype(_I64), np.full(len(o_par), -1, _I64)])
+    e_tot = np.concatenate([total[b_idx], o_tot]).astype(_I64)
+    e_self = np.concatenate([selfw[b_idx], o_self]).astype(_I64)
+    e_other = np.concatenate([np.zeros(len(b_idx), _I64), o_cnt])
+    rank = label_ranks(p)
+    e_rank = np.where(e_func >= 0, rank[np.maximum(e_func, 0)] if len(rank) else 0, len(labels))
+    m = len(e_node)
+    lay_of_node = np.full(n, -1, _I64)
+    out_order = np.empty(m, _I64)     # layout row -> entry
+    e_play = np.empty(m, _I64)        # layout row of the parent
+    x0_row = np.empty(m, np.float64)
+    count = 0
+    for d, sub in levels(e_depth):
+        pt = e_ptree[sub]
+        play = np.where(pt >= 0, lay_of_node[np.maximum(pt, 0)], -1)
+        srt = np.lexsort((e_rank[sub], play))
+        sub, play = sub[srt], play[srt]
+        tot = e_tot[sub]
+        excl = np.cumsum(tot) - tot
+        start = np.ones(len(sub), bool)
+        start[1:] = play[1:] != play[:-1]
+        first = np.maximum.accumulate(np.where(start, np.arange(len(sub)), 0))
+        base = np.where(play >= 0, x0_row[np.maximum(play, 0)], 0.0)
+        rows = np.arange(count, count + len(sub))
+        x0_row[rows] = base + (excl - excl[first])
+        e_play[rows] = play
+        out_order[rows] = sub
+        node = e_node[sub]
+        has = node >= 0
+        lay_of_node[node[has]] = rows[has]
+        count += len(sub)
+    o = out_order
+    func_o, other_o, tot_o = e_func[o], e_other[o], e_tot[o]
+    fsafe = np.maximum(func_o, 0)
+    kinds = p.funcs["kind"].astype(str).to_numpy(object)
+    lab = np.where(func_o >= 0, labels[fsafe] if len(labels) else "", "other")
+    lab = np.where(other_o > 0, np.char.add("other (", np.char.add(other_o.astype(str), " frames)")).astype(object),
+                   lab)
+    kind = np.where(func_o >= 0, kinds[fsafe] if len(kinds) else "", "other")
+    x0 = x0_row
+    return pd.DataFrame({
+        "parent": e_play, "depth": e_depth[o].astype(np.int32),
+        "x0": x0.astype(np.float64), "x1": (x0 + tot_o).astype(np.float64),
+        "total": tot_o, "self": e_self[o], "func": func_o,
+        "label": lab, "kind": kind, "other": other_o,
+    })

@@ -607,3 +607,59 @@ def test_call_frame_interning_with_and_without_pyarrow(monkeypatch):
     assert with_arrow[1] == without[1] == [b'{"a":1}', b'{"b":2}', b'{"c":"\\u0000"}', b'{"a": 1}']
     fast, careful = _read_both(json.dumps(small_doc()).encode())
     _assert_same(fast, careful)
+
+
+def test_fast_path_refuses_what_the_json_module_cannot_decode():
+    """msgspec checks the text of the strings it decodes, not of those it skips (an unknown key,
+    a value kept as JSON text): a byte that is not UTF-8 anywhere is the careful path's error."""
+    doc = small_doc()
+    doc["nodes"][1]["deoptReason"] = "XX"
+    doc["zzz"] = "YY"
+    for mark in (b'"XX"', b'"YY"'):
+        data = json.dumps(doc).encode().replace(mark, b'"\xff\xfe"')
+        assert cp_reader._fast_protocol(data, "t.cpuprofile", "main") is None
+        fast, careful = _read_both(data)
+        assert fast == careful and "invalid text encoding" in fast
+    # UTF-8 beyond ASCII and an encoded lone surrogate (which json.loads lets through) are read alike
+    doc["nodes"][1]["callFrame"]["functionName"] = "gr\u00fc\u00dfe \u4e16\u754c"
+    fast, careful = _read_both(json.dumps(doc, ensure_ascii=False).encode())
+    _assert_same(fast, careful)
+    assert "gr\u00fc\u00dfe \u4e16\u754c" in set(fast.funcs["name"])
+    data = json.dumps(doc, ensure_ascii=False).encode().replace(b'"YY"', b'"\xed\xa0\x80"')
+    _assert_same(*_read_both(data))
+
+
+_PT_ENTRIES = st.lists(st.fixed_dictionaries({"line": st.integers(-2**31, 2**31 - 1),
+                                              "ticks": st.integers(-10**9, 2**63 - 1)}), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), _PT_ENTRIES), min_size=1, max_size=8),
+       st.lists(st.one_of(st.none(), st.lists(st.integers(-2**63, 2**63 - 1), max_size=5)), min_size=1, max_size=8),
+       st.sampled_from([(",", ":"), (", ", ": ")]), st.booleans())
+def test_bulk_parsers_read_what_json_reads(pts, lists, seps, swap):
+    """positionTicks and integer lists as JSON texts, parsed in bulk, give what json.loads gives,
+    or None (then the caller decodes them another way): V8's compact layout is taken, any other
+    (blanks, keys in another order, null, numbers of more than 8 digits) may be refused."""
+    from nodeflame.frames.readers.jsonutil import raw_int_lists, raw_line_ticks
+
+    def text(v):
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            v = [{"ticks": e["ticks"], "line": e["line"]} if swap else {"line": e["line"], "ticks": e["ticks"]}
+                 for e in v]
+        return json.dumps(v, separators=seps).encode()
+    got = raw_line_ticks([text(v) for v in pts])
+    compact = seps == (",", ":") and not swap and all(v is not None for v in pts) and all(
+        abs(e[k]) < 10**8 for v in pts for e in v for k in ("line", "ticks"))
+    if got is None:
+        assert not compact
+    else:
+        per, line, ticks = got
+        assert per.tolist() == [len(v) for v in pts]
+        assert line.tolist() == [e["line"] for v in pts for e in v]
+        assert ticks.tolist() == [e["ticks"] for v in pts for e in v]
+    lens, flat = raw_int_lists([text(v) for v in lists])
+    if flat is None:  # null, or an int64 edge (strtoll saturates there: maybe beyond int64)
+        assert any(v is None or {2**63 - 1, -2**63} & set(v) for v in lists)
+    else:
+        assert lens.tolist() == [len(v) for v in lists] and flat.tolist() == [x for v in lists for x in v]

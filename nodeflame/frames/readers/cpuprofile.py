@@ -41,8 +41,8 @@ interning of call frames; everything per sample is numpy.
 from __future__ import annotations
 
 import re
-from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not, itemgetter
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ from ..errors import FormatError
 from ..formats import register_reader
 from . import chrometrace
 from .jsonutil import (all_ints as _all_ints, head_text, int_array, is_finite, is_int, is_num, load_json,
-                       no_gc, num_array, raw_int_lists, raw_numbers, type_name)
+                       no_gc, num_array, raw_int_lists, raw_line_ticks, raw_numbers, type_name)
 
 _I64 = np.int64
 
@@ -81,7 +81,7 @@ def _hint(name: str, url: str, script_id, script_ids_known: bool) -> str | None:
 class _Part:
     """One parsed profile, as arrays over its nodes (before frames are interned)."""
 
-    __slots__ = ("keys", "codes", "parent", "transparent", "sample_node", "times", "weights",
+    __slots__ = ("keys", "codes", "parent", "transparent", "sample_node", "times", "weights", "weights_ones",
                  "line_node", "line_line", "line_ticks", "thread", "warnings", "start_ns",
                  "end_ns", "period_ns", "timed")
 
@@ -452,6 +452,7 @@ def _finish_part(ukeys, codes, parent, hit, lines, known, sample_node, times, st
             warns.append("no samples: weights are the nodes' hitCount, untimed")
     else:
         part.sample_node, part.weights, part.times = sample_node, np.ones(len(sample_node), _I64), times
+    part.weights_ones = sample_node is not None
     ln, ll, lt = lines
     bad = ll < 1
     if bad.any():
@@ -583,13 +584,19 @@ def _read(data, source, thread):
     return _build(parts, source)
 
 
+def _cat(arrays):
+    """np.concatenate, without the copy of a single array (one profile, the usual case)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def _build(parts, source, source_format="cpuprofile"):
     ft = FrameTable()
-    node_parent, node_frame, sample_node, weights, times, threads = [], [], [], [], [], []
+    node_parent, node_frame, sample_node, weights, times = [], [], [], [], []
     ln, ll, lt = [], [], []
     warns: list[str] = []
     offset = 0
     timed = all(p.timed for p in parts) and any(len(p.sample_node) for p in parts)
+    one_main = len(parts) == 1 and parts[0].thread == "main"
     for p in parts:
         used = np.zeros(len(p.keys), bool)
         used[p.codes[~p.transparent]] = True  # the artificial root gets no frame
@@ -598,19 +605,18 @@ def _build(parts, source, source_format="cpuprofile"):
         nf = kf[p.codes] if len(p.codes) else np.empty(0, _I64)
         nf[p.transparent] = -1
         node_frame.append(nf)
-        node_parent.append(np.where(p.parent >= 0, p.parent + offset, -1))
-        sample_node.append(np.asarray(p.sample_node, _I64) + offset)
+        # (parents are -1 or a node index: at offset 0 they are what the builder takes)
+        node_parent.append(np.where(p.parent >= 0, p.parent + offset, -1) if offset else p.parent)
+        sample_node.append(np.asarray(p.sample_node, _I64) + offset if offset else np.asarray(p.sample_node, _I64))
         weights.append(p.weights)
         if timed:
             times.append(p.times)
-        threads.append(np.full(len(p.sample_node), p.thread, dtype=object))
-        ln.append(p.line_node + offset)
+        ln.append(p.line_node + offset if offset else p.line_node)
         ll.append(p.line_line)
         lt.append(p.line_ticks)
         warns.extend(p.warnings if len(parts) == 1 else [f"{p.thread}: {w}" for w in p.warnings])
         offset += len(p.codes)
-    cat = np.concatenate
-    node_lines = pd.DataFrame({"node": cat(ln), "line": cat(ll), "ticks": cat(lt)})
+    node_lines = pd.DataFrame({"node": _cat(ln), "line": _cat(ll), "ticks": _cat(lt)})
     starts = [p.start_ns for p in parts if p.start_ns is not None]
     ends = [p.end_ns for p in parts if p.end_ns is not None]
     periods = [p.period_ns for p in parts if p.period_ns]
@@ -623,13 +629,13 @@ def _build(parts, source, source_format="cpuprofile"):
         "period_ns": int(round(float(np.mean(periods)))) if periods and timed else None,
         "warnings": warns,
     }
-    if len(parts) == 1 and parts[0].thread == "main":
-        thr = None
-    else:
-        thr = cat(threads)
+    thr = None if one_main else np.concatenate(
+        [np.full(len(p.sample_node), p.thread, dtype=object) for p in parts])
+    # a sampled profile weighs each sample 1: the builder's default, without a per-sample array here
+    wts = None if all(p.weights_ones for p in parts) else _cat(weights)
     try:
-        prof = build_from_tree(ft, cat(node_parent), cat(node_frame), cat(sample_node), weights=cat(weights),
-                               times=cat(times) if timed else None, threads=thr, meta=meta,
+        prof = build_from_tree(ft, _cat(node_parent), _cat(node_frame), _cat(sample_node), weights=wts,
+                               times=_cat(times) if timed else None, threads=thr, meta=meta,
                                node_lines=node_lines)
     except ValueError as e:
         if "cycle" in str(e):
@@ -670,10 +676,11 @@ def _decoder():
                                           ("columnNumber", int, -1), ("scriptId", Union[str, int], "0")],
                             gc=False)
         tick = struct("Tick", [("line", int), ("ticks", int)], gc=False)
-        # call frames as their JSON text: interned as bytes, only the distinct ones decoded
+        # call frames, children and positionTicks as their JSON text: call frames interned as
+        # bytes, only the distinct ones decoded; children and positionTicks parsed in bulk by numpy
         node = struct("Node", [("id", int), ("callFrame", msgspec.Raw), ("hitCount", int, 0),
                                ("children", msgspec.Raw, None), ("parent", Optional[int], None),
-                               ("positionTicks", Optional[List[tick]], None)], gc=False)
+                               ("positionTicks", msgspec.Raw, None)], gc=False)
         # samples and timeDeltas as their JSON text, parsed by numpy in C (jsonutil.raw_numbers)
         # instead of 1.2 M Python numbers
         Doc = struct("Doc", [("nodes", List[node]), ("samples", msgspec.Raw, None),
@@ -681,7 +688,7 @@ def _decoder():
                              ("startTime", Optional[Union[int, float]], None),
                              ("endTime", Optional[Union[int, float]], None)], gc=False)
         _DECODER = (msgspec.json.Decoder(Doc), (msgspec.DecodeError, msgspec.ValidationError),
-                    msgspec.json.Decoder(call_frame))
+                    msgspec.json.Decoder(call_frame), msgspec.json.Decoder(List[Optional[List[tick]]]))
     return _DECODER
 
 
@@ -690,45 +697,92 @@ def _fast_protocol(data, source, thread):
     dec = _decoder() if isinstance(data, (bytes, bytearray, memoryview)) else False
     if not dec:
         return None
-    decoder, errors, cf_decoder = dec
+    decoder, errors, cf_decoder, pt_decoder = dec
+    if not _utf8(data):
+        return None  # the path above names the byte
     try:
         doc = decoder.decode(data)
     except errors:
         return None
     try:
-        return _struct_part(doc, source, thread, cf_decoder, errors)
+        return _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors)
     except _Fallback:
         return None
 
 
 def _intern_texts(raws):
     """(code of each JSON text, the distinct texts), codes dense in order of first appearance.
-    With pyarrow: the texts joined into one buffer, NUL after each (JSON text never holds a raw
-    NUL), hashed by Arrow's dictionary_encode (first appearance order too) with no Python object
-    per text; else a bytes object and a dict lookup per text."""
+    With pyarrow: the texts joined into one buffer, their offsets from their lengths, hashed by
+    Arrow's dictionary_encode (first appearance order too) with no Python object per text; else a
+    bytes object and a dict lookup per text."""
     n = len(raws)
     try:
         import pyarrow as pa
     except ImportError:
         pa = None
     if pa is not None and n:
-        big = b"\0".join(raws) + b"\0"
         off = np.empty(n + 1, _I64)
         off[0] = 0
-        ends = np.flatnonzero(np.frombuffer(big, np.uint8) == 0)
-        if len(ends) == n:
-            off[1:] = ends + 1
-            arr = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(off),
-                                                                          pa.py_buffer(big)])
-            enc = arr.dictionary_encode()
-            return (enc.indices.to_numpy(zero_copy_only=False).astype(_I64, copy=False),
-                    [t[:-1] for t in enc.dictionary.to_pylist()])
+        np.cumsum(np.fromiter(map(len, raws), _I64, n), out=off[1:])
+        big = b"".join(raws)
+        arr = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(off), pa.py_buffer(big)])
+        enc = arr.dictionary_encode()
+        return enc.indices.to_numpy(zero_copy_only=False).astype(_I64, copy=False), enc.dictionary.to_pylist()
     pos: dict = {}
     first = np.fromiter(map(pos.setdefault, map(bytes, raws), range(n)), _I64, n)
     return np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first), list(pos)
 
 
-def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
+def _utf8(data) -> bool:
+    """Whether ``data`` is text the json module reads (UTF-8; encoded surrogates pass, as
+    ``json.loads`` lets them).  msgspec checks only the strings it decodes, not those it skips
+    (unknown keys, ``msgspec.Raw`` values), so the fast path asks this once for the whole file."""
+    if data.isascii():
+        return True
+    import codecs
+    dec = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+    view = memoryview(data)
+    try:
+        for i in range(0, len(view), 1 << 22):  # 4 MB at a time: no 69 MB str
+            dec.decode(view[i:i + (1 << 22)])
+        dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_ID, _CF, _CH, _PT, _PA, _HIT = (attrgetter(k) for k in ("id", "callFrame", "children", "positionTicks",
+                                                          "parent", "hitCount"))
+
+
+def _position_ticks(pts, n, pt_decoder, errors):
+    """(node of each entry, line, ticks) of the nodes' positionTicks texts (None where absent).
+    V8's compact layout is parsed in bulk (jsonutil.raw_line_ticks); any other layout is decoded
+    by msgspec, all texts in one call."""
+    has = np.fromiter(map(is_not, pts, repeat(None, n)), bool, n)
+    texts = list(compress(pts, has)) if not has.all() else pts
+    got = raw_line_ticks(texts)
+    if got is not None:
+        per, ll, lt = got
+    else:
+        try:
+            lists = pt_decoder.decode(b"[" + b",".join(texts) + b"]")
+        except errors:
+            raise _Fallback from None
+        lists = [() if t is None else t for t in lists]
+        per = np.fromiter(map(len, lists), _I64, len(lists))
+        flat = list(chain.from_iterable(lists))
+        try:
+            ll = np.fromiter(map(attrgetter("line"), flat), _I64, len(flat))
+            lt = np.fromiter(map(attrgetter("ticks"), flat), _I64, len(flat))
+        except OverflowError:
+            raise _Fallback from None
+    if len(ll) and not ((ll >= -2**31) & (ll < 2**31)).all():
+        raise _Fallback
+    return np.repeat(np.flatnonzero(has), per), ll, lt
+
+
+def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
     nodes = doc.nodes
     n = len(nodes)
     samples = deltas = None
@@ -741,8 +795,11 @@ def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
         if deltas is None:
             raise _Fallback
     has_samples = samples is not None and len(samples) > 0
-    ids = list(map(attrgetter("id"), nodes))
-    text_code, distinct = _intern_texts(list(map(attrgetter("callFrame"), nodes)))
+    try:
+        id_arr = np.fromiter(map(_ID, nodes), _I64, n)
+    except OverflowError:
+        raise _Fallback from None
+    text_code, distinct = _intern_texts(list(map(_CF, nodes)))
     try:
         cfs = list(map(cf_decoder.decode, distinct))
     except errors:
@@ -759,21 +816,17 @@ def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
     dense = np.searchsorted(np.fromiter(keys.values(), _I64, len(keys)), text_key)
     codes = dense[text_code]
     del text_code, cfs, keys
-    try:
-        id_arr = np.array(ids, _I64) if n else np.empty(0, _I64)
-    except OverflowError:
-        raise _Fallback from None
-    del ids
     idx = _IdIndex.checked(id_arr)
     parent = np.full(n, -1, _I64)
-    ch = list(map(attrgetter("children"), nodes))  # JSON texts, parsed in C (jsonutil.raw_int_lists)
-    nch = n - ch.count(None)
+    ch = list(map(_CH, nodes))  # JSON texts, parsed in bulk (jsonutil.raw_int_lists)
     flat = ()
-    if nch:
-        if nch < n:
-            ch = [b"[]" if c is None else c for c in ch]
-        lens, flat = raw_int_lists(ch)
-        if flat is None:  # "children": null somewhere (read as none), or something the path above names
+    if ch.count(None) != n:
+        has = np.fromiter(map(is_not, ch, repeat(None, n)), bool, n)
+        got, flat = raw_int_lists(list(compress(ch, has)))
+        if flat is not None:
+            lens = np.zeros(n, _I64)
+            lens[has] = got
+        else:  # "children": null somewhere (read as none), or something the path above names
             lens, flat = raw_int_lists([b"[]" if c is None or bytes(c).strip() == b"null" else c for c in ch])
             if flat is None:
                 raise _Fallback
@@ -784,7 +837,7 @@ def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
             raise _Fallback
         parent[cidx] = np.repeat(np.arange(n, dtype=_I64), lens)
     else:
-        pa = list(map(attrgetter("parent"), nodes))
+        pa = list(map(_PA, nodes))
         if pa.count(None) != n:
             raise _Fallback  # trace-event chunks' parent ids: the path above
     if (parent == np.arange(n)).any():
@@ -792,22 +845,12 @@ def _struct_part(doc, source, thread, cf_decoder, errors) -> _Part:
     hit = None
     if not has_samples:
         try:
-            hit = np.array(list(map(attrgetter("hitCount"), nodes)), _I64) if n else np.empty(0, _I64)
+            hit = np.fromiter(map(_HIT, nodes), _I64, n)
         except OverflowError:
             raise _Fallback from None
-    pts = list(map(attrgetter("positionTicks"), nodes))
+    pts = list(map(_PT, nodes))
     if pts.count(None) != n:
-        pts = [() if t is None else t for t in pts]
-        plen = np.fromiter(map(len, pts), _I64, n)
-        flat_pt = list(chain.from_iterable(pts))
-        try:
-            ll = np.array(list(map(attrgetter("line"), flat_pt)), _I64) if flat_pt else np.empty(0, _I64)
-            lt = np.array(list(map(attrgetter("ticks"), flat_pt)), _I64) if flat_pt else np.empty(0, _I64)
-        except OverflowError:
-            raise _Fallback from None
-        if len(ll) and not ((ll >= -2**31) & (ll < 2**31)).all():
-            raise _Fallback
-        ln = np.repeat(np.arange(n, dtype=_I64), plen)
+        ln, ll, lt = _position_ticks(pts, n, pt_decoder, errors)
     else:
         ln = ll = lt = np.empty(0, _I64)
     del pts

@@ -12,6 +12,7 @@ import json
 import math
 import warnings
 import zlib
+from itertools import chain
 
 import numpy as np
 
@@ -157,6 +158,35 @@ _NUM_CHARS = _INT_CHARS + b".eE+"
 _I64_EDGES = (np.iinfo(np.int64).max, np.iinfo(np.int64).min)
 
 
+_PAD = b"\0" * 8  # after joined texts: _digits reads a whole word at the last number
+
+
+def _compact_int_lists(u: np.ndarray, size: int, count: int):
+    """``count`` JSON arrays of integers written one after the other in ``u[:size]`` (the texts of
+    syntactically valid JSON values, followed by at least 8 more bytes), in the compact layout
+    ``[1,2,3][][4]`` -- no blanks, integers of at most 8 digits -- as (length of each, elements)
+    int64, in a few numpy passes.  None for anything else (the caller's general parser decides)."""
+    d = np.flatnonzero((u[:size] == 44) | (u[:size] == 91) | (u[:size] == 93))  # , [ ]
+    if not len(d) or d[0] != 0 or d[-1] != size - 1:
+        return None
+    k = u[d]
+    a, b, ka, kb = d[:-1], d[1:], k[:-1], k[1:]
+    num = (ka != 93) & (kb != 91)                # "[1", ",2", ... up to the next "," or "]"
+    empty = (ka == 91) & (kb == 93) & (b == a + 1)
+    num &= ~empty
+    # between two numbers only "," ; between arrays only "][" ; an empty array is "[]"
+    if not ((num | empty | ((ka == 93) & (kb == 91) & (b == a + 1))).all()):
+        return None
+    opens = k == 91
+    if int(opens.sum()) != count:
+        return None
+    vals = _digits(u, a[num] + 1, b[num])
+    if vals is None:
+        return None
+    owner = np.cumsum(opens)[:-1][num] - 1
+    return np.bincount(owner, minlength=count).astype(np.int64), vals
+
+
 def raw_numbers(raw, integers: bool):
     """A JSON array of numbers, given as the bytes of a syntactically valid JSON value
     (``msgspec.Raw``), parsed in C: int64 when ``integers`` (every element an integer within
@@ -202,7 +232,11 @@ def raw_int_lists(raws):
     """Many JSON arrays of integers (the bytes of syntactically valid JSON values, e.g. one
     ``msgspec.Raw`` per node's ``children``) as (length of each, all their elements as int64),
     parsed in C.  (None, None) when any holds anything else (the caller takes the careful path)."""
-    big = b"".join(raws)
+    big = b"".join(chain(raws, (_PAD,)))
+    got = _compact_int_lists(np.frombuffer(big, np.uint8), len(big) - len(_PAD), len(raws))
+    if got is not None:
+        return got
+    big = big[:-len(_PAD)]
     if big.translate(None, _LIST_CHARS):
         return None, None  # null, fractions, strings, objects
     u = np.frombuffer(big, np.uint8)
@@ -231,3 +265,93 @@ def raw_int_lists(raws):
     if len(vals) and (vals.max() == _I64_EDGES[0] or vals.min() == _I64_EDGES[1]):
         return None, None
     return lens.astype(np.int64), vals
+
+
+def _u64_at(u: np.ndarray) -> np.ndarray:
+    """The 8 bytes starting at each position of ``u`` as one little-endian uint64 (an unaligned
+    view, no copy); defined for the first ``len(u) - 7`` positions."""
+    return np.ndarray(shape=(max(len(u) - 7, 0),), dtype="<u8", buffer=u, strides=(1,))
+
+
+_ZEROS = np.uint64(0x3030303030303030)
+
+
+def _digits(u: np.ndarray, start: np.ndarray, stop: np.ndarray):
+    """The integers written in ``u[start[i]:stop[i]]`` (``-?[0-9]{1,8}``), or None when any span is
+    something else.  Eight digits at a time from one unaligned word: padded with '0' in front,
+    checked as digits and combined by multiplications (Lemire's SWAR digit parsing)."""
+    if not len(start):
+        return np.empty(0, np.int64)
+    neg = u[start] == 45
+    first = start + neg
+    size = stop - first
+    if size.min() < 1 or size.max() > 8 or first.max() + 8 > len(u):
+        return None
+    w = _u64_at(u)[first]
+    pad = (np.uint64(8) - size.astype(np.uint64)) * np.uint64(8)
+    w = (w << pad) | (_ZEROS & ((np.uint64(1) << pad) - np.uint64(1)))  # shifts of 64 do not occur
+    if ((w + np.uint64(0x4646464646464646)) | (w - _ZEROS)) .__and__(np.uint64(0x8080808080808080)).any():
+        return None  # a byte that is not a digit
+    v = w - _ZEROS
+    v = ((v * np.uint64(10)) + (v >> np.uint64(8)))
+    v = (((v & np.uint64(0x000000FF000000FF)) * np.uint64(100 + (1000000 << 32))
+          + (((v >> np.uint64(16)) & np.uint64(0x000000FF000000FF)) * np.uint64(1 + (10000 << 32))))
+         >> np.uint64(32))
+    v = v.astype(np.int64)
+    return np.where(neg, -v, v)
+
+
+_LINE = int.from_bytes(b'{"line":', "little")
+_TICKS = int.from_bytes(b',"ticks"', "little")
+
+
+def raw_line_ticks(texts):
+    """positionTicks arrays (the bytes of syntactically valid JSON values, e.g. one ``msgspec.Raw``
+    per node) in V8's compact layout ``[{"line":L,"ticks":T},...]`` as (entries of each array,
+    lines, ticks), int64, in a few numpy passes over their joined bytes.  None when any array is in
+    another layout (other key order, blanks, more keys, null, ...) or holds a number of more than
+    8 digits or not an integer: the caller decodes those another way."""
+    count = len(texts)
+    big = b"".join(chain(texts, (b"\0" * 8,)))  # 8 NULs after the last number: a word to read there
+    u = np.frombuffer(big, np.uint8)
+    # '[' only where an array starts: the layout checked below leaves no room for another
+    opens = np.flatnonzero(u == 91)
+    if not count or len(opens) != count or opens[0] != 0:
+        return None
+    off = np.append(opens, len(u) - 8)
+    colon = np.flatnonzero(u == 58)
+    close = np.flatnonzero(u == 125)
+    c0, c1 = colon[0::2], colon[1::2]
+    if not (len(c0) == len(c1) == len(close) and (u[off[1:] - 1] == 93).all()):
+        return None
+    if not len(c0):
+        return (off[1:] - off[:-1] == 2).all() and (np.zeros(count, np.int64), c0, c0) or None
+    if c0[0] < 7 or not ((c1 > c0) & (close > c1)).all():
+        return None
+    # each entry {"line":L,"ticks":T}: the text before its two colons, the number after each
+    w = _u64_at(u)
+    if not ((w[c0 - 7] == _LINE).all() and (w[c1 - 8] == _TICKS).all()):
+        return None
+    line = _digits(u, c0 + 1, c1 - 8)
+    ticks = _digits(u, c1 + 1, close) if line is not None else None
+    if ticks is None:
+        return None
+    # the entries fill the arrays: '[' entry (',' entry)* ']' or '[]'
+    text = np.searchsorted(opens, c0) - 1
+    per = np.bincount(text, minlength=count)
+    first = np.ones(len(c0), bool)
+    first[1:] = text[1:] != text[:-1]
+    last = np.ones(len(c0), bool)
+    last[:-1] = first[1:]
+    inner = ~last
+    some = per > 0
+    if not ((c0[first] - 7 == off[:-1][some] + 1).all() and (close[last] + 2 == off[1:][some]).all()
+            and (u[close[inner] + 1] == 44).all() and (close[inner] + 2 == c0[1:][inner[:-1]] - 7).all()
+            and (off[1:][~some] - off[:-1][~some] == 2).all()):
+        return None
+    return per.astype(np.int64), line, ticks
+
+
+_NUM_BYTES = b"0123456789-"
+_IS_NUM = np.zeros(256, bool)
+_IS_NUM[np.frombuffer(_NUM_BYTES, np.uint8)] = True

@@ -755,11 +755,16 @@ _ID, _CF, _CH, _PT, _PA, _HIT = (attrgetter(k) for k in ("id", "callFrame", "chi
                                                           "parent", "hitCount"))
 
 
-def _position_ticks(pts, n, pt_decoder, errors):
-    """(node of each entry, line, ticks) of the nodes' positionTicks texts (None where absent).
-    V8's compact layout is parsed in bulk (jsonutil.raw_line_ticks); any other layout is decoded
-    by msgspec, all texts in one call."""
-    has = np.fromiter(map(is_not, pts, repeat(None, n)), bool, n)
+def _present(values, n):
+    """Which of ``values`` are not None (by identity: ``list.count(None)`` would call each
+    msgspec.Raw's ``__eq__``)."""
+    return np.fromiter(map(is_not, values, repeat(None, n)), bool, n)
+
+
+def _position_ticks(pts, has, pt_decoder, errors):
+    """(node of each entry, line, ticks) of the nodes' positionTicks texts (None where absent,
+    ``has`` where not).  V8's compact layout is parsed in bulk (jsonutil.raw_line_ticks); any
+    other layout is decoded by msgspec, all texts in one call."""
     texts = list(compress(pts, has)) if not has.all() else pts
     got = raw_line_ticks(texts)
     if got is not None:
@@ -820,8 +825,8 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
     parent = np.full(n, -1, _I64)
     ch = list(map(_CH, nodes))  # JSON texts, parsed in bulk (jsonutil.raw_int_lists)
     flat = ()
-    if ch.count(None) != n:
-        has = np.fromiter(map(is_not, ch, repeat(None, n)), bool, n)
+    has = _present(ch, n)
+    if has.any():
         got, flat = raw_int_lists(list(compress(ch, has)))
         if flat is not None:
             lens = np.zeros(n, _I64)
@@ -837,8 +842,7 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
             raise _Fallback
         parent[cidx] = np.repeat(np.arange(n, dtype=_I64), lens)
     else:
-        pa = list(map(_PA, nodes))
-        if pa.count(None) != n:
+        if _present(map(_PA, nodes), n).any():
             raise _Fallback  # trace-event chunks' parent ids: the path above
     if (parent == np.arange(n)).any():
         raise _Fallback
@@ -849,8 +853,9 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
         except OverflowError:
             raise _Fallback from None
     pts = list(map(_PT, nodes))
-    if pts.count(None) != n:
-        ln, ll, lt = _position_ticks(pts, n, pt_decoder, errors)
+    has = _present(pts, n)
+    if has.any():
+        ln, ll, lt = _position_ticks(pts, has, pt_decoder, errors)
     else:
         ln = ll = lt = np.empty(0, _I64)
     del pts

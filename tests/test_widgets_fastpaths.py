@@ -21,9 +21,11 @@ from nodeflame.frames import ops as O
 from nodeflame.frames import transforms as T
 from nodeflame.frames import views as V
 from nodeflame.frames.build import FrameTable, build_profile
+from nodeflame.frames.stacktable import restack
 
 pytest.importorskip("plotly", reason="plotly (nodeflame[notebook]) is not installed")
 from nodeflame.widgets import fastviews as F  # noqa: E402
+from nodeflame.widgets import model as M  # noqa: E402
 
 DEMO = pathlib.Path(__file__).parent / "data" / "diff_demo"
 
@@ -63,6 +65,9 @@ def test_fastviews_equal_views(i):
     for by in ("self", "total"):
         assert F.top(p, None, by=by).equals(V.top(p, None, by=by))
     for inverted in (False, True):
+        for minwidth in (None, 0.0, 0.01):
+            got, mw = M.auto_layout(p, inverted=inverted, minwidth=minwidth, max_nodes=40)
+            assert got.equals(V.flame_layout(p, minwidth=mw, inverted=inverted))
         tree = V.call_tree(p, inverted=inverted)
         for mw in (0.0, 1e-4, 0.003, 0.05, 0.3, 1.0):
             a = V.flame_layout(p, minwidth=mw, tree=tree)
@@ -72,11 +77,33 @@ def test_fastviews_equal_views(i):
 
 def reference_apply(p, specs, monkeypatch):
     """``p.apply(specs)`` with frames.ops doing the compaction, as before the transforms had their own."""
+    def old_restack(p, frame, frame_map, collapse_same=None):
+        a = p.arrays()
+        return (*restack(a["prefix"], frame, a["depth"], frame_map, collapse_same=collapse_same), None, None)
+
     with monkeypatch.context() as m:
         m.setattr(T, "_filter_samples", lambda p, mask, _label: O.select_samples(p, mask))
-        m.setattr(T, "_replace_stacks", lambda p, *a: O.replace_stacks(p, *a))
+        m.setattr(T, "_replace_stacks", lambda p, pr, fr, de, o2n, tour=None, rep=None: O.replace_stacks(p, pr, fr, de, o2n))
         m.setattr(T, "_stacks_containing", O.stacks_containing)
+        m.setattr(T, "_restack", old_restack)
         return p.apply(specs)
+
+
+def check_tour(p):
+    """The tour the transforms keep for ``p``'s table (if any) is a pre-order of it: every subtree
+    one run starting at its root, sizes those of the subtrees."""
+    facts = T._facts(p)
+    if "tour" not in facts:
+        return
+    tin, size = facts["tour"]
+    prefix = p.arrays()["prefix"]
+    n = len(prefix)
+    assert sorted(tin.tolist()) == list(range(n))
+    kids = np.bincount(prefix[prefix >= 0], weights=size[prefix >= 0], minlength=n)
+    assert (size == 1 + kids).all()
+    c = prefix >= 0
+    par = prefix[c]
+    assert ((tin[par] < tin[c]) & (tin[c] + size[c] <= tin[par] + size[par])).all()
 
 
 def same_profile(a, b):
@@ -110,6 +137,7 @@ def test_transforms_equal_ops_reference(i, monkeypatch):
         got = p.apply(specs)
         same_profile(ref, got)
         got.copy().validate()   # valid, though not validated again
+        check_tour(got)
 
 
 def test_transforms_on_timed_profile_with_lines(monkeypatch):
@@ -129,3 +157,71 @@ def test_unvalidated_input_is_validated(monkeypatch):
     q = raw.apply(["ignore=f1"])
     assert q.__dict__.get("_frozen")   # validated, not assumed
     same_profile(reference_apply(p, ["ignore=f1"], monkeypatch), q)
+
+
+def old_aggregate(src):
+    """The explorer's aggregate as it was made before (np.unique over the sample rows)."""
+    from nodeflame.frames.ops import with_samples
+    s = src.samples
+    codes = s["thread"].cat.codes.to_numpy().astype(np.int64)
+    key = s["stack"].to_numpy().astype(np.int64) * (len(s["thread"].cat.categories) + 1) + codes
+    uniq, inv = np.unique(key, return_inverse=True)
+    w = np.bincount(inv, weights=s["weight"].to_numpy(), minlength=len(uniq)).astype(np.int64)
+    first = np.full(len(uniq), len(s), np.int64)
+    np.minimum.at(first, inv, np.arange(len(s)))
+    agg = pd.DataFrame({"stack": s["stack"].to_numpy()[first], "time_ns": np.zeros(len(uniq), np.int64),
+                        "weight": w, "thread": s["thread"].iloc[first].to_numpy(), "_row": np.arange(len(uniq))})
+    agg["thread"] = pd.Categorical(agg["thread"], categories=s["thread"].cat.categories)
+    return with_samples(src, agg, timed=False, aggregated_from_rows=len(s)), inv
+
+
+@pytest.mark.parametrize("validated", [True, False])
+def test_explorer_aggregates_equal_the_sliced_profiles_aggregates(validated):
+    """The explorer's aggregate of a long timed profile, and of each time slice (made from the whole
+    aggregate now), are the Profiles aggregating ``base`` and ``base.apply([slice])`` gave."""
+    from nodeflame.widgets.state import ExplorerState
+    p = PROFILES[0]
+    rng = np.random.default_rng(7)
+    n = 4000
+    stacks = rng.choice(np.flatnonzero(p.stack_weights() >= 0), n)
+    threads = pd.Categorical(rng.choice(["main", "worker-1", "worker-2"], n))
+    samples = pd.DataFrame({"stack": stacks, "time_ns": np.sort(rng.integers(0, 10**9, n)) + 10**9,
+                            "weight": rng.integers(0, 3, n), "thread": threads})
+    base = nf.Profile(p.funcs, p.frames, p.stacks, samples, dict(p.meta, timed=True), validate=validated)
+    st = ExplorerState(base, aggregate=True)
+    ref, inv = old_aggregate(base if validated else base.copy().validate())
+    got = st._agg_for("")
+    same_profile(ref, got)
+    assert (st._agg_entry("")[1] == inv).all()
+    t0, t1 = int(samples["time_ns"].min()), int(samples["time_ns"].max())
+    for a, b in ((t0, t1), (t0 + 10**8, t0 + 4 * 10**8), (None, t0 + 10**8), (t1 - 10**8, None), (t1 + 1, None)):
+        sl = f"slice={'' if a is None else a}:{'' if b is None else b}"
+        try:
+            want = old_aggregate(base.apply([sl]))[0]
+        except Exception as e:  # noqa: BLE001 - an empty slice fails alike
+            with pytest.raises(type(e)):
+                st._agg_for(sl)
+            continue
+        same_profile(want, st._agg_for(sl))
+        check_tour(st._agg_for(sl))
+
+
+@pytest.mark.parametrize("i", range(0, len(PROFILES), 3))
+def test_recursion_flags_follow_the_transforms(i):
+    """The recursion flags a transform's result takes from its input (``transforms.path_fact``) are
+    those computed afresh on it; and the function totals from them are ``views``'s."""
+    p = PROFILES[i]
+    F.func_self_total(p)    # the flags of p's table, computed
+    for specs in SPECS:
+        try:
+            q = p.apply(specs)
+        except Exception:  # noqa: BLE001 - an empty result
+            continue
+        if not len(q.stacks):
+            continue
+        got = F.func_self_total(q)
+        fresh = q.copy().validate()
+        want = F.recursive_in_tour(T.stack_tour(fresh), fresh.arrays()["stack_func"], len(fresh.funcs))
+        assert (T.path_fact(q, "recursive", lambda: None) == want).all(), specs
+        for a, b in zip(got, V.func_self_total(q)):
+            assert (a == b).all(), specs

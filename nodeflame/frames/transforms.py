@@ -105,70 +105,37 @@ def _matching_funcs(p, pattern: str) -> np.ndarray:
     return np.fromiter((rx.search(s) is not None for s in labels), bool, len(labels))
 
 
-def _stacks_containing(p, func_mask: np.ndarray) -> np.ndarray:
-    """Per stack: does the path from the root to it contain a matching function?
-    (``ops.stacks_containing``, over the profile's cached depth levels.)"""
-    if not p.__dict__.get("_frozen"):
-        from .ops import stacks_containing
-        return stacks_containing(p, func_mask)
-    a = p.arrays()
-    fm = np.asarray(func_mask, bool)
-    out = fm[a["stack_func"]] if len(a["stack_func"]) else np.zeros(0, bool)
-    prefix = a["prefix"]
-    for d, idx in _levels(p):
-        if d > 0:     # a validated table: depth > 0 has a prefix
-            out[idx] |= out[prefix[idx]]
-    return out
+# ------------------------------------------------- the stack table: levels and Euler tour
+#
+# The transforms work on stack tables of hundreds of thousands of stacks, one after another in the
+# explorer.  Two facts of a table make their passes cheap: its depth levels, and its Euler tour
+# (each stack's pre-order index ``tin`` and subtree size: the stacks under s are those with
+# ``tin[s] <= tin[t] < tin[s] + size[s]``).  With the tour, "is a matching function on the path"
+# and "does a kept sample reach this stack" are prefix sums over the pre-order, with no pass per
+# depth level; and the tour of a transform's result follows from its input's (a compacted table
+# keeps the pre-order of the stacks it keeps; so does a restack in which no stacks merged).  The
+# facts are kept with the table's arrays (``Profile.arrays()``, which every Profile made from
+# another over the same stacks shares: with_meta, with_samples, an aggregate), as long as they live.
+
+_FACTS: dict = {}   # id(prefix array) -> (weak reference to it, {fact: value})
 
 
-def _filter_samples(p, mask, label):
-    """``ops.select_samples(p, mask)``: the samples where ``mask`` is true, what they no longer reach
-    dropped (:func:`_compact`)."""
-    mask = np.asarray(mask, bool)
-    if mask.all():
-        return p
-    a = p.arrays()
-    return _compact(p, a["prefix"], a["frame"], a["depth"], p.samples[mask], p.lines, p.meta, _levels(p))
+def _facts(p) -> dict:
+    """The cached facts of ``p``'s stack table (a dict to read and fill)."""
+    arr = p.arrays()["prefix"]
+    k = id(arr)
+    hit = _FACTS.get(k)
+    if hit is not None and hit[0]() is arr:
+        return hit[1]
+    d: dict = {}
+    _FACTS[k] = (weakref.ref(arr, lambda _r, k=k: _FACTS.pop(k, None)), d)
+    return d
 
 
-def _replace_stacks(p, prefix, frame, depth, old_to_new):
-    """``ops.replace_stacks(p, prefix, frame, depth, old_to_new)``: ``p``'s samples and line ticks moved
-    onto a transform's new stack table, then compacted (:func:`_compact`)."""
-    samples = p.samples
-    new_stack = old_to_new[samples["stack"].to_numpy()]
-    keep = new_stack >= 0
-    samples = samples[keep] if not keep.all() else samples.copy(deep=False)
-    samples["stack"] = new_stack[keep]
-    lines = p.lines
-    if len(lines):
-        ls = old_to_new[lines["stack"].to_numpy()]
-        lines = pd.DataFrame({"stack": ls, "line": lines["line"].to_numpy(), "ticks": lines["ticks"].to_numpy()})
-        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
-    return _compact(p, np.asarray(prefix, np.int64), np.asarray(frame, np.int64), np.asarray(depth, np.int64),
-                    samples, lines, p.meta, None)
-
-
-# Derived data of a profile the transforms reuse (its depth levels), kept as long as the profile is.
-_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _levels(p, depth=None) -> list:
-    """``level_segments`` of ``p``'s stack depths (or of ``depth``) as a list, shallowest first.  A
-    table interned level by level (every reader's, every transform's) has its depths in order:
-    its levels are then runs, found without sorting."""
-    if depth is None:
-        try:
-            hit = _MEMO.get(p)
-        except TypeError:
-            hit = None
-        if hit is not None:
-            return hit
-        out = _levels(None, p.arrays()["depth"])
-        try:
-            _MEMO[p] = out
-        except TypeError:
-            pass
-        return out
+def _levels_of(depth) -> list:
+    """``level_segments(depth)`` as a list, shallowest first.  A table interned level by level
+    (every reader's, every transform's) has its depths in order: its levels are runs then,
+    found without sorting."""
     depth = np.asarray(depth)
     if len(depth) == 0:
         return []
@@ -180,13 +147,166 @@ def _levels(p, depth=None) -> list:
     return [(int(depth[s]), np.arange(s, e)) for s, e in zip(starts.tolist(), ends.tolist())]
 
 
-def _compact(p, prefix, frame, depth, samples, lines, meta, lv):
+def stack_levels(p) -> list:
+    """The depth levels of ``p``'s stack table: [(depth, stack ids)], shallowest first (cached)."""
+    f = _facts(p)
+    if "levels" not in f:
+        f["levels"] = _levels_of(p.arrays()["depth"])
+    return f["levels"]
+
+
+def euler_tour(parent, levels) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-order index, subtree size) of every node of the forest ``parent`` (-1 at roots; its depth
+    ``levels`` as :func:`stack_levels` gives them): one pass per level up for the sizes, one down."""
+    parent = np.asarray(parent, np.int64)
+    n = len(parent)
+    size = np.ones(n, np.int64)
+    for d, idx in reversed(levels):
+        if d == 0:
+            break
+        np.add.at(size, parent[idx], size[idx])
+    tin = np.empty(n, np.int64)
+    for d, idx in levels:
+        par = parent[idx]
+        if len(par) > 1 and (par[1:] < par[:-1]).any():   # siblings together (interned tables have them so)
+            o = np.argsort(par, kind="stable")
+            idx, par = idx[o], par[o]
+        sz = size[idx]
+        excl = np.cumsum(sz) - sz
+        if d == 0:
+            tin[idx] = excl
+            continue
+        start = np.empty(len(par), bool)
+        start[0] = True
+        np.not_equal(par[1:], par[:-1], out=start[1:])
+        first = np.maximum.accumulate(np.where(start, np.arange(len(par)), 0))
+        tin[idx] = tin[par] + 1 + (excl - excl[first])
+    return tin, size
+
+
+def stack_tour(p) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-order index, subtree size) of every stack of ``p`` (a validated profile), cached; a
+    transform's result inherits it from its input where it can (see above)."""
+    f = _facts(p)
+    if "tour" not in f:
+        f["tour"] = euler_tour(p.arrays()["prefix"], stack_levels(p))
+    return f["tour"]
+
+
+def path_fact(p, name: str, make):
+    """A per-stack fact of ``p``'s table, cached with it (``make()`` computes it), that transforms keep:
+    one that asks only about the stack's own function and which functions are above it, such as
+    "its function recurs above it".  Filters keep every path; hide removes frames of other functions
+    only; merge-recursion removes a frame only below one of the same function.  So the result of
+    those (not collapse-package, which brings new functions) takes the fact from its input's table by
+    indexing, when that one has it."""
+    f = _facts(p)
+    if name not in f:
+        v = _inherited(f, name)
+        f[name] = make() if v is None else v
+    return f[name]
+
+
+def _inherited(f: dict, name: str):
+    o = f.get("origin")
+    if o is None:
+        return None
+    src, idx = o
+    v = src.get(name)
+    if v is None:
+        v = _inherited(src, name)
+        if v is None:
+            return None
+        src[name] = v
+    return v[idx]
+
+
+def _under(tour, nodes, n) -> np.ndarray:
+    """Per node of a table of ``n``: is it ``nodes`` or under one of them (prefix sums over the tour)."""
+    tin, size = tour
+    if not len(nodes):
+        return np.zeros(n, bool)
+    c = np.bincount(tin[nodes], minlength=n + 1) - np.bincount(tin[nodes] + size[nodes], minlength=n + 1)
+    return np.cumsum(c)[tin] > 0
+
+
+def _reaching(tour, marked, n) -> np.ndarray:
+    """Per node: is one of the ``marked`` nodes (bool per node) it or under it."""
+    tin, size = tour
+    pre = np.zeros(n + 1, np.int64)
+    pre[tin[marked] + 1] = 1
+    np.cumsum(pre, out=pre)
+    return pre[tin + size] > pre[tin]
+
+
+def _kept_tour(tour, kept, n):
+    """The tour of the table made of the ``kept`` nodes (ascending ids, closed under nearest kept
+    ancestors), numbered 0..len(kept)-1 in their order: the old pre-order, restricted."""
+    tin, size = tour
+    pre = np.zeros(n + 1, np.int64)
+    pre[tin[kept] + 1] = 1
+    np.cumsum(pre, out=pre)
+    t = tin[kept]
+    return pre[t], pre[t + size[kept]] - pre[t]
+
+
+def _frozen(p) -> bool:
+    return bool(p.__dict__.get("_frozen"))
+
+
+def _stacks_containing(p, func_mask: np.ndarray) -> np.ndarray:
+    """Per stack: does the path from the root to it contain a matching function?
+    (``ops.stacks_containing``, from the table's tour.)"""
+    if not _frozen(p):
+        from .ops import stacks_containing
+        return stacks_containing(p, func_mask)
+    a = p.arrays()
+    fm = np.asarray(func_mask, bool)
+    n = len(a["prefix"])
+    if not n:
+        return np.zeros(0, bool)
+    return _under(stack_tour(p), np.flatnonzero(fm[a["stack_func"]]), n)
+
+
+def _filter_samples(p, mask, label):
+    """``ops.select_samples(p, mask)``: the samples where ``mask`` is true, what they no longer reach
+    dropped (:func:`_compact`)."""
+    mask = np.asarray(mask, bool)
+    if mask.all():
+        return p
+    a = p.arrays()
+    tour = stack_tour(p) if _frozen(p) and len(a["prefix"]) else None
+    return _compact(p, a["prefix"], a["frame"], a["depth"], p.samples[mask], p.lines, p.meta, tour, True)
+
+
+def _replace_stacks(p, prefix, frame, depth, old_to_new, tour=None, rep=None):
+    """``ops.replace_stacks(p, prefix, frame, depth, old_to_new)``: ``p``'s samples and line ticks moved
+    onto a transform's new stack table (whose tour is ``tour`` when known; ``rep``: a stack of ``p``
+    behind each new one, when the transform kept the functions along every path), then compacted."""
+    samples = p.samples
+    new_stack = old_to_new[samples["stack"].to_numpy()]
+    keep = new_stack >= 0
+    samples = samples[keep] if not keep.all() else samples.copy(deep=False)
+    samples["stack"] = new_stack[keep]
+    lines = p.lines
+    if len(lines):
+        ls = old_to_new[lines["stack"].to_numpy()]
+        lines = pd.DataFrame({"stack": ls, "line": lines["line"].to_numpy(), "ticks": lines["ticks"].to_numpy()})
+        lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
+    return _compact(p, np.asarray(prefix, np.int64), np.asarray(frame, np.int64), np.asarray(depth, np.int64),
+                    samples, lines, p.meta, tour, rep)
+
+
+def _compact(p, prefix, frame, depth, samples, lines, meta, tour, origin=None):
     """``ops.compact(Profile(p.funcs, p.frames, <the stack table>, samples, meta, lines))``: stacks no
     sample (or line tick) reaches dropped, then the frames and functions no stack uses; everything
-    renumbered keeping its order.  ``lv``: the table's depth levels (None: found here).
+    renumbered keeping its order.  ``tour``: the table's Euler tour, when known (the result's is then
+    known too); ``origin``: True when the table is ``p``'s own, or a stack of ``p``'s behind each of
+    its stacks, when the functions along every path are ``p``'s (the result then inherits the path
+    facts of ``p``'s table, see :func:`path_fact`).
 
     The same tables as ``ops.compact``; a transform's result of a validated profile is valid by
-    construction (a subset of its stacks closed under prefixes, or a table interned by ``restack``),
+    construction (a subset of its stacks closed under prefixes, or a table interned by a restack),
     so it is not validated again, only frozen as validated Profiles are.  An unvalidated input's
     result is validated, as before."""
     n = len(prefix)
@@ -194,13 +314,14 @@ def _compact(p, prefix, frame, depth, samples, lines, meta, lv):
     used[samples["stack"].to_numpy()] = True
     if len(lines):
         used[lines["stack"].to_numpy()] = True
-    if lv is None:
-        lv = _levels(None, depth)
-    for d, idx in reversed(lv):       # every ancestor of a used stack, deepest level first
-        if d == 0:
-            break
-        par = prefix[idx[used[idx]]]
-        used[par[par >= 0]] = True
+    if tour is not None:
+        used = _reaching(tour, used, n)
+    else:
+        for d, idx in reversed(_levels_of(depth)):   # every ancestor of a used stack, deepest first
+            if d == 0:
+                break
+            par = prefix[idx[used[idx]]]
+            used[par[par >= 0]] = True
     kept = np.flatnonzero(used)
     new_id = np.cumsum(used) - 1
     pre = prefix[kept]
@@ -224,11 +345,112 @@ def _compact(p, prefix, frame, depth, samples, lines, meta, lv):
         lines = lines.reset_index(drop=True)
         lines["stack"] = new_id[lines["stack"].to_numpy()]
     q = Profile(funcs, frames, stacks, samples, meta, lines, validate=False)
-    if p.__dict__.get("_frozen"):
-        object.__setattr__(q, "_frozen", True)
-    else:
-        q.validate()
+    if not _frozen(p):
+        return q.validate()
+    object.__setattr__(q, "_frozen", True)
+    facts = _facts(q)
+    if tour is not None:
+        facts["tour"] = _kept_tour(tour, kept, n) if len(kept) < n else tour
+    if origin is not None:
+        facts["origin"] = (_facts(p), kept if origin is True else origin[kept])
     return q
+
+
+def resample(p, samples: pd.DataFrame, meta: dict | None = None):
+    """``p``'s stacks under another samples table (its ``stack`` column names stacks of ``p``; extra
+    columns kept), what those samples (and ``p``'s line ticks) no longer reach dropped: the tables
+    ``ops.compact(ops.with_samples(p, samples))`` gives, under ``meta`` (default ``p``'s).  From a
+    validated ``p`` its result is frozen without a second validation and keeps ``p``'s tour."""
+    a = p.arrays()
+    tour = stack_tour(p) if _frozen(p) and len(a["prefix"]) else None
+    return _compact(p, a["prefix"], a["frame"], a["depth"], samples, p.lines, p.meta if meta is None else meta,
+                    tour, True)
+
+
+def _restack(p, frame, frame_map, collapse_same=None):
+    """``stacktable.restack(prefix, frame, depth, frame_map, collapse_same)`` of ``p``'s stack table
+    (``frame``: each stack's frame, ``p``'s or a per-stack stand-in), the same result, the new
+    table's tour when no stacks merged (else None), and an old stack behind each new one.
+
+    Which stacks are kept, and the new depth of each, come from the tour: a frame is dropped when the
+    map drops it, or (``collapse_same``) when its key is its caller's (a dropped caller's key is the
+    key of the nearest kept one above it, so the caller's own key decides); the new depth is the
+    depth less the dropped frames above, a prefix sum.  The kept stacks are then interned by new depth
+    level, in the order ``restack`` gives (a level already in order is taken as it is)."""
+    a = p.arrays()
+    prefix, depth = a["prefix"], a["depth"]
+    frame = np.asarray(frame, np.int64)
+    frame_map = np.asarray(frame_map, np.int64)
+    n = len(prefix)
+    nf_all = frame_map[frame] if n else np.empty(0, np.int64)
+    keep = nf_all >= 0
+    if not _frozen(p) or not n or (collapse_same is not None and not keep.all()):
+        return (*restack(prefix, frame, depth, frame_map, collapse_same=collapse_same), None, None)
+    if collapse_same is None and keep.all():
+        used = np.zeros(len(frame_map), bool)
+        used[frame] = True
+        m = frame_map[used]
+        if len(np.unique(m)) == len(m):   # distinct frames stay distinct: only frame ids change
+            ident = np.arange(n, dtype=np.int64)
+            return prefix.copy(), nf_all, depth.copy(), ident, stack_tour(p), ident
+    if collapse_same is not None:
+        key = np.asarray(collapse_same)[nf_all]
+        keep = ~((prefix >= 0) & (key == key[np.maximum(prefix, 0)]))
+    drop = np.flatnonzero(~keep)
+    tour = stack_tour(p)
+    # nearest kept stack on the path, self included: pointer jumping over the dropped ones
+    anc = np.arange(n, dtype=np.int64)
+    anc[drop] = prefix[drop]
+    todo = drop
+    while len(todo):
+        up = anc[todo]
+        todo = todo[(up >= 0) & ~keep[np.maximum(up, 0)]]
+        anc[todo] = anc[anc[todo]]
+    tin = tour[0]
+    above = np.cumsum(np.bincount(tin[drop], minlength=n + 1) - np.bincount(tin[drop] + tour[1][drop],
+                                                                             minlength=n + 1))
+    kept = np.flatnonzero(keep)
+    nd = depth[kept] - above[tin[kept]]
+    nframes = int(frame_map.max()) + 1 if len(frame_map) else 1
+    par_old = np.where(prefix[kept] >= 0, anc[np.maximum(prefix[kept], 0)], -1)   # kept stack above
+    old_to_new = np.full(n, -1, np.int64)
+    out_p = np.empty(len(kept), np.int64)
+    out_f = np.empty(len(kept), np.int64)
+    out_d = np.empty(len(kept), np.int64)
+    c = 0
+    for d, sub in _levels_of(nd):
+        idx = kept[sub]
+        newp = old_to_new[par_old[sub]] if d else np.full(len(sub), -1, np.int64)   # (only roots lack one)
+        key = (newp + 1) * nframes + nf_all[idx]
+        if len(key) < 2 or (key[1:] > key[:-1]).all():
+            uniq, ids = key, np.arange(c, c + len(key))
+        else:   # np.unique by hand (numpy 2.4's takes 2-3x an argsort); nearly sorted: timsort
+            o = np.argsort(key, kind="stable")
+            ks = key[o]
+            first = np.empty(len(ks), bool)
+            first[0] = True
+            np.not_equal(ks[1:], ks[:-1], out=first[1:])
+            uniq = ks[first]
+            ids = np.empty(len(key), np.int64)
+            ids[o] = c + np.cumsum(first) - 1
+        k = len(uniq)
+        out_p[c:c + k] = uniq // nframes - 1
+        out_f[c:c + k] = uniq % nframes
+        out_d[c:c + k] = d
+        old_to_new[idx] = ids
+        c += k
+    dropped = np.flatnonzero(~keep)
+    ad = anc[dropped]
+    old_to_new[dropped] = np.where(ad >= 0, old_to_new[np.maximum(ad, 0)], -1)
+    new_tour = None
+    if c == len(kept):   # nothing merged: the kept stacks in their old pre-order
+        t_tin, t_size = _kept_tour(tour, kept, n)
+        new_tour = (np.empty(c, np.int64), np.empty(c, np.int64))
+        new_tour[0][old_to_new[kept]] = t_tin
+        new_tour[1][old_to_new[kept]] = t_size
+    behind = np.empty(c, np.int64)
+    behind[old_to_new[kept]] = kept
+    return out_p[:c].copy(), out_f[:c].copy(), out_d[:c].copy(), old_to_new, new_tour, behind
 
 
 # ---------------------------------------------------------------- transforms
@@ -273,8 +495,7 @@ def hide(p, pattern: str):
     fm = _matching_funcs(p, pattern)
     a = p.arrays()
     frame_map = np.where(fm[a["frame_func"]], -1, np.arange(len(a["frame_func"])))
-    pr, fr, de, o2n = restack(a["prefix"], a["frame"], a["depth"], frame_map)
-    return _replace_stacks(p, pr, fr, de, o2n)
+    return _replace_stacks(p, *_restack(p, a["frame"], frame_map))
 
 
 def merge_recursion(p, _arg: str = ""):
@@ -287,9 +508,8 @@ def merge_recursion(p, _arg: str = ""):
       3 fib
     """
     a = p.arrays()
-    pr, fr, de, o2n = restack(a["prefix"], a["frame"], a["depth"], np.arange(len(a["frame_func"])),
-                              collapse_same=a["frame_func"])
-    return _replace_stacks(p, pr, fr, de, o2n)
+    return _replace_stacks(p, *_restack(p, a["frame"], np.arange(len(a["frame_func"])),
+                                        collapse_same=a["frame_func"]))
 
 
 def _parse_slice(arg: str):
@@ -418,8 +638,8 @@ def collapse_package(p, pattern: str = ""):
     if len(lines):
         lines = lines[sg[lines["stack"].to_numpy()] < 0]
     q = Profile(funcs, frames, p.stacks, p.samples, p.meta, lines, validate=False)
-    pr, fr2, de, o2n = restack(prefix, np.arange(n), a["depth"], per_stack)
-    return _replace_stacks(q, pr, fr2, de, o2n)
+    pr, fr2, de, o2n, tour, _behind = _restack(p, np.arange(n), per_stack)
+    return _replace_stacks(q, pr, fr2, de, o2n, tour)   # new functions on the paths: no path facts
 
 
 _APPLY = {"focus": focus, "ignore": ignore, "hide": hide, "merge-recursion": merge_recursion,

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..frames.stacktable import level_segments
+from ..frames.transforms import euler_tour, path_fact, stack_tour
 from ..frames.views import call_tree
 
 _I64 = np.int64
@@ -47,52 +48,27 @@ def memo(p, key, make):
     return d[key]
 
 
-def levels(depth: np.ndarray) -> list:
-    """``level_segments(depth)`` as a list of (depth, node ids), shallowest first."""
-    return list(level_segments(np.asarray(depth)))
-
-
-def euler_tour(parent: np.ndarray, lv: list) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-order index, subtree size) of every node of a forest given by ``parent`` (-1 at the
-    roots) and its depth levels ``lv``; siblings in the order of their ids."""
-    n = len(parent)
-    size = np.ones(n, _I64)
-    for d, idx in reversed(lv):
-        if d == 0:
-            break
-        np.add.at(size, parent[idx], size[idx])
-    tin = np.empty(n, _I64)
-    for d, idx in lv:
-        par = parent[idx]
-        if len(par) > 1 and (par[1:] < par[:-1]).any():   # siblings together (interned tables have them so)
-            o = np.argsort(par, kind="stable")
-            idx, par = idx[o], par[o]
-        s = size[idx]
-        excl = np.cumsum(s) - s
-        if d == 0:
-            tin[idx] = excl
-            continue
-        start = np.empty(len(par), bool)
-        start[0] = True
-        np.not_equal(par[1:], par[:-1], out=start[1:])
-        first = np.maximum.accumulate(np.where(start, np.arange(len(par)), 0))
-        tin[idx] = tin[par] + 1 + (excl - excl[first])
-    return tin, size
-
-
 def recursive_nodes(parent: np.ndarray, func: np.ndarray, depth: np.ndarray, nfuncs: int) -> np.ndarray:
-    """Per node: does its function appear among its ancestors (``frames.views.recursive_nodes``).
+    """Per node: does its function appear among its ancestors (``frames.views.recursive_nodes``)."""
+    parent = np.asarray(parent, _I64)
+    if len(parent) < 2:
+        return np.zeros(len(parent), bool)
+    return recursive_in_tour(euler_tour(parent, list(level_segments(np.asarray(depth)))), func, nfuncs)
+
+
+def recursive_in_tour(tour, func: np.ndarray, nfuncs: int) -> np.ndarray:
+    """Per node of a forest given by its Euler ``tour`` (pre-order index, subtree size): does its
+    function (``func``, per node) appear among its ancestors.
 
     In pre-order, the nodes of one function that contain node v are the earlier ones whose subtree
     ends after v's start; so sorting the nodes by (function, pre-order) and keeping the running
     maximum of the subtree ends answers every node at once."""
-    parent = np.asarray(parent, _I64)
+    tin, size = tour
     func = np.asarray(func, _I64)
-    n = len(parent)
+    n = len(tin)
     rec = np.zeros(n, bool)
     if n < 2:
         return rec
-    tin, size = euler_tour(parent, levels(depth))
     order = np.empty(n, _I64)
     order[tin] = np.arange(n)                    # the nodes in pre-order
     f = func[order]
@@ -106,19 +82,66 @@ def recursive_nodes(parent: np.ndarray, func: np.ndarray, depth: np.ndarray, nfu
     return rec
 
 
+def _frozen(p) -> bool:
+    return bool(p.__dict__.get("_frozen"))
+
+
+def subtree_weights(p) -> np.ndarray:
+    """Per stack of a validated profile: the weight of the samples at it or under it (prefix sums
+    of the stack weights over the table's Euler tour)."""
+    def make():
+        tin, size = stack_tour(p)
+        n = len(tin)
+        w = np.zeros(n + 1, _I64)
+        w[tin + 1] = p.stack_weights()
+        np.cumsum(w, out=w)
+        return w[tin + size] - w[tin]
+    return memo(p, "subtree_weights", make)
+
+
+def one_frame_per_function(p) -> bool:
+    """Whether the frames the stacks use are of distinct functions: the function-level call tree is
+    then the stack table itself (``frames.views._func_tree`` keeps it as it is)."""
+    def make():
+        a = p.arrays()
+        used = np.zeros(len(a["frame_func"]), bool)
+        used[a["frame"]] = True
+        m = a["frame_func"][used]
+        return len(np.unique(m)) == len(m)
+    return memo(p, "one_frame_per_function", make)
+
+
+def tree_arrays(p, inverted: bool = False) -> dict:
+    """The call tree ``frames.views.call_tree(p, inverted)`` as arrays ``parent``, ``depth``,
+    ``func``, ``self``, ``total`` (node ids may differ; its shape, functions and weights do not).
+    Top-down over a validated profile with one frame per function it is the stack table with
+    subtree weights from the tour: no pass per depth level."""
+    if not inverted and _frozen(p) and len(p.stacks) and one_frame_per_function(p):
+        a = p.arrays()
+        return {"parent": a["prefix"], "depth": a["depth"], "func": a["stack_func"],
+                "self": p.stack_weights(), "total": subtree_weights(p)}
+    t = call_tree(p, inverted=inverted)
+    return {k: t[k].to_numpy() for k in ("parent", "depth", "func", "self", "total")}
+
+
 def func_self_total(p) -> tuple[np.ndarray, np.ndarray]:
     """(self, total) weight per function, total counting recursion once per sample: equal to
-    ``frames.views.func_self_total(p)``."""
+    ``frames.views.func_self_total(p)``.  A function's total is the weight under its outermost
+    occurrences: over the stack table of a validated profile (stack-level recursion is
+    function-level recursion: it is a fact of the path), else over the call tree."""
     def make():
         nf = len(p.funcs)
         a = p.arrays()
         sw = p.stack_weights()
         self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf).astype(_I64) if len(sw) \
             else np.zeros(nf, _I64)
-        t = call_tree(p)
-        parent, func = t["parent"].to_numpy(), t["func"].to_numpy()
-        total = t["total"].to_numpy()
-        keep = ~recursive_nodes(parent, func, t["depth"].to_numpy(), nf)
+        if _frozen(p) and len(sw):
+            func, total = a["stack_func"], subtree_weights(p)
+            keep = ~path_fact(p, "recursive", lambda: recursive_in_tour(stack_tour(p), func, nf))
+        else:
+            t = call_tree(p)
+            func, total = t["func"].to_numpy(), t["total"].to_numpy()
+            keep = ~recursive_nodes(t["parent"].to_numpy(), func, t["depth"].to_numpy(), nf)
         total_f = np.bincount(func[keep], weights=total[keep], minlength=nf).astype(_I64)
         return self_f, total_f
     return memo(p, "func_self_total", make)
@@ -154,19 +177,20 @@ def label_ranks(p) -> np.ndarray:
     return memo(p, "label_ranks", make)
 
 
-def flame_layout(p, *, minwidth: float = 0.0, tree: pd.DataFrame | None = None,
-                 inverted: bool = False) -> pd.DataFrame:
+def flame_layout(p, *, minwidth: float = 0.0, tree=None, inverted: bool = False) -> pd.DataFrame:
     """``frames.views.flame_layout(p, minwidth=..., tree=...)``: the same rows in the same order.
+    ``tree``: a ``call_tree`` DataFrame or :func:`tree_arrays` (default: those of ``p``).
 
     Drawn: the nodes whose total reaches ``minwidth`` of the whole (all of them when it is 0),
-    and per drawn parent (or at the root level) one "other" node for its narrower children."""
-    t = tree if tree is not None else call_tree(p, inverted=inverted)
-    parent = t["parent"].to_numpy()
-    depth = t["depth"].to_numpy().astype(_I64)
-    total = t["total"].to_numpy()
-    selfw = t["self"].to_numpy()
-    func = t["func"].to_numpy()
-    n = len(t)
+    and per drawn parent (or at the root level) one "other" node for its narrower children.
+    Siblings are of distinct functions, so the order of node ids never decides anything."""
+    t = tree if tree is not None else tree_arrays(p, inverted=inverted)
+    parent = np.asarray(t["parent"])
+    depth = np.asarray(t["depth"]).astype(_I64)
+    total = np.asarray(t["total"])
+    selfw = np.asarray(t["self"])
+    func = np.asarray(t["func"])
+    n = len(parent)
     roots = depth == 0
     whole = float(total[roots].sum()) if n else 0.0
     thr = minwidth * whole
@@ -177,7 +201,8 @@ def flame_layout(p, *, minwidth: float = 0.0, tree: pd.DataFrame | None = None,
     has_parent = parent >= 0
     if not (total[has_parent] <= total[parent[has_parent]]).all():   # not a tree of subtree totals
         from ..frames.views import flame_layout as slow
-        return slow(p, minwidth=minwidth, tree=t)
+        return slow(p, minwidth=minwidth, tree=pd.DataFrame({k: np.asarray(t[k]) for k in
+                                                            ("parent", "depth", "func", "self", "total")}))
     if thr > 0:
         big = total >= thr
         small = ~big & (roots | big[np.maximum(parent, 0)])
@@ -214,7 +239,7 @@ def flame_layout(p, *, minwidth: float = 0.0, tree: pd.DataFrame | None = None,
     e_play = np.empty(m, _I64)        # layout row of the parent
     x0_row = np.empty(m, np.float64)
     count = 0
-    for d, sub in levels(e_depth):
+    for d, sub in level_segments(e_depth):
         pt = e_ptree[sub]
         play = np.where(pt >= 0, lay_of_node[np.maximum(pt, 0)], -1)
         srt = np.lexsort((e_rank[sub], play))

@@ -7,6 +7,7 @@ depth levels, never over samples or stacks.
 """
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 
@@ -18,7 +19,7 @@ from ..frames.stacktable import level_segments
 from ..frames.views import call_tree
 from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
                                ROOT_COLOR, diff_shade, kind_colors)
-from .fastviews import flame_layout, func_self_total
+from .fastviews import flame_layout, func_self_total, tree_arrays
 
 _I64 = np.int64
 
@@ -47,10 +48,10 @@ def auto_layout(p, *, inverted: bool = False, minwidth: float | None = None, max
     least that wide, plus at most one "other" node per drawn parent) by
     ``max_nodes`` in a single layout pass.  Narrow nodes become explicit
     "other" nodes; nothing is dropped.  Returns ``(layout, minwidth_used)``."""
-    tree = call_tree(p, inverted=inverted)
+    tree = tree_arrays(p, inverted=inverted)
     mw = AUTO_MINWIDTH if minwidth is None else float(minwidth)
-    tot = tree["total"].to_numpy()
-    whole = float(tot[tree["depth"].to_numpy() == 0].sum()) if len(tot) else 0.0
+    tot = tree["total"]
+    whole = float(tot[tree["depth"] == 0].sum()) if len(tot) else 0.0
     k = max(int(max_nodes) // 2, 1)
     if len(tot) > k and whole > 0:
         kth = np.partition(tot, len(tot) - k)[len(tot) - k]  # k-th largest total
@@ -174,6 +175,12 @@ def exact_pattern(p, func: int) -> str:
 _FNV = np.uint64(1099511628211)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _label_hash(s: str) -> int:
+    b = s.encode("utf-8")
+    return (zlib.crc32(b) << 32) | zlib.adler32(b)
+
+
 def node_ids(p, lay: pd.DataFrame) -> np.ndarray:
     """A plotly id per layout node that names its *path* (the functions from the root down,
     by ``name file:line``), not its row: the same frame keeps its id across re-layouts
@@ -184,11 +191,11 @@ def node_ids(p, lay: pd.DataFrame) -> np.ndarray:
     if n == 0:
         return np.empty(0, object)
     labels = p.func_labels()
-    hf = np.array([(zlib.crc32(str(s).encode("utf-8")) << 32) | zlib.adler32(str(s).encode("utf-8"))
-                   for s in labels], dtype=np.uint64) if len(labels) else np.empty(0, np.uint64)
     func = lay["func"].to_numpy()
-    own = np.where(func >= 0, hf[np.maximum(func, 0)] if len(hf) else np.uint64(0),
-                   np.uint64(0x6f74686572)).astype(np.uint64)          # "other"
+    used, inv = np.unique(np.maximum(func, 0), return_inverse=True)   # hash the drawn functions only
+    hf = np.array([_label_hash(str(labels[f])) for f in used.tolist()], dtype=np.uint64) \
+        if len(labels) else np.zeros(len(used), np.uint64)
+    own = np.where(func >= 0, hf[inv.reshape(-1)], np.uint64(0x6f74686572)).astype(np.uint64)   # "other"
     par = lay["parent"].to_numpy()
     depth = lay["depth"].to_numpy()
     h = np.zeros(n, np.uint64)
@@ -197,7 +204,7 @@ def node_ids(p, lay: pd.DataFrame) -> np.ndarray:
             idx = np.flatnonzero(depth == d)
             base = np.where(par[idx] >= 0, h[np.maximum(par[idx], 0)], np.uint64(14695981039346656037))
             h[idx] = (base * _FNV) ^ own[idx]
-    return np.char.add("n", np.char.zfill(np.char.mod("%x", h.astype(np.uint64)), 16)).astype(object)
+    return np.array([f"n{x:016x}" for x in h.tolist()], dtype=object)
 
 
 def icicle_trace(p, lay: pd.DataFrame, colors: np.ndarray, *, orientation: str = "flame",
@@ -351,18 +358,24 @@ def leaf_kinds(p) -> np.ndarray:
     return kcode[a["stack_func"][p.samples["stack"].to_numpy()]]
 
 
-def timeline_counts(t, w, leafk, bins: int = 200, *, t0_ns=None, t1_ns=None) -> pd.DataFrame:
-    """``timeline`` from per-sample arrays: times (ns), weights and leaf kind codes (< 0: not counted)."""
+def timeline_bins(t, bins: int, t0: int, t1: int) -> np.ndarray:
+    """The timeline bin (0..bins-1) of each time ``t`` (ns) on the strip from ``t0`` to ``t1``."""
+    span = max(t1 - t0, 1)
+    return np.clip(((np.asarray(t) - t0) * bins) // (span + 1), 0, bins - 1).astype(_I64)
+
+
+def timeline_counts(t, w, leafk, bins: int = 200, *, t0_ns=None, t1_ns=None, bin_of=None) -> pd.DataFrame:
+    """``timeline`` from per-sample arrays: times (ns), weights and leaf kind codes (< 0: not counted);
+    ``bin_of``: the samples' bins (:func:`timeline_bins`), when known."""
     t = np.asarray(t)
     t0 = int(t.min()) if t0_ns is None else int(t0_ns)
     t1 = int(t.max()) if t1_ns is None else int(t1_ns)
-    ok = np.asarray(leafk) >= 0
-    if not ok.all():
-        t, w, leafk = t[ok], np.asarray(w)[ok], np.asarray(leafk)[ok]
     span = max(t1 - t0, 1)
-    b = np.clip(((t - t0) * bins) // (span + 1), 0, bins - 1).astype(_I64)
+    b = timeline_bins(t, bins, t0, t1) if bin_of is None else bin_of
     nk = len(KINDS)
-    m = np.bincount(b * nk + np.asarray(leafk, _I64), weights=w, minlength=bins * nk).reshape(bins, nk)
+    # kind code + 1 per sample, 0 for samples not counted: their column is dropped
+    m = np.bincount(b * (nk + 1) + (np.asarray(leafk, _I64) + 1), weights=w,
+                    minlength=bins * (nk + 1)).reshape(bins, nk + 1)[:, 1:]
     width = (span + 1) / bins / 1e6
     out = pd.DataFrame({"t0_ms": np.arange(bins) * width, "width_ms": np.full(bins, width)})
     for k in range(nk):

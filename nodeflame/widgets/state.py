@@ -19,6 +19,7 @@ a kernel, a browser or a widget library.
 """
 from __future__ import annotations
 
+import copy
 import html
 import re
 from collections import OrderedDict
@@ -29,7 +30,8 @@ import pandas as pd
 from ..frames.ops import with_samples
 from ..frames.diff import diff as make_diff
 from ..frames.errors import NodeflameError, TransformError
-from ..frames.transforms import Transform
+from ..frames.transforms import Transform, resample
+from ..frames.transforms import _parse_slice as parse_slice
 from . import model as M
 from .fastviews import top
 
@@ -114,6 +116,32 @@ def num_cell(text: str, style: str = "") -> str:
     return f"<td style='{NUM_TD};{style}'>{text}</td>"
 
 
+def aggregate_rows(s: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """(one row per distinct (stack, thread) of the samples table ``s``, in (stack, thread code)
+    order, weights summed, times 0, column ``_row`` numbering them; the row of each sample).
+    Counted in a table of every (stack, thread) pair when it is not much larger than ``s``
+    (no sort of the samples), else sorted."""
+    cats = s["thread"].cat.categories
+    codes = s["thread"].cat.codes.to_numpy().astype(np.int64)
+    stack = s["stack"].to_numpy().astype(np.int64)
+    width = len(cats) + 1
+    key = stack * width + (codes + 1)       # code -1 (no thread) sorts first within its stack
+    room = (int(stack.max()) + 1) * width if len(stack) else 0
+    if room <= 4 * len(key) + 1024:
+        seen = np.bincount(key, minlength=room) > 0
+        uniq = np.flatnonzero(seen)
+        rank = np.cumsum(seen) - 1
+        inv = rank[key]
+    else:
+        uniq, inv = np.unique(key, return_inverse=True)
+        inv = inv.reshape(-1)
+    w = np.bincount(inv, weights=s["weight"].to_numpy(), minlength=len(uniq)).astype(np.int64)
+    agg = pd.DataFrame({"stack": uniq // width, "time_ns": np.zeros(len(uniq), np.int64), "weight": w,
+                        "thread": pd.Categorical.from_codes(uniq % width - 1, dtype=s["thread"].dtype),
+                        "_row": np.arange(len(uniq))})
+    return agg, inv
+
+
 class ExplorerState:
     """What an explorer of ``profile`` shows; see the module docstring.  The options are
     :func:`nodeflame.widgets.explorer`'s."""
@@ -154,6 +182,7 @@ class ExplorerState:
         self._timelines = LRU()
         self._aggs = LRU()
         self._ncolors = LRU()
+        self._tl_bins = None
         n_rows = len(profile.samples)
         self._aggregate = bool(aggregate if aggregate is not None else (
             profile.meta.get("timed") and n_rows > 50_000))
@@ -206,23 +235,44 @@ class ExplorerState:
                                      lambda: self._transform(self._agg_chain(sl, rest[:-1]), [rest[-1]]))
 
     def _agg_entry(self, sl: str):
-        """(aggregate, row of each source sample, source profile) for a slice ('' = none)."""
+        """(aggregate, row of each source sample, source profile) for a slice ('' = none; a slice's
+        aggregate is made from the whole one's, and comes without the other two)."""
         def make():
-            src = self._transform(self.base, [sl]) if sl else self.base
-            s = src.samples
-            codes = s["thread"].cat.codes.to_numpy().astype(np.int64)
-            key = s["stack"].to_numpy().astype(np.int64) * (len(s["thread"].cat.categories) + 1) + codes
-            uniq, inv = np.unique(key, return_inverse=True)
-            w = np.bincount(inv, weights=s["weight"].to_numpy(), minlength=len(uniq)).astype(np.int64)
-            first = np.full(len(uniq), len(s), np.int64)
-            np.minimum.at(first, inv, np.arange(len(s)))
-            agg = pd.DataFrame({"stack": s["stack"].to_numpy()[first], "time_ns": np.zeros(len(uniq), np.int64),
-                                "weight": w, "thread": s["thread"].iloc[first].to_numpy(),
-                                "_row": np.arange(len(uniq))})
-            agg["thread"] = pd.Categorical(agg["thread"], categories=s["thread"].cat.categories)
-            q = with_samples(src, agg, timed=False, aggregated_from_rows=len(s))
-            return q, inv, src
+            if sl:
+                return self._sliced_aggregate(sl), None, None
+            s = self.base.samples
+            agg, inv = aggregate_rows(s)
+            return with_samples(self.base, agg, timed=False, aggregated_from_rows=len(s)), inv, self.base
         return self._aggs.get_or(sl, make)
+
+    def _sliced_aggregate(self, sl: str):
+        """The aggregate of ``base.apply([sl])``: its rows are the whole aggregate's rows with a
+        sample in the slice, their weights summed over those samples; the stacks compacted as the
+        slice would (``transforms.resample``).  The same Profile as aggregating the sliced base,
+        without filtering and compacting every sample row first."""
+        agg0, inv0, src = self._agg_entry("")
+        s = src.samples
+        start, end = parse_slice(Transform.parse(sl).arg)
+        t = s["time_ns"].to_numpy()
+        keep = np.ones(len(t), bool)
+        if start is not None:
+            keep &= t >= start
+        if end is not None:
+            keep &= t < end
+        n0 = len(agg0.samples)
+        cnt = np.bincount(inv0[keep], minlength=n0)
+        w = np.bincount(inv0[keep], weights=s["weight"].to_numpy()[keep], minlength=n0)
+        rows = np.flatnonzero(cnt)
+        a = agg0.samples
+        th = a["thread"]
+        agg = pd.DataFrame({"stack": a["stack"].to_numpy()[rows], "time_ns": np.zeros(len(rows), np.int64),
+                            "weight": w[rows].astype(np.int64),
+                            "thread": pd.Categorical.from_codes(th.cat.codes.to_numpy()[rows], dtype=th.dtype),
+                            "_row": np.arange(len(rows))})
+        meta = copy.deepcopy(src.meta)
+        meta["transforms"] = list(meta.get("transforms") or []) + [sl]
+        meta.update(timed=False, aggregated_from_rows=int(keep.sum()))
+        return resample(agg0, agg, meta)
 
     def _agg_for(self, sl: str):
         """The (sliced) base with samples summed per (stack, thread); column ``_row`` numbers the rows."""
@@ -239,8 +289,10 @@ class ExplorerState:
         kind_of_row = np.full(len(agg.samples), -1, np.int64)
         kind_of_row[p.samples["_row"].to_numpy()] = M.leaf_kinds(p)
         s = src.samples
+        if self._tl_bins is None:   # the samples' bins on the strip: the same for every view
+            self._tl_bins = M.timeline_bins(s["time_ns"].to_numpy(), 200, self.t0, self.t1)
         return M.timeline_counts(s["time_ns"].to_numpy(), s["weight"].to_numpy(), kind_of_row[inv],
-                                 t0_ns=self.t0, t1_ns=self.t1)
+                                 t0_ns=self.t0, t1_ns=self.t1, bin_of=self._tl_bins)
 
     @property
     def profile(self):

@@ -63,16 +63,22 @@ def attached_now(w, n=1):
     return w.stderr().count("Debugger attached") >= n
 
 
-def attached(w, n=1):
-    """Wait until the target printed 'Debugger attached' ``n`` times (a capture is connected)."""
-    wait_for(lambda: attached_now(w, n), 30, "the capture to connect")
+def attached(w, cap, n=1):
+    """Wait until the target printed 'Debugger attached' ``n`` times (a capture is connected); a
+    capture that ended first fails the wait with what it raised."""
+    wait_for(lambda: attached_now(w, n) or not cap.is_alive(), 60, "the capture to connect")
+    assert attached_now(w, n), f"the capture ended before it connected: {cap.error!r}"
 
 
 def closed_after_resume(w, timeout=30):
     """After SIGCONT: every inspector a capture caused is closed again.  Waits for node's own
     'Debugger ending' for each 'Debugger listening' it printed, then checks the sockets."""
-    wait_for(lambda: w.stderr().count("Debugger ending") >= w.stderr().count("Debugger listening"), timeout,
-             "node to say the inspector ends after the target was continued")
+    def ended():
+        # node before nodejs/node#64209 died here (SIGSEGV, status -11) when the capture had closed its
+        # connection while the target was stopped and still owed it replies
+        assert w.proc.poll() is None, f"the target died after it was continued (status {w.proc.returncode})"
+        return w.stderr().count("Debugger ending") >= w.stderr().count("Debugger listening")
+    wait_for(ended, timeout, "node to say the inspector ends after the target was continued")
     wait_for(lambda: procutil.listening_ports(w.pid) == [], 10, "the inspector port to be closed")
 
 
@@ -170,7 +176,7 @@ def test_inspector_target_stopped_between_check_and_sigusr1(workload, monkeypatc
 def test_inspector_target_stopped_during_capture_keeps_what_was_collected(workload, collections):
     w = workload("--no-worker")
     cap = Capture(w.pid, 60, backend="inspector", hz=500, backend_options={"collect_every": 0.5})
-    attached(w)
+    attached(w, cap)
     assert collections.wait(30), "no collection in 30 s"
     stop(w.pid)
     t_stop = time.monotonic()
@@ -191,7 +197,7 @@ def test_inspector_target_stopped_during_capture_keeps_what_was_collected(worklo
 def test_inspector_target_stopped_before_first_collection(workload):
     w = workload("--no-worker")
     cap = Capture(w.pid, 60, backend="inspector", backend_options={"collect_every": 50})
-    attached(w)
+    attached(w, cap)
     stop(w.pid)
     t_stop = time.monotonic()
     prof, err = cap.outcome(30)
@@ -210,7 +216,7 @@ def test_inspector_target_stopped_before_first_collection(workload):
 def test_inspector_target_killed_mid_capture_keeps_what_was_collected(workload, collections):
     w = workload("--no-worker")
     cap = Capture(w.pid, 60, backend="inspector", hz=500, backend_options={"collect_every": 0.5})
-    attached(w)
+    attached(w, cap)
     assert collections.wait(30)
     w.proc.kill()
     t_kill = time.monotonic()
@@ -243,7 +249,7 @@ def test_inspector_target_that_exits_between_the_checks_and_sigusr1(workload, mo
 def test_two_inspector_captures_of_one_pid(workload):
     w = workload("--no-worker")
     first = Capture(w.pid, 4, backend="inspector", hz=200)
-    attached(w)
+    attached(w, first)
     t0 = time.monotonic()
     with pytest.raises(CaptureError, match=rf"pid {w.pid} is already being captured by the inspector backend of "
                                            rf"nodeflame \(pid {os.getpid()}: "):

@@ -56,7 +56,11 @@ How a capture of a live pid goes:
    closed at once over a fresh connection (CLOSE_NOW).  An inspector that was
    open before the capture is left open, with what we enabled disabled.  A
    target stopped at that moment cannot close anything: the watcher closes the
-   port once it is continued, and the target is left stopped.
+   port once it is continued, and the target is left stopped.  Nor is our
+   connection to a stopped target closed: node (before nodejs/node#64209)
+   crashes when a client disconnects while it still owes that client a reply,
+   so the watcher takes the connection over and ends it only after the target
+   has run and gone quiet (:meth:`_Client.hand_over`).
 
 ``spawn()`` (``nodeflame.run``) starts ``node --inspect-wait=127.0.0.1:0``
 (``--inspect-brk`` on node without ``--inspect-wait``) so profiling starts
@@ -239,6 +243,29 @@ class _Client:
                 return
         self._hard_close()
         self._thread.join(2)
+
+    def hand_over(self) -> int:
+        """A duplicate of this connection's socket, for a process that outlives this one (the
+        watcher); this client stops using the connection without ending it.
+
+        Why: node before the fix of nodejs/node#64209 (node 20 here, and others) crashes (SIGSEGV in
+        TcpHolder::WriteRaw on the inspector's I/O thread) when a client's end of the connection
+        closes while the main thread still owes it a reply or an event: the I/O thread drops the
+        socket at EOF and then writes what the main thread queued.  A stopped target owes what it
+        was asked before it stopped, and sends it only once continued; so its connection must stay
+        open until then.  Our own socket is swapped (dup2) for one end of a closed socket pair:
+        the reader thread ends at its next read and closing this client touches nothing of the
+        target's, while the duplicate keeps the connection open."""
+        import socket
+        sock = self.ws.sock
+        fd = os.dup(sock.fileno())
+        a, b = socket.socketpair()
+        b.close()
+        try:
+            os.dup2(a.fileno(), sock.fileno())
+        finally:
+            a.close()
+        return fd
 
     def _graceful(self):
         try:
@@ -602,7 +629,8 @@ GUARD_POLL = 0.05
 
 
 def _start_guard(pid: int, before, lock: "_CaptureLock | None" = None,
-                 grace: float = GUARD_GRACE) -> int | None:
+                 grace: float = GUARD_GRACE, hold: "_Client | None" = None,
+                 close_ports: bool = True) -> int | None:
     """Start a watcher process that closes every inspector port ``pid`` opens (or has open) beyond
     ``before`` as soon as the process runs again: the pid of the watcher, or None.
 
@@ -613,9 +641,17 @@ def _start_guard(pid: int, before, lock: "_CaptureLock | None" = None,
     polls /proc every GUARD_POLL s, and ends when the process exits, once the port is closed, or
     GUARD_GRACE s of the process running without one.  It inherits the capture lock, so no other
     capture of the process uses the port meanwhile.  Between the process resuming and the port being
-    closed, the port is open for the time a connection and a Runtime.evaluate take (~0.1 s)."""
+    closed, the port is open for the time a connection and a Runtime.evaluate take (~0.1 s).
+
+    ``hold``: a connection to the stopped target that must not be closed before the target has run
+    and sent what it owes (see :meth:`_Client.hand_over`): the watcher takes it over, reads and drops
+    what arrives once the target runs, and ends it (shutdown) after HOLD_QUIET s without data, before
+    it closes any port.  ``close_ports=False``: the inspector was open before the capture, so
+    the watcher only ends that connection."""
     start = procutil.start_time(pid)
     if start is None:
+        if hold is not None:
+            hold.close()
         return None
     import sys
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -624,28 +660,104 @@ def _start_guard(pid: int, before, lock: "_CaptureLock | None" = None,
     code = ("import sys; from nodeflame.capture.inspector import _guard_main; "
             "sys.exit(_guard_main(sys.argv[1:]))")
     fds = (lock.fileno(),) if lock is not None else ()
+    held = hold.hand_over() if hold is not None and not hold.closed else None
     try:
         proc = subprocess.Popen([sys.executable, "-c", code, str(pid), str(start), repr(float(grace)),
-                                 json.dumps([list(a) for a in before])],
+                                 json.dumps([list(a) for a in before]), str(-1 if held is None else held),
+                                 "1" if close_ports else "0"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, close_fds=True, pass_fds=fds, cwd="/", env=env)
+                                start_new_session=True, close_fds=True,
+                                pass_fds=fds + (() if held is None else (held,)), cwd="/", env=env)
     except OSError:
         return None
+    finally:
+        if held is not None:
+            os.close(held)   # the watcher has its copy (or, if it could not start, the connection ends here)
     threading.Thread(target=proc.wait, name=f"nodeflame-watcher-{proc.pid}", daemon=True).start()  # reaps it
     return proc.pid
 
 
-def _watch_text(guard: int | None) -> str:
+def _watch_text(guard: int | None, ending_connection: bool = False) -> str:
+    if ending_connection:
+        if guard is None:
+            return "no watcher could be started to hold the capture's inspector connection until it runs"
+        return f"a watcher (pid {guard}) ends the capture's inspector connection once it runs again"
     if guard is None:
         return "no watcher could be started to close an inspector port it opens later: check with ss -ltnp"
     return (f"a watcher (pid {guard}) will close any inspector port this opens as soon as the process runs "
             f"again")
 
 
+#: A held connection (see _start_guard) is ended after this long without data from a running target.
+HOLD_QUIET = 0.5
+HOLD_MAX = 30.0
+
+
 def _guard_main(argv) -> int:
-    """The watcher's body (``python -c``): argv = pid, start time, grace seconds, before ports (JSON)."""
-    pid, start, grace = int(argv[0]), int(argv[1]), float(argv[2])
-    ignore = {(ip, int(p)) for ip, p in json.loads(argv[3])}
+    """The watcher's body (``python -c``): argv = pid, start time, grace seconds, before ports (JSON),
+    the fd of a held connection (-1: none), whether to close ports (1/0)."""
+    pid, start = int(argv[0]), int(argv[1])
+    held = None
+    if len(argv) > 4 and int(argv[4]) >= 0:
+        import socket
+        held = socket.socket(fileno=int(argv[4]))
+        held.setblocking(False)
+    try:
+        # the held connection first: it ends (our EOF) only after the target has run and sent what it
+        # owed; closing the inspector from inside while it is still held would leave node's close frame
+        # to a connection nobody answers
+        if held is not None:
+            _release_held(pid, start, held)
+        if len(argv) <= 5 or argv[5] == "1":
+            _guard_ports(pid, start, float(argv[2]), json.loads(argv[3]))
+    finally:
+        if held is not None:
+            held.close()
+    return 0
+
+
+def _drain(held) -> tuple[bool, bool]:
+    """Read and drop what the target sent on a held connection: (whether anything came, whether the
+    connection ended)."""
+    got = False
+    while True:
+        try:
+            data = held.recv(1 << 16)
+        except BlockingIOError:
+            return got, False
+        except OSError:
+            return got, True
+        if not data:
+            return got, True
+        got = True
+
+
+def _release_held(pid: int, start: int, held) -> None:
+    """End a held connection once the target has run and sent nothing for HOLD_QUIET s (time stopped
+    does not count; at most HOLD_MAX s of it running)."""
+    import socket
+    quiet = ran = 0.0
+    while ran < HOLD_MAX and quiet < HOLD_QUIET:
+        if procutil.start_time(pid) != start or not procutil.exists(pid):
+            return
+        if procutil.is_stopped(pid):
+            quiet = 0.0
+        else:
+            got, ended = _drain(held)
+            if ended:
+                return
+            quiet = 0.0 if got else quiet + GUARD_POLL
+            ran += GUARD_POLL
+        time.sleep(GUARD_POLL)
+    try:
+        held.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _guard_ports(pid: int, start: int, grace: float, before) -> int:
+    """Close every inspector port ``pid`` opens beyond ``before`` once it runs (see _start_guard)."""
+    ignore = {(ip, int(p)) for ip, p in before}
     usr1 = 1 << (signal.SIGUSR1 - 1)
     not_inspector: dict = {}
     running = 0.0
@@ -662,7 +774,7 @@ def _guard_main(argv) -> int:
             if url is None:
                 not_inspector[(ip, p)] = not_inspector.get((ip, p), 0) + 1
                 continue
-            _close_inspector_fresh(Target(pid=pid), url)
+            _close_inspector_fresh(Target(pid=pid), url, before)
             not_inspector[(ip, p)] = 0
         open_now = [a for a in procutil.listening_ports(pid) if a not in ignore and not_inspector.get(a, 0) < 3]
         if not open_now and not (procutil.pending_signals(pid) & usr1):
@@ -680,7 +792,7 @@ def _close_opened(target: Target, url: str, before, lock: "_CaptureLock | None")
     if procutil.is_stopped(target.pid):
         return (f"process {target.pid} is stopped with the inspector port {_port_of(url)} open: "
                 + _watch_text(_start_guard(target.pid, before, lock)))
-    return _close_inspector_fresh(target, url)
+    return _close_inspector_fresh(target, url, before, lock)
 
 
 def _port_of(url: str) -> int | None:
@@ -761,9 +873,14 @@ def _close_now(url: str, pid: int, port: int | None) -> str | None:
     return None if _wait_port_closed(pid, port, 2.0) else "it did not close"
 
 
-def _close_and_wait(client: _Client, pid: int, port: int | None, url: str) -> str | None:
-    """Close the inspector we opened (see CLOSE_LATER); disconnects ``client``.  None, or a warning."""
+def _close_and_wait(client: _Client, pid: int, port: int | None, url: str, before=(),
+                    lock: "_CaptureLock | None" = None) -> str | None:
+    """Close the inspector we opened (see CLOSE_LATER); disconnects ``client``.  None, or a warning.
+    A target stopped before it answered keeps the connection (handed to a watcher: _Client.hand_over)."""
     why = _evaluate(client, CLOSE_LATER)
+    if why is not None and procutil.is_stopped(pid):
+        return (f"process {pid} was stopped while its inspector port {port} was being closed: "
+                + _watch_text(_start_guard(pid, before, lock, hold=client)))
     client.close()
     if why is None and _wait_port_closed(pid, port, CLOSE_DELAY_MS / 1000 + 0.8):
         return None
@@ -772,10 +889,13 @@ def _close_and_wait(client: _Client, pid: int, port: int | None, url: str) -> st
     why_now = _close_now(url, pid, port)
     if why_now is None or not procutil.exists(pid):
         return None
-    return f"the inspector port {port} of process {pid} could not be closed ({why or why_now})"
+    warning = f"the inspector port {port} of process {pid} could not be closed ({why or why_now})"
+    if procutil.is_stopped(pid):
+        warning += "; " + _watch_text(_start_guard(pid, before, lock))
+    return warning
 
 
-def _close_inspector_fresh(target: Target, url: str) -> str | None:
+def _close_inspector_fresh(target: Target, url: str, before=(), lock: "_CaptureLock | None" = None) -> str | None:
     """Close an inspector we opened but hold no working connection to: None, or a warning."""
     try:
         c = _Client(url, timeout=2.0, pid=target.pid, abort=_stopped_check(target.pid))
@@ -783,7 +903,7 @@ def _close_inspector_fresh(target: Target, url: str) -> str | None:
         if _wait_port_closed(target.pid, _port_of(url), 0.1):
             return None
         return f"the inspector port {_port_of(url)} of process {target.pid} could not be closed ({e})"
-    return _close_and_wait(c, target.pid, _port_of(url), url)
+    return _close_and_wait(c, target.pid, _port_of(url), url, before, lock)
 
 
 # --------------------------------------------------------------------- session
@@ -1125,18 +1245,21 @@ class InspectorSession(Session):
             if self.exiting or not procutil.exists(pid):
                 pass  # gone or exiting: disconnecting is all there is to do (and lets it exit)
             elif self.opened and procutil.is_stopped(pid):
-                # it can close nothing now: the watcher closes the port once it is continued
-                c.close()
+                # it can close nothing now: the watcher takes our connection (it must outlive the stop:
+                # _Client.hand_over) and closes the port once the target is continued
                 warning = (f"process {pid} is stopped with the inspector port {self.port} this capture opened: "
-                           + _watch_text(_start_guard(pid, self.before_ports, self.lock)))
+                           + _watch_text(_start_guard(pid, self.before_ports, self.lock, hold=c)))
             elif self.opened and c.closed:
                 warning = _close_opened(self.target, self.url, self.before_ports, self.lock)
             elif self.opened:
-                warning = _close_and_wait(c, pid, self.port, self.url)
-                if warning and procutil.is_stopped(pid):
-                    warning += "; " + _watch_text(_start_guard(pid, self.before_ports, self.lock))
-            elif c.closed or procutil.is_stopped(pid):
+                warning = _close_and_wait(c, pid, self.port, self.url, self.before_ports, self.lock)
+            elif c.closed:
                 pass  # an inspector open before us, which we leave open; nothing to undo that can be
+            elif procutil.is_stopped(pid):
+                # an inspector open before us, left open: our connection ends once the target has run
+                warning = (f"process {pid} is stopped: "
+                           + _watch_text(_start_guard(pid, self.before_ports, self.lock, hold=c,
+                                                      close_ports=False), ending_connection=True))
             else:
                 # an inspector that was open before us stays open: undo only what we enabled
                 for th in list(self.workers.values()) + [self.main]:

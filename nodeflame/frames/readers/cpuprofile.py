@@ -41,7 +41,7 @@ interning of call frames; everything per sample is numpy.
 from __future__ import annotations
 
 import re
-from itertools import chain, compress, repeat
+from itertools import chain, repeat
 from operator import attrgetter, is_not, itemgetter
 
 import numpy as np
@@ -678,9 +678,11 @@ def _decoder():
         tick = struct("Tick", [("line", int), ("ticks", int)], gc=False)
         # call frames, children and positionTicks as their JSON text: call frames interned as
         # bytes, only the distinct ones decoded; children and positionTicks parsed in bulk by numpy
+        # (absent children / positionTicks are the text "[]": one shared object, no None to sort out)
+        none = msgspec.Raw(b"[]")
         node = struct("Node", [("id", int), ("callFrame", msgspec.Raw), ("hitCount", int, 0),
-                               ("children", msgspec.Raw, None), ("parent", Optional[int], None),
-                               ("positionTicks", msgspec.Raw, None)], gc=False)
+                               ("children", msgspec.Raw, none), ("parent", Optional[int], None),
+                               ("positionTicks", msgspec.Raw, none)], gc=False)
         # samples and timeDeltas as their JSON text, parsed by numpy in C (jsonutil.raw_numbers)
         # instead of 1.2 M Python numbers
         Doc = struct("Doc", [("nodes", List[node]), ("samples", msgspec.Raw, None),
@@ -761,20 +763,19 @@ def _present(values, n):
     return np.fromiter(map(is_not, values, repeat(None, n)), bool, n)
 
 
-def _position_ticks(pts, has, pt_decoder, errors):
-    """(node of each entry, line, ticks) of the nodes' positionTicks texts (None where absent,
-    ``has`` where not).  V8's compact layout is parsed in bulk (jsonutil.raw_line_ticks); any
-    other layout is decoded by msgspec, all texts in one call."""
-    texts = list(compress(pts, has)) if not has.all() else pts
-    got = raw_line_ticks(texts)
+def _position_ticks(pts, pt_decoder, errors):
+    """(node of each entry, line, ticks) of the nodes' positionTicks texts.  V8's compact layout is
+    parsed in bulk (jsonutil.raw_line_ticks); any other layout is decoded by msgspec, all texts in
+    one call."""
+    got = raw_line_ticks(pts)
     if got is not None:
         per, ll, lt = got
     else:
         try:
-            lists = pt_decoder.decode(b"[" + b",".join(texts) + b"]")
+            lists = pt_decoder.decode(b"[" + b",".join(pts) + b"]")
         except errors:
             raise _Fallback from None
-        lists = [() if t is None else t for t in lists]
+        lists = [() if t is None else t for t in lists]  # "positionTicks": null
         per = np.fromiter(map(len, lists), _I64, len(lists))
         flat = list(chain.from_iterable(lists))
         try:
@@ -784,7 +785,7 @@ def _position_ticks(pts, has, pt_decoder, errors):
             raise _Fallback from None
     if len(ll) and not ((ll >= -2**31) & (ll < 2**31)).all():
         raise _Fallback
-    return np.repeat(np.flatnonzero(has), per), ll, lt
+    return np.repeat(np.arange(len(pts), dtype=_I64), per), ll, lt
 
 
 def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
@@ -824,17 +825,11 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
     idx = _IdIndex.checked(id_arr)
     parent = np.full(n, -1, _I64)
     ch = list(map(_CH, nodes))  # JSON texts, parsed in bulk (jsonutil.raw_int_lists)
-    flat = ()
-    has = _present(ch, n)
-    if has.any():
-        got, flat = raw_int_lists(list(compress(ch, has)))
-        if flat is not None:
-            lens = np.zeros(n, _I64)
-            lens[has] = got
-        else:  # "children": null somewhere (read as none), or something the path above names
-            lens, flat = raw_int_lists([b"[]" if c is None or bytes(c).strip() == b"null" else c for c in ch])
-            if flat is None:
-                raise _Fallback
+    lens, flat = raw_int_lists(ch)
+    if flat is None:  # "children": null somewhere (read as none), or something the path above names
+        lens, flat = raw_int_lists([b"[]" if bytes(c).strip() == b"null" else c for c in ch])
+        if flat is None:
+            raise _Fallback
     del ch
     if len(flat):
         cidx = idx.lookup(flat)
@@ -852,13 +847,7 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
             hit = np.fromiter(map(_HIT, nodes), _I64, n)
         except OverflowError:
             raise _Fallback from None
-    pts = list(map(_PT, nodes))
-    has = _present(pts, n)
-    if has.any():
-        ln, ll, lt = _position_ticks(pts, has, pt_decoder, errors)
-    else:
-        ln = ll = lt = np.empty(0, _I64)
-    del pts
+    ln, ll, lt = _position_ticks(list(map(_PT, nodes)), pt_decoder, errors)
     # the rest as the path above reads it (its checks and errors)
     start_us, end_us = doc.startTime, doc.endTime
     for v in (start_us, end_us):

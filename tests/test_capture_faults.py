@@ -666,6 +666,28 @@ def test_inspector_keepalive_profile_holds_one_collection_at_a_time(workload, mo
     assert_healthy(w)
 
 
+def test_a_stap_capture_of_a_pid_holds_the_stap_lock(workload):
+    # two stap modules on one process would each sample it; stap cannot run on every machine, so the
+    # lock is held here by another process as a stap capture holds it, and the backend must refuse
+    # first (before any other reason it has), naming the holder
+    from nodeflame.capture.base import availability
+    w = workload("--no-worker")
+    code = ("import sys, time; from nodeflame.capture import locks; l = locks.take(int(sys.argv[1]), 'stap'); "
+            "print('held' if l else 'none', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(w.pid)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        want = rf"pid {w.pid} is already being captured by the stap backend of nodeflame \(pid {holder.pid}: "
+        with pytest.raises(BackendUnavailable, match=want):
+            nf.capture(w.pid, 1, backend="stap")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert not re.search(r"already being captured", availability("stap", w.pid) or "")
+    assert_healthy(w)
+
+
 def test_a_capture_lock_is_released_when_its_holder_is_killed(tmp_path):
     from nodeflame.capture import locks
     target = subprocess.Popen(["sleep", "120"])

@@ -868,6 +868,7 @@ class StapSession(Session):
         self.module: str | None = None      # a prebuilt module run with staprun
         self.module_hz: int | None = None
         self.running_since: float | None = None
+        self.lock = None                    # the stap capture lock of the pid (locks.take), released by close()
 
     def _stderr_tail(self, n=600) -> str:
         try:
@@ -931,6 +932,8 @@ class StapSession(Session):
         except Exception:
             pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _read_target_int(pid: int, addr: int) -> int | None:
@@ -984,6 +987,11 @@ class StapBackend(Backend):
         which avoids the defects guru mode can avoid."""
         try:
             options = options or {}
+            if pid is not None:
+                from .. import locks
+                why = locks.busy(pid, "stap")     # two stap modules would each sample it (twice the cost)
+                if why:
+                    return why
             if options.get("module"):
                 # the module itself first: a module for another binary or kernel is the problem to fix
                 # wherever it is loaded
@@ -1030,10 +1038,12 @@ class StapBackend(Backend):
             raise BackendUnavailable(why)
         hz = opts.hz or self.default_hz
         max_depth = int(opts.extra.get("max_depth", MAX_DEPTH))
-        lay = layout_for_pid(target.pid)
-        tmpdir = tempfile.mkdtemp(prefix="nodeflame-stap-")
-        proc = None
+        from .. import locks
+        lock = locks.take(target.pid, "stap", fix="use the walker, perf or inspector backend")
+        tmpdir = proc = None
         try:
+            lay = layout_for_pid(target.pid)
+            tmpdir = tempfile.mkdtemp(prefix="nodeflame-stap-")
             script_path = os.path.join(tmpdir, "nodeflame.stp")
             out_path = os.path.join(tmpdir, "out.raw")
             err_path = os.path.join(tmpdir, "stap.err")
@@ -1058,6 +1068,7 @@ class StapBackend(Backend):
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                         start_new_session=True)
             sess = StapSession(self, target, opts, proc, tmpdir, out_path, err_path, script_path, lay, aspace)
+            sess.lock, lock = lock, None
             sess.module = os.fspath(module) if module else None
             sess.module_hz = module_info(module).get("hz") if module else None
             self._wait_running(sess, _module_name(module) if module else None)
@@ -1066,7 +1077,10 @@ class StapBackend(Backend):
         except BaseException:
             if proc is not None:
                 procutil.terminate(proc)
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            if lock is not None:
+                lock.release()
             raise
 
     @staticmethod

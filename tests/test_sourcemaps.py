@@ -421,6 +421,21 @@ def build(toolchain, tmp_path, how: str) -> str:
     return str(out / "service.js")
 
 
+@pytest.fixture(scope="module")
+def built(toolchain, tmp_path_factory):
+    """``built(how)``: (JS entry, the directory holding its src/ and dist/), compiled once per module
+    for each way (tsc takes seconds); the tests only read what it made (one that changes a build makes
+    its own with :func:`build`)."""
+    made = {}
+
+    def get(how):
+        if how not in made:
+            root = tmp_path_factory.mktemp(f"ts-{how}")
+            made[how] = (build(toolchain, root, how), root)
+        return made[how]
+    return get
+
+
 NO_INLINING = ("--max-inlined-bytecode-size=0",)
 
 
@@ -467,15 +482,15 @@ def self_by(p, key_cols=("name",)):
     return t.groupby(list(key_cols), observed=True)["self"].sum()
 
 
-def check_hot(q, tmp_path, gen_entry):
-    """The hot functions appear with their TypeScript names, .ts files and lines (within 1)."""
+def check_hot(q, root, gen_entry):
+    """The hot functions appear with their TypeScript names, .ts files (under ``root``/src) and lines (within 1)."""
     top = q.top(None)
     found = {}
     for name, (rel, needle) in HOT.items():
         rows = top[top["name"].astype(str) == name]
         assert len(rows), f"{name} missing from {top.head(15)[['self', 'name', 'file', 'line']]}"
         r = rows.iloc[0]
-        assert str(r["file"]) == str(tmp_path / "src" / rel), (name, r["file"])
+        assert str(r["file"]) == str(root / "src" / rel), (name, r["file"])
         want = ts_line(rel, needle)
         assert abs(int(r["line"]) - want) <= 1, (name, int(r["line"]), want)
         found[name] = int(r["self"])
@@ -486,12 +501,12 @@ def check_hot(q, tmp_path, gen_entry):
 
 
 @pytest.mark.parametrize("how", ["tsc", "esbuild", "esbuild-inline"])
-def test_live_inspector_capture_shows_typescript(toolchain, service, tmp_path, how):
-    entry = build(toolchain, tmp_path, how)
+def test_live_inspector_capture_shows_typescript(built, service, how):
+    entry, root = built(how)
     s = service(entry)
     raw = nf.capture(s.pid, 1.5, backend="inspector", hz=1000, source_maps=False)
     q = raw.with_source_maps(root=f"/proc/{s.pid}/root")
-    found = check_hot(q, tmp_path, entry)
+    found = check_hot(q, root, entry)
     # the maps change names and places, not time: each hot function has the self time its generated
     # function had in the unmapped capture
     assert q.total == raw.total
@@ -521,7 +536,7 @@ def test_live_inspector_capture_shows_typescript(toolchain, service, tmp_path, h
         assert any("minified" in w for w in q.meta["warnings"])
     # captured with maps applied by default
     p = nf.capture(s.pid, 1.0, backend="inspector", hz=1000)
-    check_hot(p, tmp_path, entry)
+    check_hot(p, root, entry)
     assert p.meta["transforms"][-1] == "source-maps"
 
 
@@ -551,25 +566,25 @@ def test_cpuprofile_of_bundle_with_maps_from_dir(toolchain, service, tmp_path, c
 
 
 @pytest.mark.parametrize("how", ["tsc", "esbuild"])
-def test_live_walker_capture_shows_typescript(toolchain, service, tmp_path, how):
+def test_live_walker_capture_shows_typescript(built, service, how):
     from nodeflame.capture.base import availability
-    entry = build(toolchain, tmp_path, how)
+    entry, root = built(how)
     s = service(entry)
     why = availability("walker", s.pid)
     if why:
         pytest.skip(f"walker backend unavailable: {why}")
     raw = nf.capture(s.pid, 1.5, backend="walker", source_maps=False)
     q = raw.with_source_maps(root=f"/proc/{s.pid}/root")
-    check_hot(q, tmp_path, entry)
+    check_hot(q, root, entry)
     assert q.total == raw.total
 
 
 @pytest.mark.parametrize("how", ["tsc", "esbuild"])
-def test_live_walker_capture_of_inlined_typescript(toolchain, service, tmp_path, how):
+def test_live_walker_capture_of_inlined_typescript(built, service, how):
     """The realistic case: TurboFan inlines the TypeScript helpers into serve() (minified, for esbuild);
     the walker expands them and the maps name them in the .ts files, executing lines included."""
     from nodeflame.capture.base import availability
-    entry = build(toolchain, tmp_path, how)
+    entry, root = built(how)
     s = service(entry, node_args=())
     why = availability("walker", s.pid)
     if why:
@@ -579,7 +594,7 @@ def test_live_walker_capture_of_inlined_typescript(toolchain, service, tmp_path,
     inl = raw.frames["tier"].astype(str) == "inlined"
     assert inl.any(), "nothing was inlined: this test would prove nothing"
     q = raw.with_source_maps(root=f"/proc/{s.pid}/root")
-    check_hot(q, tmp_path, entry)
+    check_hot(q, root, entry)
     # the inlined frames of the hot helpers carry TypeScript lines inside their function
     src = {rel: open(os.path.join(TS_SRC, rel)).read().split("\n") for rel, _ in HOT.values()}
     fr, fu = q.frames, q.funcs
@@ -592,15 +607,15 @@ def test_live_walker_capture_of_inlined_typescript(toolchain, service, tmp_path,
         assert all(src[rel][ln - 1].strip() for ln in lines), (name, sorted(set(lines)))
 
 
-def test_run_and_cli_apply_maps_by_default(toolchain, tmp_path, capsys):
+def test_run_and_cli_apply_maps_by_default(built, tmp_path, capsys):
     from nodeflame.cli import main
-    entry = build(toolchain, tmp_path, "esbuild")
+    entry, root = built("esbuild")
     # no inlining: this test is about run()/record applying maps, checked by name through the inspector;
     # inlining itself is covered by test_live_walker_capture_of_inlined_typescript (walker) and
     # tests/test_inspector_warm.py (the inspector's re-attribution on a warmed, inlined workload)
     argv = [NODE, *NO_INLINING, entry, "--seconds=5"]
     p = nf.run(argv, 1.5, backend="inspector", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    check_hot(p, tmp_path, entry)
+    check_hot(p, root, entry)
     out = tmp_path / "raw.nfprof"
     assert main(["record", "-d", "1", "--backend", "inspector", "--no-source-maps", "-q", "-o", str(out),
                  "--"] + argv) == 0
@@ -610,7 +625,7 @@ def test_run_and_cli_apply_maps_by_default(toolchain, tmp_path, capsys):
     assert "source_maps" not in r.meta and r.funcs["file"].astype(str).str.endswith("service.js").any()
     out2 = tmp_path / "mapped.nfprof"
     assert main(["record", "-d", "1", "--backend", "inspector", "-q", "-o", str(out2), "--"] + argv) == 0
-    check_hot(nf.read(str(out2)), tmp_path, entry)
+    check_hot(nf.read(str(out2)), root, entry)
 
 
 def test_bundled_dependency_becomes_deps_with_its_package(app):

@@ -296,6 +296,18 @@ def test_extensions_write_gzipped_pprof(tmp_path, ext):
     assert nf.read(f).total == p.total
 
 
+def test_reading_our_gzipped_pprof_warns_nothing(tmp_path):
+    # the sniffer looks at the decompressed bytes as text too; a real capture's pprof has bytes that are
+    # not UTF-8 there, and the format detection must not warn about them as if the file were text
+    p = nf.read(ROOT / "tests" / "data" / "diff_demo" / "slow0.cpuprofile")
+    f = tmp_path / "x.pb.gz"
+    p.write(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = nf.read(f)
+    assert set(q.funcs["name"].astype(str)) == set(p.funcs["name"].astype(str))
+
+
 def test_pprof_round_trip_of_pprof(corpus):
     p = nf.read(SIMPLE)
     back = nf.read(render(p, "pprof"))

@@ -203,8 +203,14 @@ def _text(data: bytes, source: str) -> str | None:
             cut -= 1
         if cut and data[cut - 1] >= 0xC0:
             data = data[:cut - 1]
+    import warnings
+    from .errors import FormatWarning
     try:
-        return decode_text(data, source)
+        with warnings.catch_warnings():
+            # a window of binary data (a gzip'd pprof) is looked at as text too: its stray bytes are the
+            # reader's to warn about when the file is text, never the sniffer's
+            warnings.simplefilter("ignore", FormatWarning)
+            return decode_text(data, source)
     except FormatError:
         return None
 

@@ -1,8 +1,8 @@
 """record --to --every: Ctrl-C or SIGTERM while a capture's session closes or while the capture is
 being written loses nothing: the capture under way is finished and written atomically, then the
 recorder stops (exit 0).  A live node process, a real recorder process and real signals; the
-recorder is slowed at the moment in question (a marker file says when it is there) so that the
-signal lands inside it whatever the load of the machine."""
+recorder is held at the moment in question (a marker file says when it is there) until the test has
+sent its signals (a release file), so that they land inside it whatever the load of the machine."""
 from __future__ import annotations
 
 import pathlib
@@ -34,7 +34,9 @@ _RECORDER = textwrap.dedent("""
     def mark_and_linger():
         if not marker.exists():          # the first capture only
             marker.write_text(where)
-            time.sleep(4)                # the test's signals arrive in here
+            release, deadline = marker.with_name("release"), time.monotonic() + 60
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)         # the test's signals arrive in here (their handlers run meanwhile)
 
     if where == "close":                 # inside session.close(), as the capture layer calls it
         real_close = cap._close
@@ -67,6 +69,15 @@ _RECORDER = textwrap.dedent("""
 """)
 
 
+@pytest.fixture(scope="module")
+def hot():
+    """One hot.js for the module: each test's recorder captures it, one recorder at a time."""
+    from hot_driver import HotJS
+    h = HotJS("--no-worker")
+    yield h
+    h.kill()
+
+
 def _record(tmp_path, hot, where, *opts):
     ds_path, marker = tmp_path / "ds", tmp_path / "marker"
     rec = subprocess.Popen([sys.executable, "-c", _RECORDER, str(marker), where, "record", "--pid", str(hot.pid),
@@ -96,20 +107,18 @@ def _wait_for(pred, timeout, what, proc):
     ("write", [signal.SIGINT, signal.SIGINT]),
     ("write", [signal.SIGTERM]),
 ])
-def test_a_signal_while_a_capture_closes_or_is_written_keeps_it(tmp_path, where, signals):
-    from hot_driver import HotJS
-    hot = HotJS("--no-worker")
+def test_a_signal_while_a_capture_closes_or_is_written_keeps_it(tmp_path, hot, where, signals):
     rec, ds_path, marker = _record(tmp_path, hot, where, "--every", "1", "-d", "0.5")
     try:
         _wait_for(marker.exists, 120, f"the recorder reached the capture's {where}", rec)
         for s in signals:
             rec.send_signal(s)
             time.sleep(0.2)
+        (tmp_path / "release").write_text("")
         err = rec.communicate(timeout=60)[1]
     finally:
         if rec.poll() is None:
             rec.kill()
-        hot.kill()
     assert rec.returncode == 0, err
     assert "stopping after the capture under way" in err, err
     assert "Traceback" not in err and "interrupted" not in err.splitlines()[-1], err
@@ -125,11 +134,9 @@ def test_a_signal_while_a_capture_closes_or_is_written_keeps_it(tmp_path, where,
 
 @needs_node
 @pytest.mark.slow
-def test_a_second_ctrl_c_while_sampling_cuts_the_capture_short_and_writes_it(tmp_path):
+def test_a_second_ctrl_c_while_sampling_cuts_the_capture_short_and_writes_it(tmp_path, hot):
     """The capture layer says when it samples (on_phase): there a second Ctrl-C ends the 60 s capture at
     once, and what it sampled is written."""
-    from hot_driver import HotJS
-    hot = HotJS("--no-worker")
     rec, ds_path, marker = _record(tmp_path, hot, "sample", "-d", "60")
     try:
         _wait_for(marker.exists, 120, "the recorder's capture began sampling", rec)
@@ -149,7 +156,6 @@ def test_a_second_ctrl_c_while_sampling_cuts_the_capture_short_and_writes_it(tmp
     finally:
         if rec.poll() is None:
             rec.kill()
-        hot.kill()
     assert rec.returncode == 0, err
     assert "Traceback" not in err and "1 capture in" in err.splitlines()[-1], err
     assert took < 40, (took, err)

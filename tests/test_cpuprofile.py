@@ -663,3 +663,19 @@ def test_bulk_parsers_read_what_json_reads(pts, lists, seps, swap):
         assert any(v is None or {2**63 - 1, -2**63} & set(v) for v in lists)
     else:
         assert lens.tolist() == [len(v) for v in lists] and flat.tolist() == [x for v in lists for x in v]
+
+
+def test_fields_read_only_where_used_are_still_checked_where_the_careful_path_checks_them():
+    """The fast path decodes hitCount and parent only when the profile needs them (no samples, no
+    children lists) -- and when a "children": null makes the careful path look at every node, where
+    a null hitCount or a parent beyond int64 is an error (found by the property test above)."""
+    for key, value in (("hitCount", None), ("parent", 2**63), ("parent", "x")):
+        doc = small_doc()
+        doc["nodes"][0][key] = value
+        fast, careful = _read_both(json.dumps(doc).encode())
+        _assert_same(fast, careful)
+        assert not isinstance(fast, str)  # ignored: samples and children say it all
+        doc["nodes"][3]["children"] = None
+        fast, careful = _read_both(json.dumps(doc).encode())
+        _assert_same(fast, careful)
+        assert isinstance(fast, str) and f"nodes[0].{key}" in fast

@@ -680,16 +680,22 @@ def _decoder():
         # bytes, only the distinct ones decoded; children and positionTicks parsed in bulk by numpy
         # (absent children / positionTicks are the text "[]": one shared object, no None to sort out)
         none = msgspec.Raw(b"[]")
-        node = struct("Node", [("id", int), ("callFrame", msgspec.Raw), ("hitCount", int, 0),
-                               ("children", msgspec.Raw, none), ("parent", Optional[int], None),
-                               ("positionTicks", msgspec.Raw, none)], gc=False)
-        # samples and timeDeltas as their JSON text, parsed by numpy in C (jsonutil.raw_numbers)
-        # instead of 1.2 M Python numbers
-        Doc = struct("Doc", [("nodes", List[node]), ("samples", msgspec.Raw, None),
-                             ("timeDeltas", msgspec.Raw, None),
-                             ("startTime", Optional[Union[int, float]], None),
-                             ("endTime", Optional[Union[int, float]], None)], gc=False)
-        _DECODER = (msgspec.json.Decoder(Doc), (msgspec.DecodeError, msgspec.ValidationError),
+        fields = [("id", int), ("callFrame", msgspec.Raw), ("children", msgspec.Raw, none),
+                  ("positionTicks", msgspec.Raw, none)]
+        # hitCount (the weights when there are no samples) and parent (the tree when no node has
+        # children) only where they are used: 8 % of the decoding otherwise
+        full = fields + [("hitCount", int, 0), ("parent", Optional[int], None)]
+
+        def doc(name, node_fields):
+            # samples and timeDeltas as their JSON text, parsed by numpy in C (jsonutil.raw_numbers)
+            # instead of 1.2 M Python numbers
+            node = struct(name, node_fields, gc=False)
+            return msgspec.json.Decoder(struct("Doc", [("nodes", List[node]), ("samples", msgspec.Raw, None),
+                                                       ("timeDeltas", msgspec.Raw, None),
+                                                       ("startTime", Optional[Union[int, float]], None),
+                                                       ("endTime", Optional[Union[int, float]], None)],
+                                               gc=False))
+        _DECODER = ((doc("Node", fields), doc("FullNode", full)), (msgspec.DecodeError, msgspec.ValidationError),
                     msgspec.json.Decoder(call_frame), msgspec.json.Decoder(List[Optional[List[tick]]]))
     return _DECODER
 
@@ -699,17 +705,24 @@ def _fast_protocol(data, source, thread):
     dec = _decoder() if isinstance(data, (bytes, bytearray, memoryview)) else False
     if not dec:
         return None
-    decoder, errors, cf_decoder, pt_decoder = dec
+    (lean, full), errors, cf_decoder, pt_decoder = dec
     if not _utf8(data):
         return None  # the path above names the byte
-    try:
-        doc = decoder.decode(data)
-    except errors:
-        return None
-    try:
-        return _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors)
-    except _Fallback:
-        return None
+    for decoder in (lean, full):
+        try:
+            doc = decoder.decode(data)
+        except errors:
+            return None
+        try:
+            return _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors, decoder is lean)
+        except _Fallback:
+            return None
+        except _NeedFull:
+            del doc  # (and decode again with hitCount and parent)
+
+
+class _NeedFull(Exception):
+    """The lean decoding lacks what this profile needs: hitCount (no samples) or parent (no children)."""
 
 
 def _intern_texts(raws):
@@ -788,7 +801,7 @@ def _position_ticks(pts, pt_decoder, errors):
     return np.repeat(np.arange(len(pts), dtype=_I64), per), ll, lt
 
 
-def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
+def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors, lean) -> _Part:
     nodes = doc.nodes
     n = len(nodes)
     samples = deltas = None
@@ -801,6 +814,8 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
         if deltas is None:
             raise _Fallback
     has_samples = samples is not None and len(samples) > 0
+    if lean and not has_samples:
+        raise _NeedFull
     try:
         id_arr = np.fromiter(map(_ID, nodes), _I64, n)
     except OverflowError:
@@ -827,8 +842,11 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
     ch = list(map(_CH, nodes))  # JSON texts, parsed in bulk (jsonutil.raw_int_lists)
     lens, flat = raw_int_lists(ch)
     if flat is None:  # "children": null somewhere (read as none), or something the path above names
+        if lean:
+            raise _NeedFull  # the path above then checks every node, hitCount and parent included
         lens, flat = raw_int_lists([b"[]" if bytes(c).strip() == b"null" else c for c in ch])
-        if flat is None:
+        pa = [v for v in map(_PA, nodes) if v is not None]
+        if flat is None or pa and not -2**63 <= min(pa) <= max(pa) < 2**63:
             raise _Fallback
     del ch
     if len(flat):
@@ -836,9 +854,10 @@ def _struct_part(doc, source, thread, cf_decoder, pt_decoder, errors) -> _Part:
         if (cidx < 0).any() or (np.bincount(cidx, minlength=n) > 1).any():
             raise _Fallback
         parent[cidx] = np.repeat(np.arange(n, dtype=_I64), lens)
-    else:
-        if _present(map(_PA, nodes), n).any():
-            raise _Fallback  # trace-event chunks' parent ids: the path above
+    elif lean:
+        raise _NeedFull  # no node has children: are there parent ids?
+    elif _present(map(_PA, nodes), n).any():
+        raise _Fallback  # trace-event chunks' parent ids: the path above
     if (parent == np.arange(n)).any():
         raise _Fallback
     hit = None

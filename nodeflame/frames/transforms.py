@@ -193,6 +193,11 @@ def stack_tour(p) -> tuple[np.ndarray, np.ndarray]:
     return f["tour"]
 
 
+def known_tour(p):
+    """``p``'s tour if it is known already (inherited from a transform's input), else None."""
+    return _facts(p).get("tour")
+
+
 def path_fact(p, name: str, make):
     """A per-stack fact of ``p``'s table, cached with it (``make()`` computes it), that transforms keep:
     one that asks only about the stack's own function and which functions are above it, such as
@@ -417,11 +422,16 @@ def _restack(p, frame, frame_map, collapse_same=None):
     out_p = np.empty(len(kept), np.int64)
     out_f = np.empty(len(kept), np.int64)
     out_d = np.empty(len(kept), np.int64)
+    # the kept stacks by new depth (radix sort of 16-bit depths), each level a run
+    order = np.argsort(nd.astype(np.int16) if len(nd) and nd.max() < 32767 else nd, kind="stable")
+    nd_l, kept_l, par_l = nd[order], kept[order], par_old[order]
+    f_l = nf_all[kept_l]
+    bounds = np.flatnonzero(nd_l[1:] != nd_l[:-1]) + 1
     c = 0
-    for d, sub in _levels_of(nd):
-        idx = kept[sub]
-        newp = old_to_new[par_old[sub]] if d else np.full(len(sub), -1, np.int64)   # (only roots lack one)
-        key = (newp + 1) * nframes + nf_all[idx]
+    for s, e in zip([0] + bounds.tolist(), bounds.tolist() + [len(nd_l)]) if len(nd_l) else ():
+        d = int(nd_l[s])
+        newp = old_to_new[par_l[s:e]] if d else np.full(e - s, -1, np.int64)   # (only roots lack one)
+        key = (newp + 1) * nframes + f_l[s:e]
         if len(key) < 2 or (key[1:] > key[:-1]).all():
             uniq, ids = key, np.arange(c, c + len(key))
         else:   # np.unique by hand (numpy 2.4's takes 2-3x an argsort); nearly sorted: timsort
@@ -437,7 +447,7 @@ def _restack(p, frame, frame_map, collapse_same=None):
         out_p[c:c + k] = uniq // nframes - 1
         out_f[c:c + k] = uniq % nframes
         out_d[c:c + k] = d
-        old_to_new[idx] = ids
+        old_to_new[kept_l[s:e]] = ids
         c += k
     dropped = np.flatnonzero(~keep)
     ad = anc[dropped]

@@ -14,6 +14,7 @@ box selections on the timeline through plotly's own trace callbacks; both as
 """
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import traitlets as T
 
@@ -45,6 +46,21 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[prefix + k] = v
     return out
+
+
+def _array(v):
+    """A list of numbers or strings as a numpy array (int64, or object), other values as they are."""
+    if isinstance(v, list) and v:
+        if all(type(x) is int for x in v):
+            return np.array(v, dtype=np.int64)
+        if all(type(x) is str for x in v):
+            return np.array(v, dtype=object)
+    return v
+
+
+def _arrays(d: dict) -> dict:
+    """:func:`_array` over a nested dict."""
+    return {k: _arrays(v) if isinstance(v, dict) else _array(v) for k, v in d.items()}
 
 
 class FigureWidget(go.FigureWidget):
@@ -175,22 +191,25 @@ class Chart:
         if w is None:
             bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
                     for k in KINDS] if self.timeline else []
-            self.widget = FigureWidget(data=[go.Icicle(**tr)] + bars, layout=lay)
+            # numpy arrays: plotly validates them whole (lists element by element; the same state)
+            self.widget = FigureWidget(data=[go.Icicle(**_arrays(tr))] + bars, layout=lay)
             self.widget._nf_static = self.static_key
             self.widget._config = {"displaylogo": False, "responsive": True, "scrollZoom": False}
             self._connect()
         else:
             # the trace was validated when it was added and keeps the same keys: plotly_restyle
-            # skips re-validating thousands of array elements (3x faster than trace.update)
+            # skips re-validating thousands of array elements (3x faster than trace.update);
+            # arrays go as numpy arrays, which plotly compares and serializes whole (one tolist()
+            # each: the same JSON as the lists, int64 is never sent as a binary buffer)
             with w.batch_update():
-                w.plotly_restyle({k: [v] for k, v in _flat(tr).items()}, trace_indexes=[0])
+                w.plotly_restyle({k: [_array(v)] for k, v in _flat(tr).items()}, trace_indexes=[0])
                 w.layout.update(lay)
         self.sent_figures += 1
 
     def restyle(self, updates: dict) -> None:
         """Small changes of the icicle (colours after a search, orientation)."""
         if self.widget is not None and self.widget.data:
-            self.widget.plotly_restyle({k: [v] for k, v in updates.items()}, trace_indexes=[0])
+            self.widget.plotly_restyle({k: [_array(v)] for k, v in updates.items()}, trace_indexes=[0])
         self.sent_restyles += 1
 
     def set_timeline(self, bars: list[dict], shapes: list[dict]) -> None:

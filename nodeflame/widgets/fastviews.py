@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..frames.stacktable import level_segments
-from ..frames.transforms import euler_tour, path_fact, stack_tour
+from ..frames.transforms import euler_tour, known_tour, path_fact, stack_levels, stack_tour
 from ..frames.views import call_tree
 
 _I64 = np.int64
@@ -88,12 +88,22 @@ def _frozen(p) -> bool:
 
 def subtree_weights(p) -> np.ndarray:
     """Per stack of a validated profile: the weight of the samples at it or under it (prefix sums
-    of the stack weights over the table's Euler tour)."""
+    of the stack weights over the table's Euler tour when it is known, else summed up level by
+    level)."""
     def make():
-        tin, size = stack_tour(p)
-        n = len(tin)
-        w = np.zeros(n + 1, _I64)
-        w[tin + 1] = p.stack_weights()
+        sw = p.stack_weights()
+        tour = known_tour(p)
+        if tour is None:
+            total = sw.astype(_I64).copy()
+            prefix = p.arrays()["prefix"]
+            for d, idx in reversed(stack_levels(p)):
+                if d == 0:
+                    break
+                np.add.at(total, prefix[idx], total[idx])
+            return total
+        tin, size = tour
+        w = np.zeros(len(tin) + 1, _I64)
+        w[tin + 1] = sw
         np.cumsum(w, out=w)
         return w[tin + size] - w[tin]
     return memo(p, "subtree_weights", make)
@@ -119,9 +129,11 @@ def tree_arrays(p, inverted: bool = False) -> dict:
     if not inverted and _frozen(p) and len(p.stacks) and one_frame_per_function(p):
         a = p.arrays()
         return {"parent": a["prefix"], "depth": a["depth"], "func": a["stack_func"],
-                "self": p.stack_weights(), "total": subtree_weights(p)}
+                "self": p.stack_weights(), "total": subtree_weights(p), "subtree_totals": True}
     t = call_tree(p, inverted=inverted)
-    return {k: t[k].to_numpy() for k in ("parent", "depth", "func", "self", "total")}
+    out = {k: t[k].to_numpy() for k in ("parent", "depth", "func", "self", "total")}
+    out["subtree_totals"] = True
+    return out
 
 
 def func_self_total(p) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +211,8 @@ def flame_layout(p, *, minwidth: float = 0.0, tree=None, inverted: bool = False)
         return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
                              "func": [], "label": [], "kind": [], "other": []})
     has_parent = parent >= 0
-    if not (total[has_parent] <= total[parent[has_parent]]).all():   # not a tree of subtree totals
+    if not (isinstance(t, dict) and t.get("subtree_totals")) and \
+            not (total[has_parent] <= total[parent[has_parent]]).all():   # not a tree of subtree totals
         from ..frames.views import flame_layout as slow
         return slow(p, minwidth=minwidth, tree=pd.DataFrame({k: np.asarray(t[k]) for k in
                                                             ("parent", "depth", "func", "self", "total")}))
@@ -213,13 +226,14 @@ def flame_layout(p, *, minwidth: float = 0.0, tree=None, inverted: bool = False)
     # one "other" node per parent of narrow drawn-level children (parent -1: the root level)
     s_idx = np.flatnonzero(small)
     if len(s_idx):
-        sp = parent[s_idx] + 1
-        cnt = np.bincount(sp, minlength=n + 1)
-        o_key = np.flatnonzero(cnt)
-        o_cnt = cnt[o_key].astype(_I64)
-        o_tot = np.bincount(sp, weights=total[s_idx], minlength=n + 1)[o_key].astype(_I64)
-        o_self = np.bincount(sp, weights=selfw[s_idx], minlength=n + 1)[o_key].astype(_I64)
-        o_par = o_key - 1                       # tree node of the parent, -1 at the root level
+        sp = parent[s_idx]
+        o = np.argsort(sp, kind="stable")
+        sp, s_idx = sp[o], s_idx[o]
+        first = np.flatnonzero(np.concatenate(([True], sp[1:] != sp[:-1])))
+        o_cnt = np.diff(np.append(first, len(sp))).astype(_I64)
+        o_tot = np.add.reduceat(total[s_idx].astype(_I64), first)
+        o_self = np.add.reduceat(selfw[s_idx].astype(_I64), first)
+        o_par = sp[first]                       # tree node of the parent, -1 at the root level
         o_depth = np.where(o_par >= 0, depth[np.maximum(o_par, 0)] + 1, 0)
     else:
         o_par = o_depth = o_cnt = o_tot = o_self = np.empty(0, _I64)

@@ -361,7 +361,10 @@ def leaf_kinds(p) -> np.ndarray:
 def timeline_bins(t, bins: int, t0: int, t1: int) -> np.ndarray:
     """The timeline bin (0..bins-1) of each time ``t`` (ns) on the strip from ``t0`` to ``t1``."""
     span = max(t1 - t0, 1)
-    return np.clip(((np.asarray(t) - t0) * bins) // (span + 1), 0, bins - 1).astype(_I64)
+    b = np.subtract(np.asarray(t), t0, dtype=_I64)     # one array, worked on in place
+    b *= bins
+    b //= span + 1
+    return np.clip(b, 0, bins - 1, out=b)
 
 
 def timeline_counts(t, w, leafk, bins: int = 200, *, t0_ns=None, t1_ns=None, bin_of=None) -> pd.DataFrame:
@@ -373,9 +376,11 @@ def timeline_counts(t, w, leafk, bins: int = 200, *, t0_ns=None, t1_ns=None, bin
     span = max(t1 - t0, 1)
     b = timeline_bins(t, bins, t0, t1) if bin_of is None else bin_of
     nk = len(KINDS)
-    # kind code + 1 per sample, 0 for samples not counted: their column is dropped
-    m = np.bincount(b * (nk + 1) + (np.asarray(leafk, _I64) + 1), weights=w,
-                    minlength=bins * (nk + 1)).reshape(bins, nk + 1)[:, 1:]
+    # per sample: its bin's row and its kind code + 1, 0 for samples not counted (a column dropped)
+    cell = b * (nk + 1)
+    cell += leafk
+    cell += 1
+    m = np.bincount(cell, weights=w, minlength=bins * (nk + 1)).reshape(bins, nk + 1)[:, 1:]
     width = (span + 1) / bins / 1e6
     out = pd.DataFrame({"t0_ms": np.arange(bins) * width, "width_ms": np.full(bins, width)})
     for k in range(nk):

@@ -122,10 +122,11 @@ def aggregate_rows(s: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     Counted in a table of every (stack, thread) pair when it is not much larger than ``s``
     (no sort of the samples), else sorted."""
     cats = s["thread"].cat.categories
-    codes = s["thread"].cat.codes.to_numpy().astype(np.int64)
-    stack = s["stack"].to_numpy().astype(np.int64)
+    stack = s["stack"].to_numpy()
     width = len(cats) + 1
-    key = stack * width + (codes + 1)       # code -1 (no thread) sorts first within its stack
+    key = np.multiply(stack, width, dtype=np.int64)   # one array, worked on in place
+    key += s["thread"].cat.codes.to_numpy()
+    key += 1                                 # code -1 (no thread) sorts first within its stack
     room = (int(stack.max()) + 1) * width if len(stack) else 0
     if room <= 4 * len(key) + 1024:
         seen = np.bincount(key, minlength=room) > 0
@@ -183,6 +184,7 @@ class ExplorerState:
         self._aggs = LRU()
         self._ncolors = LRU()
         self._tl_bins = None
+        self._tl_last = None   # (leaf kind of each aggregate row, its timeline): the last one computed
         n_rows = len(profile.samples)
         self._aggregate = bool(aggregate if aggregate is not None else (
             profile.meta.get("timed") and n_rows > 50_000))
@@ -288,11 +290,16 @@ class ExplorerState:
         agg, inv, src = self._agg_entry("")
         kind_of_row = np.full(len(agg.samples), -1, np.int64)
         kind_of_row[p.samples["_row"].to_numpy()] = M.leaf_kinds(p)
+        last = self._tl_last
+        if last is not None and np.array_equal(last[0], kind_of_row):
+            return last[1]   # every sample row keeps its leaf's kind (merge recursion, most hides)
         s = src.samples
         if self._tl_bins is None:   # the samples' bins on the strip: the same for every view
             self._tl_bins = M.timeline_bins(s["time_ns"].to_numpy(), 200, self.t0, self.t1)
-        return M.timeline_counts(s["time_ns"].to_numpy(), s["weight"].to_numpy(), kind_of_row[inv],
-                                 t0_ns=self.t0, t1_ns=self.t1, bin_of=self._tl_bins)
+        tl = M.timeline_counts(s["time_ns"].to_numpy(), s["weight"].to_numpy(), kind_of_row[inv],
+                               t0_ns=self.t0, t1_ns=self.t1, bin_of=self._tl_bins)
+        self._tl_last = (kind_of_row, tl)
+        return tl
 
     @property
     def profile(self):

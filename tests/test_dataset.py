@@ -136,10 +136,11 @@ def test_labels_are_checked(tmp_path):
 
 
 # ------------------------------------------------------------------ questions
-@pytest.fixture
-def fleet(tmp_path):
-    """Two versions x two hosts x 3 captures, version 1.3's parse 40 % heavier, an hour apart."""
-    ds = nf.dataset(tmp_path / "fleet")
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Two versions x two hosts x 3 captures, version 1.3's parse 40 % heavier, an hour apart.  Made once
+    for the module: the tests that take it only read it."""
+    ds = nf.dataset(tmp_path_factory.mktemp("fleet") / "fleet")
     t0 = 1_700_000_000.0
     k = 0
     for version, slow in (("1.2", 1.0), ("1.3", 1.4)):

@@ -678,8 +678,9 @@ def _decoder():
         tick = struct("Tick", [("line", int), ("ticks", int)], gc=False)
         # call frames, children and positionTicks as their JSON text: call frames interned as
         # bytes, only the distinct ones decoded; children and positionTicks parsed in bulk by numpy
-        # (absent children / positionTicks are the text "[]": one shared object, no None to sort out)
-        none = msgspec.Raw(b"[]")
+        # (absent children / positionTicks are the text "[]": one shared bytes object, no None to
+        # sort out, and joined without a buffer request as a Raw would need)
+        none = b"[]"
         fields = [("id", int), ("callFrame", msgspec.Raw), ("children", msgspec.Raw, none),
                   ("positionTicks", msgspec.Raw, none)]
         # hitCount (the weights when there are no samples) and parent (the tree when no node has

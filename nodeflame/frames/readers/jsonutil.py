@@ -336,19 +336,21 @@ def raw_line_ticks(texts):
     ticks = _digits(u, c1 + 1, close) if line is not None else None
     if ticks is None:
         return None
-    # the entries fill the arrays: '[' entry (',' entry)* ']' or '[]'
-    text = np.searchsorted(opens, c0) - 1
-    per = np.bincount(text, minlength=count)
-    first = np.ones(len(c0), bool)
-    first[1:] = text[1:] != text[:-1]
-    last = np.ones(len(c0), bool)
-    last[:-1] = first[1:]
+    # the entries fill the arrays: '[' entry (',' entry)* ']' or '[]'.  An entry is an array's
+    # first where '[' is before it, its last where ']' is after it, else ',' joins it to the next
+    start = c0 - 7
+    first = u[start - 1] == 91
+    last = u[close + 1] == 93
+    full = u[opens + 1] == 123  # '[{' ; else '[]'
     inner = ~last
-    some = per > 0
-    if not ((c0[first] - 7 == off[:-1][some] + 1).all() and (close[last] + 2 == off[1:][some]).all()
-            and (u[close[inner] + 1] == 44).all() and (close[inner] + 2 == c0[1:][inner[:-1]] - 7).all()
-            and (off[1:][~some] - off[:-1][~some] == 2).all()):
+    if not ((first[1:] == last[:-1]).all() and first[0] and last[-1]
+            and (u[close[inner] + 1] == 44).all() and (start[1:][inner[:-1]] == close[inner] + 2).all()
+            and int(first.sum()) == int(full.sum()) and (start[first] == opens[full] + 1).all()
+            and (close[last] + 2 == off[1:][full]).all() and (off[1:][~full] - opens[~full] == 2).all()):
         return None
+    per = np.zeros(count, np.int64)
+    firsts = np.flatnonzero(first)
+    per[full] = np.diff(firsts, append=len(first))
     return per.astype(np.int64), line, ticks
 
 

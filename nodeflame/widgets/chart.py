@@ -49,12 +49,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _array(v):
-    """A list of numbers or strings as a numpy array (int64, or object), other values as they are."""
+    """A list as a numpy array (whole numbers as int64, anything else as objects: plotly then
+    validates, compares and serializes it whole, with the same JSON as the list); other values as
+    they are."""
     if isinstance(v, list) and v:
-        if all(type(x) is int for x in v):
-            return np.array(v, dtype=np.int64)
-        if all(type(x) is str for x in v):
-            return np.array(v, dtype=object)
+        if type(v[0]) is int:
+            a = np.array(v)
+            if a.dtype == np.int64:
+                return a
+        out = np.empty(len(v), dtype=object)
+        out[:] = v
+        return out
     return v
 
 
@@ -201,9 +206,13 @@ class Chart:
             # skips re-validating thousands of array elements (3x faster than trace.update);
             # arrays go as numpy arrays, which plotly compares and serializes whole (one tolist()
             # each: the same JSON as the lists, int64 is never sent as a binary buffer)
+            # only the layout's changed properties (as the figure holds them now: the browser's
+            # relayouts included) are validated and sent
+            changed = {k: v for k, v in lay.items() if w._layout.get(k) != v}
             with w.batch_update():
                 w.plotly_restyle({k: [_array(v)] for k, v in _flat(tr).items()}, trace_indexes=[0])
-                w.layout.update(lay)
+                if changed:
+                    w.layout.update(changed)
         self.sent_figures += 1
 
     def restyle(self, updates: dict) -> None:

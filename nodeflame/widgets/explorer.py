@@ -71,6 +71,7 @@ class Explorer(W.VBox):
         self._view_seq = 0
         self._views: dict[int, tuple] = {}
         self.chart_box = None
+        self._timeline_drawn = None
         self._build_controls(timeline)
         self.refresh()   # the chart's FigureWidget is born holding the first figure
         self.chart_box.children = [self.chart.widget]
@@ -264,6 +265,9 @@ class Explorer(W.VBox):
         if self.timeline_chart is None:
             return
         tl = self.state.timeline()
+        if tl is not None and tl is self._timeline_drawn:
+            return      # the strip shows this already (a view whose samples keep their leaf kinds)
+        self._timeline_drawn = tl
         self.chart.set_timeline(*(tl if tl is not None else ([], [])))
 
     def _render_details(self):

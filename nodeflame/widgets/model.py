@@ -82,17 +82,28 @@ def _hash_color(values: np.ndarray) -> np.ndarray:
     return pal[inv] if len(values) else np.empty(0, object)
 
 
-def func_colors(p, by: str = "kind") -> np.ndarray:
+def func_colors(p, by: str = "kind", only: np.ndarray | None = None) -> np.ndarray:
     """One colour per function: by ``kind``, npm ``package`` or ``file``.
 
-    Functions without a package (or file) keep their kind's colour."""
+    Functions without a package (or file) keep their kind's colour.  ``only``: the functions whose
+    colours are wanted (each colour depends on its function alone; the others are left grey)."""
     if by not in COLOR_BY:
         raise ValueError(f"color must be one of {', '.join(COLOR_BY)}, not {by!r}")
-    kinds = p.funcs["kind"].astype(str).to_numpy(object)
-    col = kind_colors(p.funcs["name"].astype(str).to_numpy(object), kinds)
+    if only is not None:
+        out = np.full(len(p.funcs), OTHER_COLOR, dtype=object)
+        if len(only):
+            f = p.funcs.iloc[only]
+            out[only] = _func_colors(f, by)
+        return out
+    return _func_colors(p.funcs, by)
+
+
+def _func_colors(f: pd.DataFrame, by: str) -> np.ndarray:
+    kinds = f["kind"].astype(str).to_numpy(object)
+    col = kind_colors(f["name"].astype(str).to_numpy(object), kinds)
     if by == "kind":
         return col.astype(object)
-    key = p.funcs[by].astype(str).to_numpy(object)
+    key = f[by].astype(str).to_numpy(object)
     has = key != ""
     out = col.astype(object).copy()
     if has.any():

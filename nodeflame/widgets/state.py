@@ -185,6 +185,7 @@ class ExplorerState:
         self._ncolors = LRU()
         self._tl_bins = None
         self._tl_last = None   # (leaf kind of each aggregate row, its timeline): the last one computed
+        self._tl_drawn = None  # (timeline, slice, bars and shapes): the last one drawn
         n_rows = len(profile.samples)
         self._aggregate = bool(aggregate if aggregate is not None else (
             profile.meta.get("timed") and n_rows > 50_000))
@@ -523,8 +524,9 @@ class ExplorerState:
         """Colour of each drawn node by the colouring chosen (cached per view and colouring: a
         search or an orientation change recolours without recomputing them; the kind palette
         hashes every function's name, 20-30 ms for 1,700 functions)."""
-        def make():
-            return M.node_colors(lay, M.func_colors(p, self.view["color"]))
+        def make():   # the drawn functions' colours only
+            func = lay["func"].to_numpy()
+            return M.node_colors(lay, M.func_colors(p, self.view["color"], only=np.unique(func[func >= 0])))
         if p is self.profile and lay is self.layout_table:
             return self._ncolors.get_or((self.view_key, self.view["color"]), make)
         return make()
@@ -631,8 +633,14 @@ class ExplorerState:
         tl = self._timelines.get_or(key, lambda: self._timeline_for(key))
         if tl is None:
             return None
-        fig = M.timeline_figure(tl, selected_ms=self.slice_ms())
-        return fig["data"], fig["layout"].get("shapes", [])
+        sel = self.slice_ms()
+        last = self._tl_drawn
+        if last is not None and last[0] is tl and last[1] == sel:
+            return last[2]     # the same object as before: nothing to redraw
+        fig = M.timeline_figure(tl, selected_ms=sel)
+        out = (fig["data"], fig["layout"].get("shapes", []))
+        self._tl_drawn = (tl, sel, out)
+        return out
 
     def func_html(self, p, func) -> str:
         """One function of ``p``: name, where, kind, self and total, callers and callees."""

@@ -601,6 +601,10 @@ def test_call_frame_interning_with_and_without_pyarrow(monkeypatch):
     """Arrow's dictionary_encode and the dict fallback give the same codes and texts."""
     texts = [b'{"a":1}', b'{"b":2}', b'{"a":1}', b'{"c":"\\u0000"}', b'{"b":2}', b'{"a": 1}']
     with_arrow = cp_reader._intern_texts(texts)
+    for chunk in (1, 2, 4):  # texts hashed a chunk at a time, the chunks' dictionaries unified
+        monkeypatch.setattr(cp_reader, "_INTERN_CHUNK", chunk)
+        got = cp_reader._intern_texts(texts)
+        assert got[0].tolist() == with_arrow[0].tolist() and got[1] == with_arrow[1]
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
     without = cp_reader._intern_texts(texts)
     assert with_arrow[0].tolist() == without[0].tolist() == [0, 1, 0, 2, 1, 3]

@@ -348,3 +348,18 @@ def test_writer_frames_and_threads():
     # t1 in time order: t=20 (main;native, w 4) then t=30 (main;(anonymous), w 2)
     assert [[names[i] for i in s] for s in by["t1"]["samples"]] == [["main", "native"], ["main", "(anonymous)"]]
     assert by["t1"]["weights"] == [4, 2] and by["t1"]["unit"] == "none"
+
+
+def test_names_read_back_exactly():
+    # an anonymous JS function is written as speedscope names it and read back as V8 names it (""); a
+    # nameless frame without a file stays nameless; a native frame called "(anonymous)" keeps that name
+    ft = FrameTable()
+    a = ft.add("", "/app/y.js", 4, 2)
+    b = ft.add("", "")
+    c = ft.add("(anonymous)", "")
+    p = build_profile(ft, np.array([0, 2, 4]), np.array([a, b, a, c]), weights=np.array([1, 2]))
+    doc = to_doc(p)
+    assert {"name": "(anonymous)", "file": "/app/y.js", "line": 4, "col": 2} in doc["shared"]["frames"]
+    q = rd(doc)
+    assert folded(q) == folded(p)
+    assert sorted(q.funcs["name"].astype(str)) == sorted(p.funcs["name"].astype(str)) == ["", "", "(anonymous)"]

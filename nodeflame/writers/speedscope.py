@@ -35,7 +35,9 @@ def speedscope_dict(p, *, name: str | None = None) -> dict:
     ffiles = f["file"].astype(str).to_numpy(object)
     frames = []
     for fu, ln, co in zip(fr["func"].tolist(), fr["line"].tolist(), fr["column"].tolist()):
-        d = {"name": fnames[fu] or "(anonymous)"}
+        # an anonymous JS function as speedscope's own importers name it (read back as ""); an empty
+        # name without a file stays empty, so that every name reads back as it was
+        d = {"name": fnames[fu] or ("(anonymous)" if ffiles[fu] else "")}
         if ffiles[fu]:
             d["file"] = ffiles[fu]
         if ln > 0:

@@ -1,6 +1,8 @@
 """speedscope's own file format (https://www.speedscope.app/file-format-schema.json).
 
-``shared.frames`` holds ``{name, file?, line?, col?}``; ``profiles`` holds
+``shared.frames`` holds ``{name, file?, line?, col?}`` (a frame named
+``(anonymous)`` with a file is an anonymous JS function: name ``""``, as V8
+gives it and as our writer writes it back); ``profiles`` holds
 profiles of two types:
 
 - ``sampled``: ``samples`` (lists of frame indices, root first) and
@@ -85,6 +87,8 @@ def _frames(doc, source) -> tuple[FrameTable, np.ndarray]:
                 pos.append(max(int(v), 0))
             else:
                 raise _err(f"{p}.{k} is {type_name(v)}", source, f"{p}.{k}", "a number (1-based)")
+        if name == "(anonymous)" and file:
+            name = ""    # what V8 calls an anonymous function (functionName ""), as speedscope shows it
         ids[i] = ft.add(name, file, pos[0], pos[1])
     return ft, ids
 

@@ -12,12 +12,15 @@ sampled nodes), then times, in the same run and on the same file:
   usual hand-written script;
 - ``nodeflame.read``          -- the full Profile (tables, kinds, lines);
 - ``nodeflame.read`` without msgspec -- the json-module path (no ``[fast]`` extra);
-- ``nodeflame.read`` + ``p.top(20)``.
+- ``nodeflame.read`` + ``p.top(20)``;
+- then ``json.load`` and ``nodeflame.read`` alternated ``--alternate`` times (and, with ``--before
+  DIR``, the reader of another copy of the package -- ``git archive REV nodeflame | tar -x -C DIR``
+  -- in the same process and the same rotation: the A/B of a change on a loaded machine).
 
 speedscope's importer is JavaScript running in a browser; it is not run here.
 
 Usage: python bench/bench_cpuprofile.py [--nodes 300000] [--samples 600000]
-       [--repeat 3] [--keep PATH]
+       [--repeat 3] [--alternate N] [--before DIR] [--keep PATH]
 """
 from __future__ import annotations
 
@@ -167,12 +170,51 @@ def timeit(fn, repeat):
     return statistics.median(walls), statistics.median(cpus)
 
 
+def _other_reader(root: str, path: str):
+    """``nodeflame.read(path)`` of the package under ``root``, loaded beside this one: each call puts
+    that package's modules in sys.modules for its duration (its lazy imports must find their own)."""
+    root = os.path.abspath(root)
+    if not os.path.isfile(os.path.join(root, "nodeflame", "__init__.py")):
+        raise SystemExit(f"{root}: no nodeflame package there")
+
+    def ours():
+        return {m: mod for m, mod in sys.modules.items() if m == "nodeflame" or m.startswith("nodeflame.")}
+    mine = ours()
+    for m in mine:
+        del sys.modules[m]
+    sys.path.insert(0, root)
+    try:
+        import nodeflame as other
+        other.read(path)  # its readers imported
+        theirs = ours()
+    finally:
+        sys.path.remove(root)
+        for m in theirs if "theirs" in locals() else ours():
+            sys.modules.pop(m, None)
+        sys.modules.update(mine)
+
+    def read():
+        for m in mine:
+            sys.modules.pop(m, None)
+        sys.modules.update(theirs)
+        try:
+            return other.read(path)
+        finally:
+            for m in theirs:
+                sys.modules.pop(m, None)
+            sys.modules.update(mine)
+    return read
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=300_000)
     ap.add_argument("--samples", type=int, default=600_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", help="write the generated file here and keep it (reused when it exists)")
+    ap.add_argument("--alternate", type=int, help="rounds of the alternating comparison (default: --repeat)")
+    ap.add_argument("--before", metavar="DIR", help="a directory holding another nodeflame package: its "
+                    "nodeflame.read joins the alternating rounds")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -223,13 +265,22 @@ def main(argv=None):
     for name, fn in rows:
         res[name] = timeit(fn, args.repeat)
         print(f"{name:40s} {res[name][0]:10.3f} s {res[name][1]:8.3f} s", flush=True)
-    pair = {"json.load (parse only)": [], "nodeflame.read": []}
-    for _ in range(args.repeat):
-        for name in pair:
-            pair[name].append(timeit(dict(rows)[name], 1))
-    (jw, jc), (nw, nc) = ([statistics.median(x[i] for x in pair[k]) for i in (0, 1)] for k in pair)
-    print(f"alternating, median of {args.repeat}: json.load {jw:.3f} s ({jc:.3f} s CPU), nodeflame.read "
+    fns = {"json.load (parse only)": load, "nodeflame.read": lambda: nf.read(path)}
+    if args.before:
+        fns["nodeflame.read (before)"] = _other_reader(args.before, path)
+    pair = {name: [] for name in fns}
+    rounds = args.alternate or args.repeat
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            pair[name].append(timeit(fn, 1))
+    med = {k: [statistics.median(x[i] for x in v) for i in (0, 1)] for k, v in pair.items()}
+    (jw, jc), (nw, nc) = med["json.load (parse only)"], med["nodeflame.read"]
+    print(f"alternating, median of {rounds}: json.load {jw:.3f} s ({jc:.3f} s CPU), nodeflame.read "
           f"{nw:.3f} s ({nc:.3f} s CPU): nodeflame.read is {jw / nw:.2f}x faster by wall, {jc / nc:.2f}x by CPU")
+    if args.before:
+        bw, bc = med["nodeflame.read (before)"]
+        print(f"  nodeflame.read of {args.before}: {bw:.3f} s ({bc:.3f} s CPU): {jw / bw:.2f}x / {jc / bc:.2f}x "
+              f"json.load's; this tree's reader takes {nc / bc:.2f} of its CPU")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.keep:
         os.unlink(path)

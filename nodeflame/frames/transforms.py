@@ -134,8 +134,8 @@ def _facts(p) -> dict:
 
 def _levels_of(depth) -> list:
     """``level_segments(depth)`` as a list, shallowest first.  A table interned level by level
-    (every reader's, every transform's) has its depths in order: its levels are runs then,
-    found without sorting."""
+    (every reader's, every transform's) has its depths in order: its levels are runs then, found
+    without sorting and given as slices (no index arrays to make or keep)."""
     depth = np.asarray(depth)
     if len(depth) == 0:
         return []
@@ -144,11 +144,12 @@ def _levels_of(depth) -> list:
     bounds = np.flatnonzero(depth[1:] != depth[:-1]) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(depth)]))
-    return [(int(depth[s]), np.arange(s, e)) for s, e in zip(starts.tolist(), ends.tolist())]
+    return [(int(depth[s]), slice(s, e)) for s, e in zip(starts.tolist(), ends.tolist())]
 
 
 def stack_levels(p) -> list:
-    """The depth levels of ``p``'s stack table: [(depth, stack ids)], shallowest first (cached)."""
+    """The depth levels of ``p``'s stack table: [(depth, stack ids as an index array or a slice)],
+    shallowest first (cached)."""
     f = _facts(p)
     if "levels" not in f:
         f["levels"] = _levels_of(p.arrays()["depth"])
@@ -169,6 +170,8 @@ def euler_tour(parent, levels) -> tuple[np.ndarray, np.ndarray]:
     for d, idx in levels:
         par = parent[idx]
         if len(par) > 1 and (par[1:] < par[:-1]).any():   # siblings together (interned tables have them so)
+            if isinstance(idx, slice):
+                idx = np.arange(idx.start, idx.stop)
             o = np.argsort(par, kind="stable")
             idx, par = idx[o], par[o]
         sz = size[idx]
@@ -259,6 +262,13 @@ def _frozen(p) -> bool:
     return bool(p.__dict__.get("_frozen"))
 
 
+def paths_through(p, func_mask: np.ndarray) -> np.ndarray:
+    """Per stack of ``p``: does the path from the root to it hold a function where ``func_mask``
+    (bool per function) is true (``ops.stacks_containing``; from the table's tour when ``p`` is
+    validated)."""
+    return _stacks_containing(p, func_mask)
+
+
 def _stacks_containing(p, func_mask: np.ndarray) -> np.ndarray:
     """Per stack: does the path from the root to it contain a matching function?
     (``ops.stacks_containing``, from the table's tour.)"""
@@ -325,12 +335,15 @@ def _compact(p, prefix, frame, depth, samples, lines, meta, tour, origin=None):
         for d, idx in reversed(_levels_of(depth)):   # every ancestor of a used stack, deepest first
             if d == 0:
                 break
-            par = prefix[idx[used[idx]]]
+            par = prefix[idx][used[idx]]
             used[par[par >= 0]] = True
     kept = np.flatnonzero(used)
-    new_id = np.cumsum(used) - 1
-    pre = prefix[kept]
-    pre = np.where(pre >= 0, new_id[np.maximum(pre, 0)], -1)
+    new_id = np.empty(n + 1, np.int64)     # new_id[old + 1]; new_id[0] = -1 for "no prefix"
+    new_id[0] = -1
+    np.cumsum(used, out=new_id[1:])
+    new_id[1:] -= 1
+    pre = new_id[prefix[kept] + 1]
+    new_id = new_id[1:]
     fr = frame[kept]
     fr_used = np.zeros(len(p.frames), bool)
     fr_used[fr] = True

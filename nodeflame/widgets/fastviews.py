@@ -7,18 +7,23 @@ were most of a control's cost:
 
 * ``func_self_total`` (the top table) marks the nodes whose function recurs among their ancestors
   by walking every node towards the root (work = the sum of all depths, ~10 M steps for 350 k
-  nodes of depth ~30).  :func:`recursive_nodes` finds them from an Euler tour instead: a node
-  recurs iff an earlier (pre-order) node of its function ends after it starts; one pass per depth
-  level for the tour, one linear-time (radix) sort by function.
+  nodes of depth ~30).  :func:`recursive_in_tour` finds them from an Euler tour instead: a node
+  recurs iff an earlier (pre-order) node of its function ends after it starts; one linear-time
+  (radix) sort by function.  The flags are a fact of each path that the transforms keep, so a
+  transform's result takes them from its input (``transforms.path_fact``).
 * ``flame_layout`` walks every depth level over every node.  A node is drawn iff its total
   reaches the minimum width (a child never outweighs its parent, so its ancestors are drawn too);
   :func:`flame_layout` selects those at once, gathers the narrow children of drawn nodes into
-  their "other" nodes with one ``bincount``, and walks the levels over the few thousand drawn
-  nodes only.
+  their "other" nodes, and walks the levels over the few thousand drawn nodes only.
 
-Both give exactly what ``frames.views`` gives (the tests compare them on generated and real
-profiles); the call tree itself stays ``frames.views.call_tree`` (cached on the profile).
-Results are cached per profile (weakly: a profile that goes, goes with its entries).
+Where the stacks' frames are of distinct functions (one frame per function: folded, cpuprofile and
+most captures), the top-down call tree is the stack table itself (``views._func_tree`` keeps it
+as it is), so :func:`tree_arrays` takes it from there, with subtree weights as prefix sums over
+the table's Euler tour (``transforms.stack_tour``): no call tree is built.
+
+Everything gives exactly what ``frames.views`` gives (tests/test_widgets_fastpaths.py compares
+them on generated and real profiles).  Results are cached per profile (weakly: a profile that
+goes, goes with its entries).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..frames.kinds import KINDS
-from ..frames.stacktable import level_segments
+from ..frames.transforms import paths_through
 from ..frames.views import call_tree
 from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
                                ROOT_COLOR, diff_shade, kind_colors)
@@ -166,12 +166,7 @@ def matched_share(p, func_mask: np.ndarray) -> float:
     total = p.total
     if total <= 0 or not func_mask.any():
         return 0.0
-    a = p.arrays()
-    hit = func_mask[a["stack_func"]]
-    for _d, idx in level_segments(a["depth"]):
-        par = a["prefix"][idx]
-        ok = par >= 0
-        hit[idx[ok]] |= hit[par[ok]]
+    hit = paths_through(p, func_mask)
     sw = p.stack_weights()
     return float(sw[hit].sum()) / total
 

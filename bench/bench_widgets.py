@@ -1,6 +1,11 @@
 """Benchmark of the notebook explorer on a 1 M-sample profile with 20 k distinct stacks.
 
     .venv/bin/python bench/bench_widgets.py [--repeat 3] [--json out.json]
+    .venv/bin/python bench/bench_widgets.py --compare OLD_TREE [--rounds 3]   # before/after, side by side
+
+``--compare DIR`` measures the controls of this checkout and of the nodeflame in DIR (for instance
+``git archive <commit> nodeflame | tar -x -C DIR``) in fresh interpreters one after the other, the
+order alternating, and prints both; ``--tree DIR`` runs everything on DIR's nodeflame.
 
 Goals (issue 5): first render < 2 s, a control change < 200 ms, < 2 MB sent to
 the browser.  Last, the first explorer of a fresh interpreter (imports, read,
@@ -20,8 +25,12 @@ binary buffers, recorded by replacing ``comm.create_comm``) plus the display
 bundle itself; plotly's FigureWidget front-end code (its anywidget ``_esm``,
 ~5 MB, identical for every FigureWidget of every library) is reported apart
 as ``frontend_code_bytes``.  Each control change starts from cold caches for the new
-transform list (the explorer caches earlier lists, so undo and breadcrumbs are
-cheaper than what is measured here).  "chart" is the time until the chart's
+transform list: its profile, layout, node colours, search matches and timeline are computed
+afresh (the explorer caches earlier lists, so undo and breadcrumbs are cheaper than what is
+measured here).  What the explorer keeps of the profile it was opened on (the unsliced
+aggregate of a timed profile, the stack table's Euler tour and recursion flags, computed by
+the first render) and of the view before the change (a timeline whose samples keep their leaf
+kinds is reused) is kept, as in a live session.  "chart" is the time until the chart's
 update has been sent; "all panes" adds the details, top table and timeline,
 which a live kernel computes after the chart has gone out; "cpu" is the
 process CPU time of the whole change (the wall clock on a shared machine
@@ -189,6 +198,8 @@ def bench_profile(label, p, repeat, rec):
                 for k in [k for k in e._aggs if k]:   # slices; the unsliced aggregate is built once
                     del e._aggs[k]
                 e._timelines.clear()
+                e.state._ncolors.clear()     # node colours and search matches are per view too
+                e.state._matches.clear()
             rec.take()
             stamp.clear()
             t = time.perf_counter()
@@ -226,7 +237,7 @@ print(json.dumps({"import_s": t1 - t0, "read_s": t2 - t1, "explorer_s": t3 - t2,
 """.replace("import resource", "import json, resource")
 
 
-def fresh_kernel(path, repeat):
+def fresh_kernel(path, repeat, tree=None):
     """The first explorer of a fresh interpreter (what a new kernel's first ``p.flame()`` costs on
     the kernel's side): imports, reading the file, the explorer with plotly's front end (its gzip
     from ~/.cache/nodeflame, or compressed afresh with an empty cache) and the display bundle."""
@@ -237,6 +248,8 @@ def fresh_kernel(path, repeat):
         runs = []
         for _ in range(repeat):
             env = dict(os.environ)
+            if tree:
+                env["PYTHONPATH"] = os.path.abspath(tree) + os.pathsep + env.get("PYTHONPATH", "")
             with tempfile.TemporaryDirectory() as tmp:
                 if cache:
                     env["XDG_CACHE_HOME"] = tmp
@@ -251,11 +264,60 @@ def fresh_kernel(path, repeat):
     return out
 
 
+def compare(tree: str, rounds: int, repeat: int) -> list[dict]:
+    """This checkout against the nodeflame in ``tree`` (e.g. ``git archive`` of an older commit),
+    side by side: ``rounds`` rounds, each running both in fresh interpreters one after the other
+    (the order alternating), the same controls from this script; medians over the rounds."""
+    import subprocess
+    import tempfile
+    runs: dict[str, list] = {"before": [], "after": []}
+    for i in range(rounds):
+        for which in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+                cmd = [sys.executable, os.path.abspath(__file__), "--repeat", str(repeat), "--controls-only",
+                       "--json", tmp.name] + (["--tree", tree] if which == "before" else [])
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                runs[which].append(json.load(open(tmp.name)))
+    print(f"\n== before ({tree}) -> after (this checkout): CPU ms of a change, all panes / chart; "
+          f"medians of {rounds} rounds of medians of {repeat}")
+    table = []
+    for k, label in enumerate(("folded", "timed")):
+        print(f"-- {label}")
+        med = {w: (lambda key, j=None, w=w: statistics.median(
+            (r[k][key] if j is None else r[k]["controls"][key][j]) for r in runs[w])) for w in runs}
+        for key, unit in (("first_render_cpu_s", "s cpu"), ("first_render_s", "s wall")):
+            print(f"  first render {unit:8s} {med['before'](key):8.2f} -> {med['after'](key):8.2f}")
+            table.append({"profile": label, "what": f"first render ({unit})", "before": med["before"](key),
+                          "after": med["after"](key)})
+        for name in runs["after"][0][k]["controls"]:
+            b = (med["before"](name, "cpu_ms"), med["before"](name, "chart_cpu_ms"))
+            a = (med["after"](name, "cpu_ms"), med["after"](name, "chart_cpu_ms"))
+            print(f"  {name:26s} {b[0]:6.1f} / {b[1]:6.1f}  ->  {a[0]:6.1f} / {a[1]:6.1f}   ({a[0] / b[0]:.2f}x)")
+            table.append({"profile": label, "what": name, "before_cpu_ms": b[0], "before_chart_cpu_ms": b[1],
+                          "after_cpu_ms": a[0], "after_chart_cpu_ms": a[1]})
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--tree", help="import nodeflame from this directory (an older checkout) instead")
+    ap.add_argument("--compare", metavar="DIR",
+                    help="measure the controls of this checkout and of the nodeflame in DIR side by side")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --compare (default 3)")
+    ap.add_argument("--controls-only", action="store_true", help="no first explorer of a fresh interpreter")
     args = ap.parse_args(argv)
+    if args.tree:
+        sys.path.insert(0, os.path.abspath(args.tree))
+    print("load average at the start: %.2f %.2f %.2f" % os.getloadavg())
+    if args.compare:
+        table = compare(args.compare, args.rounds, args.repeat)
+        print("load average at the end: %.2f %.2f %.2f" % os.getloadavg())
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(table, fh, indent=1)
+        return 0
     rec = Recorder()
     rec.install()
     t = time.perf_counter()
@@ -276,15 +338,18 @@ def main(argv=None):
             print(f"  {name:26s} chart {c['chart_ms']:6.1f} ms (cpu {c['chart_cpu_ms']:6.1f}), "
                   f"all panes {c['median_ms']:6.1f} ms (cpu {c['cpu_ms']:6.1f}, max wall {c['max_ms']:6.1f})"
                   f"  sent {c['sent_bytes'] / 1e3:6.1f} kB")
-    import gen_profiles
-    fk = fresh_kernel(gen_profiles.ensure("small", os.path.join(HERE, "out")), args.repeat)
-    print("\n== first explorer of a fresh interpreter (folded 1 M samples; median of "
-          f"{args.repeat} processes)")
-    for label, d in fk.items():
-        print(f"  {label:12s} imports {d['import_s']:.2f} s, read {d['read_s']:.2f} s, explorer + bundle "
-              f"{d['explorer_s']:.2f} s; total {d['total_s']:.2f} s (cpu {d['cpu_s']:.2f} s, process "
-              f"{d['process_s']:.2f} s)")
-    out.append({"fresh_kernel": fk})
+    if not args.controls_only:
+        import gen_profiles
+        fk = fresh_kernel(gen_profiles.ensure("small", os.path.join(HERE, "out")), args.repeat,
+                          args.tree)
+        print("\n== first explorer of a fresh interpreter (folded 1 M samples; median of "
+              f"{args.repeat} processes)")
+        for label, d in fk.items():
+            print(f"  {label:12s} imports {d['import_s']:.2f} s, read {d['read_s']:.2f} s, explorer + bundle "
+                  f"{d['explorer_s']:.2f} s; total {d['total_s']:.2f} s (cpu {d['cpu_s']:.2f} s, process "
+                  f"{d['process_s']:.2f} s)")
+        out.append({"fresh_kernel": fk})
+    print("load average at the end: %.2f %.2f %.2f" % os.getloadavg())
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)

@@ -16,7 +16,6 @@ import pandas as pd
 
 from ..frames.kinds import KINDS
 from ..frames.transforms import paths_through
-from ..frames.views import call_tree
 from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
                                ROOT_COLOR, diff_shade, kind_colors)
 from .fastviews import flame_layout, func_self_total, tree_arrays
@@ -321,10 +320,8 @@ def func_details(p, func: int, *, n: int = 10):
         "self": int(self_f[func]), "total": int(total_f[func]),
         "self_pct": 100.0 * self_f[func] / whole, "total_pct": 100.0 * total_f[func] / whole,
     }
-    t = call_tree(p)
-    parent = t["parent"].to_numpy()
-    tf = t["func"].to_numpy()
-    tot = t["total"].to_numpy()
+    t = tree_arrays(p)     # the call tree's shape (the stack table itself where it can be)
+    parent, tf, tot = t["parent"], t["func"], t["total"]
     here = tf == func
     labels = p.func_labels()
 

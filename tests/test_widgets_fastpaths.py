@@ -65,14 +65,29 @@ def test_fastviews_equal_views(i):
     for by in ("self", "total"):
         assert F.top(p, None, by=by).equals(V.top(p, None, by=by))
     for inverted in (False, True):
-        for minwidth in (None, 0.0, 0.01):
-            got, mw = M.auto_layout(p, inverted=inverted, minwidth=minwidth, max_nodes=40)
-            assert got.equals(V.flame_layout(p, minwidth=mw, inverted=inverted))
+        for minwidth in (None, 0.0, 0.01, 0.2):
+            for max_nodes in (6, 40, 10_000):
+                got, mw = M.auto_layout(p, inverted=inverted, minwidth=minwidth, max_nodes=max_nodes)
+                want, want_mw = reference_auto_layout(p, inverted, minwidth, max_nodes)
+                assert mw == want_mw and got.equals(want), (inverted, minwidth, max_nodes)
         tree = V.call_tree(p, inverted=inverted)
         for mw in (0.0, 1e-4, 0.003, 0.05, 0.3, 1.0):
             a = V.flame_layout(p, minwidth=mw, tree=tree)
             b = F.flame_layout(p, minwidth=mw, tree=tree)
             assert a.equals(b) and list(a.dtypes) == list(b.dtypes), (inverted, mw)
+
+
+def reference_auto_layout(p, inverted, minwidth, max_nodes):
+    """``model.auto_layout`` as it was: the whole call tree of frames.views."""
+    tree = V.call_tree(p, inverted=inverted)
+    mw = M.AUTO_MINWIDTH if minwidth is None else float(minwidth)
+    tot = tree["total"].to_numpy()
+    whole = float(tot[tree["depth"].to_numpy() == 0].sum()) if len(tot) else 0.0
+    k = max(int(max_nodes) // 2, 1)
+    if len(tot) > k and whole > 0:
+        kth = np.partition(tot, len(tot) - k)[len(tot) - k]
+        mw = max(mw, (float(kth) + 1) / whole)
+    return V.flame_layout(p, minwidth=mw, tree=tree), mw
 
 
 def reference_apply(p, specs, monkeypatch):

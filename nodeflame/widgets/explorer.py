@@ -253,8 +253,8 @@ class Explorer(W.VBox):
         self._render_details()
         self.side.value = self.state.side_html()
         if warm:  # idle time in a live kernel: make the invert toggle instant too
-            from ..frames.views import call_tree
-            call_tree(self.profile, inverted=not self.view["inverted"])
+            st = self.state
+            st._layout_for(tuple(st.transforms), st.profile, inverted=not st.view["inverted"])
 
     def _restyle_chart(self):
         self.legend.value = self.state.legend_html()

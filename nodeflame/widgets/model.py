@@ -18,7 +18,7 @@ from ..frames.kinds import KINDS
 from ..frames.transforms import paths_through
 from ..writers.palette import (DIFF_BLUE, DIFF_GREY, DIFF_RED, KIND_COLORS, OTHER_COLOR,  # noqa: F401
                                ROOT_COLOR, diff_shade, kind_colors)
-from .fastviews import flame_layout, func_self_total, tree_arrays
+from .fastviews import flame_layout, func_self_total, inverted_tree, tree_arrays
 
 _I64 = np.int64
 
@@ -46,9 +46,16 @@ def auto_layout(p, *, inverted: bool = False, minwidth: float | None = None, max
     ``max_nodes // 2``-th widest node, which bounds the drawn nodes (those at
     least that wide, plus at most one "other" node per drawn parent) by
     ``max_nodes`` in a single layout pass.  Narrow nodes become explicit
-    "other" nodes; nothing is dropped.  Returns ``(layout, minwidth_used)``."""
-    tree = tree_arrays(p, inverted=inverted)
+    "other" nodes; nothing is dropped.  Returns ``(layout, minwidth_used)``.
+
+    The bottom-up tree is grown only under nodes of at least the minimum width less one sample
+    (:func:`fastviews.inverted_tree`): the k-th largest total matters only when it is at least
+    that, and then every node as heavy is there."""
     mw = AUTO_MINWIDTH if minwidth is None else float(minwidth)
+    if inverted:   # grown only under nodes that can be drawn (or decide the k-th largest below)
+        tree = inverted_tree(p, mw * float(p.total) - 1)
+    else:
+        tree = tree_arrays(p)
     tot = tree["total"]
     whole = float(tot[tree["depth"] == 0].sum()) if len(tot) else 0.0
     k = max(int(max_nodes) // 2, 1)

@@ -214,6 +214,7 @@ def bench_profile(label, p, repeat, rec):
         ctl[name] = {"median_ms": round(1000 * statistics.median(runs), 1), "max_ms": round(1000 * max(runs), 1),
                      "chart_ms": round(1000 * statistics.median(charts), 1),
                      "cpu_ms": round(1000 * statistics.median(cpus), 1),
+                     "max_cpu_ms": round(1000 * max(cpus), 1),
                      "chart_cpu_ms": round(1000 * statistics.median(chart_cpus), 1),
                      "sent_bytes": int(statistics.median(sizes))}
     res["controls"] = ctl
@@ -278,8 +279,8 @@ def compare(tree: str, rounds: int, repeat: int) -> list[dict]:
                        "--json", tmp.name] + (["--tree", tree] if which == "before" else [])
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
                 runs[which].append(json.load(open(tmp.name)))
-    print(f"\n== before ({tree}) -> after (this checkout): CPU ms of a change, all panes / chart; "
-          f"medians of {rounds} rounds of medians of {repeat}")
+    print(f"\n== before ({tree}) -> after (this checkout): CPU ms of a change, all panes / chart (max: the "
+          f"slowest of the {repeat} repeats, the first one usually); medians of {rounds} rounds")
     table = []
     for k, label in enumerate(("folded", "timed")):
         print(f"-- {label}")
@@ -290,11 +291,14 @@ def compare(tree: str, rounds: int, repeat: int) -> list[dict]:
             table.append({"profile": label, "what": f"first render ({unit})", "before": med["before"](key),
                           "after": med["after"](key)})
         for name in runs["after"][0][k]["controls"]:
-            b = (med["before"](name, "cpu_ms"), med["before"](name, "chart_cpu_ms"))
-            a = (med["after"](name, "cpu_ms"), med["after"](name, "chart_cpu_ms"))
-            print(f"  {name:26s} {b[0]:6.1f} / {b[1]:6.1f}  ->  {a[0]:6.1f} / {a[1]:6.1f}   ({a[0] / b[0]:.2f}x)")
+            b = (med["before"](name, "cpu_ms"), med["before"](name, "chart_cpu_ms"),
+                 med["before"](name, "max_cpu_ms"))
+            a = (med["after"](name, "cpu_ms"), med["after"](name, "chart_cpu_ms"), med["after"](name, "max_cpu_ms"))
+            print(f"  {name:26s} {b[0]:6.1f} / {b[1]:6.1f} (max {b[2]:6.1f})  ->  {a[0]:6.1f} / {a[1]:6.1f} "
+                  f"(max {a[2]:6.1f})   ({a[0] / b[0]:.2f}x)")
             table.append({"profile": label, "what": name, "before_cpu_ms": b[0], "before_chart_cpu_ms": b[1],
-                          "after_cpu_ms": a[0], "after_chart_cpu_ms": a[1]})
+                          "before_max_cpu_ms": b[2], "after_cpu_ms": a[0], "after_chart_cpu_ms": a[1],
+                          "after_max_cpu_ms": a[2]})
     return table
 
 
@@ -336,7 +340,8 @@ def main(argv=None):
               f"the same for every figure widget)")
         for name, c in r["controls"].items():
             print(f"  {name:26s} chart {c['chart_ms']:6.1f} ms (cpu {c['chart_cpu_ms']:6.1f}), "
-                  f"all panes {c['median_ms']:6.1f} ms (cpu {c['cpu_ms']:6.1f}, max wall {c['max_ms']:6.1f})"
+                  f"all panes {c['median_ms']:6.1f} ms (cpu {c['cpu_ms']:6.1f}, max wall {c['max_ms']:6.1f}, "
+                  f"max cpu {c['max_cpu_ms']:6.1f})"
                   f"  sent {c['sent_bytes'] / 1e3:6.1f} kB")
     if not args.controls_only:
         import gen_profiles

@@ -509,3 +509,30 @@ def test_vdso_is_native_not_kernel():
     p = nf.read(text.encode(), format="perf")
     k = dict(zip(p.funcs["name"].astype(str), p.funcs["kind"].astype(str)))
     assert k == {"__vdso_clock_gettime": "native", "[[vdso]]": "native", "do_syscall_64": "kernel"}
+
+
+def test_samples_built_from_their_distinct_paths_as_from_every_path(corpus, monkeypatch):
+    """The reader interns the samples' paths and builds from the distinct ones (build_from_tree's
+    groups): the same Profile as one path per sample (build_profile), on the corpus and on samples
+    that repeat stacks in and out of time order, over threads, 'a->b' and '(process)' frames."""
+    import pandas as pd
+    from nodeflame.frames.build import build_profile
+    from nodeflame.frames.readers import perf as perf_reader
+    rng = np.random.default_rng(5)
+    stacks = ["\t 1 f (/bin/a)\n\t 2 main (/bin/a)\n", "\t 3 g->h (/bin/a)\n\t 2 main (/bin/a)\n",
+              "\t 4 (x) (/bin/a)\n", "\t 1 f (/bin/a)\n", "\t 5 k (/bin/a)\n\t 1 f (/bin/a)\n\t 2 main (/bin/a)\n"]
+    text = "".join(f"{c} {t} [000] {s}.000000: 7 cycles:\n{stacks[k]}\n" for c, t, s, k in zip(
+        rng.choice(["a", "b", "java"], 300), rng.integers(1, 4, 300), rng.permutation(300) + 1,
+        rng.integers(0, len(stacks), 300)))
+    inputs = [text.encode()] + [f.read_bytes() for f in perf_files(corpus)]
+    every_path = lambda ft, offsets, flat, weights, times, threads, meta: build_profile(  # noqa: E731
+        ft, offsets, flat, weights=weights, times=times, threads=threads, meta=meta)
+    for data in inputs:
+        for event in (None, "all"):
+            grouped = read_quiet(data, format="perf", event=event)
+            with monkeypatch.context() as m:
+                m.setattr(perf_reader, "_build", every_path)
+                plain = read_quiet(data, format="perf", event=event)
+            for t in ("funcs", "frames", "stacks", "samples"):
+                pd.testing.assert_frame_equal(getattr(grouped, t), getattr(plain, t))
+            assert grouped.meta == plain.meta

@@ -315,15 +315,29 @@ def _read_perf(fast, data, source, event):
             raise FormatError("frame line outside a sample", source=source, line=int(fpos[0]) + 1,
                               expected="a sample header 'comm [pid/]tid [cpu] time: [period] event:' first")
         raise FormatError("no samples", source=source, expected="perf script output (perf record -g; perf script)")
-    # every frame belongs to the last header before it, unless a blank line came in between
-    # (one pass each over the lines: the number of headers so far, the last header or blank line so far)
-    fsample = np.cumsum(t == HEADER, dtype=np.int64)[fpos] - 1
-    sep = np.where((t == HEADER) | (t == BLANK), np.arange(n, dtype=np.int64), -1)
-    last = np.maximum.accumulate(sep)[fpos]
-    del sep
-    outside = (last < 0) | (t[np.maximum(last, 0)] == BLANK)
-    del last
-    if outside.any():
+    # every frame belongs to the last header before it, unless a blank line came in between.
+    # Without comments among the samples (perf script prints its header's comments first), the
+    # frames after each header or blank line are the lines up to the next one: counted from the
+    # positions of those lines alone; else one pass each over the lines (the number of headers so
+    # far, the last header or blank line so far), which also names a frame outside a sample.
+    fsample = None
+    nb = np.flatnonzero((t == HEADER) | (t == BLANK))
+    if not (t[nb[0]:] == COMMENT).any() and not (t[:nb[0]] == FRAME).any():
+        tb = t[nb]
+        gaps = np.diff(nb, append=n) - 1
+        if not gaps[tb == BLANK].any():
+            fsample = np.repeat(np.cumsum(tb == HEADER) - 1, gaps)
+        del tb, gaps
+    del nb
+    outside = None
+    if fsample is None:
+        fsample = np.cumsum(t == HEADER, dtype=np.int64)[fpos] - 1
+        sep = np.where((t == HEADER) | (t == BLANK), np.arange(n, dtype=np.int64), -1)
+        last = np.maximum.accumulate(sep)[fpos]
+        del sep
+        outside = (last < 0) | (t[np.maximum(last, 0)] == BLANK)
+        del last
+    if outside is not None and outside.any():
         i = int(fpos[np.argmax(outside)])
         raise FormatError(f"frame line outside a sample: {lines[i].strip()[:80]!r}", source=source, line=i + 1,
                           expected="frame lines directly after a sample header, before the blank line ending it")

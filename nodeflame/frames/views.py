@@ -132,11 +132,12 @@ def func_self_total(p):
     return c
 
 
-def top(p, n: int | None = 20, by: str = "self") -> pd.DataFrame:
-    """Self and total per function, heaviest first, with shares of the whole."""
+def top(p, n: int | None = 20, by: str = "self", sums=None) -> pd.DataFrame:
+    """Self and total per function, heaviest first, with shares of the whole.  ``sums``: the
+    (self, total) arrays per function when the caller has them (default :func:`func_self_total`)."""
     if by not in ("self", "total"):
         raise ValueError("by must be 'self' or 'total'")
-    self_f, total_f = func_self_total(p)
+    self_f, total_f = func_self_total(p) if sums is None else sums
     whole = max(p.total, 1)
     f = p.funcs
     df = pd.DataFrame({

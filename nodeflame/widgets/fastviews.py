@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from ..frames.stacktable import level_segments
-from ..frames.transforms import euler_tour, known_tour, path_fact, stack_levels, stack_tour
-from ..frames.views import call_tree
+from ..frames.transforms import euler_tour, known_tour, path_fact, stack_levels, stack_tour, unique_inverse
+from ..frames.views import call_tree, top as views_top
 
 _I64 = np.int64
 _MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -166,21 +166,7 @@ def func_self_total(p) -> tuple[np.ndarray, np.ndarray]:
 
 def top(p, n: int | None = 20, by: str = "self") -> pd.DataFrame:
     """``p.top(n, by)`` (``frames.views.top``) from :func:`func_self_total`."""
-    if by not in ("self", "total"):
-        raise ValueError("by must be 'self' or 'total'")
-    self_f, total_f = func_self_total(p)
-    whole = max(p.total, 1)
-    f = p.funcs
-    df = pd.DataFrame({
-        "name": f["name"], "file": f["file"], "line": f["line"], "kind": f["kind"], "package": f["package"],
-        "self": self_f, "total": total_f,
-        "self_pct": 100.0 * self_f / whole, "total_pct": 100.0 * total_f / whole,
-    })
-    df.index.name = "func"
-    other = "total" if by == "self" else "self"
-    df = df[(df["self"] > 0) | (df["total"] > 0)]
-    df = df.sort_values([by, other], ascending=False, kind="stable")
-    return df if n is None else df.head(n)
+    return views_top(p, n, by, sums=func_self_total(p) if by in ("self", "total") else None)
 
 
 def inverted_tree(p, min_total: float) -> dict:
@@ -204,14 +190,7 @@ def inverted_tree(p, min_total: float) -> dict:
     key = sf[cur].astype(_I64)            # roots: the leaf's function
     node_of = np.zeros(len(cur), _I64)
     while len(cur):
-        o = np.argsort(key, kind="stable")
-        ks = key[o]
-        first = np.empty(len(ks), bool)
-        first[0] = True
-        np.not_equal(ks[1:], ks[:-1], out=first[1:])
-        uniq = ks[first]
-        grp = np.empty(len(key), _I64)
-        grp[o] = np.cumsum(first) - 1
+        uniq, grp = unique_inverse(key)
         tot = np.bincount(grp, weights=w, minlength=len(uniq)).astype(_I64)
         ids = count + np.arange(len(uniq))
         parents.append(uniq // nf - 1 if d else np.full(len(uniq), -1, _I64))

@@ -116,6 +116,12 @@ def _tolerance(*sigmas):
     return max(0.03, 3 * math.sqrt(sum(s * s for s in sigmas)))
 
 
+def _share_sigma(share, n, block):
+    """A share's standard error: the spread between stretches of its capture (``block``), never below
+    what independent samples give, sqrt(p(1-p)/n) (a few stretches can show less spread than that)."""
+    return max(block, math.sqrt(share * (1 - share) / max(n, 1)))
+
+
 def _main_cpu(pid) -> float:
     """CPU seconds the main thread of ``pid`` has run (schedstat)."""
     with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
@@ -187,7 +193,7 @@ def _compare_with_inspector(run):
     bad = {}
     for k in set(a) | set(b):
         sa, sb = a.get(k, 0.0), b.get(k, 0.0)
-        if abs(sa - sb) > _tolerance(ea.get(k, 0.0), eb.get(k, 0.0)):
+        if abs(sa - sb) > _tolerance(_share_sigma(sa, na, ea.get(k, 0.0)), _share_sigma(sb, nb, eb.get(k, 0.0))):
             bad[k] = (round(100 * sa, 1), round(100 * sb, 1))
     worst = max(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
     print(f"\n[node {run.major}] walker vs inspector: largest difference {100 * worst:.1f} points (n={na}/{nb}); "

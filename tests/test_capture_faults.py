@@ -273,6 +273,9 @@ def test_zombie_and_non_node_pids():
         zombie.wait()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
+        # Popen returns once exec has begun (its error pipe closes at exec); the new program's arguments are
+        # in /proc/PID/cmdline only a little later, when the ELF loader has laid out the stack
+        wait_for(lambda: procutil.cmdline(sleeper.pid) == ["sleep", "60"], 10, "sleep's command line in /proc")
         for backend in ("auto", "inspector", "walker"):
             with pytest.raises(TargetError, match=rf"process {sleeper.pid} \(sleep 60\) is not a node process"):
                 nf.capture(sleeper.pid, 1, backend=backend)

@@ -46,13 +46,22 @@ def need_perf_event():
 
 
 def _capture_in_thread(pid, seconds, **opts):
-    box = {}
+    """The capture runs in a thread; ``box["sampling"]`` is set once it samples (the walker's start, thread
+    discovery included, is over) or once it has ended."""
+    box = {"sampling": threading.Event()}
+
+    def phase(name):
+        if name == "sampling":
+            box["sampling"].set()
 
     def go():
         try:
-            box["p"] = nf.capture(pid, seconds, backend="walker", hz=1000, progress=False, backend_options=opts)
+            box["p"] = nf.capture(pid, seconds, backend="walker", hz=1000, progress=False, backend_options=opts,
+                                  on_phase=phase)
         except BaseException as e:  # noqa: BLE001 - re-raised in the test
             box["e"] = e
+        finally:
+            box["sampling"].set()
     th = threading.Thread(target=go)
     th.start()
     return th, box
@@ -156,7 +165,9 @@ def test_perf_engine_never_stops_or_traces_the_target(node):
         time.sleep(1.0)
         cpu0, t0 = _thread_cpu(w.pid), time.monotonic()
         th, box = _capture_in_thread(w.pid, 3, engine="perf")
-        time.sleep(0.8)      # past discovery (a running thread is stopped once to find its stack)
+        # past discovery (a running thread is stopped once to find its stack): under load the walker's start
+        # took longer than the fixed 0.8 s this waited before, and the test saw discovery's stop
+        assert box["sampling"].wait(60), "the capture never started sampling"
         seen_bad = {}
         n = len(w.lines)
         sent = time.monotonic()

@@ -1,15 +1,18 @@
 """Building Profiles from what readers parse.
 
 Readers hand over frames as keys and stacks as root-first paths in CSR form
-(``offsets`` + flat frame ids); everything else here is numpy.
+(``offsets`` + flat frame ids); everything else here is numpy.  The tables are made in numpy form
+(``Profile.from_arrays``): building a Profile imports no pandas unless an input is a pandas object
+(a reader's Categorical of thread names, a DataFrame of line ticks) or a value is not a string.
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+import sys
 
-from .kinds import classify_many, package_of
-from .profile import Profile, _nondecreasing, default_meta
+import numpy as np
+
+from .kinds import KINDS, classify_many, package_of
+from .profile import Coded, Profile, _code_dtype, _nondecreasing, coded, default_meta
 from .stacktable import paths_to_stacks, tree_to_stacks
 
 _I64 = np.int64
@@ -41,14 +44,38 @@ class FrameTable:
         return len(self.keys)
 
     def tables(self):
-        """Return (funcs DataFrame, frames DataFrame) for the interned keys."""
+        """(funcs, frames) of the interned keys as :class:`Columns` (numpy form; frames not yet merged
+        where equal: see frame_tables)."""
         n = len(self.keys)
         if n == 0:
-            cols = dict(name=[], file=[], line=[], column=[], kind=[], package=[])
-            return pd.DataFrame(cols), pd.DataFrame(dict(func=[], line=[], column=[], tier=[], label=[]))
+            e32 = np.empty(0, np.int32)
+            return (Columns(0, dict(name=[], file=[], line=e32, column=e32, kind=[], package=[])),
+                    Columns(0, dict(func=np.empty(0, np.int64), line=e32, column=e32, tier=[], label=[])))
         names, files, lines, cols, hints, tiers, labels, flines, fcols = (list(c) for c in zip(*self.keys))
         names, files, labels = _no_lone_surrogates(names), _no_lone_surrogates(files), _no_lone_surrogates(labels)
         kinds = classify_many(names, files, hints)
+        if not all(type(x) is str for x in (*names, *files, *labels, *tiers)):
+            return self._tables_pandas(names, files, lines, cols, tiers, labels, flines, fcols, kinds)
+        # functions: the distinct (name, file, line, column, kind) in order of first appearance
+        # (what pd.factorize of their MultiIndex gives)
+        index: dict = {}
+        setdefault = index.setdefault
+        func_codes = np.fromiter((setdefault(k, len(index)) for k in zip(names, files, flines, fcols, kinds.tolist())),
+                                 np.int64, n)
+        un, uf, ul, uc, uk = (list(c) for c in zip(*index))
+        funcs = Columns(len(un), {
+            "name": coded(un), "file": coded(uf),
+            "line": np.array(ul, np.int64).astype(np.int32), "column": np.array(uc, np.int64).astype(np.int32),
+            "kind": coded(uk, KINDS), "package": coded([package_of(x) for x in uf]),
+        })
+        frames = Columns(n, {"func": func_codes, "line": np.array(lines, np.int64), "column": np.array(cols, np.int64),
+                             "tier": tiers, "label": labels})
+        return funcs, frames
+
+    @staticmethod
+    def _tables_pandas(names, files, lines, cols, tiers, labels, flines, fcols, kinds):
+        """tables() where a value is not a string: pandas factorises (and judges) them."""
+        import pandas as pd
         fkeys = pd.MultiIndex.from_arrays([names, files, flines, fcols, kinds])
         func_codes, uniq = pd.factorize(fkeys)
         fn = uniq.get_level_values
@@ -62,7 +89,40 @@ class FrameTable:
             "package": pd.Categorical([package_of(x) for x in ufiles]),
         })
         frames = pd.DataFrame({"func": func_codes, "line": lines, "column": cols, "tier": tiers, "label": labels})
-        return funcs, frames
+        return Columns.of_df(funcs), Columns.of_df(frames)
+
+
+class Columns:
+    """A table in numpy form, as ``Profile.from_arrays`` takes it: column name -> array, list or
+    :class:`~nodeflame.frames.profile.Coded`; ``len()`` is its number of rows."""
+
+    def __init__(self, n: int, cols: dict):
+        self.n, self.cols = n, cols
+
+    @classmethod
+    def of_df(cls, df) -> "Columns":
+        import pandas as pd
+        cols = {}
+        for k in df.columns:
+            s = df[k]
+            cols[k] = Coded(s.cat.codes.to_numpy(), s.cat.categories.to_numpy(object), s.dtype) \
+                if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy()
+        return cls(len(df), cols)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, k):
+        return self.cols[k]
+
+    def __contains__(self, k):
+        return k in self.cols
+
+    def get(self, k, default=None):
+        return self.cols.get(k, default)
+
+    def items(self):
+        return self.cols.items()
 
 
 def _no_lone_surrogates(texts: list) -> list:
@@ -87,10 +147,14 @@ def _no_lone_surrogates(texts: list) -> list:
     return out
 
 
-def dedupe_frames(frames: pd.DataFrame):
+def dedupe_frames(frames):
     """Merge frames whose (func, line, column, tier, label) are equal.
 
-    Returns (unique frames DataFrame, old->new mapping array)."""
+    Returns (unique frames, old->new mapping array): a DataFrame of a DataFrame, :class:`Columns` of
+    Columns."""
+    if isinstance(frames, Columns):
+        return _dedupe_columns(frames)
+    import pandas as pd
     if len(frames) == 0:
         return frames.reset_index(drop=True), np.empty(0, _I64)
     key = pd.MultiIndex.from_frame(frames[["func", "line", "column", "tier", "label"]].astype(
@@ -99,6 +163,34 @@ def dedupe_frames(frames: pd.DataFrame):
     first = np.unique(codes, return_index=True)[1]
     uniq = frames.iloc[first].reset_index(drop=True)
     return uniq, codes.astype(_I64)
+
+
+def _dedupe_columns(frames: Columns):
+    """dedupe_frames of Columns: the distinct keys by a dict, in order of first appearance (as
+    pd.factorize numbers them); pandas where a tier or label is not a string."""
+    n = len(frames)
+    if n == 0:
+        return frames, np.empty(0, _I64)
+    tiers, labels = frames["tier"], frames["label"]
+    if not all(type(x) is str for x in (*tiers, *labels)):
+        import pandas as pd
+        df = pd.DataFrame({k: (v.categorical() if isinstance(v, Coded) else v) for k, v in frames.items()})
+        uniq, codes = dedupe_frames(df)
+        return Columns.of_df(uniq), codes
+    func, line, col = (np.asarray(frames[k]) for k in ("func", "line", "column"))
+    index: dict = {}
+    setdefault = index.setdefault
+    codes = np.fromiter((setdefault(k, len(index)) for k in zip(func.tolist(), line.tolist(), col.tolist(),
+                                                                   tiers, labels)), _I64, n)
+    if len(index) == n:
+        return frames, codes
+    prev = np.empty(n, _I64)
+    prev[0] = -1
+    np.maximum.accumulate(codes[:-1], out=prev[1:])
+    first = np.flatnonzero(codes > prev)     # each key's first row, in the order of its code
+    fl = first.tolist()
+    return Columns(len(first), {"func": func[first], "line": line[first], "column": col[first],
+                                "tier": [tiers[i] for i in fl], "label": [labels[i] for i in fl]}), codes
 
 
 def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None, times=None,
@@ -148,29 +240,36 @@ def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_nod
                      lines, lines_are_stacks=True, sample_group=sn)
 
 
-def _sum_lines(stack, line, ticks) -> pd.DataFrame:
+def _sum_lines(stack, line, ticks) -> dict:
     """``DataFrame(stack, line, ticks).groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()``
-    for integer columns, in numpy: one sort of a combined key instead of pandas' group index."""
+    (as a dict of its columns' arrays) for integer columns, in numpy: one sort of a combined key instead
+    of pandas' group index."""
     stack, line, ticks = (np.asarray(a) for a in (stack, line, ticks))
     if not (len(stack) and stack.dtype.kind == line.dtype.kind == ticks.dtype.kind == "i"):
-        df = pd.DataFrame({"stack": stack, "line": line, "ticks": ticks})
-        return df.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+        return _sum_lines_pandas(stack, line, ticks)
     lmin, lmax, smax = int(line.min()), int(line.max()), int(stack.max())
     span = lmax - lmin + 1
     if stack.min() < 0 or smax >= (2**62) // max(span, 1):
-        df = pd.DataFrame({"stack": stack, "line": line, "ticks": ticks})
-        return df.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+        return _sum_lines_pandas(stack, line, ticks)
     key = stack.astype(_I64) * span + (line.astype(_I64) - lmin)
     order = np.argsort(key, kind="stable")
     ks = key[order]
     starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
     sums = np.add.reduceat(ticks[order], starts) if len(starts) else ticks[:0]
     first = order[starts]
-    return pd.DataFrame({"stack": stack[first], "line": line[first], "ticks": sums.astype(ticks.dtype, copy=False)})
+    return {"stack": stack[first], "line": line[first], "ticks": sums.astype(ticks.dtype, copy=False)}
+
+
+def _sum_lines_pandas(stack, line, ticks) -> dict:
+    import pandas as pd
+    df = pd.DataFrame({"stack": stack, "line": line, "ticks": ticks})
+    df = df.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
+    return {k: df[k].to_numpy() for k in ("stack", "line", "ticks")}
 
 
 def frame_tables(frame_table: FrameTable):
-    """(funcs, frames, old->new frame id map) of ``frame_table``, frames merged where equal."""
+    """(funcs, frames, old->new frame id map) of ``frame_table``, frames merged where equal; the tables
+    as :class:`Columns`."""
     funcs, frames = frame_table.tables()
     frames, fmap = dedupe_frames(frames)
     return funcs, frames, fmap
@@ -266,7 +365,7 @@ def _chunks(n: int, size: int = _CHUNK):
         yield s, min(s + size, n)
 
 
-def _sample_lines(group_stack, sample_group, sample_line) -> pd.DataFrame | None:
+def _sample_lines(group_stack, sample_group, sample_line) -> dict | None:
     """(stack, line, ticks) of the samples whose ``sample_line`` is not 0, the stack being
     ``group_stack[sample_group]``: counted per (group, line) key a chunk at a time (a sort of the chunk's
     keys; there are few distinct pairs), the chunks' counts added, then summed per stack as _sum_lines
@@ -281,8 +380,8 @@ def _sample_lines(group_stack, sample_group, sample_line) -> pd.DataFrame | None
         if not has.any():
             return None
         per = _sum_lines(g[has], ln[has], np.ones(int(has.sum()), _I64))
-        keys, ticks = None, per["ticks"].to_numpy()
-        groups, lines = per["stack"].to_numpy(), per["line"].to_numpy()
+        keys, ticks = None, per["ticks"]
+        groups, lines = per["stack"], per["line"]
     else:
         keys = ticks = None          # the distinct keys so far, sorted, and their counts
         for s, e in _chunks(len(sample_line)):
@@ -319,16 +418,27 @@ def _gather(a, sel, n: int, dtype) -> np.ndarray:
     return out
 
 
-def _thread_column(threads, sel, n: int) -> pd.Categorical:
+def _pd_categorical(x) -> bool:
+    pd = sys.modules.get("pandas")   # a pandas object is only ever made where pandas is loaded
+    return pd is not None and isinstance(x, pd.Categorical)
+
+
+def _objects(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _thread_column(threads, sel, n: int) -> Coded:
     """The kept samples' (``sel``: their indices, None for all, in order) thread names as a categorical
     whose categories are the names used, sorted (what ``pd.Categorical(names)`` gives).  A categorical
     input, or ``(codes, names)``, is re-coded a chunk at a time, straight into the final codes: not
     turned into a million str, nor copied in between."""
     if threads is None:
-        return pd.Categorical.from_codes(np.zeros(n, np.int8), ["main"])
+        return Coded(np.zeros(n, np.int8), _objects(["main"]))
     if isinstance(threads, tuple):
-        codes, cats, ordered = np.asarray(threads[0]), pd.Index(list(threads[1])), False
-    elif isinstance(threads, pd.Categorical):
+        codes, cats, ordered = np.asarray(threads[0]), list(threads[1]), False
+    elif _pd_categorical(threads):
         codes, cats, ordered = threads.codes, threads.categories, threads.ordered
     else:
         codes = None
@@ -341,24 +451,28 @@ def _thread_column(threads, sel, n: int) -> pd.Categorical:
         names = [cats[i] for i in idx.tolist()]
         if all(isinstance(x, str) for x in names):
             rank = sorted(range(len(names)), key=names.__getitem__)
-            new_cats = cats.take(idx[rank]) if len(rank) else cats[:0]
-            dtype = pd.Categorical([], categories=new_cats).codes.dtype
+            dtype = _code_dtype(len(rank))
             lut = np.full(len(cats), -1, dtype)
             lut[idx[rank]] = np.arange(len(rank))
             out = np.empty(n, dtype)
             for s, e in _chunks(n):
                 out[s:e] = lut[codes[s:e] if sel is None else codes[sel[s:e]]]
-            return pd.Categorical.from_codes(out, dtype=pd.CategoricalDtype(new_cats, ordered=ordered),
-                                             validate=False)
+            if isinstance(threads, tuple):
+                return Coded(out, _objects([names[r] for r in rank]))
+            import pandas as pd     # a pandas Categorical's categories keep their Index's dtype
+            new_cats = cats.take(idx[rank]) if len(rank) else cats[:0]
+            return Coded(out, new_cats.to_numpy(object), pd.CategoricalDtype(new_cats, ordered=ordered))
     if isinstance(threads, tuple):
+        import pandas as pd
         threads = pd.Categorical.from_codes(threads[0], list(threads[1]))
-    if isinstance(threads, pd.Categorical):
+    if _pd_categorical(threads):
         c = (threads if sel is None else threads[sel]).remove_unused_categories()
         cats = list(c.categories)
         if all(isinstance(x, str) for x in cats):
-            return c.reorder_categories(sorted(cats)) if cats != sorted(cats) else c
+            c = c.reorder_categories(sorted(cats)) if cats != sorted(cats) else c
+            return Coded(c.codes, c.categories.to_numpy(object), c.dtype)
     a = np.asarray(threads, object)
-    return pd.Categorical(a if sel is None else a[sel])
+    return coded(a if sel is None else a[sel])
 
 
 def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, times, threads, meta,
@@ -415,11 +529,12 @@ def _assemble(funcs, frames, prefix, frame, depth, sample_stack, n, weights, tim
     del sel, t
     if weight is None:
         weight = np.ones(n_keep, _I64)
-    samples = pd.DataFrame({"stack": stack, "time_ns": time_ns, "weight": weight, "thread": thread}, copy=False)
+    samples = {"stack": stack, "time_ns": time_ns, "weight": weight, "thread": thread}
     del stack, time_ns, weight, thread
     if lines is not None and not lines_are_stacks and len(lines):
+        import pandas as pd
         st = np.asarray(sample_stack, _I64)[np.asarray(lines["path"], _I64)]
         lines = pd.DataFrame({"stack": st, "line": lines["line"], "ticks": lines["ticks"]})
         lines = lines[lines["stack"] >= 0].groupby(["stack", "line"], as_index=False)["ticks"].sum()
-    stacks = pd.DataFrame({"prefix": prefix, "frame": frame, "depth": depth}, copy=False)
-    return Profile(funcs, frames, stacks, samples, md, lines, _adopt=True)
+    stacks = {"prefix": prefix, "frame": frame, "depth": depth}
+    return Profile.from_arrays(funcs, frames, stacks, samples, md, lines)

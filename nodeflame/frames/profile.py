@@ -17,17 +17,21 @@ row may stand for several identical samples (``weight``), as folded files do.
 ``frames.label`` is the text the source tool printed for the frame (perf's
 ``LazyCompile:*foo /app.js:3``, a folded line's frame); it lets folded and raw
 output reproduce their input exactly.  It is '' when the reader had none.
+
+A Profile holds its tables in numpy form (columns as arrays, a categorical column as its codes and
+categories: :class:`Coded`) and makes each DataFrame on its first access, so that a command that
+never looks at a table as a DataFrame (``nodeflame convert`` of folded stacks to SVG or folded)
+never imports pandas.  :meth:`Profile.arrays` gives the numpy form; the DataFrames view the same
+data (pandas copies on write).
 """
 from __future__ import annotations
 
 import copy
-import re
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from .errors import InvariantError, NodeflameError
+from .errors import InvariantError
 from .kinds import KINDS
 
 FORMAT_VERSION = 1
@@ -42,7 +46,8 @@ _I32 = np.int32
 _I64 = np.int64
 
 
-def _cat(values, categories=None) -> pd.Categorical:
+def _cat(values, categories=None):
+    import pandas as pd
     if isinstance(values, pd.Categorical) and categories is None:
         return values
     if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype) and categories is None:
@@ -50,10 +55,153 @@ def _cat(values, categories=None) -> pd.Categorical:
     return pd.Categorical(values, categories=categories)
 
 
-def _frame(columns: dict, n: int, copy: bool = True) -> pd.DataFrame:
+def _frame(columns: dict, n: int, copy: bool = True):
+    import pandas as pd
     # copy=False (for fresh arrays only) also skips pandas' block consolidation, a copy
     df = pd.DataFrame(columns, index=pd.RangeIndex(n), copy=copy)
     return df
+
+
+class Coded:
+    """A categorical column in numpy form: ``codes`` (an integer array, -1 for a missing value) into
+    ``categories`` (an object array of distinct values).  ``dtype``: pandas' CategoricalDtype when the
+    column came from a DataFrame (its DataFrame column is made with it), else None (the categories
+    are then those ``pd.Categorical`` gives the values: sorted, or the given list for ``kind``)."""
+
+    def __init__(self, codes, categories, dtype=None):
+        self.codes = codes
+        self.categories = categories
+        self.dtype = dtype
+
+    def __len__(self):
+        return len(self.codes)
+
+    def strings(self) -> np.ndarray:
+        """The values as an object array of str (a missing value is 'nan', as ``astype(str)`` writes it)."""
+        cats = np.empty(len(self.categories) + 1, dtype=object)
+        cats[:-1] = [str(c) for c in self.categories]
+        cats[-1] = "nan"
+        return cats[self.codes]
+
+    def categorical(self):
+        import pandas as pd
+        if self.dtype is not None:
+            return pd.Categorical.from_codes(self.codes, dtype=self.dtype, validate=False)
+        if not len(self.categories) and not len(self.codes):
+            return pd.Categorical([])
+        return pd.Categorical.from_codes(self.codes, categories=self.categories, validate=False)
+
+
+def strings(col) -> np.ndarray:
+    """A column of :meth:`Profile.arrays` (an array or a :class:`Coded`) as an object array of str,
+    as pandas' ``astype(str)`` writes its values."""
+    if isinstance(col, Coded):
+        return col.strings()
+    out = np.empty(len(col), dtype=object)
+    out[:] = [str(x) for x in np.asarray(col, dtype=object).tolist()]
+    return out
+
+
+def _code_dtype(ncats: int):
+    """The codes' dtype pandas gives ``ncats`` categories."""
+    for t in (np.int8, np.int16, np.int32):
+        if ncats < np.iinfo(t).max:
+            return t
+    return np.int64
+
+
+def coded(values, categories=None) -> Coded:
+    """``pd.Categorical(values, categories)`` in numpy form: a list (or object array) of str is coded
+    with a dict (categories sorted, as pandas sorts str); anything else by pandas."""
+    if not isinstance(values, (list, tuple)):
+        values = list(values) if not isinstance(values, np.ndarray) else values.tolist()
+    if all(type(v) is str for v in values) and \
+            (categories is None or all(type(c) is str for c in categories)):
+        cats = sorted(set(values)) if categories is None else list(categories)
+        lut = {c: i for i, c in enumerate(cats)}
+        get = lut.get
+        codes = np.fromiter((get(v, -1) for v in values), _code_dtype(len(cats)), len(values))
+        arr = np.empty(len(cats), dtype=object)
+        arr[:] = cats
+        return Coded(codes, arr)
+    import pandas as pd
+    c = pd.Categorical(values, categories=categories)
+    return Coded(c.codes, c.categories.to_numpy(object), c.dtype)
+
+
+class _Table:
+    """One table of a Profile: its numpy columns (name -> array or Coded, in order) and ``n`` rows,
+    or its DataFrame (given, or made from the columns on first access), or both."""
+
+    def __init__(self, n: int, cols: dict | None = None, df=None):
+        self.n, self.cols, self.df = n, cols, df
+
+    @classmethod
+    def of_df(cls, df) -> "_Table":
+        return cls(len(df), None, df)
+
+    def col(self, name: str):
+        """A column in numpy form (read-only)."""
+        if self.cols is not None:
+            return self.cols[name]
+        import pandas as pd
+        s = self.df[name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            return Coded(s.cat.codes.to_numpy(), s.cat.categories.to_numpy(object), s.dtype)
+        return s.to_numpy()
+
+    def names(self) -> list:
+        return list(self.cols) if self.cols is not None else list(self.df.columns)
+
+    def frame(self):
+        if self.df is None:
+            import pandas as pd
+            data = {k: (v.categorical() if isinstance(v, Coded) else v) for k, v in self.cols.items()}
+            self.df = pd.DataFrame(data, index=pd.RangeIndex(self.n), copy=False)
+        return self.df
+
+
+def _readonly(cols: dict) -> dict:
+    for v in cols.values():
+        a = v.codes if isinstance(v, Coded) else v
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return cols
+
+
+def _table_property(name: str):
+    def get(self):
+        return self._t[name].frame()
+
+    def set(self, df):
+        # an unvalidated Profile's table replaced (Profile.__setattr__ refuses it once validated)
+        self.__dict__.setdefault("_t", {})[name] = _Table.of_df(df)
+    return property(get, set, doc=f"The {name} table as a DataFrame (made on first access).")
+
+
+def _int_key_dups(parts: list) -> bool:
+    """Whether two rows of the integer columns ``parts`` are equal."""
+    n = len(parts[0]) if parts else 0
+    if n < 2:
+        return False
+    key = np.zeros(n, np.int64)
+    span = 1
+    for a in parts:
+        a = np.asarray(a)
+        lo, hi = int(a.min()), int(a.max())
+        w = hi - lo + 1
+        if span * w >= 1 << 62:
+            break
+        key = key * w + (a.astype(np.int64) - lo)
+        span *= w
+    else:
+        return bool((np.diff(np.sort(key)) == 0).any())   # np.sort: np.unique is slow in numpy 2.4
+    order = np.lexsort([np.asarray(a) for a in reversed(parts)])
+    same = np.ones(n - 1, bool)
+    for a in parts:
+        s = np.asarray(a)[order]
+        same &= s[1:] == s[:-1]
+    return bool(same.any())
 
 
 _CHUNK = 1 << 16   # rows validate() looks at at once in the samples table
@@ -126,27 +274,99 @@ class Profile:
     pandas' ``to_numpy()`` views are read-only.  ``Profile(..., validate=False)`` builds a
     Profile that is not checked (nor frozen until :meth:`validate` is called): the way to make a
     deliberately broken one, in tests of the invariants.
+
+    The tables are kept in numpy form (see the module docstring); each DataFrame is made on its
+    first access, viewing the same arrays.  :meth:`from_arrays` makes a Profile of numpy tables
+    without pandas.
     """
 
-    _GUARDED = frozenset(("funcs", "frames", "stacks", "samples", "lines", "meta", "_cache"))
+    _GUARDED = frozenset(("funcs", "frames", "stacks", "samples", "lines", "meta", "_cache", "_t"))
 
-    def __init__(self, funcs: pd.DataFrame, frames: pd.DataFrame, stacks: pd.DataFrame,
-                 samples: pd.DataFrame, meta: dict | None = None,
-                 lines: pd.DataFrame | None = None, *, validate: bool = True, _adopt: bool = False):
+    funcs = _table_property("funcs")
+    frames = _table_property("frames")
+    stacks = _table_property("stacks")
+    samples = _table_property("samples")
+    lines = _table_property("lines")
+
+    def __init__(self, funcs, frames, stacks, samples, meta: dict | None = None, lines=None, *,
+                 validate: bool = True, _adopt: bool = False):
         # _adopt (nodeflame.frames.build only): ``samples`` was made for this Profile and nobody else holds
         # it or its arrays; when its columns are already in their final dtypes it is taken as it is, not
         # copied (a long capture's samples table is most of its Profile)
-        self.funcs = self._norm_funcs(funcs)
-        self.frames = self._norm_frames(frames)
-        self.stacks = self._norm_stacks(stacks)
-        self.samples = samples if _adopt and self._is_normal_samples(samples) else self._norm_samples(samples)
-        self.meta = default_meta()
+        t = {
+            "funcs": self._norm_funcs(funcs),
+            "frames": self._norm_frames(frames),
+            "stacks": self._norm_stacks(stacks),
+            "samples": samples if _adopt and self._is_normal_samples(samples) else self._norm_samples(samples),
+        }
+        md = default_meta()
         if meta:
-            self.meta.update(copy.deepcopy(meta))
-        self.lines = self._norm_lines(lines)
+            md.update(copy.deepcopy(meta))
+        t["lines"] = self._norm_lines(lines)
+        self._init({k: _Table.of_df(v) for k, v in t.items()}, md, validate)
+
+    def _init(self, tables: dict, meta: dict, validate: bool) -> None:
+        object.__setattr__(self, "_t", tables)
+        self.meta = meta
         self._cache: dict[str, Any] = {}
         if validate:
             self.validate()
+
+    @classmethod
+    def from_arrays(cls, funcs: dict, frames: dict, stacks: dict, samples: dict, meta: dict | None = None,
+                    lines: dict | None = None, *, validate: bool = True) -> "Profile":
+        """A Profile of tables in numpy form: each a dict of column name -> array, a categorical column
+        (funcs' name, file, kind, package; frames' tier, label; samples' thread) a :class:`Coded` or
+        the values (coded as ``pd.Categorical`` codes them).  The columns are those of the
+        constructor (missing optional ones filled the same way); the arrays are taken, not copied,
+        where they are in their dtypes already (the caller hands them over) and made read-only.  The
+        DataFrames are made when first asked for, equal to what the constructor makes of the same
+        columns."""
+        def num(d, k, n, dtype, fill=0):
+            v = d.get(k)
+            return np.full(n, fill, dtype) if v is None else np.asarray(v, dtype)
+
+        def cat(d, k, n, fill, categories=None):
+            v = d.get(k)
+            if v is None:
+                v = [fill] * n
+            if isinstance(v, Coded):
+                if categories is None or (v.dtype is None and list(v.categories) == list(categories)):
+                    return v
+                v = v.strings() if (np.asarray(v.codes) >= 0).all() else v.categorical()
+            return coded(v, categories)
+
+        def length(d, k):
+            v = d[k]
+            return len(v)
+        nf, nfr, nst, ns = length(funcs, "name"), length(frames, "func"), length(stacks, "frame"), \
+            length(samples, "stack")
+        fu = {"name": cat(funcs, "name", nf, ""), "file": cat(funcs, "file", nf, ""),
+              "line": num(funcs, "line", nf, _I32), "column": num(funcs, "column", nf, _I32),
+              "kind": cat(funcs, "kind", nf, "js", list(KINDS)), "package": cat(funcs, "package", nf, "")}
+        fr = {"func": num(frames, "func", nfr, _I32), "line": num(frames, "line", nfr, _I32),
+              "column": num(frames, "column", nfr, _I32), "tier": cat(frames, "tier", nfr, ""),
+              "label": cat(frames, "label", nfr, "")}
+        st = {k: np.asarray(stacks[k], _I32) for k in STACK_COLUMNS}
+        sa = {"stack": num(samples, "stack", ns, _I32), "time_ns": num(samples, "time_ns", ns, _I64),
+              "weight": num(samples, "weight", ns, _I64, 1), "thread": cat(samples, "thread", ns, "main")}
+        for src, dst in ((funcs, fu), (frames, fr), (samples, sa)):
+            for k, v in src.items():
+                if k not in dst:
+                    dst[k] = v if isinstance(v, Coded) else np.asarray(v)
+        if lines is None:
+            li = {"stack": np.empty(0, _I32), "line": np.empty(0, _I32), "ticks": np.empty(0, _I64)}
+        else:
+            li = {"stack": np.asarray(lines["stack"], _I32), "line": np.asarray(lines["line"], _I32),
+                  "ticks": np.asarray(lines["ticks"], _I64)}
+        md = default_meta()
+        if meta:
+            md.update(copy.deepcopy(meta))
+        q = cls.__new__(cls)
+        q._init({"funcs": _Table(nf, _readonly(fu)), "frames": _Table(nfr, _readonly(fr)),
+                 "stacks": _Table(nst, _readonly(st)), "samples": _Table(ns, _readonly(sa)),
+                 "lines": _Table(len(li["stack"]), _readonly(li))}, md, validate)
+        return q
 
     def __setattr__(self, name, value):
         if name in Profile._GUARDED and self.__dict__.get("_frozen"):
@@ -161,9 +381,36 @@ class Profile:
             raise AttributeError(f"cannot delete Profile.{name}: a validated Profile is immutable")
         object.__delattr__(self, name)
 
+    def __getstate__(self):
+        # the numpy form is what a Profile is; a DataFrame made from it is made again after unpickling
+        state = dict(self.__dict__)
+        state["_t"] = {k: (_Table(t.n, t.cols) if t.cols is not None else t) for k, t in state["_t"].items()}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for t in self._t.values():
+            if t.cols is not None:
+                _readonly(t.cols)
+
+    # --------------------------------------------------------------- numpy form
+    def _col(self, table: str, name: str):
+        return self._t[table].col(name)
+
+    def _nrows(self, table: str) -> int:
+        return self._t[table].n
+
+    def _strings(self, table: str, name: str) -> np.ndarray:
+        """A column's values as an object array of str (``astype(str)``)."""
+        v = self._col(table, name)
+        if isinstance(v, Coded):
+            return v.strings()
+        return getattr(self, table)[name].astype(str).to_numpy(object)
+
     # ------------------------------------------------------------------ dtypes
     @staticmethod
-    def _norm_funcs(df: pd.DataFrame) -> pd.DataFrame:
+    def _norm_funcs(df):
+        import pandas as pd
         n = len(df)
         out = _frame({
             "name": _cat(df["name"].astype(str) if not isinstance(df["name"].dtype, pd.CategoricalDtype) else df["name"]),
@@ -180,7 +427,8 @@ class Profile:
         return out
 
     @staticmethod
-    def _norm_frames(df: pd.DataFrame) -> pd.DataFrame:
+    def _norm_frames(df):
+        import pandas as pd
         n = len(df)
         out = _frame({
             "func": np.asarray(df["func"], _I32),
@@ -196,7 +444,7 @@ class Profile:
         return out
 
     @staticmethod
-    def _norm_stacks(df: pd.DataFrame) -> pd.DataFrame:
+    def _norm_stacks(df):
         n = len(df)
         return _frame({  # np.array: fresh arrays, owned by the new table
             "prefix": np.array(df["prefix"], _I32),
@@ -208,13 +456,15 @@ class Profile:
     def _is_normal_samples(df) -> bool:
         """Whether ``df`` is a samples table as _norm_samples makes one: its four columns in their dtypes,
         in order, nothing else, index 0..n-1."""
+        import pandas as pd
         return (isinstance(df, pd.DataFrame) and tuple(df.columns) == SAMPLE_COLUMNS
                 and isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
                 and tuple(str(t) for t in df.dtypes.iloc[:3]) == ("int32", "int64", "int64")
                 and isinstance(df.dtypes.iloc[3], pd.CategoricalDtype))
 
     @staticmethod
-    def _norm_samples(df: pd.DataFrame) -> pd.DataFrame:
+    def _norm_samples(df):
+        import pandas as pd
         n = len(df)
         out = _frame({
             "stack": np.asarray(df["stack"], _I32),
@@ -230,6 +480,7 @@ class Profile:
 
     @staticmethod
     def _norm_lines(df):
+        import pandas as pd
         if df is None:
             return pd.DataFrame({"stack": np.empty(0, _I32), "line": np.empty(0, _I32),
                                  "ticks": np.empty(0, _I64)})
@@ -238,6 +489,20 @@ class Profile:
                              "ticks": np.asarray(df["ticks"], _I64)}).reset_index(drop=True)
 
     # -------------------------------------------------------------- invariants
+    def _duplicated(self, table: str, cols: tuple) -> bool:
+        """Whether two rows agree in ``cols`` (``DataFrame.duplicated(cols).any()``), on codes and integers."""
+        t = self._t[table]
+        parts = []
+        for c in cols:
+            v = t.col(c)
+            if isinstance(v, Coded):
+                parts.append(v.codes)
+            elif isinstance(v, np.ndarray) and v.dtype.kind in "iub":
+                parts.append(v)
+            else:  # a column not in its dtype (a table assigned before validate()): pandas judges
+                return bool(t.frame().duplicated(list(cols)).any())
+        return _int_key_dups(parts)
+
     def validate(self) -> "Profile":
         """Check every invariant of the model; raise InvariantError naming the first broken one.
 
@@ -256,28 +521,31 @@ class Profile:
             raise InvariantError(msg)
 
         for name in ("funcs", "frames", "stacks", "samples"):
-            df = getattr(self, name)
-            if not df.index.equals(pd.RangeIndex(len(df))):
-                fail(f"{name}: index is not 0..{len(df) - 1}")
-        f, fr, st, sa = self.funcs, self.frames, self.stacks, self.samples
-        nf, nfr, nst = len(f), len(fr), len(st)
-        if f["kind"].isna().any():
+            df = self._t[name].df   # a table made from arrays has 0..n-1 by construction
+            if df is not None:
+                import pandas as pd
+                if not df.index.equals(pd.RangeIndex(len(df))):
+                    fail(f"{name}: index is not 0..{len(df) - 1}")
+        col = self._col
+        nf, nfr, nst = self._nrows("funcs"), self._nrows("frames"), self._nrows("stacks")
+        kind = col("funcs", "kind")
+        if (kind.codes < 0).any() if isinstance(kind, Coded) else self.funcs["kind"].isna().any():
             fail(f"funcs: kind not one of {KINDS}")
-        for col in ("line", "column"):
-            if (f[col].to_numpy() < 0).any():
-                fail(f"funcs.{col} negative")
-            if (fr[col].to_numpy() < 0).any():
-                fail(f"frames.{col} negative")
-        if f.duplicated(["name", "file", "line", "column", "kind"]).any():
+        for c in ("line", "column"):
+            if (np.asarray(col("funcs", c)) < 0).any():
+                fail(f"funcs.{c} negative")
+            if (np.asarray(col("frames", c)) < 0).any():
+                fail(f"frames.{c} negative")
+        if self._duplicated("funcs", ("name", "file", "line", "column", "kind")):
             fail("funcs: duplicate (name, file, line, column, kind)")
-        fu = fr["func"].to_numpy()
+        fu = np.asarray(col("frames", "func"))
         if nfr and (fu.min() < 0 or fu.max() >= nf):
             fail("frames.func out of range")
-        if fr.duplicated(["func", "line", "column", "tier", "label"]).any():
+        if self._duplicated("frames", ("func", "line", "column", "tier", "label")):
             fail("frames: duplicate (func, line, column, tier, label)")
-        pre = st["prefix"].to_numpy().astype(_I64)
-        sfr = st["frame"].to_numpy()
-        dep = st["depth"].to_numpy()
+        pre = np.asarray(col("stacks", "prefix")).astype(_I64)
+        sfr = np.asarray(col("stacks", "frame"))
+        dep = np.asarray(col("stacks", "depth"))
         if nst:
             if sfr.min() < 0 or sfr.max() >= nfr:
                 fail("stacks.frame out of range")
@@ -290,22 +558,25 @@ class Profile:
             key = (pre + 1) * (nfr + 1) + sfr
             if nst > 1 and (np.diff(np.sort(key)) == 0).any():  # np.sort: np.unique is slow in numpy 2.4
                 fail("stacks: duplicate (prefix, frame)")
-        s = sa["stack"].to_numpy()
+        s = np.asarray(col("samples", "stack"))
         if len(s) and (s.min() < 0 or s.max() >= nst):
             fail("samples.stack out of range")
-        w = sa["weight"].to_numpy()
+        w = np.asarray(col("samples", "weight"))
         if len(w) and w.min() < 0:
             fail("samples.weight negative")
-        if self.meta.get("timed") and len(sa):
+        if self.meta.get("timed") and len(s):
             # a chunk at a time, no full-size temporary: what a long capture's Profile costs to check
-            t = sa["time_ns"].to_numpy()
-            if not _nondecreasing(t) and _decreases_within(sa["thread"].cat.codes.to_numpy(), t):
-                fail("samples.time_ns decreases within a thread")
-        if len(self.lines):
-            ls = self.lines["stack"].to_numpy()
+            t = np.asarray(col("samples", "time_ns"))
+            if not _nondecreasing(t):
+                th = col("samples", "thread")
+                codes = th.codes if isinstance(th, Coded) else self.samples["thread"].cat.codes.to_numpy()
+                if _decreases_within(codes, t):
+                    fail("samples.time_ns decreases within a thread")
+        if self._nrows("lines"):
+            ls = np.asarray(col("lines", "stack"))
             if ls.min() < 0 or ls.max() >= nst:
                 fail("lines.stack out of range")
-            if (self.lines["line"].to_numpy() < 1).any() or (self.lines["ticks"].to_numpy() < 0).any():
+            if (np.asarray(col("lines", "line")) < 1).any() or (np.asarray(col("lines", "ticks")) < 0).any():
                 fail("lines: line must be >= 1 and ticks >= 0")
         object.__setattr__(self, "_frozen", True)
         return self
@@ -313,8 +584,8 @@ class Profile:
     # ---------------------------------------------------------------- basics
     def __repr__(self) -> str:
         src = self.meta.get("backend") or self.meta.get("source_format") or "?"
-        return (f"<Profile {self.total:,} {self.meta.get('unit', 'samples')} in {len(self.samples):,} rows, "
-                f"{len(self.stacks):,} stacks, {len(self.funcs):,} functions, from {src}>")
+        return (f"<Profile {self.total:,} {self.meta.get('unit', 'samples')} in {self._nrows('samples'):,} rows, "
+                f"{self._nrows('stacks'):,} stacks, {self._nrows('funcs'):,} functions, from {src}>")
 
     def _repr_html_(self) -> str:
         import html
@@ -325,10 +596,16 @@ class Profile:
     @property
     def total(self) -> int:
         """Sum of sample weights."""
-        return int(self.samples["weight"].sum())
+        w = self._col("samples", "weight")
+        return int(w.sum()) if isinstance(w, np.ndarray) and w.dtype.kind in "iu" else int(self.samples["weight"].sum())
 
     @property
     def threads(self) -> list[str]:
+        th = self._col("samples", "thread")
+        if isinstance(th, Coded):
+            c = np.asarray(th.codes)
+            used = np.bincount(c[c >= 0].astype(_I64), minlength=len(th.categories)) > 0
+            return [str(t) for t, u in zip(th.categories.tolist(), used.tolist()) if u]
         return [str(t) for t in self.samples["thread"].cat.categories if (self.samples["thread"] == t).any()]
 
     def copy(self) -> "Profile":
@@ -339,18 +616,25 @@ class Profile:
             object.__setattr__(q, "_frozen", True)
         return q
 
-    def arrays(self) -> dict:
+    def arrays(self, table: str | None = None) -> dict:
         """Cached numpy arrays every derived computation uses: ``prefix``, ``frame``, ``depth`` (per
         stack), ``frame_func`` (per frame) and ``stack_func`` (per stack), all int64.  Shared by every
-        caller: read them, never write them (they are marked read-only)."""
+        caller: read them, never write them (they are marked read-only).
+
+        ``arrays(table)`` (``"funcs"``, ``"frames"``, ``"stacks"``, ``"samples"`` or ``"lines"``):
+        that table's columns in numpy form, column name -> array in the table's dtype, a categorical
+        column as a :class:`Coded` (codes and categories), without making the DataFrame."""
+        if table is not None:
+            t = self._t[table]
+            return {k: t.col(k) for k in t.names()}
         c = self._cache.get("arrays")
         if c is None:
-            st, fr = self.stacks, self.frames
+            col = self._col
             c = {
-                "prefix": st["prefix"].to_numpy().astype(_I64),
-                "frame": st["frame"].to_numpy().astype(_I64),
-                "depth": st["depth"].to_numpy().astype(_I64),
-                "frame_func": fr["func"].to_numpy().astype(_I64),
+                "prefix": np.asarray(col("stacks", "prefix")).astype(_I64),
+                "frame": np.asarray(col("stacks", "frame")).astype(_I64),
+                "depth": np.asarray(col("stacks", "depth")).astype(_I64),
+                "frame_func": np.asarray(col("frames", "func")).astype(_I64),
             }
             c["stack_func"] = c["frame_func"][c["frame"]] if len(c["frame"]) else np.empty(0, _I64)
             for a in c.values():
@@ -362,8 +646,9 @@ class Profile:
         """Self weight of every stack (sum of the weights of samples whose leaf it is)."""
         w = self._cache.get("stack_weights")
         if w is None:
-            w = np.bincount(self.samples["stack"].to_numpy(), weights=self.samples["weight"].to_numpy(),
-                            minlength=len(self.stacks)).astype(_I64)
+            w = np.bincount(np.asarray(self._col("samples", "stack")),
+                            weights=np.asarray(self._col("samples", "weight")),
+                            minlength=self._nrows("stacks")).astype(_I64)
             self._cache["stack_weights"] = w
         return w
 
@@ -371,13 +656,13 @@ class Profile:
         """Display name of each function: ``name file:line`` (name alone when no file)."""
         lab = self._cache.get("func_labels")
         if lab is None:
-            f = self.funcs
-            names = f["name"].astype(str).to_numpy(object)
+            n = self._nrows("funcs")
+            names = self._strings("funcs", "name")
             names = np.where(names == "", "(anonymous)", names)
-            files = f["file"].astype(str).to_numpy(object)
-            lines = f["line"].to_numpy()
-            lab = np.empty(len(f), dtype=object)
-            for i in range(len(f)):  # one entry per distinct function, not per sample
+            files = self._strings("funcs", "file")
+            lines = np.asarray(self._col("funcs", "line"))
+            lab = np.empty(n, dtype=object)
+            for i in range(n):  # one entry per distinct function, not per sample
                 if files[i]:
                     lab[i] = f"{names[i]} {files[i]}:{lines[i]}" if lines[i] else f"{names[i]} {files[i]}"
                 else:
@@ -389,8 +674,9 @@ class Profile:
         """Text of each frame for folded/raw output: its label, else its function's display name."""
         lab = self._cache.get("frame_labels")
         if lab is None:
-            fl = self.frames["label"].astype(str).to_numpy(object)
-            fn = self.func_labels()[self.frames["func"].to_numpy()] if len(self.frames) else np.empty(0, object)
+            fl = self._strings("frames", "label")
+            fn = self.func_labels()[np.asarray(self._col("frames", "func"))] if self._nrows("frames") \
+                else np.empty(0, object)
             lab = np.where(fl != "", fl, fn)
             self._cache["frame_labels"] = lab
         return lab

@@ -512,9 +512,10 @@ def test_vdso_is_native_not_kernel():
 
 
 def test_samples_built_from_their_distinct_paths_as_from_every_path(corpus, monkeypatch):
-    """The reader interns the samples' paths and builds from the distinct ones (build_from_tree's
-    groups): the same Profile as one path per sample (build_profile), on the corpus and on samples
-    that repeat stacks in and out of time order, over threads, 'a->b' and '(process)' frames."""
+    """The reader interns the samples' runs of frame lines (or, line by line, their paths) and builds
+    from the distinct ones (build_from_tree's groups): the same Profile as one path per sample made
+    line by line (build_profile), on the corpus and on samples that repeat stacks in and out of time
+    order, over threads, 'a->b' and '(process)' frames."""
     import pandas as pd
     from nodeflame.frames.build import build_profile
     from nodeflame.frames.readers import perf as perf_reader
@@ -532,6 +533,7 @@ def test_samples_built_from_their_distinct_paths_as_from_every_path(corpus, monk
             grouped = read_quiet(data, format="perf", event=event)
             with monkeypatch.context() as m:
                 m.setattr(perf_reader, "_build", every_path)
+                m.setattr(perf_reader, "_SAMPLE_PATHS", False)
                 plain = read_quiet(data, format="perf", event=event)
             for t in ("funcs", "frames", "stacks", "samples"):
                 pd.testing.assert_frame_equal(getattr(grouped, t), getattr(plain, t))

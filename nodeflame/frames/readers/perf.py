@@ -44,11 +44,11 @@ line that is neither header nor frame is a FormatError naming the line.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
 import numpy as np
-import pandas as pd
 
 from ..build import FrameTable, build_from_tree, build_profile
 from ..errors import FormatError, FormatWarning
@@ -240,23 +240,27 @@ class _Lines:
 
 
 def _factorize(lines):
-    arr = np.empty(len(lines), dtype=object)
-    arr[:] = lines
-    codes, uniq = pd.factorize(arr, sort=False)
-    return codes.astype(np.int64, copy=False), uniq
+    """(codes, distinct lines) in order of first appearance."""
+    index: dict = {}
+    setdefault = index.setdefault
+    codes = np.fromiter(map(setdefault, lines, itertools.count()), np.int64, len(lines))
+    first = np.fromiter(index.values(), np.int64, len(index))   # first position of each distinct line
+    lut = np.empty(len(lines), np.int64)
+    lut[first] = np.arange(len(first))
+    return lut[codes], list(index)
 
 
 def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
     import io
-    from .raw import _intern_lines  # (raw imports this module)
-    fast = _intern_lines(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
+    from .raw import _intern_lines_arrow  # (raw imports this module)
+    fast = _intern_lines_arrow(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
     return _read_perf(fast, data, source, event)
 
 
 def read_perf_file(fh, source: str = "<perf>", *, event: str | None = None) -> "Profile":
     """read_perf of the binary file ``fh``, taken in blocks: the whole file is never in memory."""
-    from .raw import _intern_lines
-    fast = _intern_lines(fh)
+    from .raw import _intern_lines_arrow
+    fast = _intern_lines_arrow(fh)
     data = None
     if fast is None:
         fh.seek(0)
@@ -264,21 +268,96 @@ def read_perf_file(fh, source: str = "<perf>", *, event: str | None = None) -> "
     return _read_perf(fast, data, source, event)
 
 
-def _read_perf(fast, data, source, event):
-    if fast is not None:  # interned in bulk; the lines themselves are only wanted for an error
-        codes, uniq = fast
-        lines = _Lines(codes, uniq)
-    else:
-        lines = _lines(data, source)
-        codes, uniq = _factorize(lines)
-    n = len(codes)
+# _STRICT for Arrow's extract_regex (RE2: '$' is the end of the text, as \Z; classes on code points),
+# for a line that is no comment ('#' first)
+_STRICT_RE2 = (r"^(?P<comm>[^# \t\n\r\f\v0-9:\[\]/][^ \t\n\r\f\v0-9:\[\]/]*) (?P<pid>[0-9]{1,18})/(?P<tid>[0-9]{1,18}) "
+               r"\[(?P<cpu>[0-9]{1,9})\] (?P<sec>[0-9]{1,9})\.(?P<frac>[0-9]{1,9}): +"
+               r"(?:(?P<period>[0-9]{1,18}) +)?(?P<event>[^ \t\n\r\f\v:]+):[ \t]*$")
+
+
+class _Headers:
+    """The parsed header of each distinct line (a header's fields at its line code): numpy arrays,
+    names as codes into ``comms`` and ``events``; ``has_*`` says where perf printed the field."""
+
+    def __init__(self, nu: int):
+        self.comm = np.full(nu, -1, np.int64)
+        self.event = np.full(nu, -1, np.int64)
+        self.pid, self.tid, self.cpu, self.time, self.period = (np.zeros(nu, np.int64) for _ in range(5))
+        self.has_pid, self.has_cpu, self.has_time, self.has_period = (np.zeros(nu, bool) for _ in range(4))
+        self.comms: list = []
+        self.events: list = []
+        self._ci: dict = {}
+        self._ei: dict = {}
+
+    def names(self, table: list, index: dict, values) -> np.ndarray:
+        out = np.empty(len(values), np.int64)
+        for i, v in enumerate(values):
+            c = index.get(v)
+            if c is None:
+                c = index[v] = len(table)
+                table.append(v)
+            out[i] = c
+        return out
+
+    def set_one(self, k: int, h) -> None:
+        comm, pid, tid, cpu, time_ns, period, event = h
+        self.comm[k] = self.names(self.comms, self._ci, [comm])[0]
+        if event is not None:
+            self.event[k] = self.names(self.events, self._ei, [event])[0]
+        self.tid[k] = tid
+        for has, arr, v in ((self.has_pid, self.pid, pid), (self.has_cpu, self.cpu, cpu),
+                            (self.has_time, self.time, time_ns), (self.has_period, self.period, period)):
+            if v is not None:
+                has[k] = True
+                arr[k] = v
+
+    def set_strict(self, rows: np.ndarray, m) -> None:
+        """The rows ``rows`` matched by _STRICT_RE2, ``m`` the matches' struct array."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        def num(name):
+            return pc.cast(m.field(name), pa.int64()).to_numpy(zero_copy_only=False)
+        for name, table, index, out in (("comm", self.comms, self._ci, self.comm),
+                                        ("event", self.events, self._ei, self.event)):
+            enc = pc.dictionary_encode(m.field(name))
+            out[rows] = self.names(table, index, enc.dictionary.to_pylist())[
+                enc.indices.to_numpy(zero_copy_only=False)]
+        self.pid[rows], self.tid[rows], self.cpu[rows] = num("pid"), num("tid"), num("cpu")
+        self.has_pid[rows] = self.has_cpu[rows] = self.has_time[rows] = True
+        frac = pc.cast(pc.utf8_rpad(m.field("frac"), 9, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+        self.time[rows] = num("sec") * 1_000_000_000 + frac
+        per = m.field("period")
+        has = pc.not_equal(pc.binary_length(per), 0).to_numpy(zero_copy_only=False)
+        if has.any():
+            self.has_period[rows[has]] = True
+            self.period[rows[has]] = pc.cast(per.filter(pa.array(has)), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _classify(uniq, arr):
+    """Each distinct line's type, its header's fields (_Headers), frames' (pc, rawfunc, mod), perf's
+    '# key : value' header and the unrecognised lines.  Lines in perf script's default layout are
+    parsed by Arrow in bulk (``arr``: the distinct lines as an Arrow array) with _STRICT_RE2, the
+    rest one by one (_parse_header, whose first expression is the same _STRICT)."""
     nu = len(uniq)
     utype = np.full(nu, BLANK, np.int8)
-    header_of: dict[int, tuple] = {}   # unique line -> parsed header
+    hdr = _Headers(nu)
     frame_of: dict[int, tuple] = {}    # unique line -> (pc, rawfunc, mod)
     perf_header: dict[str, str] = {}
     bad_u = []
-    for k, ln in enumerate(uniq):
+    rest = range(nu)
+    if arr is not None and nu:
+        import pyarrow.compute as pc
+        m = pc.extract_regex(arr, _STRICT_RE2)
+        ok = m.is_valid().to_numpy(zero_copy_only=False)
+        if ok.any():
+            rows = np.flatnonzero(ok)
+            hdr.set_strict(rows, m.filter(ok))
+            utype[rows] = HEADER
+            rest = np.flatnonzero(~ok).tolist()
+        del m, ok
+    for k in rest:
+        ln = uniq[k]
         c = ln[:1]
         if c == "#":
             utype[k] = COMMENT
@@ -292,7 +371,7 @@ def _read_perf(fast, data, source, event):
             h = _parse_header(ln)
             if h is not None:
                 utype[k] = HEADER
-                header_of[k] = h
+                hdr.set_one(k, h)
                 continue
         m = _frame_match(ln)
         if m is not None:
@@ -301,6 +380,24 @@ def _read_perf(fast, data, source, event):
             continue
         utype[k] = BLANK
         bad_u.append(k)
+    return utype, hdr, frame_of, perf_header, bad_u
+
+
+# the samples' paths made per distinct run of frame lines (see _sample_paths); off: always line by line
+_SAMPLE_PATHS = True
+
+
+def _read_perf(fast, data, source, event):
+    if fast is not None:  # interned in bulk; the lines themselves are only wanted for an error
+        codes, uniq, arr = fast
+        lines = _Lines(codes, uniq)
+    else:
+        lines = _lines(data, source)
+        codes, uniq = _factorize(lines)
+        arr = None
+    n = len(codes)
+    utype, hdr, frame_of, perf_header, bad_u = _classify(uniq, arr)
+    del arr
     t = utype[codes]
     if bad_u:
         first = int(np.flatnonzero(np.isin(codes, bad_u))[0])
@@ -309,8 +406,8 @@ def _read_perf(fast, data, source, event):
                else "a frame line 'address symbol (dso)'")
         raise FormatError(f"unrecognised line {ln.strip()[:80]!r}", source=source, line=first + 1, expected=exp)
     hpos = np.flatnonzero(t == HEADER)
-    fpos = np.flatnonzero(t == FRAME)
     if not len(hpos):
+        fpos = np.flatnonzero(t == FRAME)
         if len(fpos):
             raise FormatError("frame line outside a sample", source=source, line=int(fpos[0]) + 1,
                               expected="a sample header 'comm [pid/]tid [cpu] time: [period] event:' first")
@@ -318,37 +415,33 @@ def _read_perf(fast, data, source, event):
     # every frame belongs to the last header before it, unless a blank line came in between.
     # Without comments among the samples (perf script prints its header's comments first), the
     # frames after each header or blank line are the lines up to the next one: counted from the
-    # positions of those lines alone; else one pass each over the lines (the number of headers so
-    # far, the last header or blank line so far), which also names a frame outside a sample.
-    fsample = None
+    # positions of those lines alone (each sample's frames are then the run of lines after its
+    # header: hgap of them); else one pass each over the lines (the number of headers so far, the
+    # last header or blank line so far), which also names a frame outside a sample.
+    fsample = hgap = None
     nb = np.flatnonzero((t == HEADER) | (t == BLANK))
     if not (t[nb[0]:] == COMMENT).any() and not (t[:nb[0]] == FRAME).any():
         tb = t[nb]
         gaps = np.diff(nb, append=n) - 1
         if not gaps[tb == BLANK].any():
-            fsample = np.repeat(np.cumsum(tb == HEADER) - 1, gaps)
+            hgap = gaps[tb == HEADER]
         del tb, gaps
     del nb
-    outside = None
-    if fsample is None:
-        fsample = np.cumsum(t == HEADER, dtype=np.int64)[fpos] - 1
-        sep = np.where((t == HEADER) | (t == BLANK), np.arange(n, dtype=np.int64), -1)
-        last = np.maximum.accumulate(sep)[fpos]
-        del sep
-        outside = (last < 0) | (t[np.maximum(last, 0)] == BLANK)
-        del last
-    if outside is not None and outside.any():
-        i = int(fpos[np.argmax(outside)])
-        raise FormatError(f"frame line outside a sample: {lines[i].strip()[:80]!r}", source=source, line=i + 1,
-                          expected="frame lines directly after a sample header, before the blank line ending it")
 
     # per-sample header fields
-    hdr = [header_of[k] for k in codes[hpos].tolist()]
-    ns = len(hdr)
-    comm = [h[0] for h in hdr]
-    events = [h[6] for h in hdr]
+    hc = codes[hpos]
+    ns = len(hc)
+    comm = hdr.comm[hc]
+    ev = hdr.event[hc]
+    ecount = np.bincount(ev[ev >= 0], minlength=len(hdr.events))
+    if (ev >= 0).any():  # events in order of first appearance
+        used = np.flatnonzero(ecount)
+        firsts = np.unique(ev[ev >= 0], return_index=True)[1]
+        seen_codes = used[np.argsort(firsts, kind="stable")].tolist()
+    else:
+        seen_codes = []
+    seen_events = [hdr.events[c] for c in seen_codes]
     meta_warn = []
-    seen_events = list(dict.fromkeys(e for e in events if e is not None))
     if event is None or event == "first":
         chosen = seen_events[0] if seen_events else None
     elif event == "all":
@@ -359,36 +452,131 @@ def _read_perf(fast, data, source, event):
                               expected="one of " + (", ".join(seen_events) or "(no event names in the file)"))
         chosen = event
     if chosen is not None:
-        keep = np.fromiter((e is None or e == chosen for e in events), bool, ns)
+        chosen_code = seen_codes[seen_events.index(chosen)]
+        keep = (ev < 0) | (ev == chosen_code)
     else:
         keep = np.ones(ns, bool)
     if not keep.all():
-        counts = pd.Series([e for e in events if e is not None]).value_counts()
-        others = ", ".join(f"{e} ({counts[e]} samples)" for e in seen_events if e != chosen)
-        msg = (f"{source}: read the samples of event {chosen!r} ({int(counts[chosen])}) only; set aside {others}. "
-               f"Pass event='<name>' to read another or event='all' for every sample")
+        others = ", ".join(f"{e} ({ecount[c]} samples)" for c, e in zip(seen_codes, seen_events) if e != chosen)
+        msg = (f"{source}: read the samples of event {chosen!r} ({int(ecount[chosen_code])}) only; set aside "
+               f"{others}. Pass event='<name>' to read another or event='all' for every sample")
         warnings.warn(msg, FormatWarning, stacklevel=3)
         meta_warn.append(msg)
-    java = np.fromiter((c.startswith("java") for c in comm), bool, ns)
+    java_comm = np.fromiter((c.startswith("java") for c in hdr.comms), bool, len(hdr.comms))
+    java = java_comm[comm] if len(hdr.comms) else np.zeros(ns, bool)
 
-    # frames of the samples kept: one entry per distinct (line, java-process) pair
-    # (line-sized temporaries are freed as soon as they are used: the peak is what a capture costs)
-    del t
-    fkeep = keep[fsample]
-    if not fkeep.all():
-        fpos, fsample = fpos[fkeep], fsample[fkeep]
-    del fkeep
-    fkey = codes[fpos].astype(np.int64)
-    del fpos
-    fkey *= 2
-    fkey += java[fsample]
-    # np.unique(fkey, return_inverse=True) without a sort: keys are below 2 * distinct lines
-    present = np.zeros(2 * len(uniq) + 2, bool)
-    present[fkey] = True
-    ukey = np.flatnonzero(present)
-    kinv = (np.cumsum(present) - 1)[fkey]
-    del present, fkey
+    kept = np.flatnonzero(keep)
+    nk = len(kept)
     ft = FrameTable()
+    res = None
+    if hgap is not None and _SAMPLE_PATHS and nk:
+        res = _sample_paths(codes, hpos[kept], hgap[kept], java[kept], comm[kept], hdr.comms, utype, frame_of, ft)
+    if res is None:
+        ft = FrameTable()
+        if hgap is not None:
+            fpos = np.flatnonzero(t == FRAME)
+            fsample = np.repeat(np.arange(ns, dtype=np.int64), hgap)
+        else:
+            fpos, fsample = _frames_of_samples(t, source, lines)
+        del t
+        offsets, flat = _line_paths(codes, fpos, fsample, keep, java, comm[kept], hdr.comms, frame_of, ft, len(uniq))
+        sample_path = None
+    else:
+        del t
+        offsets, flat, sample_path = res
+    del codes
+
+    # samples kept
+    hk = hc[kept]
+    threads = comm[kept]
+    tid = hdr.tid[hk]
+    weights = np.where(hdr.has_period[hk], hdr.period[hk], 1)
+    timed = nk > 0 and bool(hdr.has_time[hk].all())
+    tarr = hdr.time[hk] if timed else None
+    extras = {"tid": tid}
+    has_pid = hdr.has_pid[hk]
+    if has_pid.any():
+        extras["pid"] = np.where(has_pid, hdr.pid[hk], -1)
+    if hdr.has_cpu[hk].any():
+        extras["cpu"] = np.where(hdr.has_cpu[hk], hdr.cpu[hk], -1).astype(np.int32)
+    evk = ev[kept]
+    if (evk >= 0).any():
+        import pandas as pd
+        names = ["" if c < 0 else hdr.events[c] for c in np.unique(evk).tolist()]
+        cats = sorted(set(names))
+        lut = np.empty(len(hdr.events) + 1, np.int64)
+        for c, name in zip(np.unique(evk).tolist(), names):
+            lut[c] = cats.index(name)
+        extras["event"] = pd.Categorical.from_codes(lut[evk], categories=cats)
+    if timed and len(tarr) > 1 and (np.diff(tarr) < 0).any():
+        # perf script prints in time order; if not, order here so the extra columns stay aligned
+        order = np.argsort(tarr, kind="stable")
+        if sample_path is not None:
+            sample_path = sample_path[order]
+        else:
+            lengths = np.diff(offsets)
+            paths = [flat[offsets[i]:offsets[i + 1]] for i in order]
+            lengths = lengths[order]
+            offsets = np.zeros(nk + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            flat = np.concatenate(paths) if paths else flat
+        tarr, weights, threads = tarr[order], weights[order], threads[order]
+        extras = {k: (v[order] if isinstance(v, np.ndarray) else v.take(order)) for k, v in extras.items()}
+
+    chosen_ev = chosen if chosen is not None else (seen_events[0] if len(seen_events) == 1 else None)
+    has_period = bool(hdr.has_period[hk].any())
+    if not has_period:
+        unit = "samples"
+    elif chosen_ev in ("cpu-clock", "task-clock") or (chosen_ev or "").startswith(("cpu-clock:", "task-clock:")):
+        unit = "nanoseconds"
+    else:
+        unit = chosen_ev or "events"
+    meta = {"source_format": "perf", "backend": None, "unit": unit, "warnings": meta_warn,
+            "event": chosen_ev, "events": {e: int(ecount[c]) for c, e in zip(seen_codes, seen_events)}}
+    if perf_header:
+        meta["perf_header"] = perf_header
+        if "cmdline" in perf_header:
+            meta["command"] = perf_header["cmdline"]
+    upids = np.unique(hdr.pid[hk][has_pid])
+    if len(upids) == 1:
+        meta["pid"] = int(upids[0])
+    if timed and nk:
+        meta["duration_ns"] = int(tarr.max() - tarr.min())
+    if unit == "nanoseconds":
+        meta["period_ns"] = int(np.median(weights)) if nk else None
+    thread_arg = (threads, list(hdr.comms))
+    if sample_path is None:
+        prof = _build(ft, offsets, flat, weights, tarr, thread_arg, meta)
+    else:
+        prof = _build_paths(ft, offsets, flat, sample_path, weights, tarr, thread_arg, meta)
+    if len(prof.samples) != nk:  # cannot happen: every sample has a frame
+        raise FormatError("internal: samples lost while building", source=source)
+    for k, v in extras.items():
+        prof.samples[k] = v
+    return prof
+
+
+def _frames_of_samples(t, source, lines):
+    """(frame line positions, each one's sample) by one pass each over the lines; a frame outside a
+    sample is a FormatError naming it."""
+    n = len(t)
+    fpos = np.flatnonzero(t == FRAME)
+    fsample = np.cumsum(t == HEADER, dtype=np.int64)[fpos] - 1
+    sep = np.where((t == HEADER) | (t == BLANK), np.arange(n, dtype=np.int64), -1)
+    last = np.maximum.accumulate(sep)[fpos]
+    del sep
+    outside = (last < 0) | (t[np.maximum(last, 0)] == BLANK)
+    del last
+    if outside.any():
+        i = int(fpos[np.argmax(outside)])
+        raise FormatError(f"frame line outside a sample: {lines[i].strip()[:80]!r}", source=source, line=i + 1,
+                          expected="frame lines directly after a sample header, before the blank line ending it")
+    return fpos, fsample
+
+
+def _frame_ids(ukey, frame_of, ft):
+    """The frames of each distinct (line, java-process) key ``line * 2 + java``, in the order of
+    ``ukey`` (sorted), leaf first, added to ``ft``: (ids, start of each key's ids, their count)."""
     cache: dict = {}
     ids: list[int] = []
     kstart = np.zeros(len(ukey), np.int64)
@@ -414,120 +602,141 @@ def _read_perf(fast, data, source, event):
                     s = parse_symbol(sym, module="" if mod == "[unknown]" else mod)
                 fid = cache[ck] = ft.add(s.name, s.file, s.line, s.column, s.hint, s.tier, label=label)
             ids.append(fid)
-    kinv = kinv.reshape(-1)
+    return np.asarray(ids, np.int64), kstart, klen
+
+
+def _expand(fkey, nu, frame_of, ft, group, ngroups):
+    """Root-first paths of frame ids, one per group, from frame keys ``fkey`` (line * 2 + java, leaf
+    first within each group; ``group`` each key's group, nondecreasing): (offsets, flat)."""
+    # np.unique(fkey, return_inverse=True) without a sort: keys are below 2 * distinct lines
+    present = np.zeros(2 * nu + 2, bool)
+    present[fkey] = True
+    ukey = np.flatnonzero(present)
+    kinv = (np.cumsum(present) - 1)[fkey]
+    del present
+    ids_arr, kstart, klen = _frame_ids(ukey, frame_of, ft)
     nparts = klen[kinv]
-    ids_arr = np.asarray(ids, np.int64)
     if len(nparts) and (nparts == 1).all():
-        fs = fsample
+        fs = group
         leaf_first = ids_arr[kstart[kinv]]
     else:  # 'a->b' symbols are two frames, '(process)' ones none
-        fs = np.repeat(fsample, nparts)
+        fs = np.repeat(group, nparts)
         starts = np.repeat(kstart[kinv], nparts)
         starts += np.arange(len(fs), dtype=np.int64)
         starts -= np.repeat(np.cumsum(nparts) - nparts, nparts)
         leaf_first = ids_arr[starts] if len(fs) else np.empty(0, np.int64)
         del starts
-    del kinv, nparts, fsample
+    del kinv, nparts
+    lengths = np.bincount(fs, minlength=ngroups)
+    return fs, leaf_first, lengths
 
-    # samples kept, renumbered
-    kept = np.flatnonzero(keep)
-    nk = len(kept)
+
+def _reverse(leaf_first, lengths):
+    """(offsets, root-first flat) of paths given leaf first."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # frames come leaf first: the j-th frame of path b goes to offsets[b] + offsets[b+1] - 1 - j
+    # (a reversal within each path: the same index takes them back)
+    rev = np.repeat(offsets[:-1] + offsets[1:] - 1, lengths)
+    rev -= np.arange(len(rev), dtype=np.int64)
+    return offsets, leaf_first[rev]
+
+
+def _line_paths(codes, fpos, fsample, keep, java, kept_comm, comms, frame_of, ft, nu):
+    """(offsets, flat): each kept sample's root-first path, from every frame line."""
+    fkeep = keep[fsample]
+    if not fkeep.all():
+        fpos, fsample = fpos[fkeep], fsample[fkeep]
+    del fkeep
+    fkey = codes[fpos].astype(np.int64)
+    del fpos
+    fkey *= 2
+    fkey += java[fsample]
+    nk = int(keep.sum())
     if nk < len(keep):
-        fs = (np.cumsum(keep) - 1)[fs]
-    lengths = np.bincount(fs, minlength=nk)
+        fsample = (np.cumsum(keep) - 1)[fsample]
+    fs, leaf_first, lengths = _expand(fkey, nu, frame_of, ft, fsample, nk)
+    del fkey, fsample
     # a sample without frames keeps its comm as its only frame (stackcollapse-perf.pl prints 'comm count')
     empty = np.flatnonzero(lengths == 0)
     if len(empty):
-        extra = np.asarray([ft.add(comm[kept[i]], hint="program", label=comm[kept[i]]) for i in empty], np.int64)
+        extra = np.asarray([ft.add(comms[kept_comm[i]], hint="program", label=comms[kept_comm[i]])
+                            for i in empty.tolist()], np.int64)
         fs = np.concatenate([fs, empty])
         leaf_first = np.concatenate([leaf_first, extra])
         order = np.argsort(fs, kind="stable")
         fs, leaf_first = fs[order], leaf_first[order]
         lengths = np.bincount(fs, minlength=nk)
-    offsets = np.zeros(nk + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     del fs
-    # frames come leaf first: the j-th frame of sample b goes to offsets[b] + offsets[b+1] - 1 - j
-    # (a reversal within each sample: the same index takes them back)
-    rev = np.repeat(offsets[:-1] + offsets[1:] - 1, lengths)
-    rev -= np.arange(len(rev), dtype=np.int64)
-    flat = leaf_first[rev]
-    del rev, leaf_first
-
-    hk = [hdr[i] for i in kept.tolist()]
-    threads = [h[0] for h in hk]
-    tid = np.asarray([h[2] for h in hk], np.int64)
-    pids = [h[1] for h in hk]
-    cpus = [h[3] for h in hk]
-    times = [h[4] for h in hk]
-    periods = [h[5] for h in hk]
-    evs = [h[6] for h in hk]
-    weights = np.asarray([1 if p is None else p for p in periods], np.int64)
-    timed = nk > 0 and all(x is not None for x in times)
-    tarr = np.asarray(times, np.int64) if timed else None
-    extras = {"tid": tid}
-    if any(p is not None for p in pids):
-        extras["pid"] = np.asarray([-1 if p is None else p for p in pids], np.int64)
-    if any(c is not None for c in cpus):
-        extras["cpu"] = np.asarray([-1 if c is None else c for c in cpus], np.int32)
-    if any(e is not None for e in evs):
-        extras["event"] = pd.Categorical(["" if e is None else e for e in evs])
-    if timed and len(tarr) > 1 and (np.diff(tarr) < 0).any():
-        # perf script prints in time order; if not, order here so the extra columns stay aligned
-        order = np.argsort(tarr, kind="stable")
-        paths = [flat[offsets[i]:offsets[i + 1]] for i in order]
-        lengths = lengths[order]
-        offsets = np.zeros(nk + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = np.concatenate(paths) if paths else flat
-        tarr, weights = tarr[order], weights[order]
-        threads = [threads[i] for i in order]
-        extras = {k: (v[order] if not isinstance(v, pd.Categorical) else v.take(order)) for k, v in extras.items()}
-
-    chosen_ev = chosen if chosen is not None else (seen_events[0] if len(seen_events) == 1 else None)
-    has_period = any(p is not None for p in periods)
-    if not has_period:
-        unit = "samples"
-    elif chosen_ev in ("cpu-clock", "task-clock") or (chosen_ev or "").startswith(("cpu-clock:", "task-clock:")):
-        unit = "nanoseconds"
-    else:
-        unit = chosen_ev or "events"
-    meta = {"source_format": "perf", "backend": None, "unit": unit, "warnings": meta_warn,
-            "event": chosen_ev, "events": {e: int(sum(1 for x in events if x == e)) for e in seen_events}}
-    if perf_header:
-        meta["perf_header"] = perf_header
-        if "cmdline" in perf_header:
-            meta["command"] = perf_header["cmdline"]
-    upids = {p for p in pids if p is not None}
-    if len(upids) == 1:
-        meta["pid"] = upids.pop()
-    if timed and nk:
-        meta["duration_ns"] = int(tarr.max() - tarr.min())
-    if unit == "nanoseconds":
-        meta["period_ns"] = int(np.median(weights)) if nk else None
-    prof = _build(ft, offsets, flat, weights, tarr, threads, meta)
-    if len(prof.samples) != nk:  # cannot happen: every sample has a frame
-        raise FormatError("internal: samples lost while building", source=source)
-    for k, v in extras.items():
-        prof.samples[k] = v
-    return prof
+    return _reverse(leaf_first, lengths)
 
 
-def _build(ft, offsets, flat, weights, times, threads, meta):
-    """build_profile(ft, offsets, flat, ...) -- one sample per root-first path -- made from the
-    distinct paths: samples repeat a few stacks many times (100 k samples of 20 k stacks in the
-    benchmark), so the paths are interned first (Arrow hashes each path's frame ids as one binary
-    value) and the builder gets a tree of the distinct ones, each sample pointing at its path's leaf
-    (build_from_tree's groups).  The stack table is made level by level from the same (parent,
-    frame) keys either way, so the Profile is the same."""
+def _sample_paths(codes, hpos, hgap, java, kcomm, comms, utype, frame_of, ft):
+    """Each kept sample's path where every sample's frames are the run of lines after its header
+    (positions ``hpos``, ``hgap`` lines): the runs are interned as a whole first (Arrow hashes each
+    run of line codes as one binary value; 100 k samples repeat 20 k runs in the benchmark), so
+    that only the distinct (run, java-process) pairs are taken line by line.  (offsets, flat) of the
+    paths and each sample's path (a sample without frames has its comm as its one frame, a path of
+    its own).  The same frame table and paths as _line_paths."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    ns = len(hpos)
+    codes = np.ascontiguousarray(codes)
+    isz = codes.itemsize
+    # values tiling the codes: [before run 0][run 0][between run 0 and run 1][run 1]...[after]
+    bnd = np.empty(2 * ns + 2, np.int64)
+    bnd[0] = 0
+    bnd[1:-1:2] = hpos + 1
+    bnd[2:-1:2] = hpos + 1 + hgap
+    bnd[-1] = len(codes)
+    bnd *= isz
+    vals = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 2 * ns + 1,
+                                            [None, pa.py_buffer(bnd), pa.py_buffer(codes.view(np.uint8))])
+    enc = pc.dictionary_encode(vals)
+    run = enc.indices.to_numpy(zero_copy_only=False)[1::2].astype(np.int64)
+    d = enc.dictionary
+    del vals, enc, bnd
+    _, doff, ddata = d.buffers()
+    doff = np.frombuffer(doff, np.int64)[d.offset:d.offset + len(d) + 1] // isz
+    dcodes = np.frombuffer(ddata, codes.dtype, int(doff[-1]))
+    # distinct (run, java) pairs, in order of the key (any order gives the same Profile)
+    gk = run * 2 + java
+    present = np.zeros(2 * len(d) + 2, bool)
+    present[gk] = True
+    ug = np.flatnonzero(present)
+    ginv = (np.cumsum(present) - 1)[gk]
+    del present, gk, run
+    gr, gj = ug >> 1, (ug & 1).astype(np.int64)
+    glen = doff[gr + 1] - doff[gr]
+    ng = len(ug)
+    group = np.repeat(np.arange(ng, dtype=np.int64), glen)
+    pos = np.repeat(doff[gr] - np.cumsum(glen) + glen, glen) + np.arange(int(glen.sum()), dtype=np.int64)
+    line = dcodes[pos].astype(np.int64)
+    del pos, d, ddata, dcodes
+    if (utype[line] != FRAME).any():  # cannot happen: the runs are frame lines
+        return None
+    fkey = line * 2 + np.repeat(gj, glen)
+    del line
+    fs, leaf_first, lengths = _expand(fkey, len(utype), frame_of, ft, group, ng)
+    del fs, fkey, group
+    offsets, flat = _reverse(leaf_first, lengths)
+    empty = lengths == 0
+    if empty.any():  # each such sample's comm as its only frame, added in the order of the samples
+        es = np.flatnonzero(empty[ginv])
+        fid = np.asarray([ft.add(comms[c], hint="program", label=comms[c]) for c in kcomm[es].tolist()], np.int64)
+        ufid, inv = np.unique(fid, return_inverse=True)
+        ginv = ginv.copy()
+        ginv[es] = ng + inv.reshape(-1)
+        offsets = np.concatenate([offsets, offsets[-1] + 1 + np.arange(len(ufid), dtype=np.int64)])
+        flat = np.concatenate([flat, ufid])
+    return offsets, flat, ginv
+
+
+def _tree(offsets, flat):
+    """A chain of nodes per distinct path (Arrow hashes each path's frame ids as one binary value):
+    (node_parent, node_frame, each path's distinct path, each distinct path's leaf node)."""
+    import pyarrow as pa
     n = len(offsets) - 1
-    try:
-        import pyarrow as pa
-    except ImportError:
-        pa = None
-    lengths = np.diff(offsets)
-    if pa is None or not n or not lengths.min() > 0:
-        return build_profile(ft, offsets, flat, weights=weights, times=times, threads=threads, meta=meta)
     flat = np.ascontiguousarray(flat, np.int64)
     paths = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets * 8),
                                                                     pa.py_buffer(flat.view(np.uint8))])
@@ -541,9 +750,43 @@ def _build(ft, offsets, flat, weights, times, threads, meta):
     node_parent = np.arange(-1, len(node_frame) - 1, dtype=np.int64)
     node_parent[start] = -1  # each distinct path a chain from its root frame
     leaf = (doff[1:] - doff[0]) // 8 - 1
-    del paths, enc, d
+    return node_parent, node_frame, group, leaf
+
+
+def _build_paths(ft, offsets, flat, sample_path, weights, times, threads, meta):
+    """The Profile of samples given as paths (``offsets``/``flat``, each non-empty) and each sample's
+    path: a chain of nodes per distinct path, each sample pointing at its path's leaf (paths no
+    sample has are left out)."""
+    lengths = np.diff(offsets)
+    if not lengths.all():
+        has = lengths > 0
+        sample_path = (np.cumsum(has) - 1)[sample_path]
+        offsets = np.zeros(int(has.sum()) + 1, np.int64)
+        np.cumsum(lengths[has], out=offsets[1:])
+    node_parent, node_frame, group, leaf = _tree(offsets, flat)
+    return build_from_tree(ft, node_parent, node_frame, group[sample_path], group_node=leaf, weights=weights,
+                           times=times, threads=threads, meta=meta)
+
+
+def _build(ft, offsets, flat, weights, times, threads, meta):
+    """build_profile(ft, offsets, flat, ...) -- one sample per root-first path -- made from the
+    distinct paths: samples repeat a few stacks many times (100 k samples of 20 k stacks in the
+    benchmark), so the paths are interned first (Arrow hashes each path's frame ids as one binary
+    value) and the builder gets a tree of the distinct ones, each sample pointing at its path's leaf
+    (build_from_tree's groups).  The stack table is made level by level from the same (parent,
+    frame) keys either way, so the Profile is the same."""
+    n = len(offsets) - 1
+    try:
+        import pyarrow as pa  # noqa: F401
+    except ImportError:
+        pa = None
+    lengths = np.diff(offsets)
+    if pa is None or not n or not lengths.min() > 0:
+        return build_profile(ft, offsets, flat, weights=weights, times=times, threads=threads, meta=meta)
+    node_parent, node_frame, group, leaf = _tree(offsets, flat)
     return build_from_tree(ft, node_parent, node_frame, group, group_node=leaf, weights=weights, times=times,
                            threads=threads, meta=meta)
+
 
 
 _SNIFF_TAIL = re.compile(r"(?<![ \t])[ \t]+[0-9]+(?:/[0-9]+)?[ \t]")

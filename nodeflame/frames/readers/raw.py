@@ -143,20 +143,29 @@ def _factorize(lines):
 _CHUNK = 1 << 24  # bytes of whole lines taken from the input at a time
 
 
-def _blocks(fh, chunk: int = _CHUNK):
+def _blocks(fh, chunk: int = _CHUNK, *, pool: list | None = None):
     """Blocks of whole lines of the binary file ``fh``, about ``chunk`` bytes each, as
     (buffer, end): the lines are ``buffer[:end]``, each ending in a line feed (one is added
     after a last line without it); a UTF-8 byte-order mark at the start goes.  Each block is
     read straight into its own buffer (the start of the line the last block cut copied in
-    front).  Yields ("bom16",) or ("cr",) and stops where the text path must decide (UTF-16,
-    a lone CR at the very end)."""
+    front): a bytearray the caller put back in ``pool`` when done with it, if one is large
+    enough (fresh memory costs a page fault per 4 kB), else a new one.  Yields ("bom16",) or
+    ("cr",) and stops where the text path must decide (UTF-16, a lone CR at the very end)."""
     first = True
     carry = b""
     want = max(chunk, 4)
     while True:
-        buf = bytearray(len(carry) + want)
-        buf[:len(carry)] = carry
-        got = fh.readinto(memoryview(buf)[len(carry):])
+        need = len(carry) + want
+        buf = None
+        while pool and buf is None:
+            b = pool.pop()
+            if len(b) >= need:
+                buf = b
+        if buf is None:
+            buf = bytearray(need)
+        with memoryview(buf) as mv:
+            mv[:len(carry)] = carry
+            got = fh.readinto(mv[len(carry):need])
         size = len(carry) + got
         if first:
             first = False
@@ -185,12 +194,16 @@ def _blocks(fh, chunk: int = _CHUNK):
         yield (carry, len(carry))
 
 
-def _encode_arrow(b: bytes, end: int):
+def _encode_arrow(b: bytes, end: int, scratch=None):
     """Arrow's dictionary_encode of the lines of ``b[:end]`` (each with its line feed), the
-    line ends found by numpy: C++ hashing with the GIL released, no Python object per line."""
+    line ends found by numpy (``scratch``: a bool array of at least ``end`` to use): C++ hashing
+    with the GIL released, no Python object per line."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    nl = np.flatnonzero(np.frombuffer(b, np.uint8, end) == 10)
+    a = np.frombuffer(b, np.uint8, end)
+    eq = np.equal(a, 10, out=scratch[:end] if scratch is not None and len(scratch) >= end else None)
+    nl = np.flatnonzero(eq)
+    del a, eq
     n = len(nl)
     off = np.empty(n + 1, np.int32 if end < 2**31 else np.int64)
     off[0] = 0
@@ -199,6 +212,7 @@ def _encode_arrow(b: bytes, end: int):
     typ = pa.binary() if off.dtype == np.int32 else pa.large_binary()
     lines = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(off), pa.py_buffer(b)])
     enc = pc.dictionary_encode(lines)
+    del lines  # (the dictionary holds copies: the block's buffer is free again)
     dic = enc.dictionary
     cr = b.find(b"\r", 0, end) >= 0
     return enc.indices, dic.cast(pa.large_binary()) if dic.type != pa.large_binary() else dic, cr
@@ -210,23 +224,38 @@ def _intern_lines(fh):
     whole in memory); None when the text path must decide (not UTF-8, UTF-16, nothing, a lone
     CR at the end).  With pyarrow the blocks are interned by Arrow on two threads and their
     distinct lines merged by Arrow again; without, by bytes.split and a dict."""
+    r = _intern_lines_arrow(fh)
+    return r if r is None else r[:2]
+
+
+def _intern_lines_arrow(fh):
+    """_intern_lines, and the distinct lines as an Arrow large_string array too (None without
+    pyarrow, or where CRLF line ends were merged): (codes, uniq, array) or None."""
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
     except ImportError:
-        return _intern_lines_split(fh)
+        r = _intern_lines_split(fh)
+        return r if r is None else (r[0], r[1], None)
     from concurrent.futures import ThreadPoolExecutor
     pending: list = []
     done: list = []
+    pool: list = []      # block buffers done with, read into again
+    scratch: list = []   # bool arrays for the line ends, used again
     with ThreadPoolExecutor(2, thread_name_prefix="nodeflame-read") as ex:
-        for item in _blocks(fh):
+        for item in _blocks(fh, pool=pool):
             if len(item) == 1:
                 return None
-            pending.append(ex.submit(_encode_arrow, *item))
+            b, end = item
             del item
+            sc = scratch.pop() if scratch and len(scratch[-1]) >= end else np.empty(len(b), bool)
+            pending.append((ex.submit(_encode_arrow, b, end, sc), b, sc))
+            del b, sc
             while len(pending) > 2:  # at most 3 blocks in memory
-                done.append(pending.pop(0).result())
-        done.extend(f.result() for f in pending)
+                _finish(pending.pop(0), done, pool, scratch)
+        while pending:
+            _finish(pending.pop(0), done, pool, scratch)
+    del pool, scratch
     if not done:
         return None
     # the distinct lines of all blocks, interned once more: block dictionaries are in order of first
@@ -244,11 +273,24 @@ def _intern_lines(fh):
         k += len(d)
     del done, dicts, gidx
     try:  # one str per distinct line, without its line feed: UTF-8 checked and cut by Arrow
-        uniq = pc.binary_slice(g.dictionary, 0, -1).cast(pa.large_string()).to_pylist()
+        arr = pc.binary_slice(g.dictionary, 0, -1).cast(pa.large_string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     del g
-    return _crlf(codes, uniq) if any_cr else (codes, uniq)
+    uniq = arr.to_pylist()
+    if any_cr:
+        codes, uniq = _crlf(codes, uniq)
+        arr = None
+    return codes, uniq, arr
+
+
+def _finish(job, done: list, pool: list, scratch: list) -> None:
+    """A block's interning done: its result to ``done``, its buffers back to the pools."""
+    fut, b, sc = job
+    done.append(fut.result())
+    if isinstance(b, bytearray):
+        pool.append(b)
+    scratch.append(sc)
 
 
 def _crlf(codes, uniq):

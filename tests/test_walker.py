@@ -80,6 +80,30 @@ def _base(p):
 
 
 # ------------------------------------------------------------------------------------------- names
+def _missing_only_where_unlikely(run, missing, floor=5.0):
+    """Fail for a task never sampled although the capture should hold ``floor`` samples of it or more: the
+    workload's own share of that task over the capture times the main thread's samples (which a busy machine
+    can starve: at load 8 one capture had 44 there, a task of 1.6 % expected at 0.7).  Tasks missing where fewer were expected skip the test, saying so."""
+    if not missing:
+        return
+    p = run.prof
+    (_, t0), (_, t1) = run.timing0, run.timing1
+    spent = {k: t1[k] - t0.get(k, 0) for k in t1}
+    total = sum(spent.values())
+    on_main = int((p.samples["thread"].astype(str) == "main").sum())   # round() after round(), back to back
+    task = {"deep": "deepTask", "workerSpin": None}
+    expected = {}
+    for m in missing:
+        k = task.get(m, m)
+        # the worker's spin is not in the workload's account: its thread is sampled apart from main
+        expected[m] = (spent[k] / total * on_main) if k is not None and total else float("inf")
+    likely = {m: e for m, e in expected.items() if e >= floor}
+    assert not likely, (f"never sampled: {sorted(likely)}, where the workload's own timing expects "
+                        f"{ {m: round(e, 1) for m, e in likely.items()} } samples of {on_main} on the main thread")
+    pytest.skip(f"machine overloaded: {missing} never sampled, the workload's own timing expects only "
+                f"{ {m: round(e, 1) for m, e in expected.items()} } of {on_main} samples on the main thread")
+
+
 def test_js_samples_carry_the_right_name_file_and_line(run):
     p = run.prof
     p.validate()
@@ -91,8 +115,9 @@ def test_js_samples_carry_the_right_name_file_and_line(run):
           f"{len(p.samples) / run.capture_s:.0f} samples/s over {run.capture_s:.1f} s")
     assert share >= 0.95, f"{share:.1%} of {n} JS samples right; wrong: {wrong}"
     seen = {(n, fl) for n, fl in zip(names, files)}
-    for must in ("plainHot", "libWork", "função", "計算する", "handlers.onTick", "deep", "workerSpin"):
-        assert any(n == must for n, _ in seen), f"{must} never sampled"
+    missing = [must for must in ("plainHot", "libWork", "função", "計算する", "handlers.onTick", "deep", "workerSpin")
+               if not any(n == must for n, _ in seen)]
+    _missing_only_where_unlikely(run, missing)
     # the class method and constructor exist in the workload; the constructor is hot only on some
     # versions (TurboFan inlines it into buildMatrix), the method on all
     assert ("multiply", "walker_main.js") in seen or ("multiplyTask", "walker_main.js") in seen
@@ -103,7 +128,7 @@ def test_names_outside_latin1(run):
     names, files = _names(p), _base(p)
     got = {n for n, fl in zip(names, files) if fl == "walker_main.js"}
     assert "função" in got          # Latin-1: a one-byte V8 string
-    assert "計算する" in got          # outside Latin-1: a two-byte V8 string
+    _missing_only_where_unlikely(run, [] if "計算する" in got else ["計算する"])  # outside Latin-1: two-byte
     assert not [n for n in got if "\ufffd" in n or "Ã" in n], got
     txt = p.text()
     assert "função" in txt and "計算する" in txt
@@ -356,7 +381,12 @@ def test_target_exiting_mid_capture(run):
         end = time.monotonic() + 60
         while not _attached(proc.pid) and time.monotonic() < end and th.is_alive():
             time.sleep(0.01)
-        time.sleep(0.2)                      # a few samples while it runs
+        # a few samples while it runs: 50 ms of its CPU time once attached (a fixed 0.2 s at load 8 gave 39
+        # samples, all in the stdin handler)
+        cpu0 = procutil.cpu_seconds(proc.pid)
+        end = time.monotonic() + 60
+        while procutil.cpu_seconds(proc.pid) - cpu0 < 0.05 and time.monotonic() < end and th.is_alive():
+            time.sleep(0.01)
         proc.stdin.write(b"exit\n")
         proc.stdin.flush()
         told = time.monotonic()

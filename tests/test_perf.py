@@ -228,6 +228,42 @@ def test_default_layout_expression_equals_the_general_rules(comm, sp, pid, tid, 
     assert fast == general
 
 
+_HEADER_PARTS = dict(
+    comm=hst.sampled_from(["node", "java", "V8 Worker", "a1", "x:y", "[k]", "a/b", "é", "swapper", "#c", "a#"]),
+    sp=hst.sampled_from([" ", "  ", "\t"]), pid=hst.sampled_from(["1", "4242", "1" + "0" * 18, "9" * 18, "007"]),
+    tid=hst.sampled_from(["1", "4243", "9" * 19]), cpu=hst.sampled_from(["[001]", "[1]", "[1234567890]", ""]),
+    tm=hst.sampled_from(["12.345678", "1234567890.1", "123456789.123456789123", "1.2", "7", "0.000000001"]),
+    per=hst.sampled_from(["", "250000", "0", "9" * 19, "12:"]),
+    ev=hst.sampled_from(["cycles", "cpu-clock", "cycles:u", "r1a", "mem:0x1", "", "é"]),
+    tail=hst.sampled_from(["", " ", "\t", "  ", "x", "\r"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.lists(hst.fixed_dictionaries(_HEADER_PARTS), min_size=1, max_size=12))
+def test_headers_parsed_in_bulk_as_one_by_one(parts):
+    """_classify's Arrow parse (_STRICT_RE2 by extract_regex) gives every field _parse_header gives."""
+    pa = pytest.importorskip("pyarrow")
+    lines = list(dict.fromkeys(
+        f"{d['comm']}{d['sp']}{d['pid']}/{d['tid']}{d['sp']}{d['cpu']}{d['sp'] if d['cpu'] else ''}{d['tm']}:"
+        f"{d['sp']}{d['per']}{d['sp'] if d['per'] else ''}{d['ev']}:{d['tail']}" for d in parts))
+    lines += ["\t 1 f (/bin/a)", "", "# x : y"]
+    bulk = perf_mod._classify(lines, pa.array(lines, pa.large_string()))
+    one = perf_mod._classify(lines, None)
+    for got in (bulk, one):
+        utype, h = got[0], got[1]
+        got_fields = []
+        for k in range(len(lines)):
+            if utype[k] != perf_mod.HEADER:
+                got_fields.append(None)
+                continue
+            got_fields.append((h.comms[h.comm[k]], int(h.pid[k]) if h.has_pid[k] else None, int(h.tid[k]),
+                               int(h.cpu[k]) if h.has_cpu[k] else None, int(h.time[k]) if h.has_time[k] else None,
+                               int(h.period[k]) if h.has_period[k] else None,
+                               h.events[h.event[k]] if h.event[k] >= 0 else None))
+        assert got_fields == [perf_mod._parse_header(ln) if ln[:1] not in ("", "#", "\t") else None for ln in lines]
+        assert list(got[0]) == list(one[0]) and got[2:] == one[2:]
+
+
 def test_default_layout_expression_is_used():
     assert perf_mod._STRICT.match("node 4242/4251 [001] 184694.001000: cpu-clock: ")
     assert perf_mod._parse_header("node 4242/4251 [001] 184694.001000: 250000 cycles: ") == (

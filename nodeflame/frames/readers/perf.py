@@ -44,7 +44,6 @@ line that is neither header nor frame is a FormatError naming the line.
 """
 from __future__ import annotations
 
-import itertools
 import re
 import warnings
 
@@ -239,17 +238,6 @@ class _Lines:
         return len(self.codes)
 
 
-def _factorize(lines):
-    """(codes, distinct lines) in order of first appearance."""
-    index: dict = {}
-    setdefault = index.setdefault
-    codes = np.fromiter(map(setdefault, lines, itertools.count()), np.int64, len(lines))
-    first = np.fromiter(index.values(), np.int64, len(index))   # first position of each distinct line
-    lut = np.empty(len(lines), np.int64)
-    lut[first] = np.arange(len(first))
-    return lut[codes], list(index)
-
-
 def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
     import io
     from .raw import _intern_lines_arrow  # (raw imports this module)
@@ -392,6 +380,7 @@ def _read_perf(fast, data, source, event):
         codes, uniq, arr = fast
         lines = _Lines(codes, uniq)
     else:
+        from .raw import _factorize
         lines = _lines(data, source)
         codes, uniq = _factorize(lines)
         arr = None

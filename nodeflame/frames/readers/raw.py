@@ -46,7 +46,6 @@ import re
 import warnings
 
 import numpy as np
-import pandas as pd
 
 from ..build import FrameTable, build_from_sorted_paths, frame_tables
 from ..errors import FormatError, FormatWarning
@@ -134,10 +133,13 @@ def _split_lines(data: bytes, source: str):
 
 def _factorize(lines):
     """(codes array, unique list) in order of first appearance."""
-    arr = np.empty(len(lines), dtype=object)
-    arr[:] = lines
-    codes, uniq = pd.factorize(arr, sort=False)
-    return codes.astype(np.int64, copy=False), uniq
+    index: dict = {}
+    setdefault = index.setdefault
+    codes = np.fromiter(map(setdefault, lines, itertools.count()), np.int64, len(lines))
+    first = np.fromiter(index.values(), np.int64, len(index))   # first position of each distinct line
+    lut = np.empty(len(lines), np.int64)
+    lut[first] = np.arange(len(first))
+    return lut[codes], list(index)
 
 
 _CHUNK = 1 << 24  # bytes of whole lines taken from the input at a time
@@ -282,6 +284,21 @@ def _intern_lines_arrow(fh):
         codes, uniq = _crlf(codes, uniq)
         arr = None
     return codes, uniq, arr
+
+
+def _last_not(t, value) -> int:
+    """Index of the last entry of ``t`` other than ``value`` (len(t) - 1 if there is none), looking
+    at the end first."""
+    n = len(t)
+    k = 4096
+    while True:
+        tail = t[max(n - k, 0):]
+        hit = np.flatnonzero(tail != value)
+        if len(hit):
+            return max(n - k, 0) + int(hit[-1])
+        if k >= n:
+            return n - 1
+        k *= 8
 
 
 def _finish(job, done: list, pool: list, scratch: list) -> None:
@@ -440,54 +457,58 @@ def _read(fast, data, source, stackcollapse, threads, thread_names):
             tid[np.cumsum(is_count)[at]] = utid[codes[at]]
             del marker, at
         del mark
-    is_frame = t == FRAME
     cpos = np.flatnonzero(is_count)
-    fpos = np.flatnonzero(is_frame)
+    del is_count
+    fpos = np.flatnonzero(t == FRAME)
     # a stack must end with its count: a frame followed by a blank line with more input after it is an error
     if len(fpos):
-        nonblank = t != BLANK
-        last_nonblank = n - 1 - int(np.argmax(nonblank[::-1]))
-        badm = is_frame[:-1] & ~nonblank[1:]
-        badm[max(last_nonblank - 1, 0):] = False  # only with more input after the blank line
-        bad = np.flatnonzero(badm)
-        del badm, nonblank
+        last_nonblank = _last_not(t, BLANK)
+        bpos = np.flatnonzero(t == BLANK)
+        bpos = bpos[(bpos > 0) & (bpos < last_nonblank)]
+        bad = bpos[t[bpos - 1] == FRAME] - 1
+        del bpos
         if len(bad):
             i = int(bad[0])
             raise FormatError(f"stack has no count: {uniq[codes[i]].strip()[:80]!r} is not a count",
                               source=source, line=h + i + 1,
                               expected="a line with the stack's count (a whole number) after its frames")
-    # index of the count line that ends each frame's stack: the counts before it
-    blk = np.cumsum(is_count, dtype=np.int64)[fpos] if len(fpos) else np.empty(0, np.int64)
-    del is_count
+    # the frame lines before each count line; those after the last one have no count
+    nbefore = np.searchsorted(fpos, cpos)
     meta = {"source_format": "raw", "unit": "samples"}
-    tail = blk == len(cpos)
-    if tail.any():
-        first = int(fpos[np.argmax(tail)])
-        msg = (f"{source}:{h + first + 1}: {int(tail.sum())} frame line(s) at the end have no count line; "
+    ntail = len(fpos) - (int(nbefore[-1]) if len(cpos) else 0)
+    if ntail:
+        first = int(fpos[len(fpos) - ntail])
+        msg = (f"{source}:{h + first + 1}: {ntail} frame line(s) at the end have no count line; "
                "that stack was set aside")
         warnings.warn(msg, FormatWarning, stacklevel=3)
         meta["warnings"] = [msg]
-        fpos, blk = fpos[~tail], blk[~tail]
+        fpos = fpos[:len(fpos) - ntail]
     if not len(cpos):
         raise FormatError("no stacks", source=source, line=h + 1 if n else None,
                           expected="frames one per line, leaf first, then a line with the count")
-    del is_frame, t
     funcs, frames, fmap = frame_tables(ft)
     ids_arr = fmap[np.asarray(ids, np.int64)] if ids else np.empty(0, np.int64)  # merged frame ids
+    nlines = np.diff(nbefore, prepend=0)   # frame lines of each stack
+    del nbefore
     fcode = codes[fpos]
     del fpos
-    nparts = ulen[fcode]
-    if len(nparts) and (nparts == 1).all():
-        leaf_first = ids_arr[ustart[fcode]]
-        lengths = np.bincount(blk, minlength=len(cpos))
+    framey = used & ((utype == FRAME) | (utype == MARK))  # every line that can be a frame here
+    if (ulen[framey] == 1).all():   # one frame per line: each line's frame id at its code
+        lut = np.full(nu, -1, np.int64)
+        lut[framey] = ids_arr[ustart[framey]]
+        leaf_first = lut[fcode]
+        lengths = nlines
+        del lut
     else:  # a line 'a->b' is two frames
-        lengths = np.bincount(blk, weights=nparts, minlength=len(cpos)).astype(np.int64)
+        nparts = ulen[fcode]
+        lengths = np.bincount(np.repeat(np.arange(len(cpos), dtype=np.int64), nlines), weights=nparts,
+                              minlength=len(cpos)).astype(np.int64)
         starts = np.repeat(ustart[fcode], nparts)
         starts += np.arange(len(starts), dtype=np.int64)
         starts -= np.repeat(np.cumsum(nparts) - nparts, nparts)
         leaf_first = ids_arr[starts]
-        del starts
-    del fcode, nparts, blk
+        del starts, nparts
+    del fcode, t
     nstack = len(cpos)
     offsets = np.zeros(nstack + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -511,7 +532,8 @@ def _read(fast, data, source, stackcollapse, threads, thread_names):
     names = dict(thread_names or {})
     utids, inv = np.unique(tid, return_inverse=True)
     cats = [names.get(x, f"thread {x}" if x >= 0 else "main") for x in utids.tolist()]
-    cat_codes, cats = pd.factorize(pd.Index(cats, dtype=object))  # threads given one name are one thread
+    import pandas as pd
+    cat_codes, cats = _factorize(cats)  # threads given one name are one thread
     samples = prof.samples.copy()
     samples["thread"] = pd.Categorical.from_codes(cat_codes[inv.reshape(-1)], list(cats))
     samples["tid"] = tid

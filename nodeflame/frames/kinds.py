@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
 
 KINDS = ("js", "deps", "node", "builtin", "native", "kernel", "gc", "idle", "program")
 
@@ -88,5 +87,6 @@ def classify_many(names, files, hints=None) -> np.ndarray:
     return out
 
 
-def kind_categorical(values) -> pd.Categorical:
+def kind_categorical(values):
+    import pandas as pd
     return pd.Categorical(values, categories=list(KINDS))

@@ -1,12 +1,12 @@
 """Derived views of a Profile: call trees, top table, long view, flame layout.
 
 All vectorised with numpy; loops run over depth levels, never over samples,
-stacks or nodes.
+stacks or nodes.  pandas is imported by the functions that return DataFrames;
+:func:`flame_layout_arrays` (the SVG writer's) needs only numpy.
 """
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from .stacktable import level_segments, paths_to_stacks, restack, stack_paths
 
@@ -39,12 +39,14 @@ def _accumulate(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np
     return total
 
 
-def take_cat(col: pd.Series, idx: np.ndarray) -> pd.Categorical:
+def take_cat(col, idx: np.ndarray):
     """``col[idx]`` for a categorical column, by codes (no string round trip)."""
+    import pandas as pd
     return pd.Categorical.from_codes(col.cat.codes.to_numpy()[idx], dtype=col.dtype)
 
 
-def _tree_frame(p, prefix, func, depth, self_w, total) -> pd.DataFrame:
+def _tree_frame(p, prefix, func, depth, self_w, total):
+    import pandas as pd
     f = p.funcs
     fi = func.astype(_I64)
     return pd.DataFrame({
@@ -60,7 +62,7 @@ def _tree_frame(p, prefix, func, depth, self_w, total) -> pd.DataFrame:
     }, copy=False)  # fresh arrays: no consolidation copy
 
 
-def call_tree(p, inverted: bool = False) -> pd.DataFrame:
+def call_tree(p, inverted: bool = False):
     """Call tree by function; index = node id, parents before children.
 
     Top-down: a node per distinct root-first path of functions.  Bottom-up
@@ -70,12 +72,22 @@ def call_tree(p, inverted: bool = False) -> pd.DataFrame:
     key = f"tree_{inverted}"
     if key in p._cache:
         return p._cache[key]
+    t = _tree_arrays(p, inverted)
+    out = _tree_frame(p, t["parent"], t["func"], t["depth"], t["self"], t["total"])
+    p._cache[key] = out
+    return out
+
+
+def _tree_arrays(p, inverted: bool = False) -> dict:
+    """call_tree's columns parent, depth, func, self, total as numpy arrays (cached)."""
+    key = f"tree_arrays_{inverted}"
+    if key in p._cache:
+        return p._cache[key]
     if not inverted:
         prefix, func, depth, s2n = _func_tree(p)
         sw = p.stack_weights()
         self_w = np.bincount(s2n, weights=sw, minlength=len(prefix)).astype(_I64) if len(s2n) else np.zeros(len(prefix), _I64)
         total = _accumulate(prefix, depth, self_w)
-        out = _tree_frame(p, prefix, func, depth, self_w, total)
     else:
         a = p.arrays()
         sw = p.stack_weights()
@@ -93,7 +105,7 @@ def call_tree(p, inverted: bool = False) -> pd.DataFrame:
         dep = np.bincount(path_node, weights=sw[leaves], minlength=len(prefix)).astype(_I64)
         total = _accumulate(prefix, depth, dep)
         self_w = np.where(depth == 0, total, 0)
-        out = _tree_frame(p, prefix, func, depth, self_w, total)
+    out = {"parent": prefix, "depth": depth, "func": func, "self": self_w, "total": total}
     p._cache[key] = out
     return out
 
@@ -132,11 +144,12 @@ def func_self_total(p):
     return c
 
 
-def top(p, n: int | None = 20, by: str = "self", sums=None) -> pd.DataFrame:
+def top(p, n: int | None = 20, by: str = "self", sums=None):
     """Self and total per function, heaviest first, with shares of the whole.  ``sums``: the
     (self, total) arrays per function when the caller has them (default :func:`func_self_total`)."""
     if by not in ("self", "total"):
         raise ValueError("by must be 'self' or 'total'")
+    import pandas as pd
     self_f, total_f = func_self_total(p) if sums is None else sums
     whole = max(p.total, 1)
     f = p.funcs
@@ -152,8 +165,9 @@ def top(p, n: int | None = 20, by: str = "self", sums=None) -> pd.DataFrame:
     return df if n is None else df.head(n)
 
 
-def long_view(p) -> pd.DataFrame:
+def long_view(p):
     """One row per (sample, depth), root first."""
+    import pandas as pd
     a = p.arrays()
     s = p.samples
     sst = s["stack"].to_numpy().astype(_I64)
@@ -179,7 +193,7 @@ def long_view(p) -> pd.DataFrame:
     })
 
 
-def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree: pd.DataFrame | None = None) -> pd.DataFrame:
+def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None):
     """Flame-graph rectangles for the call tree.
 
     Returns one row per drawn node (parents before children): ``parent``
@@ -193,25 +207,45 @@ def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree: pd.D
     whole, e.g. 0.1 px / 1200 px) are merged per parent into one explicit
     "other" node and their descendants are not drawn.
     """
-    t = tree if tree is not None else call_tree(p, inverted=inverted)
-    whole = float(t.loc[t["depth"] == 0, "total"].sum()) if len(t) else 0.0
+    import pandas as pd
+    out = flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree)
+    if out is None:
+        return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
+                             "func": [], "label": [], "kind": [], "other": []})
+    labels = p.func_labels()
+    kinds = p._strings("funcs", "kind")
+    fsafe = np.maximum(out["func"], 0)
+    lab = np.where(out["func"] >= 0, labels[fsafe] if len(labels) else "", "other")
+    lab = np.where(out["other"] > 0, np.char.add("other (", np.char.add(out["other"].astype(str), " frames)")).astype(object), lab)
+    kind = np.where(out["func"] >= 0, kinds[fsafe] if len(kinds) else "", "other")
+    return pd.DataFrame({
+        "parent": out["parent"], "depth": out["depth"], "x0": out["x0"], "x1": out["x1"],
+        "total": out["total"], "self": out["self"], "func": out["func"],
+        "label": lab, "kind": kind, "other": out["other"],
+    })
+
+
+def flame_layout_arrays(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None) -> dict | None:
+    """:func:`flame_layout`'s columns but ``label`` and ``kind``, as numpy arrays (None when nothing is
+    drawn); ``tree``: a call_tree DataFrame or a dict of its columns (default: ``p``'s)."""
+    t = tree if tree is not None else _tree_arrays(p, inverted=inverted)
+    parent = np.asarray(t["parent"])
+    depth = np.asarray(t["depth"]).astype(_I64)
+    total = np.asarray(t["total"])
+    selfw = np.asarray(t["self"])
+    func = np.asarray(t["func"])
+    whole = float(total[depth == 0].sum()) if len(parent) else 0.0
     thr = minwidth * whole
-    parent = t["parent"].to_numpy()
-    depth = t["depth"].to_numpy().astype(_I64)
-    total = t["total"].to_numpy()
-    selfw = t["self"].to_numpy()
-    func = t["func"].to_numpy()
     labels = p.func_labels()
     # alphabetical rank of each function's label, computed once
     order = np.argsort(labels.astype(str), kind="stable") if len(labels) else np.empty(0, _I64)
     rank = np.empty(len(labels), _I64)
     rank[order] = np.arange(len(labels))
-    kinds = p.funcs["kind"].astype(str).to_numpy(object)
 
-    lay_of_node = np.full(len(t), -1, _I64)
+    lay_of_node = np.full(len(parent), -1, _I64)
     cols = {k: [] for k in ("parent", "depth", "x0", "total", "self", "func", "other")}
     count = 0
-    x0_arr = np.zeros(2 * len(t) + 1, np.float64)  # by layout id; at most one 'other' per node
+    x0_arr = np.zeros(2 * len(parent) + 1, np.float64)  # by layout id; at most one 'other' per node
     for d, idx in level_segments(depth):
         par = parent[idx]
         if d == 0:
@@ -261,16 +295,9 @@ def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree: pd.D
             cols[k].append(v)
         cols["x0"].append(x0)
     if count == 0:
-        return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
-                             "func": [], "label": [], "kind": [], "other": []})
+        return None
     out = {k: np.concatenate(v) for k, v in cols.items()}
-    fsafe = np.maximum(out["func"], 0)
-    lab = np.where(out["func"] >= 0, labels[fsafe] if len(labels) else "", "other")
-    lab = np.where(out["other"] > 0, np.char.add("other (", np.char.add(out["other"].astype(str), " frames)")).astype(object), lab)
-    kind = np.where(out["func"] >= 0, kinds[fsafe] if len(kinds) else "", "other")
-    return pd.DataFrame({
-        "parent": out["parent"], "depth": out["depth"].astype(np.int32),
-        "x0": out["x0"].astype(np.float64), "x1": (out["x0"] + out["total"]).astype(np.float64),
-        "total": out["total"], "self": out["self"], "func": out["func"],
-        "label": lab, "kind": kind, "other": out["other"],
-    })
+    out["x0"] = out["x0"].astype(np.float64)
+    out["x1"] = (out["x0"] + out["total"]).astype(np.float64)
+    out["depth"] = out["depth"].astype(np.int32)
+    return out

@@ -26,7 +26,6 @@ import warnings
 import numpy as np
 
 from ..frames.errors import FormatWarning, NodeflameError
-from ..frames.formats import register_writer
 
 _I64 = np.int64
 _TIME_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000}
@@ -155,6 +154,3 @@ def write_cpuprofile(p, out, *, thread: str | None = None, indent: int | None = 
     text = json.dumps(doc, separators=(",", ":") if indent is None else None, indent=indent,
                       ensure_ascii=False)
     out.write(text.encode("utf-8"))
-
-
-register_writer("cpuprofile", write_cpuprofile, (".cpuprofile",))

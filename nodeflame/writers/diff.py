@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..frames.formats import WRITERS, register_diff_writer
+from ..frames.formats import WRITERS
 from .folded import folded_lines
 
 
@@ -47,7 +47,3 @@ def write_diff_svg(d, out, *, noise: bool = False, **options):
     options.setdefault("subtitle", f"{d.before.total:,} -> {d.after.total:,} samples; change of self share in "
                                    "points" + ("" if noise else ", grey within sampling noise (95 %)"))
     svg.write(d.after, out, deltas=deltas, **options)
-
-
-register_diff_writer("folded", write_diff_folded, (".folded", ".collapsed"))
-register_diff_writer("svg", write_diff_svg, (".svg",))

@@ -12,18 +12,18 @@ import re
 
 import numpy as np
 
-from ..frames.formats import register_writer
+from ..frames.profile import strings
 from ..frames.readers.folded import escape_head, escape_name
 
 
 def _key_and_counts(p, thread_root: bool):
     """Distinct (thread, stack) keys of the samples, their stacks, counts and thread names (or None)."""
-    s = p.samples
-    nst = len(p.stacks)
-    st = s["stack"].to_numpy().astype(np.int64)
-    w = s["weight"].to_numpy()
+    s = p.arrays("samples")   # the numpy form: no DataFrame made
+    nst = len(p.arrays()["prefix"])
+    st = np.asarray(s["stack"]).astype(np.int64)
+    w = np.asarray(s["weight"])
     if thread_root:
-        th = s["thread"].cat.codes.to_numpy().astype(np.int64)
+        th = _thread_codes(p, s["thread"])
         key = th * (nst + 1) + st
     else:
         key = st
@@ -32,10 +32,22 @@ def _key_and_counts(p, thread_root: bool):
     ust = uk % (nst + 1) if thread_root else uk
     names = None
     if thread_root:
-        cats = s["thread"].cat.categories.astype(str).to_numpy(object)
+        cats = _thread_names(p, s["thread"])
         cats = np.array([escape_name(x, head=True) for x in cats] + [""], dtype=object)[:-1]
         names = cats[uk // (nst + 1)]
     return ust, counts, names
+
+
+def _thread_codes(p, th) -> np.ndarray:
+    if hasattr(th, "codes"):
+        return np.asarray(th.codes).astype(np.int64)
+    return p.samples["thread"].cat.codes.to_numpy().astype(np.int64)
+
+
+def _thread_names(p, th) -> np.ndarray:
+    if hasattr(th, "categories"):
+        return strings(th.categories)
+    return p.samples["thread"].cat.categories.astype(str).to_numpy(object)
 
 
 _MARK = re.compile(r"_\[[jkiw]\]\Z")
@@ -55,13 +67,15 @@ def _labels(p, annotate: bool):
     """The text of every frame as written in a line, escaped (and annotated): (anywhere but first,
     first in a line)."""
     raw = p.frame_labels()
-    names = p.funcs["name"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
+    frame_func = p.arrays()["frame_func"]
+    fcols = p.arrays("funcs")
+    names = strings(fcols["name"])[frame_func]
     labels = np.empty(len(raw), dtype=object)
     labels[:] = [_escape_label(x, n) for x, n in zip(raw, names)]
     first = labels.copy()
     first[:] = [escape_head(x) for x in labels]
     if annotate:
-        kinds = p.funcs["kind"].astype(str).to_numpy(object)[p.frames["func"].to_numpy()]
+        kinds = strings(fcols["kind"])[frame_func]
         suffix = np.where(np.isin(kinds, ["js", "deps", "node", "builtin"]), "_[j]",
                           np.where(kinds == "kernel", "_[k]", ""))
         labels = np.array([l + sfx for l, sfx in zip(labels, suffix)] + [""], dtype=object)[:-1]
@@ -173,6 +187,27 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
 
 
 _SLICE = 1 << 14  # lines per write of the Arrow writer
+_ARROW_MIN_LINES = 4096  # fewer lines are written by numpy (the same bytes): importing pyarrow costs more
+
+
+def _ints(pa, a):
+    """An Arrow int64 array of the numpy array ``a``, over its buffer."""
+    a = np.ascontiguousarray(a, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(a), [None, pa.py_buffer(a)])
+
+
+def _binary(pa, items: list):
+    """An Arrow large_binary array of the bytes ``items``."""
+    off = np.zeros(len(items) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, items), np.int64, len(items)), out=off[1:])
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(items),
+                                            [None, pa.py_buffer(off), pa.py_buffer(b"".join(items))])
+
+
+def _same(pa, item: bytes, n: int):
+    """An Arrow large_binary array of ``n`` times ``item``."""
+    off = np.arange(n + 1, dtype=np.int64) * len(item)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(off), pa.py_buffer(item * n)])
 
 
 def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
@@ -187,6 +222,8 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     by slice.
     A line feed sorts below every byte a line holds on this path (no control characters), so
     the lines sort as the text without it did."""
+    if len(ust) < _ARROW_MIN_LINES:
+        return False
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -201,11 +238,12 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     ust = np.asarray(ust, np.int64)
     nfr = a["depth"][ust] + 1  # frames per line
     # the token table: [first labels | ';' + labels | thread names | ' ' + count + '\n'] (per line)
-    cnt = pc.binary_join_element_wise(pa.scalar(b" ", LB), pa.array(counts).cast(pa.large_string()).cast(LB),
-                                      pa.scalar(b"\n", LB), pa.scalar(b"", LB))
-    table = pa.concat_arrays([pa.array(bfirst.tolist(), LB),
-                              pa.array([b";" + x for x in blabels.tolist()], LB),
-                              pa.array(bnames.tolist() if heads else [], LB), cnt])
+    # (arrays made from buffers: pa.array() and pa.scalar() import pandas)
+    cnt = pc.binary_join_element_wise(_same(pa, b" ", n), _ints(pa, counts).cast(pa.large_string()).cast(LB),
+                                      _same(pa, b"\n", n), _same(pa, b"", n))
+    table = pa.concat_arrays([_binary(pa, bfirst.tolist()),
+                              _binary(pa, [b";" + x for x in blabels.tolist()]),
+                              _binary(pa, bnames.tolist() if heads else []), cnt])
     del cnt
     extra = 2 if heads else 1  # tokens of a line besides its frames
     line_tok = np.zeros(n, np.int64)  # the first token of each line
@@ -233,7 +271,7 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     for lo in range(0, n, _SLICE):
         hi = min(lo + _SLICE, n)
         t0, t1 = int(line_tok[lo]), int(line_end[hi - 1])
-        part = table.take(pa.array(idx[t0:t1]))
+        part = table.take(_ints(pa, idx[t0:t1]))
         po = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
         ln = int(po[-1] - po[0])
         data[at:at + ln] = np.frombuffer(part.buffers()[2], np.uint8, ln, int(po[0]))
@@ -253,6 +291,3 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
         out.write(memoryview(part.buffers()[2])[int(o[0]):int(o[-1])])
         del part
     return True
-
-
-register_writer("folded", write_folded, (".folded", ".collapsed"))

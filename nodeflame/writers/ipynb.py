@@ -19,7 +19,6 @@ import re
 import os
 
 from ..frames.errors import NodeflameError
-from ..frames.formats import register_writer
 
 _META_ROWS = (
     ("backend", "backend"), ("pid", "pid"), ("command", "command"), ("node version", "node_version"),
@@ -151,6 +150,3 @@ def write_ipynb(profile, out, *, profile_path=None, title: str | None = None, na
         rel = os.path.relpath(os.path.abspath(profile_path), os.path.dirname(os.path.abspath(target)))
     nb = build_notebook(profile, rel, title=title, name=name)
     out.write(nbformat.writes(nb).encode("utf-8"))
-
-
-register_writer("ipynb", write_ipynb, (".ipynb",), binary=False)

@@ -22,7 +22,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 
-from ..frames.formats import register_writer
 from ..frames.readers.nfprof import FORMAT, TABLES, VERSION, jsonable  # one definition of the layout, the reader's
 
 
@@ -64,6 +63,3 @@ def to_bytes(p) -> bytes:
     buf = io.BytesIO()
     write_nfprof(p, buf)
     return buf.getvalue()
-
-
-register_writer("nfprof", write_nfprof, (".nfprof",), binary=True)

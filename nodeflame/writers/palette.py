@@ -3,7 +3,7 @@
 Shared by the SVG writer (:mod:`nodeflame.writers.svg`) and the notebook widgets
 (:mod:`nodeflame.widgets`), so that the static flame graph, the live chart, its
 legend and the timeline strip say the same thing with the same colour.  Imports
-numpy and pandas only (a writer may import nothing but ``frames``).
+numpy only (a writer may import nothing but ``frames``; ``nodeflame convert`` to SVG loads no pandas).
 
 - **Kinds.** Each kind owns a range of hues (flamegraph.pl's manner: warm for the
   application, cooler for the runtime); within it a function's spot comes from a
@@ -17,7 +17,6 @@ numpy and pandas only (a writer may import nothing but ``frames``).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 _HEX2 = np.array([f"{i:02x}" for i in range(256)], dtype=object)
 
@@ -62,6 +61,73 @@ def hsl_to_hex(h, s, l) -> np.ndarray:
     return "#" + _HEX2[to(r)] + _HEX2[to(g)] + _HEX2[to(b)]
 
 
+# ------------------------------------------------------------------ hashing
+_U = np.uint64
+_K0 = int.from_bytes(b"01234567", "little")
+_K1 = int.from_bytes(b"89123456", "little")
+
+
+def _rotl(x, b):
+    return (x << _U(b)) | (x >> _U(64 - b))
+
+
+def _sipround(v0, v1, v2, v3):
+    v0 += v1; v1 = _rotl(v1, 13); v1 ^= v0; v0 = _rotl(v0, 32)
+    v2 += v3; v3 = _rotl(v3, 16); v3 ^= v2
+    v0 += v3; v3 = _rotl(v3, 21); v3 ^= v0
+    v2 += v1; v1 = _rotl(v1, 17); v1 ^= v2; v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
+def hash_strings(texts) -> np.ndarray:
+    """``pd.util.hash_array`` of an object array of str, in numpy: SipHash-2-4 of each text's UTF-8
+    under pandas' default key ("0123456789123456"), then pandas' 64-bit mix; every text's 8-byte
+    blocks at once, a block position at a time (tests/test_startup.py compares it with pandas')."""
+    data = [t.encode("utf-8") for t in texts]
+    n = len(data)
+    if n == 0:
+        return np.empty(0, _U)
+    nblk = np.fromiter((len(d) // 8 + 1 for d in data), np.int64, n)
+    buf = b"".join(d + bytes(7 - len(d) % 8) + bytes((len(d) & 0xFF,)) for d in data)
+    blocks = np.frombuffer(buf, "<u8").astype(_U)
+    start = np.cumsum(nblk) - nblk
+    order = np.argsort(-nblk, kind="stable")          # longest first: the active ones are a prefix
+    nb, st = nblk[order], start[order]
+    v0 = np.full(n, _K0 ^ 0x736F6D6570736575, _U)
+    v1 = np.full(n, _K1 ^ 0x646F72616E646F6D, _U)
+    v2 = np.full(n, _K0 ^ 0x6C7967656E657261, _U)
+    v3 = np.full(n, _K1 ^ 0x7465646279746573, _U)
+    with np.errstate(over="ignore"):
+        for j in range(int(nb[0])):
+            a = slice(0, int(np.searchsorted(-nb, -j, side="left")))   # the texts of more than j blocks
+            m = blocks[st[a] + j]
+            x0, x1, x2, x3 = v0[a], v1[a], v2[a], v3[a]
+            x3 ^= m
+            x0, x1, x2, x3 = _sipround(x0, x1, x2, x3)
+            x0, x1, x2, x3 = _sipround(x0, x1, x2, x3)
+            x0 ^= m
+            v0[a], v1[a], v2[a], v3[a] = x0, x1, x2, x3
+        v2 ^= _U(0xFF)
+        for _ in range(4):
+            v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
+        h = v0 ^ v1 ^ v2 ^ v3
+        h ^= h >> _U(30)
+        h *= _U(0xBF58476D1CE4E5B9)
+        h ^= h >> _U(27)
+        h *= _U(0x94D049BB133111EB)
+        h ^= h >> _U(31)
+    out = np.empty(n, _U)
+    out[order] = h
+    return out
+
+
+def kind_codes(kinds, keys) -> np.ndarray:
+    """``pd.Categorical(kinds, categories=keys).codes`` as int64: each kind's position in ``keys``, -1 if absent."""
+    lut = {k: i for i, k in enumerate(keys)}
+    get = lut.get
+    return np.fromiter((get(k, -1) for k in np.asarray(kinds, dtype=object).tolist()), np.int64, len(kinds))
+
+
 def kind_colors(names, kinds) -> np.ndarray:
     """Fill colour per (name, kind): the kind picks the hue range, the name's hash the spot in it.
     Unknown kinds take the ``js`` range."""
@@ -71,13 +137,13 @@ def kind_colors(names, kinds) -> np.ndarray:
         return np.empty(0, object)
     clean = np.empty(len(names), dtype=object)
     clean[:] = [str(s).translate(_VISIBLE) for s in names]  # hashing needs encodable text (no lone surrogates)
-    h = pd.util.hash_array(clean).astype(np.uint64)
+    h = hash_strings(clean)
     v1 = (h & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
     v2 = ((h >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
     v3 = ((h >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.float64) / 65535.0
     pal = np.array([PALETTES.get(k, PALETTES["js"]) for k in PALETTES], np.float64)
     keys = list(PALETTES)
-    code = pd.Categorical(kinds, categories=keys).codes.astype(np.int64)
+    code = kind_codes(kinds, keys)
     code = np.where(code < 0, keys.index("js"), code)
     p = pal[code]
     hue = p[:, 0] + v1 * (p[:, 1] - p[:, 0])

@@ -35,7 +35,6 @@ import gzip
 import numpy as np
 import pandas as pd
 
-from ..frames.formats import register_writer
 from ..frames.kinds import classify
 from ..frames.pprof_schema import messages
 from ..frames.readers.pprof import kind_hint
@@ -206,6 +205,3 @@ def write_pprof(p, out, **_):
     data = pprof_message(p).SerializeToString()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
         gz.write(data)
-
-
-register_writer("pprof", write_pprof, (".pb.gz", ".pprof", ".prof", ".pb"), binary=True)

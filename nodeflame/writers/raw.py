@@ -36,7 +36,6 @@ import re
 
 import numpy as np
 
-from ..frames.formats import register_writer
 from ..frames.stacktable import stack_paths
 
 _CPP = re.compile(r"::.*[(<]")
@@ -104,6 +103,3 @@ def write_raw(p, out, *, thread_root: bool = False, header: bool = True, **_):
         parts.append("".join(f"  {f}\n" for f in reversed(frames)))
         parts.append(f"  {count}\n\n")
     out.write("".join(parts).encode("utf-8", errors="replace"))
-
-
-register_writer("raw", write_raw, (".raw", ".stacks"))

@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 
-from ..frames.formats import register_writer
 from ..frames.stacktable import stack_paths
 
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
@@ -89,6 +88,3 @@ def write_speedscope(p, out, *, name: str | None = None, indent: int | None = No
     doc = speedscope_dict(p, name=name)
     out.write(json.dumps(doc, separators=(",", ":") if indent is None else None, indent=indent,
                          ensure_ascii=False).encode("utf-8"))
-
-
-register_writer("speedscope", write_speedscope, (".speedscope.json", ".speedscope"))

@@ -39,10 +39,9 @@ import json
 import pathlib
 
 import numpy as np
-import pandas as pd
 
-from ..frames.formats import register_writer
-from ..frames.views import flame_layout
+from ..frames.profile import strings
+from ..frames.views import flame_layout_arrays
 
 _I64 = np.int64
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -141,7 +140,7 @@ def _commas(a) -> np.ndarray:
 
 # ------------------------------------------------------------------ colours
 # one kind palette and one diff shading, shared with the notebook widgets
-from .palette import PALETTES, PALETTES_HEX, delta_colors, kind_colors  # noqa: E402,F401
+from .palette import PALETTES, PALETTES_HEX, delta_colors, kind_codes, kind_colors  # noqa: E402,F401
 
 
 # ------------------------------------------------------------------ assets
@@ -180,14 +179,16 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     if title is None:
         title = "Icicle Graph" if inverted else "Flame Graph"
 
-    lay = flame_layout(p, minwidth=_minwidth_fraction(minwidth, plot_w), inverted=bool(reverse))
-    nl = len(lay)
+    lay = flame_layout_arrays(p, minwidth=_minwidth_fraction(minwidth, plot_w), inverted=bool(reverse))
+    if lay is None:  # nothing drawn
+        lay = {k: np.empty(0, np.float64 if k == "x0" else _I64) for k in ("func", "other", "depth", "x0", "total")}
+    nl = len(lay["func"])
     # row 0 is the synthetic root "all"
-    func = np.concatenate([[-1], lay["func"].to_numpy().astype(_I64)])
-    other = np.concatenate([[0], lay["other"].to_numpy().astype(_I64)])
-    depth = np.concatenate([[0], lay["depth"].to_numpy().astype(_I64) + 1])
-    x0 = np.concatenate([[0], np.rint(lay["x0"].to_numpy()).astype(_I64)])
-    n = np.concatenate([[total], lay["total"].to_numpy().astype(_I64)])
+    func = np.concatenate([[-1], lay["func"].astype(_I64)])
+    other = np.concatenate([[0], lay["other"].astype(_I64)])
+    depth = np.concatenate([[0], lay["depth"].astype(_I64) + 1])
+    x0 = np.concatenate([[0], np.rint(lay["x0"]).astype(_I64)])
+    n = np.concatenate([[total], lay["total"].astype(_I64)])
     nrows = nl + 1
     maxdepth = int(depth.max()) if nrows else 0
 
@@ -202,7 +203,8 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     nf = len(flabels)
     clean_f = np.array([sanitize(s) for s in flabels], dtype=object) if nf else np.empty(0, object)
     esc_f = np.array([s.translate(_XML) for s in clean_f], dtype=object) if nf else np.empty(0, object)
-    fkinds = p.funcs["kind"].astype(str).to_numpy(object) if nf else np.empty(0, object)
+    fcols = p.arrays("funcs")
+    fkinds = strings(fcols["kind"]) if nf else np.empty(0, object)
     if deltas is not None:
         dl = np.asarray(deltas, np.float64)
         if len(dl) != nf:
@@ -211,7 +213,7 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
         fcolor = delta_colors(dl)
     else:
         dl = None
-        fcolor = kind_colors(p.funcs["name"].astype(str).to_numpy(object), fkinds) if nf else np.empty(0, object)
+        fcolor = kind_colors(strings(fcols["name"]), fkinds) if nf else np.empty(0, object)
 
     real = func >= 0
     fsafe = np.where(real, func, 0)
@@ -266,7 +268,7 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
 
     # --- data for the script: integers only (no names, nothing to escape)
     kind_names = list(PALETTES)
-    kcode = pd.Categorical(kind.astype(str), categories=kind_names).codes
+    kcode = kind_codes(kind.astype(str), kind_names)
     data = ("var NF_DATA={" +
             f"\"total\":{total},\"width\":{json.dumps(width)},\"xpad\":{XPAD},\"fh\":{json.dumps(fh)},"
             f"\"fs\":{json.dumps(fs)},\"fw\":{FONTWIDTH},\"inverted\":{1 if inverted else 0},"
@@ -310,5 +312,3 @@ def write(p, out, **options) -> None:
     """Write the SVG to the binary file ``out``."""
     out.write(render_svg(p, **options).encode("utf-8"))
 
-
-register_writer("svg", write, (".svg",))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..frames.formats import register_writer
 from ..frames.views import call_tree
 
 
@@ -105,6 +104,3 @@ def render_text(p, *, inverted: bool = False, max_depth: int | None = None, min_
 
 def write_text(p, out, **options):
     out.write(render_text(p, **options).encode("utf-8"))
-
-
-register_writer("text", write_text, (".txt", ".text"))

@@ -24,6 +24,16 @@ import time
 
 
 
+# a 1-line conversion in-process, then pandas imported: the process's CPU beyond the conversion's is what
+# pandas would cost the conversion (and pandas must not have been loaded by it)
+_THEN_PANDAS = """import sys
+from nodeflame.cli import main
+main(["convert", sys.argv[1], sys.argv[2]])
+assert "pandas" not in sys.modules, "the conversion imported pandas"
+import pandas
+"""
+
+
 def _cli() -> list[str]:
     exe = pathlib.Path(sys.executable).with_name("nodeflame")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "nodeflame.cli"]
@@ -57,6 +67,9 @@ def main() -> None:
         ("python -c 'import nodeflame'", [py, "-c", "import nodeflame"], None),
         ("nodeflame convert --help", [*cli, "convert", "--help"], None),
         ("nodeflame convert one-line.folded out.svg", [*cli, "convert", str(one), str(tmp / "out.svg")], None),
+        ("nodeflame convert one-line.folded out.folded", [*cli, "convert", str(one), str(tmp / "out.folded")], None),
+        ("  the same, then import pandas (CPU of pandas)", [py, "-c", _THEN_PANDAS, str(one), str(tmp / "p.svg")],
+         None),
     ]
     if args.before:
         before = os.path.abspath(args.before)

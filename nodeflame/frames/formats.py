@@ -53,6 +53,10 @@ ALIASES = {"flame": "svg", "collapsed": "folded", "perf-script": "perf", "prof":
            "chrometrace": "chrome-trace"}
 # order in which sniffers are tried: most specific first
 SNIFF_ORDER = ["nfprof", "pprof", "chrome-trace", "cpuprofile", "speedscope", "perf", "raw", "folded"]
+# format -> the module of nodeflame.frames.readers that registers its reader, imported when the format
+# is first needed (reading folded stacks loads no other reader, nor pandas)
+READER_MODULES = {"folded": "folded", "raw": "raw", "perf": "perf", "chrome-trace": "chrometrace",
+                  "cpuprofile": "cpuprofile", "speedscope": "speedscope", "pprof": "pprof", "nfprof": "nfprof"}
 
 
 def register_reader(name, read, sniff, extensions=(), read_file=None):
@@ -273,12 +277,49 @@ def _windows(data: bytes, source: str):
     yield (head if gz else wide), _text(wide, source)
 
 
+# What each sniffer needs at the least, judged without importing its reader: a window that fails it
+# is one the sniffer would refuse too, so its module is not imported for it.  (JSON formats: an object
+# or array, or a gzip head the sniffer decompresses; perf: an indented line (a frame under a sample
+# header); raw: a line that is a count alone.)  tests/test_startup.py checks that no window of the
+# corpus or the fuzz seeds that a sniffer accepts fails its condition.
+_RAW_COUNT = re.compile(r"^[ \t\f\v]*[0-9]+[ \t\f\v]*\r?$", re.M)
+
+
+def _json_window(head: bytes, text: str | None) -> bool:
+    if text is None:
+        return head.startswith(b"\x1f\x8b")
+    return text.lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
+
+
+SNIFF_NEEDS: dict[str, Callable] = {
+    "nfprof": lambda head, text: head.startswith(b"PK\x03\x04"),
+    "pprof": lambda head, text: head.startswith(b"\x1f\x8b"),
+    "chrome-trace": _json_window,
+    "cpuprofile": _json_window,
+    "speedscope": _json_window,
+    "perf": lambda head, text: text is not None and (text[:1] in (" ", "\t") or "\n " in text or "\n\t" in text),
+    "raw": lambda head, text: text is not None and _RAW_COUNT.search(text) is not None,
+}
+
+
+def _reader(name: str) -> "Reader | None":
+    """The reader of format ``name``, its module imported on first use."""
+    r = READERS.get(name)
+    if r is None and name in READER_MODULES:
+        import importlib
+        importlib.import_module(f"{__package__}.readers.{READER_MODULES[name]}")  # registers it
+        r = READERS.get(name)
+    return r
+
+
 def sniff(data: bytes, source: str = "<input>") -> str:
     """Name of the format of ``data``, decided from its content (see SNIFF_HEAD)."""
-    _ensure_readers()
     for head, text_head in _windows(data, source):
         for name in SNIFF_ORDER:
-            r = READERS.get(name)
+            need = SNIFF_NEEDS.get(name)
+            if need is not None and not need(head, text_head):
+                continue
+            r = _reader(name)
             if r is not None and r.sniff(head, text_head):
                 return name
     if not data.strip():
@@ -329,7 +370,6 @@ class _bulk_memory:
 
 def read(path_or_file, format: str | None = None, **options):
     """Read a profile in any supported format; the format is sniffed from the content."""
-    _ensure_readers()
     limits = {k: options.pop(k) for k in ("max_decompressed", "max_ratio") if k in options}
     if isinstance(path_or_file, (str, os.PathLike)):
         prof = _read_file(os.fspath(path_or_file), format, options)
@@ -341,7 +381,10 @@ def read(path_or_file, format: str | None = None, **options):
     def run():
         nonlocal fmt, data
         fmt = _canon(format) if format else sniff(data, source)
-        r = READERS.get(fmt)
+        r = _reader(fmt)
+        if r is None:
+            _ensure_readers()
+            r = READERS.get(fmt)
         if r is None:
             raise NodeflameError(f"unknown input format {format!r}; known: {', '.join(sorted(READERS))}")
         if fmt != "pprof" and data.startswith(b"\x1f\x8b"):
@@ -402,7 +445,7 @@ def _read_file(path: str, format: str | None, options: dict):
                 fmt = _canon(format) if format else sniff(head, path)
             except FormatError:
                 return None
-            r = READERS.get(fmt)
+            r = _reader(fmt)
             if r is None or r.read_file is None:
                 return None
             fh.seek(0)
@@ -496,8 +539,9 @@ def render(profile, format: str, **options) -> str | bytes:
 
 
 def _ensure_readers():
-    if not READERS:
-        from . import readers  # noqa: F401  (registers the readers)
+    """Every reader registered (each module of READER_MODULES imported)."""
+    for name in READER_MODULES:
+        _reader(name)
 
 
 def _ensure_writers():

@@ -1,5 +1,3 @@
-"""Readers of every input format; importing this package registers them."""
-import importlib
-
-for _name in ("folded", "raw", "perf", "chrometrace", "cpuprofile", "speedscope", "pprof", "nfprof"):
-    importlib.import_module(f"{__name__}.{_name}")
+"""Readers of every input format, one module each.  Importing this package imports none of them:
+``nodeflame.frames.formats`` imports a format's module (which registers its reader) when the format is
+first needed (``formats.READER_MODULES``), so reading folded stacks loads no other reader."""

@@ -44,7 +44,6 @@ import re
 import warnings
 
 import numpy as np
-import pandas as pd
 
 from ..build import FrameTable, build_from_sorted_paths, build_profile, frame_tables
 from ..errors import FormatError, FormatWarning
@@ -170,9 +169,10 @@ def from_stack_strings(stack_texts, counts, *, meta=None, thread_root=False, sep
     lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
     offsets = np.zeros(len(parts) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = [f for p in parts for f in p]
-    codes, uniq = pd.factorize(pd.Series(flat, dtype=object), sort=False)
-    ft, ids = _frame_table(uniq)
+    index: dict = {}  # distinct frame texts in order of first appearance (pd.factorize's order)
+    setdefault = index.setdefault
+    codes = np.fromiter((setdefault(f, len(index)) for p in parts for f in p), np.int64, int(lengths.sum()))
+    ft, ids = _frame_table(list(index))
     return build_profile(ft, offsets, ids[codes] if len(codes) else codes, weights=np.asarray(counts, np.int64),
                          threads=threads, meta=meta)
 
@@ -218,6 +218,7 @@ _DIGIT[48:58] = True
 _CHUNK = 1 << 20
 _BLOCK = 1 << 23  # bytes of text split per bytes.split call
 _ARROW_BLOCK = 1 << 25  # bytes of text per dictionary_encode call
+_ARROW_MIN = 1 << 22  # text below this is interned by bytes.split (the same ids): importing pyarrow costs more
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
@@ -296,8 +297,11 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     """``(_dense(*_intern_tokens(...)), list(index))``: every token's dense id (in order of
     first appearance) and the distinct token bytes.  With pyarrow the tokens of each block
     are found by numpy and interned by Arrow's dictionary_encode (C++ hashing, no Python
-    object per token); only each block's distinct tokens meet a Python dict."""
+    object per token); only each block's distinct tokens meet a Python dict.  A text of less than
+    _ARROW_MIN bytes is split by bytes.split without loading pyarrow."""
     try:
+        if len(starts) and int(ends[-1]) - int(starts[0]) < _ARROW_MIN:
+            raise ImportError("small: not worth importing pyarrow")
         import pyarrow as pa
         import pyarrow.compute as pc
     except ImportError:
@@ -328,9 +332,16 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
             pa.large_binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(v)]))
         del off
         lut = np.fromiter((setdefault(k[:-1], len(index)) for k in enc.dictionary.to_pylist()), np.int32)
-        out.append(lut[enc.indices.to_numpy(zero_copy_only=False)])
+        out.append(lut[_arrow_ints(enc.indices)])
         del enc, v
     return np.concatenate(out), list(index)
+
+
+def _arrow_ints(a) -> np.ndarray:
+    """The values of an Arrow integer array without nulls, viewed as numpy (not ``to_numpy()``, which
+    imports pandas)."""
+    dtype = np.dtype(f"{'u' if a.type.id in (2, 4, 6, 8) else 'i'}{a.type.bit_width // 8}")
+    return np.frombuffer(a.buffers()[1], dtype, len(a), a.offset * dtype.itemsize)
 
 
 def _dense(first_pos: np.ndarray, index: dict) -> np.ndarray:

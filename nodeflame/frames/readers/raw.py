@@ -143,6 +143,7 @@ def _factorize(lines):
 
 
 _CHUNK = 1 << 24  # bytes of whole lines taken from the input at a time
+_NL_STEP = 1 << 20  # bytes searched for line feeds at a time
 
 
 def _blocks(fh, chunk: int = _CHUNK, *, pool: list | None = None):
@@ -196,21 +197,29 @@ def _blocks(fh, chunk: int = _CHUNK, *, pool: list | None = None):
         yield (carry, len(carry))
 
 
-def _encode_arrow(b: bytes, end: int, scratch=None):
+def _encode_arrow(b: bytes, end: int):
     """Arrow's dictionary_encode of the lines of ``b[:end]`` (each with its line feed), the
-    line ends found by numpy (``scratch``: a bool array of at least ``end`` to use): C++ hashing
-    with the GIL released, no Python object per line."""
+    line ends found by numpy a MB at a time (the comparison's bool array stays in cache and is
+    used again): C++ hashing with the GIL released, no Python object per line."""
     import pyarrow as pa
     import pyarrow.compute as pc
     a = np.frombuffer(b, np.uint8, end)
-    eq = np.equal(a, 10, out=scratch[:end] if scratch is not None and len(scratch) >= end else None)
-    nl = np.flatnonzero(eq)
+    step = min(_NL_STEP, max(end, 1))
+    eq = np.empty(step, bool)
+    ends = []
+    for s in range(0, end, step):
+        e = min(s + step, end)
+        ends.append((s, np.flatnonzero(np.equal(a[s:e], 10, out=eq[:e - s]))))
     del a, eq
-    n = len(nl)
+    n = sum(len(q) for _, q in ends)
     off = np.empty(n + 1, np.int32 if end < 2**31 else np.int64)
     off[0] = 0
-    off[1:] = nl + 1
-    del nl
+    o = 1
+    for s, q in ends:
+        off[o:o + len(q)] = q
+        off[o:o + len(q)] += s + 1
+        o += len(q)
+    del ends
     typ = pa.binary() if off.dtype == np.int32 else pa.large_binary()
     lines = pa.Array.from_buffers(typ, n, [None, pa.py_buffer(off), pa.py_buffer(b)])
     enc = pc.dictionary_encode(lines)
@@ -243,21 +252,19 @@ def _intern_lines_arrow(fh):
     pending: list = []
     done: list = []
     pool: list = []      # block buffers done with, read into again
-    scratch: list = []   # bool arrays for the line ends, used again
     with ThreadPoolExecutor(2, thread_name_prefix="nodeflame-read") as ex:
         for item in _blocks(fh, pool=pool):
             if len(item) == 1:
                 return None
             b, end = item
             del item
-            sc = scratch.pop() if scratch and len(scratch[-1]) >= end else np.empty(len(b), bool)
-            pending.append((ex.submit(_encode_arrow, b, end, sc), b, sc))
-            del b, sc
+            pending.append((ex.submit(_encode_arrow, b, end), b))
+            del b
             while len(pending) > 2:  # at most 3 blocks in memory
-                _finish(pending.pop(0), done, pool, scratch)
+                _finish(pending.pop(0), done, pool)
         while pending:
-            _finish(pending.pop(0), done, pool, scratch)
-    del pool, scratch
+            _finish(pending.pop(0), done, pool)
+    del pool
     if not done:
         return None
     # the distinct lines of all blocks, interned once more: block dictionaries are in order of first
@@ -301,13 +308,12 @@ def _last_not(t, value) -> int:
         k *= 8
 
 
-def _finish(job, done: list, pool: list, scratch: list) -> None:
-    """A block's interning done: its result to ``done``, its buffers back to the pools."""
-    fut, b, sc = job
+def _finish(job, done: list, pool: list) -> None:
+    """A block's interning done: its result to ``done``, its buffer back to the pool."""
+    fut, b = job
     done.append(fut.result())
     if isinstance(b, bytearray):
         pool.append(b)
-    scratch.append(sc)
 
 
 def _crlf(codes, uniq):

@@ -165,14 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 # functions (subparsers) -> None that add further sub-commands (capture commands append here)
 EXTRA_COMMANDS: list = []
+# the sub-commands build_parser() defines itself: run without importing the capture and dataset commands
+_OWN_COMMANDS = ("convert", "top", "diff")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        _load_extra_commands()
-        if _torch_form(argv):  # torch form: nodeflame <pid> <text|flame|raw> <duration>
-            return torch_main(argv)
+        if not (argv and argv[0] in _OWN_COMMANDS):  # convert, top, diff need neither capture nor dataset
+            _load_extra_commands()
+            if _torch_form(argv):  # torch form: nodeflame <pid> <text|flame|raw> <duration>
+                return torch_main(argv)
         ap = build_parser()
         args = ap.parse_args(argv)
         if not getattr(args, "run", None):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .kinds import KINDS, classify_many, package_of
 from .profile import Coded, Profile, _code_dtype, _nondecreasing, coded, default_meta
-from .stacktable import paths_to_stacks, tree_to_stacks
+from .stacktable import paths_to_stacks, tree_to_stacks, unique_sorted
 
 _I64 = np.int64
 
@@ -328,7 +328,7 @@ def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) 
     anchor = np.full(n_lines, -1, np.int64)
     want = shared - 1
     idx = np.arange(n_lines)
-    for d in np.unique(want[want >= 0]).tolist():
+    for d in unique_sorted(want[want >= 0]).tolist():
         owner = np.maximum.accumulate(np.where(shared <= d, idx, -1))
         lines_d = np.flatnonzero(want == d)
         j = owner[lines_d - 1]

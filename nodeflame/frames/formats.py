@@ -10,7 +10,6 @@ import io
 import os
 import re
 import zlib
-from dataclasses import dataclass
 from typing import Callable
 
 from .errors import FormatError, LimitError, NodeflameError
@@ -23,23 +22,36 @@ MAX_RATIO = 200                 # decompressed / compressed, checked once past R
 RATIO_FLOOR = 64 << 20          # small inputs may expand by any ratio up to this size
 
 
-@dataclass
-class Reader:
-    name: str
-    read: Callable  # (data: bytes, source: str, **options) -> Profile
-    sniff: Callable  # (head: bytes, text_head: str | None) -> bool
-    extensions: tuple = ()
-    # (binary file object at 0, source, **options) -> Profile: reads a plain file in chunks
-    # instead of as one bytes object (read() passes it a file it opened itself)
-    read_file: Callable | None = None
+class _Record:
+    """A plain record (what a dataclass would make; dataclasses imports inspect, a start-up cost)."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
+
+    def __eq__(self, other):
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None
 
 
-@dataclass
-class Writer:
-    name: str
-    write: Callable  # (profile, out: binary file, **options) -> None
-    extensions: tuple = ()
-    binary: bool = False
+class Reader(_Record):
+    """``read``: (data: bytes, source: str, **options) -> Profile; ``sniff``: (head: bytes, text_head:
+    str | None) -> bool; ``read_file``: (binary file object at 0, source, **options) -> Profile, reads a
+    plain file in chunks instead of as one bytes object (read() passes it a file it opened itself)."""
+    __slots__ = ("name", "read", "sniff", "extensions", "read_file")
+
+    def __init__(self, name: str, read: Callable, sniff: Callable, extensions: tuple = (),
+                 read_file: Callable | None = None):
+        self.name, self.read, self.sniff, self.extensions, self.read_file = name, read, sniff, extensions, read_file
+
+
+class Writer(_Record):
+    """``write``: (profile, out: binary file, **options) -> None."""
+    __slots__ = ("name", "write", "extensions", "binary")
+
+    def __init__(self, name: str, write: Callable, extensions: tuple = (), binary: bool = False):
+        self.name, self.write, self.extensions, self.binary = name, write, extensions, binary
 
 
 READERS: dict[str, Reader] = {}

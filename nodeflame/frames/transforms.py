@@ -35,7 +35,7 @@ import pandas as pd
 from .ops import with_meta
 from .errors import TransformError
 from .profile import Profile
-from .stacktable import level_segments, restack
+from .stacktable import level_segments, restack, unique_inverse  # noqa: F401  (unique_inverse: public here too)
 
 NAMES = ("focus", "ignore", "hide", "merge-recursion", "collapse-package", "slice", "thread")
 # transforms whose argument may be empty, written without '=' then
@@ -383,21 +383,6 @@ def resample(p, samples: pd.DataFrame, meta: dict | None = None):
     tour = stack_tour(p) if _frozen(p) and len(a["prefix"]) else None
     return _compact(p, a["prefix"], a["frame"], a["depth"], samples, p.lines, p.meta if meta is None else meta,
                     tour, True)
-
-
-def unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(key, return_inverse=True)`` by hand for int64 keys (numpy 2.4's takes 2-3x an
-    argsort; keys that are nearly sorted make the stable sort, timsort, cheap): (sorted unique keys,
-    each key's index among them)."""
-    o = np.argsort(key, kind="stable")
-    ks = key[o]
-    first = np.empty(len(ks), bool)
-    if len(ks):
-        first[0] = True
-    np.not_equal(ks[1:], ks[:-1], out=first[1:])
-    inv = np.empty(len(key), np.int64)
-    inv[o] = np.cumsum(first) - 1
-    return ks[first], inv
 
 
 def _restack(p, frame, frame_map, collapse_same=None):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..frames.profile import strings
 from ..frames.readers.folded import escape_head, escape_name
+from ..frames.stacktable import unique_inverse
 
 
 def _key_and_counts(p, thread_root: bool):
@@ -27,8 +28,8 @@ def _key_and_counts(p, thread_root: bool):
         key = th * (nst + 1) + st
     else:
         key = st
-    uk, inv = np.unique(key, return_inverse=True)
-    counts = np.bincount(inv.reshape(-1), weights=w, minlength=len(uk)).astype(np.int64)
+    uk, inv = unique_inverse(key)
+    counts = np.bincount(inv, weights=w, minlength=len(uk)).astype(np.int64)
     ust = uk % (nst + 1) if thread_root else uk
     names = None
     if thread_root:

@@ -48,6 +48,7 @@ import numpy as np
 from ..build import FrameTable, build_from_sorted_paths, build_profile, frame_tables
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
+from ..stacktable import unique_sorted
 
 # a second count makes a difffolded.pl line, as flamegraph.pl decides it too
 _LINE = re.compile(r"^(.*?\S)\s+(\d+)(?:\s+(\d+))?\s*$")
@@ -287,8 +288,8 @@ def _intern_tokens(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np
 def _block_cuts(starts: np.ndarray, ends: np.ndarray, block: int = _BLOCK):
     """(first line, end line) of blocks of whole lines of about ``block`` bytes."""
     n = len(starts)
-    cuts = np.unique(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, block), side="left"))
-    cuts = np.unique(np.concatenate((cuts[(cuts > 0) & (cuts < n)], [0, n])))
+    cuts = unique_sorted(np.searchsorted(starts, np.arange(0, int(ends[-1]) + 1, block), side="left"))
+    cuts = unique_sorted(np.concatenate((cuts[(cuts > 0) & (cuts < n)], [0, n])))
     return zip(cuts[:-1].tolist(), cuts[1:].tolist())
 
 

@@ -143,16 +143,42 @@ def test_warm_inlined_phases_match_the_workload(start, major):
     # the replies on the profile's clock: t is hrtime since the workload's start, received a little later
     offset = min(recv - m["t"] for recv, m in replies)
     t = prof.samples["time_ns"].to_numpy()
-    inside = [(recv, m) for recv, m in replies if t.min() <= m["t"] + offset <= t.max()]
+    inside = [m for _recv, m in replies if t.min() <= m["t"] + offset <= t.max()]
     assert len(inside) >= 10, f"only {len(inside)} stats replies inside the profile"
-    (_, a), (_, b) = inside[0], inside[-1]
-    lo, hi = a["t"] + offset, b["t"] + offset
-    dt = b["t"] - a["t"]
-    truth = {ph: 100.0 * (b[ph] - a[ph]) / dt for ph in ("geometry", "lexer")}
-    sel = (t >= lo) & (t <= hi)
+    # Compared over the stretches between two replies (~5 ms each) in which the sampler missed no more than
+    # a few samples in a row (no two consecutive samples more than five periods apart).  The workload's
+    # truth is wall-clock time: a hole in the samples (the thread descheduled on a busy machine, whose
+    # pending SIGPROFs then make one sample; the mid-capture collection's Profiler.stop -> start, tens to
+    # hundreds of ms when the client is slow to send the start) is time the truth charges to whatever
+    # phase ran and the profile cannot see.  Which stretches have holes does not depend on the phase, so
+    # leaving them out removes noise, not a bias.  Measured on node 18 (V8 10.2) under load, with each
+    # sample's phase taken from the workload's own per-round hrtime: the lines of round's self time match
+    # the samples' phases (geometry lines 275 / lexer lines 1024 for 277 / 1029 samples taken in geometry
+    # / lexer; 16 captures alike), while over the whole window lexer was 3.7 pp over (holes of 62 and 52
+    # ms in geometry) and 1.6 pp over the stretches kept here.
+    srt = np.sort(t)
+    gap = 5 * prof.meta["period_ns"]
+    sel = np.zeros(len(t), bool)
+    truth_ns, seen_ns = {"geometry": 0, "lexer": 0}, 0
+    for a, b in zip(inside[:-1], inside[1:]):
+        lo, hi = a["t"] + offset, b["t"] + offset
+        i0 = max(int(np.searchsorted(srt, lo, "right")) - 1, 0)
+        i1 = min(int(np.searchsorted(srt, hi, "left")) + 1, len(srt))
+        if i1 - i0 < 2 or np.diff(srt[i0:i1]).max() > gap:
+            continue
+        sel |= (t >= lo) & (t < hi)
+        seen_ns += b["t"] - a["t"]
+        for ph in truth_ns:
+            truth_ns[ph] += b[ph] - a[ph]
+    window_ns = inside[-1]["t"] - inside[0]["t"]
+    seen = f"{seen_ns / 1e9:.2f} s of the {window_ns / 1e9:.2f} s window without a hole in the samples"
     st, wt = prof.samples["stack"].to_numpy()[sel], prof.samples["weight"].to_numpy()[sel]
     total = wt.sum()
-    assert total >= 200, (total, dt)
+    if total < 200 and oncpu < 0.7:
+        pytest.skip(f"machine overloaded (the workload ran {100 * oncpu:.0f} % of the time): only {total} "
+                    f"samples in the stretches without a hole ({seen})")
+    assert total >= 200, (total, seen)
+    truth = {ph: 100.0 * v / seen_ns for ph, v in truth_ns.items()}
 
     def share(name):
         return 100.0 * wt[stack_has(prof, name, "inline.js")[st]].sum() / total
@@ -167,7 +193,7 @@ def test_warm_inlined_phases_match_the_workload(start, major):
     unsplit = 100.0 * wt[names[leaf_func[st]] == "chunk"].sum() / total
     msg = (f"node {major}: captured {got}, the workload's own timing {truth}; helpers {helpers}; charged "
            f"to chunk's own lines {unsplit:.2f} %; thread on CPU {100 * oncpu:.0f} %; "
-           f"inline_split {prof.meta.get('inline_split')}")
+           f"{seen}; inline_split {prof.meta.get('inline_split')}")
     # each phase within 3 pp of the workload's own timing, except that a phase may lack what was charged to
     # chunk's calling line (V8 10.2's known limit, bounded itself: 8 pp on node 18, 1.5 pp on 20-24)
     tol = 3.0

@@ -182,6 +182,21 @@ def schedstat(pid, tid=None):
         return tuple(int(x) for x in fh.read().split()[:3])
 
 
+def capture_timed(pid, seconds, **kw):
+    """nf.capture with the perf backend; (profile, seconds of the main thread's CPU time while perf recorded,
+    seconds of wall time it recorded): schedstat read as the capture enters 'sampling' (perf record has
+    acknowledged that it is enabled) and 'stopping'.  Over the whole call, perf's start and the build add
+    CPU time of the target that no sample could see (at load 8 that made a share of 0.45-0.2 of the periods)."""
+    at = {}
+
+    def phase(name):
+        if name in ("sampling", "stopping"):
+            at[name] = (schedstat(pid)[0], time.monotonic_ns())
+    p = nf.capture(pid, seconds, backend="perf", on_phase=phase, **kw)
+    (c0, t0), (c1, t1) = at["sampling"], at["stopping"]
+    return p, (c1 - c0) / 1e9, (t1 - t0) / 1e9
+
+
 def shares(p, thread):
     """% of ``thread``'s samples whose stack holds each function (by name), and the sample count."""
     s = p.samples
@@ -220,18 +235,15 @@ def test_backends_lists_perf_available(hot):
 def _capture_and_compare(h, hz=3999, duration=3):
     """Capture h with perf; (profile, captured shares, truth, main-thread CPU fraction, lines to print)."""
     time.sleep(1.0)   # past start-up: functions optimised, steady state
-    sched0 = schedstat(h.pid)
     t0 = time.monotonic_ns()
-    p = nf.capture(h.pid, duration, backend="perf", hz=hz)
+    p, main_cpu_s, wall_s = capture_timed(h.pid, duration, hz=hz)
     t1 = time.monotonic_ns()
-    sched1 = schedstat(h.pid)
     p.validate()
     assert_healthy(h.pid)
     got, n_main = shares(p, "main")
     tm = p.samples[p.samples["thread"].astype(str) == "main"]["time_ns"]
-    cpu = (sched1[0] - sched0[0]) / (t1 - t0)
-    # perf samples the thread's CPU time: at least half its periods in the CPU time it really got
-    main_cpu_s = (sched1[0] - sched0[0]) / 1e9
+    cpu = main_cpu_s / wall_s
+    # perf samples the thread's CPU time: at least half its periods in the CPU time it really got while recorded
     assert n_main >= max(50, 0.5 * hz * main_cpu_s), \
         f"too few main-thread samples ({n_main}) for {main_cpu_s:.2f} s of its CPU at {hz} Hz"
     truth = h.truth(int(tm.min()), int(tm.max()))
@@ -293,12 +305,8 @@ def test_shares_match_truth_with_the_main_thread_alone(hot):
     machine and the wall-time truth measures its CPU shares: here it is compared, not skipped."""
     h = hot("--no-worker")
     time.sleep(1.0)
-    sched0 = schedstat(h.pid)
-    t0 = time.monotonic_ns()
-    p = nf.capture(h.pid, 3, backend="perf", hz=999)
-    t1 = time.monotonic_ns()
-    main_cpu_s = (schedstat(h.pid)[0] - sched0[0]) / 1e9
-    cpu = main_cpu_s * 1e9 / (t1 - t0)
+    p, main_cpu_s, wall_s = capture_timed(h.pid, 3, hz=999)
+    cpu = main_cpu_s / wall_s
     assert_healthy(h.pid)
     got, n_main = shares(p, "main")
     # perf samples CPU time: at least half the 999 Hz periods of the CPU time the thread really got (a

@@ -574,3 +574,23 @@ def test_samples_built_from_their_distinct_paths_as_from_every_path(corpus, monk
             for t in ("funcs", "frames", "stacks", "samples"):
                 pd.testing.assert_frame_equal(getattr(grouped, t), getattr(plain, t))
             assert grouped.meta == plain.meta
+
+
+def test_extra_columns_in_the_numpy_form_and_no_pandas(tmp_path):
+    """tid, pid, cpu and event are columns of the samples' numpy form too (what the writers read), and
+    reading a perf script or a raw file (with pyarrow or without) imports no pandas."""
+    import sys
+    text = ("a 1/2 [003] 1.5: 7 cycles:\n\t 1 f (/bin/a)\n\nb 1/3 [001] 1.25: 9 instructions:\n\t 2 g (/bin/a)\n\n")
+    p = nf.read(text.encode(), format="perf", event="all")
+    cols = p.arrays("samples")
+    assert list(cols) == ["stack", "time_ns", "weight", "thread", "tid", "pid", "cpu", "event"]
+    assert list(np.asarray(cols["tid"])) == [3, 2] and list(np.asarray(cols["cpu"])) == [1, 3]
+    assert list(cols["event"].strings()) == ["instructions", "cycles"]
+    assert list(p.samples["event"]) == ["instructions", "cycles"] and list(p.samples["pid"]) == [1, 1]
+    (tmp_path / "x.perf").write_text(text)
+    (tmp_path / "x.raw").write_text("  f\n  main\n  3\n\n  g\n  main\n  4\n")
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; "
+            "nf.read(sys.argv[1]); nf.read(sys.argv[2]); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.perf"), str(tmp_path / "x.raw")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -303,23 +303,25 @@ class _Headers:
         """The rows ``rows`` matched by _STRICT_RE2, ``m`` the matches' struct array."""
         import pyarrow as pa
         import pyarrow.compute as pc
+        from .raw import _ints
 
         def num(name):
-            return pc.cast(m.field(name), pa.int64()).to_numpy(zero_copy_only=False)
+            return _ints(pc.cast(m.field(name), pa.int64()))
         for name, table, index, out in (("comm", self.comms, self._ci, self.comm),
                                         ("event", self.events, self._ei, self.event)):
             enc = pc.dictionary_encode(m.field(name))
-            out[rows] = self.names(table, index, enc.dictionary.to_pylist())[
-                enc.indices.to_numpy(zero_copy_only=False)]
+            out[rows] = self.names(table, index, enc.dictionary.to_pylist())[_ints(enc.indices)]
         self.pid[rows], self.tid[rows], self.cpu[rows] = num("pid"), num("tid"), num("cpu")
         self.has_pid[rows] = self.has_cpu[rows] = self.has_time[rows] = True
-        frac = pc.cast(pc.utf8_rpad(m.field("frac"), 9, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+        frac = _ints(pc.cast(pc.utf8_rpad(m.field("frac"), 9, "0"), pa.int64()))
         self.time[rows] = num("sec") * 1_000_000_000 + frac
         per = m.field("period")
-        has = pc.not_equal(pc.binary_length(per), 0).to_numpy(zero_copy_only=False)
+        has = _ints(pc.binary_length(per)) != 0   # (pc.not_equal(.., 0) makes a scalar: imports pandas)
         if has.any():
-            self.has_period[rows[has]] = True
-            self.period[rows[has]] = pc.cast(per.filter(pa.array(has)), pa.int64()).to_numpy(zero_copy_only=False)
+            at = np.flatnonzero(has)
+            self.has_period[rows[at]] = True
+            idx = pa.Array.from_buffers(pa.int64(), len(at), [None, pa.py_buffer(at.astype(np.int64))])
+            self.period[rows[at]] = _ints(pc.cast(per.take(idx), pa.int64()))
 
 
 def _classify(uniq, arr):
@@ -336,11 +338,13 @@ def _classify(uniq, arr):
     rest = range(nu)
     if arr is not None and nu:
         import pyarrow.compute as pc
+        from .raw import _bools
         m = pc.extract_regex(arr, _STRICT_RE2)
-        ok = m.is_valid().to_numpy(zero_copy_only=False)
+        ok_arr = m.is_valid()
+        ok = _bools(ok_arr)
         if ok.any():
             rows = np.flatnonzero(ok)
-            hdr.set_strict(rows, m.filter(ok))
+            hdr.set_strict(rows, m.filter(ok_arr))
             utype[rows] = HEADER
             rest = np.flatnonzero(~ok).tolist()
         del m, ok
@@ -458,7 +462,7 @@ def _read_perf(fast, data, source, event):
     nk = len(kept)
     ft = FrameTable()
     res = None
-    if hgap is not None and _SAMPLE_PATHS and nk:
+    if hgap is not None and _SAMPLE_PATHS and nk and _have_arrow():
         res = _sample_paths(codes, hpos[kept], hgap[kept], java[kept], comm[kept], hdr.comms, utype, frame_of, ft)
     if res is None:
         ft = FrameTable()
@@ -489,14 +493,14 @@ def _read_perf(fast, data, source, event):
     if hdr.has_cpu[hk].any():
         extras["cpu"] = np.where(hdr.has_cpu[hk], hdr.cpu[hk], -1).astype(np.int32)
     evk = ev[kept]
-    if (evk >= 0).any():
-        import pandas as pd
-        names = ["" if c < 0 else hdr.events[c] for c in np.unique(evk).tolist()]
+    if (evk >= 0).any():  # what pd.Categorical(["" if e is None else e ...]) codes: the names used, sorted
+        used_ev = np.unique(evk).tolist()
+        names = ["" if c < 0 else hdr.events[c] for c in used_ev]
         cats = sorted(set(names))
         lut = np.empty(len(hdr.events) + 1, np.int64)
-        for c, name in zip(np.unique(evk).tolist(), names):
+        for c, name in zip(used_ev, names):
             lut[c] = cats.index(name)
-        extras["event"] = pd.Categorical.from_codes(lut[evk], categories=cats)
+        extras["event"] = (lut[evk], cats)
     if timed and len(tarr) > 1 and (np.diff(tarr) < 0).any():
         # perf script prints in time order; if not, order here so the extra columns stay aligned
         order = np.argsort(tarr, kind="stable")
@@ -510,7 +514,7 @@ def _read_perf(fast, data, source, event):
             np.cumsum(lengths, out=offsets[1:])
             flat = np.concatenate(paths) if paths else flat
         tarr, weights, threads = tarr[order], weights[order], threads[order]
-        extras = {k: (v[order] if isinstance(v, np.ndarray) else v.take(order)) for k, v in extras.items()}
+        extras = {k: (v[order] if isinstance(v, np.ndarray) else (v[0][order], v[1])) for k, v in extras.items()}
 
     chosen_ev = chosen if chosen is not None else (seen_events[0] if len(seen_events) == 1 else None)
     has_period = bool(hdr.has_period[hk].any())
@@ -538,11 +542,33 @@ def _read_perf(fast, data, source, event):
         prof = _build(ft, offsets, flat, weights, tarr, thread_arg, meta)
     else:
         prof = _build_paths(ft, offsets, flat, sample_path, weights, tarr, thread_arg, meta)
-    if len(prof.samples) != nk:  # cannot happen: every sample has a frame
+    if len(prof.arrays("samples")["stack"]) != nk:  # cannot happen: every sample has a frame
         raise FormatError("internal: samples lost while building", source=source)
+    return _with_columns(prof, extras)
+
+
+def _with_columns(prof, extras: dict):
+    """``prof`` with more samples columns: numpy arrays, or (codes, sorted names) for a categorical."""
+    from ..profile import Coded, Profile, _code_dtype
+    t = {k: prof.arrays(k) for k in ("funcs", "frames", "stacks", "samples", "lines")}
+    samples = dict(t["samples"])
     for k, v in extras.items():
-        prof.samples[k] = v
-    return prof
+        if isinstance(v, tuple):
+            codes, cats = v
+            arr = np.empty(len(cats), dtype=object)
+            arr[:] = cats
+            v = Coded(codes.astype(_code_dtype(len(cats))), arr)
+        samples[k] = v
+    return Profile.from_arrays(t["funcs"], t["frames"], t["stacks"], samples, prof.meta, t["lines"])
+
+
+def _have_arrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.compute  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _frames_of_samples(t, source, lines):
@@ -669,6 +695,7 @@ def _sample_paths(codes, hpos, hgap, java, kcomm, comms, utype, frame_of, ft):
     its own).  The same frame table and paths as _line_paths."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    from .raw import _ints
     ns = len(hpos)
     codes = np.ascontiguousarray(codes)
     isz = codes.itemsize
@@ -682,7 +709,7 @@ def _sample_paths(codes, hpos, hgap, java, kcomm, comms, utype, frame_of, ft):
     vals = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 2 * ns + 1,
                                             [None, pa.py_buffer(bnd), pa.py_buffer(codes.view(np.uint8))])
     enc = pc.dictionary_encode(vals)
-    run = enc.indices.to_numpy(zero_copy_only=False)[1::2].astype(np.int64)
+    run = _ints(enc.indices)[1::2].astype(np.int64)
     d = enc.dictionary
     del vals, enc, bnd
     _, doff, ddata = d.buffers()
@@ -725,12 +752,13 @@ def _tree(offsets, flat):
     """A chain of nodes per distinct path (Arrow hashes each path's frame ids as one binary value):
     (node_parent, node_frame, each path's distinct path, each distinct path's leaf node)."""
     import pyarrow as pa
+    from .raw import _ints
     n = len(offsets) - 1
     flat = np.ascontiguousarray(flat, np.int64)
     paths = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets * 8),
                                                                     pa.py_buffer(flat.view(np.uint8))])
     enc = paths.dictionary_encode()
-    group = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    group = _ints(enc.indices).astype(np.int64, copy=False)
     d = enc.dictionary
     _, doff, ddata = d.buffers()
     doff = np.frombuffer(doff, np.int64)[d.offset:d.offset + len(d) + 1]

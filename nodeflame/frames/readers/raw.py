@@ -50,7 +50,6 @@ import numpy as np
 from ..build import FrameTable, build_from_sorted_paths, frame_tables
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
-from ..ops import with_samples
 from ..symbols import parse_dtrace
 
 _WS = " \t\n\r\f\v"  # Perl's \s on bytes: ASCII whitespace only
@@ -272,12 +271,12 @@ def _intern_lines_arrow(fh):
     any_cr = any(cr for _, _, cr in done)
     dicts = pa.chunked_array([d for _, d, _ in done])
     g = pc.dictionary_encode(dicts.combine_chunks() if dicts.num_chunks > 1 else dicts.chunk(0))
-    gidx = g.indices.to_numpy(zero_copy_only=False).astype(np.int32 if len(g.dictionary) < 2**31 else np.int64)
+    gidx = _ints(g.indices).astype(np.int32 if len(g.dictionary) < 2**31 else np.int64)
     n = sum(len(i) for i, _, _ in done)
     codes = np.empty(n, gidx.dtype)
     o = k = 0
     for idx, d, _ in done:
-        codes[o:o + len(idx)] = gidx[k:k + len(d)][idx.to_numpy(zero_copy_only=False)]
+        codes[o:o + len(idx)] = gidx[k:k + len(d)][_ints(idx)]
         o += len(idx)
         k += len(d)
     del done, dicts, gidx
@@ -291,6 +290,20 @@ def _intern_lines_arrow(fh):
         codes, uniq = _crlf(codes, uniq)
         arr = None
     return codes, uniq, arr
+
+
+def _ints(a) -> np.ndarray:
+    """The values of an Arrow integer array without nulls, viewed as numpy (``to_numpy()`` imports
+    pandas)."""
+    dtype = np.dtype(f"{'u' if a.type.id in (2, 4, 6, 8) else 'i'}{a.type.bit_width // 8}")
+    return np.frombuffer(a.buffers()[1], dtype, len(a), a.offset * dtype.itemsize)
+
+
+def _bools(a) -> np.ndarray:
+    """An Arrow boolean array without nulls as numpy."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    return _ints(pc.cast(a, pa.uint8())).astype(bool)
 
 
 def _last_not(t, value) -> int:
@@ -539,6 +552,7 @@ def _read(fast, data, source, stackcollapse, threads, thread_names):
     utids, inv = np.unique(tid, return_inverse=True)
     cats = [names.get(x, f"thread {x}" if x >= 0 else "main") for x in utids.tolist()]
     import pandas as pd
+    from ..ops import with_samples
     cat_codes, cats = _factorize(cats)  # threads given one name are one thread
     samples = prof.samples.copy()
     samples["thread"] = pd.Categorical.from_codes(cat_codes[inv.reshape(-1)], list(cats))

@@ -1120,7 +1120,9 @@ class InspectorSession(Session):
         if self.exiting:
             return "the process is exiting"
         if self.client.closed:
-            if not procutil.exists(self.target.pid):
+            # node's sockets close as it exits, before it is a zombie (at load 9 the connection was seen closed
+            # while /proc still said running): give the exit a moment to show
+            if procutil.gone_within(self.target.pid, 2.0):
                 return None  # the driver handles the exit
             raise CaptureError(f"the inspector connection closed unexpectedly ({self.client.closed})")
         why = self._stopped()

@@ -29,6 +29,18 @@ def exists(pid: int) -> bool:
     return st is not None and st not in ("Z", "X")
 
 
+def gone_within(pid: int, seconds: float) -> bool:
+    """True when pid is gone or a zombie, or becomes one within ``seconds``.  A process that is exiting
+    has closed its sockets and refuses ptrace (EPERM) a while before its state says so: every thread
+    must exit first, which takes longest on a busy machine."""
+    end = time.monotonic() + seconds
+    while exists(pid):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def state(pid: int) -> str | None:
     """One-letter process state (R, S, D, T, t, Z, ...) or None when the pid is gone."""
     try:
@@ -557,7 +569,7 @@ def describe_pid_briefly(pid: int) -> str:
     return f"{pid} ({text[:60] or comm(pid) or '?'})"
 
 
-__all__ = ["exists", "state", "is_stopped", "start_time", "pending_signals", "netns_id", "own_netns",
+__all__ = ["exists", "gone_within", "state", "is_stopped", "start_time", "pending_signals", "netns_id", "own_netns",
            "connect_tcp", "status", "tracer_pid", "uid_of", "exe", "cmdline", "comm", "environ",
            "threads", "looks_like_node",
            "is_node", "node_version", "node_flags", "has_flag", "flag_value", "describe",

@@ -60,29 +60,13 @@ from .memory import Memory
 from .perf_engine import PerfEngine
 from .ptrace_engine import PtraceEngine
 from .records import SamplerStats
+from .. import procutil
 from ..native.symbols import AddressSpace, kallsyms
 from .unwind import Unwinder
 
 _REG_NAMES = {0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 4: "rsp", 5: "rbp", 6: "rsi", 7: "rdi", 8: "r8", 9: "r9",
               10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14", 15: "r15"}
 WORKER_RUN = "_ZN4node6worker6Worker3RunEv"
-
-
-def _exiting(pid: int, within: float = 0.5) -> bool:
-    """True when pid is gone or a zombie, or becomes one within ``within`` s: ptrace refuses a
-    process in the middle of exiting with EPERM before its state says so."""
-    end = time.monotonic() + within
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-            if stat[stat.rindex(")") + 2] in "ZX":
-                return True
-        except (OSError, ValueError, IndexError):
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(0.01)
 
 
 class _Thread:
@@ -274,7 +258,7 @@ class Sampler:
                 self.ptrace.seize(t)
             except ptrace.PtraceError as e:
                 if tid == self.pid and first:
-                    if _exiting(self.pid):
+                    if procutil.gone_within(self.pid, 0.5):
                         # ptrace says EPERM (or ESRCH) to a process that is exiting: not a permission matter
                         raise ProcessLookupError(f"process {self.pid} exited as the walker attached to it "
                                                  f"(ptrace: {os.strerror(e.errno)})") from None

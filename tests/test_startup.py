@@ -251,3 +251,23 @@ def test_small_inputs_skip_arrow_with_the_same_results(monkeypatch, thread_root)
         assert a == b
         for name in ("funcs", "frames", "stacks", "samples"):
             pd.testing.assert_frame_equal(getattr(p, name), getattr(q, name), check_exact=True)
+
+
+def test_convert_raw_to_folded_loads_no_pandas(tmp_path):
+    """raw (DTrace/SystemTap stacks) -> folded goes through the same builder and writer: no pandas either,
+    and the same bytes as with pandas imported."""
+    src = tmp_path / "in.raw"
+    src.write_text("libc`f+0x1\nmain\n  3\n\nlibc`g\nmain\n  2\n")
+    res = _run(f"""
+        import sys
+        from nodeflame.cli import main
+        d = {str(tmp_path)!r}
+        rcs = [main(["convert", {str(src)!r}, d + "/a.folded"])]
+        before = "pandas" in sys.modules
+        import pandas
+        rcs.append(main(["convert", {str(src)!r}, d + "/b.folded"]))
+        out = {{"rcs": rcs, "pandas_before": before}}
+        """)
+    assert res["rcs"] == [0, 0] and res["pandas_before"] is False, res["stderr"]
+    a = (tmp_path / "a.folded").read_text()
+    assert a == (tmp_path / "b.folded").read_text() == "main;libc`f 3\nmain;libc`g 2\n"

@@ -120,6 +120,7 @@ def test_the_lazy_tables_equal_the_constructors(tmp_path):
     """A Profile built in numpy form (a reader's) gives the DataFrames the constructor makes of them:
     same values, dtypes, categories and index; validate() and the numpy form agree."""
     pd = pytest.importorskip("pandas")
+    import numpy as np
     from nodeflame.frames.profile import Coded, Profile
     p = nf_read(SMALL.encode())
     assert p._t["samples"].df is None   # nothing asked for a DataFrame yet
@@ -135,6 +136,18 @@ def test_the_lazy_tables_equal_the_constructors(tmp_path):
             assert not (v.codes if isinstance(v, Coded) else v).flags.writeable
     assert p.total == q.total == 65 and p.threads == q.threads == ["main"]
     assert list(p.func_labels()) == list(q.func_labels()) and list(p.frame_labels()) == list(q.frame_labels())
+    # a column a reader adds to the made DataFrame (pprof's count) is in the numpy form and survives pickling
+    import pickle
+    p.samples["count"] = np.arange(len(p.samples), dtype=np.int64)
+    assert list(p.arrays("samples")) == ["stack", "time_ns", "weight", "thread", "count"]
+    r = pickle.loads(pickle.dumps(p))
+    assert r.samples["count"].tolist() == list(range(len(p.samples))) and r.arrays("samples")["count"].tolist() == \
+        r.samples["count"].tolist()
+    p2 = nf_read(SMALL.encode())
+    made = p2.samples                     # made, not edited: pickled as the numpy form, made again after
+    r = pickle.loads(pickle.dumps(p2))
+    assert r._t["samples"].df is None
+    pd.testing.assert_frame_equal(r.samples, made, check_exact=True)
 
 
 def nf_read(data: bytes, **kw):

@@ -141,8 +141,9 @@ class _Table:
         return cls(len(df), None, df)
 
     def col(self, name: str):
-        """A column in numpy form (read-only)."""
-        if self.cols is not None:
+        """A column in numpy form (read-only).  A column added to the DataFrame after it was made (a
+        reader's extra column, e.g. pprof's ``count``) is taken from the DataFrame."""
+        if self.cols is not None and (name in self.cols or self.df is None):
             return self.cols[name]
         import pandas as pd
         s = self.df[name]
@@ -151,7 +152,15 @@ class _Table:
         return s.to_numpy()
 
     def names(self) -> list:
-        return list(self.cols) if self.cols is not None else list(self.df.columns)
+        if self.cols is None:
+            return list(self.df.columns)
+        return list(self.cols) + ([c for c in self.df.columns if c not in self.cols] if self.df is not None else [])
+
+    def lean(self) -> "_Table":
+        """This table without a DataFrame that only views its columns (what is pickled)."""
+        if self.cols is not None and (self.df is None or list(self.df.columns) == list(self.cols)):
+            return _Table(self.n, self.cols)
+        return self
 
     def frame(self):
         if self.df is None:
@@ -384,7 +393,7 @@ class Profile:
     def __getstate__(self):
         # the numpy form is what a Profile is; a DataFrame made from it is made again after unpickling
         state = dict(self.__dict__)
-        state["_t"] = {k: (_Table(t.n, t.cols) if t.cols is not None else t) for k, t in state["_t"].items()}
+        state["_t"] = {k: t.lean() for k, t in state["_t"].items()}
         return state
 
     def __setstate__(self, state):

@@ -48,7 +48,9 @@ def run(request):
     r = Run()
     r.major, r.node, r.w, r.pid = major, node, w, w.pid
     time.sleep(1.5)                      # let the JIT settle
+    t = time.monotonic()
     r.timing0 = w.timing()
+    r.untraced_latency = time.monotonic() - t    # the same SIGUSR2 round trip, not traced
     # a signal sent to the target while it is traced must be delivered at once
     sig = {}
 
@@ -66,7 +68,9 @@ def run(request):
     got = w.wait_line("rounds", 5, after=sig["n"])
     r.signal_latency = (got[0] - sig["sent"]) if got else None
     r.health = procutil.health(w.pid)
+    t = time.monotonic()
     r.timing1 = w.timing()
+    r.untraced_latency = max(r.untraced_latency, time.monotonic() - t)
     r.inspector = None
     return r
 
@@ -314,7 +318,10 @@ def test_target_left_running_untraced_and_signals_delivered(run):
     assert_untouched(run.pid)
     assert run.w.proc.poll() is None
     assert run.signal_latency is not None, "SIGUSR2 sent during the capture was never handled"
-    assert run.signal_latency < 0.5, f"SIGUSR2 took {run.signal_latency:.2f} s while traced"
+    # delivered at once: within 0.5 s of the same round trip untraced (which a busy machine slows too: at
+    # load 6 the traced one took 0.60 s)
+    assert run.signal_latency < 0.5 + run.untraced_latency, \
+        f"SIGUSR2 took {run.signal_latency:.2f} s while traced, {run.untraced_latency:.2f} s untraced"
     assert run.timing1[0] > run.timing0[0]
     assert run.capture_s < 8, f"a 2 s capture took {run.capture_s:.1f} s"
 

@@ -286,7 +286,9 @@ class Profile:
 
     The tables are kept in numpy form (see the module docstring); each DataFrame is made on its
     first access, viewing the same arrays.  :meth:`from_arrays` makes a Profile of numpy tables
-    without pandas.
+    without pandas.  The numpy form is what the Profile's own answers (``total``, :meth:`arrays`,
+    the writers) read: a column replaced in a DataFrame obtained from it (``p.samples["weight"] =
+    ...``) changes that DataFrame only, not the Profile; make a new Profile with :mod:`.ops`.
     """
 
     _GUARDED = frozenset(("funcs", "frames", "stacks", "samples", "lines", "meta", "_cache", "_t"))

@@ -46,6 +46,20 @@ def test_blocks_equal_line_by_line(tmp_path_factory, rows, crlf, final_newline, 
     assert list(from_file.frames["label"].astype(str)) == list(slow.frames["label"].astype(str))
 
 
+@pytest.mark.parametrize("threads", [True, False])
+def test_blocks_on_one_or_two_threads(tmp_path, monkeypatch, threads):
+    """The blocks interned on two threads or on this one (as the load average decides): the same."""
+    data = _raw_text([([f"f{i % 7}", "g", "ß"], i + 1) for i in range(300)], False, True, False)
+    path = tmp_path / "x.raw"
+    path.write_bytes(data)
+    monkeypatch.setattr(raw_mod._blocks, "__defaults__", (97,))
+    monkeypatch.setattr(raw_mod, "_THREADS", threads)
+    a = nf.read(str(path), format="raw")
+    monkeypatch.setattr(raw_mod, "_intern_lines", lambda *a, **k: None)
+    b = raw_mod.read_raw(data, "<t>")
+    assert render(a, "folded") == render(b, "folded")
+
+
 def test_blocks_without_pyarrow_equal_line_by_line(monkeypatch):
     data = _raw_text([(["a", "b"], 3), (["c", "ß"], 4), (["a", "b"], 5)], True, False, False)
     arrow = raw_mod.read_raw(data, "<t>")

@@ -683,3 +683,39 @@ def test_fields_read_only_where_used_are_still_checked_where_the_careful_path_ch
         fast, careful = _read_both(json.dumps(doc).encode())
         _assert_same(fast, careful)
         assert isinstance(fast, str) and f"nodes[0].{key}" in fast
+
+
+def test_classify_many_caches_by_file_and_name_and_gives_what_classify_gives():
+    """classify_many works out each file's facts and each name's builtin match once; every (name,
+    file, hint) still gets classify's kind, odd values (None, a non-string) included."""
+    import itertools
+    import random
+    from nodeflame.frames.kinds import classify, classify_many
+    names = ["(garbage collector)", "(idle)", "(program)", "(root)", "Builtins_Foo", "Stub:y", "foo", "",
+             None, "RegExp:a", "JSON.parse"]
+    files = ["", None, "node:fs", "internal/x", "fs.js", "a/node_modules/x/y.js", "libc.so.6", "/usr/bin/node",
+             "[vdso]", "[kernel.kallsyms]", "x.ko", "a.cc", "app.js", "file:///x", "//anon", "weird"]
+    hints = [None, "js", "jit-builtin", "native", "builtin", "kernel", "gc", "program", "other", ""]
+    trip = list(itertools.product(names, files, hints))
+    random.Random(1).shuffle(trip)
+    n, f, h = (list(c) for c in zip(*trip))
+    assert classify_many(n, f, h).tolist() == [classify(*t) for t in trip]
+    with pytest.raises(AttributeError):   # a file that is not text fails as in classify
+        classify_many(["x"], [5], ["js"])
+
+
+def test_reading_a_cpuprofile_imports_no_pandas(tmp_path):
+    """`nodeflame convert x.cpuprofile y.folded` needs no pandas (import time)."""
+    import subprocess
+    import sys
+    src = tmp_path / "a.cpuprofile"
+    src.write_text(json.dumps(small_doc()))
+    code = ("import sys; from nodeflame.frames.readers.cpuprofile import read_cpuprofile; "
+            f"p = read_cpuprofile(open({str(src)!r}, 'rb').read(), 'a'); "
+            "from nodeflame.cli import main_entry; "
+            f"sys.argv = ['nodeflame', 'convert', {str(src)!r}, {str(tmp_path / 'a.folded')!r}]; "
+            "\ntry:\n    rc = main_entry()\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print(rc or 0, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "False"]
+    assert (tmp_path / "a.folded").read_text()

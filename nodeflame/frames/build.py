@@ -216,8 +216,8 @@ def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_nod
     ``node_frame[i] == -1`` marks a transparent node (an artificial root).
     ``sample_node`` gives each sample's node -- or, with ``group_node``, each sample's group, whose
     node is ``group_node[group]`` (the walker: a group is a distinct path).  ``node_lines`` (optional)
-    is a DataFrame (node, line, ticks); ``sample_line`` (optional, instead) each sample's leaf line
-    (0: none).  ``threads`` is per sample: names, a Categorical, or ``(codes, names)``.
+    is a DataFrame (node, line, ticks), or a dict of those arrays (non-empty); ``sample_line``
+    (optional, instead) each sample's leaf line (0: none).  ``threads`` is per sample: names, a Categorical, or ``(codes, names)``.
 
     The per-sample arrays are read in place, a chunk at a time: nothing per sample is copied whole
     or widened, and the samples table is made once, in its final dtypes (see _assemble)."""

@@ -73,18 +73,73 @@ def classify(name: str, file: str = "", hint: str | None = None) -> str:
 
 
 def classify_many(names, files, hints=None) -> np.ndarray:
-    """Vectorised over unique (name, file, hint) triples."""
+    """Vectorised over unique (name, file, hint) triples: ``classify`` of each, with what depends only
+    on the file (its regular expressions) worked out once per distinct file and the builtin-name
+    match once per distinct name."""
     n = len(names)
     if hints is None:
         hints = [None] * n
     cache: dict = {}
+    by_file: dict = {}
+    by_name: dict = {}
     out = np.empty(n, dtype=object)
     for i, key in enumerate(zip(names, files, hints)):
         k = cache.get(key)
         if k is None:
-            k = cache[key] = classify(*key)
+            k = cache[key] = _classify_cached(*key, by_file, by_name)
         out[i] = k
     return out
+
+
+_HINT_KINDS = frozenset(("kernel", "gc", "idle", "program", "native", "builtin"))
+_NODE_FILES = frozenset(("node.js", "events.js", "timers.js", "module.js", "fs.js", "net.js", "stream.js", "buffer.js"))
+
+
+def _file_facts(f: str):
+    """(kernel file, machine-code file, kind from the file alone or None) of a file, as classify
+    tests them."""
+    if f.startswith("node:") or f.startswith("internal/") or f in _NODE_FILES:
+        tail = "node"
+    elif "node_modules" in f:
+        tail = "deps"
+    else:
+        tail = "js" if f else None
+    return bool(_KERNEL_FILE.search(f)), bool(_NATIVE_FILE.search(f)), tail
+
+
+def _classify_cached(name, file, hint, by_file: dict, by_name: dict) -> str:
+    """classify(name, file, hint), with the file's facts and the name's builtin match cached in
+    ``by_file`` / ``by_name`` (any value that is not a string: classify itself)."""
+    f = file or ""
+    if type(f) is not str or type(name or "") is not str:
+        return classify(name, file, hint)
+    special = _SPECIAL.get(name)
+    if special:
+        return special
+    if hint in _HINT_KINDS:
+        return hint
+    facts = by_file.get(f)
+    if facts is None:
+        facts = by_file[f] = _file_facts(f)
+    kernel, native, tail = facts
+    if hint != "js":
+        if kernel:
+            return "kernel"
+        if native or hint is None:
+            b = by_name.get(name)
+            if b is None:
+                b = by_name[name] = _BUILTIN_NAME.match(name or "") is not None
+            if native:
+                return "builtin" if b else "native"
+            if b:
+                return "builtin"
+    if tail:
+        return tail
+    if hint == "js":
+        return "js"
+    if hint == "jit-builtin":
+        return "builtin"
+    return "native"
 
 
 def kind_categorical(values):

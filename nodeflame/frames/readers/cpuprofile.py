@@ -45,14 +45,13 @@ from itertools import chain, repeat
 from operator import attrgetter, is_not, itemgetter
 
 import numpy as np
-import pandas as pd
 
 from ..build import FrameTable, build_from_tree
 from ..errors import FormatError
 from ..formats import register_reader
 from . import chrometrace
 from .jsonutil import (all_ints as _all_ints, head_text, int_array, is_finite, is_int, is_num, load_json,
-                       no_gc, num_array, raw_int_lists, raw_line_ticks, raw_numbers, type_name)
+                       join_texts, no_gc, num_array, raw_int_lists, raw_line_ticks, raw_numbers, type_name)
 
 _I64 = np.int64
 
@@ -616,7 +615,10 @@ def _build(parts, source, source_format="cpuprofile"):
         lt.append(p.line_ticks)
         warns.extend(p.warnings if len(parts) == 1 else [f"{p.thread}: {w}" for w in p.warnings])
         offset += len(p.codes)
-    node_lines = pd.DataFrame({"node": _cat(ln), "line": _cat(ll), "ticks": _cat(lt)})
+    # (the builder's node_lines as plain arrays: no pandas; None when there are none, as an empty table)
+    node_lines = {"node": _cat(ln), "line": _cat(ll), "ticks": _cat(lt)}
+    if not len(node_lines["node"]):
+        node_lines = None
     starts = [p.start_ns for p in parts if p.start_ns is not None]
     ends = [p.end_ns for p in parts if p.end_ns is not None]
     periods = [p.period_ns for p in parts if p.period_ns]
@@ -749,14 +751,23 @@ def _intern_texts(raws):
             off = np.zeros(len(part) + 1, _I64)
             np.cumsum(lens[s:s + _INTERN_CHUNK], out=off[1:])
             arr = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(part),
-                                                   [None, pa.py_buffer(off), pa.py_buffer(b"".join(part))])
+                                                   [None, pa.py_buffer(off), pa.py_buffer(join_texts(part))])
             chunks.append(arr.dictionary_encode())  # (its dictionary holds copies: the chunk's buffer goes)
         enc = pa.chunked_array(chunks).unify_dictionaries().chunks
-        codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc]).astype(_I64, copy=False)
+        codes = np.concatenate([_arrow_ints(c.indices) for c in enc]).astype(_I64, copy=False)
         return codes, enc[0].dictionary.to_pylist()
     pos: dict = {}
     first = np.fromiter(map(pos.setdefault, map(bytes, raws), range(n)), _I64, n)
     return np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first), list(pos)
+
+
+def _arrow_ints(a) -> np.ndarray:
+    """A pyarrow integer array without nulls as a numpy view of its buffer (``to_numpy`` imports
+    pandas)."""
+    import pyarrow as pa
+    if a.null_count or not pa.types.is_signed_integer(a.type):
+        return a.to_numpy(zero_copy_only=False)
+    return np.frombuffer(a.buffers()[1], np.dtype(f"int{a.type.bit_width}"))[a.offset:a.offset + len(a)]
 
 
 def _utf8(data) -> bool:

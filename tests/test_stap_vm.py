@@ -5,7 +5,9 @@ documents it); tests/vm/build-guest.sh builds the guest tree once, cached outsid
 
 Needs root, qemu-system-x86 and debootstrap (.ci/run installs them); skipped without them.  Cold: the
 guest tree (~6 min, once per machine), the module (~1.5 min, once per node binary and script), the
-image (~10 s); then every run boots the guest (TCG) for ~1.5-2 min.
+image (~10 s); the first run saves the booted guest as it waits to start (stapvm.saved_guest), and
+every later run resumes the saved guest (TCG) and takes ~1-1.5 min, most of it the two 8 s captures,
+loading the module twice and `nodeflame record`'s own work under emulation.
 """
 from __future__ import annotations
 

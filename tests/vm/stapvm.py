@@ -8,8 +8,12 @@
    ``build_module`` (``stap -r KREL -p4``, what ``nodeflame stap-script --build-for`` runs); cached by
    the script's hash.  (Pass 4 inside the emulated guest takes ~9 minutes; here 20-90 s cold.)
 3. A raw ext4 image of the tree plus the node binary and a tiny init (PID 1) is made (cached; the
-   guest boots it with ``snapshot=on``, so it stays pristine), and qemu boots the guest's own kernel
-   with TCG (``-cpu Nehalem``: KVM here is a nested paravirtual hypervisor a stock kernel does not boot on).
+   guest mounts it read-only, so it stays pristine), and qemu boots the guest's own kernel with TCG
+   (``-cpu Nehalem``: KVM here is a nested paravirtual hypervisor a stock kernel does not boot on).
+   The first run saves the booted guest as it waits for "go" (modules loaded, node's and python's
+   files in its page cache: qemu's migration stream, cached next to the image, see
+   :func:`saved_guest`) and goes on; every later run resumes it from there (seconds instead of a
+   ~30-40 s boot under TCG).  NODEFLAME_VM_SNAPSHOT=0 boots every time.
 4. In the guest, ``cmd.sh`` (written here) starts ``tests/workloads/hot.js`` (functionA:functionB = 2:1
    by construction; it prints its own per-function time), runs the module with ``staprun`` on it,
    saves ``/proc/PID/maps``, then runs ``nodeflame record --backend stap --stap-module`` from the
@@ -38,8 +42,11 @@ GUEST_NODE = "/usr/local/bin/node"
 sys.path.insert(0, str(REPO))
 
 INIT = r"""#!/bin/sh
-# nodeflame VM test: PID 1 of the guest.  Mount what staprun and the test need, run /share/cmd.sh,
-# power off (the host waits for qemu to exit).
+# nodeflame VM test: PID 1 of the guest (its root file system is read-only: what is written goes to
+# tmpfs or the 9p share, so the disk is the image at every run).  Mount what staprun and the test need,
+# wait for the host's "go" on the second serial port, mount the 9p shares, run /share/cmd.sh, power
+# off (the host waits for qemu to exit).  The host saves the guest while it waits for "go" (see
+# saved_guest()), so every later run resumes here instead of booting.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -47,8 +54,20 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /root
+export HOME=/root
 modprobe 9pnet_virtio; modprobe 9p
-mkdir -p /share /repo
+# the files node and nodeflame's python read, in the page cache (saved with the guest)
+cat @node@ > /dev/null
+PYTHONDONTWRITEBYTECODE=1 python3 -c 'import numpy, pandas, elftools.elf.elffile' > /dev/console 2>&1
+# ttyS1 kept open from here: a serial port nobody has open drops what arrives
+exec 3< /dev/ttyS1
+stty raw -echo <&3
+echo "nodeflame-guest: waiting for go" > /dev/console
+head -c 3 <&3 > /run/go
+exec 3<&-
+echo "nodeflame-guest: go ($(cat /run/go))" > /dev/console
+# (/share and /repo are made in the image: the root is read-only)
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share /share
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro repo /repo
 echo "nodeflame-guest: kernel $(uname -r), $(nproc) cpus, $(staprun -V 2>&1 | head -1)" > /dev/console
@@ -151,7 +170,8 @@ def build_module(root: Path, node: str, krel: str, *, hz: int = 1000, guru: bool
 def make_image(root: Path, node: str) -> Path:
     """A raw ext4 image of the guest tree with node and the init script (cached by their content)."""
     node_bytes = Path(node).read_bytes()
-    key = _sha(root, hashlib.sha256(node_bytes).digest(), INIT)
+    init = _fill(INIT, node=GUEST_NODE)
+    key = _sha(root, hashlib.sha256(node_bytes).digest(), init)
     img = root.parent / f"guest-{key}.img"
     if img.exists():
         return img
@@ -161,8 +181,10 @@ def make_image(root: Path, node: str) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(node, dest)
     os.chmod(dest, 0o755)
-    (root / "sbin/nf-init").write_text(INIT)
+    (root / "sbin/nf-init").write_text(init)
     os.chmod(root / "sbin/nf-init", 0o755)
+    for mnt in ("share", "repo"):
+        (root / mnt).mkdir(exist_ok=True)
     t0 = time.monotonic()
     tmp = img.with_suffix(".tmp")
     subprocess.run(["truncate", "-s", "4G", str(tmp)], check=True)
@@ -172,23 +194,179 @@ def make_image(root: Path, node: str) -> Path:
     return img
 
 
-def boot(root: Path, img: Path, krel: str, share: Path, *, timeout: float = 900, smp: int = 2) -> float:
-    """Boot the guest (it runs share/cmd.sh and powers off); seconds it took."""
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem", "-m", "3G", "-smp", str(smp),
-           "-display", "none", "-no-reboot", "-nodefaults",
-           "-kernel", str(root / "boot" / f"vmlinuz-{krel}"), "-initrd", str(root / "boot" / f"initrd.img-{krel}"),
-           "-append", "root=/dev/vda rw console=ttyS0 init=/sbin/nf-init panic=-1 quiet",
-           "-drive", f"file={img},format=raw,if=virtio,snapshot=on",
-           "-virtfs", f"local,path={share},mount_tag=share,security_model=none,id=share",
-           "-virtfs", f"local,path={REPO},mount_tag=repo,security_model=none,id=repo,readonly=on",
-           "-serial", f"file:{share / 'console.log'}"]
-    t0 = time.monotonic()
+class _Qmp:
+    """The least of a QMP client: one command at a time, events skipped."""
+
+    def __init__(self, path: Path, timeout: float = 60):
+        import socket
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.f = self.sock.makefile("rw")
+        json.loads(self.f.readline())                     # the greeting
+        self("qmp_capabilities")
+
+    def __call__(self, cmd: str, **args):
+        self.f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n")
+        self.f.flush()
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise RuntimeError(f"qemu closed its QMP socket during {cmd}")
+            r = json.loads(line)
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise RuntimeError(f"QMP {cmd}: {r['error']}")
+
+    def close(self):
+        self.sock.close()
+
+
+def _qemu_cmd(root: Path, img: Path, krel: str, share: Path, ctl: Path, smp: int, repo: Path = REPO) -> list[str]:
+    """The guest's qemu command line.  A saved guest resumes only in the same machine, so its key
+    (saved_guest()) hashes this line with the host's own paths (share, ctl, repo) left out."""
+    return ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem", "-m", "3G", "-smp", str(smp),
+            "-display", "none", "-no-reboot", "-nodefaults",
+            "-kernel", str(root / "boot" / f"vmlinuz-{krel}"), "-initrd", str(root / "boot" / f"initrd.img-{krel}"),
+            "-append", "root=/dev/vda ro console=ttyS0 init=/sbin/nf-init panic=-1 quiet",
+            "-drive", f"file={img},format=raw,if=virtio,readonly=on",
+            "-virtfs", f"local,path={share},mount_tag=share,security_model=none,id=share",
+            "-virtfs", f"local,path={repo},mount_tag=repo,security_model=none,id=repo,readonly=on",
+            "-serial", f"file:{share / 'console.log'}",
+            # ttyS1: the guest's init waits for "go" on it (sent once the 9p shares may be mounted)
+            "-chardev", f"socket,id=go,path={ctl / 'go.sock'},server=on,wait=off", "-serial", "chardev:go",
+            "-qmp", f"unix:{ctl / 'qmp.sock'},server=on,wait=off"]
+
+
+def _console(share: Path) -> str:
     try:
-        subprocess.run(cmd, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the guest did not power off within {timeout:g} s; console: "
-                           + (share / "console.log").read_text(errors="replace")[-2000:]) from None
-    return time.monotonic() - t0
+        return (share / "console.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait_console(proc, share: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in _console(share):
+        if proc.poll() is not None:
+            raise RuntimeError(f"qemu exited ({proc.returncode}) before the guest said {text!r}; console: "
+                               + _console(share)[-2000:])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the guest did not say {text!r} within {timeout:g} s; console: "
+                               + _console(share)[-2000:])
+        time.sleep(0.1)
+
+
+def _kill(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def saved_guest(root: Path, img: Path, krel: str, smp: int = 2) -> Path | None:
+    """Where the guest saved while its init waits for "go" (booted, modules loaded, files cached) is
+    kept: a file of qemu's migration stream (the disk is the read-only image), keyed by this image
+    file, qemu and the machine's command line (a saved guest resumes only in the same machine).  The
+    first run saves it as it boots (see boot()); None when NODEFLAME_VM_SNAPSHOT=0 (every run boots)."""
+    if os.environ.get("NODEFLAME_VM_SNAPSHOT", "1") == "0":
+        return None
+    qver = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
+    line = _qemu_cmd(root, img, krel, Path("SHARE"), Path("CTL"), smp, Path("REPO"))
+    st = img.stat()            # this very file: another mkfs of the same tree is another disk
+    return root.parent / f"saved-{_sha(img.name, st.st_ino, st.st_mtime_ns, qver, json.dumps(line))}.state"
+
+
+def _save(qmp: _Qmp, dest: Path, timeout: float = 600) -> None:
+    """Save the (paused) guest to ``dest`` (qemu's migration stream; written aside, then renamed)."""
+    for old in dest.parent.glob("saved-*.state"):
+        old.unlink(missing_ok=True)          # an older image's or qemu's (a reader keeps its open file)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    qmp("migrate", uri=f"exec:cat > {tmp}")
+    deadline = time.monotonic() + timeout
+    while (st := qmp("query-migrate").get("status")) not in ("completed", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            qmp("migrate_cancel")
+            st = "too slow"
+            break
+        time.sleep(0.2)
+    if st == "completed":
+        tmp.rename(dest)
+    else:
+        tmp.unlink(missing_ok=True)
+        log(f"qemu could not save the guest ({st}); the next run boots it again")
+
+
+def boot(root: Path, img: Path, krel: str, share: Path, *, timeout: float = 900, smp: int = 2,
+         saved: Path | None = None) -> tuple[float, str]:
+    """Run the guest (it runs share/cmd.sh and powers off): resumed from ``saved`` when that file
+    exists, else booted (and saved there once its init waits for "go", then continued).  Seconds it
+    took and how it started ("resumed", "booted and saved", "booted")."""
+    ctl = Path(tempfile.mkdtemp(prefix="nfvm-"))
+    t0 = time.monotonic()
+    how = "booted"
+    try:
+        cmd = _qemu_cmd(root, img, krel, share, ctl, smp)
+        if saved is not None and saved.exists():
+            cmd += ["-incoming", f"exec:cat {saved}"]
+            how = "resumed"
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        try:
+            if how == "booted":
+                _wait_console(proc, share, "nodeflame-guest: waiting for go", timeout)
+            qmp = _Qmp(ctl / "qmp.sock")
+            if how == "booted" and saved is not None:
+                import fcntl
+                with open(saved.parent / ".saved.lock", "w") as lock:
+                    try:      # one saver at a time; another run saving meanwhile: just run
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        lock = None
+                    if lock is not None and not saved.exists():
+                        qmp("stop")
+                        _save(qmp, saved)
+                        how = "booted and saved"
+            deadline = time.monotonic() + 120
+            while (st := qmp("query-status")["status"]) != "running":
+                # saved or resumed, the guest is paused (it is saved paused): it goes on from here
+                if st in ("paused", "postmigrate"):
+                    qmp("cont")
+                    continue
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the guest did not resume from {saved}: {st}, {qmp('query-migrate')}")
+                time.sleep(0.05)
+            qmp.close()
+            import socket
+            with socket.socket(socket.AF_UNIX) as go:
+                go.connect(str(ctl / "go.sock"))
+                for _ in range(10):          # the guest says it got it (a resend is read by nobody)
+                    go.sendall(b"go\n")
+                    try:
+                        _wait_console(proc, share, "nodeflame-guest: go", 30)
+                        break
+                    except RuntimeError:
+                        if proc.poll() is not None:
+                            raise
+                proc.wait(timeout)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"qemu exited with {proc.returncode}; console: {_console(share)[-2000:]}")
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the guest did not power off within {timeout:g} s; console: "
+                               + _console(share)[-2000:]) from None
+        finally:
+            _kill(proc)
+    finally:
+        shutil.rmtree(ctl, ignore_errors=True)
+    return time.monotonic() - t0, how
 
 
 #: the guest's sampling rate.  Under TCG emulation a sample costs many times what it costs on hardware, and
@@ -199,7 +377,7 @@ HZ = 500
 
 def run(*, node: str = "/usr/bin/node", duration: float = 8, record: bool = True, share: Path | None = None,
         timeout: float = 900, hz: int = HZ) -> dict:
-    """Build/reuse everything, boot once, return {paths, times}."""
+    """Build/reuse everything, boot (or resume) once, return {paths, times}."""
     times = {}
     t0 = time.monotonic()
     root = guest_root()
@@ -210,13 +388,25 @@ def run(*, node: str = "/usr/bin/node", duration: float = 8, record: bool = True
     t1 = time.monotonic()
     img = make_image(root, node)
     times["image_s"] = round(time.monotonic() - t1, 1)
+    saved = saved_guest(root, img, krel)
     share = Path(share or tempfile.mkdtemp(prefix="nodeflame-vm-"))
     share.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ko, share / ko.name)
     shutil.copyfile(HOT, share / "hot.js")
     rec = _fill(RECORD, module=ko.stem, duration=duration) if record else ""
     (share / "cmd.sh").write_text(_fill(CMD, node=GUEST_NODE, module=ko.stem, duration=duration, record=rec))
-    times["boot_and_run_s"] = round(boot(root, img, krel, share, timeout=timeout), 1)
+    try:
+        took, how = boot(root, img, krel, share, timeout=timeout, saved=saved)
+    except (RuntimeError, OSError) as e:
+        if saved is None or not saved.exists() or (share / "cmd.log").exists():
+            raise
+        # the saved guest did not resume (it never ran cmd.sh): drop it, boot (and save) this time
+        log(f"the saved guest did not resume ({e}); booting")
+        saved.unlink(missing_ok=True)
+        (share / "console.log").unlink(missing_ok=True)
+        took, how = boot(root, img, krel, share, timeout=timeout, saved=saved)
+    times["guest"] = how
+    times["boot_and_run_s" if how != "resumed" else "resume_and_run_s"] = round(took, 1)
     times["total_s"] = round(time.monotonic() - t0, 1)
     return {"root": str(root), "kernel": krel, "module": str(ko), "share": str(share), "times": times}
 

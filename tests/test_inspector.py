@@ -119,7 +119,9 @@ def test_capture_names_shares_threads_and_lines(workload):
     fa_frames = prof.frames.index[prof.frames["func"] == fa.name]
     fa_lines = prof.lines[st.loc[prof.lines["stack"], "frame"].isin(fa_frames).to_numpy()]
     assert fa_lines["ticks"].sum() > 0
-    assert (fa_lines["line"] > fa["line"]).all() and (fa_lines["line"] < fa["line"] + 15).all()
+    # the function's own first line counts: a sample in its prologue (the stack check on entry) is charged to
+    # the position of the function itself (CI saw 1 such line among 13)
+    assert (fa_lines["line"] >= fa["line"]).all() and (fa_lines["line"] < fa["line"] + 15).all(), fa_lines
 
     # meta
     m = prof.meta

@@ -561,3 +561,44 @@ def test_writing_and_querying_at_the_same_time(tmp_path):
     for cid in ds.captures()["capture_id"]:
         ds.profile(cid).validate()
     assert _hidden_files(ds_path) == []
+
+
+# ------------------------------------------------------------------ an older dataset
+def test_a_schema_1_dataset_stays_readable(tmp_path):
+    """tests/data/dataset_v1 was written by schema version 1 (2026-12-03: the corpus' node 10.11
+    .cpuprofile, the corpus' perf script with pid, and test_golden's small fixed profile, labelled) and is
+    never regenerated: whatever the layout becomes, this dataset must still read as it did. The
+    expected Profiles are stored beside it as test_golden dumps, frozen with it (a reader fixed later
+    changes the corpus golden files, not what this dataset holds)."""
+    from test_golden import dump
+    import shutil
+    src = ROOT / "tests" / "data" / "dataset_v1"
+    want = ROOT / "tests" / "data" / "dataset_v1.expected"
+    shutil.copytree(src, tmp_path / "ds")          # a reader must not need to write, but keep the stored copy pristine
+    ds = nf.dataset(tmp_path / "ds")
+    caps = ds.captures().sort_values("capture_id").reset_index(drop=True)
+    exp = pd.read_csv(want / "captures.csv", dtype=str, keep_default_na=False)
+    assert caps["capture_id"].tolist() == exp["capture_id"].tolist()
+    for col in ("service", "version", "samples", "rows", "source_format"):
+        got = ["" if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in caps[col]]
+        assert got == exp[col].tolist(), col
+    profiles = {}
+    for cid in exp["capture_id"]:
+        q = ds.profile(cid)
+        q.validate()
+        assert dump(q) == (want / f"{cid}.dump").read_text(), cid
+        profiles[cid] = q
+    # the queries run over it: top per version equals Profile.top of that version's merged captures
+    top = ds.top(by=["version"], n=None)
+    for version, ids in exp.groupby("version")["capture_id"]:
+        merged = ds.profile(where=f"version = '{version}'")
+        assert merged.total == sum(profiles[c].total for c in ids)
+        want_top = _expected_top(merged)
+        g = top[top["version"] == version].set_index(["name", "file", "line", "column", "kind"])
+        assert set(g.index) == set(want_top.index), version
+        g = g.loc[want_top.index]
+        np.testing.assert_array_equal(g["self"].to_numpy(), want_top["self"].to_numpy())
+        np.testing.assert_array_equal(g["total"].to_numpy(), want_top["total"].to_numpy())
+    # and a new capture can be added to it
+    cid = ds.add(synthetic(3), labels={"service": "api", "version": "1.4"})
+    assert len(nf.dataset(tmp_path / "ds").captures()) == 4 and cid

@@ -1,7 +1,9 @@
 """The explorer's fast paths give exactly what the reference implementations give.
 
-* ``widgets.fastviews`` (recursion-once function totals from an Euler tour, the flame layout from
-  the drawn nodes only) against ``frames.views``;
+* ``widgets.fastviews`` (recursion-once function totals from an Euler tour) against ``frames.views``,
+  and the flame layout (``frames.views.flame_layout``, from the drawn nodes only, over the stack
+  table where it is the call tree) against the level-by-level layout over every node it replaced
+  (``reference_flame_layout`` below);
 * the transforms' own compaction (``transforms._filter_samples``, ``_replace_stacks``: no second
   validation of a table valid by construction) against ``frames.ops.select_samples`` /
   ``replace_stacks``, table by table, dtypes and categories included.
@@ -54,6 +56,123 @@ def profiles():
 PROFILES = profiles()
 
 
+# ---------------------------------------------------------------- the reference layout
+from nodeflame.frames.stacktable import level_segments  # noqa: E402
+
+_I64 = np.int64
+
+
+def reference_flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None):
+    """``frames.views.flame_layout`` as it was before the widgets' fast layout replaced it there: every
+    depth level walked over every node of the call tree.  Flame-graph rectangles for the call tree.
+
+    Returns one row per drawn node (parents before children): ``parent``
+    (row of the parent, -1 at the root level), ``depth``, ``x0``/``x1`` in
+    weight units (the root level spans 0..total), ``total``, ``self``,
+    ``func`` (-1 for an "other" node), ``label``, ``kind``, ``other`` (number
+    of nodes merged into an "other" node, 0 otherwise).
+
+    Siblings are ordered alphabetically by label (as flamegraph.pl does), an
+    "other" node last.  Nodes narrower than ``minwidth`` (a fraction of the
+    whole, e.g. 0.1 px / 1200 px) are merged per parent into one explicit
+    "other" node and their descendants are not drawn.
+    """
+    out = reference_flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree)
+    if out is None:
+        return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
+                             "func": [], "label": [], "kind": [], "other": []})
+    labels = p.func_labels()
+    kinds = p._strings("funcs", "kind")
+    fsafe = np.maximum(out["func"], 0)
+    lab = np.where(out["func"] >= 0, labels[fsafe] if len(labels) else "", "other")
+    lab = np.where(out["other"] > 0, np.char.add("other (", np.char.add(out["other"].astype(str), " frames)")).astype(object), lab)
+    kind = np.where(out["func"] >= 0, kinds[fsafe] if len(kinds) else "", "other")
+    return pd.DataFrame({
+        "parent": out["parent"], "depth": out["depth"], "x0": out["x0"], "x1": out["x1"],
+        "total": out["total"], "self": out["self"], "func": out["func"],
+        "label": lab, "kind": kind, "other": out["other"],
+    })
+
+
+def reference_flame_layout_arrays(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None):
+    """:func:`flame_layout`'s columns but ``label`` and ``kind``, as numpy arrays (None when nothing is
+    drawn); ``tree``: a call_tree DataFrame or a dict of its columns (default: ``p``'s)."""
+    t = tree if tree is not None else V._tree_arrays(p, inverted=inverted)
+    parent = np.asarray(t["parent"])
+    depth = np.asarray(t["depth"]).astype(_I64)
+    total = np.asarray(t["total"])
+    selfw = np.asarray(t["self"])
+    func = np.asarray(t["func"])
+    whole = float(total[depth == 0].sum()) if len(parent) else 0.0
+    thr = minwidth * whole
+    labels = p.func_labels()
+    # alphabetical rank of each function's label, computed once
+    order = np.argsort(labels.astype(str), kind="stable") if len(labels) else np.empty(0, _I64)
+    rank = np.empty(len(labels), _I64)
+    rank[order] = np.arange(len(labels))
+
+    lay_of_node = np.full(len(parent), -1, _I64)
+    cols = {k: [] for k in ("parent", "depth", "x0", "total", "self", "func", "other")}
+    count = 0
+    x0_arr = np.zeros(2 * len(parent) + 1, np.float64)  # by layout id; at most one 'other' per node
+    for d, idx in level_segments(depth):
+        par = parent[idx]
+        if d == 0:
+            play = np.full(len(idx), -1, _I64)
+        else:
+            play = lay_of_node[par]
+            vis = play >= 0
+            idx, play = idx[vis], play[vis]
+        if len(idx) == 0:
+            break
+        big = total[idx] >= thr if thr > 0 else np.ones(len(idx), bool)
+        b_idx, b_play = idx[big], play[big]
+        # "other" per parent for the small ones
+        s_play = play[~big]
+        if len(s_play):
+            o_par, o_inv = np.unique(s_play, return_inverse=True)
+            o_tot = np.bincount(o_inv, weights=total[idx[~big]]).astype(_I64)
+            o_self = np.bincount(o_inv, weights=selfw[idx[~big]]).astype(_I64)
+            o_cnt = np.bincount(o_inv).astype(_I64)
+        else:
+            o_par = np.empty(0, _I64)
+            o_tot = o_self = o_cnt = np.empty(0, _I64)
+        e_par = np.concatenate([b_play, o_par])
+        e_tot = np.concatenate([total[b_idx], o_tot]).astype(_I64)
+        e_self = np.concatenate([selfw[b_idx], o_self]).astype(_I64)
+        e_func = np.concatenate([func[b_idx], np.full(len(o_par), -1, _I64)])
+        e_other = np.concatenate([np.zeros(len(b_idx), _I64), o_cnt])
+        e_node = np.concatenate([b_idx, np.full(len(o_par), -1, _I64)])
+        e_rank = np.where(e_func >= 0, rank[np.maximum(e_func, 0)], len(labels))
+        srt = np.lexsort((e_rank, e_par))
+        e_par, e_tot, e_self, e_func, e_other, e_node = (x[srt] for x in (e_par, e_tot, e_self, e_func, e_other, e_node))
+        cs = np.cumsum(e_tot)
+        excl = cs - e_tot
+        new_group = np.ones(len(e_par), bool)
+        new_group[1:] = e_par[1:] != e_par[:-1]
+        gstart = np.maximum.accumulate(np.where(new_group, np.arange(len(e_par)), 0))
+        within = excl - excl[gstart]
+        base = np.where(e_par >= 0, x0_arr[np.maximum(e_par, 0)], 0.0)
+        x0 = base + within
+        ids = np.arange(count, count + len(e_par))
+        has = e_node >= 0
+        lay_of_node[e_node[has]] = ids[has]
+        count += len(e_par)
+        x0_arr[ids] = x0
+        for k, v in (("parent", e_par), ("depth", np.full(len(e_par), d, _I64)), ("total", e_tot),
+                     ("self", e_self), ("func", e_func), ("other", e_other)):
+            cols[k].append(v)
+        cols["x0"].append(x0)
+    if count == 0:
+        return None
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out["x0"] = out["x0"].astype(np.float64)
+    out["x1"] = (out["x0"] + out["total"]).astype(np.float64)
+    out["depth"] = out["depth"].astype(np.int32)
+    return out
+
+
+
 @pytest.mark.parametrize("i", range(len(PROFILES)))
 def test_fastviews_equal_views(i):
     p = PROFILES[i]
@@ -72,9 +191,10 @@ def test_fastviews_equal_views(i):
                 assert mw == want_mw and got.equals(want), (inverted, minwidth, max_nodes)
         tree = V.call_tree(p, inverted=inverted)
         for mw in (0.0, 1e-4, 0.003, 0.05, 0.3, 1.0):
-            a = V.flame_layout(p, minwidth=mw, tree=tree)
-            b = F.flame_layout(p, minwidth=mw, tree=tree)
-            assert a.equals(b) and list(a.dtypes) == list(b.dtypes), (inverted, mw)
+            a = reference_flame_layout(p, minwidth=mw, tree=tree)
+            for b in (V.flame_layout(p, minwidth=mw, tree=tree), F.flame_layout(p, minwidth=mw, tree=tree),
+                      V.flame_layout(p, minwidth=mw, inverted=inverted)):   # the default tree: the stack table
+                assert a.equals(b) and list(a.dtypes) == list(b.dtypes), (inverted, mw)
 
 
 def reference_auto_layout(p, inverted, minwidth, max_nodes):
@@ -87,7 +207,7 @@ def reference_auto_layout(p, inverted, minwidth, max_nodes):
     if len(tot) > k and whole > 0:
         kth = np.partition(tot, len(tot) - k)[len(tot) - k]
         mw = max(mw, (float(kth) + 1) / whole)
-    return V.flame_layout(p, minwidth=mw, tree=tree), mw
+    return reference_flame_layout(p, minwidth=mw, tree=tree), mw
 
 
 def reference_apply(p, specs, monkeypatch):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stacktable import level_segments, paths_to_stacks, restack, stack_paths
+from .stacktable import level_segments, paths_to_stacks, restack, stack_paths, unique_sorted
 
 _I64 = np.int64
 
@@ -205,7 +205,9 @@ def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None)
     Siblings are ordered alphabetically by label (as flamegraph.pl does), an
     "other" node last.  Nodes narrower than ``minwidth`` (a fraction of the
     whole, e.g. 0.1 px / 1200 px) are merged per parent into one explicit
-    "other" node and their descendants are not drawn.
+    "other" node and their descendants are not drawn.  ``tree``: a
+    ``call_tree`` DataFrame or a dict of its columns (default: :func:`layout_tree`
+    of ``p``); see :func:`flame_layout_arrays`.
     """
     import pandas as pd
     out = flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree)
@@ -225,79 +227,153 @@ def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None)
     })
 
 
+def _frozen(p) -> bool:
+    return bool(p.__dict__.get("_frozen"))
+
+
+def one_frame_per_function(p) -> bool:
+    """Whether the frames the stacks use are of distinct functions (folded, cpuprofile and most
+    captures): the function-level call tree is then the stack table itself (:func:`_func_tree`
+    keeps it as it is)."""
+    c = p._cache.get("one_frame_per_function")
+    if c is None:
+        a = p.arrays()
+        used = np.zeros(len(a["frame_func"]), bool)
+        used[a["frame"]] = True
+        m = a["frame_func"][used]
+        c = p._cache["one_frame_per_function"] = len(unique_sorted(m)) == len(m)
+    return c
+
+
+def stack_subtree_totals(p) -> np.ndarray:
+    """Per stack of ``p``: the weight of the samples at it or under it (cached)."""
+    c = p._cache.get("stack_subtree_totals")
+    if c is None:
+        a = p.arrays()
+        c = p._cache["stack_subtree_totals"] = _accumulate(a["prefix"], a["depth"], p.stack_weights())
+    return c
+
+
+def stack_tree_is_call_tree(p, inverted: bool = False) -> bool:
+    """Whether the top-down call tree of ``p`` is its stack table (a validated profile with one frame
+    per function)."""
+    return not inverted and _frozen(p) and len(p.arrays()["prefix"]) > 0 and one_frame_per_function(p)
+
+
+def layout_tree(p, inverted: bool = False, totals=None) -> dict:
+    """The call tree ``call_tree(p, inverted)`` as arrays ``parent``, ``depth``, ``func``, ``self``,
+    ``total`` and ``subtree_totals`` (True: every total is its subtree's); node ids may differ from
+    call_tree's, its shape, functions and weights do not.  Where :func:`stack_tree_is_call_tree`, it is
+    the stack table with its subtree weights (``totals()`` when given, else
+    :func:`stack_subtree_totals`): no call tree is built."""
+    if stack_tree_is_call_tree(p, inverted):
+        a = p.arrays()
+        return {"parent": a["prefix"], "depth": a["depth"], "func": a["stack_func"],
+                "self": p.stack_weights(), "total": stack_subtree_totals(p) if totals is None else totals(),
+                "subtree_totals": True}
+    return dict(_tree_arrays(p, inverted=inverted), subtree_totals=True)
+
+
+def label_ranks(p) -> np.ndarray:
+    """Alphabetical rank of each function's display name (the order of siblings in a flame graph)."""
+    c = p._cache.get("label_ranks")
+    if c is None:
+        labels = p.func_labels()
+        order = np.argsort(labels.astype(str), kind="stable") if len(labels) else np.empty(0, _I64)
+        c = np.empty(len(labels), _I64)
+        c[order] = np.arange(len(labels))
+        p._cache["label_ranks"] = c
+    return c
+
+
 def flame_layout_arrays(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None) -> dict | None:
     """:func:`flame_layout`'s columns but ``label`` and ``kind``, as numpy arrays (None when nothing is
-    drawn); ``tree``: a call_tree DataFrame or a dict of its columns (default: ``p``'s)."""
-    t = tree if tree is not None else _tree_arrays(p, inverted=inverted)
+    drawn); ``tree``: a call_tree DataFrame or a dict of its columns (default: :func:`layout_tree`).
+
+    Drawn: the nodes whose total reaches ``minwidth`` of the whole (all of them when it is 0) under
+    drawn parents, and per drawn parent (or at the root level) one "other" node for its narrower
+    children.  In a tree of subtree totals a child never outweighs its parent, so the drawn nodes
+    are those wide enough, selected at once; then the levels are walked over the drawn nodes only
+    (a few thousand, of millions of stacks).  Siblings are of distinct functions, so the order of
+    node ids never decides anything."""
+    t = tree if tree is not None else layout_tree(p, inverted=inverted)
     parent = np.asarray(t["parent"])
     depth = np.asarray(t["depth"]).astype(_I64)
     total = np.asarray(t["total"])
     selfw = np.asarray(t["self"])
     func = np.asarray(t["func"])
-    whole = float(total[depth == 0].sum()) if len(parent) else 0.0
-    thr = minwidth * whole
-    labels = p.func_labels()
-    # alphabetical rank of each function's label, computed once
-    order = np.argsort(labels.astype(str), kind="stable") if len(labels) else np.empty(0, _I64)
-    rank = np.empty(len(labels), _I64)
-    rank[order] = np.arange(len(labels))
-
-    lay_of_node = np.full(len(parent), -1, _I64)
-    cols = {k: [] for k in ("parent", "depth", "x0", "total", "self", "func", "other")}
-    count = 0
-    x0_arr = np.zeros(2 * len(parent) + 1, np.float64)  # by layout id; at most one 'other' per node
-    for d, idx in level_segments(depth):
-        par = parent[idx]
-        if d == 0:
-            play = np.full(len(idx), -1, _I64)
-        else:
-            play = lay_of_node[par]
-            vis = play >= 0
-            idx, play = idx[vis], play[vis]
-        if len(idx) == 0:
-            break
-        big = total[idx] >= thr if thr > 0 else np.ones(len(idx), bool)
-        b_idx, b_play = idx[big], play[big]
-        # "other" per parent for the small ones
-        s_play = play[~big]
-        if len(s_play):
-            o_par, o_inv = np.unique(s_play, return_inverse=True)
-            o_tot = np.bincount(o_inv, weights=total[idx[~big]]).astype(_I64)
-            o_self = np.bincount(o_inv, weights=selfw[idx[~big]]).astype(_I64)
-            o_cnt = np.bincount(o_inv).astype(_I64)
-        else:
-            o_par = np.empty(0, _I64)
-            o_tot = o_self = o_cnt = np.empty(0, _I64)
-        e_par = np.concatenate([b_play, o_par])
-        e_tot = np.concatenate([total[b_idx], o_tot]).astype(_I64)
-        e_self = np.concatenate([selfw[b_idx], o_self]).astype(_I64)
-        e_func = np.concatenate([func[b_idx], np.full(len(o_par), -1, _I64)])
-        e_other = np.concatenate([np.zeros(len(b_idx), _I64), o_cnt])
-        e_node = np.concatenate([b_idx, np.full(len(o_par), -1, _I64)])
-        e_rank = np.where(e_func >= 0, rank[np.maximum(e_func, 0)], len(labels))
-        srt = np.lexsort((e_rank, e_par))
-        e_par, e_tot, e_self, e_func, e_other, e_node = (x[srt] for x in (e_par, e_tot, e_self, e_func, e_other, e_node))
-        cs = np.cumsum(e_tot)
-        excl = cs - e_tot
-        new_group = np.ones(len(e_par), bool)
-        new_group[1:] = e_par[1:] != e_par[:-1]
-        gstart = np.maximum.accumulate(np.where(new_group, np.arange(len(e_par)), 0))
-        within = excl - excl[gstart]
-        base = np.where(e_par >= 0, x0_arr[np.maximum(e_par, 0)], 0.0)
-        x0 = base + within
-        ids = np.arange(count, count + len(e_par))
-        has = e_node >= 0
-        lay_of_node[e_node[has]] = ids[has]
-        count += len(e_par)
-        x0_arr[ids] = x0
-        for k, v in (("parent", e_par), ("depth", np.full(len(e_par), d, _I64)), ("total", e_tot),
-                     ("self", e_self), ("func", e_func), ("other", e_other)):
-            cols[k].append(v)
-        cols["x0"].append(x0)
-    if count == 0:
+    n = len(parent)
+    if n == 0:
         return None
-    out = {k: np.concatenate(v) for k, v in cols.items()}
-    out["x0"] = out["x0"].astype(np.float64)
-    out["x1"] = (out["x0"] + out["total"]).astype(np.float64)
-    out["depth"] = out["depth"].astype(np.int32)
-    return out
+    roots = depth == 0
+    whole = float(total[roots].sum())
+    thr = minwidth * whole
+    nlabels = len(p.func_labels())
+    if thr > 0:
+        big = total >= thr
+        has_parent = parent >= 0
+        if not (isinstance(t, dict) and t.get("subtree_totals")) and \
+                not (total[has_parent] <= total[parent[has_parent]]).all():
+            # a child may outweigh its parent: drawn are the wide nodes under drawn parents
+            for d, idx in level_segments(depth):
+                if d:
+                    big[idx] &= big[parent[idx]]
+        small = ~big & (roots | big[np.maximum(parent, 0)])
+        b_idx = np.flatnonzero(big)
+        s_idx = np.flatnonzero(small)
+    else:
+        b_idx = np.arange(n)
+        s_idx = np.empty(0, _I64)
+    # one "other" node per parent of narrow children of drawn nodes (parent -1: the root level)
+    if len(s_idx):
+        sp = parent[s_idx]
+        o = np.argsort(sp, kind="stable")
+        sp, s_idx = sp[o], s_idx[o]
+        first = np.flatnonzero(np.concatenate(([True], sp[1:] != sp[:-1])))
+        o_cnt = np.diff(np.append(first, len(sp))).astype(_I64)
+        o_tot = np.add.reduceat(total[s_idx].astype(_I64), first)
+        o_self = np.add.reduceat(selfw[s_idx].astype(_I64), first)
+        o_par = sp[first]                       # tree node of the parent, -1 at the root level
+        o_depth = np.where(o_par >= 0, depth[np.maximum(o_par, 0)] + 1, 0)
+    else:
+        o_par = o_depth = o_cnt = o_tot = o_self = np.empty(0, _I64)
+    # the drawn entries: tree node (-1 for "other"), parent tree node, depth, sort rank
+    e_node = np.concatenate([b_idx, np.full(len(o_par), -1, _I64)])
+    e_ptree = np.concatenate([parent[b_idx], o_par])
+    e_depth = np.concatenate([depth[b_idx], o_depth])
+    e_func = np.concatenate([func[b_idx].astype(_I64), np.full(len(o_par), -1, _I64)])
+    e_tot = np.concatenate([total[b_idx], o_tot]).astype(_I64)
+    e_self = np.concatenate([selfw[b_idx], o_self]).astype(_I64)
+    e_other = np.concatenate([np.zeros(len(b_idx), _I64), o_cnt])
+    rank = label_ranks(p)
+    e_rank = np.where(e_func >= 0, rank[np.maximum(e_func, 0)] if len(rank) else 0, nlabels)
+    m = len(e_node)
+    lay_of_node = np.full(n, -1, _I64)
+    out_order = np.empty(m, _I64)     # layout row -> entry
+    e_play = np.empty(m, _I64)        # layout row of the parent
+    x0_row = np.empty(m, np.float64)
+    count = 0
+    for _d, sub in level_segments(e_depth):
+        pt = e_ptree[sub]
+        play = np.where(pt >= 0, lay_of_node[np.maximum(pt, 0)], -1)
+        srt = np.lexsort((e_rank[sub], play))
+        sub, play = sub[srt], play[srt]
+        tot = e_tot[sub]
+        excl = np.cumsum(tot) - tot
+        start = np.ones(len(sub), bool)
+        start[1:] = play[1:] != play[:-1]
+        first = np.maximum.accumulate(np.where(start, np.arange(len(sub)), 0))
+        base = np.where(play >= 0, x0_row[np.maximum(play, 0)], 0.0)
+        rows = np.arange(count, count + len(sub))
+        x0_row[rows] = base + (excl - excl[first])
+        e_play[rows] = play
+        out_order[rows] = sub
+        node = e_node[sub]
+        has = node >= 0
+        lay_of_node[node[has]] = rows[has]
+        count += len(sub)
+    o = out_order
+    tot_o = e_tot[o]
+    return {"parent": e_play, "depth": e_depth[o].astype(np.int32), "x0": x0_row.astype(np.float64),
+            "x1": (x0_row + tot_o).astype(np.float64), "total": tot_o, "self": e_self[o], "func": e_func[o],
+            "other": e_other[o]}

@@ -63,35 +63,9 @@ _I64 = np.int64
 
 
 def reference_flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None):
-    """``frames.views.flame_layout`` as it was before the widgets' fast layout replaced it there: every
-    depth level walked over every node of the call tree.  Flame-graph rectangles for the call tree.
-
-    Returns one row per drawn node (parents before children): ``parent``
-    (row of the parent, -1 at the root level), ``depth``, ``x0``/``x1`` in
-    weight units (the root level spans 0..total), ``total``, ``self``,
-    ``func`` (-1 for an "other" node), ``label``, ``kind``, ``other`` (number
-    of nodes merged into an "other" node, 0 otherwise).
-
-    Siblings are ordered alphabetically by label (as flamegraph.pl does), an
-    "other" node last.  Nodes narrower than ``minwidth`` (a fraction of the
-    whole, e.g. 0.1 px / 1200 px) are merged per parent into one explicit
-    "other" node and their descendants are not drawn.
-    """
-    out = reference_flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree)
-    if out is None:
-        return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
-                             "func": [], "label": [], "kind": [], "other": []})
-    labels = p.func_labels()
-    kinds = p._strings("funcs", "kind")
-    fsafe = np.maximum(out["func"], 0)
-    lab = np.where(out["func"] >= 0, labels[fsafe] if len(labels) else "", "other")
-    lab = np.where(out["other"] > 0, np.char.add("other (", np.char.add(out["other"].astype(str), " frames)")).astype(object), lab)
-    kind = np.where(out["func"] >= 0, kinds[fsafe] if len(kinds) else "", "other")
-    return pd.DataFrame({
-        "parent": out["parent"], "depth": out["depth"], "x0": out["x0"], "x1": out["x1"],
-        "total": out["total"], "self": out["self"], "func": out["func"],
-        "label": lab, "kind": kind, "other": out["other"],
-    })
+    """``frames.views.flame_layout`` as it was before the widgets' fast layout replaced it there: the
+    same rows, from every depth level walked over every node of the call tree."""
+    return V.layout_frame(p, reference_flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree))
 
 
 def reference_flame_layout_arrays(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None):

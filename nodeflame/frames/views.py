@@ -209,8 +209,13 @@ def flame_layout(p, *, minwidth: float = 0.0, inverted: bool = False, tree=None)
     ``call_tree`` DataFrame or a dict of its columns (default: :func:`layout_tree`
     of ``p``); see :func:`flame_layout_arrays`.
     """
+    return layout_frame(p, flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree))
+
+
+def layout_frame(p, out: dict | None):
+    """:func:`flame_layout`'s DataFrame of :func:`flame_layout_arrays`' columns ``out`` (``label`` and
+    ``kind`` added)."""
     import pandas as pd
-    out = flame_layout_arrays(p, minwidth=minwidth, inverted=inverted, tree=tree)
     if out is None:
         return pd.DataFrame({"parent": [], "depth": [], "x0": [], "x1": [], "total": [], "self": [],
                              "func": [], "label": [], "kind": [], "other": []})

@@ -279,3 +279,78 @@ def test_a_folded_file_is_read_in_blocks(tmp_path, monkeypatch):
     p = nf.read(f)
     assert p.total == 15000 and len(calls) > 10 and max(calls) <= 4096 + 20
     _same_profile(p, nf.read(f.read_bytes(), format="folded"))
+
+
+# ------------------------------------------------------------ the writer's line order taken from the stack table
+# names whose labels are prefixes of others followed by bytes below and above ';' and ' ' (':242' sorts
+# after ':2428;' but before ':242 5'), equal counts, one-frame lines, hostile names, threads alike
+_ORDER_NAMES = ["f /a.js:242", "f /a.js:2428", "f /a.js:24", "g", "g 1", "g:1", "g1", "g!", "g-", "g;x", "h",
+                "h_[j]", "#h", "", " ", "a b", "é", "\x7f", "\x00", "x\ny", "(anonymous)"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(st.lists(st.sampled_from(_ORDER_NAMES), min_size=1, max_size=5),
+                               st.sampled_from([1, 2, 5, 12, 120, 7, 10**9]),
+                               st.sampled_from(["main", "t", "t 1", "t;", "#t", "worker"])),
+                     min_size=1, max_size=30),
+       annotate=st.booleans(), thread_root=st.booleans(), sort=st.booleans())
+def test_lines_ordered_from_the_stack_table_are_the_sorted_lines(rows, annotate, thread_root, sort):
+    """The writer's ordered path (the line order from the stack table, the text a piece at a time)
+    writes the bytes of its Arrow path that sorts the whole text, and of the numpy path."""
+    import io
+    p = _profile([r[0] for r in rows], [r[1] for r in rows], threads=[r[2] for r in rows])
+    taken = []
+
+    def write(ordered=True, arrow=True):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(folded_writer, "_ARROW_MIN_LINES", 0)
+            m.setattr(folded_writer, "_TOKENS_PER_TAKE", 7)  # several pieces even for a few lines
+            real = folded_writer._write_ordered
+            m.setattr(folded_writer, "_write_ordered",
+                      (lambda *a, **k: taken.append(real(*a, **k)) or taken[-1]) if ordered else (lambda *a, **k: False))
+            if not arrow:
+                m.setattr(folded_writer, "_write_arrow", lambda *a, **k: False)
+            buf = io.BytesIO()
+            folded_writer.write_folded(p, buf, annotate=annotate, thread_root=thread_root, sort=sort)
+            return buf.getvalue()
+
+    got = write()
+    used = {n for r in rows for n in r[0]}
+    if taken and not {"", "(anonymous)"} <= used:  # (both are written '(anonymous)': one text, the text sorted)
+        assert taken == [True]
+    assert got == write(ordered=False)
+    assert got == write(ordered=False, arrow=False)
+    if sort:
+        lines = got.split(b"\n")[:-1]
+        assert lines == sorted(lines) or any(ch < 32 for ch in got if ch != 10)
+
+
+def test_lines_ordered_from_the_stack_table_with_equal_labels():
+    """Two frames with one label (a column apart): the tree's order is not the text's, so the writer
+    sorts the text; and where the labels differ the ordered path is taken."""
+    import io
+    ft = FrameTable()
+    a1 = ft.add("f", "/a.js", 1, 1, label="f /a.js:1")
+    a2 = ft.add("f", "/a.js", 1, 9, label="f /a.js:1")
+    b = ft.add("b", label="b")
+    c = ft.add("c", label="c")
+    paths = [[a1, b], [a2, c], [a1, c], [a2, b], [a1], [a2]]
+    offsets = np.zeros(len(paths) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(x) for x in paths])
+    p = build_profile(ft, offsets, np.asarray([f for x in paths for f in x], np.int64),
+                      weights=np.asarray([3, 1, 2, 5, 7, 4], np.int64)).validate()
+    taken = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folded_writer, "_ARROW_MIN_LINES", 0)
+        real = folded_writer._write_ordered
+        m.setattr(folded_writer, "_write_ordered", lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
+        buf = io.BytesIO()
+        folded_writer.write_folded(p, buf)
+        assert taken == [False]
+        assert buf.getvalue() == (b"f /a.js:1 4\nf /a.js:1 7\nf /a.js:1;b 3\nf /a.js:1;b 5\nf /a.js:1;c 1\n"
+                                  b"f /a.js:1;c 2\n")
+        q = _profile([["f /a.js:1", "b"], ["f /a.js:10", "c"], ["f /a.js:1"]], [1, 2, 3])
+        buf = io.BytesIO()
+        folded_writer.write_folded(q, buf)
+        assert taken == [False, True]
+        assert buf.getvalue() == b"f /a.js:1 3\nf /a.js:10;c 2\nf /a.js:1;b 1\n"

@@ -168,7 +168,8 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
     if names is not None:
         bnames = np.empty(len(names), dtype=object)
         bnames[:] = [x.encode("utf-8") for x in names]
-    if not low and _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort):
+    if not low and (_write_ordered(p, out, blabels, bfirst, ust, counts, bnames, sort)
+                    or _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort)):
         return
     ends = np.char.add(np.char.add(b" ", counts.astype("S")), b"\n").astype(object)
     text = _join_paths(p, blabels, ust, ends, heads=bnames, sep=b";", first=bfirst)
@@ -291,4 +292,190 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
         o = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
         out.write(memoryview(part.buffers()[2])[int(o[0]):int(o[-1])])
         del part
+    return True
+
+
+_TOKENS_PER_TAKE = 1 << 17  # frames (and heads, counts) per take of the ordered writer: a few MB of text
+
+
+def _arrow_ranks(pc, arr) -> np.ndarray:
+    """Dense ranks (equal bytes, equal rank) of an Arrow binary array, bytewise order."""
+    r = pc.rank(arr, tiebreaker="dense")
+    return np.frombuffer(r.buffers()[1], np.uint64, len(r), r.offset).astype(np.int64)
+
+
+def _line_order(off, vflat, nv, vpar, vkey, vleaf, ekey, roots=None):
+    """The position of each line in the sorted output, from its path in a tree, without its text.
+
+    Line i's path is ``vflat[off[i]:off[i+1]]`` (tree nodes, root first, ending at its own node
+    ``vleaf[i]``; ``roots``: an extra root node of each line not in ``vflat``), ``vpar`` each node's
+    parent (-1 at a root) and ``vkey`` the rank of its text as a line goes on past it ("label;"),
+    ``ekey[i]`` the rank of line i's last token as the line ends there ("label count\n").  A line's
+    text is the concatenation of these tokens, and no token is a prefix of another (no label holds
+    ';' or a line feed), so the lines sort as the sequences of their tokens' ranks: a walk of the
+    tree visiting under each node its children's subtrees and the lines ending at its children,
+    by rank.  So each line's position is, summed over its path, the number of lines in the
+    subtrees and ends that sort before its own step under the same parent.  None when two
+    siblings have the same rank (the same text: the tree's order is then not the text's)."""
+    n = len(vleaf)
+    below = np.bincount(vflat, minlength=nv)       # lines through each node ...
+    if roots is not None:
+        below += np.bincount(roots, minlength=nv)
+    below[vleaf] -= 1                              # ... strictly below it (the lines are distinct)
+    par_c = vpar + 1                                # 0: under no node
+    par_e = vpar[vleaf] + 1
+    has = below > 0
+    # only a step with a sibling needs ordering: the only step under its parent is first there
+    steps = np.bincount(par_c[has], minlength=nv + 1)
+    steps += np.bincount(par_e, minlength=nv + 1)
+    cn = np.flatnonzero(has & (steps[par_c] > 1))
+    el = np.flatnonzero(steps[par_e] > 1)
+    del has, steps
+    rmax = int(max(int(vkey.max()) if len(vkey) else 0, int(ekey.max()) if n else 0)) + 1
+    par = np.concatenate((par_c[cn], par_e[el]))
+    key = par * rmax + np.concatenate((vkey[cn], ekey[el]))
+    w = np.concatenate((below[cn], np.ones(len(el), np.int64)))
+    del par_c, par_e, below
+    o = np.argsort(key)
+    ks = key[o]
+    if len(ks) > 1 and not (ks[1:] != ks[:-1]).all():
+        return None
+    del key, ks
+    ws = w[o]
+    before = np.cumsum(ws)
+    before -= ws                                    # lines before each step, all parents together
+    ps = par[o]
+    if len(ps):
+        gstart = np.flatnonzero(np.concatenate(([True], ps[1:] != ps[:-1])))
+        before -= np.repeat(before[gstart], np.diff(np.append(gstart, len(ps))))   # ... under its parent
+    off_step = np.empty(len(o), np.int64)
+    off_step[o] = before
+    del ws, ps, before, o, w, par
+    coff = np.zeros(nv, np.int64)
+    coff[cn] = off_step[:len(cn)]
+    pos = np.zeros(n, np.int64)
+    pos[el] = off_step[len(cn):]
+    if len(vflat):
+        nz = np.diff(off) > 0
+        pos[nz] += np.add.reduceat(coff[vflat], off[:-1][nz])
+    if roots is not None:
+        pos += coff[roots]
+    pos -= coff[vleaf]
+    return pos
+
+
+def _write_ordered(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
+    """The lines of write_folded put in order from the stack table (no text sorted), then written a
+    few MB at a time, each piece built by one Arrow ``take`` of a token table: no Python object per
+    line or frame, and no copy of the whole text in memory.  False (the caller then writes with
+    _write_arrow) without pyarrow, for few lines, or when two frames' (threads') texts are equal or
+    hold what makes the tree's order differ from the text's (see _line_order)."""
+    n = len(ust)
+    if n < _ARROW_MIN_LINES:
+        return False
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return False
+    heads = bnames is not None
+    lab, fst = blabels.tolist(), bfirst.tolist()
+    nlab = len(lab)
+    names, hcode = None, None
+    if heads:  # each line's thread, as a code into its distinct names
+        uniq_names: dict = {}
+        hcode = np.fromiter((uniq_names.setdefault(x, len(uniq_names)) for x in bnames.tolist()), np.int64, n)
+        names = list(uniq_names)
+    if sort:
+        for group in (lab, fst) + ((names,) if heads else ()):
+            if len(set(group)) != len(group):
+                return False
+            joined = b"".join(group)
+            if b";" in joined or b"\n" in joined:
+                return False
+    a = p.arrays()
+    prefix, frame, depth = a["prefix"], a["frame"], a["depth"]
+    from ..frames.stacktable import stack_paths, unique_inverse
+    ust = np.asarray(ust, np.int64)
+    if ust.min() < 0:
+        return False
+    off, flat = stack_paths(prefix, ust, depth)
+    nfr = np.diff(off)
+    LB = pa.large_binary()
+    cnt = pc.binary_join_element_wise(_same(pa, b" ", n), _ints(pa, counts).cast(pa.large_string()).cast(LB),
+                                      _same(pa, b"\n", n), _same(pa, b"", n))
+    # the token table: [first labels | ';' + labels | thread names | ' ' + count + '\n' per line]
+    semi = [b";" + x for x in lab]
+    nh = len(names) if heads else 0
+    table = pa.concat_arrays([_binary(pa, fst), _binary(pa, semi), _binary(pa, names if heads else []), cnt])
+    if sort:
+        # ranks of every token a line can go on past (label + ';') or end with (label + count + '\n')
+        leaf_tok = frame[ust] + nlab
+        if not heads:
+            leaf_tok[depth[ust] == 0] -= nlab  # a line of one frame: its first label
+        ends = pc.binary_join_element_wise(table.take(_ints(pa, leaf_tok)), cnt, _same(pa, b"", n))
+        del leaf_tok
+        goes_on = [x + b";" for x in fst] + [x + b";" for x in semi] + ([x + b";" for x in names] if heads else [])
+        rank = _arrow_ranks(pc, pa.concat_arrays([_binary(pa, goes_on), ends]))
+        del ends, goes_on
+        r_first, r_semi, r_head, r_end = np.split(rank, [nlab, 2 * nlab, 2 * nlab + nh])
+        if not heads:
+            vkey = np.where(depth == 0, r_first[frame], r_semi[frame])
+            order_pos = _line_order(off, flat, len(prefix), prefix, vkey, ust, r_end)
+        else:
+            # the tree of (thread, stack) nodes under one root per thread: nodes 0..nh-1 the roots
+            line_of = np.repeat(np.arange(n, dtype=np.int64), nfr)
+            _, inv = unique_inverse(hcode[line_of] * (len(prefix) + 1) + flat)
+            inv += nh
+            nv = int(inv.max()) + 1 if len(inv) else nh
+            vpar = np.empty(nv, np.int64)
+            vpar[:nh] = -1
+            prev = np.empty(len(inv), np.int64)
+            prev[1:] = inv[:-1]
+            starts = off[:-1][nfr > 0]
+            prev[starts] = hcode[nfr > 0]
+            vpar[inv] = prev
+            vkey = np.empty(nv, np.int64)
+            vkey[:nh] = r_head
+            vkey[inv] = r_semi[frame[flat]]
+            del prev, line_of
+            order_pos = _line_order(off, inv, nv, vpar, vkey, inv[off[1:] - 1], r_end, roots=hcode)
+            del inv, vpar, vkey
+        if order_pos is None:
+            return False
+        order = np.empty(n, np.int64)
+        order[order_pos] = np.arange(n, dtype=np.int64)
+        del order_pos
+    else:
+        order = np.arange(n, dtype=np.int64)
+    # the text in that order, a piece at a time: each line's tokens are its head (or first label),
+    # ';' + its other labels, its count
+    extra = 2 if heads else 1
+    ntok = np.cumsum(nfr[order] + extra)
+    cuts = np.searchsorted(ntok, np.arange(_TOKENS_PER_TAKE, int(ntok[-1]), _TOKENS_PER_TAKE), "right")
+    bounds = np.unique(np.concatenate(([0], cuts, [n])))
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        li = order[lo:hi]
+        lens = nfr[li]
+        m = len(li)
+        tot = int(lens.sum())
+        lstart = np.zeros(m, np.int64)          # each line's first token in the piece
+        np.cumsum(lens[:-1] + extra, out=lstart[1:])
+        fstart = np.cumsum(lens) - lens         # each line's first frame among the piece's frames
+        src = np.repeat(off[li] - fstart, lens)
+        src += np.arange(tot, dtype=np.int64)   # the frames' places in flat
+        dst = np.repeat(lstart - fstart + (1 if heads else 0), lens)
+        dst += np.arange(tot, dtype=np.int64)
+        idx = np.empty(tot + extra * m, np.int64)
+        idx[dst] = frame[flat[src]] + nlab
+        del src, dst
+        if heads:
+            idx[lstart] = 2 * nlab + hcode[li]
+        else:
+            idx[lstart] -= nlab                 # no separator before the first frame
+        idx[lstart + lens + extra - 1] = 2 * nlab + nh + li
+        part = table.take(_ints(pa, idx))
+        po = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
+        out.write(memoryview(part.buffers()[2])[int(po[0]):int(po[-1])])
+        del part, po, idx
     return True

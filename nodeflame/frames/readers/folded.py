@@ -299,12 +299,18 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     first appearance) and the distinct token bytes.  With pyarrow the tokens of each block
     are found by numpy and interned by Arrow's dictionary_encode (C++ hashing, no Python
     object per token); only each block's distinct tokens meet a Python dict.  A text of less than
-    _ARROW_MIN bytes is split by bytes.split without loading pyarrow."""
+    _ARROW_MIN bytes is split by bytes.split without loading pyarrow.
+
+    Where every line is a stack ending with a line feed (``mark_at`` given, the text ends with one),
+    Arrow reads the tokens where they are in ``data``, each with the byte after it (a ';', the blank
+    before the count, or the line feed after the count): the tokens ending with a line feed are the
+    counts, all given the one key ``b"\n"``, the others' keys are their bytes less the last one, so
+    the frames' keys and their order are those of the copy with the separators rewritten, which
+    the other texts are interned from."""
     try:
         if len(starts) and int(ends[-1]) - int(starts[0]) < _ARROW_MIN:
             raise ImportError("small: not worth importing pyarrow")
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        pa, call_function = _arrow()
     except ImportError:
         first_pos, index = _intern_tokens(data, nl, blank_at, starts, ends, mark_at)
         return _dense(first_pos, index), list(index)
@@ -314,8 +320,25 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     index: dict = {}
     setdefault = index.setdefault
     out = []
+    in_place = mark_at is not None and data[-1:] == b"\n"
+    arr = np.frombuffer(data, np.uint8) if in_place else None
     for a, b in _block_cuts(starts, ends, _ARROW_BLOCK):  # larger: fewer distinct tokens met again per block
         lo, hi = int(starts[a]), int(ends[b - 1])
+        if in_place:
+            # the token ends: every ';', each line's blank before its count and its line feed
+            semi = _delimiters(arr, lo, hi + 1, np.column_stack((blank_at[a:b], ends[a:b])).ravel())
+            off = np.empty(len(semi) + 1, np.int64)
+            off[0] = lo
+            np.add(semi, 1, out=off[1:])
+            del semi
+            enc = call_function("dictionary_encode", [pa.LargeBinaryArray.from_buffers(
+                pa.large_binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(data)])])
+            del off
+            lut = np.fromiter((setdefault(b"\n" if k[-1:] == b"\n" else k[:-1], len(index))
+                               for k in enc.dictionary.to_pylist()), np.int32)
+            out.append(lut[_arrow_ints(enc.indices)])
+            del enc
+            continue
         v = np.empty(hi - lo + 1, np.uint8)
         v[:-1] = np.frombuffer(data, np.uint8, hi - lo, lo)
         v[-1] = 59  # every token ends with its ';', the last one too
@@ -329,13 +352,42 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
         off[0] = 0
         off[1:] = semi + 1
         del semi
-        enc = pc.dictionary_encode(pa.LargeBinaryArray.from_buffers(
-            pa.large_binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(v)]))
+        enc = call_function("dictionary_encode", [pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(v)])])
         del off
         lut = np.fromiter((setdefault(k[:-1], len(index)) for k in enc.dictionary.to_pylist()), np.int32)
         out.append(lut[_arrow_ints(enc.indices)])
         del enc, v
     return np.concatenate(out), list(index)
+
+
+def _arrow():
+    """pyarrow and ``pyarrow.compute.call_function``, taken from the compiled module that defines it:
+    importing ``pyarrow.compute`` wraps every kernel in a Python function with a docstring (about
+    70 ms of a short conversion's CPU), and the readers call one kernel by name."""
+    import pyarrow as pa
+    try:
+        from pyarrow._compute import call_function
+    except ImportError:  # another layout of pyarrow: the public module
+        from pyarrow.compute import call_function
+    return pa, call_function
+
+
+def _delimiters(arr: np.ndarray, lo: int, hi: int, extra: np.ndarray) -> np.ndarray:
+    """Sorted positions in ``arr[lo:hi]`` of the ';' bytes and of the sorted positions ``extra``,
+    scanned in chunks (one reused buffer) as :func:`_positions` does."""
+    out = []
+    eq = np.empty(min(hi - lo, _CHUNK), bool)
+    bounds = np.searchsorted(extra, np.arange(lo, hi + _CHUNK, _CHUNK)).tolist()
+    for k, o in enumerate(range(lo, hi, _CHUNK)):
+        part = arr[o:min(o + _CHUNK, hi)]
+        m = eq[:len(part)]
+        np.equal(part, 59, out=m)
+        m[extra[bounds[k]:bounds[k + 1]] - o] = True
+        idx = np.flatnonzero(m)
+        idx += o
+        out.append(idx)
+    return np.concatenate(out) if out else np.empty(0, np.int64)
 
 
 def _arrow_ints(a) -> np.ndarray:

@@ -364,6 +364,29 @@ def _line_order(off, vflat, nv, vpar, vkey, vleaf, ekey, roots=None):
     return pos
 
 
+def _paths(prefix, depth, stacks):
+    """``stack_paths(prefix, stacks, depth)`` (root-first paths in CSR form) walked with the stacks
+    taken deepest first, so that the stacks still walking are always the first k: slices where
+    stack_paths selects them (about a third of its time on 200 k stacks, 8 M frames)."""
+    stacks = np.asarray(stacks, np.int64)
+    lengths = depth[stacks].astype(np.int64) + 1
+    off = np.zeros(len(stacks) + 1, np.int64)
+    np.cumsum(lengths, out=off[1:])
+    flat = np.empty(int(off[-1]), np.int64)
+    if not len(stacks):
+        return off, flat
+    by = np.argsort(-lengths, kind="stable")
+    cur = stacks[by]
+    at = off[1:][by] - 1                 # where each one's frame of this step goes: leaf last
+    left = np.cumsum(np.bincount(lengths, minlength=int(lengths.max()) + 1)[::-1])[::-1]  # stacks with >= j frames
+    for j in range(int(lengths[by[0]])):
+        k = int(left[j + 1])
+        flat[at[:k]] = cur[:k]
+        at[:k] -= 1
+        cur[:k] = prefix[cur[:k]]
+    return off, flat
+
+
 def _write_ordered(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     """The lines of write_folded put in order from the stack table (no text sorted), then written a
     few MB at a time, each piece built by one Arrow ``take`` of a token table: no Python object per
@@ -395,11 +418,11 @@ def _write_ordered(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
                 return False
     a = p.arrays()
     prefix, frame, depth = a["prefix"], a["frame"], a["depth"]
-    from ..frames.stacktable import stack_paths, unique_inverse
+    from ..frames.stacktable import unique_inverse
     ust = np.asarray(ust, np.int64)
     if ust.min() < 0:
         return False
-    off, flat = stack_paths(prefix, ust, depth)
+    off, flat = _paths(prefix, depth, ust)
     nfr = np.diff(off)
     LB = pa.large_binary()
     cnt = pc.binary_join_element_wise(_same(pa, b" ", n), _ints(pa, counts).cast(pa.large_string()).cast(LB),

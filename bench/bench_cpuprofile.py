@@ -20,7 +20,7 @@ sampled nodes), then times, in the same run and on the same file:
 speedscope's importer is JavaScript running in a browser; it is not run here.
 
 Usage: python bench/bench_cpuprofile.py [--nodes 300000] [--samples 600000]
-       [--repeat 3] [--alternate N] [--before DIR] [--keep PATH]
+       [--repeat 3] [--alternate N] [--before DIR] [--only-alternate] [--keep PATH]
 """
 from __future__ import annotations
 
@@ -206,6 +206,52 @@ def _other_reader(root: str, path: str):
     return read
 
 
+def phases(path: str, rounds: int):
+    """Medians over ``rounds`` of the user and system CPU and minor page faults of each phase of
+    ``nodeflame.read(path)`` on the msgspec path, run as the reader runs them (GC paused, the
+    formats' memory settings): the file's read, msgspec's decode alone (and freeing what it made),
+    the fast path (the decode and the per-node columns), the Profile's build, the whole read."""
+    import resource
+
+    import nodeflame as nf
+    from nodeflame.frames import formats
+    from nodeflame.frames.readers import cpuprofile as cp
+    from nodeflame.frames.readers.jsonutil import no_gc
+    decoder = cp._decoder()[0][0]
+
+    def usage():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime, r.ru_stime, r.ru_minflt
+
+    got: dict = {}
+
+    def timed(name, fn):
+        a = usage()
+        out = fn()
+        b = usage()
+        got.setdefault(name, []).append([y - x for x, y in zip(a, b)])
+        return out
+
+    def read_bytes():
+        with open(path, "rb") as fh:
+            return fh.read()
+    for _ in range(rounds):
+        gc.collect()
+        with formats._bulk_memory(), no_gc():
+            data = timed("file read", read_bytes)
+            held = [timed("msgspec decode alone", lambda: decoder.decode(data))]
+            timed("  freeing what it decoded", held.clear)
+            part = timed("fast path: decode + node columns", lambda: cp._fast_protocol(data, path, "main"))
+            timed("_build (frames, stacks, tables)", lambda: cp._build([part], path))
+            del part, data
+        timed("whole nodeflame.read", lambda: nf.read(path))
+    print(f"where the CPU goes, medians of {rounds} rounds:")
+    print(f"{'phase':40s} {'user':>8s} {'system':>8s} {'faults':>8s}")
+    for name, v in got.items():
+        u, s_, f = (statistics.median(x[i] for x in v) for i in range(3))
+        print(f"{name:40s} {u:8.3f} {s_:8.3f} {f:8.0f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=300_000)
@@ -215,6 +261,10 @@ def main(argv=None):
     ap.add_argument("--alternate", type=int, help="rounds of the alternating comparison (default: --repeat)")
     ap.add_argument("--before", metavar="DIR", help="a directory holding another nodeflame package: its "
                     "nodeflame.read joins the alternating rounds")
+    ap.add_argument("--only-alternate", action="store_true",
+                    help="skip the table of single timings: only the alternating rounds (a quicker A/B)")
+    ap.add_argument("--phases", type=int, metavar="N",
+                    help="then N rounds of where nodeflame.read's CPU goes (user, system, page faults per phase)")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -262,7 +312,7 @@ def main(argv=None):
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'what':40s} {'median of ' + str(args.repeat):>12s} {'cpu':>10s}")
     res = {}
-    for name, fn in rows:
+    for name, fn in rows if not args.only_alternate else ():
         res[name] = timeit(fn, args.repeat)
         print(f"{name:40s} {res[name][0]:10.3f} s {res[name][1]:8.3f} s", flush=True)
     fns = {"json.load (parse only)": load, "nodeflame.read": lambda: nf.read(path)}
@@ -281,6 +331,8 @@ def main(argv=None):
         bw, bc = med["nodeflame.read (before)"]
         print(f"  nodeflame.read of {args.before}: {bw:.3f} s ({bc:.3f} s CPU): {jw / bw:.2f}x / {jc / bc:.2f}x "
               f"json.load's; this tree's reader takes {nc / bc:.2f} of its CPU")
+    if args.phases:
+        phases(path, args.phases)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.keep:
         os.unlink(path)

@@ -719,3 +719,21 @@ def test_reading_a_cpuprofile_imports_no_pandas(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0", "False"]
     assert (tmp_path / "a.folded").read_text()
+
+
+def test_benchmark_phases_run_on_a_small_profile(tmp_path, capsys):
+    """bench_cpuprofile.py --phases reaches into the reader's fast path (its decoder, _fast_protocol,
+    _build): it still runs, and names every phase."""
+    import importlib.util
+    import pathlib
+    spec = importlib.util.spec_from_file_location(
+        "bench_cpuprofile", pathlib.Path(__file__).parent.parent / "bench" / "bench_cpuprofile.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "small.cpuprofile"
+    path.write_text(json.dumps(bench.generate(2000, 4000), separators=(",", ":")))
+    pytest.importorskip("msgspec")
+    bench.phases(str(path), 1)
+    out = capsys.readouterr().out
+    for phase in ("file read", "msgspec decode alone", "fast path", "_build", "whole nodeflame.read"):
+        assert phase in out

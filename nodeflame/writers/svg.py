@@ -219,15 +219,19 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     fsafe = np.where(real, func, 0)
     is_other = (~real) & (np.arange(nrows) > 0)
     other_lab = np.where(is_other, "other (" + _istr(other) + " frames)", "all")
+    # the kind of each row for the script, by its position among the palettes (-1: none of them)
+    kind_names = list(PALETTES)
+    kother = kind_names.index("other") if "other" in kind_names else -1
+    kall = kind_names.index("all") if "all" in kind_names else -1
     if nf:
         clean = np.where(real, clean_f[fsafe], other_lab)
         esc = np.where(real, esc_f[fsafe], other_lab)
         color = np.where(real, fcolor[fsafe], np.where(is_other, PALETTES_HEX["other"], PALETTES_HEX["all"]))
-        kind = np.where(real, fkinds[fsafe], np.where(is_other, "other", "all"))
+        kcode = np.where(real, kind_codes(fkinds, kind_names)[fsafe], np.where(is_other, kother, kall))
     else:
         clean = esc = other_lab
         color = np.where(is_other, PALETTES_HEX["other"], PALETTES_HEX["all"])
-        kind = np.where(is_other, "other", "all")
+        kcode = np.where(is_other, kother, kall)
     color = color.astype(object)
 
     # --- geometry
@@ -253,8 +257,10 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     if len(show):
         sl = clean[show]
         sc = chars[show]
-        cut = np.empty(len(show), dtype=object)
-        cut[:] = [(s if len(s) <= c else s[:c - 2] + "..").translate(_XML) for s, c in zip(sl, sc)]
+        fits = np.fromiter(map(len, sl), _I64, len(sl)) <= sc
+        cut = esc[show]                     # a label that fits: its escaped text
+        short = np.flatnonzero(~fits)
+        cut[short] = [(s[:c - 2] + "..").translate(_XML) for s, c in zip(sl[short].tolist(), sc[short].tolist())]
         txt[show] = "<text x=\"" + _num(xs[show] + 3) + "\" y=\"" + _num(ys[show] + fh / 2 + fs / 3 - 0.5) + \
             "\">" + cut + "</text>"
 
@@ -267,8 +273,6 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
                                    txt, "</g>\n"])
 
     # --- data for the script: integers only (no names, nothing to escape)
-    kind_names = list(PALETTES)
-    kcode = kind_codes(kind.astype(str), kind_names)
     data = ("var NF_DATA={" +
             f"\"total\":{total},\"width\":{json.dumps(width)},\"xpad\":{XPAD},\"fh\":{json.dumps(fh)},"
             f"\"fs\":{json.dumps(fs)},\"fw\":{FONTWIDTH},\"inverted\":{1 if inverted else 0},"

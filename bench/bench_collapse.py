@@ -10,7 +10,7 @@ and on the same input file:
 - ``stackcollapse.pl IN > OUT``           whole process (perl): wall, CPU (user + system), peak RSS
 - ``nodeflame convert IN OUT.folded``     whole process (python start-up and imports included)
 - ``nodeflame.read IN`` alone in a process (the reader's share of the whole: wall, CPU, peak RSS)
-- in-process: ``nodeflame.read`` of the raw file and the folded writer alone
+- in-process: ``nodeflame.read`` of the raw file and the folded writer alone (writing the file)
 
 and the ratios stackcollapse.pl / nodeflame (medians of the runs, the two sides
 interleaved; peak memory the largest of the runs; the load average is printed).  Both outputs are checked to hold
@@ -84,7 +84,6 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
     res["stacks"] = len(a)
 
     import nodeflame as nf
-    from nodeflame.frames.formats import render
     reads, rcpu, writes, wcpu = [], [], [], []
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
@@ -92,7 +91,7 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
         reads.append(time.perf_counter() - t)
         rcpu.append(time.process_time() - c)
         t, c = time.perf_counter(), time.process_time()
-        render(p, "folded")
+        p.write(nf_out, format="folded")  # into a file, as `nodeflame convert` does (not a str in memory)
         writes.append(time.perf_counter() - t)
         wcpu.append(time.process_time() - c)
     res["read_s"], res["read_cpu"], res["write_s"], res["write_cpu"] = _med(reads), _med(rcpu), _med(writes), _med(wcpu)

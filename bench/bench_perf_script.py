@@ -13,7 +13,8 @@ same run and on the same file:
 - ``stackcollapse-perf.pl --jit IN > OUT``                    whole process (perl)
 - ``nodeflame.read(IN).write(OUT, format='folded', thread_root=True)``  whole process
 - ``nodeflame.read IN`` alone in a process (the reader's share: wall, CPU, peak RSS)
-- in-process: ``nodeflame.read`` and the folded writer alone
+- in-process: ``nodeflame.read`` and the folded writer alone (writing the file)
+- ``python -c 'import numpy, pyarrow, pyarrow.compute'``: the memory floor of any process reading this way
 
 Both outputs are checked to hold the same stacks with the same counts once
 stackcollapse-perf.pl's ``_[j]``/``_[k]`` marks are taken off (the folded
@@ -41,6 +42,7 @@ TO_FOLDED = ("import sys, warnings; warnings.simplefilter('ignore'); import node
              "nf.read(sys.argv[1], format='perf').write(sys.argv[2], format='folded', thread_root=True)")
 READ_ONLY = ("import sys, warnings; warnings.simplefilter('ignore'); import nodeflame as nf; "
              "nf.read(sys.argv[1], format='perf')")
+FLOOR = "import numpy, pyarrow, pyarrow.compute"   # what reading perf script output loads
 KERNEL = {f for tail in gen_profiles.KERNEL_TAILS for f in tail}
 _JS = re.compile(r"^\S+ (?:node:|/)\S*:\d+$")
 
@@ -123,9 +125,12 @@ def main(argv=None) -> int:
         ro = [run([sys.executable, "-c", READ_ONLY, src]) for _ in range(max(a.repeat, 1))]
         ro_s, ro_mb, ro_cpu = summarize(ro)
 
+        # the memory floor: an interpreter with the libraries the reader and writer load, doing nothing
+        fl = [run([sys.executable, "-c", FLOOR]) for _ in range(max(a.repeat, 1))]
+        fl_s, fl_mb, fl_cpu = summarize(fl)
+
         import warnings
         import nodeflame as nf
-        from nodeflame.frames.formats import render
         reads, writes = [], []
         for _ in range(max(a.repeat, 1)):
             with warnings.catch_warnings():
@@ -134,7 +139,7 @@ def main(argv=None) -> int:
                 p = nf.read(src, format="perf")
                 reads.append(time.process_time() - c)
             c = time.process_time()
-            render(p, "folded", thread_root=True)
+            p.write(nf_out, format="folded", thread_root=True)  # into a file, as the whole process does
             writes.append(time.process_time() - c)
         print(f"  runs (wall s, peak MB, cpu s): perl {[tuple(round(x, 2) for x in r) for r in sc_runs]}")
         print(f"                                 nodeflame {[tuple(round(x, 2) for x in r) for r in nf_runs]}")
@@ -143,6 +148,8 @@ def main(argv=None) -> int:
         print(f"nodeflame read+write        {nf_s:8.2f} s ({nf_cpu:.2f} s cpu)  {nf_mb:7.0f} MB peak")
         print(f"  a process that only reads: {ro_s:.2f} s ({ro_cpu:.2f} s cpu), {ro_mb:.0f} MB peak")
         print(f"  in-process (cpu, median): read {med(reads):.3f} s, folded writer {med(writes):.3f} s")
+        print(f"  floor: python -c '{FLOOR}': {fl_mb:.0f} MB peak ({fl_cpu:.2f} s cpu) = "
+              f"{fl_mb / sc_mb:.2f} of stackcollapse-perf.pl's")
         print(f"  outputs: {'the same stacks and counts' if same else 'DIFFERENT'}")
         print(f"ratio (whole process, medians of {max(a.repeat, 1)}) {sc_s / nf_s:6.1f}x faster wall, "
               f"{sc_cpu / nf_cpu:.1f}x cpu, peak memory {nf_mb / sc_mb:.2f} of stackcollapse-perf.pl's")

@@ -164,10 +164,15 @@ def _minwidth_fraction(minwidth, plot_width: float) -> float:
     return max(float(minwidth), 0.0) / max(plot_width, 1.0)
 
 
-def render_svg(p, *, title: str | None = None, subtitle: str | None = None, width=1200,
-               minwidth=0.1, inverted: bool = False, reverse: bool = False, deltas=None,
-               frameheight=16, fontsize=12, countname: str | None = None, **_) -> str:
+def render_svg(p, **options) -> str:
     """The SVG document as a string (see the module docstring for the options)."""
+    return "".join(_render_parts(p, **options))
+
+
+def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, width=1200,
+                  minwidth=0.1, inverted: bool = False, reverse: bool = False, deltas=None,
+                  frameheight=16, fontsize=12, countname: str | None = None, **_) -> list:
+    """The SVG document as the strings that make it, in order (the frames one string)."""
     width = float(width or 1200)
     if width < 2 * XPAD + 10:
         width = 2 * XPAD + 10
@@ -309,10 +314,12 @@ def render_svg(p, *, title: str | None = None, subtitle: str | None = None, widt
     ]
     tail = ["</g>\n", "<script type=\"text/ecmascript\">", _cdata(data + _asset("flamegraph.js")),
             "</script>\n</svg>\n"]
-    return "".join(head) + frames + "".join(tail)
+    return ["".join(head), frames, "".join(tail)]
 
 
 def write(p, out, **options) -> None:
-    """Write the SVG to the binary file ``out``."""
-    out.write(render_svg(p, **options).encode("utf-8"))
+    """Write the SVG to the binary file ``out`` (its parts encoded one at a time: no copy of the
+    whole document as one string)."""
+    for part in _render_parts(p, **options):
+        out.write(part.encode("utf-8"))
 

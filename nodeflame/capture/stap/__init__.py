@@ -648,7 +648,8 @@ def _module_name(output) -> str:
 
 def build_module(output, *, kernel_release: str, pid: int | None = None, node: str | None = None,
                  sysroot: str | None = None, hz: int | None = 1000, max_depth: int = MAX_DEPTH,
-                 guru: bool = False, stap: str = "stap", timeout: float = 1800.0, log=None) -> dict:
+                 guru: bool = False, stap: str = "stap", timeout: float = 1800.0, log=None,
+                 defines: dict | None = None) -> dict:
     """Compile the script for ``pid`` (or the binary ``node``) into a kernel module for
     ``kernel_release`` with ``stap -r KERNEL_RELEASE -p4``: a module built once, elsewhere, loaded on
     the target machine with staprun (``capture(..., backend_options={"module": path})``).
@@ -657,14 +658,17 @@ def build_module(output, *, kernel_release: str, pid: int | None = None, node: s
     toolchain its kernel was built with); stap runs in it with chroot, in a private mount namespace
     (``unshare``: /proc, /dev and a /tmp are mounted there and vanish with it).  Needs root.
     Without it, the host's own stap builds, which needs the target kernel's build tree here
-    (/lib/modules/KERNEL_RELEASE/build).  Returns :func:`module_info` of the module written."""
+    (/lib/modules/KERNEL_RELEASE/build).  ``defines``: -D settings that replace or add to
+    :func:`stap_defines` (for example ``STP_OVERLOAD_THRESHOLD`` for a guest under emulation, whose
+    probes are charged the host's time while its vCPU is descheduled).  Returns :func:`module_info`
+    of the module written."""
     if (pid is None) == (node is None):
         raise ValueError("build_module needs pid or node (one of them)")
     script = (generate_script(pid, hz=hz, max_depth=max_depth, guru=guru) if pid is not None else
               generate_script_for_binary(node, hz=hz, max_depth=max_depth, guru=guru))
     name = _module_name(output)
     cmd_tail = ["-r", kernel_release, "-p4", "-m", name] + (["-g"] if guru else [])
-    cmd_tail += [f"-D{k}={v}" for k, v in stap_defines(max_depth).items()]
+    cmd_tail += [f"-D{k}={v}" for k, v in {**stap_defines(max_depth), **(defines or {})}.items()]
     t0 = time.monotonic()
     if sysroot:
         if os.geteuid() != 0:

@@ -325,6 +325,40 @@ def test_big_profile_is_pruned_and_quick():
     assert took < 20  # generous: vectorised it takes well under a second
 
 
+
+def test_the_stack_table_layout_draws_what_the_whole_call_tree_draws(monkeypatch):
+    """Where the stack table is the call tree (one frame per function), the writer lays it out as it is
+    (``views.layout_tree``: no call tree built); the SVG is byte for byte the one the whole call tree
+    (``views._tree_arrays``) gives, with every option that changes the layout."""
+    from nodeflame.frames import views
+    rng = np.random.default_rng(3)
+    profiles = [recursive_profile(), folded("a;b;c 3\na;b 2\na;c;b;c 1\nd 4\na;b;c;d 0\n")]
+    for seed in range(6):   # random paths over few functions: recursion, equal labels in other files
+        ft = FrameTable()
+        ids = [ft.add(f"f{i % 4}", f"/app/{i % 3}.js", 1 + i % 2) for i in range(7)]
+        n = 40 + 30 * seed
+        lens = rng.integers(1, 12, n)
+        flat = np.asarray(ids, np.int64)[rng.integers(0, len(ids), int(lens.sum()))]
+        profiles.append(build_profile(ft, np.concatenate(([0], np.cumsum(lens))), flat,
+                                      weights=rng.integers(0, 50, n)).validate())
+    whole_tree = []
+
+    def from_the_call_tree(p, *, minwidth=0.0, inverted=False, tree=None):
+        whole_tree.append(1)
+        return views.flame_layout_arrays(p, minwidth=minwidth, tree=views._tree_arrays(p, inverted=inverted))
+
+    for p in profiles:
+        assert views.stack_tree_is_call_tree(p)
+        for opts in ({}, {"minwidth": 0}, {"minwidth": "2%"}, {"minwidth": 3, "width": 300}, {"inverted": True},
+                     {"reverse": True}):
+            got = render(p, **opts)
+            with monkeypatch.context() as m:
+                m.setattr(svgw, "flame_layout_arrays", from_the_call_tree)
+                want = render(p, **opts)
+            assert got == want, opts
+    assert len(whole_tree) == 6 * len(profiles)
+
+
 # -------------------------------------------------------------- browser
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (/usr/bin/chromium)")
 

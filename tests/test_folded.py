@@ -283,9 +283,10 @@ def test_a_folded_file_is_read_in_blocks(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------ the writer's line order taken from the stack table
 # names whose labels are prefixes of others followed by bytes below and above ';' and ' ' (':242' sorts
-# after ':2428;' but before ':242 5'), equal counts, one-frame lines, hostile names, threads alike
+# after ':2428;' but before ':242 5'; 'a 5' after 'a 1x;', 'a 1' before: by the count), equal counts, one-frame lines,
+# hostile names, threads alike
 _ORDER_NAMES = ["f /a.js:242", "f /a.js:2428", "f /a.js:24", "g", "g 1", "g:1", "g1", "g!", "g-", "g;x", "h",
-                "h_[j]", "#h", "", " ", "a b", "é", "\x7f", "\x00", "x\ny", "(anonymous)"]
+                "h_[j]", "#h", "", " ", "a b", "é", "\x7f", "\x00", "x\ny", "(anonymous)", "a", "a b 1x", "a 1x"]
 
 
 @settings(max_examples=150, deadline=None)
@@ -354,3 +355,9 @@ def test_lines_ordered_from_the_stack_table_with_equal_labels():
         folded_writer.write_folded(q, buf)
         assert taken == [False, True]
         assert buf.getvalue() == b"f /a.js:1 3\nf /a.js:10;c 2\nf /a.js:1;b 1\n"
+        # 'a 5' sorts after 'a 1x' (its count decides), 'a 1' before: the ends ranked whole
+        q = _profile([["a"], ["a 1x"], ["m", "a"], ["m", "a 1x", "z"], ["m", "a", "y"]], [5, 3, 1, 2, 4])
+        buf = io.BytesIO()
+        folded_writer.write_folded(q, buf)
+        assert taken == [False, True, True]
+        assert buf.getvalue() == b"a 1x 3\na 5\nm;a 1\nm;a 1x;z 2\nm;a;y 4\n"

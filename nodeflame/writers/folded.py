@@ -436,12 +436,22 @@ def _write_ordered(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
         leaf_tok = frame[ust] + nlab
         if not heads:
             leaf_tok[depth[ust] == 0] -= nlab  # a line of one frame: its first label
-        ends = pc.binary_join_element_wise(table.take(_ints(pa, leaf_tok)), cnt, _same(pa, b"", n))
-        del leaf_tok
         goes_on = [x + b";" for x in fst] + [x + b";" for x in semi] + ([x + b";" for x in names] if heads else [])
-        rank = _arrow_ranks(pc, pa.concat_arrays([_binary(pa, goes_on), ends]))
-        del ends, goes_on
-        r_first, r_semi, r_head, r_end = np.split(rank, [nlab, 2 * nlab, 2 * nlab + nh])
+        # an end 'label count\n' sorts among its siblings' tokens as 'label ' does, unless a label of
+        # its class (first labels, the others) starts with another's 'label ' (then the counts decide:
+        # the whole ends are ranked, one per line)
+        spaced = [[x + b" " for x in fst], [x + b" " for x in semi]]
+        whole = any(b.startswith(a) for c in spaced for a, b in zip(*(lambda z: (z, z[1:]))(sorted(c))))
+        if whole:
+            ends = pc.binary_join_element_wise(table.take(_ints(pa, leaf_tok)), cnt, _same(pa, b"", n))
+            rank = _arrow_ranks(pc, pa.concat_arrays([_binary(pa, goes_on), ends]))
+            del ends
+            r_first, r_semi, r_head, r_end = np.split(rank, [nlab, 2 * nlab, 2 * nlab + nh])
+        else:
+            rank = _arrow_ranks(pc, _binary(pa, goes_on + spaced[0] + spaced[1]))
+            r_first, r_semi, r_head, r_ends = np.split(rank, [nlab, 2 * nlab, 2 * nlab + nh])
+            r_end = r_ends[leaf_tok]
+        del leaf_tok, goes_on, spaced
         if not heads:
             vkey = np.where(depth == 0, r_first[frame], r_semi[frame])
             order_pos = _line_order(off, flat, len(prefix), prefix, vkey, ust, r_end)

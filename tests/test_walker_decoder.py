@@ -144,8 +144,19 @@ def test_inline_decoding_from_two_threads_keeps_the_profile_consistent(node, eng
 
 
 # ------------------------------------------------------------------------------ memory per sample
+ENOUGH = 3000       # samples: the paths repeat long before (~200 distinct ones by then)
+
+
+def _running_js(w, timeout=30):
+    """Wait until the workload has run every task at least once (its own count of rounds)."""
+    end = time.monotonic() + timeout
+    while w.timing()[0] < 1:
+        assert time.monotonic() < end, "the workload ran no round"
+        time.sleep(0.05)
+
+
 def test_a_capture_holds_few_bytes_per_sample(node):
-    """Issue 15's long-capture bound, on a 15 s capture at 1 kHz (the 10-minute figure is
+    """Issue 15's long-capture bound, on a capture at 1 kHz of 3000 samples or 15 s (the 10-minute figure is
     bench/bench_long_capture.py's): what the decoder holds per sample and per distinct path, counted
     from its own structures (not RSS, which a test process shares with everything else), relative to
     the samples taken -- and the Profile built from it holds the same samples."""
@@ -160,10 +171,14 @@ def test_a_capture_holds_few_bytes_per_sample(node):
         why = b.available(w.pid)
         if why:
             pytest.skip(f"the walker cannot capture here: {why}")
-        time.sleep(1.0)
+        _running_js(w)
         s = b.start(procutil.describe(w.pid), CaptureOptions(hz=1000, duration=15))
         try:
-            time.sleep(15)
+            # until the decoder holds ENOUGH samples, 15 s at most (as long as the capture was): a
+            # sampler too slow for 500 samples in 15 s still fails below
+            end = time.monotonic() + 15
+            while s.sampler.decoder.stats.samples < ENOUGH and time.monotonic() < end:
+                time.sleep(0.05)
             p = s.stop()
         finally:
             s.close()

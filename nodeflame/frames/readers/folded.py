@@ -424,10 +424,6 @@ def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False)
     """read_folded of the binary file ``fh``, taken in blocks of whole lines (the fast path: the whole
     file is never in memory) when it is larger than two blocks; anything the fast path leaves to the
     line-by-line reader reads it whole."""
-    if not thread_root:
-        prof = _read_mapped(fh)
-        if prof is not None:
-            return _read_lines(fh.read(), source, thread_root) if prof is False else prof
     try:
         small = os.fstat(fh.fileno()).st_size - fh.tell() <= 2 * _FILE_BLOCK
     except (AttributeError, OSError, io.UnsupportedOperation):
@@ -472,56 +468,6 @@ def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False)
 _FILE_BLOCK = 1 << 25  # bytes per block of read_folded_file
 
 
-def _read_mapped(fh):
-    """read_folded_file's fast path over the file mapped into memory (read-only): its blocks of whole
-    lines are parsed where they are (no copy, and the kernel maps the cached pages in batches: the
-    1 M input took ~900 page faults instead of ~10 000 read into a bytes object), each block's pages
-    let go once it is parsed (MADV_DONTNEED: the process's memory stays that of one block).  Returns the
-    Profile; or ``False`` when the line-by-line reader must decide (``fh`` is then back where it was);
-    or None where the file cannot be mapped (not a regular file, empty, no mmap)."""
-    try:
-        import mmap
-        start = fh.tell()
-        size = os.fstat(fh.fileno()).st_size
-        if size - start <= 3:
-            return None
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    except (AttributeError, OSError, ValueError, ImportError, io.UnsupportedOperation):
-        return None
-    try:
-        m, ok, pos = _Merge(), True, start
-        head = mm[pos:pos + 3]
-        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-            ok = False
-        elif head.startswith(b"\xef\xbb\xbf"):
-            pos += 3
-        whole = size - pos <= 2 * _FILE_BLOCK  # one block is quicker (see read_folded_file)
-        while ok and pos < size:
-            cut = size
-            if not whole and size - pos > _FILE_BLOCK:
-                cut = mm.rfind(b"\n", pos, pos + _FILE_BLOCK) + 1
-                if cut == 0:  # a line longer than a block: to its end
-                    cut = mm.find(b"\n", pos + _FILE_BLOCK) + 1 or size
-            with memoryview(mm) as mv, mv[pos:cut] as part:
-                ok = m.add(_parse_block(part))
-            if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-                lo = pos - pos % mmap.PAGESIZE
-                hi = cut - cut % mmap.PAGESIZE if cut < size else size
-                if hi > lo:
-                    mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
-            pos = cut
-        prof = m.profile() if ok else None
-    finally:
-        try:
-            mm.close()
-        except BufferError:  # a view still held somewhere: closed when it goes
-            pass
-    if prof is None:
-        fh.seek(start)
-        return False
-    return prof
-
-
 class _Merge:
     """The blocks' frame tokens numbered over the whole file in order of first appearance (as one
     block of all of it would number them), their lines' frame counts and sample counts."""
@@ -563,12 +509,12 @@ class _Merge:
 def _parse_block(data: bytes):
     """(frame token ids, distinct tokens, frames per stack line, count per stack line) of the whole
     lines ``data``, UTF-8 without a BOM; None when a line needs the line-by-line reader."""
-    arr = np.frombuffer(data, np.uint8)
-    if not (data.isascii() if hasattr(data, "isascii") else int(arr.max(initial=0)) < 0x80):
+    if not data.isascii():
         try:
-            str(data, "utf-8")
+            data.decode("utf-8")
         except UnicodeDecodeError:
             return None
+    arr = np.frombuffer(data, np.uint8)
     size = len(arr)
     if size == 0:
         return _EMPTY

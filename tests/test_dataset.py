@@ -385,6 +385,21 @@ def _wait_for(pred, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _line_starting(stream, prefix, timeout):
+    """The first line starting with prefix on a child's text pipe, waited for with select (no fixed sleep)."""
+    import select
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no line starting {prefix!r} in {timeout} s: {seen}"
+        line = stream.readline()
+        assert line, f"the pipe closed before a line starting {prefix!r}: {seen}"
+        if line.startswith(prefix):
+            return line
+        seen.append(line)
+
+
 def _hidden_files(root):
     return [p for p in pathlib.Path(root).rglob(".*") if p.is_file()]
 
@@ -439,7 +454,8 @@ def test_record_match_follows_processes_that_start_later(tmp_path):
                            cwd=ROOT)
     procs = []
     try:
-        time.sleep(1.5)  # the recorder runs, and finds nothing yet
+        # the recorder runs (its first note, written just before it first looks), and finds nothing yet
+        _line_starting(rec.stderr, "nodeflame: recording node processes matching", 60)
         ds = nf.dataset(ds_path)
         procs.append(HotJS("--no-worker", tag))
         _wait_for(lambda: ds_path.exists() and hot_pids(ds) >= {procs[0].pid}, 60, "a capture of the first process")

@@ -30,3 +30,17 @@ def corpus():
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite tests/golden/ from what the readers and writers make now (review the diff)")
+
+
+#: the files that take longest (idle machine, seconds of wall): run first, so that with pytest-xdist
+#: (`make test` runs two workers, one file per worker at a time) the other worker takes the many short
+#: files meanwhile instead of one long file ending the run alone
+LONG_FIRST = ("test_jupyterlab.py", "test_walker_inline.py", "test_capture_faults.py",
+              "test_inspector_warm.py", "test_walker.py", "test_capture_perf.py", "test_dataset.py",
+              "test_notebooks.py", "test_sourcemaps.py", "test_inspector.py", "test_walker_engines.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    # a stable sort: within a file, and among the files not listed, collection order is kept
+    items.sort(key=lambda it: rank.get(it.path.name, len(LONG_FIRST)))

@@ -41,7 +41,7 @@ def _why_not() -> str | None:
 
 
 WHY = _why_not()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY is not None, reason=WHY or "")]
+pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.skipif(WHY is not None, reason=WHY or "")]
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,19 @@ pytest.importorskip("ipykernel", reason="ipykernel (nodeflame[test]) is not inst
 pytest.importorskip("plotly", reason="plotly (nodeflame[notebook]) is not installed")
 
 
-def _demo_pids():
+def _demo_pids(token):
+    """The demo processes started by the kernel that had ``token`` in its environment (inherited by the
+    demo): not another pytest worker's or another run's demos, which this test must neither count nor kill."""
     out = subprocess.run(["pgrep", "-f", "demo/app.js --seconds=120"], capture_output=True, text=True)
-    return {int(x) for x in out.stdout.split()}
+    mine = set()
+    for x in out.stdout.split():
+        try:
+            with open(f"/proc/{x}/environ", "rb") as fh:
+                if f"NODEFLAME_TEST_NOTEBOOK={token}".encode() in fh.read().split(b"\0"):
+                    mine.add(int(x))
+        except OSError:
+            pass
+    return mine
 
 
 def test_the_three_notebooks_exist():
@@ -45,14 +55,15 @@ def test_notebook_is_committed_without_outputs(path):
 def test_notebook_executes(path, tmp_path):
     if shutil.which("node") is None:
         pytest.skip("node is not on PATH")
-    before = _demo_pids()
+    token = f"{os.getpid()}-{tmp_path.name}"
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": NB_DIR}})
     try:
-        client.execute()   # raises CellExecutionError on the first failing cell
+        # raises CellExecutionError on the first failing cell
+        client.execute(env=dict(os.environ, NODEFLAME_TEST_NOTEBOOK=token))
     finally:
-        left = _demo_pids() - before
+        left = _demo_pids(token)
         for pid in left:   # on a failure the kernel is gone and the demo exits on its own; make sure
             try:
                 os.kill(pid, 9)

@@ -228,7 +228,10 @@ def test_program_that_never_yields_is_profiled_and_its_port_closed(inspect_progr
     leaf_func = prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()[prof.samples["stack"].to_numpy()]]
     in_spin = prof.funcs["file"].astype(str).to_numpy()[leaf_func] == prog.as_uri()
     assert prof.total > 20 and in_spin.mean() > 0.8, prof.text()[:500]
-    assert prof.meta["warnings"] == []
+    # nothing went wrong; V8's own profile may hold a sample out of time order on a busy machine (CI, load
+    # 3: "1 negative timeDeltas: samples put back in time order", inside one Profiler.stop reply, no
+    # mid-capture collection in 1 s): the reader's note of that is V8's data, not this capture's fault
+    assert [w for w in prof.meta["warnings"] if not w.endswith("negative timeDeltas: samples put back in time order")] == []
     assert procutil.listening_ports(p.pid) == []
     assert p.poll() is None and procutil.state(p.pid) == "R" and procutil.tracer_pid(p.pid) == 0
 

@@ -260,6 +260,8 @@ def _capture_and_compare(h, hz=3999, duration=3):
     return p, got, w, truth, cpu, t0, t1
 
 
+@pytest.mark.solo   # its truth needs the main thread on a CPU: with a second test worker beside it, it was
+# on one only 62 % of the time (idle machine) and the comparison skipped
 def test_capture_names_js_kinds_threads_and_shares_match_truth(hot):
     """Names, kinds, threads and meta of a capture, and functionA/functionB's shares of the main thread
     against hot.js's own truth: within TOLERANCE points when the main thread had its CPU.
@@ -300,6 +302,8 @@ def test_capture_names_js_kinds_threads_and_shares_match_truth(hot):
     assert abs(w["functionW"] - truth["functionW"]) <= TOLERANCE, (w["functionW"], truth["functionW"])
 
 
+@pytest.mark.solo   # its truth needs the main thread on a CPU: with a second test worker beside it, it was
+# on one only 62 % of the time (idle machine) and the comparison skipped
 def test_shares_match_truth_with_the_main_thread_alone(hot):
     """The same comparison with no worker thread, so the main thread has a CPU of its own on a 2-core
     machine and the wall-time truth measures its CPU shares: here it is compared, not skipped."""

@@ -17,6 +17,15 @@ def _shared() -> pathlib.Path:
 
 
 SHARED = _shared()
+
+# `make test` runs two pytest-xdist workers: a node that a test's inspector capture signals opens its
+# inspector on 9229 unless told otherwise, and the other worker's capture then finds 9229 taken (CI:
+# "the inspector port 9229 that process ... would open is taken").  On a worker every node the tests start
+# gets a free port instead (node's command-line flags still win; the backend reads NODE_OPTIONS from the
+# target's environment, as for any user's node).  The tests of the default port itself are marked solo and
+# run without workers.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["NODE_OPTIONS"] = (os.environ.get("NODE_OPTIONS", "") + " --inspect-port=0").strip()
 CORPUS = SHARED / "corpus"
 
 

@@ -395,6 +395,7 @@ def contained(tmp_path):
         w.kill()
 
 
+@pytest.mark.solo   # the default port in its own network namespace: run where NODE_OPTIONS names none (conftest)
 def test_inspector_captures_a_node_in_its_own_namespaces(contained):
     w, pid = contained
     t0 = time.monotonic()

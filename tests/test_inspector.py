@@ -394,6 +394,7 @@ def port_9229_taken():
         p.wait()
 
 
+@pytest.mark.solo   # the default port: run where NODE_OPTIONS names none (conftest)
 def test_port_taken_by_another_process(workload, port_9229_taken):
     w = workload("--no-worker")
     owner = f"process {port_9229_taken} " if port_9229_taken else ""

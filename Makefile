@@ -17,13 +17,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m nodeflame.demo
 
-# two workers, one test file each at a time; then the tests marked solo alone (the stap VM test: under
-# TCG its guest's clock follows the host's, so a second worker's load moves its shares; the perf share
-# tests, whose target needs a CPU of its own; the tests of the default inspector port)
+# one test after another: on two pytest-xdist workers (`pytest -n 2 --dist loadfile -m 'not solo'`, then
+# `pytest -m solo`) the suite takes ~9-10 min instead of ~15, but four of five clean-clone runs each
+# turned up a different check written for a serial run (see README)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m 'not solo'; a=$$?; \
-	$(BIN)/python -m pytest -q -m solo; b=$$?; \
-	exit $$(( a ? a : b ))
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV)

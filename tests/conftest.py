@@ -18,7 +18,7 @@ def _shared() -> pathlib.Path:
 
 SHARED = _shared()
 
-# `make test` runs two pytest-xdist workers: a node that a test's inspector capture signals opens its
+# On two pytest-xdist workers (the README's faster run; `make test` is serial) a node that a test's inspector capture signals opens its
 # inspector on 9229 unless told otherwise, and the other worker's capture then finds 9229 taken (CI:
 # "the inspector port 9229 that process ... would open is taken").  On a worker every node the tests start
 # gets a free port instead (node's command-line flags still win; the backend reads NODE_OPTIONS from the
@@ -41,15 +41,17 @@ def pytest_addoption(parser):
                      help="rewrite tests/golden/ from what the readers and writers make now (review the diff)")
 
 
-#: the files that take longest (idle machine, seconds of wall): run first, so that with pytest-xdist
-#: (`make test` runs two workers, one file per worker at a time) the other worker takes the many short
-#: files meanwhile instead of one long file ending the run alone
+#: the files that take longest (idle machine, seconds of wall): on two pytest-xdist workers (one file per
+#: worker at a time) they run first, so the other worker takes the many short files meanwhile instead of
+#: one long file ending the run alone.  A serial run keeps pytest's own order.
 LONG_FIRST = ("test_jupyterlab.py", "test_walker_inline.py", "test_capture_faults.py",
               "test_inspector_warm.py", "test_walker.py", "test_capture_perf.py", "test_dataset.py",
               "test_notebooks.py", "test_sourcemaps.py", "test_inspector.py", "test_walker_engines.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     # a stable sort: within a file, and among the files not listed, collection order is kept
     items.sort(key=lambda it: rank.get(it.path.name, len(LONG_FIRST)))

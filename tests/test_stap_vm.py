@@ -41,6 +41,8 @@ def _why_not() -> str | None:
 
 
 WHY = _why_not()
+# solo only schedules it (alone, after a two-worker run); it changes nothing in what is checked, which is
+# real optimized node code sampled in a real kernel
 pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.skipif(WHY is not None, reason=WHY or "")]
 
 

@@ -66,6 +66,104 @@ def test_validate_names_the_broken_invariant(mutate, message):
         p.validate()
 
 
+def _wide_profile(n_lines=40_000, seed=0):
+    """A folded profile of ~100 k stacks (more than one of validate()'s chunks of 65536 rows)."""
+    rng = np.random.default_rng(seed)
+    lines = sorted({";".join(f"f{x}" for x in rng.integers(0, 400, rng.integers(1, 6))) for _ in range(n_lines)})
+    return folded("".join(f"{ln} {i % 7 + 1}\n" for i, ln in enumerate(lines)))
+
+
+@pytest.mark.parametrize("what", ["prefix", "depth", "duplicate"])
+def test_validate_finds_a_broken_stack_past_its_first_chunk(what):
+    """validate() looks at the stack table a chunk at a time: a row broken far past the first chunk is
+    found, and each check names its own invariant as before."""
+    p = _unchecked(_wide_profile())
+    n = len(p.stacks)
+    assert n > 70_000
+    st = p.stacks.copy()
+    row = n - 3
+    if what == "prefix":
+        st.loc[row, "prefix"] = row
+        msg = "parents before children"
+    elif what == "depth":
+        st.loc[row, "depth"] = st.loc[row, "depth"] + 1
+        msg = "depth"
+    else:
+        st = pd.concat([st, st.iloc[[row]]], ignore_index=True)
+        msg = "duplicate (prefix, frame)"
+    p.stacks = st
+    with pytest.raises(InvariantError, match=re.escape(msg)):
+        p.validate()
+
+
+def test_validate_reports_the_first_broken_invariant_across_chunks():
+    """A prefix past the first chunk that points forward is reported before a depth broken in the first
+    chunk (the checks run in the same order as on the whole table at once)."""
+    p = _unchecked(_wide_profile())
+    st = p.stacks.copy()
+    st.loc[5, "depth"] = st.loc[5, "depth"] + 1
+    st.loc[len(st) - 1, "prefix"] = len(st) - 1
+    p.stacks = st
+    with pytest.raises(InvariantError, match="parents before children"):
+        p.validate()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), max_size=6), min_size=1, max_size=30),
+       st.sampled_from([1, 2, 3, 5, 1 << 16]), st.booleans())
+def test_shared_prefix_lengths_match_a_plain_loop(paths, span, sort):
+    """build_from_sorted_paths' shared-prefix lengths (compared a run of lines at a time, runs of any
+    size) are what comparing each path with the one before it frame by frame gives."""
+    from nodeflame.frames.build import _shared_with_previous
+    if sort:
+        paths = sorted(paths)
+    nframes = np.array([len(x) for x in paths], np.int64)
+    flat = np.array([f for x in paths for f in x], np.int64)
+    want = [0]
+    for a, b in zip(paths, paths[1:]):
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        want.append(k)
+    got = _shared_with_previous(flat, nframes, np.cumsum(nframes) - nframes, span)
+    assert got.tolist() == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from("abcd"), min_size=1, max_size=6), st.integers(1, 9)),
+                min_size=1, max_size=30), st.booleans())
+def test_sorted_paths_builder_gives_the_level_by_level_stacks(rows, sort):
+    """The folded reader's builder (a tree of the paths' new frames, int32 tables made in place) gives
+    the stacks and weights build_profile (interned a level at a time) gives, and a valid Profile."""
+    from nodeflame.frames.build import FrameTable, build_from_sorted_paths, build_profile, frame_tables
+    if sort:
+        rows = sorted(rows)
+    ft = FrameTable()
+    ids = [[ft.add(x) for x in path] for path, _ in rows]
+    nframes = np.array([len(x) for x in ids], np.int64)
+    flat = np.array([f for x in ids for f in x], np.int64)
+    counts = np.array([c for _, c in rows], np.int64)
+    funcs, frames, fmap = frame_tables(ft)
+    a = build_from_sorted_paths(funcs, frames, fmap[flat], nframes, counts)
+    b = build_profile(ft, np.r_[0, np.cumsum(nframes)], flat, weights=counts)
+    for q in (a, b):
+        q.validate()
+        assert q.arrays("stacks")["prefix"].dtype == np.int32
+
+    def paths(q):
+        st = q.arrays("stacks")
+        out = {}
+        for s, w in zip(q.arrays("samples")["stack"].tolist(), q.arrays("samples")["weight"].tolist()):
+            path = []
+            while s >= 0:
+                path.append(int(st["frame"][s]))
+                s = int(st["prefix"][s])
+            out[tuple(path)] = out.get(tuple(path), 0) + w
+        return out
+    assert paths(a) == paths(b)
+    assert len(a.stacks) == len(b.stacks)
+
+
 def test_validate_checks_time_order_only_for_timed_profiles():
     p = _unchecked(folded(FOLDED.decode()))
     p.samples["time_ns"] = [30, 20, 10]

@@ -282,13 +282,71 @@ def build_from_nodes(funcs, frames, prefix, frame, depth, sample_stack, *, weigh
     ``frame_tables``).  ``unique=True`` says the caller checked that no two
     nodes share (parent, frame), so the nodes are the stacks; otherwise equal
     paths are merged as in build_from_tree."""
-    prefix = np.asarray(prefix, _I64)
     if not unique:
+        prefix = np.asarray(prefix, _I64)
         prefix, frame, depth, node_stack = tree_to_stacks(prefix, frame, len(frames), depth=depth)
         sn = np.asarray(sample_stack, _I64)
         sample_stack = np.where(sn >= 0, node_stack[np.maximum(sn, 0)], -1) if len(sn) else sn
     return _assemble(funcs, frames, prefix, frame, depth, sample_stack, len(sample_stack), weights, None, None,
                      meta, None, lines_are_stacks=True)
+
+
+def _shared_with_previous(flat, nframes, off, span: int = 1 << 16) -> np.ndarray:
+    """The number of leading frames each path shares with the path before it (0 for the first).
+
+    The paths are compared where they lie in ``flat``, a run of lines covering about ``span`` frames
+    at a time: each of a line's first ``min(its length, the previous one's)`` frames against the one
+    at the same depth in the previous line, and the first mismatch of each line found by a binary
+    search in the run's running count of mismatches.  Contiguous reads instead of one gather per
+    depth level over every path (3-5x faster on sorted 10 M-sample inputs); the run's arrays are
+    buffers made once (a fresh array per run would cost its pages again: tens of thousands of faults)."""
+    n_lines = len(nframes)
+    shared = np.zeros(n_lines, np.int64)
+    if n_lines < 2:
+        return shared
+    nframes = np.asarray(nframes, np.int64)
+    lim = np.zeros(n_lines, np.int64)
+    np.minimum(nframes[1:], nframes[:-1], out=lim[1:])
+    # where each line's frames start and where the previous line's frame of the same depth lies
+    end = off + nframes
+    cap = 0
+    a = 1
+    while a < n_lines:
+        b = min(max(int(np.searchsorted(end, off[a] + span, "right")), a + 1), n_lines)
+        ln = lim[a:b]
+        first = np.cumsum(ln)
+        total = int(first[-1])
+        first -= ln                                     # each line's first compared frame in the run
+        if total:
+            if total > cap:
+                cap = max(total, span)
+                step, pos, fa, fb, miss = (np.empty(cap, np.int64) for _ in range(5))
+            # pos: 1 a frame, each line's first (of those with frames to compare) at its start in flat
+            k = np.flatnonzero(ln)
+            st, fk = off[a:b][k], first[k]
+            st_step = st.copy()
+            st_step[1:] -= st[:-1] + ln[k][:-1] - 1
+            step[:total] = 1
+            step[fk] = st_step
+            np.cumsum(step[:total], out=pos[:total])
+            np.take(flat, pos[:total], out=fa[:total])
+            # the previous line's frame: the line's start moved back by the previous line's length
+            step[:total] = 0
+            gap = nframes[a - 1:b - 1][k]
+            gap_step = gap.copy()
+            gap_step[1:] -= gap[:-1]
+            step[fk] = gap_step
+            np.cumsum(step[:total], out=miss[:total])
+            np.subtract(pos[:total], miss[:total], out=pos[:total])
+            np.take(flat, pos[:total], out=fb[:total])
+            np.not_equal(fa[:total], fb[:total], out=fb[:total])
+            np.cumsum(fb[:total], out=miss[:total])     # mismatches so far
+            # a line's first mismatch: the first place the count passes its count before the line
+            before = np.where(first > 0, miss[np.maximum(first - 1, 0)], 0)
+            stop = np.searchsorted(miss[:total], before + 1)
+            shared[a:b] = np.minimum(stop - first, ln)
+        a = b
+    return shared
 
 
 def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) -> Profile:
@@ -300,29 +358,33 @@ def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) 
     paths gives the same Profile (unsorted ones only cost more)."""
     n_lines = len(nframes)
     off = np.cumsum(nframes) - nframes
-    # frames shared with the previous line, one depth level at a time
-    shared = np.zeros(n_lines, np.int64)
-    if n_lines > 1:
-        lim = np.minimum(nframes[1:], nframes[:-1])
-        cur, prev = off[1:].copy(), off[:-1].copy()
-        act = np.flatnonzero(lim > 0)
-        k = np.zeros(n_lines - 1, np.int64)
-        while len(act):
-            act = act[flat[cur[act]] == flat[prev[act]]]
-            k[act] += 1
-            cur[act] += 1
-            prev[act] += 1
-            act = act[k[act] < lim[act]]
-        shared[1:] = k
+    shared = _shared_with_previous(flat, nframes, off)
+    nframes = np.asarray(nframes, np.int64)
     ntail = nframes - shared
     total_nodes = int(ntail.sum())
     base = np.cumsum(ntail) - ntail
-    # the new frames of each line, in order
-    line_of = np.repeat(np.arange(n_lines, dtype=np.int64), ntail)
-    pos_in = np.arange(total_nodes, dtype=np.int64) - base[line_of]
-    node_frame = flat[off[line_of] + shared[line_of] + pos_in]
-    node_depth = shared[line_of] + pos_in
-    del line_of, pos_in
+    has = ntail > 0
+    h = np.flatnonzero(has)
+    # the new frames of each line, in order: a node's depth and its frame's place in flat go up by one
+    # along a line's tail and jump where the next tail starts (running sums of the steps, in place)
+    it = np.int32 if max(total_nodes, len(flat)) < 2**31 - 1 else np.int64
+    bh, sh = base[h], shared[h]
+    node_depth = np.ones(total_nodes, it)
+    step = sh.copy()
+    step[1:] -= nframes[h[:-1]] - 1
+    node_depth[bh] = step
+    np.cumsum(node_depth, out=node_depth)
+    where = np.ones(total_nodes, it)
+    step = off[h] + sh
+    step[1:] -= off[h[:-1]] + nframes[h[:-1]] - 1
+    where[bh] = step
+    np.cumsum(where, out=where)
+    node_frame = np.empty(total_nodes, it)
+    buf = np.empty(min(total_nodes, _CHUNK), flat.dtype)
+    for s, e in _chunks(total_nodes):
+        np.take(flat, where[s:e], out=buf[:e - s])
+        node_frame[s:e] = buf[:e - s]
+    del where, buf, step
     # the first new frame hangs under the previous line's node at depth shared-1,
     # found as the newest line j with shared[j] <= depth
     anchor = np.full(n_lines, -1, np.int64)
@@ -333,17 +395,16 @@ def build_from_sorted_paths(funcs, frames, flat, nframes, counts, *, meta=None) 
         lines_d = np.flatnonzero(want == d)
         j = owner[lines_d - 1]
         anchor[lines_d] = base[j] + (d - shared[j])
-    has = ntail > 0
-    parent = np.arange(total_nodes, dtype=np.int64) - 1
-    parent[base[has]] = anchor[has]
+    parent = np.arange(-1, total_nodes - 1, dtype=it)
+    parent[bh] = anchor[h]
     sample_node = np.where(has, base + ntail - 1, anchor)
     # Equal paths can only be siblings under one node P: its children are P+1
     # (when that continues P's own line) and the first new nodes of lines
     # anchored at P.  The nodes are the stacks when no two of those agree.
     firsts = base[has]
-    fp, ff = parent[firsts], node_frame[firsts]
+    fp, ff = parent[firsts].astype(np.int64), node_frame[firsts].astype(np.int64)
     nfr = len(frames) + 1
-    key = np.sort((fp + 1) * nfr + ff)
+    key = np.sort((fp + 1) * nfr + ff, kind="stable")
     unique = not (np.diff(key) == 0).any()
     if unique:
         nxt = fp + 1  # P+1 of each first node's parent P (fp >= 0 there, and P+1 <= the first node)

@@ -432,3 +432,76 @@ def test_no_progress_bar_when_not_on_a_terminal(workload):
     assert res["interrupted"] is False and res["samples"] > 200
     assert err == "", err
     assert_healthy(w)
+
+
+def _held_in_tracing_stops(pid, stop_s, run_s, until):
+    """From one thread (ptrace's rule): seize pid, then stop it (PTRACE_INTERRUPT) and hold each stop
+    ``stop_s`` s, letting it run ``run_s`` s in between, until ``until`` (a threading.Event) is set."""
+    from nodeflame.capture.walker import ptrace
+    ptrace.seize(pid)
+    try:
+        while not until.is_set():
+            ptrace.interrupt(pid)
+            ptrace.wait(pid)
+            until.wait(stop_s)
+            ptrace.cont(pid)
+            until.wait(run_s)
+    finally:
+        ptrace.interrupt(pid)
+        ptrace.wait(pid)
+        ptrace.detach(pid)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ptrace and /proc")
+def test_stopped_state_tells_a_tracers_long_stops_from_a_held_target():
+    """A profiler's ptrace stop can last over 0.2 s on a loaded machine (the walker copying a deep stack
+    while descheduled): the target is not stopped while a tracer lets it run between stops, nor for one
+    stop shorter than TRACE_SETTLE; held in one tracing stop for longer it is ('t'), and SIGSTOP is 'T'
+    after the short settle."""
+    import threading
+    from nodeflame.capture.walker import ptrace
+    if ptrace.supported():
+        pytest.skip(ptrace.supported())
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for stop_s, run_s in ((0.4, 0.002), (0.8, 0.0)):
+            until = threading.Event()
+            th = threading.Thread(target=_held_in_tracing_stops, args=(child.pid, stop_s, run_s, until))
+            th.start()
+            try:
+                deadline = time.monotonic() + 2
+                seen = []
+                while time.monotonic() < deadline:
+                    if procutil.state(child.pid) == "t":
+                        seen.append(procutil.stopped_state(child.pid))
+                    time.sleep(0.005)
+            finally:
+                until.set()
+                th.join(10)
+            assert seen and set(seen) == {None}, (stop_s, run_s, seen)
+        # held: one tracing stop that lasts
+        until = threading.Event()
+        th = threading.Thread(target=_held_in_tracing_stops, args=(child.pid, 30, 0, until))
+        th.start()
+        try:
+            while procutil.state(child.pid) != "t":
+                time.sleep(0.005)
+            t0 = time.monotonic()
+            assert procutil.stopped_state(child.pid) == "t"
+            assert time.monotonic() - t0 >= procutil.TRACE_SETTLE
+        finally:
+            until.set()
+            th.join(10)
+        os.kill(child.pid, signal.SIGSTOP)
+        while procutil.state(child.pid) != "T":
+            time.sleep(0.005)
+        t0 = time.monotonic()
+        assert procutil.stopped_state(child.pid) == "T"
+        assert time.monotonic() - t0 < procutil.TRACE_SETTLE
+        os.kill(child.pid, signal.SIGCONT)
+        while procutil.state(child.pid) in ("T", "t"):
+            time.sleep(0.005)
+        assert procutil.stopped_state(child.pid) is None
+    finally:
+        child.kill()
+        child.wait()

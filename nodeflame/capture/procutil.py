@@ -107,20 +107,43 @@ def tracer_pid(pid: int) -> int:
         return 0
 
 
+#: How long a tracing stop ('t') must last, without the thread running in between, to count as the
+#: target being stopped (a debugger's breakpoint, a tracer that holds it).  A ptrace profiler's stops
+#: are microseconds on an idle machine, but one stop copies a deep stack (~300 KB) and on a loaded
+#: machine the tracer is descheduled inside it: the walker's stops were seen to last over 0.2 s there.
+TRACE_SETTLE = 1.5
+
+
+def _runs(pid: int) -> int | None:
+    """How many times the thread ``pid`` has been put on a CPU (schedstat's third field), None unknown."""
+    try:
+        return int(_read(f"{PROC}/{pid}/task/{pid}/schedstat").split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stopped_state(pid: int, settle: float = 0.2) -> str | None:
     """'T' or 't' when pid is stopped and stays stopped for ``settle`` s (checked every 10 ms), else None.
 
     A thread a ptrace profiler samples (the walker's ptrace engine, perf's tools) is in tracing stop
-    ('t') for microseconds at a time: one reading of the state would call it stopped."""
+    ('t') for microseconds at a time: one reading of the state would call it stopped.  So a tracing
+    stop must last ``max(settle, TRACE_SETTLE)``, and a thread that was put on a CPU in between (its
+    schedstat run count moved: the tracer let it run between two stops the 10 ms readings did not
+    see) is not stopped, whatever its state."""
     st = state(pid)
     if st not in ("T", "t"):
         return None
-    end = time.monotonic() + settle
-    while time.monotonic() < end:
+    runs = _runs(pid)
+    start = time.monotonic()
+    traced = st == "t"
+    while time.monotonic() - start < (max(settle, TRACE_SETTLE) if traced else settle):
         time.sleep(0.01)
         st = state(pid)
         if st not in ("T", "t"):
             return None
+        if runs is not None and _runs(pid) != runs:
+            return None
+        traced = traced or st == "t"
     return st
 
 

@@ -920,6 +920,7 @@ class _Thread:
         self.keepalive = False         # its console.profile keeps V8's profiler alive across collections
         self.keepalive_cycles = 0      # times the keepalive was restarted (after collections)
         self.collected_at = None       # time.monotonic() of the last collection
+        self.gaps: list = []           # (end, start) in µs of V8's clock between consecutive collected parts
 
 
 class InspectorSession(Session):
@@ -1144,7 +1145,7 @@ class InspectorSession(Session):
         self.no_calls = why
         for th in [self.main] + list(self.workers.values()):
             if th.profile is None and th.chunks:
-                th.profile = _merge_chunks(th.chunks)
+                th.profile, th.gaps = _merge_chunks(th.chunks)
         if self.main.profile is None:
             every = (f"the first collection comes {self.collect_every:g} s into a capture "
                      "(backend_options collect_every)" if self.collect_every > 0 else
@@ -1185,7 +1186,7 @@ class InspectorSession(Session):
         for th in [self.main] + list(self.workers.values()):
             if th.chunks:
                 got = th.profile is not None
-                th.profile = _merge_chunks(th.chunks + ([th.profile] if got else []))
+                th.profile, th.gaps = _merge_chunks(th.chunks + ([th.profile] if got else []))
                 if not got and th.lost:
                     th.lost += "; kept its samples until the last collection"
                     self.warnings.append(th.lost)
@@ -1232,6 +1233,19 @@ class InspectorSession(Session):
             "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
         }
         md.update(fixes.meta())
+        # what the collections during the capture left unsampled, on the samples' clock (time_ns)
+        gaps = {th.name: [[int(a * 1000), int(b * 1000)] for a, b in th.gaps] for th in threads if th.gaps}
+        if gaps:
+            md["collection_gaps_ns"] = gaps
+            # a gap holds one sampling interval that would be there anyway
+            lost = sum(max(0, b - a - md["period_ns"]) for a, b in gaps.get("main", ()))
+            span = md["profile_duration_ns"]
+            if span > 0 and lost > 0.01 * span:
+                self.warnings.append(
+                    f"the {len(gaps.get('main', ()))} collections of the profile during the capture (every "
+                    f"{self.collect_every:g} s, backend_options collect_every) left {lost / 1e6:.0f} ms "
+                    f"({100 * lost / span:.1f} %) of the main thread unsampled (meta['collection_gaps_ns']); "
+                    "collect_every=0 fetches the profile only at the end")
         prof = with_meta(prof, warnings=self.warnings, **md)
         self.profile = prof
         return prof
@@ -1482,18 +1496,20 @@ class _Corrections:
         return out
 
 
-def _merge_chunks(chunks: list) -> dict | None:
+def _merge_chunks(chunks: list) -> tuple[dict | None, list]:
     """One cpuprofile from the consecutive profiles of one thread collected during a capture: node
-    ids renumbered, every part's root merged into the first's, sample times kept absolute."""
+    ids renumbered, every part's root merged into the first's, sample times kept absolute; and the
+    gaps between the parts, ``(last sample of one, first sample of the next)`` in µs, in which V8
+    sampled nothing (a collection's Profiler.stop -> Profiler.start, and the samples V8 still held
+    unprocessed when it stopped: 1-5 ms before ``endTime`` on an idle machine)."""
     chunks = [c for c in chunks if isinstance(c, dict) and c.get("nodes")]
     if not chunks:
-        return None
-    if len(chunks) == 1:
-        return chunks[0]
+        return None, []
     nodes: list = []
     root = None
     samples: list = []
     times: list = []
+    bounds = []       # per part: (first, last) sample time, or (startTime, endTime) without samples
     next_id = 1
     for c in chunks:
         children = {ch for n in c["nodes"] for ch in (n.get("children") or [])}
@@ -1516,10 +1532,17 @@ def _merge_chunks(chunks: list) -> dict | None:
                 root = m
             nodes.append(m)
         t = c.get("startTime", 0)
+        first = len(times)
         for sid, d in zip(c.get("samples") or [], c.get("timeDeltas") or []):
             t += d
             samples.append(remap.get(sid, root["id"]))
             times.append(t)
+        bounds.append((times[first], times[-1]) if len(times) > first else
+                      (c.get("startTime"), c.get("endTime")))
+    gaps = [(a[1], b[0]) for a, b in zip(bounds, bounds[1:])
+            if isinstance(a[1], (int, float)) and isinstance(b[0], (int, float)) and b[0] > a[1]]
+    if len(chunks) == 1:
+        return chunks[0], gaps
     nodes.remove(root)
     nodes.insert(0, root)
     start = chunks[0].get("startTime", times[0] if times else 0)
@@ -1528,7 +1551,7 @@ def _merge_chunks(chunks: list) -> dict | None:
         deltas.append(t - prev)
         prev = t
     return {"nodes": nodes, "startTime": start, "endTime": chunks[-1].get("endTime", prev),
-            "samples": samples, "timeDeltas": deltas}
+            "samples": samples, "timeDeltas": deltas}, gaps
 
 
 _TITLE = re.compile(r"^\[worker (\d+)\]\s*(.*)$")

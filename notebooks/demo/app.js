@@ -6,8 +6,10 @@
 //   node app.js [--slow-render] [--seconds=N]
 //
 // --slow-render makes renderPage several times slower (the "before" of
-// notebooks/03-diff.ipynb).  Prints {"ready": pid} once running; runs until
-// killed, stdin closes, or --seconds pass.
+// notebooks/03-diff.ipynb).  Prints {"ready": pid} once running and
+// {"warm": n} once it has served WARM requests (V8 has then optimized its
+// hot functions: tiering counts calls and loop iterations, not time); runs
+// until killed, stdin closes, or --seconds pass.
 const { parse } = require('tinyparse');
 const crypto = require('crypto');
 
@@ -66,11 +68,17 @@ function handleRequest(i) {
   return hashPage(html);
 }
 
+const WARM = 2000;
 let served = 0;
+let warm = false;
 const t0 = Date.now();
 function loop() {
   const until = Date.now() + 20;
   while (Date.now() < until) handleRequest(served++);
+  if (!warm && served >= WARM) {
+    warm = true;
+    process.stdout.write(JSON.stringify({ warm: served }) + '\n');
+  }
   if (seconds && Date.now() - t0 > seconds * 1000) process.exit(0);
   setImmediate(loop);
 }

@@ -361,3 +361,16 @@ def test_lines_ordered_from_the_stack_table_with_equal_labels():
         folded_writer.write_folded(q, buf)
         assert taken == [False, True, True]
         assert buf.getvalue() == b"a 1x 3\na 5\nm;a 1\nm;a 1x;z 2\nm;a;y 4\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 29), max_size=5), min_size=1, max_size=20),
+       st.sampled_from([1, 2, 3, 1 << 20]))
+def test_ordered_writer_path_sums_match_a_plain_loop(paths, span):
+    """The ordered writer's per-line sums over its path (gathered a run of lines at a time into one
+    buffer) are the plain sums, empty paths 0."""
+    from nodeflame.writers.folded import _path_sums
+    vals = np.arange(30, dtype=np.int64) * 7 - 40
+    off = np.r_[0, np.cumsum([len(x) for x in paths])].astype(np.int64)
+    flat = np.array([v for x in paths for v in x], np.int32)
+    assert _path_sums(vals, flat, off, span).tolist() == [int(vals[x].sum()) if x else 0 for x in paths]

@@ -415,3 +415,47 @@ def _naive_text(rows):
 def test_text_tree_matches_a_naive_recursive_tree(rows):
     p = folded("".join(f"{';'.join(f)} {n}\n" for f, n in rows))
     assert p.text() == _naive_text(rows)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(-1, 3)), min_size=1, max_size=40))
+def test_tree_to_stacks_interns_each_level_in_key_order(nodes):
+    """tree_to_stacks (and node_depths) against a plain loop: each level's distinct (parent stack, frame)
+    keys numbered in sorted order after the levels above, a transparent node (frame -1) its parent's
+    stack; node i's parent drawn among the nodes before it, then the nodes shuffled."""
+    from nodeflame.frames.stacktable import node_depths, tree_to_stacks
+    n = len(nodes)
+    parent0 = [-1 if i == 0 or r % 4 == 0 else r % i for i, (r, _) in enumerate(nodes)]
+    perm = np.random.default_rng(n).permutation(n)
+    pos = np.empty(n, np.int64)
+    pos[perm] = np.arange(n)      # node i goes to place pos[i]
+    parent = np.full(n, -1, np.int64)
+    frame = np.full(n, -1, np.int64)
+    for i in range(n):
+        parent[pos[i]] = pos[parent0[i]] if parent0[i] >= 0 else -1
+        frame[pos[i]] = nodes[i][1]
+    depth = []
+    for i in range(n):
+        d, j = 0, parent[i]
+        while j >= 0:
+            d, j = d + 1, parent[j]
+        depth.append(d)
+    assert node_depths(parent).tolist() == depth
+    stack = {}
+    pre, fr, de = [], [], []
+    for d in range(max(depth) + 1):
+        level = [i for i in range(n) if depth[i] == d]
+        ps = {i: stack[parent[i]] if parent[i] >= 0 else -1 for i in level}
+        keys = sorted({(ps[i], int(frame[i])) for i in level if frame[i] >= 0})
+        ids = {}
+        for k in keys:
+            ids[k] = len(pre)
+            pre.append(k[0])
+            fr.append(k[1])
+            de.append(de[k[0]] + 1 if k[0] >= 0 else 0)
+        for i in level:
+            stack[i] = ids[(ps[i], int(frame[i]))] if frame[i] >= 0 else ps[i]
+    for given_depth in (None, np.array(depth)):
+        p, f, dd, ns = tree_to_stacks(parent, frame, 4, depth=given_depth)
+        assert (p.tolist(), f.tolist(), dd.tolist()) == (pre, fr, de)
+        assert ns.tolist() == [stack[i] for i in range(n)]

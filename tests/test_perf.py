@@ -594,3 +594,18 @@ def test_extra_columns_in_the_numpy_form_and_no_pandas(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.perf"), str(tmp_path / "x.raw")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_path_chains_give_their_depths():
+    """The perf reader's chains of distinct paths hand the builder each node's depth (its place in its
+    chain): what the builder would find from the parents."""
+    import numpy as np
+    from nodeflame.frames.readers.perf import _tree
+    from nodeflame.frames.stacktable import node_depths
+    paths = [[3, 1, 2], [3, 1], [5], [3, 1, 2], [7, 7, 7, 7], [5]]
+    offsets = np.r_[0, np.cumsum([len(x) for x in paths])].astype(np.int64)
+    flat = np.array([f for x in paths for f in x], np.int64)
+    parent, frame, group, leaf, depth = _tree(offsets, flat)
+    assert depth.tolist() == node_depths(parent).tolist()
+    assert sorted(depth[leaf].tolist()) == [0, 1, 2, 3]
+    assert [frame[leaf[g]] for g in group.tolist()] == [x[-1] for x in paths]

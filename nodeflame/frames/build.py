@@ -210,7 +210,7 @@ def build_profile(frame_table: FrameTable, offsets, flat_frames, *, weights=None
 
 def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_node, *, weights=None,
                     times=None, threads=None, meta=None, node_lines=None, group_node=None,
-                    sample_line=None) -> Profile:
+                    sample_line=None, node_depth=None) -> Profile:
     """Make a Profile from a node tree (cpuprofile, pprof-like inputs).
 
     ``node_frame[i] == -1`` marks a transparent node (an artificial root).
@@ -218,13 +218,14 @@ def build_from_tree(frame_table: FrameTable, node_parent, node_frame, sample_nod
     node is ``group_node[group]`` (the walker: a group is a distinct path).  ``node_lines`` (optional)
     is a DataFrame (node, line, ticks), or a dict of those arrays (non-empty); ``sample_line``
     (optional, instead) each sample's leaf line (0: none).  ``threads`` is per sample: names, a Categorical, or ``(codes, names)``.
+    ``node_depth`` (optional): each node's depth, where the caller knows it (else found from the parents).
 
     The per-sample arrays are read in place, a chunk at a time: nothing per sample is copied whole
     or widened, and the samples table is made once, in its final dtypes (see _assemble)."""
     funcs, frames, fmap = frame_tables(frame_table)
     nf = np.asarray(node_frame, _I64)
     nf = np.where(nf >= 0, fmap[np.maximum(nf, 0)] if len(fmap) else -1, -1)
-    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames))
+    prefix, frame, depth, node_stack = tree_to_stacks(node_parent, nf, len(frames), depth=node_depth)
     group_stack = node_stack if group_node is None else node_stack[np.asarray(group_node, _I64)]
     sn = np.asarray(sample_node)
     if not len(sn) or sn.dtype.kind not in "iu":

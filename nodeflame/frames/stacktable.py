@@ -72,10 +72,13 @@ class _Interner:
         """Intern keys (parent, frame); returns the stack id of each key."""
         if len(parent) == 0:
             return np.empty(0, _I)
-        parent = parent.astype(_I, copy=False)
-        key = (parent + 1) * self.nframes + frame.astype(_I, copy=False)
-        # no return_index: that forces a stable (merge) sort; the key itself gives (parent, frame)
-        uniq, inv = np.unique(key, return_inverse=True)
+        key = parent.astype(_I)            # (parent + 1) * nframes + frame, in place
+        key += 1
+        key *= self.nframes
+        key += frame
+        # the key itself gives (parent, frame); unique_inverse: a stable sort (timsort), fast on a
+        # level's keys, which come in runs (children of one parent together), and no np.unique overhead
+        uniq, inv = unique_inverse(key)
         k = len(uniq)
         c = self.count
         up = uniq // self.nframes - 1
@@ -83,7 +86,8 @@ class _Interner:
         self.frame[c:c + k] = uniq % self.nframes
         self.depth[c:c + k] = np.where(up >= 0, self.depth[np.maximum(up, 0)] + 1, 0)
         self.count = c + k
-        return (c + inv.reshape(-1)).astype(_I)
+        inv += c
+        return inv
 
     def result(self):
         c = self.count
@@ -122,13 +126,15 @@ def node_depths(parent: np.ndarray) -> np.ndarray:
         raise ValueError("parent index out of range")
     jump = parent.copy()
     dist = (jump >= 0).astype(_I)
+    act = np.flatnonzero(jump >= 0)       # the nodes whose jump has not reached a root yet
     for _ in range(70):
-        active = jump >= 0
-        if not active.any():
+        if not len(act):
             return dist
-        j = np.maximum(jump, 0)
-        dist = np.where(active, dist + dist[j], dist)
-        jump = np.where(active, jump[j], -1)
+        j = jump[act]
+        dist[act] += dist[j]              # (the right side is read whole before it is stored)
+        j = jump[j]
+        jump[act] = j
+        act = act[j >= 0]
     raise ValueError("cycle in the node tree")
 
 
@@ -145,19 +151,27 @@ def tree_to_stacks(parent: np.ndarray, frame: np.ndarray, nframes: int, depth: n
     frame = np.asarray(frame, _I)
     n = len(parent)
     depth = node_depths(parent) if depth is None else np.asarray(depth, _I)
-    cur = np.full(n, -1, _I)
+    cur1 = np.full(n + 1, -1, _I)    # cur1[i + 1]: node i's stack; cur1[0] = -1 (no parent)
     it = _Interner(nframes, n)
     for _d, idx in level_segments(depth):
         p = parent[idx]
-        pst = np.where(p >= 0, cur[np.maximum(p, 0)], -1)
+        if len(p) and p.min() >= -1:
+            p += 1
+            pst = cur1[p]
+        else:
+            pst = np.where(p >= 0, cur1[np.maximum(p, 0) + 1], -1)
         f = frame[idx]
-        keep = f >= 0
-        res = pst.copy()
-        if keep.any():
-            res[keep] = it.add_level(pst[keep], f[keep])
-        cur[idx] = res
+        if len(f) and f.min() >= 0:     # no transparent node on this level
+            res = it.add_level(pst, f)
+        else:
+            keep = f >= 0
+            res = pst.copy()
+            if keep.any():
+                res[keep] = it.add_level(pst[keep], f[keep])
+        idx += 1
+        cur1[idx] = res
     pr, fr, de = it.result()
-    return pr, fr, de, cur
+    return pr, fr, de, cur1[1:]
 
 
 def _injective(frame_map: np.ndarray, frame: np.ndarray) -> bool:

@@ -750,7 +750,8 @@ def _sample_paths(codes, hpos, hgap, java, kcomm, comms, utype, frame_of, ft):
 
 def _tree(offsets, flat):
     """A chain of nodes per distinct path (Arrow hashes each path's frame ids as one binary value):
-    (node_parent, node_frame, each path's distinct path, each distinct path's leaf node)."""
+    (node_parent, node_frame, each path's distinct path, each distinct path's leaf node, each node's
+    depth: its place in its chain)."""
     import pyarrow as pa
     from .raw import _ints
     n = len(offsets) - 1
@@ -767,7 +768,13 @@ def _tree(offsets, flat):
     node_parent = np.arange(-1, len(node_frame) - 1, dtype=np.int64)
     node_parent[start] = -1  # each distinct path a chain from its root frame
     leaf = (doff[1:] - doff[0]) // 8 - 1
-    return node_parent, node_frame, group, leaf
+    # depth: 1 a node, each chain's root back to 0 (the chains are not empty), summed
+    node_depth = np.ones(len(node_frame), np.int64)
+    if len(start):
+        node_depth[start[0]] = 0
+        node_depth[start[1:]] = start[:-1] - start[1:] + 1
+    np.cumsum(node_depth, out=node_depth)
+    return node_parent, node_frame, group, leaf, node_depth
 
 
 def _build_paths(ft, offsets, flat, sample_path, weights, times, threads, meta):
@@ -780,9 +787,9 @@ def _build_paths(ft, offsets, flat, sample_path, weights, times, threads, meta):
         sample_path = (np.cumsum(has) - 1)[sample_path]
         offsets = np.zeros(int(has.sum()) + 1, np.int64)
         np.cumsum(lengths[has], out=offsets[1:])
-    node_parent, node_frame, group, leaf = _tree(offsets, flat)
+    node_parent, node_frame, group, leaf, node_depth = _tree(offsets, flat)
     return build_from_tree(ft, node_parent, node_frame, group[sample_path], group_node=leaf, weights=weights,
-                           times=times, threads=threads, meta=meta)
+                           times=times, threads=threads, meta=meta, node_depth=node_depth)
 
 
 def _build(ft, offsets, flat, weights, times, threads, meta):
@@ -800,9 +807,9 @@ def _build(ft, offsets, flat, weights, times, threads, meta):
     lengths = np.diff(offsets)
     if pa is None or not n or not lengths.min() > 0:
         return build_profile(ft, offsets, flat, weights=weights, times=times, threads=threads, meta=meta)
-    node_parent, node_frame, group, leaf = _tree(offsets, flat)
+    node_parent, node_frame, group, leaf, node_depth = _tree(offsets, flat)
     return build_from_tree(ft, node_parent, node_frame, group, group_node=leaf, weights=weights, times=times,
-                           threads=threads, meta=meta)
+                           threads=threads, meta=meta, node_depth=node_depth)
 
 
 

@@ -387,11 +387,12 @@ def test_target_exits_mid_capture_keeps_samples(hot):
 
 def test_ctrl_c_ends_early_and_keeps_samples(hot):
     h = hot()
+    # Ctrl-C 1 s into the sampling (timed from the 'sampling' phase: on a busy machine perf's start took
+    # longer than a timer started with the call, and the Ctrl-C came before there was anything to keep)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     t0 = time.monotonic()
-    timer.start()
     try:
-        p = nf.capture(h.pid, 10, backend="perf")
+        p = nf.capture(h.pid, 10, backend="perf", on_phase=lambda ph: ph == "sampling" and timer.start())
     finally:
         timer.cancel()
     assert p.meta["interrupted"] is True

@@ -47,22 +47,28 @@ def run(request):
         pytest.skip(f"the walker cannot capture here: {why}")
     r = Run()
     r.major, r.node, r.w, r.pid = major, node, w, w.pid
-    time.sleep(1.5)                      # let the JIT settle
+    # let the JIT settle: 1000 rounds of the workload (1.5 s of an idle machine gave 1300-1400; tiering
+    # counts calls and loop iterations, so a loaded machine waits as long as it needs)
     t = time.monotonic()
     r.timing0 = w.timing()
     r.untraced_latency = time.monotonic() - t    # the same SIGUSR2 round trip, not traced
+    while r.timing0[0] < 1000 and time.monotonic() - t < 60:
+        time.sleep(0.1)
+        r.timing0 = w.timing()
     # a signal sent to the target while it is traced must be delivered at once
     sig = {}
+    sampling = threading.Event()
 
     def poke():
-        time.sleep(1.0)
+        sampling.wait(30)
+        time.sleep(0.5)                  # inside the 2 s of sampling
         sig["n"] = len(w.lines)
         sig["sent"] = time.monotonic()
         os.kill(w.pid, 12)  # SIGUSR2: the workload answers with a line
     th = threading.Thread(target=poke, daemon=True)
     th.start()
     t0 = time.monotonic()
-    r.prof = nf.capture(w.pid, 2, backend="walker", hz=1000)
+    r.prof = nf.capture(w.pid, 2, backend="walker", hz=1000, on_phase=lambda ph: ph == "sampling" and sampling.set())
     r.capture_s = time.monotonic() - t0
     th.join()
     got = w.wait_line("rounds", 5, after=sig["n"])

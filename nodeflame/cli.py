@@ -51,7 +51,11 @@ def _keep_freed_memory() -> None:
     """A conversion is one short process that allocates and frees big arrays over
     and over: have glibc keep freed memory for reuse instead of handing it back
     to the kernel and faulting fresh zeroed pages in again (a third less system
-    time on big inputs).  No-op elsewhere."""
+    time on big inputs).  No-op elsewhere.  Arrow's buffers (the readers' interning, the folded
+    writer's text) come from the same malloc instead of Arrow's default mimalloc, which hands freed
+    segments back and keeps its own: raw 10 M -> folded peak 583 -> 493 MB, less system time."""
+    import os
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow first allocates
     try:
         import ctypes
         libc = ctypes.CDLL(None)

@@ -69,6 +69,11 @@ def bench_size(size: str, sc: str, repeat: int, out_dir: str, tmp: str) -> dict:
     sc_out, nf_out = os.path.join(tmp, f"sc-{size}.folded"), os.path.join(tmp, f"nf-{size}.folded")
     sc_runs, nf_runs = [], []
     for _ in range(repeat):  # interleaved, so both see the same machine load
+        # each writes a new file: stackcollapse.pl's output is opened (truncated) by this process,
+        # so nodeflame's previous 400 MB output is removed here too, not truncated on its clock
+        for f in (sc_out, nf_out):
+            if os.path.exists(f):
+                os.unlink(f)
         sc_runs.append(run(["perl", sc, src], sc_out))
         nf_runs.append(run([sys.executable, "-c", CONVERT, "convert", src, nf_out]))
     # medians of the runs (peak memory: the largest)

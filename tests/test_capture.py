@@ -101,6 +101,12 @@ def funcs_in_thread(prof, thread):
     return out
 
 
+def _sigint_default():
+    """In the child before exec: SIGINT at its default, as a terminal's Ctrl-C finds it (a pytest-xdist
+    worker's SIGINT disposition is not: twice there the Ctrl-C test's capture ran its full 30 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_python(code, *, timeout=60, user=None, stderr_tty=False, after_start=None):
     """Run ``code`` in a fresh Python (optionally as uid ``user`` via setpriv, optionally with its
     stderr on a pseudo-terminal); returns (returncode, stdout, stderr)."""
@@ -114,11 +120,11 @@ def run_python(code, *, timeout=60, user=None, stderr_tty=False, after_start=Non
         # a terminal of 100x30 (a fresh pty is 0x0, and tqdm draws nothing in 0 columns)
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(ROOT))
+                                env=env, cwd=str(ROOT), preexec_fn=_sigint_default)
         os.close(slave)
     else:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(ROOT))
+                                env=env, cwd=str(ROOT), preexec_fn=_sigint_default)
     err_chunks = []
     try:
         if after_start is not None:

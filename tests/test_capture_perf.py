@@ -390,11 +390,15 @@ def test_ctrl_c_ends_early_and_keeps_samples(hot):
     # Ctrl-C 1 s into the sampling (timed from the 'sampling' phase: on a busy machine perf's start took
     # longer than a timer started with the call, and the Ctrl-C came before there was anything to keep)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    # Ctrl-C raises KeyboardInterrupt here, as in a user's Python (on a pytest-xdist worker something
+    # before this test left SIGINT handled otherwise: twice the capture ran its full 10 s)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.monotonic()
     try:
         p = nf.capture(h.pid, 10, backend="perf", on_phase=lambda ph: ph == "sampling" and timer.start())
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, old)
     assert p.meta["interrupted"] is True
     # ended early: the sampling lasted about the 1 s before Ctrl-C, not the 10 s asked for (perf's own stop
     # and `perf script` come after; on a loaded machine they take seconds, so the wall time says less)

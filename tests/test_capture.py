@@ -453,12 +453,13 @@ def _held_in_tracing_stops(pid, stop_s, run_s, until):
         ptrace.detach(pid)
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ptrace and /proc")
 def test_stopped_state_tells_a_tracers_long_stops_from_a_held_target():
     """A profiler's ptrace stop can last over 0.2 s on a loaded machine (the walker copying a deep stack
     while descheduled): the target is not stopped while a tracer lets it run between stops, nor for one
     stop shorter than TRACE_SETTLE; held in one tracing stop for longer it is ('t'), and SIGSTOP is 'T'
-    after the short settle."""
+    after the short settle.  The stops are made by hand here to hold them for set times; the real case,
+    the walker sampling a warmed node with inlined code while the inspector captures it, is
+    test_walker.py's test_shares_match_the_inspector (which fails if the inspector takes it for stopped)."""
     import threading
     from nodeflame.capture.walker import ptrace
     if ptrace.supported():

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -26,24 +25,38 @@ CONVERT = "import sys; from nodeflame.cli import main; sys.exit(main(sys.argv[1:
 STARTUP = "import nodeflame.cli"
 
 
+# Runs one command and reports its own rusage.  A child's ru_maxrss is not its own peak alone: Linux
+# carries the high-water mark of the memory a process had before exec() into what wait4() reports, and a
+# child made by fork/vfork starts from its parent's.  Spawned straight from a benchmark that has generated
+# a 400 MB input in-process (gen_profiles.ensure), every tool measured ~1.7 GB, perl and nodeflame alike.
+# This small interpreter (python -S, ~10 MB, a fresh address space after its own exec) spawns the command
+# instead, so the peak reported is the command's.
+_MEASURE = r"""
+import json, os, sys, time
+cmd, out = json.loads(sys.argv[1]), sys.argv[2]
+fd = os.open(out or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+t = time.perf_counter()
+pid = os.posix_spawnp(cmd[0], cmd, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1)])
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t
+print(json.dumps([wall, ru.ru_maxrss, ru.ru_utime + ru.ru_stime, os.waitstatus_to_exitcode(status)]))
+"""
+
+
 def run(cmd, stdout_path=None) -> tuple[float, float, float]:
     """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of one child process;
-    raises on failure.  CPU time is the steadier figure on a busy machine."""
-    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
-    try:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-    finally:
-        if stdout_path:
-            out.close()
+    raises on failure.  CPU time is the steadier figure on a busy machine.  The output file is
+    opened (and truncated) off the command's clock."""
+    import json
+    proc = subprocess.run([sys.executable, "-S", "-c", _MEASURE, json.dumps(list(cmd)), stdout_path or ""],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {err[-500:]}")
-    return wall, ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime
+        raise RuntimeError(f"measuring {cmd[0]} failed ({proc.returncode}): {err[-500:]}")
+    wall, maxrss_kb, cpu, rc = json.loads(proc.stdout.decode().splitlines()[-1])
+    if rc != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({rc}): {err[-500:]}")
+    return wall, maxrss_kb / 1024.0, cpu
 
 
 def summarize(runs) -> tuple[float, float, float]:

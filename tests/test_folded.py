@@ -374,3 +374,79 @@ def test_ordered_writer_path_sums_match_a_plain_loop(paths, span):
     off = np.r_[0, np.cumsum([len(x) for x in paths])].astype(np.int64)
     flat = np.array([v for x in paths for v in x], np.int32)
     assert _path_sums(vals, flat, off, span).tolist() == [int(vals[x].sum()) if x else 0 for x in paths]
+
+
+def _many_lines(n=6000):
+    """A Profile with ``n`` distinct stacks (the Arrow paths, written in several pieces)."""
+    return _profile([[f"f{i % 37}", f"g{i}", "leaf"] for i in range(n)], [1 + i % 5 for i in range(n)])
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("sort", [True, False])
+def test_a_full_device_raises_its_error_and_leaves_no_writer_thread(sort, ordered):
+    """The pieces are written on a second thread: a write that fails there (ENOSPC from /dev/full, a real
+    device) is raised to the caller, and the thread is gone when write_folded returns."""
+    import errno
+    import threading
+    p = _many_lines()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folded_writer, "_TOKENS_PER_TAKE", 1000)   # many pieces: the error comes mid-way
+        m.setattr(folded_writer, "_SLICE", 500)
+        if not ordered:   # the Arrow path that sorts the text
+            m.setattr(folded_writer, "_write_ordered", lambda *a, **k: False)
+        with open("/dev/full", "wb", buffering=0) as f, pytest.raises(OSError) as e:
+            folded_writer.write_folded(p, f, sort=sort)
+    assert e.value.errno == errno.ENOSPC
+    assert not [t for t in threading.enumerate() if t.name == "nodeflame-write"]
+
+
+def test_a_reader_that_goes_away_gives_a_broken_pipe_and_no_writer_thread():
+    """`nodeflame convert ... | head`: the reader of a pipe closes it after the first bytes; the writer's
+    thread ends and the caller sees BrokenPipeError (which the CLI turns into a quiet exit)."""
+    import os
+    import threading
+    p = _many_lines()
+    r, w = os.pipe()
+    got = []
+    reader = threading.Thread(target=lambda: (got.append(os.read(r, 4096)), os.close(r)))
+    reader.start()
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(folded_writer, "_TOKENS_PER_TAKE", 1000)
+            with open(w, "wb") as f, pytest.raises(BrokenPipeError):
+                folded_writer.write_folded(p, f)
+                f.flush()
+    finally:
+        reader.join()
+    assert got and got[0]
+    assert not [t for t in threading.enumerate() if t.name == "nodeflame-write"]
+
+
+def test_pieces_written_on_the_thread_are_the_bytes_written_on_this_one():
+    """The same bytes whether the pieces go through the writer's thread or straight to the file."""
+    import io
+    p = _many_lines()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folded_writer, "_TOKENS_PER_TAKE", 1000)
+        m.setattr(folded_writer, "_SLICE", 500)
+        a = io.BytesIO()
+        folded_writer.write_folded(p, a)
+        b = io.BytesIO()
+        folded_writer.write_folded(p, b, sort=False)
+
+        class Direct:
+            def __init__(self, out):
+                self.out = out
+
+            def __enter__(self):
+                return self.out
+
+            def __exit__(self, *exc):
+                return False
+        m.setattr(folded_writer, "_Pieces", Direct)
+        c = io.BytesIO()
+        folded_writer.write_folded(p, c)
+        d = io.BytesIO()
+        folded_writer.write_folded(p, d, sort=False)
+    assert a.getvalue() == c.getvalue() and b.getvalue() == d.getvalue()
+    assert len(a.getvalue().splitlines()) == 6000

@@ -188,6 +188,49 @@ def write_folded(p, out, *, thread_root: bool = False, annotate: bool = False, s
         out.write(b"\n".join(lines[i:i + step]) + b"\n")
 
 
+class _Pieces:
+    """Writes the pieces a writer hands it on a second thread, in order.  The kernel's copy of a
+    piece into the page cache (a ``write`` releases the GIL) then runs while the next piece is
+    built: 0.4-1.1 s of system time for the 400 MB of a 10 M-sample profile, as long as the
+    building.  The thread allocates nothing (the pieces are made here), so no second malloc arena
+    or page faults of its own; at most ``depth`` pieces wait.  An error of the thread's ``write``
+    is raised here, at the next piece or at the end; on any way out the thread is stopped."""
+
+    def __init__(self, out, depth: int = 2):
+        import queue
+        import threading
+        self._out, self._q, self._err = out, queue.Queue(depth), None
+        self._t = threading.Thread(target=self._run, name="nodeflame-write", daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while True:
+            piece = self._q.get()
+            if piece is None:
+                return
+            if self._err is None:
+                try:
+                    self._out.write(piece)
+                except BaseException as e:  # noqa: BLE001 - handed to the writing thread
+                    self._err = e
+            del piece
+
+    def write(self, piece) -> None:
+        if self._err is not None:
+            raise self._err
+        self._q.put(piece)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._q.put(None)
+        self._t.join()
+        if self._err is not None and exc[0] is None:
+            raise self._err
+        return False
+
+
 _SLICE = 1 << 14  # lines per write of the Arrow writer
 _ARROW_MIN_LINES = 4096  # fewer lines are written by numpy (the same bytes): importing pyarrow costs more
 
@@ -287,11 +330,12 @@ def _write_arrow(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
         return True
     lines = pa.LargeBinaryArray.from_buffers(LB, n, [None, pa.py_buffer(line_off), pa.py_buffer(data)])
     order = pc.sort_indices(lines)  # bytewise, as bytes sort
-    for lo in range(0, n, _SLICE):
-        part = lines.take(order[lo:lo + _SLICE])
-        o = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
-        out.write(memoryview(part.buffers()[2])[int(o[0]):int(o[-1])])
-        del part
+    with _Pieces(out) as w:
+        for lo in range(0, n, _SLICE):
+            part = lines.take(order[lo:lo + _SLICE])
+            o = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
+            w.write(memoryview(part.buffers()[2])[int(o[0]):int(o[-1])])
+            del part
     return True
 
 
@@ -508,28 +552,29 @@ def _write_ordered(p, out, blabels, bfirst, ust, counts, bnames, sort) -> bool:
     ntok = np.cumsum(nfr[order] + extra)
     cuts = np.searchsorted(ntok, np.arange(_TOKENS_PER_TAKE, int(ntok[-1]), _TOKENS_PER_TAKE), "right")
     bounds = np.unique(np.concatenate(([0], cuts, [n])))
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        li = order[lo:hi]
-        lens = nfr[li]
-        m = len(li)
-        tot = int(lens.sum())
-        lstart = np.zeros(m, np.int64)          # each line's first token in the piece
-        np.cumsum(lens[:-1] + extra, out=lstart[1:])
-        fstart = np.cumsum(lens) - lens         # each line's first frame among the piece's frames
-        src = np.repeat(off[li] - fstart, lens)
-        src += np.arange(tot, dtype=np.int64)   # the frames' places in flat
-        dst = np.repeat(lstart - fstart + (1 if heads else 0), lens)
-        dst += np.arange(tot, dtype=np.int64)
-        idx = np.empty(tot + extra * m, np.int64)
-        idx[dst] = frame[flat[src]] + nlab
-        del src, dst
-        if heads:
-            idx[lstart] = 2 * nlab + hcode[li]
-        else:
-            idx[lstart] -= nlab                 # no separator before the first frame
-        idx[lstart + lens + extra - 1] = 2 * nlab + nh + li
-        part = table.take(_ints(pa, idx))
-        po = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
-        out.write(memoryview(part.buffers()[2])[int(po[0]):int(po[-1])])
-        del part, po, idx
+    with _Pieces(out) as w:
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            li = order[lo:hi]
+            lens = nfr[li]
+            m = len(li)
+            tot = int(lens.sum())
+            lstart = np.zeros(m, np.int64)          # each line's first token in the piece
+            np.cumsum(lens[:-1] + extra, out=lstart[1:])
+            fstart = np.cumsum(lens) - lens         # each line's first frame among the piece's frames
+            src = np.repeat(off[li] - fstart, lens)
+            src += np.arange(tot, dtype=np.int64)   # the frames' places in flat
+            dst = np.repeat(lstart - fstart + (1 if heads else 0), lens)
+            dst += np.arange(tot, dtype=np.int64)
+            idx = np.empty(tot + extra * m, np.int64)
+            idx[dst] = frame[flat[src]] + nlab
+            del src, dst
+            if heads:
+                idx[lstart] = 2 * nlab + hcode[li]
+            else:
+                idx[lstart] -= nlab                 # no separator before the first frame
+            idx[lstart + lens + extra - 1] = 2 * nlab + nh + li
+            part = table.take(_ints(pa, idx))
+            po = np.frombuffer(part.buffers()[1], np.int64, len(part) + 1, part.offset * 8)
+            w.write(memoryview(part.buffers()[2])[int(po[0]):int(po[-1])])
+            del part, po, idx
     return True

@@ -217,9 +217,13 @@ _WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # ASCII characters str.issp
 _DIGIT = np.zeros(256, bool)
 _DIGIT[48:58] = True
 _CHUNK = 1 << 20
-_BLOCK = 1 << 23  # bytes of text split per bytes.split call
+_BLOCK = 1 << 21  # bytes of text split per bytes.split call (its copy, bytes and token objects live at once:
+#                   a 40 MB file's parse peaked at 37 MB of them with 8 MB, 16 MB with 2 MB, as fast)
 _ARROW_BLOCK = 1 << 25  # bytes of text per dictionary_encode call
-_ARROW_MIN = 1 << 22  # text below this is interned by bytes.split (the same ids): importing pyarrow costs more
+# a whole input below this is interned by bytes.split (the same ids), without pyarrow: importing it (0.08 s CPU,
+# 55 MB) costs about what Arrow's hashing saves on 40 MB (0.06 against 0.17 s), and a 40 MB file -> SVG then
+# peaks at ~90 MB instead of ~170.  Larger files are read in blocks (read_folded_file), every block by Arrow.
+_ARROW_MIN = 1 << 26
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
@@ -294,12 +298,13 @@ def _block_cuts(starts: np.ndarray, ends: np.ndarray, block: int = _BLOCK):
 
 
 def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                  mark_at: np.ndarray | None = None):
+                  mark_at: np.ndarray | None = None, arrow: bool | None = None):
     """``(_dense(*_intern_tokens(...)), list(index))``: every token's dense id (in order of
     first appearance) and the distinct token bytes.  With pyarrow the tokens of each block
     are found by numpy and interned by Arrow's dictionary_encode (C++ hashing, no Python
-    object per token); only each block's distinct tokens meet a Python dict.  A text of less than
-    _ARROW_MIN bytes is split by bytes.split without loading pyarrow.
+    object per token); only each block's distinct tokens meet a Python dict.  ``arrow`` None: a text
+    of less than _ARROW_MIN bytes is split by bytes.split without loading pyarrow; True: with pyarrow
+    where it is installed (a block of a larger file), False: without.
 
     Where every line is a stack ending with a line feed (``mark_at`` given, the text ends with one),
     Arrow reads the tokens where they are in ``data``, each with the byte after it (a ';', the blank
@@ -308,7 +313,9 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     the frames' keys and their order are those of the copy with the separators rewritten, which
     the other texts are interned from."""
     try:
-        if len(starts) and int(ends[-1]) - int(starts[0]) < _ARROW_MIN:
+        if arrow is None:
+            arrow = not (len(starts) and int(ends[-1]) - int(starts[0]) < _ARROW_MIN)
+        if not arrow:
             raise ImportError("small: not worth importing pyarrow")
         pa, call_function = _arrow()
     except ImportError:
@@ -446,7 +453,7 @@ def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False)
                 end = len(rest) + n
                 if not n:
                     del buf[end:]
-                    ok = m.add(_parse_block(buf)) if end else True
+                    ok = m.add(_parse_block(buf, arrow=True)) if end else True
                     break
                 cut = buf.rfind(b"\n", 0, end) + 1
                 if cut == 0:  # a line longer than a block: read on to its end
@@ -455,7 +462,7 @@ def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False)
                     continue
                 rest = buf[cut:end]
                 del buf[cut:]
-                ok = m.add(_parse_block(buf))
+                ok = m.add(_parse_block(buf, arrow=True))
                 del buf
             if ok:
                 prof = m.profile()
@@ -506,9 +513,10 @@ class _Merge:
                                        meta={"source_format": "folded", "unit": "samples"})
 
 
-def _parse_block(data: bytes):
+def _parse_block(data: bytes, arrow: bool | None = None):
     """(frame token ids, distinct tokens, frames per stack line, count per stack line) of the whole
-    lines ``data``, UTF-8 without a BOM; None when a line needs the line-by-line reader."""
+    lines ``data``, UTF-8 without a BOM; None when a line needs the line-by-line reader.  ``arrow``:
+    see _tokens_dense (True for the blocks of a file too large to read whole)."""
     if not data.isascii():
         try:
             data.decode("utf-8")
@@ -550,7 +558,7 @@ def _parse_block(data: bytes):
     if keep.all():
         # every line is a stack: its count token is marked by a line feed put on its
         # first byte (no frame holds one), so no pass over the ';'s is needed
-        dense, keys = _tokens_dense(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2)
+        dense, keys = _tokens_dense(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2, arrow=arrow)
         count_key = np.fromiter((k[:1] == b"\n" for k in keys), bool, len(keys))
         is_count = count_key[dense]
         cpos = np.flatnonzero(is_count)
@@ -567,7 +575,7 @@ def _parse_block(data: bytes):
         nframes_all = np.where(keep, nsep + 1, 0)
         # tokens per line: a stack line's frames and its count; another line's ';'-pieces and its end
         ntok = np.where(keep, nsep + 2, np.searchsorted(sep, ends) - np.searchsorted(sep, starts) + 1)
-        dense, keys = _tokens_dense(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
+        dense, keys = _tokens_dense(data, nl, np.where(keep, stack_last + 1, -1), starts, ends, arrow=arrow)
         if len(dense) != int(ntok.sum()):
             return None  # cannot happen; be safe rather than wrong
         del sep

@@ -431,7 +431,13 @@ import nodeflame as nf
 from test_capture import shares
 pid, backend, engine = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 opts = {"engine": engine} if engine != "-" else None
-p = nf.capture(pid, float(sys.argv[4]), backend=backend, hz=200, backend_options=opts, progress=False)
+def phase(ph):
+    print(json.dumps({"phase": ph}), flush=True)
+# a long capture that the test ends with a Ctrl-C once it has checked the refusals (KeyboardInterrupt while
+# sampling ends it and keeps what was sampled): the lock is held for as long as the checks take, whatever
+# the machine's load, and the test does not wait out a fixed duration after them
+p = nf.capture(pid, float(sys.argv[4]), backend=backend, hz=200, backend_options=opts, progress=False,
+               on_phase=phase)
 p.validate()
 print(json.dumps({"samples": int(p.samples["weight"].sum()), "warnings": [str(w) for w in p.meta["warnings"]],
                   "shares": shares(p)[0]}))
@@ -463,12 +469,19 @@ def test_a_second_capture_of_a_pid_from_another_process_is_refused(workload, bac
     _usable(backend, w.pid, first)
     _usable(backend, w.pid, second)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-    a = subprocess.Popen([sys.executable, "-c", CAPTURE_IN_CHILD, str(w.pid), backend, first, "6"], cwd=ROOT,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from test_capture import _sigint_default
+    a = subprocess.Popen([sys.executable, "-c", CAPTURE_IN_CHILD, str(w.pid), backend, first, "120"], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_sigint_default)
+    lines, errs = [], []                                  # its stdout (phases, then its result) and stderr
+    readers = [threading.Thread(target=lambda: lines.extend(a.stdout), daemon=True),
+               threading.Thread(target=lambda: errs.extend(a.stderr), daemon=True)]
+    for r in readers:
+        r.start()
     try:
         held = wait_for(lambda: locks.holder(w.pid, backend) or a.poll() is not None, 60,
                         f"the first {backend} capture to take its lock")
-        assert held is not True and a.poll() is None, a.communicate()
+        assert held is not True and a.poll() is None, (lines, "".join(errs)[-2000:])
         assert held["pid"] == a.pid and held["backend"] == backend, held
         opts = {"engine": second} if second != "-" else None
         want = (rf"pid {w.pid} is already being captured by the {backend} backend of nodeflame \(pid {a.pid}: "
@@ -487,13 +500,22 @@ def test_a_second_capture_of_a_pid_from_another_process_is_refused(workload, bac
             prof = nf.capture(w.pid, 1, hz=200, backend_options=None, progress=False)
             assert prof.meta["backend"] != "walker"
             assert "already being captured" in prof.meta["backends_skipped"]["walker"]
-        out, err = a.communicate(timeout=120)
+        # the refusals are checked: the first capture, sampling all along, is ended by a Ctrl-C
+        wait_for(lambda: '{"phase": "sampling"}\n' in lines or a.poll() is not None, 60,
+                 "the first capture to say it samples")
+        assert a.poll() is None, (lines, "".join(errs)[-2000:])
+        a.send_signal(signal.SIGINT)
+        a.wait(120)
+        for r in readers:
+            r.join(10)
+        err = "".join(errs)
     finally:
         if a.poll() is None:
             a.kill()
             a.wait()
     assert a.returncode == 0, err[-2000:]
-    got = json.loads(out.strip().splitlines()[-1])
+    got = json.loads(lines[-1])
+    assert [x for x in got["warnings"] if x.startswith("interrupted (Ctrl-C)")], got["warnings"]
     # the first capture was not disturbed: samples, its hot function, no warning of trouble
     assert got["samples"] > 0 and "functionA" in got["shares"], got
     # (an undecodable JS frame now and then is the walker's usual, not the second capture's doing)

@@ -1,5 +1,7 @@
 """Folded stacks: the corpus variants, bad lines, annotations."""
 
+import os
+
 import pytest
 
 import nodeflame as nf
@@ -266,6 +268,69 @@ def test_a_file_read_in_blocks_gives_the_profile_of_its_bytes(rows, crlf, commen
         got = folded_mod.read_folded_file(io.BytesIO(data), "<t>")
     _same_profile(got, want)
     assert got.meta.get("warnings") == want.meta.get("warnings")
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(_STACK, st.integers(1, 10**6)), min_size=0, max_size=25),
+       crlf=st.booleans(), comments=st.booleans(), bom=st.booleans(), last_nl=st.booleans(),
+       bad=st.booleans(), utf16=st.booleans(), skip=st.sampled_from([0, 3]))
+def test_a_small_file_read_through_a_mapping_gives_the_profile_of_its_bytes(rows, crlf, comments, bom, last_nl, bad,
+                                                                            utf16, skip):
+    """A regular file small enough to read whole is parsed from an anonymous mapping (_merge_mapped): the
+    Profile, warnings and errors of read_folded on its bytes, from wherever the file was left (``skip``
+    bytes already read), BOMs, bad lines and UTF-16 (left to the line reader) included."""
+    import tempfile
+    lines = [";".join(s) + f" {n}" for s, n in rows]
+    if comments:
+        lines.insert(len(lines) // 2, "# comment line")
+        lines.insert(0, "")
+    if bad:
+        lines.insert(len(lines) // 2, "not a stack line")
+    nl = "\r\n" if crlf else "\n"
+    text = nl.join(lines) + (nl if last_nl else "")
+    data = text.encode("utf-16") if utf16 else (b"\xef\xbb\xbf" if bom else b"") + text.encode()
+    with tempfile.NamedTemporaryFile(suffix=".folded") as tf:
+        tf.write(b"x" * skip + data)
+        tf.flush()
+        with open(tf.name, "rb") as fh:
+            fh.read(skip)
+            try:
+                want = folded_mod.read_folded(data, "<t>")
+            except FormatError as e:
+                with pytest.raises(FormatError) as got:
+                    folded_mod.read_folded_file(fh, "<t>")
+                assert str(got.value) == str(e)
+                return
+            got = folded_mod.read_folded_file(fh, "<t>")
+    _same_profile(got, want)
+    assert got.meta.get("warnings") == want.meta.get("warnings")
+
+
+def test_a_small_file_is_parsed_from_a_mapping_and_read_from_a_pipe():
+    """The mapping is taken for a regular file (no copy of its text on the heap) and not for a pipe, which
+    is read in blocks."""
+    import tempfile
+    import threading
+    data = b"".join(b"main;f%d;g 3\n" % i for i in range(5000))
+    seen = []
+    real = folded_mod._merge_fast
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folded_mod, "_merge_fast", lambda d: seen.append(type(d).__name__) or real(d))
+        with tempfile.NamedTemporaryFile(suffix=".folded") as tf:
+            tf.write(data)
+            tf.flush()
+            with open(tf.name, "rb") as fh:
+                p = folded_mod.read_folded_file(fh, "<t>")
+        assert seen == ["memoryview"]
+        r, w = os.pipe()
+        t = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
+        t.start()
+        with open(r, "rb") as fh:
+            q = folded_mod.read_folded_file(fh, "<pipe>")
+        t.join()
+        assert seen == ["memoryview"]
+    assert p.total == q.total == 15000
+    _same_profile(p, q)
 
 
 def test_a_folded_file_is_read_in_blocks(tmp_path, monkeypatch):

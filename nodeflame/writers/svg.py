@@ -106,15 +106,19 @@ def _num(a) -> np.ndarray:
     return i + f
 
 
-def _join_columns(nrows: int, cols: list) -> str:
-    """Row-wise concatenation of columns (str constants or object arrays of ``nrows`` strings),
-    all rows joined: one ``str.join`` over a piece matrix, no intermediate strings."""
-    if nrows == 0:
-        return ""
-    m = np.empty((nrows, len(cols)), dtype=object)
-    for j, c in enumerate(cols):
-        m[:, j] = c
-    return "".join(m.ravel().tolist())
+def _join_columns(nrows: int, cols: list, rows: int = 1 << 13) -> list:
+    """Row-wise concatenation of columns (str constants or object arrays of ``nrows`` strings), as
+    one string per ``rows`` rows: a ``str.join`` over each slice's piece matrix, no intermediate
+    strings, and the matrix and its list of pieces a slice at a time (40 k rows: 8 MB each whole)."""
+    out = []
+    for lo in range(0, nrows, rows):
+        hi = min(lo + rows, nrows)
+        m = np.empty((hi - lo, len(cols)), dtype=object)
+        for j, c in enumerate(cols):
+            m[:, j] = c if isinstance(c, str) else c[lo:hi]
+        out.append("".join(m.ravel().tolist()))
+        del m
+    return out
 
 
 def _commas(a) -> np.ndarray:
@@ -172,7 +176,7 @@ def render_svg(p, **options) -> str:
 def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, width=1200,
                   minwidth=0.1, inverted: bool = False, reverse: bool = False, deltas=None,
                   frameheight=16, fontsize=12, countname: str | None = None, **_) -> list:
-    """The SVG document as the strings that make it, in order (the frames one string)."""
+    """The SVG document as the strings that make it, in order (the frames a string per 8 k rows)."""
     width = float(width or 1200)
     if width < 2 * XPAD + 10:
         width = 2 * XPAD + 10
@@ -314,12 +318,14 @@ def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, w
     ]
     tail = ["</g>\n", "<script type=\"text/ecmascript\">", _cdata(data + _asset("flamegraph.js")),
             "</script>\n</svg>\n"]
-    return ["".join(head), frames, "".join(tail)]
+    return ["".join(head), *frames, "".join(tail)]
 
 
 def write(p, out, **options) -> None:
-    """Write the SVG to the binary file ``out`` (its parts encoded one at a time: no copy of the
-    whole document as one string)."""
+    """Write the SVG to the binary file ``out`` (its parts encoded 1 M characters at a time: no
+    copy of the whole document as one string, nor of its frames as bytes)."""
+    step = 1 << 20
     for part in _render_parts(p, **options):
-        out.write(part.encode("utf-8"))
+        for i in range(0, len(part), step):
+            out.write(part[i:i + step].encode("utf-8"))
 

@@ -500,9 +500,13 @@ def test_a_second_capture_of_a_pid_from_another_process_is_refused(workload, bac
             prof = nf.capture(w.pid, 1, hz=200, backend_options=None, progress=False)
             assert prof.meta["backend"] != "walker"
             assert "already being captured" in prof.meta["backends_skipped"]["walker"]
-        # the refusals are checked: the first capture, sampling all along, is ended by a Ctrl-C
+        # the refusals are checked: the first capture is ended by a Ctrl-C once it has said it samples and
+        # the target has run 0.5 s of CPU since (the checks may all be done before it samples: perf's were)
         wait_for(lambda: '{"phase": "sampling"}\n' in lines or a.poll() is not None, 60,
                  "the first capture to say it samples")
+        cpu0 = procutil.cpu_seconds(w.pid)
+        wait_for(lambda: procutil.cpu_seconds(w.pid) - cpu0 >= 0.5 or a.poll() is not None, 60,
+                 "the target to run 0.5 s of CPU while the first capture samples")
         assert a.poll() is None, (lines, "".join(errs)[-2000:])
         a.send_signal(signal.SIGINT)
         a.wait(120)

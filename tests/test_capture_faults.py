@@ -517,6 +517,10 @@ def test_a_second_capture_of_a_pid_from_another_process_is_refused(workload, bac
         if a.poll() is None:
             a.kill()
             a.wait()
+        for r in readers:
+            r.join(10)
+        a.stdout.close()
+        a.stderr.close()
     assert a.returncode == 0, err[-2000:]
     got = json.loads(lines[-1])
     assert [x for x in got["warnings"] if x.startswith("interrupted (Ctrl-C)")], got["warnings"]

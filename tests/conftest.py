@@ -56,12 +56,25 @@ def pytest_addoption(parser):
                      help="rewrite tests/golden/ from what the readers and writers make now (review the diff)")
 
 
-#: the files that take longest (idle machine, seconds of wall): on two pytest-xdist workers (one file per
-#: worker at a time) they run first, so the other worker takes the many short files meanwhile instead of
-#: one long file ending the run alone.  A serial run keeps pytest's own order.
-LONG_FIRST = ("test_jupyterlab.py", "test_walker_inline.py", "test_capture_faults.py",
-              "test_inspector_warm.py", "test_walker.py", "test_capture_perf.py", "test_dataset.py",
-              "test_notebooks.py", "test_sourcemaps.py", "test_inspector.py", "test_walker_engines.py")
+#: the files that take longest (seconds of wall and CPU measured in two-worker runs, session 16: per test,
+#: summed per file; test_jupyterlab from CI's --durations): on two pytest-xdist workers (one file per worker
+#: at a time) they run first, longest first, so the other worker takes the many short files meanwhile instead
+#: of one long file ending the run alone.  A serial run keeps pytest's own order.
+LONG_FIRST = ("test_jupyterlab.py", "test_walker_inline.py", "test_inspector_warm.py", "test_walker.py",
+              "test_capture_faults.py", "test_capture_perf.py", "test_cli_capture.py", "test_notebooks.py",
+              "test_dataset.py", "test_sourcemaps.py", "test_inspector.py", "test_capture.py",
+              "test_dataset_record_signals.py", "test_inspector_gaps.py", "test_widgets_fastpaths.py",
+              "test_walker_engines.py", "test_cpuprofile.py", "test_startup.py", "test_walker_decoder.py",
+              "test_dataset_diff.py", "test_diff_real.py", "test_stap.py", "test_demo.py")
+
+
+def pytest_configure(config):
+    """On pytest-xdist >= 3.7 ``--dist loadfile`` hands out the files ordered by how many tests each has
+    (its ``--loadscope-reorder``, on by default), not in collection order: LONG_FIRST below had no effect
+    (in a two-worker run the 67 quick tests of test_widgets_fastpaths went first and test_walker_inline,
+    the longest file, 13th on its worker).  Collection order it is, as sorted below."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(session, config, items):

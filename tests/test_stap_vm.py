@@ -6,7 +6,7 @@ documents it); tests/vm/build-guest.sh builds the guest tree once, cached outsid
 Needs root, qemu-system-x86 and debootstrap (.ci/run installs them); skipped without them.  Cold: the
 guest tree (~6 min, once per machine), the module (~1.5 min, once per node binary and script), the
 image (~10 s); the first run saves the booted guest as it waits to start (stapvm.saved_guest), and
-every later run resumes the saved guest (TCG) and takes ~1-1.5 min, most of it the two 8 s captures,
+every later run resumes the saved guest (TCG) and takes ~1.2-1.8 min, most of it the two 16 s captures,
 loading the module twice and `nodeflame record`'s own work under emulation.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.skipif(WHY is not 
 def vm(tmp_path_factory):
     import stapvm
     share = tmp_path_factory.mktemp("vmshare")
-    res = stapvm.run(node=NODE, duration=8, record=True, share=share)
+    res = stapvm.run(node=NODE, record=True, share=share)
     out = stapvm.analyse(res)
     print(f"\n[stap vm] kernel {res['kernel']}, times {res['times']}, {out['samples']} samples, "
           f"named right {out['named_right']:.1%} of {out['js_samples']}, shares {out['shares']} "

@@ -372,6 +372,38 @@ def test_parse_output_through_the_session(live_node, tmp_path):
     assert files["função"] == "/app/walker_lib.js" and files["get value"] == "/app/a b/c.js"
 
 
+@pytest.mark.parametrize("asked", [None, 1000, 997])
+def test_a_prebuilt_modules_rate_is_the_rate_reported(live_node, tmp_path, asked):
+    """A prebuilt module samples at the rate compiled into it: the profile's period, the requested rate the
+    capture reports (its 'Hz achieved of N requested' line) and a warning when --hz asked for another."""
+    from nodeflame.capture import _finish, procutil
+    from nodeflame.capture.base import CaptureOptions
+    from nodeflame.capture.native.symbols import AddressSpace
+    p = live_node("20")
+    aspace = AddressSpace(p.pid)
+    text, _, _ = _sample_output(p.pid, aspace)
+    tmpdir = tmp_path / "sess"
+    tmpdir.mkdir()
+    (tmpdir / "out.raw").write_bytes(text.encode("utf-8"))
+    (tmpdir / "stap.err").write_text("")
+    lay = load_layout(os.path.realpath(f"/proc/{p.pid}/exe"))
+    ko = _fake_module(tmp_path / "m.ko", lay, REL, hz=997)
+    done = subprocess.Popen(["true"])
+    done.wait()
+    target = procutil.describe(p.pid)
+    opts = CaptureOptions(hz=asked)
+    sess = st.StapSession(st.BACKEND, target, opts, done, str(tmpdir), str(tmpdir / "out.raw"),
+                          str(tmpdir / "stap.err"), str(ko), lay, aspace)
+    sess.module, sess.module_hz = str(ko), st.module_info(ko)["hz"]
+    prof = sess.stop()
+    sess.close()
+    assert prof.meta["period_ns"] == round(1e9 / 997) and prof.meta["requested_hz"] == 997
+    warned = [w for w in prof.meta.get("warnings") or [] if "samples at the 997 Hz it was built for" in w]
+    assert bool(warned) == (asked == 1000), prof.meta.get("warnings")
+    out = _finish(prof, target, st.BACKEND, opts, {}, 0.0, 2.0, False, None)
+    assert out.meta["requested_hz"] == 997
+
+
 def test_parse_output_errors():
     from nodeflame.frames.errors import FormatError
     with pytest.raises(FormatError, match="no stacks"):

@@ -318,7 +318,8 @@ def _exited_at_start(pid: int, b: Backend, e: Exception) -> TargetExited | None:
 def _finish(prof, target, backend, opts, skipped, start_time, elapsed, interrupted, note):
     meta = common_meta(target, backend, opts, start_time=start_time, duration_s=elapsed,
                        skipped=skipped, interrupted=interrupted)
-    hz = opts.hz or backend.default_hz
+    # the rate the backend says it asked for (a prebuilt stap module's is compiled in), else the option's
+    hz = prof.meta.get("requested_hz") or opts.hz or backend.default_hz
     meta["requested_hz"] = hz
     s = prof.samples
     main = s[s["thread"] == "main"] if "main" in set(s["thread"].astype(str)) else s

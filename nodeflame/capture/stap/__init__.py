@@ -915,10 +915,14 @@ class StapSession(Session):
         prof = parse_output(text, pid=self.target.pid, aspace=self.aspace, thread_names=names,
                             source=f"<stap pid {self.target.pid}>")
         hz = self.opts.hz or self.backend.default_hz
-        if self.module:
-            hz = self.module_hz or hz
+        if self.module and self.module_hz:
+            if self.opts.hz and self.opts.hz != self.module_hz:
+                self.warnings.append(f"the prebuilt module {os.path.basename(self.module)} samples at the "
+                                     f"{self.module_hz} Hz it was built for, not the {self.opts.hz} Hz asked")
+            hz = self.module_hz
         return with_meta(prof, warnings=self.warnings, **{
             "backend": "stap",
+            "requested_hz": hz,   # a prebuilt module's own rate: what the kernel was asked for
             "period_ns": int(1e9 / hz),
             "stap_script_sha": None if self.module else _short_hash(self.script_path),
             "stap_module": self.module,

@@ -479,9 +479,10 @@ def test_a_reader_that_goes_away_gives_a_broken_pipe_and_no_writer_thread():
     try:
         with pytest.MonkeyPatch.context() as m:
             m.setattr(folded_writer, "_TOKENS_PER_TAKE", 1000)
-            with open(w, "wb") as f, pytest.raises(BrokenPipeError):
+            # unbuffered: every piece goes to the pipe from the writer's thread (a buffered file would keep
+            # the last bytes and raise again when closed); the text (~120 kB) is more than the pipe holds
+            with open(w, "wb", buffering=0) as f, pytest.raises(BrokenPipeError):
                 folded_writer.write_folded(p, f)
-                f.flush()
     finally:
         reader.join()
     assert got and got[0]

@@ -75,6 +75,9 @@ def test_module_shares_match_the_workloads_own_timing(vm):
     for fn in ("functionA", "functionB"):
         assert abs(out["shares"][fn] - out["truth"][fn]) <= 3.0, (fn, out["shares"], out["truth"])
     assert out["shares"]["functionA"] > 1.5 * out["shares"]["functionB"]
+    # the samples left out of the shares (kernel entered from JIT code: no JS frame to name; 0-11.7 % of
+    # the main thread's under TCG in 35 captures) stay few: a walker that lost JS stacks would show here
+    assert out["shares"]["kernel_jit"] < 15.0, out["shares"]
 
 
 @pytest.mark.timeout(2400)
@@ -94,4 +97,5 @@ def test_record_with_a_prebuilt_module_inside_the_guest(vm):
     assert r["named_right"] >= 0.95, r
     for fn in ("functionA", "functionB"):
         assert abs(r["shares"][fn] - r["truth"][fn]) <= 3.0, (fn, r["shares"], r["truth"])
+    assert r["shares"]["kernel_jit"] < 15.0, r["shares"]
     assert r["node_start"]

@@ -173,8 +173,21 @@ EXTRA_COMMANDS: list = []
 _OWN_COMMANDS = ("convert", "top", "diff")
 
 
+def _one_blas_thread() -> None:
+    """No command does linear algebra, but numpy's bundled OpenBLAS starts a thread per core when numpy is
+    imported, and they spin: 0.08-0.12 s of CPU per process here (`python -c 'import numpy'`: 0.18-0.21 s
+    CPU, 0.085-0.10 s with one thread), a third of converting a small file.  Unless the user set it, one
+    thread; numpy reads it when it is first imported (in this process: its import is deferred).  Only for
+    convert, top and diff, which start no program: a command given to ``record --`` inherits the environment."""
+    import os
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _OWN_COMMANDS:
+        _one_blas_thread()
     try:
         if not (argv and argv[0] in _OWN_COMMANDS):  # convert, top, diff need neither capture nor dataset
             _load_extra_commands()

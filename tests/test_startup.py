@@ -284,3 +284,37 @@ def test_convert_raw_to_folded_loads_no_pandas(tmp_path):
     assert res["rcs"] == [0, 0] and res["pandas_before"] is False, res["stderr"]
     a = (tmp_path / "a.folded").read_text()
     assert a == (tmp_path / "b.folded").read_text() == "main;libc`f 3\nmain;libc`g 2\n"
+
+
+@pytest.mark.parametrize("command", ["convert", "record"])
+def test_convert_runs_numpy_with_one_blas_thread_and_record_leaves_the_environment(tmp_path, command):
+    """numpy's OpenBLAS starts a spinning thread per core at import (0.08-0.12 s of CPU, a third of a small
+    conversion): convert (top, diff) ask for one, unless the user set OPENBLAS_NUM_THREADS; record, whose
+    `--` command inherits the environment, changes nothing."""
+    src = tmp_path / "in.folded"
+    src.write_text("main;a;b 3\nmain;c 2\n")
+    argv = ["convert", str(src), str(tmp_path / "out.svg")] if command == "convert" else ["record", "--help"]
+    prog = textwrap.dedent(f"""
+        import json, os, sys
+        from nodeflame.cli import main
+        try:
+            rc = main({argv!r})
+        except SystemExit as e:
+            rc = e.code
+        import numpy
+        print(json.dumps({{"rc": rc, "env": os.environ.get("OPENBLAS_NUM_THREADS"),
+                          "threads": len(os.listdir("/proc/self/task"))}}))
+    """)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 0
+    if command == "convert":
+        assert got["env"] == "1" and got["threads"] == 1, got
+    else:
+        assert got["env"] is None, got
+    # the user's own setting wins
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120, env=env)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["env"] == "2"

@@ -221,9 +221,10 @@ _BLOCK = 1 << 21  # bytes of text split per bytes.split call (its copy, bytes an
 #                   a 40 MB file's parse peaked at 37 MB of them with 8 MB, 16 MB with 2 MB, as fast)
 _ARROW_BLOCK = 1 << 25  # bytes of text per dictionary_encode call
 # a whole input below this is interned by bytes.split (the same ids), without pyarrow: importing it (0.08 s CPU,
-# 55 MB) costs about what Arrow's hashing saves on 40 MB (0.06 against 0.17 s), and a 40 MB file -> SVG then
-# peaks at ~90 MB instead of ~170.  Larger files are read in blocks (read_folded_file), every block by Arrow.
-_ARROW_MIN = 1 << 26
+# 55 MB) costs more than Arrow's hashing saves on small texts.  On 40 MB Arrow wins: the read 0.10 against
+# 0.26 s (idle, in-process), though without pyarrow 40 MB -> SVG peaks at 92 MB instead of 156 (bench/README).
+# Files larger than two blocks are read in blocks (read_folded_file), every block by Arrow.
+_ARROW_MIN = 1 << 22
 
 
 def _positions(arr: np.ndarray, byte: int) -> np.ndarray:
@@ -439,7 +440,8 @@ def _merge_mapped(fh) -> "_Merge | None":
     """_merge_fast of the rest of the regular file ``fh``, read into an anonymous mapping that goes
     back to the system as soon as it is parsed, whatever malloc keeps (``convert`` has it keep freed
     memory): what the build and a writer allocate next is not added on top of the text (40 MB
-    folded -> SVG: peak 102 -> 91 MB).  None (``fh`` where it was) when that is not a regular file,
+    folded -> SVG, with the SVG writer's rows joined in slices: peak 172 -> 156 MB, 102 -> 91 MB
+    without pyarrow).  None (``fh`` where it was) when that is not a regular file,
     or when the parse leaves it to the line-by-line reader or finds no stack line."""
     import mmap
     try:

@@ -307,25 +307,35 @@ def _sample_output(pid, aspace):
     return "\n".join(lines) + "\n", jit, libc_pc
 
 
-def test_parse_output_through_the_session(live_node, tmp_path):
-    """StapSession.stop() on an output file as the script writes it: symbolised, per thread, validated."""
+def _session_over(p, tmp_path, opts, script=None):
+    """A StapSession of live node ``p`` whose stap has exited, over _sample_output written where the script
+    writes it (``script``: a prebuilt module's path, else a script file): (session, layout, jit pc, libc pc)."""
     from nodeflame.capture import procutil
-    from nodeflame.capture.base import CaptureOptions
     from nodeflame.capture.native.symbols import AddressSpace
-    p = live_node("20")
     aspace = AddressSpace(p.pid)
     text, jit, libc_pc = _sample_output(p.pid, aspace)
     tmpdir = tmp_path / "sess"
     tmpdir.mkdir()
     (tmpdir / "out.raw").write_bytes(text.encode("utf-8"))
     (tmpdir / "stap.err").write_text("")
-    (tmpdir / "nodeflame.stp").write_text("# script")
+    if script is None:
+        script = tmpdir / "nodeflame.stp"
+        script.write_text("# script")
     done = subprocess.Popen(["true"])
     done.wait()
     lay = load_layout(os.path.realpath(f"/proc/{p.pid}/exe"))
-    sess = st.StapSession(st.BACKEND, procutil.describe(p.pid), CaptureOptions(hz=500), done, str(tmpdir),
-                          str(tmpdir / "out.raw"), str(tmpdir / "stap.err"), str(tmpdir / "nodeflame.stp"),
-                          lay, aspace)
+    sess = st.StapSession(st.BACKEND, procutil.describe(p.pid), opts, done, str(tmpdir), str(tmpdir / "out.raw"),
+                          str(tmpdir / "stap.err"), str(script), lay, aspace)
+    return sess, lay, jit, libc_pc
+
+
+def test_parse_output_through_the_session(live_node, tmp_path):
+    """StapSession.stop() on an output file as the script writes it: symbolised, per thread, validated."""
+    from nodeflame.capture import procutil
+    from nodeflame.capture.base import CaptureOptions
+    p = live_node("20")
+    sess, lay, jit, libc_pc = _session_over(p, tmp_path, CaptureOptions(hz=500))
+    tmpdir = tmp_path / "sess"
     prof = sess.stop()
     sess.close()
     assert not tmpdir.exists()                      # close() deletes the temp files
@@ -376,24 +386,14 @@ def test_parse_output_through_the_session(live_node, tmp_path):
 def test_a_prebuilt_modules_rate_is_the_rate_reported(live_node, tmp_path, asked):
     """A prebuilt module samples at the rate compiled into it: the profile's period, the requested rate the
     capture reports (its 'Hz achieved of N requested' line) and a warning when --hz asked for another."""
-    from nodeflame.capture import _finish, procutil
+    from nodeflame.capture import _finish
     from nodeflame.capture.base import CaptureOptions
-    from nodeflame.capture.native.symbols import AddressSpace
     p = live_node("20")
-    aspace = AddressSpace(p.pid)
-    text, _, _ = _sample_output(p.pid, aspace)
-    tmpdir = tmp_path / "sess"
-    tmpdir.mkdir()
-    (tmpdir / "out.raw").write_bytes(text.encode("utf-8"))
-    (tmpdir / "stap.err").write_text("")
     lay = load_layout(os.path.realpath(f"/proc/{p.pid}/exe"))
     ko = _fake_module(tmp_path / "m.ko", lay, REL, hz=997)
-    done = subprocess.Popen(["true"])
-    done.wait()
-    target = procutil.describe(p.pid)
     opts = CaptureOptions(hz=asked)
-    sess = st.StapSession(st.BACKEND, target, opts, done, str(tmpdir), str(tmpdir / "out.raw"),
-                          str(tmpdir / "stap.err"), str(ko), lay, aspace)
+    sess, _, _, _ = _session_over(p, tmp_path, opts, script=ko)
+    target = sess.target
     sess.module, sess.module_hz = str(ko), st.module_info(ko)["hz"]
     prof = sess.stop()
     sess.close()

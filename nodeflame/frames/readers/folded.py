@@ -223,7 +223,7 @@ _ARROW_BLOCK = 1 << 25  # bytes of text per dictionary_encode call
 # a whole input below this is interned by bytes.split (the same ids), without pyarrow: importing it (0.08 s CPU,
 # 55 MB) costs more than Arrow's hashing saves on small texts.  On 40 MB Arrow wins: the read 0.10 against
 # 0.26 s (idle, in-process), though without pyarrow 40 MB -> SVG peaks at 92 MB instead of 156 (bench/README).
-# Files larger than two blocks are read in blocks (read_folded_file), every block by Arrow.
+# Files larger than two blocks are read in blocks of 32 MB (read_folded_file).
 _ARROW_MIN = 1 << 22
 
 
@@ -300,13 +300,12 @@ def _block_cuts(starts: np.ndarray, ends: np.ndarray, block: int = _BLOCK):
 
 
 def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                  mark_at: np.ndarray | None = None, arrow: bool | None = None):
+                  mark_at: np.ndarray | None = None):
     """``(_dense(*_intern_tokens(...)), list(index))``: every token's dense id (in order of
     first appearance) and the distinct token bytes.  With pyarrow the tokens of each block
     are found by numpy and interned by Arrow's dictionary_encode (C++ hashing, no Python
-    object per token); only each block's distinct tokens meet a Python dict.  ``arrow`` None: a text
-    of less than _ARROW_MIN bytes is split by bytes.split without loading pyarrow; True: with pyarrow
-    where it is installed (a block of a larger file), False: without.
+    object per token); only each block's distinct tokens meet a Python dict.  A text of less than
+    _ARROW_MIN bytes is split by bytes.split without loading pyarrow.
 
     Where every line is a stack ending with a line feed (``mark_at`` given, the text ends with one),
     Arrow reads the tokens where they are in ``data``, each with the byte after it (a ';', the blank
@@ -315,9 +314,7 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     the frames' keys and their order are those of the copy with the separators rewritten, which
     the other texts are interned from."""
     try:
-        if arrow is None:
-            arrow = not (len(starts) and int(ends[-1]) - int(starts[0]) < _ARROW_MIN)
-        if not arrow:
+        if len(starts) and int(ends[-1]) - int(starts[0]) < _ARROW_MIN:
             raise ImportError("small: not worth importing pyarrow")
         pa, call_function = _arrow()
     except ImportError:
@@ -503,7 +500,7 @@ def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False)
                 end = len(rest) + n
                 if not n:
                     del buf[end:]
-                    ok = m.add(_parse_block(buf, arrow=True)) if end else True
+                    ok = m.add(_parse_block(buf)) if end else True
                     break
                 cut = buf.rfind(b"\n", 0, end) + 1
                 if cut == 0:  # a line longer than a block: read on to its end
@@ -512,7 +509,7 @@ def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False)
                     continue
                 rest = buf[cut:end]
                 del buf[cut:]
-                ok = m.add(_parse_block(buf, arrow=True))
+                ok = m.add(_parse_block(buf))
                 del buf
             if ok:
                 prof = m.profile()
@@ -567,10 +564,10 @@ class _Merge:
                                        meta={"source_format": "folded", "unit": "samples"})
 
 
-def _parse_block(data: bytes, arrow: bool | None = None):
+def _parse_block(data: bytes):
     """(frame token ids, distinct tokens, frames per stack line, count per stack line) of the whole
-    lines ``data``, UTF-8 without a BOM; None when a line needs the line-by-line reader.  ``arrow``:
-    see _tokens_dense (True for the blocks of a file too large to read whole)."""
+    lines ``data`` (bytes or a memoryview of them), UTF-8 without a BOM; None when a line needs the
+    line-by-line reader."""
     arr = np.frombuffer(data, np.uint8)
     if not (data.isascii() if isinstance(data, (bytes, bytearray)) else int(arr.max(initial=0)) < 0x80):
         try:
@@ -612,7 +609,7 @@ def _parse_block(data: bytes, arrow: bool | None = None):
     if keep.all():
         # every line is a stack: its count token is marked by a line feed put on its
         # first byte (no frame holds one), so no pass over the ';'s is needed
-        dense, keys = _tokens_dense(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2, arrow=arrow)
+        dense, keys = _tokens_dense(data, nl, stack_last + 1, starts, ends, mark_at=stack_last + 2)
         count_key = np.fromiter((k[:1] == b"\n" for k in keys), bool, len(keys))
         is_count = count_key[dense]
         cpos = np.flatnonzero(is_count)
@@ -629,7 +626,7 @@ def _parse_block(data: bytes, arrow: bool | None = None):
         nframes_all = np.where(keep, nsep + 1, 0)
         # tokens per line: a stack line's frames and its count; another line's ';'-pieces and its end
         ntok = np.where(keep, nsep + 2, np.searchsorted(sep, ends) - np.searchsorted(sep, starts) + 1)
-        dense, keys = _tokens_dense(data, nl, np.where(keep, stack_last + 1, -1), starts, ends, arrow=arrow)
+        dense, keys = _tokens_dense(data, nl, np.where(keep, stack_last + 1, -1), starts, ends)
         if len(dense) != int(ntok.sum()):
             return None  # cannot happen; be safe rather than wrong
         del sep

@@ -425,6 +425,7 @@ def test_target_exiting_mid_capture(run):
     assert time.monotonic() - t0 < 19
     assert len(p.samples) > 0
     p.validate()
-    assert {"spin", "go", "processImmediate"} & set(_names(p))   # TurboFan inlines spin and go at will
+    assert {"spin", "go", "processImmediate"} & set(_names(p)), (   # TurboFan inlines spin and go at will
+        p.top(20), p.meta.get("walker"))
     assert any("exit" in w for w in p.meta["warnings"]), p.meta["warnings"]
     assert proc.returncode == 0

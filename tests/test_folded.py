@@ -283,13 +283,15 @@ def test_a_file_read_in_blocks_gives_the_profile_of_its_bytes(rows, crlf, commen
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(st.tuples(_STACK, st.integers(1, 10**6)), min_size=0, max_size=25),
        crlf=st.booleans(), comments=st.booleans(), bom=st.booleans(), last_nl=st.booleans(),
-       bad=st.booleans(), utf16=st.booleans(), skip=st.sampled_from([0, 3]), arrow=st.booleans())
-def test_a_small_file_read_through_a_mapping_gives_the_profile_of_its_bytes(rows, crlf, comments, bom, last_nl, bad,
-                                                                            utf16, skip, arrow):
-    """A regular file small enough to read whole is parsed from an anonymous mapping (_merge_mapped): the
-    Profile, warnings and errors of read_folded on its bytes, from wherever the file was left (``skip``
-    bytes already read), BOMs, bad lines and UTF-16 (left to the line reader) included, interned by
-    bytes.split or (``arrow``, as files of 4 MB and more are) by Arrow over the mapping."""
+       bad=st.booleans(), utf16=st.booleans(), skip=st.sampled_from([0, 3]), arrow=st.booleans(),
+       block=st.sampled_from([1, 7, 64, 1 << 23]))
+def test_a_regular_file_read_in_small_blocks_gives_the_profile_of_its_bytes(rows, crlf, comments, bom, last_nl, bad,
+                                                                           utf16, skip, arrow, block):
+    """A regular file of up to two large blocks is read in small ones (_SMALL_FILE_BLOCK, one buffer re-used):
+    the Profile, warnings and errors of read_folded on its bytes, from wherever the file was left (``skip``
+    bytes already read, where a file left to the line reader is read from too), BOMs, bad lines and UTF-16
+    (left to the line reader) included, interned by bytes.split or (``arrow``, as blocks of 4 MB and more
+    are) by Arrow over the block's buffer."""
     import tempfile
     text = _folded_text(rows, crlf, comments, bad, last_nl)
     data = text.encode("utf-16") if utf16 else (b"\xef\xbb\xbf" if bom else b"") + text.encode()
@@ -298,34 +300,38 @@ def test_a_small_file_read_through_a_mapping_gives_the_profile_of_its_bytes(rows
         tf.flush()
         with open(tf.name, "rb") as fh, pytest.MonkeyPatch.context() as m:
             fh.read(skip)
+            m.setattr(folded_mod, "_SMALL_FILE_BLOCK", block)
             if arrow:
                 m.setattr(folded_mod, "_ARROW_MIN", 0)
             _reads_as_its_bytes(data, lambda: folded_mod.read_folded_file(fh, "<t>"))
 
 
-def test_a_small_file_is_parsed_from_a_mapping_and_read_from_a_pipe():
-    """The mapping is taken for a regular file (no copy of its text on the heap) and not for a pipe, which
-    is read in blocks."""
+def test_a_small_file_is_read_in_small_blocks_and_a_pipe_whole():
+    """A regular file of up to two large blocks goes through the block reader with the small block (its text
+    is never whole in memory); a pipe, which cannot be read again if a block needs the line reader, is read
+    whole; both give the same Profile."""
     import tempfile
     import threading
     data = b"".join(b"main;f%d;g 3\n" % i for i in range(5000))
-    seen = []
-    real = folded_mod._merge_fast
+    calls = []
+    real = folded_mod._parse_block
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(folded_mod, "_merge_fast", lambda d: seen.append(type(d).__name__) or real(d))
+        m.setattr(folded_mod, "_SMALL_FILE_BLOCK", 4096)
+        m.setattr(folded_mod, "_parse_block", lambda d: calls.append(len(d)) or real(d))
         with tempfile.NamedTemporaryFile(suffix=".folded") as tf:
             tf.write(data)
             tf.flush()
             with open(tf.name, "rb") as fh:
                 p = folded_mod.read_folded_file(fh, "<t>")
-        assert seen == ["memoryview"]
+        assert len(calls) > 10 and max(calls) <= 4096 + 20, calls
+        del calls[:]
         r, w = os.pipe()
         t = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
         t.start()
         with open(r, "rb") as fh:
             q = folded_mod.read_folded_file(fh, "<pipe>")
         t.join()
-        assert seen == ["memoryview"]
+        assert calls == [len(data)]
     assert p.total == q.total == 15000
     _same_profile(p, q)
 

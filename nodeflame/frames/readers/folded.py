@@ -223,7 +223,7 @@ _ARROW_BLOCK = 1 << 25  # bytes of text per dictionary_encode call
 # a whole input below this is interned by bytes.split (the same ids), without pyarrow: importing it (0.08 s CPU,
 # 55 MB) costs more than Arrow's hashing saves on small texts.  On 40 MB Arrow wins: the read 0.10 against
 # 0.26 s (idle, in-process), though without pyarrow 40 MB -> SVG peaks at 92 MB instead of 156 (bench/README).
-# Files larger than two blocks are read in blocks of 32 MB (read_folded_file).
+# A file is read in blocks (read_folded_file): of 8 MB up to 64 MB, else of 32 MB.
 _ARROW_MIN = 1 << 22
 
 
@@ -433,93 +433,67 @@ def _merge_fast(data) -> "_Merge | None":
     return m
 
 
-def _merge_mapped(fh) -> "_Merge | None":
-    """_merge_fast of the rest of the regular file ``fh``, read into an anonymous mapping that goes
-    back to the system as soon as it is parsed, whatever malloc keeps (``convert`` has it keep freed
-    memory): what the build and a writer allocate next is not added on top of the text (40 MB
-    folded -> SVG, with the SVG writer's rows joined in slices: peak 172 -> 156 MB, 102 -> 91 MB
-    without pyarrow).  None (``fh`` where it was) when that is not a regular file,
-    or when the parse leaves it to the line-by-line reader or finds no stack line."""
-    import mmap
+def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False) -> "Profile":
+    """read_folded of the binary file ``fh`` (from where it stands), taken in blocks of whole lines: the
+    whole text is never in memory at once, and only one block's buffer is (re-used from block to block).
+    A file of up to two large blocks is read in small ones: 40 MB folded (1 M samples / 20 k stacks)
+    peaked at 116 MB read whole (the text beside the parse) and at 84 MB in 8 MB blocks, in the same
+    CPU time; a large file keeps large blocks, in which fewer distinct frames are met again (10 M
+    samples / 200 k stacks: 1.1-1.2 s CPU in 32 MB blocks, 1.5-2.2 s in 8 MB ones).  Anything the fast
+    path leaves to the line-by-line reader (UTF-16, bad lines, ``thread_root``) reads it whole, from where
+    it stood; so does a file that cannot go back there (a pipe).  ``nodeflame.read`` hands only regular
+    files to this reader."""
     try:
         pos = fh.tell()
-        st = os.fstat(fh.fileno())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return None
-    size = st.st_size - pos
-    if not (os.path.stat.S_ISREG(st.st_mode) and size > 0):
-        return None
-    mm = mmap.mmap(-1, size)
-    m = None
-    try:
-        with memoryview(mm) as whole:
-            n = fh.readinto(whole)
-            if fh.read(1):  # it grew meanwhile: read it as bytes
-                fh.seek(pos)
-                return None
-            with whole[:n] as view:
-                m = _merge_fast(view)
-    finally:
-        try:
-            mm.close()
-        except BufferError:  # a view still held (an error on the way): the mapping goes with it
-            pass
-    if m is None or m.empty():
-        fh.seek(pos)
-        return None
-    return m
-
-
-def read_folded_file(fh, source: str = "<folded>", *, thread_root: bool = False) -> "Profile":
-    """read_folded of the binary file ``fh``, taken in blocks of whole lines (the fast path: the whole
-    file is never in memory) when it is larger than two blocks; anything the fast path leaves to the
-    line-by-line reader reads it whole."""
-    try:
-        small = os.fstat(fh.fileno()).st_size - fh.tell() <= 2 * _FILE_BLOCK
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        small = False
-    if small and not thread_root:  # one buffer is quicker than blocks (a 40 MB file: 0.31 s CPU, not 0.36)
-        m = _merge_mapped(fh)
-        if m is not None:
-            return m.profile()
-    if small or thread_root:
+    except (AttributeError, OSError, io.UnsupportedOperation):  # a pipe: nothing to go back to
         return read_folded(fh.read(), source, thread_root=thread_root)
     if not thread_root:
-        head = fh.read(3)
-        if not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-            m = _Merge()
-            ok = True
-            rest = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
-            while ok:
-                # a block: the line cut at the end of the last one, then the file read into
-                # place (no copy of the block; the bytearray is cut back to its whole lines)
-                buf = bytearray(len(rest) + _FILE_BLOCK)
-                buf[:len(rest)] = rest
-                with memoryview(buf) as mv, mv[len(rest):] as tail:
-                    n = fh.readinto(tail)
-                end = len(rest) + n
-                if not n:
-                    del buf[end:]
-                    ok = m.add(_parse_block(buf)) if end else True
-                    break
-                cut = buf.rfind(b"\n", 0, end) + 1
-                if cut == 0:  # a line longer than a block: read on to its end
-                    del buf[end:]
-                    rest = buf
-                    continue
-                rest = buf[cut:end]
-                del buf[cut:]
-                ok = m.add(_parse_block(buf))
-                del buf
-            if ok:
-                prof = m.profile()
-                if prof is not None:
-                    return prof
-    fh.seek(0)
-    return _read_lines(fh.read(), source, thread_root)
+        try:
+            size = os.fstat(fh.fileno()).st_size - pos
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            size = -1
+        m = _merge_blocks(fh, _SMALL_FILE_BLOCK if 0 <= size <= 2 * _FILE_BLOCK else _FILE_BLOCK)
+        if m is not None and not m.empty():
+            return m.profile()
+        fh.seek(pos)
+    return read_folded(fh.read(), source, thread_root=thread_root)
 
 
-_FILE_BLOCK = 1 << 25  # bytes per block of read_folded_file
+def _merge_blocks(fh, block: int) -> "_Merge | None":
+    """The fast path's parse of the rest of ``fh``, read into one buffer of ``block`` bytes (and what is
+    left of a line cut at its end) block after block; None when a block's text (UTF-16, a bad line)
+    needs the line-by-line reader."""
+    head = fh.read(3)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None
+    m = _Merge()
+    rest = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+    buf = bytearray(block + len(rest))
+    while True:
+        # the line cut at the end of the last block, then the file read into place after it
+        if len(buf) < len(rest) + block:  # a line longer than a block: room for a block after it
+            buf = bytearray(len(rest) + block)
+        buf[:len(rest)] = rest
+        with memoryview(buf) as mv, mv[len(rest):len(rest) + block] as tail:
+            n = fh.readinto(tail)
+        end = len(rest) + n
+        if not n:
+            if end and not m.add(_parse_block(bytes(buf[:end]))):
+                return None
+            return m
+        cut = buf.rfind(b"\n", 0, end) + 1
+        if cut == 0:  # no line end yet: read on
+            rest = bytes(buf[:end])
+            continue
+        rest = bytes(buf[cut:end])
+        with memoryview(buf) as mv, mv[:cut] as lines:
+            ok = m.add(_parse_block(lines))
+        if not ok:
+            return None
+
+
+_FILE_BLOCK = 1 << 25  # bytes per block of read_folded_file (a file of more than two)
+_SMALL_FILE_BLOCK = 1 << 23  # bytes per block of a file of up to two large blocks
 
 
 class _Merge:

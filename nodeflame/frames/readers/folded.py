@@ -468,13 +468,15 @@ def _merge_blocks(fh, block: int) -> "_Merge | None":
         return None
     m = _Merge()
     rest = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
-    buf = bytearray(block + len(rest))
+    buf = bytearray(block)
     while True:
-        # the line cut at the end of the last block, then the file read into place after it
-        if len(buf) < len(rest) + block:  # a line longer than a block: room for a block after it
-            buf = bytearray(len(rest) + block)
+        # the line cut at the end of the last block, then the file read into place after it (the same
+        # buffer each time: a new one per block was 8 MB more heap per block, as the freed ones did not
+        # fit what came next)
+        if 2 * len(rest) > len(buf):  # a line longer than half a block: room for as much after it
+            buf = bytearray(2 * len(rest))
         buf[:len(rest)] = rest
-        with memoryview(buf) as mv, mv[len(rest):len(rest) + block] as tail:
+        with memoryview(buf) as mv, mv[len(rest):] as tail:
             n = fh.readinto(tail)
         end = len(rest) + n
         if not n:

@@ -27,7 +27,7 @@ def _func_tree(p):
 
 def _accumulate(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np.ndarray:
     """Subtree totals: self plus all descendants, children before parents."""
-    total = self_w.astype(_I64).copy()
+    total = self_w.astype(_I64)  # a copy: the caller's weights are not written
     if len(total) == 0:
         return total
     levels = list(level_segments(depth))
@@ -303,7 +303,7 @@ def flame_layout_arrays(p, *, minwidth: float = 0.0, inverted: bool = False, tre
     node ids never decides anything."""
     t = tree if tree is not None else layout_tree(p, inverted=inverted)
     parent = np.asarray(t["parent"])
-    depth = np.asarray(t["depth"]).astype(_I64)
+    depth = np.asarray(t["depth"]).astype(_I64, copy=False)  # read only
     total = np.asarray(t["total"])
     selfw = np.asarray(t["self"])
     func = np.asarray(t["func"])

@@ -173,6 +173,9 @@ def render_svg(p, **options) -> str:
     return "".join(_render_parts(p, **options))
 
 
+_ROWS = 1 << 13  # rows of frames made into text at a time
+
+
 def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, width=1200,
                   minwidth=0.1, inverted: bool = False, reverse: bool = False, deltas=None,
                   frameheight=16, fontsize=12, countname: str | None = None, **_) -> list:
@@ -227,21 +230,12 @@ def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, w
     real = func >= 0
     fsafe = np.where(real, func, 0)
     is_other = (~real) & (np.arange(nrows) > 0)
-    other_lab = np.where(is_other, "other (" + _istr(other) + " frames)", "all")
     # the kind of each row for the script, by its position among the palettes (-1: none of them)
     kind_names = list(PALETTES)
     kother = kind_names.index("other") if "other" in kind_names else -1
     kall = kind_names.index("all") if "all" in kind_names else -1
-    if nf:
-        clean = np.where(real, clean_f[fsafe], other_lab)
-        esc = np.where(real, esc_f[fsafe], other_lab)
-        color = np.where(real, fcolor[fsafe], np.where(is_other, PALETTES_HEX["other"], PALETTES_HEX["all"]))
-        kcode = np.where(real, kind_codes(fkinds, kind_names)[fsafe], np.where(is_other, kother, kall))
-    else:
-        clean = esc = other_lab
-        color = np.where(is_other, PALETTES_HEX["other"], PALETTES_HEX["all"])
-        kcode = np.where(is_other, kother, kall)
-    color = color.astype(object)
+    fcode = kind_codes(fkinds, kind_names) if nf else np.empty(0, _I64)
+    kcode = np.where(real, fcode[fsafe] if nf else 0, np.where(is_other, kother, kall))
 
     # --- geometry
     xs = XPAD + x0 * scale
@@ -250,36 +244,55 @@ def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, w
         ys = ypad1 + ypad3 + depth * fh
     else:
         ys = height - ypad2 - (depth + 1) * fh
-    # --- tooltips: "label (1,234 samples, 5.67%[; +0.12 pp])"
     pct = 100.0 * n / total if total > 0 else np.where(np.arange(nrows) == 0, 100.0, 0.0)
     pv = np.rint(pct * 100).astype(_I64)
-    tip_cols = [esc, " (", _commas(n), " " + xml_escape(unit) + ", ", _istr(pv // 100), _FRAC2_FIXED[pv % 100], "%"]
-    if dl is not None:
-        drow = np.where(real, dl[fsafe] if nf else 0.0, 0.0)
-        sign = np.where(drow > 0, "; +", np.where(drow < 0, "; -", "; \u00b1"))
-        dv = np.rint(np.abs(drow) * 100).astype(_I64)
-        tip_cols += [np.where(real, sign, ""), np.where(real, _istr(dv // 100) + _FRAC2_FIXED[dv % 100] + " pp", "")]
-    # --- labels that fit (flamegraph.pl: room for one character plus two dots)
+    drow = np.where(real, dl[fsafe] if nf else 0.0, 0.0) if dl is not None else None
+    # labels that fit (flamegraph.pl: room for one character plus two dots)
     chars = np.floor((ws - 6) / (fs * FONTWIDTH)).astype(_I64)
-    show = np.flatnonzero(chars >= 3)
-    txt = np.full(nrows, "", dtype=object)
-    if len(show):
-        sl = clean[show]
-        sc = chars[show]
-        fits = np.fromiter(map(len, sl), _I64, len(sl)) <= sc
-        cut = esc[show]                     # a label that fits: its escaped text
-        short = np.flatnonzero(~fits)
-        cut[short] = [(s[:c - 2] + "..").translate(_XML) for s, c in zip(sl[short].tolist(), sc[short].tolist())]
-        txt[show] = "<text x=\"" + _num(xs[show] + 3) + "\" y=\"" + _num(ys[show] + fh / 2 + fs / 3 - 0.5) + \
-            "\">" + cut + "</text>"
-
     rect_h = _num([max(fh - 1, 1)])[0]
-    xi, xf = _num_parts(xs)
-    yi, yf = _num_parts(ys)
-    wi, wf = _num_parts(ws)
-    frames = _join_columns(nrows, ["<g><title>", *tip_cols, ")</title><rect x=\"", xi, xf, "\" y=\"", yi, yf,
-                                   "\" width=\"", wi, wf, "\" height=\"" + rect_h + "\" fill=\"", color, "\"/>",
-                                   txt, "</g>\n"])
+    unit_s = " " + xml_escape(unit) + ", "
+    other_hex, all_hex = PALETTES_HEX["other"], PALETTES_HEX["all"]
+
+    def rows(lo: int, hi: int) -> str:
+        """Rows lo..hi-1 as SVG text: their strings are made a slice at a time, never all rows' at once
+        (40 k rows' columns of Python strings were ~25 MB)."""
+        rl, fl, ol = real[lo:hi], fsafe[lo:hi], is_other[lo:hi]
+        other_lab = np.where(ol, "other (" + _istr(other[lo:hi]) + " frames)", "all")
+        if nf:
+            clean = np.where(rl, clean_f[fl], other_lab)
+            esc = np.where(rl, esc_f[fl], other_lab)
+            color = np.where(rl, fcolor[fl], np.where(ol, other_hex, all_hex)).astype(object)
+        else:
+            clean = esc = other_lab
+            color = np.where(ol, other_hex, all_hex).astype(object)
+        # tooltips: "label (1,234 samples, 5.67%[; +0.12 pp])"
+        p2 = pv[lo:hi]
+        cols = [esc, " (", _commas(n[lo:hi]), unit_s, _istr(p2 // 100), _FRAC2_FIXED[p2 % 100], "%"]
+        if drow is not None:
+            d = drow[lo:hi]
+            sign = np.where(d > 0, "; +", np.where(d < 0, "; -", "; \u00b1"))
+            dv = np.rint(np.abs(d) * 100).astype(_I64)
+            cols += [np.where(rl, sign, ""), np.where(rl, _istr(dv // 100) + _FRAC2_FIXED[dv % 100] + " pp", "")]
+        x, y, wd, ch = xs[lo:hi], ys[lo:hi], ws[lo:hi], chars[lo:hi]
+        txt = np.full(hi - lo, "", dtype=object)
+        show = np.flatnonzero(ch >= 3)
+        if len(show):
+            sl = clean[show]
+            sc = ch[show]
+            fits = np.fromiter(map(len, sl), _I64, len(sl)) <= sc
+            cut = esc[show]                     # a label that fits: its escaped text
+            short = np.flatnonzero(~fits)
+            cut[short] = [(t[:c - 2] + "..").translate(_XML) for t, c in zip(sl[short].tolist(), sc[short].tolist())]
+            txt[show] = "<text x=\"" + _num(x[show] + 3) + "\" y=\"" + _num(y[show] + fh / 2 + fs / 3 - 0.5) + \
+                "\">" + cut + "</text>"
+        xi, xf = _num_parts(x)
+        yi, yf = _num_parts(y)
+        wi, wf = _num_parts(wd)
+        return _join_columns(hi - lo, ["<g><title>", *cols, ")</title><rect x=\"", xi, xf, "\" y=\"", yi, yf,
+                                       "\" width=\"", wi, wf, "\" height=\"" + rect_h + "\" fill=\"", color, "\"/>",
+                                       txt, "</g>\n"], rows=hi - lo)[0] if hi > lo else ""
+
+    frames = [rows(lo, min(lo + _ROWS, nrows)) for lo in range(0, nrows, _ROWS)]
 
     # --- data for the script: integers only (no names, nothing to escape)
     data = ("var NF_DATA={" +

@@ -157,7 +157,10 @@ def _blocks(fh, chunk: int = _CHUNK, *, pool: list | None = None):
     carry = b""
     want = max(chunk, 4)
     while True:
-        need = len(carry) + want
+        # a block's buffer holds the cut line and then the file up to ``want`` bytes in all (the pool's
+        # buffers fit again: with ``len(carry) + want`` none did once a line was cut, and every block
+        # faulted in a fresh 16 MB), or twice the cut line when it is longer than half of that
+        need = max(want, 2 * len(carry))
         buf = None
         while pool and buf is None:
             b = pool.pop()
@@ -182,10 +185,8 @@ def _blocks(fh, chunk: int = _CHUNK, *, pool: list | None = None):
         cut = buf.rfind(b"\n", 0, size) + 1
         if cut == 0:  # a line longer than a block: read on, twice as much each time (linear)
             carry = bytes(memoryview(buf)[:size])
-            want = max(want, len(carry))
             continue
         carry = bytes(memoryview(buf)[cut:size])
-        want = max(chunk, 4)
         yield (buf, cut)
         del buf
     if carry:

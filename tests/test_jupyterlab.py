@@ -161,18 +161,27 @@ def lab():
 
 @pytest.fixture(scope="module")
 def demo():
-    """The demo app running (killed at the end); its pid."""
+    """The demo app, warm (it has served WARM requests: V8 has optimized its hot code) and stopped
+    (SIGSTOP) until the notebook is open: ``live`` lets it run for the capture and kills it once
+    captured (it would otherwise spin on a core of its own for the whole module); killed at the end
+    on every path.  Its process."""
     proc = subprocess.Popen([NODE, str(DEMO)], cwd=str(DEMO.parent), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=browser._die_with_parent)    # no stopped demo outlives pytest
     try:
         line = proc.stdout.readline()
         assert json.loads(line)["ready"] == proc.pid, line
+        line = proc.stdout.readline()
+        assert "warm" in json.loads(line), line
+        os.killpg(proc.pid, signal.SIGSTOP)
         from nodeflame.capture import availability
         why = availability("walker", proc.pid)
         if why:
             pytest.skip(f"the walker cannot capture the demo here: {why}")
-        yield proc.pid
+        yield proc
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGCONT)     # a stopped process would take SIGTERM only now
         _kill_group(proc)
 
 
@@ -335,8 +344,23 @@ def wait_view_after(b, view: int, timeout: float = 120) -> dict:
                f" return g && g.layout && g.layout.meta && g.layout.meta.nodeflame.view > {view}; }})()",
                timeout=timeout)
     kernel_idle(b, timeout)
-    b._pump(0.3)        # the panes' messages follow the chart's
+    panes_caught_up(b, timeout)
     return chart_state(b)
+
+
+def panes_caught_up(b, timeout: float = 120) -> None:
+    """Wait until the breadcrumb and the details pane show what the kernel has put in them: the
+    panes' messages follow the chart's (the explorer sends them from a callback it schedules when
+    it draws, which has run once the kernel answers a later request)."""
+    want = kernel_value(b, "([c.tooltip or c.description for c in e.crumbs.children], e.details.value)", timeout)
+    b.wait_for(f"""(() => {{
+      const [crumbs, html] = {json.dumps(want)};
+      const got = Array.from(document.querySelectorAll('.nodeflame-crumbs button'))
+                       .map(x => x.getAttribute('title') || x.textContent);
+      if (JSON.stringify(got) !== JSON.stringify(crumbs)) return false;
+      const d = document.querySelector('.nodeflame-details .widget-html-content');
+      const t = document.createElement('div'); t.innerHTML = html;
+      return !!d && d.innerHTML === t.innerHTML; }})()""", timeout=timeout)
 
 
 def pick_frames(b, n: int, exclude=()) -> list[dict]:
@@ -382,12 +406,18 @@ def live(lab, demo, page):
     b = page
     write_notebook(lab.root / NB, [
         "import nodeflame as nf\n"
-        f"p = nf.capture({demo}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
+        f"p = nf.capture({demo.pid}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
         "print(p.meta['backend'], p.total, int(p.stacks['depth'].max()))",
         "e = p.flame()\ne"])
     open_notebook(b, lab)
     kernel_idle(b)
-    b.eval(f"{APP}.commands.execute('notebook:run-all-cells')")
+    os.killpg(demo.pid, signal.SIGCONT)
+    # (not awaited: the command's promise is settled only once every cell has run)
+    b.eval(f"{APP}.commands.execute('notebook:run-all-cells'); true")
+    # once the capture cell has run (JupyterLab sets its execution count from the reply) nothing
+    # needs the demo: stop it, so that it no longer takes a core from chromium, jupyter and the kernel
+    b.wait_for(f"{NOTEBOOK}.content.widgets[0].model.executionCount !== null", timeout=300)
+    _kill_group(demo)
     b.wait_for(f"document.querySelectorAll('{CHART} g.slice').length > 0", timeout=300)
     kernel_idle(b, 300)
     return b
@@ -482,7 +512,7 @@ def test_live_capture_in_jupyterlab_labels_and_clicks(lab, live):
     b.wait_for(f"(() => {{ const g = document.querySelector('{CHART} .js-plotly-plot');"
                f" return g.layout.meta.nodeflame.view >= {max(st['view'], last)}; }})()", timeout=120)
     kernel_idle(b)
-    b._pump(0.3)        # the panes' messages follow the chart's (as in wait_view_after)
+    panes_caught_up(b)  # (as in wait_view_after)
     log = kernel_value(b, "[(c['function'], len(c['transforms'])) for c in e.clicks]")
     assert [x[0].split(" ")[0] for x in log[before:]] == [f["label"].strip().split(" ")[0] for f in targets]
     assert all(n == 1 for _f, n in log[before:])            # each focused from the chart it was made on
@@ -500,9 +530,12 @@ def test_sandwich_and_stack_chart_in_jupyterlab(lab, live):
     name, total = kernel_value(b, "(lambda f: (str(e.profile.funcs['name'].iat[f]), int(e.profile.top(None, by='total')"
                                   ".loc[f, 'total'])))(int(e.profile.top(None, by='total').index[3]))")
     kernel_value(b, "e.select(func=int(e.profile.top(None, by='total').index[3])).selected")
-    b._pump(0.5)
+    sandwich = "the selected function's callers above it and callees below it"
+    # the button is enabled once a function is selected
+    b.wait_for(f"Array.from(document.querySelectorAll('button')).some(x => x.title === {json.dumps(sandwich)}"
+               " && !x.disabled)", timeout=120)
     plots = ".nodeflame-extra .js-plotly-plot"
-    click_button(b, "button", "the selected function's callers above it and callees below it")
+    click_button(b, "button", sandwich)
     b.wait_for(f"(() => {{ const g = document.querySelector('{plots}'); return g && g.data && g.data.length == 2"
                f" && g.querySelectorAll('g.slice').length > 0; }})()", timeout=120)
     got = b.eval(f"""(() => {{ const g = document.querySelector('{plots}');

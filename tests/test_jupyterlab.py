@@ -24,6 +24,7 @@ for the explorer's state through it; every click is a real mouse click.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -42,10 +43,15 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 browser = pytest.importorskip("browser", reason="tests/browser.py (the headless-Chromium harness) is missing")
-pytest.importorskip("jupyterlab", reason="jupyterlab (the test extra) is not installed")
-pytest.importorskip("nbconvert", reason="nbconvert (the test extra) is not installed")
-pytest.importorskip("plotly", reason="plotly (nodeflame[notebook]) is not installed")
-pytest.importorskip("anywidget", reason="anywidget (nodeflame[notebook]) is not installed")
+# installed, not imported: the server, nbconvert and the kernel import them in processes of their own
+# (importing jupyterlab and nbconvert here took ~1.8 CPU-s of every process that collects this file,
+# each pytest-xdist worker)
+for _name, _why in (("jupyterlab", "jupyterlab (the test extra) is not installed"),
+                    ("nbconvert", "nbconvert (the test extra) is not installed"),
+                    ("plotly", "plotly (nodeflame[notebook]) is not installed"),
+                    ("anywidget", "anywidget (nodeflame[notebook]) is not installed")):
+    if importlib.util.find_spec(_name) is None:
+        pytest.skip(_why, allow_module_level=True)
 if browser.chromium_path() is None:
     pytest.skip("chromium is not installed (/usr/bin/chromium); the JupyterLab tests drive it", allow_module_level=True)
 

@@ -5,6 +5,7 @@ inspector backend; the demo exits when the kernel goes away (its stdin closes), 
 notebook leaves no node process behind.
 """
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -16,10 +17,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "notebooks")
 NOTEBOOKS = sorted(glob.glob(os.path.join(NB_DIR, "*.ipynb")))
 
-nbformat = pytest.importorskip("nbformat", reason="nbformat (nodeflame[notebook]) is not installed")
-nbclient = pytest.importorskip("nbclient", reason="nbclient (nodeflame[test]) is not installed")
-pytest.importorskip("ipykernel", reason="ipykernel (nodeflame[test]) is not installed")
-pytest.importorskip("plotly", reason="plotly (nodeflame[notebook]) is not installed")
+# installed, not imported: the tests that use nbformat and nbclient import them (nbformat alone took
+# ~1.2 CPU-s of every process that collects this file, each pytest-xdist worker); the kernel imports
+# ipykernel and plotly in a process of its own
+for _name, _why in (("nbformat", "nbformat (nodeflame[notebook]) is not installed"),
+                    ("nbclient", "nbclient (nodeflame[test]) is not installed"),
+                    ("ipykernel", "ipykernel (nodeflame[test]) is not installed"),
+                    ("plotly", "plotly (nodeflame[notebook]) is not installed")):
+    if importlib.util.find_spec(_name) is None:
+        pytest.skip(_why, allow_module_level=True)
 
 
 def _demo_pids(token):
@@ -55,6 +61,8 @@ def test_notebook_is_committed_without_outputs(path):
 def test_notebook_executes(path, tmp_path):
     if shutil.which("node") is None:
         pytest.skip("node is not on PATH")
+    import nbclient
+    import nbformat
     token = f"{os.getpid()}-{tmp_path.name}"
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
@@ -92,6 +100,7 @@ def _capture_like_profile():
 
 
 def test_profile_write_ipynb_saves_the_profile_beside_a_notebook(tmp_path):
+    import nbformat
     import nodeflame as nf
     p = _capture_like_profile()
     out = tmp_path / "inv" / "case.ipynb"
@@ -116,6 +125,8 @@ def test_profile_write_ipynb_saves_the_profile_beside_a_notebook(tmp_path):
 
 @pytest.mark.slow
 def test_written_notebook_runs_and_opens_the_explorer(tmp_path):
+    import nbclient
+    import nbformat
     p = _capture_like_profile()
     p.write(tmp_path / "x.ipynb")
     nb = nbformat.read(str(tmp_path / "x.ipynb"), as_version=4)

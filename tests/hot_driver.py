@@ -71,6 +71,17 @@ class HotJS:
         self.send("ping")
         return self.expect("pong", timeout)
 
+    def pause(self, timeout=10.0):
+        """Stop the main thread's and the worker's loops between two calls (the CPU goes to others); returns
+        once hot.js says both stopped.  The event loop still answers every command."""
+        self.send("pause")
+        return self.expect("paused", timeout)
+
+    def resume(self, timeout=10.0):
+        """Undo pause(); returns once hot.js says both loops run again."""
+        self.send("resume")
+        return self.expect("resumed", timeout)
+
     def stderr(self) -> str:
         if not self.stderr_path:
             return ""

@@ -63,6 +63,24 @@ class Hot:
         line = _read_line(self.proc.stdout, 10)
         return bool(line) and "pong" in json.loads(line)
 
+    def _command(self, cmd, key):
+        """Send ``cmd``; True once hot.js answered with a ``key`` line, False if it has exited."""
+        if self.proc.poll() is not None:
+            return False
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        line = _read_line(self.proc.stdout, 10)
+        assert line and key in json.loads(line), f"hot.js did not answer {cmd!r}: {line!r}"
+        return True
+
+    def pause(self):
+        """Its main thread and worker stop between two calls and sleep (the CPU goes to others)."""
+        return self._command("pause", "paused")
+
+    def resume(self):
+        """Both run again (acknowledged by hot.js once they do)."""
+        return self._command("resume", "resumed")
+
     def stderr_text(self) -> str:
         return self.err_path.read_text(errors="replace")
 
@@ -74,12 +92,21 @@ class Hot:
 
 
 @pytest.fixture(scope="module")
-def hot(tmp_path_factory):
+def hot_proc(tmp_path_factory):
     h = Hot(tmp_path_factory.mktemp("hot"))
     try:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture
+def hot(hot_proc):
+    """The module's hot.js, running through the test; paused after it (both threads asleep between two
+    calls), so that the CPU goes elsewhere between the tests and during the tests that do not use it."""
+    hot_proc.resume()
+    yield hot_proc
+    hot_proc.pause()
 
 
 @pytest.fixture

@@ -70,12 +70,22 @@ _RECORDER = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def hot():
+def hot_proc():
     """One hot.js for the module: each test's recorder captures it, one recorder at a time."""
     from hot_driver import HotJS
     h = HotJS("--no-worker")
     yield h
     h.kill()
+
+
+@pytest.fixture
+def hot(hot_proc):
+    """The module's hot.js, running through the test and paused after it (asleep between two calls), so
+    that the CPU goes elsewhere between the tests."""
+    hot_proc.resume()
+    yield hot_proc
+    if hot_proc.proc.poll() is None:
+        hot_proc.pause()
 
 
 def _record(tmp_path, hot, where, *opts):

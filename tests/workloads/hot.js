@@ -13,6 +13,10 @@
 //              "ai": iterations of A, "bi": iterations of B,
 //              "w": ns in functionW, "wt": worker ns since its start, "wi": iterations of W}
 //   ping   -> {"pong": n}
+//   pause  -> {"paused": n} once the main thread's chunk loop and the worker's have stopped (between two
+//             calls: no call timed in the counters is cut by a pause; the worker sleeps in Atomics.wait,
+//             the main thread's event loop idles and still answers every command)
+//   resume -> {"resumed": n} once both loops run again (n counts the pauses)
 //   exit   -> exits 0
 // stdin closing also exits.  First line printed: {"ready": pid, ...} once the
 // worker runs.
@@ -96,7 +100,18 @@ const now = process.hrtime.bigint;
 
 if (!isMainThread) {
   // worker: counters[0] = ns in functionW, [1] = ns since worker start, [2] = iterations
-  const counters = new BigInt64Array(workerData.sab);
+  const counters = new BigInt64Array(workerData.sab, 0, 3);
+  const ctl = new Int32Array(workerData.sab, 24, 2);   // [0] 1: pause asked, [1] 1: paused (see 'pause')
+  // Between two chunks, every time (no branch that only a pause takes: a call there, never made before,
+  // would deoptimize chunk, and switching setImmediate's callback deoptimizes processImmediate): while a
+  // pause is asked, says so in ctl[1] and sleeps in Atomics.wait; else Atomics.wait returns at once.
+  const between = () => {
+    for (;;) {
+      Atomics.store(ctl, 1, Atomics.load(ctl, 0));
+      if (Atomics.wait(ctl, 0, 1, 50) === 'not-equal') break;
+    }
+    Atomics.store(ctl, 1, 0);
+  };
   warm(functionW);
   const t0 = now();
   let x = 1;
@@ -111,6 +126,7 @@ if (!isMainThread) {
       t = t2;
     }
     counters[1] = t - t0;
+    between();
     setImmediate(chunk);
   };
   parentPort.postMessage('started');
@@ -126,8 +142,10 @@ if (!isMainThread) {
   const NB = Math.max(1, Math.round(N / ratio));
   warm(functionA);
   warm(functionB);
-  const sab = new SharedArrayBuffer(8 * 3);
-  const wc = new BigInt64Array(sab);
+  const sab = new SharedArrayBuffer(8 * 3 + 4 * 2);
+  const wc = new BigInt64Array(sab, 0, 3);
+  const ctl = new Int32Array(sab, 24, 2);
+  let withWorker = false, paused = false, parked = false, pauses = 0;
   const t0 = now();
   let a = 0n, b = 0n, ai = 0n, bi = 0n, pongs = 0, x = 1;
 
@@ -137,6 +155,7 @@ if (!isMainThread) {
   });
 
   const chunk = () => {
+    if (paused) { parked = true; return; }   // 'resume' schedules it again
     const end = now() + 5000000n;
     let t = now();
     while (t < end) {
@@ -166,10 +185,36 @@ if (!isMainThread) {
       buf = buf.slice(i + 1);
       if (cmd === 'stats') process.stdout.write(stats() + '\n');
       else if (cmd === 'ping') process.stdout.write(JSON.stringify({ pong: ++pongs }) + '\n');
+      else if (cmd === 'pause') pause();
+      else if (cmd === 'resume') resume();
       else if (cmd === 'exit') process.exit(0);
     }
   });
   process.stdin.on('end', () => process.exit(0));
+
+  // The main thread's loop stops at once: commands are read between two chunks, and the chunk already
+  // scheduled returns before calling anything.  The worker stops at the start of its next chunk.
+  const pause = () => {
+    if (!paused) { paused = true; pauses++; Atomics.store(ctl, 0, 1); }
+    const answer = () => {
+      if (withWorker && Atomics.load(ctl, 1) !== 1) { setTimeout(answer, 1); return; }
+      process.stdout.write(JSON.stringify({ paused: pauses }) + '\n');
+    };
+    answer();
+  };
+  const resume = () => {
+    if (paused) {
+      paused = false;
+      Atomics.store(ctl, 0, 0);
+      Atomics.notify(ctl, 0);
+      if (parked) { parked = false; setImmediate(chunk); }
+    }
+    const answer = () => {
+      if (withWorker && Atomics.load(ctl, 1) !== 0) { setTimeout(answer, 1); return; }
+      process.stdout.write(JSON.stringify({ resumed: pauses }) + '\n');
+    };
+    answer();
+  };
 
   const printMs = Number(opt('print-ms', 0));
   if (printMs > 0) setInterval(() => process.stdout.write(stats() + '\n'), printMs);
@@ -183,6 +228,7 @@ if (!isMainThread) {
   if (opt('no-worker', false)) {
     ready();
   } else {
+    withWorker = true;
     const w = new Worker(__filename, { workerData: { sab }, name: 'hot-worker' });
     w.unref();
     w.once('message', ready);

@@ -4,7 +4,9 @@ One workload process per node version (tests/workloads/walker_main.js with a wor
 3000-deep recursion) is captured once for 2 s at 1 kHz by a module-scoped fixture; the tests check
 that capture against the workload's own source (names, files, lines) and the state the target is
 left in (running, untraced, signals delivered); a second capture runs alongside the inspector
-backend and compares the shares per function.
+backend and compares the shares per function.  Once that comparison has run, the workload is paused
+(both threads asleep between two calls) except through the tests that use it live (fixture
+``resumed``), so that the CPU goes elsewhere while the others read the capture.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def run(request):
     need_ptrace()
     major = request.param
     node = node_for(major)
-    w = Workload(node, "600", "--deep")
+    w = Workload(node, "600", "--deep", control=True)
     request.addfinalizer(w.close)
     from nodeflame.capture.walker import BACKEND
     why = BACKEND.available(w.pid)
@@ -78,7 +80,22 @@ def run(request):
     r.timing1 = w.timing()
     r.untraced_latency = max(r.untraced_latency, time.monotonic() - t)
     r.inspector = None
+    r.may_pause = False
     return r
+
+
+@pytest.fixture
+def resumed(run, request):
+    """The module's workload runs through the test, and is paused after it once the comparison with the
+    inspector has run: until then it runs without a break, as it always did, so that the comparison's
+    captures find the JIT where they did (TurboFan still tiers some tasks up seconds after the module's
+    capture)."""
+    run.w.resume()
+    yield run
+    if request.node.originalname == "test_shares_match_the_inspector":
+        run.may_pause = True
+    if run.may_pause and run.w.proc.poll() is None:
+        run.w.pause()
 
 
 def _names(p):
@@ -244,7 +261,7 @@ def _compare_with_inspector(run):
     return {k: v for k, v in bad.items()}, (na, nb)
 
 
-def test_shares_match_the_inspector(run):
+def test_shares_match_the_inspector(run, resumed):
     """Innermost workload function per main-thread sample, GC left out, walker vs inspector capturing
     at the same time (so that both see the same JIT state: inlining and tiers change over time).
 
@@ -326,7 +343,7 @@ def test_tiers_and_typed_frames(run):
 
 
 # ------------------------------------------------------------------------------------------- safety
-def test_target_left_running_untraced_and_signals_delivered(run):
+def test_target_left_running_untraced_and_signals_delivered(run, resumed):
     h = run.health
     assert h["state"] not in ("t", "T") and h["tracer_pid"] == 0, h
     assert_untouched(run.pid)
@@ -340,7 +357,7 @@ def test_target_left_running_untraced_and_signals_delivered(run):
     assert run.capture_s < 8, f"a 2 s capture took {run.capture_s:.1f} s"
 
 
-def test_close_without_stop_detaches(run):
+def test_close_without_stop_detaches(run, resumed):
     """The error / Ctrl-C path: a session closed before stop() leaves nothing traced."""
     from nodeflame.capture.walker import BACKEND
     target = procutil.describe(run.pid)
@@ -351,7 +368,7 @@ def test_close_without_stop_detaches(run):
     assert_untouched(run.pid)
 
 
-def test_unknown_v8_version_is_a_clear_error(run, monkeypatch):
+def test_unknown_v8_version_is_a_clear_error(run, resumed, monkeypatch):
     lay = v8layout.layout_for_pid(run.pid)
     facts = {k: v for k, v in v8layout.VERSION_FACTS.items() if k != lay.v8_major_minor}
     monkeypatch.setattr(v8layout, "VERSION_FACTS", facts)

@@ -152,12 +152,16 @@ def start_workload(node, *args, cwd=None, extra_node_args=()):
 class Workload:
     """The walker workload as a child process, with its stdout read by a thread.
 
-    ``timing()`` asks it (SIGUSR2) for its own account of the time spent per task."""
+    ``timing()`` asks it (SIGUSR2) for its own account of the time spent per task.  With ``control=True``
+    (walker_main.js --control, commands on its stdin) ``pause()`` and ``resume()`` stop and restart its
+    main thread and worker between two calls."""
 
-    def __init__(self, node, *args, extra_node_args=()):
+    def __init__(self, node, *args, extra_node_args=(), control=False):
         import threading
+        if control:
+            args = (*args, "--control")
         self.proc = subprocess.Popen([node, *extra_node_args, str(WORKLOAD), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.PIPE if control else None)
         self.lines = []            # (monotonic time, text)
         self._cv = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -197,6 +201,23 @@ class Workload:
             raise RuntimeError("the workload did not answer SIGUSR2")
         _, rounds, js = got[1].split(" ", 2)
         return int(rounds), json.loads(js)
+
+    def _command(self, cmd, answer, timeout):
+        n = len(self.lines)
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        self.proc.stdin.flush()
+        if self.wait_line(answer, timeout, after=n) is None:
+            raise RuntimeError(f"the workload did not answer {cmd!r} within {timeout:g} s "
+                               f"(exit status {self.proc.poll()})")
+
+    def pause(self, timeout=10):
+        """(control=True) Its main thread and worker stop between two calls and sleep; returns once it
+        says both have stopped.  It still answers SIGUSR2."""
+        self._command("pause", "paused", timeout)
+
+    def resume(self, timeout=10):
+        """(control=True) Undo pause(); returns once it says both run again."""
+        self._command("resume", "resumed", timeout)
 
     def close(self):
         if self.proc.poll() is None:

@@ -1,6 +1,9 @@
 'use strict';
 // Workload for tests/test_walker.py: known hot functions of every shape the walker must name.
-// Usage: node walker_main.js [seconds=60] [--no-worker] [--deep]
+// Usage: node walker_main.js [seconds=60] [--no-worker] [--deep] [--control]
+// --control: reads commands on stdin, one a line: 'pause' stops the main thread's rounds and the worker's
+// loop between two calls (both then sleep) and prints 'paused' once both have stopped; 'resume' undoes it
+// and prints 'resumed' once both run again.  stdin closing ends the process.
 const { libWork } = require('./walker_lib.js');
 const path = require('path');
 
@@ -66,11 +69,15 @@ const argv = process.argv.slice(2);
 const seconds = Number(argv.find((a) => /^\d+(\.\d+)?$/.test(a)) || 60);
 const withWorker = !argv.includes('--no-worker');
 const withDeep = argv.includes('--deep');
+const control = argv.includes('--control');
 
 let worker = null;
+// --control: [0] 1 while a pause is asked, [1] 1 while the worker sleeps for it (walker_worker.js)
+const ctl = control && withWorker ? new Int32Array(new SharedArrayBuffer(8)) : null;
 if (withWorker) {
   const { Worker } = require('worker_threads');
-  worker = new Worker(path.join(__dirname, 'walker_worker.js'));
+  const file = path.join(__dirname, 'walker_worker.js');
+  worker = ctl ? new Worker(file, { workerData: { ctl: ctl.buffer } }) : new Worker(file);
   worker.unref();
 }
 
@@ -90,7 +97,9 @@ const spent = new Float64Array(tasks.length);
 const hr = process.hrtime.bigint;
 let rounds = 0;
 const until = Date.now() + seconds * 1000;
+let paused = false, parked = false, finished = false;   // --control
 function round() {
+  if (paused) { parked = true; return; }    // 'resume' schedules it again
   for (let i = 0; i < tasks.length; i++) {
     const t0 = hr();
     tasks[i](args[i]);
@@ -98,12 +107,44 @@ function round() {
   }
   rounds++;
   if (Date.now() < until) setImmediate(round);
-  else { if (worker) worker.terminate(); }
+  else {
+    if (worker) worker.terminate();
+    finished = true;
+    if (control) process.stdin.destroy();
+  }
 }
 process.on('SIGUSR2', () => {
   const by = {};
   names.forEach((n, i) => { by[n] = spent[i]; });
   process.stdout.write(`rounds ${rounds} ${JSON.stringify(by)}\n`);
 });
+if (control) {
+  // answers once the worker is where it was asked to be (the main thread is: commands are read between rounds)
+  const answer = (text, workerAck) => {
+    if (ctl && !finished && Atomics.load(ctl, 1) !== workerAck) { setTimeout(() => answer(text, workerAck), 1); return; }
+    process.stdout.write(`${text}\n`);
+  };
+  let buf = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const cmd = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (cmd === 'pause') {
+        paused = true;
+        if (ctl) Atomics.store(ctl, 0, 1);
+        answer('paused', 1);
+      } else if (cmd === 'resume') {
+        paused = false;
+        if (ctl) { Atomics.store(ctl, 0, 0); Atomics.notify(ctl, 0); }
+        if (parked) { parked = false; setImmediate(round); }
+        answer('resumed', 0);
+      }
+    }
+  });
+  process.stdin.on('end', () => process.exit(0));
+}
 process.stdout.write(`ready ${process.pid}\n`);
 setImmediate(round);

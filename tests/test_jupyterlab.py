@@ -123,7 +123,7 @@ class Lab:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
         finally:
             log.close()
-        self.deadline = time.monotonic() + timeout
+        self.timeout, self.deadline = timeout, time.monotonic() + timeout
         return self
 
     def wait_ready(self) -> None:
@@ -139,7 +139,7 @@ class Lab:
             except OSError:
                 pass
             if time.monotonic() > self.deadline:
-                raise TimeoutError(f"jupyter lab did not answer in time: {self.log_tail()}")
+                raise TimeoutError(f"jupyter lab did not answer within {self.timeout:g}s: {self.log_tail()}")
             time.sleep(0.1)
 
     def url(self, path: str) -> str:

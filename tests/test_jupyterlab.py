@@ -365,7 +365,21 @@ def wait_view_after(b, view: int, timeout: float = 120) -> dict:
                timeout=timeout)
     kernel_idle(b, timeout)
     panes_caught_up(b, timeout)
+    chart_settled(b, timeout)
     return chart_state(b)
+
+
+def chart_settled(b, timeout: float = 120) -> None:
+    """Wait until plotly's drawing of the chart stops changing: its frames' boxes and labels read the same
+    before and after two animation frames and 100 ms (a zoom's transition, and the redraw that follows
+    the explorer's timeline update, are over).  Read at once after the panes, a toggle's labels were
+    caught mid-redraw (31 of 43 wide frames labelled)."""
+    b.wait_for(f"""(async () => {{
+      const before = JSON.stringify({FRAMES_JS});
+      await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+      await new Promise(r => setTimeout(r, 100));
+      const after = JSON.stringify({FRAMES_JS});
+      return before !== 'null' && before === after; }})()""", timeout=timeout)
 
 
 def panes_caught_up(b, timeout: float = 120) -> None:

@@ -576,9 +576,12 @@ def test_perf_stopped_target_is_left_stopped_and_the_capture_says_why_it_is_empt
 def test_perf_target_stopped_during_the_capture_keeps_what_was_sampled(workload):
     w = workload("--no-worker", node_args=PERF_FLAGS)
     _perf_ready(w.pid)
-    from test_capture_perf import perf_processes
-    c = Capture(w.pid, 4, backend="perf")
-    wait_for(lambda: perf_processes(w.pid), 30, "perf record to start")
+    # the target runs 0.3 s of CPU once perf samples (it acknowledged 'enable': the capture says 'sampling'),
+    # not once a perf process exists: beside stress-ng, perf took long enough to start that the target was
+    # stopped before its first sample, and the capture rightly said "stopped for the whole capture"
+    sampling = threading.Event()
+    c = Capture(w.pid, 4, backend="perf", on_phase=lambda ph: ph == "sampling" and sampling.set())
+    wait_for(lambda: sampling.is_set() or not c.is_alive(), 30, "perf record to sample")
     cpu0 = procutil.cpu_seconds(w.pid)
     wait_for(lambda: procutil.cpu_seconds(w.pid) - cpu0 > 0.3, 60, "the target to run 0.3 s of CPU")
     stop(w.pid)

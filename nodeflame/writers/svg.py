@@ -106,19 +106,14 @@ def _num(a) -> np.ndarray:
     return i + f
 
 
-def _join_columns(nrows: int, cols: list, rows: int = 1 << 13) -> list:
-    """Row-wise concatenation of columns (str constants or object arrays of ``nrows`` strings), as
-    one string per ``rows`` rows: a ``str.join`` over each slice's piece matrix, no intermediate
-    strings, and the matrix and its list of pieces a slice at a time (40 k rows: 8 MB each whole)."""
-    out = []
-    for lo in range(0, nrows, rows):
-        hi = min(lo + rows, nrows)
-        m = np.empty((hi - lo, len(cols)), dtype=object)
-        for j, c in enumerate(cols):
-            m[:, j] = c if isinstance(c, str) else c[lo:hi]
-        out.append("".join(m.ravel().tolist()))
-        del m
-    return out
+def _join_columns(nrows: int, cols: list) -> str:
+    """Row-wise concatenation of columns (str constants or object arrays of ``nrows`` strings) as one
+    string: a ``str.join`` over the piece matrix, no intermediate strings (the caller hands over a slice
+    of rows at a time: _ROWS)."""
+    m = np.empty((nrows, len(cols)), dtype=object)
+    for j, c in enumerate(cols):
+        m[:, j] = c
+    return "".join(m.ravel().tolist())
 
 
 def _commas(a) -> np.ndarray:
@@ -173,7 +168,7 @@ def render_svg(p, **options) -> str:
     return "".join(_render_parts(p, **options))
 
 
-_ROWS = 1 << 13  # rows of frames made into text at a time
+_ROWS = 1 << 13  # rows of frames made into text at a time (40 k rows' piece matrix and list: 8 MB each whole)
 
 
 def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, width=1200,
@@ -290,7 +285,7 @@ def _render_parts(p, *, title: str | None = None, subtitle: str | None = None, w
         wi, wf = _num_parts(wd)
         return _join_columns(hi - lo, ["<g><title>", *cols, ")</title><rect x=\"", xi, xf, "\" y=\"", yi, yf,
                                        "\" width=\"", wi, wf, "\" height=\"" + rect_h + "\" fill=\"", color, "\"/>",
-                                       txt, "</g>\n"], rows=hi - lo)[0] if hi > lo else ""
+                                       txt, "</g>\n"])
 
     frames = [rows(lo, min(lo + _ROWS, nrows)) for lo in range(0, nrows, _ROWS)]
 

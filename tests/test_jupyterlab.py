@@ -86,9 +86,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 class Lab:
-    """A JupyterLab server in a temporary directory; ``url(path)`` carries the token.  ``start()``
-    launches it; ``url()`` (and so everything that talks to it) first waits until it answers, so that
-    the fixtures set up meanwhile (the demo's warm-up, chromium's start) overlap its start-up."""
+    """A JupyterLab server in a temporary directory; ``url(path)`` carries the token."""
 
     def __init__(self):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="nodeflame-lab-"))
@@ -97,7 +95,6 @@ class Lab:
         self.port = _free_port()
         self.token = uuid.uuid4().hex
         self.proc = None
-        self.ready = False
 
     def start(self, timeout: float = 120.0) -> "Lab":
         env = dict(os.environ)
@@ -123,30 +120,21 @@ class Lab:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
         finally:
             log.close()
-        self.timeout, self.deadline = timeout, time.monotonic() + timeout
-        return self
-
-    def wait_ready(self) -> None:
-        """Wait (once) until the server answers, within ``start``'s timeout."""
-        while not self.ready:
+        deadline = time.monotonic() + timeout
+        while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(self._url("api/status"), timeout=5) as r:
+                with urllib.request.urlopen(self.url("api/status"), timeout=5) as r:
                     if r.status == 200:
-                        self.ready = True
-                        return
+                        return self
             except OSError:
                 pass
-            if time.monotonic() > self.deadline:
-                raise TimeoutError(f"jupyter lab did not answer within {self.timeout:g}s: {self.log_tail()}")
-            time.sleep(0.1)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jupyter lab did not answer within {timeout:g}s: {self.log_tail()}")
+            time.sleep(0.2)
 
     def url(self, path: str) -> str:
-        self.wait_ready()
-        return self._url(path)
-
-    def _url(self, path: str) -> str:
         sep = "&" if "?" in path else "?"
         return f"http://127.0.0.1:{self.port}/{path}{sep}token={self.token}"
 
@@ -179,27 +167,18 @@ def lab():
 
 @pytest.fixture(scope="module")
 def demo():
-    """The demo app, warm (it has served WARM requests: V8 has optimized its hot code) and stopped
-    (SIGSTOP) until the notebook is open: ``live`` lets it run for the capture and kills it once
-    captured (it would otherwise spin on a core of its own for the whole module); killed at the end
-    on every path.  Its process."""
+    """The demo app running (killed at the end); its pid."""
     proc = subprocess.Popen([NODE, str(DEMO)], cwd=str(DEMO.parent), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=browser._die_with_parent)    # no stopped demo outlives pytest
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         line = proc.stdout.readline()
         assert json.loads(line)["ready"] == proc.pid, line
-        line = proc.stdout.readline()
-        assert "warm" in json.loads(line), line
-        os.killpg(proc.pid, signal.SIGSTOP)
         from nodeflame.capture import availability
         why = availability("walker", proc.pid)
         if why:
             pytest.skip(f"the walker cannot capture the demo here: {why}")
-        yield proc
+        yield proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGCONT)     # a stopped process would take SIGTERM only now
         _kill_group(proc)
 
 
@@ -219,13 +198,11 @@ KERNEL = f"{NOTEBOOK}.sessionContext.session.kernel"
 
 
 def write_notebook(path: pathlib.Path, cells: list[str]) -> None:
-    """A notebook of code cells, as nbformat.v4 writes one (written here: importing nbformat took
-    1 CPU-s of the test process)."""
-    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8], "metadata": {},
-                     "outputs": [], "source": c.splitlines(keepends=True)} for c in cells],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
 
 
 def open_notebook(b, lab, timeout: float = 120) -> None:
@@ -364,37 +341,8 @@ def wait_view_after(b, view: int, timeout: float = 120) -> dict:
                f" return g && g.layout && g.layout.meta && g.layout.meta.nodeflame.view > {view}; }})()",
                timeout=timeout)
     kernel_idle(b, timeout)
-    panes_caught_up(b, timeout)
-    chart_settled(b, timeout)
+    b._pump(0.3)        # the panes' messages follow the chart's
     return chart_state(b)
-
-
-def chart_settled(b, timeout: float = 120) -> None:
-    """Wait until plotly's drawing of the chart stops changing: its frames' boxes and labels read the same
-    before and after two animation frames and 100 ms (a zoom's transition, and the redraw that follows
-    the explorer's timeline update, are over).  Read at once after the panes, a toggle's labels were
-    caught mid-redraw (31 of 43 wide frames labelled)."""
-    b.wait_for(f"""(async () => {{
-      const before = JSON.stringify({FRAMES_JS});
-      await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-      await new Promise(r => setTimeout(r, 100));
-      const after = JSON.stringify({FRAMES_JS});
-      return before !== 'null' && before === after; }})()""", timeout=timeout)
-
-
-def panes_caught_up(b, timeout: float = 120) -> None:
-    """Wait until the breadcrumb and the details pane show what the kernel has put in them: the
-    panes' messages follow the chart's (the explorer sends them from a callback it schedules when
-    it draws, which has run once the kernel answers a later request)."""
-    want = kernel_value(b, "([c.tooltip or c.description for c in e.crumbs.children], e.details.value)", timeout)
-    b.wait_for(f"""(() => {{
-      const [crumbs, html] = {json.dumps(want)};
-      const got = Array.from(document.querySelectorAll('.nodeflame-crumbs button'))
-                       .map(x => x.getAttribute('title') || x.textContent);
-      if (JSON.stringify(got) !== JSON.stringify(crumbs)) return false;
-      const d = document.querySelector('.nodeflame-details .widget-html-content');
-      const t = document.createElement('div'); t.innerHTML = html;
-      return !!d && d.innerHTML === t.innerHTML; }})()""", timeout=timeout)
 
 
 def pick_frames(b, n: int, exclude=()) -> list[dict]:
@@ -440,18 +388,12 @@ def live(lab, demo, page):
     b = page
     write_notebook(lab.root / NB, [
         "import nodeflame as nf\n"
-        f"p = nf.capture({demo.pid}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
+        f"p = nf.capture({demo}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
         "print(p.meta['backend'], p.total, int(p.stacks['depth'].max()))",
         "e = p.flame()\ne"])
     open_notebook(b, lab)
     kernel_idle(b)
-    os.killpg(demo.pid, signal.SIGCONT)
-    # (not awaited: the command's promise is settled only once every cell has run)
-    b.eval(f"{APP}.commands.execute('notebook:run-all-cells'); true")
-    # once the capture cell has run (JupyterLab sets its execution count from the reply) nothing
-    # needs the demo: stop it, so that it no longer takes a core from chromium, jupyter and the kernel
-    b.wait_for(f"{NOTEBOOK}.content.widgets[0].model.executionCount !== null", timeout=300)
-    _kill_group(demo)
+    b.eval(f"{APP}.commands.execute('notebook:run-all-cells')")
     b.wait_for(f"document.querySelectorAll('{CHART} g.slice').length > 0", timeout=300)
     kernel_idle(b, 300)
     return b
@@ -546,7 +488,7 @@ def test_live_capture_in_jupyterlab_labels_and_clicks(lab, live):
     b.wait_for(f"(() => {{ const g = document.querySelector('{CHART} .js-plotly-plot');"
                f" return g.layout.meta.nodeflame.view >= {max(st['view'], last)}; }})()", timeout=120)
     kernel_idle(b)
-    panes_caught_up(b)  # (as in wait_view_after)
+    b._pump(0.3)        # the panes' messages follow the chart's (as in wait_view_after)
     log = kernel_value(b, "[(c['function'], len(c['transforms'])) for c in e.clicks]")
     assert [x[0].split(" ")[0] for x in log[before:]] == [f["label"].strip().split(" ")[0] for f in targets]
     assert all(n == 1 for _f, n in log[before:])            # each focused from the chart it was made on
@@ -564,12 +506,9 @@ def test_sandwich_and_stack_chart_in_jupyterlab(lab, live):
     name, total = kernel_value(b, "(lambda f: (str(e.profile.funcs['name'].iat[f]), int(e.profile.top(None, by='total')"
                                   ".loc[f, 'total'])))(int(e.profile.top(None, by='total').index[3]))")
     kernel_value(b, "e.select(func=int(e.profile.top(None, by='total').index[3])).selected")
-    sandwich = "the selected function's callers above it and callees below it"
-    # the button is enabled once a function is selected
-    b.wait_for(f"Array.from(document.querySelectorAll('button')).some(x => x.title === {json.dumps(sandwich)}"
-               " && !x.disabled)", timeout=120)
+    b._pump(0.5)
     plots = ".nodeflame-extra .js-plotly-plot"
-    click_button(b, "button", sandwich)
+    click_button(b, "button", "the selected function's callers above it and callees below it")
     b.wait_for(f"(() => {{ const g = document.querySelector('{plots}'); return g && g.data && g.data.length == 2"
                f" && g.querySelectorAll('g.slice').length > 0; }})()", timeout=120)
     got = b.eval(f"""(() => {{ const g = document.querySelector('{plots}');
@@ -597,21 +536,18 @@ def test_saved_closed_reopened_without_kernel_and_nbconvert_offline(lab, live):
                          f"p = nf.read({str(ROOT / 'tests' / 'data' / 'diff_demo' / 'slow0.cpuprofile')!r})\n"
                          "p.flame()"])
     out2 = lab.dir / "executed.html"
-    procs = []                                # the nbconverts started (killed if the test fails before they end)
     with open(lab.dir / "executed.log", "wb") as log:       # (a pipe unread meanwhile could fill up)
-        procs.append(subprocess.Popen([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute",
-                                       str(nb2), "--output", str(out2)], stdout=log, stderr=log))
+        executing = subprocess.Popen([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute",
+                                      str(nb2), "--output", str(out2)], stdout=log, stderr=log)
     try:
-        _saved_closed_reopened(lab, b, procs, out2)
+        _saved_closed_reopened(lab, b, executing, out2)
     finally:
-        for proc in procs:
-            if proc.poll() is None:           # the test failed before it waited for it
-                proc.kill()
-                proc.wait()
+        if executing.poll() is None:          # the test failed before it waited for it
+            executing.kill()
+            executing.wait()
 
 
-def _saved_closed_reopened(lab, b, procs, out2):
-    executing = procs[0]
+def _saved_closed_reopened(lab, b, executing, out2):
     b.eval(f"{NOTEBOOK}.context.save().then(() => true)", timeout=120)
     nb = json.loads((lab.root / NB).read_text())
     outs = nb["cells"][1]["outputs"]
@@ -623,13 +559,6 @@ def _saved_closed_reopened(lab, b, procs, out2):
     import base64
     svg_text = base64.b64decode(svg.group(1)).decode()
     assert "handleRequest" in svg_text and "<text" in svg_text
-    # nbconvert --to html of the saved notebook (checked below) runs meanwhile: closing and reopening
-    # it leave the file as saved
-    out = lab.dir / "explore.html"
-    with open(lab.dir / "explore.log", "wb") as log:
-        converting = subprocess.Popen([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html",
-                                       str(lab.root / NB), "--output", str(out)], stdout=log, stderr=log)
-    procs.append(converting)
 
     # close: kernel shut down, panel disposed
     b.eval(f"(async () => {{ const w = {NOTEBOOK}; await w.sessionContext.shutdown(); w.dispose(); return true; }})()",
@@ -655,8 +584,10 @@ def _saved_closed_reopened(lab, b, procs, out2):
     assert b.eval(f"!{NOTEBOOK}.sessionContext.session") is True
 
     # nbconvert --to html of the executed notebook: the chart renders offline
-    converting.wait(300)
-    assert converting.returncode == 0, (lab.dir / "explore.log").read_text(errors="replace")[-2000:]
+    out = lab.dir / "explore.html"
+    r = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(lab.root / NB),
+                        "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
     size = out.stat().st_size
     assert size < 2_000_000, size
     with browser.Browser(width=1300, height=1000, timeout=60) as off:

@@ -176,3 +176,23 @@ def test_first_window_decides_what_it_can():
     finally:
         formats._text = saved
     assert calls == [SNIFF_HEAD]
+
+
+def test_gzip_window_keeps_within_the_reads_limits():
+    """A gzip bomb of one long line is refused by the read's own limit while it is sniffed, as the
+    read would refuse it, instead of being decompressed to SNIFF_MAX and searched (it took 1 s to
+    say "format not recognised" about 32 MB of ';' read with max_decompressed=16 MB)."""
+    import io
+    from nodeflame.frames.errors import FormatError, LimitError
+    data = gzip.compress(b";" * (32 << 20), 9)
+    with pytest.raises(LimitError, match="more than 16,777,216 bytes"):
+        sniff(data, "bomb.gz", max_decompressed=16 << 20)
+    f = io.BytesIO(data)
+    f.name = "bomb.gz"
+    with pytest.raises(LimitError, match="bomb.gz"):
+        nf.read(f, max_decompressed=16 << 20)
+    # within the limit, the same window is sniffed as before
+    assert "format not recognised" in str(pytest.raises(FormatError, sniff, data, "bomb.gz",
+                                                        max_decompressed=64 << 20).value)
+    ok = gzip.compress(b"main;work 3\n" * 1000)
+    assert sniff(ok, "ok.gz", max_decompressed=1 << 20) == "folded"

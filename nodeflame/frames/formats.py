@@ -260,8 +260,20 @@ def _inner(data: bytes, limit: int, line_end_after: int | None = None) -> bytes:
     return raw[:end if end is not None else limit]
 
 
-def _windows(data: bytes, source: str):
-    """(head bytes, head text or None) of the first window, then, lazily, of the widened one."""
+def _windows(data: bytes, source: str, limits: dict | None = None):
+    """(head bytes, head text or None) of the first window, then, lazily, of the widened one.
+
+    A gzip input is widened within the read's ``limits`` (max_decompressed, max_ratio): a window
+    that already breaks one is refused here (LimitError) as the read would refuse the whole, not
+    decompressed and searched further (a bomb of 32 MB of one line: 1 s to sniff up to SNIFF_MAX)."""
+    limits = limits or {}
+    cap = limits.get("max_decompressed")
+    gz_max = min(SNIFF_MAX, (MAX_DECOMPRESSED if cap is None else cap) + 1)
+
+    def inner(limit, line_end_after=None):
+        out = _inner(data, min(limit, gz_max), line_end_after)
+        check_expansion(len(out), len(data), source, **limits)
+        return out
     head = data[:SNIFF_HEAD]
     gz = head.startswith(b"\x1f\x8b")
     plain = _inner(data, SNIFF_HEAD) if gz else head
@@ -274,12 +286,12 @@ def _windows(data: bytes, source: str):
     rest = plain[body:]
     if b"\n" not in rest and rest.lstrip(b" \t")[:1] in (b"#", b""):  # comments to the window's end
         # (the last one cut by it): how far do they go, within SNIFF_MAX
-        whole = _inner(data, SNIFF_MAX) if gz else data[:SNIFF_MAX]
+        whole = inner(SNIFF_MAX) if gz else data[:SNIFF_MAX]
         body = _COMMENTS.match(whole).end()
         del whole
     want = body + SNIFF_HEAD - 1  # the window after the comments, to the end of its last line
     if gz:
-        wide = _inner(data, SNIFF_MAX, want)
+        wide = inner(SNIFF_MAX, want)
     else:
         end = data.find(b"\n", want, SNIFF_MAX)
         wide = data[:end + 1 if end >= 0 else SNIFF_MAX]
@@ -324,9 +336,10 @@ def _reader(name: str) -> "Reader | None":
     return r
 
 
-def sniff(data: bytes, source: str = "<input>") -> str:
-    """Name of the format of ``data``, decided from its content (see SNIFF_HEAD)."""
-    for head, text_head in _windows(data, source):
+def sniff(data: bytes, source: str = "<input>", **limits) -> str:
+    """Name of the format of ``data``, decided from its content (see SNIFF_HEAD); ``limits``: the
+    read's max_decompressed and max_ratio, which a gzip input's window keeps within."""
+    for head, text_head in _windows(data, source, limits):
         for name in SNIFF_ORDER:
             need = SNIFF_NEEDS.get(name)
             if need is not None and not need(head, text_head):
@@ -392,7 +405,7 @@ def read(path_or_file, format: str | None = None, **options):
 
     def run():
         nonlocal fmt, data
-        fmt = _canon(format) if format else sniff(data, source)
+        fmt = _canon(format) if format else sniff(data, source, **limits)
         r = _reader(fmt)
         if r is None:
             _ensure_readers()

@@ -110,7 +110,7 @@ def test_raw_fast_path_equals_line_by_line(rows, crlf):
     blocks = ["\n".join(reversed(s)) + f"\n  {n}" for s, n in rows]  # leaf first, then the count
     nl = "\r\n" if crlf else "\n"
     data = (nl + nl).join(b.replace("\n", nl) for b in blocks).encode() + nl.encode()
-    _same_both_ways(lambda d: raw_mod.read_raw(d, "<t>"), data, raw_mod, "_intern_lines", sum(n for _, n in rows))
+    _same_both_ways(lambda d: raw_mod.read_raw(d, "<t>"), data, raw_mod, "intern_lines", sum(n for _, n in rows))
 
 
 # ------------------------------------------------------------ names the format cannot hold: escaped reversibly

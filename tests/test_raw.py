@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import nodeflame as nf
 from nodeflame.frames.errors import FormatError
 from nodeflame.frames.formats import render
-from nodeflame.frames.readers import perf as perf_mod, raw as raw_mod
+from nodeflame.frames.readers import lines as lines_mod, perf as perf_mod, raw as raw_mod
 
 _FRAME = st.sampled_from(["main", "a", "b+0x12", "handle /app/x.js:12", "ß€", "計算", "node::Start(int, char**)",
                           "libc.so.1`malloc+0x12", "x->y", "L/java/Foo", "[thread 7]", "(anonymous)"])
@@ -32,12 +32,12 @@ def test_blocks_equal_line_by_line(tmp_path_factory, rows, crlf, final_newline, 
     path = tmp_path_factory.mktemp("raw") / "x.raw"
     path.write_bytes(data)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(raw_mod, "_CHUNK", chunk)
-        m.setattr(raw_mod._blocks, "__defaults__", (chunk,))
+        m.setattr(lines_mod, "_CHUNK", chunk)
+        m.setattr(lines_mod.blocks, "__defaults__", (chunk,))
         from_file = nf.read(str(path), format="raw")
         from_bytes = raw_mod.read_raw(data, "<t>")
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(raw_mod, "_intern_lines", lambda *a, **k: None)
+        m.setattr(raw_mod, "intern_lines", lambda *a, **k: None)
         slow = raw_mod.read_raw(data, "<t>")
     for p in (from_file, from_bytes, slow):
         p.validate()
@@ -52,10 +52,10 @@ def test_blocks_on_one_or_two_threads(tmp_path, monkeypatch, threads):
     data = _raw_text([([f"f{i % 7}", "g", "ß"], i + 1) for i in range(300)], False, True, False)
     path = tmp_path / "x.raw"
     path.write_bytes(data)
-    monkeypatch.setattr(raw_mod._blocks, "__defaults__", (97,))
-    monkeypatch.setattr(raw_mod, "_THREADS", threads)
+    monkeypatch.setattr(lines_mod.blocks, "__defaults__", (97,))
+    monkeypatch.setattr(lines_mod, "_THREADS", threads)
     a = nf.read(str(path), format="raw")
-    monkeypatch.setattr(raw_mod, "_intern_lines", lambda *a, **k: None)
+    monkeypatch.setattr(raw_mod, "intern_lines", lambda *a, **k: None)
     b = raw_mod.read_raw(data, "<t>")
     assert render(a, "folded") == render(b, "folded")
 
@@ -63,7 +63,7 @@ def test_blocks_on_one_or_two_threads(tmp_path, monkeypatch, threads):
 def test_blocks_without_pyarrow_equal_line_by_line(monkeypatch):
     data = _raw_text([(["a", "b"], 3), (["c", "ß"], 4), (["a", "b"], 5)], True, False, False)
     arrow = raw_mod.read_raw(data, "<t>")
-    monkeypatch.setattr(raw_mod, "_intern_lines", raw_mod._intern_lines_split)
+    monkeypatch.setattr(raw_mod, "intern_lines", lines_mod._intern_lines_split)
     split = raw_mod.read_raw(data, "<t>")
     assert render(arrow, "folded") == render(split, "folded") == "a;b 8\nc;ß 4\n"
 
@@ -73,7 +73,7 @@ def test_error_line_counts_across_blocks(tmp_path, monkeypatch):
     good = "".join(f"  f{i}\n  g\n  {i + 1}\n\n" for i in range(50))
     path = tmp_path / "bad.raw"
     path.write_text(good + "  lost\n\n  h\n  2\n")
-    monkeypatch.setattr(raw_mod._blocks, "__defaults__", (37,))
+    monkeypatch.setattr(lines_mod.blocks, "__defaults__", (37,))
     with pytest.raises(FormatError) as e:
         nf.read(str(path), format="raw")
     assert e.value.line == 201 and str(path) in str(e.value)
@@ -93,7 +93,7 @@ def test_perf_file_in_blocks_equals_bytes(tmp_path, monkeypatch):
                    for i in range(40))
     path = tmp_path / "x.perf"
     path.write_text(text)
-    monkeypatch.setattr(raw_mod._blocks, "__defaults__", (53,))
+    monkeypatch.setattr(lines_mod.blocks, "__defaults__", (53,))
     a = nf.read(str(path), format="perf")
     b = perf_mod.read_perf(text.encode(), "<t>")
     assert render(a, "folded", thread_root=True) == render(b, "folded", thread_root=True)

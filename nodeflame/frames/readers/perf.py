@@ -53,6 +53,7 @@ from ..build import FrameTable, build_from_tree, build_profile
 from ..errors import FormatError, FormatWarning
 from ..formats import decode_text, register_reader
 from ..symbols import parse_symbol
+from .lines import arrow_bools, arrow_ints, factorize, intern_lines_arrow
 
 _WS = " \t\n\r\f\v"
 # stackcollapse-perf.pl's own patterns (ASCII classes: Perl reads bytes)
@@ -240,15 +241,13 @@ class _Lines:
 
 def read_perf(data: bytes, source: str = "<perf>", *, event: str | None = None) -> "Profile":
     import io
-    from .raw import _intern_lines_arrow  # (raw imports this module)
-    fast = _intern_lines_arrow(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
+    fast = intern_lines_arrow(io.BytesIO(data)) if isinstance(data, (bytes, bytearray)) else None
     return _read_perf(fast, data, source, event)
 
 
 def read_perf_file(fh, source: str = "<perf>", *, event: str | None = None) -> "Profile":
     """read_perf of the binary file ``fh``, taken in blocks: the whole file is never in memory."""
-    from .raw import _intern_lines_arrow
-    fast = _intern_lines_arrow(fh)
+    fast = intern_lines_arrow(fh)
     data = None
     if fast is None:
         fh.seek(0)
@@ -303,25 +302,24 @@ class _Headers:
         """The rows ``rows`` matched by _STRICT_RE2, ``m`` the matches' struct array."""
         import pyarrow as pa
         import pyarrow.compute as pc
-        from .raw import _ints
 
         def num(name):
-            return _ints(pc.cast(m.field(name), pa.int64()))
+            return arrow_ints(pc.cast(m.field(name), pa.int64()))
         for name, table, index, out in (("comm", self.comms, self._ci, self.comm),
                                         ("event", self.events, self._ei, self.event)):
             enc = pc.dictionary_encode(m.field(name))
-            out[rows] = self.names(table, index, enc.dictionary.to_pylist())[_ints(enc.indices)]
+            out[rows] = self.names(table, index, enc.dictionary.to_pylist())[arrow_ints(enc.indices)]
         self.pid[rows], self.tid[rows], self.cpu[rows] = num("pid"), num("tid"), num("cpu")
         self.has_pid[rows] = self.has_cpu[rows] = self.has_time[rows] = True
-        frac = _ints(pc.cast(pc.utf8_rpad(m.field("frac"), 9, "0"), pa.int64()))
+        frac = arrow_ints(pc.cast(pc.utf8_rpad(m.field("frac"), 9, "0"), pa.int64()))
         self.time[rows] = num("sec") * 1_000_000_000 + frac
         per = m.field("period")
-        has = _ints(pc.binary_length(per)) != 0   # (pc.not_equal(.., 0) makes a scalar: imports pandas)
+        has = arrow_ints(pc.binary_length(per)) != 0   # (pc.not_equal(.., 0) makes a scalar: imports pandas)
         if has.any():
             at = np.flatnonzero(has)
             self.has_period[rows[at]] = True
             idx = pa.Array.from_buffers(pa.int64(), len(at), [None, pa.py_buffer(at.astype(np.int64))])
-            self.period[rows[at]] = _ints(pc.cast(per.take(idx), pa.int64()))
+            self.period[rows[at]] = arrow_ints(pc.cast(per.take(idx), pa.int64()))
 
 
 def _classify(uniq, arr):
@@ -338,10 +336,9 @@ def _classify(uniq, arr):
     rest = range(nu)
     if arr is not None and nu:
         import pyarrow.compute as pc
-        from .raw import _bools
         m = pc.extract_regex(arr, _STRICT_RE2)
         ok_arr = m.is_valid()
-        ok = _bools(ok_arr)
+        ok = arrow_bools(ok_arr)
         if ok.any():
             rows = np.flatnonzero(ok)
             hdr.set_strict(rows, m.filter(ok_arr))
@@ -384,9 +381,8 @@ def _read_perf(fast, data, source, event):
         codes, uniq, arr = fast
         lines = _Lines(codes, uniq)
     else:
-        from .raw import _factorize
         lines = _lines(data, source)
-        codes, uniq = _factorize(lines)
+        codes, uniq = factorize(lines)
         arr = None
     n = len(codes)
     utype, hdr, frame_of, perf_header, bad_u = _classify(uniq, arr)
@@ -695,7 +691,6 @@ def _sample_paths(codes, hpos, hgap, java, kcomm, comms, utype, frame_of, ft):
     its own).  The same frame table and paths as _line_paths."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from .raw import _ints
     ns = len(hpos)
     codes = np.ascontiguousarray(codes)
     isz = codes.itemsize
@@ -709,7 +704,7 @@ def _sample_paths(codes, hpos, hgap, java, kcomm, comms, utype, frame_of, ft):
     vals = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 2 * ns + 1,
                                             [None, pa.py_buffer(bnd), pa.py_buffer(codes.view(np.uint8))])
     enc = pc.dictionary_encode(vals)
-    run = _ints(enc.indices)[1::2].astype(np.int64)
+    run = arrow_ints(enc.indices)[1::2].astype(np.int64)
     d = enc.dictionary
     del vals, enc, bnd
     _, doff, ddata = d.buffers()
@@ -753,13 +748,12 @@ def _tree(offsets, flat):
     (node_parent, node_frame, each path's distinct path, each distinct path's leaf node, each node's
     depth: its place in its chain)."""
     import pyarrow as pa
-    from .raw import _ints
     n = len(offsets) - 1
     flat = np.ascontiguousarray(flat, np.int64)
     paths = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets * 8),
                                                                     pa.py_buffer(flat.view(np.uint8))])
     enc = paths.dictionary_encode()
-    group = _ints(enc.indices).astype(np.int64, copy=False)
+    group = arrow_ints(enc.indices).astype(np.int64, copy=False)
     d = enc.dictionary
     _, doff, ddata = d.buffers()
     doff = np.frombuffer(doff, np.int64)[d.offset:d.offset + len(d) + 1]

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..frames.profile import strings
 from ..frames.readers.folded import escape_head, escape_name
+from ..frames.readers.lines import arrow_ints
 from ..frames.stacktable import unique_inverse
 
 
@@ -344,8 +345,7 @@ _TOKENS_PER_TAKE = 1 << 17  # frames (and heads, counts) per take of the ordered
 
 def _arrow_ranks(pc, arr) -> np.ndarray:
     """Dense ranks (equal bytes, equal rank) of an Arrow binary array, bytewise order."""
-    r = pc.rank(arr, tiebreaker="dense")
-    return np.frombuffer(r.buffers()[1], np.uint64, len(r), r.offset).astype(np.int64)
+    return arrow_ints(pc.rank(arr, tiebreaker="dense")).astype(np.int64)
 
 
 def _line_order(off, vflat, nv, vpar, vkey, vleaf, ekey, roots=None):

@@ -52,6 +52,7 @@ from ..formats import register_reader
 from . import chrometrace
 from .jsonutil import (all_ints as _all_ints, head_text, int_array, is_finite, is_int, is_num, load_json,
                        join_texts, no_gc, num_array, raw_int_lists, raw_line_ticks, raw_numbers, type_name)
+from .lines import arrow_ints
 
 _I64 = np.int64
 
@@ -754,20 +755,11 @@ def _intern_texts(raws):
                                                    [None, pa.py_buffer(off), pa.py_buffer(join_texts(part))])
             chunks.append(arr.dictionary_encode())  # (its dictionary holds copies: the chunk's buffer goes)
         enc = pa.chunked_array(chunks).unify_dictionaries().chunks
-        codes = np.concatenate([_arrow_ints(c.indices) for c in enc]).astype(_I64, copy=False)
+        codes = np.concatenate([arrow_ints(c.indices) for c in enc]).astype(_I64, copy=False)
         return codes, enc[0].dictionary.to_pylist()
     pos: dict = {}
     first = np.fromiter(map(pos.setdefault, map(bytes, raws), range(n)), _I64, n)
     return np.searchsorted(np.fromiter(pos.values(), _I64, len(pos)), first), list(pos)
-
-
-def _arrow_ints(a) -> np.ndarray:
-    """A pyarrow integer array without nulls as a numpy view of its buffer (``to_numpy`` imports
-    pandas)."""
-    import pyarrow as pa
-    if a.null_count or not pa.types.is_signed_integer(a.type):
-        return a.to_numpy(zero_copy_only=False)
-    return np.frombuffer(a.buffers()[1], np.dtype(f"int{a.type.bit_width}"))[a.offset:a.offset + len(a)]
 
 
 def _utf8(data) -> bool:

@@ -320,6 +320,7 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
     except ImportError:
         first_pos, index = _intern_tokens(data, nl, blank_at, starts, ends, mark_at)
         return _dense(first_pos, index), list(index)
+    from .lines import arrow_ints  # (with Arrow only: sniffing a folded file imports no other module)
     n = len(starts)
     if n == 0:
         return np.empty(0, np.int32), []
@@ -342,7 +343,7 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
             del off
             lut = np.fromiter((setdefault(b"\n" if k[-1:] == b"\n" else k[:-1], len(index))
                                for k in enc.dictionary.to_pylist()), np.int32)
-            out.append(lut[_arrow_ints(enc.indices)])
+            out.append(lut[arrow_ints(enc.indices)])
             del enc
             continue
         v = np.empty(hi - lo + 1, np.uint8)
@@ -362,7 +363,7 @@ def _tokens_dense(data: bytes, nl: np.ndarray, blank_at: np.ndarray, starts: np.
             pa.large_binary(), len(off) - 1, [None, pa.py_buffer(off), pa.py_buffer(v)])])
         del off
         lut = np.fromiter((setdefault(k[:-1], len(index)) for k in enc.dictionary.to_pylist()), np.int32)
-        out.append(lut[_arrow_ints(enc.indices)])
+        out.append(lut[arrow_ints(enc.indices)])
         del enc, v
     return np.concatenate(out), list(index)
 
@@ -394,13 +395,6 @@ def _delimiters(arr: np.ndarray, lo: int, hi: int, extra: np.ndarray) -> np.ndar
         idx += o
         out.append(idx)
     return np.concatenate(out) if out else np.empty(0, np.int64)
-
-
-def _arrow_ints(a) -> np.ndarray:
-    """The values of an Arrow integer array without nulls, viewed as numpy (not ``to_numpy()``, which
-    imports pandas)."""
-    dtype = np.dtype(f"{'u' if a.type.id in (2, 4, 6, 8) else 'i'}{a.type.bit_width // 8}")
-    return np.frombuffer(a.buffers()[1], dtype, len(a), a.offset * dtype.itemsize)
 
 
 def _dense(first_pos: np.ndarray, index: dict) -> np.ndarray:

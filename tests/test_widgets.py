@@ -324,16 +324,64 @@ def test_every_redraw_sends_the_zoom_level_back_to_the_root(prof):
     e = ex(prof)
     sent = []
     orig = e.widget._send_restyle_msg
+    orig_update = e.widget._send_update_msg
 
     def spy(restyle_data, trace_indexes=None, source_view_id=None):
         sent.append(dict(restyle_data))
         return orig(restyle_data, trace_indexes=trace_indexes, source_view_id=source_view_id)
+
+    def spy_update(restyle_data, relayout_data, trace_indexes=None, source_view_id=None):   # Plotly.update
+        sent.append(dict(restyle_data))
+        return orig_update(restyle_data, relayout_data, trace_indexes=trace_indexes, source_view_id=source_view_id)
     e.widget._send_restyle_msg = spy
+    e.widget._send_update_msg = spy_update
     for spec in ("ignore=^fib ", "hide=^handle ", "ignore=gc"):
         n = len(sent)
         e.apply(spec)
         assert any("level" in m for m in sent[n:]), sent[n:]
     assert e.widget.data[0].level in ("r", None)
+
+
+def test_every_update_is_one_figure_message(prof):
+    """The icicle, the timeline strip (in the same figure) and the layout with the view number go
+    to the browser in one plotly message per update: each message is a whole redraw of the figure
+    there (plotly_afterplot), so a flame sent apart from its layout or its timeline drew twice or
+    three times."""
+    e = ex(prof)
+    w = e.widget
+    sent = []
+    orig = w._send
+
+    def spy(msg, buffers=None):       # the widget's comm messages: state updates and custom ones
+        state = msg.get("state") or {}
+        sent.extend((k, v) for k, v in state.items() if k.startswith("_py2js_") and v is not None)
+        return orig(msg, buffers)
+    w._send = spy
+    bars_of = lambda: [list(tr.y) for tr in w.data[1:]]        # noqa: E731
+    node = lambda label: w.data[0].ids[list(w.data[0].labels).index(label)]   # noqa: E731
+    ops = [("ignore", lambda: e.apply("ignore=^fib "), True), ("slice", lambda: e.set_slice_ms(100, 400), False),
+           ("thread", lambda: e.set_thread("worker-1"), True), ("undo", e.undo, True),
+           ("click", lambda: e.click(node("handle")), True), ("invert", lambda: e.set_view(inverted=True), False),
+           ("min width", lambda: e.set_view(minwidth=0.01), False), ("reset", e.reset, True),
+           ("hide", lambda: e.hide("^handle "), False)]
+    for name, op, timeline_changes in ops:
+        del sent[:]
+        bars = bars_of()
+        op()
+        assert [k for k, _v in sent] == ["_py2js_update"], (name, [k for k, _v in sent])
+        msg = sent[0][1]
+        assert msg["layout_data"]["meta"]["nodeflame"]["view"] == e._view_seq, name    # what clicks name
+        assert 0 in msg["style_traces"] and "level" in msg["style_data"], name   # (back to the root)
+        assert (bars_of() != bars) == timeline_changes, name
+        if timeline_changes:     # the strip's bars went with the flame
+            assert msg["style_traces"] == list(range(len(w.data))), name
+            y = msg["style_data"]["y"]
+            assert y[0] == "_undefined_" and [list(v) for v in y[1:]] == bars_of(), name   # (serialized)
+    e.set_slice_ms(200, 300)
+    assert e.widget.layout.shapes[0].x0 == 200 and sent[-1][1]["layout_data"]["shapes"][0]["x0"] == 200
+    del sent[:]
+    e.search("^parse ")                        # a restyle: one message too
+    assert [k for k, _v in sent] == ["_py2js_restyle"]
 
 
 def test_breadcrumbs_in_milliseconds_and_unescaped(prof):

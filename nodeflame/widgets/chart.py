@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 import traitlets as T
+from plotly.basedatatypes import Undefined
 
 from ..frames.kinds import KINDS
 from . import frontend
@@ -68,6 +69,23 @@ def _arrays(d: dict) -> dict:
     return {k: _arrays(v) if isinstance(v, dict) else _array(v) for k, v in d.items()}
 
 
+def _merge_restyles(a: tuple, b: tuple, n_traces: int) -> tuple[dict, list[int]]:
+    """Two ``(restyle_data, trace_indexes)`` (``plotly_restyle``'s arguments: a list value is one
+    value per trace, cycled; anything else is every trace's) as one, ``b`` winning; the traces
+    a key does not touch get ``Undefined``."""
+    per: dict[int, dict] = {}
+    for data, idx in (a, b):
+        idx = list(range(n_traces)) if idx is None else ([idx] if isinstance(idx, int) else list(idx))
+        for k, v in data.items():
+            for i, t in enumerate(idx):
+                tv = v[i % len(v)] if isinstance(v, list) else v
+                if tv is not Undefined:
+                    per.setdefault(t, {})[k] = tv
+    traces = sorted(per)
+    keys = {k for d in per.values() for k in d}
+    return {k: [per[t].get(k, Undefined) for t in traces] for k in keys}, traces
+
+
 class FigureWidget(go.FigureWidget):
     """plotly's ``FigureWidget`` whose front-end module is a small loader of the kernel's one
     :class:`~nodeflame.widgets.frontend.PlotlyLibrary` (5 MB of plotly.js sent once per kernel,
@@ -77,6 +95,26 @@ class FigureWidget(go.FigureWidget):
     _nf_library = T.Unicode("").tag(sync=True)
     # the key of the static output shown with this chart (hidden by the loader once it has drawn)
     _nf_static = T.Unicode("").tag(sync=True)
+
+    # a restyle the batch_update being closed sends in its one plotly_update (restyle_with_batch)
+    _nf_restyle = None
+
+    def restyle_with_batch(self, restyle_data: dict, trace_indexes: list[int]) -> None:
+        """Inside ``batch_update()``: send ``restyle_data`` (as ``plotly_restyle`` takes it: not
+        validated again) in the batch's one ``plotly_update`` message, with the layout and trace
+        properties set in the batch; a browser draws the figure once for all of it, where a
+        ``plotly_restyle`` is a message and a draw of its own."""
+        if not self._in_batch_mode:
+            raise RuntimeError("restyle_with_batch is for inside batch_update()")
+        self._nf_restyle = (restyle_data, list(trace_indexes))
+
+    def plotly_update(self, restyle_data=None, relayout_data=None, trace_indexes=None, **kwargs):
+        pending, self._nf_restyle = self._nf_restyle, None
+        if pending is not None:
+            restyle_data, trace_indexes = _merge_restyles((restyle_data or {}, trace_indexes), pending,
+                                                          len(self.data))
+        return super().plotly_update(restyle_data=restyle_data, relayout_data=relayout_data,
+                                     trace_indexes=trace_indexes, **kwargs)
 
     @T.default("_nf_library")
     def _library_ref(self):
@@ -183,8 +221,45 @@ class Chart:
             tr["domain"] = {"x": [0, 1], "y": [TIMELINE_PX / self.total_height, 1]}
         return tr
 
-    def set_flame(self, trace: dict, layout: dict) -> None:
-        """Replace the icicle (trace 0) and the figure's layout."""
+    def _timeline_restyle(self, bars: list[dict], names=None) -> dict:
+        """The bar traces' restyle for the timeline ``bars`` (one dict per kind present): every
+        bar trace (named ``names``: the figure's) gets each key (the kinds absent: no data, no
+        legend entry), one value per trace."""
+        by_kind = {b["name"]: b for b in bars}
+        names = [tr.name for tr in self.widget.data[1:]] if names is None else names
+        keys = sorted({k for b in bars for k in _flat(b) if k not in ("type", "name")} | {"x", "y"})
+        upd = {k: [] for k in keys}
+        upd["showlegend"] = []
+        for name in names:
+            b = _flat(by_kind.get(name, {}))
+            for k in keys:
+                upd[k].append(b.get(k, [] if k in ("x", "y") else None))
+            upd["showlegend"].append(name in by_kind)
+        return upd
+
+    def _initial_bars(self, bars: list[dict] | None) -> list:
+        """The timeline's bar traces, one per kind, holding ``bars`` (None: empty) as
+        :meth:`_timeline_restyle` would set them on empty ones."""
+        upd = self._timeline_restyle(bars, names=KINDS) if bars is not None else {}
+        out = []
+        for i, kind in enumerate(KINDS):
+            d = {"name": kind, "x": [], "y": [], "showlegend": False, "marker": {"line": {"width": 0}}}
+            for path, vals in upd.items():
+                *parents, last = path.split(".")
+                o = d
+                for k in parents:
+                    o = o.setdefault(k, {})
+                if vals[i] is None:
+                    o.pop(last, None)
+                else:
+                    o[last] = vals[i]
+            out.append(go.Bar(**d))
+        return out
+
+    def set_flame(self, trace: dict, layout: dict, timeline: tuple | None = None) -> None:
+        """Replace the icicle (trace 0) and the figure's layout; with ``timeline`` (``(bars,
+        shapes)`` as :meth:`set_timeline` takes them), the timeline strip's bars and selection
+        too.  One plotly update: the browser draws the figure once."""
         w = self.widget
         lay = self._layout(layout)     # first: it sets the height the icicle's domain depends on
         tr = self._icicle(trace)
@@ -193,26 +268,44 @@ class Chart:
         # sent; "r" and None both mean the root, so alternating them always sends the reset
         if "level" in tr:
             tr["level"] = "r" if self.sent_figures % 2 == 0 else None
+        if not self.timeline:
+            timeline = None
         if w is None:
-            bars = [go.Bar(name=k, x=[], y=[], showlegend=False, marker={"line": {"width": 0}})
-                    for k in KINDS] if self.timeline else []
+            bars = self._initial_bars(timeline[0] if timeline is not None else None) if self.timeline else []
+            if timeline is not None:
+                lay["shapes"] = timeline[1]
             # numpy arrays: plotly validates them whole (lists element by element; the same state)
             self.widget = FigureWidget(data=[go.Icicle(**_arrays(tr))] + bars, layout=lay)
             self.widget._nf_static = self.static_key
             self.widget._config = {"displaylogo": False, "responsive": True, "scrollZoom": False}
             self._connect()
         else:
-            # the trace was validated when it was added and keeps the same keys: plotly_restyle
+            # one plotly_update (Plotly.update in the browser: one draw) for the icicle, the
+            # timeline's bars and the layout; each plotly_restyle / relayout is a message and a
+            # draw of its own in the browser.
+            # the traces were validated when they were added and keep the same keys: the restyle
             # skips re-validating thousands of array elements (3x faster than trace.update);
             # arrays go as numpy arrays, which plotly compares and serializes whole (one tolist()
             # each: the same JSON as the lists, int64 is never sent as a binary buffer)
+            restyle = {k: [_array(v)] for k, v in _flat(tr).items()}
+            indexes = [0]
+            if timeline is not None:
+                bars = self._timeline_restyle(timeline[0])
+                n = len(w.data) - 1
+                indexes += list(range(1, 1 + n))
+                for k in restyle:
+                    restyle[k] += bars.pop(k, [Undefined] * n)
+                for k, vals in bars.items():
+                    restyle[k] = [Undefined] + vals
             # only the layout's changed properties (as the figure holds them now: the browser's
-            # relayouts included) are validated and sent
+            # relayouts included) are validated and sent, in the same message (batch_update)
             changed = {k: v for k, v in lay.items() if w._layout.get(k) != v}
             with w.batch_update():
-                w.plotly_restyle({k: [_array(v)] for k, v in _flat(tr).items()}, trace_indexes=[0])
                 if changed:
                     w.layout.update(changed)
+                if timeline is not None:
+                    w.layout.shapes = timeline[1]
+                w.restyle_with_batch(restyle, indexes)
         self.sent_figures += 1
 
     def restyle(self, updates: dict) -> None:
@@ -222,22 +315,14 @@ class Chart:
         self.sent_restyles += 1
 
     def set_timeline(self, bars: list[dict], shapes: list[dict]) -> None:
-        """Replace the timeline's bars (one dict per kind present) and its selection shape."""
+        """Replace the timeline's bars (one dict per kind present) and its selection shape (one
+        plotly update; the explorer sends them with the flame, :meth:`set_flame`)."""
         if not self.timeline or self.widget is None or not self.widget.data:
             return
-        by_kind = {b["name"]: b for b in bars}
-        traces = self.widget.data[1:]
-        keys = sorted({k for b in bars for k in _flat(b) if k not in ("type", "name")} | {"x", "y"})
-        upd = {k: [] for k in keys}
-        upd["showlegend"] = []
-        for tr in traces:
-            b = _flat(by_kind.get(tr.name, {}))
-            for k in keys:
-                upd[k].append(b.get(k, [] if k in ("x", "y") else None))
-            upd["showlegend"].append(tr.name in by_kind)
-        with self.widget.batch_update():
-            self.widget.plotly_restyle(upd, trace_indexes=list(range(1, 1 + len(traces))))
-            self.widget.layout.shapes = shapes
+        w = self.widget
+        with w.batch_update():
+            w.layout.shapes = shapes
+            w.restyle_with_batch(self._timeline_restyle(bars), list(range(1, len(w.data))))
 
     @property
     def figure(self) -> dict:

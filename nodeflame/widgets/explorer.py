@@ -214,8 +214,9 @@ class Explorer(W.VBox):
 
     # ------------------------------------------------------------- drawing
     def refresh(self) -> None:
-        """Redraw from the transform list and view options: the chart first, then (after the
-        chart's message has gone out, when a kernel's event loop runs) the panes around it."""
+        """Redraw from the transform list and view options: the chart (icicle and timeline strip,
+        one plotly update) first, then (after the chart's message has gone out, when a kernel's
+        event loop runs) the panes around it."""
         self._refresh_chart()
         self._generation += 1
         gen = self._generation
@@ -241,7 +242,10 @@ class Explorer(W.VBox):
             del self._views[old]
         layout = dict(layout, meta={"nodeflame": {"view": self._view_seq,
                                                   "zoom": not self.state.focus_on_click}})
-        self.chart.set_flame(trace, layout)
+        # the timeline strip is in the same figure: sent with the flame, in one plotly update,
+        # the browser draws the figure once (a second message, even of the strip alone, is a
+        # second draw of the whole figure)
+        self.chart.set_flame(trace, layout, timeline=self._timeline_update())
         self.legend.value = self.state.legend_html()
         if self.chart_box is not None:
             self.chart_box.layout.height = (f"{M.SCROLL_PX}px" if self.chart.total_height > M.SCROLL_PX
@@ -249,7 +253,6 @@ class Explorer(W.VBox):
         self._sync_controls()
 
     def _refresh_panes(self, warm: bool = False) -> None:
-        self._render_timeline()
         self._render_details()
         self.side.value = self.state.side_html()
         if warm:  # idle time in a live kernel: make the invert toggle instant too
@@ -261,14 +264,21 @@ class Explorer(W.VBox):
         self.chart.restyle(self.state.style())
         self._render_status()
 
-    def _render_timeline(self):
+    def _timeline_update(self):
+        """The timeline strip's ``(bars, shapes)`` for the view, None when the strip shows it
+        already (or there is none)."""
         if self.timeline_chart is None:
-            return
+            return None
         tl = self.state.timeline()
         if tl is not None and tl is self._timeline_drawn:
-            return      # the strip shows this already (a view whose samples keep their leaf kinds)
+            return None     # the strip shows this already (a view whose samples keep their leaf kinds)
         self._timeline_drawn = tl
-        self.chart.set_timeline(*(tl if tl is not None else ([], [])))
+        return tl if tl is not None else ([], [])
+
+    def _render_timeline(self):
+        tl = self._timeline_update()
+        if tl is not None:
+            self.chart.set_timeline(*tl)
 
     def _render_details(self):
         self.details.value = self.state.details_html()

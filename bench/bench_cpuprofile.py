@@ -242,7 +242,7 @@ def phases(path: str, rounds: int):
             held = [timed("msgspec decode alone", lambda: decoder.decode(data))]
             timed("  freeing what it decoded", held.clear)
             part = timed("fast path: decode + node columns", lambda: cp._fast_protocol(data, path, "main"))
-            timed("_build (frames, stacks, tables)", lambda: cp._build([part], path))
+            timed("build_parts (frames, stacks, tables)", lambda: cp.build_parts([part], path))
             del part, data
         timed("whole nodeflame.read", lambda: nf.read(path))
     print(f"where the CPU goes, medians of {rounds} rounds:")

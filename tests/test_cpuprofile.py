@@ -723,7 +723,7 @@ def test_reading_a_cpuprofile_imports_no_pandas(tmp_path):
 
 def test_benchmark_phases_run_on_a_small_profile(tmp_path, capsys):
     """bench_cpuprofile.py --phases reaches into the reader's fast path (its decoder, _fast_protocol,
-    _build): it still runs, and names every phase."""
+    build_parts): it still runs, and names every phase."""
     import importlib.util
     import pathlib
     spec = importlib.util.spec_from_file_location(
@@ -735,5 +735,5 @@ def test_benchmark_phases_run_on_a_small_profile(tmp_path, capsys):
     pytest.importorskip("msgspec")
     bench.phases(str(path), 1)
     out = capsys.readouterr().out
-    for phase in ("file read", "msgspec decode alone", "fast path", "_build", "whole nodeflame.read"):
+    for phase in ("file read", "msgspec decode alone", "fast path", "build_parts", "whole nodeflame.read"):
         assert phase in out

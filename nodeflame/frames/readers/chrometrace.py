@@ -36,10 +36,10 @@ NO_PROFILE = "a Chrome trace recorded with the disabled-by-default-v8.cpu_profil
 
 def read_chrome_trace(data: bytes, source: str = "<trace>"):
     """Read the CPU profiles of a Chrome trace file as one Profile (a thread per profile)."""
-    from .cpuprofile import _build
+    from .cpuprofile import build_parts
     with no_gc():
         doc = load_json(data, source, "a Chrome trace (JSON)")
-        return _build(parts_of(doc, source), source, "chrome-trace")
+        return build_parts(parts_of(doc, source), source, "chrome-trace")
 
 
 def is_trace(doc) -> bool:
@@ -110,7 +110,7 @@ class _Chunks:
 
 def trace_parts(events, source, path) -> list:
     """One cpuprofile part per profile in a list of trace events at JSON path ``path``."""
-    from .cpuprofile import _protocol_part
+    from .cpuprofile import protocol_part
     if not isinstance(events, list):
         raise FormatError(f"{path or 'top level'} is {type_name(events)}", source=source,
                           position=path or None, expected="a list of trace events")
@@ -181,7 +181,7 @@ def trace_parts(events, source, path) -> list:
             raise FormatError(f"{prefix}nodes is missing", source=source, position=f"{prefix}nodes",
                               expected="a list of node objects")
         try:
-            parts.append(_protocol_part(doc, source, prefix, name, start_us=start))
+            parts.append(protocol_part(doc, source, prefix, name, start_us=start))
         except FormatError as e:
             if where is None:
                 raise

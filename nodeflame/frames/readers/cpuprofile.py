@@ -413,7 +413,11 @@ def _samples_times(doc, source, path, idx, n_nodes, start_us, warns, arrays=None
     return node, np.rint(t_ns).astype(_I64)
 
 
-def _protocol_part(doc, source, path="", thread="main", start_us=None) -> _Part:
+def protocol_part(doc, source, path="", thread="main", start_us=None) -> _Part:
+    """The part of one protocol-form CPU profile object ``doc`` (nodes, samples, timeDeltas: what
+    ``Profiler.stop`` returns) for thread ``thread``; its errors name ``source`` and the JSON ``path``
+    it lies at (the chrome-trace reader's profiles lie inside a trace).  ``start_us``: its start
+    when the object has none."""
     if not isinstance(doc, dict):
         raise FormatError(f"{path or 'profile'} is {type_name(doc)}", source=source, position=path or None,
                           expected="a CPU profile object {nodes, samples, timeDeltas, startTime, endTime}")
@@ -568,20 +572,20 @@ def read_cpuprofile(data: bytes, source: str = "<cpuprofile>", *, thread: str | 
 def _read(data, source, thread):
     fast = _fast_protocol(data, source, thread or "main")
     if fast is not None:
-        return _build([fast], source)
+        return build_parts([fast], source)
     doc = load_json(data, source, "a V8 CPU profile (JSON)")
     if isinstance(doc, dict) and "nodes" in doc:
-        parts = [_protocol_part(doc, source, "", thread or "main")]
+        parts = [protocol_part(doc, source, "", thread or "main")]
     elif isinstance(doc, dict) and "head" in doc:
         parts = [_old_part(doc, source, thread or "main")]
     elif chrometrace.is_trace(doc):  # a Chrome trace read as format="cpuprofile": its own reader's work
-        return _build(chrometrace.parts_of(doc, source), source, "chrome-trace")
+        return build_parts(chrometrace.parts_of(doc, source), source, "chrome-trace")
     else:
         got = type_name(doc) if not isinstance(doc, dict) else "an object with keys " + ", ".join(
             repr(k) for k in list(doc)[:6])
         raise FormatError(f"not a CPU profile: top level is {got}", source=source,
                           expected="an object with 'nodes' (and samples, timeDeltas, startTime, endTime)")
-    return _build(parts, source)
+    return build_parts(parts, source)
 
 
 def _cat(arrays):
@@ -589,7 +593,9 @@ def _cat(arrays):
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _build(parts, source, source_format="cpuprofile"):
+def build_parts(parts, source, source_format="cpuprofile"):
+    """The Profile of ``parts`` (protocol_part's or the old form's, one per thread), its meta's
+    source_format ``source_format``."""
     ft = FrameTable()
     node_parent, node_frame, sample_node, weights, times = [], [], [], [], []
     ln, ll, lt = [], [], []
@@ -906,10 +912,10 @@ def read_protocol_profiles(profiles, source: str = "<cpuprofile>"):
     as a ``.cpuprofile`` file, with the threads in one Profile (``thread`` column; a
     single thread named ``main`` gives the same Profile as the file)."""
     with no_gc():
-        parts = [_protocol_part(doc, source, "", thread) for thread, doc in profiles]
+        parts = [protocol_part(doc, source, "", thread) for thread, doc in profiles]
         if not parts:
             raise FormatError("no profiles", source=source, expected="at least one Profiler.Profile")
-        return _build(parts, source)
+        return build_parts(parts, source)
 
 
 # ------------------------------------------------------------------ sniffing

@@ -29,7 +29,7 @@ class _UsageError(Exception):
     pass
 
 
-def _add_render_options(ap):
+def add_render_options(ap):
     ap.add_argument("--title", help="title of an SVG flame graph")
     ap.add_argument("--width", type=int, help="SVG width in pixels (default 1200)")
     ap.add_argument("--minwidth", type=float, help="SVG: merge frames narrower than this many pixels into 'other'")
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output")
     c.add_argument("--from", dest="from_fmt", help="input format (default: sniffed from content)")
     c.add_argument("--to", dest="to_fmt", help="output format (default: from OUTPUT's extension)")
-    _add_render_options(c)
+    add_render_options(c)
     _add_source_map_option(c)
     c.set_defaults(run=_cmd_convert)
     t = sub.add_parser("top", help="self and total time per function")
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("-n", type=int, default=20, help="rows to print (default 20)")
     df.add_argument("--from", dest="from_fmt")
     df.add_argument("--to", dest="to_fmt")
-    _add_render_options(df)
+    add_render_options(df)
     _add_source_map_option(df)
     df.set_defaults(run=_cmd_diff)
     for register in EXTRA_COMMANDS:

@@ -185,7 +185,7 @@ def _note(msg: str) -> None:
 def _sigint_held():
     """Ctrl-C is ignored while a captured profile is written (an impatient second Ctrl-C must
     not lose what the first one kept).  Outside the main thread: no effect."""
-    from .capture import _sigint_held as held  # the capture driver's, without a limit
+    from .capture import sigint_held as held  # the capture driver's, without a limit
     return held()
 
 
@@ -215,7 +215,7 @@ def _interrupted_note(p, where: str) -> None:
 # ------------------------------------------------------------------ torch form
 def torch_command(argv) -> int:
     """``nodeflame PID text|flame|raw SECONDS [options]``: the profile to stdout, notes to stderr."""
-    from .cli import _add_render_options
+    from .cli import add_render_options
     ap = _TorchParser(prog="nodeflame", usage="nodeflame PID text|flame|raw SECONDS [options]",
                       description="torch's form: capture the running node process PID for SECONDS and write "
                                   "its text tree (text), an SVG flame graph (flame) or raw stacks for "
@@ -224,7 +224,7 @@ def torch_command(argv) -> int:
     ap.add_argument("mode", help="text, flame or raw")
     ap.add_argument("duration", help="seconds to capture")
     _add_capture_options(ap)
-    _add_render_options(ap)
+    add_render_options(ap)
     ap.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     args = ap.parse_args(list(argv))
     pid = parse_pid(args.pid)
@@ -366,7 +366,7 @@ def _cmd_stap_build(args, pid) -> int:
 
 # ------------------------------------------------------------------ registration
 def register_commands(sub) -> None:
-    from .cli import _add_render_options
+    from .cli import add_render_options
     r = sub.add_parser("record", help="capture a running node process (--pid) or a command (-- CMD) into OUT",
                        description="Capture a running node process (--pid PID) or start a command and "
                                    "capture it (-- node app.js).  Without -d: until Ctrl-C (pid) or until "
@@ -380,7 +380,7 @@ def register_commands(sub) -> None:
     r.add_argument("-o", "--output", required=True,
                    help="output file; its extension picks the format (.cpuprofile, .svg, .folded, .txt, .nfprof, ...)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
-    _add_render_options(r)
+    add_render_options(r)
     r.add_argument("cmd", nargs="*", metavar="-- CMD", help="command to start and profile (after --)")
     r.set_defaults(run=_cmd_record)
     b = sub.add_parser("backends", help="which capture backends can run here (and from a pid), and why not")

@@ -176,7 +176,7 @@ def _isatty(f) -> bool:
 
 
 @contextmanager
-def _sigint_held(limit: int | None = None):
+def sigint_held(limit: int | None = None):
     """Hold Ctrl-C while a session starts or stops: the block runs on, and the list it yields
     records each SIGINT.  With ``limit``, the ``limit``-th SIGINT raises KeyboardInterrupt after
     all (a user who insists gets out of a stuck stop).  Outside the main thread: no effect."""
@@ -205,14 +205,14 @@ def _start(b: Backend, target: Target, opts: CaptureOptions):
     """``b.start()`` with Ctrl-C held until it returns (so a half-started session is never
     abandoned with a port open or a thread stopped): (session, interrupted meanwhile).
     A third Ctrl-C meanwhile aborts the start (a stuck one)."""
-    with _sigint_held(limit=3) as got:
+    with sigint_held(limit=3) as got:
         session = b.start(target, opts)
     return session, bool(got)
 
 
 def _close(session: Session) -> None:
     """``session.close()``, which must run to its end whatever happens (Ctrl-C held meanwhile)."""
-    with _sigint_held():
+    with sigint_held():
         try:
             session.close()
         except Exception:  # close() must not raise; if it does, the capture's own outcome wins
@@ -281,7 +281,7 @@ def _drive(session: Session, target: Target, opts: CaptureOptions, progress, des
     elapsed = time.monotonic() - t0
     # a second Ctrl-C while the profile is fetched is ignored (the capture is ending anyway);
     # a third one aborts the stop
-    with _sigint_held(limit=2) as got:
+    with sigint_held(limit=2) as got:
         prof = session.stop()
     if got:
         interrupted = True
@@ -486,7 +486,7 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
         start_time = time.time()
         _tell(on_phase, "attaching")
         try:
-            with _sigint_held() as got:
+            with sigint_held() as got:
                 proc, session = b.spawn(argv, opts, **popen_kwargs)
         except TargetError:
             raise

@@ -80,9 +80,9 @@ def _strings(df, cols):
 
 
 def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
-    from .duck import _empty_sums
+    from .duck import empty_sums
     if not files:
-        return _empty_sums()
+        return empty_sums()
     f = _read(store, files, ["capture_id", "name", "file", "line", "column", "kind", "package", "self", "total"])
     s = sel[["capture_id", "group", "samples"]].copy()
     s["capture_id"] = s["capture_id"].astype("string")
@@ -118,9 +118,9 @@ def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
 
 def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     """As nodeflame.dataset.duck.diff_sums: per (side, name, file, line) the sums GroupDiff needs."""
-    from .duck import _empty_diff_sums
+    from .duck import empty_diff_sums
     if not files:
-        return _empty_diff_sums()
+        return empty_diff_sums()
     f = _read(store, files, ["capture_id", "name", "file", "line", "kind", "self", "total"])
     f = f.map_partitions(_strings, ["capture_id", "name", "file", "kind"])
     s = sel[["capture_id", "side", "unit", "w", "den"]].copy()

@@ -65,12 +65,14 @@ _SUM_COLUMNS = dict.fromkeys(("self", "total"), "int64") | dict.fromkeys(
     ("self_share_sum", "self_share_sq", "total_share_sum", "total_share_sq"), float)
 
 
-def _empty_sums() -> pd.DataFrame:
+def empty_sums() -> pd.DataFrame:
+    """The per-function sums of no capture, with their columns' types (what every engine returns then)."""
     return _frame(group="int64", name=object, file=object, line="int64", column="int64", kind=object,
                   package=object, **_SUM_COLUMNS)
 
 
-def _empty_diff_sums() -> pd.DataFrame:
+def empty_diff_sums() -> pd.DataFrame:
+    """The two sides' per-function sums of no capture, with their columns' types."""
     return _frame(side="int64", name=object, file=object, line="int64", kind=object, **_SUM_COLUMNS)
 
 
@@ -89,7 +91,7 @@ _FUNC_SUMS = """
 
 def func_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     """Per (group, function): summed self/total, and sums and sums of squares of each capture's shares."""
-    return _query(store, files, _FUNC_SUMS, _empty_sums, sel=sel)
+    return _query(store, files, _FUNC_SUMS, empty_sums, sel=sel)
 
 
 _DIFF_SUMS = """
@@ -119,7 +121,7 @@ def diff_sums(store, files, sel: pd.DataFrame, client=None) -> pd.DataFrame:
     ``sel``: capture_id, side (0/1), unit (int: the observation unit of the capture on that side),
     w (1 / the number of captures of that unit: a unit's share is the mean of its captures'),
     den (the capture's samples: the denominator of its shares)."""
-    return _query(store, files, _DIFF_SUMS, _empty_diff_sums, sel=sel)
+    return _query(store, files, _DIFF_SUMS, empty_diff_sums, sel=sel)
 
 
 _FUNC_BY_CAPTURE = """

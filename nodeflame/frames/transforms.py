@@ -71,7 +71,7 @@ class Transform:
             except re.error as e:
                 raise TransformError(f"{t}: invalid regular expression: {e}") from None
         if name == "slice":
-            _parse_slice(t.arg)
+            parse_slice(t.arg)
         return t
 
     def __call__(self, p):
@@ -529,7 +529,9 @@ def merge_recursion(p, _arg: str = ""):
                                         collapse_same=a["frame_func"]))
 
 
-def _parse_slice(arg: str):
+def parse_slice(arg: str):
+    """(start, end) in ns of a ``slice`` transform's argument 'START:END' (None where a side is
+    empty); TransformError for anything else."""
     start, sep, end = arg.partition(":")
     if not sep:
         raise TransformError(f"slice={arg}: expected 'START:END' in nanoseconds (either may be empty)")
@@ -548,7 +550,7 @@ def time_slice(p, arg: str):
     """
     if not p.meta.get("timed"):
         raise TransformError("slice: this profile has no sample times (folded/raw input); nothing to slice by")
-    s, e = _parse_slice(arg)
+    s, e = parse_slice(arg)
     t = p.samples["time_ns"].to_numpy()
     keep = np.ones(len(t), bool)
     if s is not None:

@@ -31,7 +31,7 @@ from ..frames.ops import with_samples
 from ..frames.diff import diff as make_diff
 from ..frames.errors import NodeflameError, TransformError
 from ..frames.transforms import Transform, resample
-from ..frames.transforms import _parse_slice as parse_slice
+from ..frames.transforms import parse_slice
 from . import model as M
 from .fastviews import top
 

@@ -31,10 +31,12 @@ measured here).  What the explorer keeps of the profile it was opened on (the un
 aggregate of a timed profile, the stack table's Euler tour and recursion flags, computed by
 the first render) and of the view before the change (a timeline whose samples keep their leaf
 kinds is reused) is kept, as in a live session.  "chart" is the time until the chart's
-update has been sent; "all panes" adds the details, top table and timeline,
+update has been sent (since session 18 with the timeline strip, which is in the same figure
+and goes in the same message); "all panes" adds the details and top table,
 which a live kernel computes after the chart has gone out; "cpu" is the
 process CPU time of the whole change (the wall clock on a shared machine
-is mostly waiting for a core).
+is mostly waiting for a core).  "plotly messages" counts the chart's
+``_py2js_*`` messages of a change: the browser redraws the whole figure for each.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ class Recorder:
         self.bytes = 0
         self.messages = 0
         self.bundle_bytes = 0   # front-end code (anywidget _esm/_css), counted apart from the data
+        self.figure_messages = 0   # plotly messages (_py2js_restyle/relayout/update...): a browser draw each
 
     def install(self):
         import comm
@@ -69,6 +72,8 @@ class Recorder:
                 rec.messages += 1
                 data = dict(data or {})
                 state = data.get("state")
+                if isinstance(state, dict):
+                    rec.figure_messages += sum(1 for k, v in state.items() if k.startswith("_py2js_") and v is not None)
                 if isinstance(state, dict) and ("_esm" in state or "_css" in state):
                     state = dict(state)
                     for k in ("_esm", "_css"):
@@ -88,6 +93,10 @@ class Recorder:
         b, m = self.bytes, self.messages
         self.bytes = self.messages = 0
         return b, m
+
+    def take_figure_messages(self):
+        n, self.figure_messages = self.figure_messages, 0
+        return n
 
     def take_bundle(self):
         b, self.bundle_bytes = self.bundle_bytes, 0
@@ -187,7 +196,7 @@ def bench_profile(label, p, repeat, rec):
                 stamp["c"] = time.process_time()
             setattr(chart, meth, stamped)
     for name, do, undo in controls:
-        runs, sizes, charts, cpus, chart_cpus = [], [], [], [], []
+        runs, sizes, charts, cpus, chart_cpus, figmsgs = [], [], [], [], [], []
         for _ in range(repeat):
             if name.startswith("undo"):
                 e.set_transforms(["hide=^Builtins_"])
@@ -201,6 +210,7 @@ def bench_profile(label, p, repeat, rec):
                 e.state._ncolors.clear()     # node colours and search matches are per view too
                 e.state._matches.clear()
             rec.take()
+            rec.take_figure_messages()
             stamp.clear()
             t = time.perf_counter()
             c = time.process_time()
@@ -210,13 +220,15 @@ def bench_profile(label, p, repeat, rec):
             chart_cpus.append(stamp.get("c", c) - c)
             charts.append(stamp.get("t", t) - t)
             sizes.append(rec.take()[0])
+            figmsgs.append(rec.take_figure_messages())
             undo()
         ctl[name] = {"median_ms": round(1000 * statistics.median(runs), 1), "max_ms": round(1000 * max(runs), 1),
                      "chart_ms": round(1000 * statistics.median(charts), 1),
                      "cpu_ms": round(1000 * statistics.median(cpus), 1),
                      "max_cpu_ms": round(1000 * max(cpus), 1),
                      "chart_cpu_ms": round(1000 * statistics.median(chart_cpus), 1),
-                     "sent_bytes": int(statistics.median(sizes))}
+                     "sent_bytes": int(statistics.median(sizes)),
+                     "figure_messages": int(statistics.median(figmsgs))}
     res["controls"] = ctl
     return res
 
@@ -294,11 +306,13 @@ def compare(tree: str, rounds: int, repeat: int) -> list[dict]:
             b = (med["before"](name, "cpu_ms"), med["before"](name, "chart_cpu_ms"),
                  med["before"](name, "max_cpu_ms"))
             a = (med["after"](name, "cpu_ms"), med["after"](name, "chart_cpu_ms"), med["after"](name, "max_cpu_ms"))
+            fm = [med[w](name, "figure_messages") if "figure_messages" in runs[w][0][k]["controls"][name] else -1
+                  for w in ("before", "after")]
             print(f"  {name:26s} {b[0]:6.1f} / {b[1]:6.1f} (max {b[2]:6.1f})  ->  {a[0]:6.1f} / {a[1]:6.1f} "
-                  f"(max {a[2]:6.1f})   ({a[0] / b[0]:.2f}x)")
+                  f"(max {a[2]:6.1f})   ({a[0] / b[0]:.2f}x)   plotly messages {fm[0]:g} -> {fm[1]:g}")
             table.append({"profile": label, "what": name, "before_cpu_ms": b[0], "before_chart_cpu_ms": b[1],
                           "before_max_cpu_ms": b[2], "after_cpu_ms": a[0], "after_chart_cpu_ms": a[1],
-                          "after_max_cpu_ms": a[2]})
+                          "after_max_cpu_ms": a[2], "before_figure_messages": fm[0], "after_figure_messages": fm[1]})
     return table
 
 
@@ -342,7 +356,7 @@ def main(argv=None):
             print(f"  {name:26s} chart {c['chart_ms']:6.1f} ms (cpu {c['chart_cpu_ms']:6.1f}), "
                   f"all panes {c['median_ms']:6.1f} ms (cpu {c['cpu_ms']:6.1f}, max wall {c['max_ms']:6.1f}, "
                   f"max cpu {c['max_cpu_ms']:6.1f})"
-                  f"  sent {c['sent_bytes'] / 1e3:6.1f} kB")
+                  f"  sent {c['sent_bytes'] / 1e3:6.1f} kB in {c['figure_messages']} plotly message(s)")
     if not args.controls_only:
         import gen_profiles
         fk = fresh_kernel(gen_profiles.ensure("small", os.path.join(HERE, "out")), args.repeat,

@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import NodeflameError
-from .views import _accumulate, _func_tree, func_self_total, recursive_nodes
+from .views import accumulate_subtrees, func_tree, func_self_total, recursive_nodes
 
 KEY = ["name", "file", "line"]
 Z95 = 1.959963984540054
@@ -131,15 +131,15 @@ def _self_total_from(p, sw: np.ndarray, keep: np.ndarray):
     nf = len(p.funcs)
     a = p.arrays()
     self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf)
-    prefix, func, depth, s2n = _func_tree(p)
+    prefix, func, depth, s2n = func_tree(p)
     tw = np.bincount(s2n, weights=sw, minlength=len(prefix)) if len(s2n) else np.zeros(0)
-    total_node = _accumulate(prefix, depth, tw.round().astype(np.int64)).astype(float)
+    total_node = accumulate_subtrees(prefix, depth, tw.round().astype(np.int64)).astype(float)
     total_f = np.bincount(func[keep], weights=total_node[keep], minlength=nf)
     return self_f, total_f
 
 
 def _recursion_keep(p) -> np.ndarray:
-    prefix, func, _depth, _s2n = _func_tree(p)
+    prefix, func, _depth, _s2n = func_tree(p)
     return ~recursive_nodes(prefix, func)
 
 

@@ -13,7 +13,7 @@ from .stacktable import level_segments, paths_to_stacks, restack, stack_paths, u
 _I64 = np.int64
 
 
-def _func_tree(p):
+def func_tree(p):
     """Function-level top-down tree: stacks merged where the functions agree.
 
     Returns (prefix, func, depth, stack_to_node)."""
@@ -25,7 +25,7 @@ def _func_tree(p):
     return c
 
 
-def _accumulate(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np.ndarray:
+def accumulate_subtrees(prefix: np.ndarray, depth: np.ndarray, self_w: np.ndarray) -> np.ndarray:
     """Subtree totals: self plus all descendants, children before parents."""
     total = self_w.astype(_I64)  # a copy: the caller's weights are not written
     if len(total) == 0:
@@ -84,10 +84,10 @@ def _tree_arrays(p, inverted: bool = False) -> dict:
     if key in p._cache:
         return p._cache[key]
     if not inverted:
-        prefix, func, depth, s2n = _func_tree(p)
+        prefix, func, depth, s2n = func_tree(p)
         sw = p.stack_weights()
         self_w = np.bincount(s2n, weights=sw, minlength=len(prefix)).astype(_I64) if len(s2n) else np.zeros(len(prefix), _I64)
-        total = _accumulate(prefix, depth, self_w)
+        total = accumulate_subtrees(prefix, depth, self_w)
     else:
         a = p.arrays()
         sw = p.stack_weights()
@@ -103,7 +103,7 @@ def _tree_arrays(p, inverted: bool = False) -> dict:
         prefix, func, depth, path_node = paths_to_stacks(offsets, funcs_flat, len(p.funcs))
         # a path's weight belongs to every node on it: deposit at its end, accumulate up
         dep = np.bincount(path_node, weights=sw[leaves], minlength=len(prefix)).astype(_I64)
-        total = _accumulate(prefix, depth, dep)
+        total = accumulate_subtrees(prefix, depth, dep)
         self_w = np.where(depth == 0, total, 0)
     out = {"parent": prefix, "depth": depth, "func": func, "self": self_w, "total": total}
     p._cache[key] = out
@@ -134,9 +134,9 @@ def func_self_total(p):
     a = p.arrays()
     sw = p.stack_weights()
     self_f = np.bincount(a["stack_func"], weights=sw, minlength=nf).astype(_I64) if len(sw) else np.zeros(nf, _I64)
-    prefix, func, depth, s2n = _func_tree(p)
+    prefix, func, depth, s2n = func_tree(p)
     tw = np.bincount(s2n, weights=sw, minlength=len(prefix)).astype(_I64) if len(s2n) else np.zeros(0, _I64)
-    total_node = _accumulate(prefix, depth, tw)
+    total_node = accumulate_subtrees(prefix, depth, tw)
     keep = ~recursive_nodes(prefix, func)
     total_f = np.bincount(func[keep], weights=total_node[keep], minlength=nf).astype(_I64)
     c = (self_f, total_f)
@@ -238,7 +238,7 @@ def _frozen(p) -> bool:
 
 def one_frame_per_function(p) -> bool:
     """Whether the frames the stacks use are of distinct functions (folded, cpuprofile and most
-    captures): the function-level call tree is then the stack table itself (:func:`_func_tree`
+    captures): the function-level call tree is then the stack table itself (:func:`func_tree`
     keeps it as it is)."""
     c = p._cache.get("one_frame_per_function")
     if c is None:
@@ -255,7 +255,7 @@ def stack_subtree_totals(p) -> np.ndarray:
     c = p._cache.get("stack_subtree_totals")
     if c is None:
         a = p.arrays("stacks")
-        c = p._cache["stack_subtree_totals"] = _accumulate(a["prefix"], a["depth"], p.stack_weights())
+        c = p._cache["stack_subtree_totals"] = accumulate_subtrees(a["prefix"], a["depth"], p.stack_weights())
     return c
 
 

@@ -15,7 +15,7 @@ were most of a control's cost:
   draws with: it selects the drawn nodes at once and walks the levels over those only.
 
 Where the stacks' frames are of distinct functions (one frame per function: folded, cpuprofile and
-most captures), the top-down call tree is the stack table itself (``views._func_tree`` keeps it
+most captures), the top-down call tree is the stack table itself (``views.func_tree`` keeps it
 as it is), so :func:`tree_arrays` takes it from there (``views.layout_tree``), with subtree weights
 as prefix sums over the table's Euler tour when a transform kept it (``transforms.known_tour``): no
 call tree is built.

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..frames.ops import stacks_containing
 from ..frames.stacktable import level_segments, paths_to_stacks, stack_paths
-from ..frames.views import _accumulate, _func_tree
+from ..frames.views import accumulate_subtrees, func_tree
 from . import model as M
 from .fastviews import func_self_total
 
@@ -61,7 +61,7 @@ def resolve_func(p, func) -> int:
 # ------------------------------------------------------------------ sandwich
 
 def _tree_table(p, prefix, func, depth, dep) -> pd.DataFrame:
-    total = _accumulate(prefix, depth, dep)
+    total = accumulate_subtrees(prefix, depth, dep)
     f = p.funcs
     fi = func.astype(_I64)
     return pd.DataFrame({
@@ -212,7 +212,7 @@ def stack_chart_data(p, *, thread=None, min_ns: float = 0.0, gap_periods: float 
     th, t = th_all[order], t_all[order]
     t0 = int(t.min()) if len(t) else 0
     per = _period_ns(p, t, th)
-    prefix, func, depth, s2n = _func_tree(p)
+    prefix, func, depth, s2n = func_tree(p)
     node = s2n[s["stack"].to_numpy().astype(_I64)[order]]
     wts = s["weight"].to_numpy().astype(_I64)[order]
     n = len(order)

@@ -167,7 +167,8 @@ def lab():
 
 @pytest.fixture(scope="module")
 def demo():
-    """The demo app running (killed at the end); its pid."""
+    """The demo app running, its process: ``live`` kills it once captured (it spins on a core of
+    its own, 30-odd CPU-s over the rest of the module); killed at the end on every path."""
     proc = subprocess.Popen([NODE, str(DEMO)], cwd=str(DEMO.parent), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -177,7 +178,7 @@ def demo():
         why = availability("walker", proc.pid)
         if why:
             pytest.skip(f"the walker cannot capture the demo here: {why}")
-        yield proc.pid
+        yield proc
     finally:
         _kill_group(proc)
 
@@ -388,7 +389,7 @@ def live(lab, demo, page):
     b = page
     write_notebook(lab.root / NB, [
         "import nodeflame as nf\n"
-        f"p = nf.capture({demo}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
+        f"p = nf.capture({demo.pid}, duration={CAPTURE_S}, backend='walker', progress=False)\n"
         "print(p.meta['backend'], p.total, int(p.stacks['depth'].max()))",
         "e = p.flame()\ne"])
     open_notebook(b, lab)
@@ -396,6 +397,7 @@ def live(lab, demo, page):
     b.eval(f"{APP}.commands.execute('notebook:run-all-cells')")
     b.wait_for(f"document.querySelectorAll('{CHART} g.slice').length > 0", timeout=300)
     kernel_idle(b, 300)
+    _kill_group(demo)       # captured (the cells have run): nothing needs it any more
     return b
 
 

@@ -20,8 +20,8 @@ def _shared() -> pathlib.Path:
 
 SHARED = _shared()
 
-# On two pytest-xdist workers (the README's faster run; `make test` is serial) a node that a test's inspector capture signals opens its
-# inspector on 9229 unless told otherwise, and the other worker's capture then finds 9229 taken (CI:
+# On two pytest-xdist workers (`make test`'s first part) a node that a test's inspector capture signals opens
+# its inspector on 9229 unless told otherwise, and the other worker's capture then finds 9229 taken (CI:
 # "the inspector port 9229 that process ... would open is taken").  On a worker every node the tests start
 # gets a free port instead (node's command-line flags still win; the backend reads NODE_OPTIONS from the
 # target's environment, as for any user's node).  The tests of the default port itself are marked solo and

@@ -343,6 +343,32 @@ def test_run_short_program_that_exits_by_itself(tmp_path):
 
 
 @needs_node
+def test_source_maps_of_a_target_that_exits_as_the_capture_ends(monkeypatch):
+    """A capture applies the target's source maps through /proc/PID/root once sampling is over; a
+    target that exits then (a capture of an exiting program ends that way) must not turn the capture
+    into a FileNotFoundError (CI: the inspector's exit-mid-capture test, /proc/PID/root gone between
+    the look and realpath).  The moment is made real with a zombie: its /proc/PID/root cannot be read;
+    only the look that came just before, when it was alive, is stood in for."""
+    from nodeflame.capture import _source_maps
+    from nodeflame.frames.readers.folded import read_folded
+    p = subprocess.Popen([NODE, "-e", "0"])
+    try:
+        deadline = time.monotonic() + 20
+        while open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "node -e 0 did not exit"
+            time.sleep(0.01)
+        real_isdir = os.path.isdir
+        monkeypatch.setattr(os.path, "isdir", lambda x: x == f"/proc/{p.pid}/root" or real_isdir(x))
+        prof = read_folded(b"main app.js:1;work app.js:3 5\n", "<t>")
+        got = _source_maps(prof, p.pid, True)
+    finally:
+        p.wait()
+    got.validate()
+    from nodeflame.frames.formats import render
+    assert render(got, "folded") == render(prof, "folded") and got.total == 5
+
+
+@needs_node
 def test_run_ends_a_longer_program_after_the_duration(tmp_path):
     prog = tmp_path / "long.js"
     prog.write_text(SHORT_PROGRAM)

@@ -343,9 +343,13 @@ def _source_maps(prof, pid: int | None, enabled: bool):
     is mapped from the host); a failure is a warning, never a lost capture."""
     if not enabled:
         return prof
-    root = f"/proc/{pid}/root" if pid and os.path.isdir(f"/proc/{pid}/root") else None
-    if root and os.path.realpath(root) == "/":
-        root = None
+    root = None
+    if pid and os.path.isdir(f"/proc/{pid}/root"):
+        try:
+            if os.path.realpath(f"/proc/{pid}/root", strict=True) != "/":
+                root = f"/proc/{pid}/root"
+        except OSError:
+            pass    # it exited since (a capture ends when its target exits): its files are read from here
     try:
         return prof.with_source_maps(root=root)
     except Exception as e:  # noqa: BLE001 - the capture is worth more than its maps

@@ -287,16 +287,10 @@ class Chart:
             # skips re-validating thousands of array elements (3x faster than trace.update);
             # arrays go as numpy arrays, which plotly compares and serializes whole (one tolist()
             # each: the same JSON as the lists, int64 is never sent as a binary buffer)
-            restyle = {k: [_array(v)] for k, v in _flat(tr).items()}
-            indexes = [0]
+            restyle, indexes = {k: [_array(v)] for k, v in _flat(tr).items()}, [0]
             if timeline is not None:
-                bars = self._timeline_restyle(timeline[0])
-                n = len(w.data) - 1
-                indexes += list(range(1, 1 + n))
-                for k in restyle:
-                    restyle[k] += bars.pop(k, [Undefined] * n)
-                for k, vals in bars.items():
-                    restyle[k] = [Undefined] + vals
+                restyle, indexes = _merge_restyles((restyle, indexes), (self._timeline_restyle(timeline[0]),
+                                                                        list(range(1, len(w.data)))), len(w.data))
             # only the layout's changed properties (as the figure holds them now: the browser's
             # relayouts included) are validated and sent, in the same message (batch_update)
             changed = {k: v for k, v in lay.items() if w._layout.get(k) != v}

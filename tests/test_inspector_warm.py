@@ -17,11 +17,12 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import nodeflame as nf
 from nodeflame.capture import procutil
-from nodeflame.frames.inline_split import Script, reattribute_inlined
+from nodeflame.frames.inline_split import Script, reattribute_call_lines, reattribute_inlined
 from nodeflame.frames.readers.cpuprofile import read_cpuprofile
 
 from walker_helpers import node_for
@@ -233,7 +234,7 @@ def test_warm_inlined_phases_match_the_workload(start, major):
 
 # ----------------------------------------------------------------------------------- osr.js
 @pytest.mark.parametrize("major", MAJORS)
-def test_osr_code_compiled_before_the_capture_is_reported_with_its_share(start, major):
+def test_osr_code_compiled_before_the_capture_is_put_back_under_its_function(start, major):
     node = node_for(major)
     w = start(node, "osr.js", "--warm-ms=3000", "--run-ms=60000")
     first = w.wait_for(lambda m: m.get("warm") is True, 60)
@@ -246,24 +247,33 @@ def test_osr_code_compiled_before_the_capture_is_reported_with_its_share(start, 
     assert min(times) < t.min() and max(times) > t.max()
     assert w.proc.poll() is None
 
-    # the truth: every sample of the window is inside spin(); those without spin on their stack lost it
+    # the truth: every sample of the window is inside spin() (V8 charged the samples of its OSR code,
+    # which it did not know, to main's line that calls it: 0 % spin, 100 % main, before they are
+    # put back); digest, which spin calls, is inside it too
     st, wt = prof.samples["stack"].to_numpy(), prof.samples["weight"].to_numpy()
     in_spin = stack_has(prof, "spin", "osr.js")[st]
     in_main = stack_has(prof, "main", "osr.js")[st]
-    lost = wt[in_main & ~in_spin].sum() / wt.sum()
+    in_digest = stack_has(prof, "digest", "osr.js")[st]
     osr = prof.meta["osr_unknown"]
-    msg = (f"node {major}: {100 * lost:.1f} % of samples lack spin; meta {osr}; warnings {prof.meta['warnings']}\n"
-           f"{prof.text()}")
-    share = sum(f["share"] for f in osr)
-    if lost < 0.03:
-        # V8 compiled the loop again after the profiler started (a late tier-up on a loaded machine):
-        # the profiler knows that code, nothing is lost, and nothing may be claimed
-        assert share <= lost + 0.03, msg
-        pytest.skip(f"node {major}: V8 replaced the OSR code after the capture started; nothing to detect")
-    assert osr and osr[0]["caller"] == "main" and osr[0]["callee"] == "spin", msg
-    assert abs(share - lost) <= 0.03, msg
+    msg = (f"node {major}: meta {osr}; warnings {prof.meta['warnings']}\n{prof.text()}")
+    assert wt[in_main].sum() >= 0.97 * wt.sum(), msg
+    assert wt[in_main & in_spin].sum() >= 0.97 * wt[in_main].sum(), msg
+    # (when TurboFan did not inline it into the loop; a sample taken in digest's prologue, before its frame
+    # is set up, skips spin's frame: a few)
+    assert wt[in_digest & ~in_spin].sum() <= max(3, 0.02 * wt[in_digest].sum()), msg
     warn = [x for x in prof.meta["warnings"] if "on-stack replacement" in x]
-    assert len(warn) == 1 and f"({100 * share:.1f} %)" in warn[0] and "main" in warn[0], msg
+    if not osr:
+        # V8 compiled the loop again after the capture started (a late tier-up on a loaded machine):
+        # the profiler knows that code, spin has its samples, and nothing may be claimed
+        assert not warn, msg
+    else:
+        f = osr[0]
+        assert len(osr) == 1 and (f["caller"], f["callee"]) == ("main", "spin"), msg
+        # what was put back: main's self samples on the line of the call, and digest's subtree
+        assert f["moved"] >= 0.9 * f["samples"] and f["share"] > 0.5, msg
+        assert len(warn) == 1 and f"({100 * f['share']:.1f} %)" in warn[0] and "put back" in warn[0], msg
+        tiers = prof.frames["tier"].astype(str).to_numpy()[prof.stacks["frame"].to_numpy()[st]]
+        assert (tiers[in_spin & ~in_digest] == "optimized").mean() > 0.9, msg
     assert procutil.listening_ports(w.pid) == [] and w.proc.poll() is None
 
 
@@ -332,3 +342,69 @@ def test_split_rebuilds_the_inlined_chain_and_keeps_what_it_cannot_split():
     leaf_stack = [s for s in range(len(pre)) if names[sfr[s]] == "leaf"][0]
     assert lines[lines["stack"] == leaf_stack][["line", "ticks"]].values.tolist() == [[10, 30]]
     assert any("could not be split" in x for x in rep["warnings"]), rep["warnings"]
+
+
+def _paths(prof):
+    """folded stack -> weight; a frame of tier 'optimized' added by the call-line split is marked '+'."""
+    fr = prof.frames
+    names = prof.funcs["name"].astype(str).to_numpy()[fr["func"].to_numpy()]
+    tiers = fr["tier"].astype(str).to_numpy()
+    pre, sfr = prof.stacks["prefix"].to_numpy(), prof.stacks["frame"].to_numpy()
+    out = {}
+    for s, wgt in zip(prof.samples["stack"], prof.samples["weight"]):
+        path = []
+        while s >= 0:
+            path.append(f"{names[sfr[s]]}{'+' if tiers[sfr[s]] == 'optimized' else ''}")
+            s = pre[s]
+        key = ";".join(reversed(path))
+        out[key] = out.get(key, 0) + wgt
+    return out
+
+
+def test_call_line_samples_go_back_to_the_one_function_the_line_calls():
+    """V8 charges to the caller's line that calls a function the samples of that function's frame it
+    missed (OSR code it did not know, a builtin the function ran): moved where the line names one
+    function, left (and named) where it names several or a method of no known script."""
+    src = ("function handle(n) {\n"                       # 1
+           "  const payload = make(n);\n"                 # 2  one call: make
+           "  const rows = parse(payload);\n"             # 3  one call: parse (count hangs under handle)
+           "  const both = parse(make(n));\n"             # 4  two calls: cannot be told
+           "  const parts = payload.split(',');\n"        # 5  a builtin method: the caller's own
+           "  for (const r of rows) spin(r);\n"           # 6  a loop line: may be the caller's own work
+           "  return rows.length + both.length + parts.length;\n"
+           "}\n"
+           "function make(n) {\n  let s = '';\n  for (let i = 0; i < n; i++) s += i;\n  return s;\n}\n"
+           "function parse(t) {\n  const out = [];\n  for (const x of t) out.push(count(x));\n  return out;\n}\n"
+           "function count(x) {\n  return x.length;\n}\n"
+           "function spin(r) {\n  let h = 0; for (let i = 0; i < r; i++) h += i;\n  return h;\n}\n")
+    url = "file:///app/srv.js"
+    doc = _cpuprofile([(1, "(root)", "", -1, -1, None, []),
+                       (2, "handle", url, 0, 15, 1, [(2, 40), (3, 30), (4, 20), (5, 10), (6, 10), (7, 1)]),
+                       (3, "make", url, 8, 14, 2, [(11, 50)]),
+                       (4, "parse", url, 13, 15, 2, [(15, 60)]),
+                       (5, "count", url, 18, 15, 2, [(19, 25)])],
+                      [2] * 111 + [3] * 50 + [4] * 60 + [5] * 25)
+    prof = read_cpuprofile(json.dumps(doc).encode())
+    scripts = {url: Script(url, src, _ranges(src, "handle", "make", "parse", "count", "spin"))}
+    new, findings, warnings = reattribute_call_lines(prof, scripts)
+    new.validate()
+    assert _paths(new) == {"handle;make": 50 + 40, "handle;parse": 60 + 30, "handle;parse;count": 25,
+                           "handle": 20 + 10 + 10 + 1}, _paths(new)
+    by_line = {f["line"]: f for f in findings}
+    assert set(by_line) == {2, 3, 4}, findings
+    got = {ln: (f["callee"], f["samples"], f["moved"]) for ln, f in by_line.items()}
+    assert got == {2: ("make", 40, 40), 3: ("parse", 30 + 25, 30 + 25),      # count's subtree with it
+                   4: ("make or parse", 20 + 25, 0)}, got
+    assert len(warnings) == 2 and "put back" in warnings[0] and "make or parse" in warnings[1], warnings
+    # the moved ticks left their line (it is handle's, not make's); count's node moved with its ticks
+    lines = new.lines.merge(pd.DataFrame({"stack": range(len(new.stacks))}), on="stack")
+    per_func = new.funcs["name"].astype(str).to_numpy()[new.frames["func"].to_numpy()[
+        new.stacks["frame"].to_numpy()[lines["stack"].to_numpy()]]]
+    assert sorted(lines.loc[per_func == "handle", "line"].tolist()) == [4, 5, 6, 7]
+    assert lines.loc[per_func == "count", "ticks"].sum() == 25
+
+    # a function the profile does not show under the caller (its only code unknown): a new frame
+    doc = _cpuprofile([(1, "(root)", "", -1, -1, None, []),
+                       (2, "handle", url, 0, 15, 1, [(2, 40)])], [2] * 40)
+    new, findings, _w = reattribute_call_lines(read_cpuprofile(json.dumps(doc).encode()), scripts)
+    assert _paths(new) == {"handle;make+": 40} and findings[0]["moved"] == 40, (_paths(new), findings)

@@ -45,8 +45,10 @@ How a capture of a live pid goes:
    sources (read from disk through /proc/PID/root; ``Debugger.getScriptSource``
    only for a script not on disk that holds >= 1 % of the samples).  OSR code
    compiled before ``Profiler.start``, which V8's profiler does not know, is
-   detected and its share warned about (``meta['osr_unknown']``); nothing is
-   done to the target about it (no remedy is offered).  backend_options:
+   and time in builtins V8 charges one frame up land on the caller's line
+   that calls the function: where that line calls one function only, the
+   samples go back under it (``meta['osr_unknown']``, a warning); nothing is
+   done to the target about it.  backend_options:
    ``reattribute`` (default True), ``sources`` (``auto``/``disk``/``debugger``),
    ``inline_max_heap_mb`` (coverage walks the heap: skipped above it, 1024).
 5. ``close()``: when the capture opened the inspector it closes it again
@@ -1392,7 +1394,7 @@ class _Corrections:
         return self.s.client.call(method, params, session=th.session, timeout=timeout)
 
     def _apply(self, th, prof):
-        from ..frames.inline_split import Script, detect_unknown_osr, reattribute_inlined
+        from ..frames.inline_split import Script, reattribute_inlined, reattribute_call_lines
         c = self.s.client
         if c.closed or (th.session is not None and th.lost):
             return prof
@@ -1436,7 +1438,7 @@ class _Corrections:
                 scripts[url] = Script(url, src, ranges[url])
             if got:
                 new, rep = reattribute_inlined(prof, scripts)
-        findings, osr_warn = detect_unknown_osr(new, scripts)
+        new, findings, osr_warn = reattribute_call_lines(new, scripts)
         prefix = f"{th.name}: " if th is not self.s.main else ""
         self.warnings.extend(prefix + w for w in rep["warnings"] + osr_warn)
         self.osr.extend(dict(f, thread=th.name) for f in findings)

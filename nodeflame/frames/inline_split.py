@@ -19,10 +19,12 @@ on every node version nodeflame supports:
    parseToken``), or from the node's callees in the profile.  Every frame
    added this way has the tier ``inlined``.
 2. **OSR code compiled before the profiler started is unknown to it**: a
-   function that runs such code (one long call of a hot loop) shows 0 % and
-   its caller gets the samples, as self time on the line of the call.
-   :func:`detect_unknown_osr` finds those lines and says how many samples
-   they hold.
+   function that runs such code (one long call of a hot loop, or every call of
+   a function V8 keeps entering through its cached OSR code) shows less than
+   it runs and its caller gets the samples, as self time on the line of the
+   call.  Time in builtins an optimized function calls can land there too.
+   :func:`reattribute_call_lines` finds those lines and, where the line calls
+   one function only, puts the samples back under it.
 
 Limits: ``positionTicks`` give a line, not a column nor a script, so lines
 shared by several functions (one-line minified bundles, ``xs.map(x => ...)``)
@@ -352,7 +354,7 @@ class _Work:
         self._fid: dict = {}          # (url, function index) -> func row
         self._by_name: dict | None = None
         self.new_funcs: list = []     # (name, file, line, column, kind, package)
-        self.new_frames: dict = {}    # func row -> frame row
+        self.new_frames: dict = {}    # (func row, tier) -> frame row
         self.new_stacks: list = []    # (prefix, frame, depth)
         self.stack_key: dict | None = None
         self.no_chain = 0
@@ -481,10 +483,10 @@ class _Work:
         return [self.func_row(tix, t)]
 
     # -- new rows
-    def frame_for(self, func: int) -> int:
-        fr = self.new_frames.get(func)
+    def frame_for(self, func: int, tier: str = INLINED) -> int:
+        fr = self.new_frames.get((func, tier))
         if fr is None:
-            fr = self.new_frames[func] = len(self.prof.frames) + len(self.new_frames)
+            fr = self.new_frames[(func, tier)] = len(self.prof.frames) + len(self.new_frames)
         return fr
 
     def stack_for(self, prefix: int, frame: int) -> int:
@@ -636,7 +638,10 @@ def _unsplit_warning(report, total):
             "code, or in no function whose source is known); they stay with that function")
 
 
-def _apply(prof: Profile, w: _Work, plans: dict, report: dict) -> Profile:
+def _apply(prof: Profile, w: _Work, plans: dict, report: dict, remap: dict | None = None) -> Profile:
+    """The profile with ``plans`` (stack -> (groups, line moves, own ticks): its self samples split
+    among leaves) and ``remap`` (stack -> stack: whole nodes moved elsewhere) carried out."""
+    remap = remap or {}
     sa = prof.samples
     stack = sa["stack"].to_numpy().astype(np.int64)
     weight = sa["weight"].to_numpy().astype(np.int64)
@@ -646,6 +651,8 @@ def _apply(prof: Profile, w: _Work, plans: dict, report: dict) -> Profile:
     func_w: dict = {}
     moved = 0
     rows_by_stack = pd.Series(np.arange(len(sa))).groupby(stack).indices if len(sa) else {}
+    for s, to in remap.items():
+        out_stack[np.asarray(rows_by_stack.get(s, []), np.int64)] = to
     for s, (groups, _moves, own_ticks) in plans.items():
         rows = np.asarray(rows_by_stack.get(s, []), np.int64)
         if not len(rows):
@@ -685,10 +692,11 @@ def _apply(prof: Profile, w: _Work, plans: dict, report: dict) -> Profile:
     # frames: the inlined ones, with the frames table's other columns at their defaults
     frames = prof.frames
     if w.new_frames:
-        fr_funcs = np.asarray(sorted(w.new_frames, key=w.new_frames.get), np.int64)
+        keys = sorted(w.new_frames, key=w.new_frames.get)
+        fr_funcs = np.asarray([k[0] for k in keys], np.int64)
         fl = funcs["line"].to_numpy()[fr_funcs]
         fc = funcs["column"].to_numpy()[fr_funcs]
-        add = {"func": fr_funcs, "line": fl, "column": fc, "tier": [INLINED] * len(fr_funcs),
+        add = {"func": fr_funcs, "line": fl, "column": fc, "tier": [k[1] for k in keys],
                "label": [""] * len(fr_funcs)}
         for col in frames.columns:   # columns other readers or transforms added: their blank value
             if col not in add:
@@ -724,30 +732,57 @@ def _apply(prof: Profile, w: _Work, plans: dict, report: dict) -> Profile:
             plan = plans.get(int(lst[i]))
             if plan is not None:
                 lst[i] = plan[1].get(int(lln[i]), lst[i])
+            else:
+                lst[i] = remap.get(int(lst[i]), lst[i])
         lines["stack"] = lst
+        lines = lines[lst >= 0]   # ticks a plan took off their line (moved to a frame of another function)
         lines = lines.groupby(["stack", "line"], as_index=False, sort=True)["ticks"].sum()
     meta = dict(prof.meta)
     new = Profile(funcs, frames, stacks, samples, meta, lines)
     report["reattributed"] = moved
-    report["inlined_frames"] = len(w.new_frames)
+    report["inlined_frames"] = sum(1 for _f, tier in w.new_frames if tier == INLINED)
     report["functions"] = dict(sorted(func_w.items(), key=lambda kv: -kv[1]))
     return new
 
 
-# ---------------------------------------------------------------------------------------------- OSR
-def detect_unknown_osr(prof: Profile, scripts: dict) -> tuple[list, list]:
-    """Samples charged to a caller because the callee ran OSR code V8's profiler did not know.
+# ----------------------------------------------------------------------------------- call lines
+OSR_TIER = "optimized"  # the tier of a frame put back under a caller (the code V8's sampler missed is optimized)
 
-    A function's self ticks on a line that calls (by name) a function with a
-    loop, where that line is in no loop of its own, cannot be its own work: the
-    callee's frame is missing.  Samples of the caller's callees that only the
-    missing function calls are counted too.  Returns (findings, warnings):
-    each finding is a dict caller, callee, file, line, samples, share."""
+
+def reattribute_call_lines(prof: Profile, scripts: dict) -> tuple[Profile, list, list]:
+    """Self samples V8 charged to the line of a caller that calls the function that really ran: put
+    back under that function where the line says which one it is.
+
+    V8's sampler misses the frame of a running function in two ways, and
+    charges the sample to the caller, as self time on the line of the call:
+
+    * **OSR code compiled before the profiler started is unknown to it** (a
+      long call of a hot loop, or every call of a function V8 keeps entering
+      through its cached OSR code);
+    * **time in a builtin that an optimized function calls** (string
+      concatenation, ``Number()``, array growth) can go one frame up (seen on
+      the demo program against the walker, which sees every frame: with
+      ``tokenize`` inlined into ``parse``, its string additions came out as
+      ``handleRequest``'s self time on the line that calls ``parse``; which
+      builtins and why was not pinned down in V8's stack walk).
+
+    A caller's self ticks on a line that is in none of its loops, where every
+    call on the line names one and the same function of the scripts (not the
+    caller), are moved under that function: to its node under the caller, or
+    to a new frame of it (tier ``optimized``; its own callees and lines are not
+    known).  Lines that call several functions, or a method of no known
+    script, stay with the caller and are counted.  The caller's callees in
+    the profile that it does not call by name but the function does (a callee
+    of the missing frame, hung under the caller) move under it too.
+
+    Returns (profile, findings, warnings): each finding is a dict caller,
+    callee (``a or b`` when it cannot be told), candidates, file, line,
+    samples, share, moved (samples put back under the callee)."""
     w = _Work(prof, scripts)
     total = int(prof.samples["weight"].sum())
     lines = prof.lines
     if not total or not len(lines):
-        return [], []
+        return prof, [], []
     weights = prof.stack_weights()
     incl = weights.astype(np.float64).copy()
     for i in range(len(w.prefix) - 1, -1, -1):   # parents before children: accumulate upwards
@@ -769,48 +804,102 @@ def detect_unknown_osr(prof: Profile, scripts: dict) -> tuple[list, list]:
         cand = ix.owners(line)
         if line in ix.loop_lines(o) or not (o in cand or (ix.toplevel[o] and not cand)):
             continue
-        callees = []
+        callees, unknown = [], False
         for nm in sorted(ix.calls(o, line)):
-            for cix, c in w.by_name().get(nm, []):
-                if (cix is ix and c == o) or not cix.has_loop(c):
-                    continue
-                callees.append((cix, c))
+            found = [x for x in w.by_name().get(nm, []) if not (x[0] is ix and x[1] == o)]
+            if len(found) != 1:
+                unknown = True     # a builtin, a method of no known script, a name several functions have
+            for x in found:
+                if x not in callees:
+                    callees.append(x)
         if not callees:
             continue
-        share = t * weights[s] / tick_sum[s] if tick_sum[s] else 0
-        key = (s, callees[0][0].url, callees[0][1])
-        ent = per.setdefault(key, {"stack": s, "caller": w.fname[func] or "(anonymous)", "file": w.ffile[func],
-                                   "line": line, "callee": callees[0][0].names[callees[0][1]] or "(anonymous)",
-                                   "samples": 0.0, "_callees": callees})
-        ent["samples"] += share
-    findings = []
-    for ent in per.values():
-        s = ent["stack"]
+        key = (s, tuple(callees), unknown)
+        ent = per.setdefault(key, {
+            "stack": s, "caller": w.fname[func] or "(anonymous)", "file": w.ffile[func], "line": line,
+            "candidates": [cix.names[c] or "(anonymous)" for cix, c in callees], "samples": 0.0,
+            "_ticks": {}, "_known": not unknown and len(callees) == 1})
+        ent["samples"] += t * weights[s] / tick_sum[s] if tick_sum[s] else 0
+        ent["_ticks"][line] = ent["_ticks"].get(line, 0) + t
+    findings, plans, rehang = [], {}, {}
+    for (s, callees, _u), ent in per.items():
         if ent["samples"] < MIN_OSR_SAMPLES or ent["samples"] < MIN_OSR_SHARE * total:
             continue   # a few samples on a call line: the call's own overhead
+        ticks, known = ent.pop("_ticks"), ent.pop("_known")
+        ent["callee"] = " or ".join(ent["candidates"])
+        ent["moved"] = 0
+        leaf = -1
+        if known:
+            fr = w.func_row(*callees[0])
+            kids = [c for c in w.children(s) if int(w.stack_func[c]) == fr]
+            leaf = max(kids, key=lambda c: incl[c]) if kids else w.stack_for(s, w.frame_for(fr, OSR_TIER))
+            groups, moves = plans.setdefault(s, ([], {}))
+            groups.append((leaf, sum(ticks.values()), fr))
+            moves.update(dict.fromkeys(ticks, -1))
+            ent["moved"] = int(round(ent["samples"]))
         own = w.own(int(w.stack_func[s]))
         mine = own[0].calls(own[1])
-        ent.pop("_callees")
+        names = set(ent["candidates"])
+        theirs = set().union(*(cix.calls(c) for cix, c in callees))
         for c in w.children(s):
             nm = w.fname[int(w.stack_func[c])]
-            if nm != ent["callee"] and nm.rsplit(".", 1)[-1] not in mine and not nm.startswith("("):
-                # a function the caller does not call: a callee of the missing frame (or of functions
-                # inlined into it), hung under the caller
+            key = nm.rsplit(".", 1)[-1]
+            if nm not in names and key not in mine and key in theirs:
+                # a function the caller does not call and the missing one does: a callee of the
+                # missing frame, hung under the caller
                 ent["samples"] += incl[c]
+                if known and c not in rehang:
+                    rehang[c] = (leaf, ent, int(round(incl[c])))
+                    ent["moved"] += rehang[c][2]
         ent["samples"] = int(round(ent["samples"]))
         ent["share"] = ent["samples"] / total
         ent.pop("stack")
         findings.append(ent)
     findings.sort(key=lambda e: -e["samples"])
-    n = sum(e["samples"] for e in findings)
-    warnings = []
-    if findings and n / total >= WARN_SHARE:
-        where = "; ".join(f"{e['samples']} in {e['caller']} ({e['file'].rsplit('/', 1)[-1]}:{e['line']}, the call "
-                          f"of {e['callee']})" for e in findings[:3])
-        warnings.append(
-            f"{n} samples ({100 * n / total:.1f} %) belong to a function that runs code V8 compiled by on-stack "
-            f"replacement (OSR) before the capture started, which V8's profiler does not know (every node "
-            f"version): they are charged to its caller ({where}).  The function itself shows less than it "
-            "runs until that call returns; a capture started before the call (nodeflame.run, or the walker "
-            "backend) names it")
-    return findings, warnings
+    new = prof
+    if plans:
+        plans = {s: (g, m, int(tick_sum[s]) - sum(x[1] for x in g)) for s, (g, m) in plans.items()}
+        new = _apply(prof, w, plans, {"stacks_split": 0}, _rehung(w, rehang, plans))
+    return new, findings, _call_line_warnings(findings, total)
+
+
+def _rehung(w: _Work, rehang: dict, plans: dict) -> dict:
+    """old stack -> new stack for the subtrees ``rehang`` (top stack -> (new parent, finding, samples))
+    moves under the function put back; a subtree holding a stack a plan splits stays where it is."""
+    out: dict = {}
+    for top, (parent, ent, n) in rehang.items():
+        sub, todo = [], [top]
+        while todo:
+            c = todo.pop()
+            sub.append(c)
+            todo.extend(w.children(c))
+        if any(c in plans for c in sub):
+            ent["moved"] -= n
+            continue
+        out[top] = w.stack_for(parent, int(w.sframe[top]))
+        for c in sub[1:]:                  # parents come before their children in ``sub``
+            out[c] = w.stack_for(out[int(w.prefix[c])], int(w.sframe[c]))
+    return out
+
+
+def _call_line_warnings(findings: list, total: int) -> list:
+    def where(fs):
+        return "; ".join(f"{e['samples']} in {e['caller']} ({e['file'].rsplit('/', 1)[-1]}:{e['line']}, the call "
+                         f"of {e['callee']})" for e in fs[:3])
+    out = []
+    what = ("a function whose frame V8's sampler missed (code it compiled by on-stack replacement (OSR) before "
+            "the capture started, or a builtin the function was running) and charged to the caller's line "
+            "that calls it")
+    moved = [e for e in findings if e["moved"]]
+    n = sum(e["samples"] for e in moved)
+    if moved and n / total >= WARN_SHARE:
+        out.append(f"{n} samples ({100 * n / total:.1f} %) belong to {what}: they are put back under that function "
+                   f"({where(moved)}); a frame added for it has the tier {OSR_TIER!r} and no callees or lines "
+                   "of its own")
+    left = [e for e in findings if not e["moved"]]
+    n = sum(e["samples"] for e in left)
+    if left and n / total >= WARN_SHARE:
+        out.append(f"{n} samples ({100 * n / total:.1f} %) belong to {what} ({where(left)}): which function "
+                   "cannot be told from the line, so they stay with the caller; a capture started before the "
+                   "call (nodeflame.run) or the walker backend names it")
+    return out

@@ -62,7 +62,8 @@ function hashPage(html) {
 }
 
 function handleRequest(i) {
-  const rows = parse(makePayload(300, i + 1));
+  const payload = makePayload(300, i + 1);
+  const rows = parse(payload);
   const score = scoreRows(rows);
   const html = renderPage(rows, score);
   return hashPage(html);

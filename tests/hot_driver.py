@@ -9,6 +9,7 @@ import pathlib
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -26,6 +27,10 @@ class HotJS:
             raise RuntimeError("node is not installed (apt-get install nodejs)")
         self.argv = [node, *node_args, str(HOT), *args]
         self.stderr_path = stderr_path
+        self._own_cwd = None
+        if cwd is None and "--perf-basic-prof" in node_args:
+            # --perf-basic-prof opens V8's log, isolate-*-v8.log in the working directory: not the checkout's
+            cwd = self._own_cwd = tempfile.mkdtemp(prefix="nodeflame-hot-")
         self._err = open(stderr_path, "w+b") if stderr_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._err, env=env, bufsize=0, cwd=cwd)
@@ -109,6 +114,8 @@ class HotJS:
                 f.close()
             except OSError:
                 pass
+        if self._own_cwd:
+            shutil.rmtree(self._own_cwd, ignore_errors=True)
         if self.stderr_path:
             self._err.close()
 

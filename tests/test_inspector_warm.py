@@ -408,3 +408,11 @@ def test_call_line_samples_go_back_to_the_one_function_the_line_calls():
                        (2, "handle", url, 0, 15, 1, [(2, 40)])], [2] * 40)
     new, findings, _w = reattribute_call_lines(read_cpuprofile(json.dumps(doc).encode()), scripts)
     assert _paths(new) == {"handle;make+": 40} and findings[0]["moved"] == 40, (_paths(new), findings)
+
+    # a line that awaits: the caller's own resume code runs there too
+    src2 = "async function serve(n) {\n  const body = await make(n);\n  return body;\n}\n" + src[src.index("function make"):]
+    doc = _cpuprofile([(1, "(root)", "", -1, -1, None, []),
+                       (2, "serve", url, 0, 20, 1, [(2, 40)])], [2] * 40)
+    new, findings, _w = reattribute_call_lines(read_cpuprofile(json.dumps(doc).encode()),
+                                               {url: Script(url, src2, _ranges(src2, "serve", "make"))})
+    assert _paths(new) == {"serve": 40} and findings[0]["moved"] == 0, (_paths(new), findings)

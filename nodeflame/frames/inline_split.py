@@ -62,6 +62,7 @@ _KEYWORDS = frozenset("""if for while switch catch function return typeof await 
 else with void delete in of instanceof case throw try finally class extends let const var this""".split())
 _CALL = re.compile(r"(?<![\w$])([A-Za-z_$][\w$]*)\s*\(")
 _LOOP = re.compile(r"(?<![\w$.])(for|while|do)(?![\w$])")
+_SUSPEND = re.compile(r"(?<![\w$.])(await|yield)(?![\w$])")
 
 
 @dataclass
@@ -216,18 +217,19 @@ class _Index:
         self._clean[i] = out
         return out
 
+    def line_code(self, i: int, line: int) -> str:
+        """The code of function i on 1-based ``line`` (strings, comments and nested functions blanked)."""
+        lines = self.clean(i).split("\n")
+        k = line - self.line_of(int(self.starts[i]))
+        return lines[k] if 0 <= k < len(lines) else ""
+
     def calls(self, i: int, line: int | None = None) -> set:
         """Names function i calls (on 1-based ``line`` only, when given)."""
         key = (i, line)
         got = self._calls.get(key)
         if got is not None:
             return got
-        code = self.clean(i)
-        if line is not None:
-            first = self.line_of(int(self.starts[i]))
-            lines = code.split("\n")
-            k = line - first
-            code = lines[k] if 0 <= k < len(lines) else ""
+        code = self.clean(i) if line is None else self.line_code(i, line)
         head = _header_end(code) if line is None or line == self.line_of(int(self.starts[i])) else 0
         names = {m.group(1) for m in _CALL.finditer(code) if m.start() >= head} - _KEYWORDS
         self._calls[key] = names
@@ -804,7 +806,8 @@ def reattribute_call_lines(prof: Profile, scripts: dict) -> tuple[Profile, list,
         cand = ix.owners(line)
         if line in ix.loop_lines(o) or not (o in cand or (ix.toplevel[o] and not cand)):
             continue
-        callees, unknown = [], False
+        # a line that awaits or yields runs the caller's own suspend and resume code: not told apart
+        callees, unknown = [], bool(_SUSPEND.search(ix.line_code(o, line)))
         for nm in sorted(ix.calls(o, line)):
             found = [x for x in w.by_name().get(nm, []) if not (x[0] is ix and x[1] == o)]
             if len(found) != 1:

@@ -304,6 +304,23 @@ def _ranges(src, *names):
     return out
 
 
+def _paths(prof):
+    """folded stack -> weight; frames the splits added are marked: tier 'inlined' '*', 'optimized' '+'."""
+    fr = prof.frames
+    names = prof.funcs["name"].astype(str).to_numpy()[fr["func"].to_numpy()]
+    tiers = fr["tier"].astype(str).to_numpy()
+    pre, sfr = prof.stacks["prefix"].to_numpy(), prof.stacks["frame"].to_numpy()
+    out = {}
+    for s, wgt in zip(prof.samples["stack"], prof.samples["weight"]):
+        path = []
+        while s >= 0:
+            path.append(names[sfr[s]] + {"inlined": "*", "optimized": "+"}.get(tiers[sfr[s]], ""))
+            s = pre[s]
+        key = ";".join(reversed(path))
+        out[key] = out.get(key, 0) + wgt
+    return out
+
+
 def test_split_rebuilds_the_inlined_chain_and_keeps_what_it_cannot_split():
     src = ("function outer(xs) {\n  let n = 0;\n  for (const x of xs) n += mid(x);\n  return n;\n}\n"
            "function mid(x) {\n  return leaf(x) + 1;\n}\n"
@@ -322,19 +339,10 @@ def test_split_rebuilds_the_inlined_chain_and_keeps_what_it_cannot_split():
     new, rep = reattribute_inlined(prof, scripts)
     new.validate()
     assert rep["reattributed"] == 30 and rep["unsplit"]["shared_line"] == 20, rep
-    paths = {}
-    fr = new.frames
-    names = new.funcs["name"].astype(str).to_numpy()[fr["func"].to_numpy()]
-    tiers = fr["tier"].astype(str).to_numpy()
-    pre, sfr = new.stacks["prefix"].to_numpy(), new.stacks["frame"].to_numpy()
-    for s, wgt in zip(new.samples["stack"], new.samples["weight"]):
-        path = []
-        while s >= 0:
-            path.append(f"{names[sfr[s]]}{'*' if tiers[sfr[s]] == 'inlined' else ''}")
-            s = pre[s]
-        key = ";".join(reversed(path))
-        paths[key] = paths.get(key, 0) + wgt
+    paths = _paths(new)
     assert paths == {"outer": 10, "outer;mid*;leaf*": 30, "a": 20}, paths
+    names = new.funcs["name"].astype(str).to_numpy()[new.frames["func"].to_numpy()]
+    pre, sfr = new.stacks["prefix"].to_numpy(), new.stacks["frame"].to_numpy()
     # the split is interleaved in time, and the per-line ticks moved with it
     leaf_rows = np.flatnonzero(new.samples["stack"].to_numpy() != new.samples["stack"].to_numpy()[0])
     assert leaf_rows.min() < 5
@@ -342,23 +350,6 @@ def test_split_rebuilds_the_inlined_chain_and_keeps_what_it_cannot_split():
     leaf_stack = [s for s in range(len(pre)) if names[sfr[s]] == "leaf"][0]
     assert lines[lines["stack"] == leaf_stack][["line", "ticks"]].values.tolist() == [[10, 30]]
     assert any("could not be split" in x for x in rep["warnings"]), rep["warnings"]
-
-
-def _paths(prof):
-    """folded stack -> weight; a frame of tier 'optimized' added by the call-line split is marked '+'."""
-    fr = prof.frames
-    names = prof.funcs["name"].astype(str).to_numpy()[fr["func"].to_numpy()]
-    tiers = fr["tier"].astype(str).to_numpy()
-    pre, sfr = prof.stacks["prefix"].to_numpy(), prof.stacks["frame"].to_numpy()
-    out = {}
-    for s, wgt in zip(prof.samples["stack"], prof.samples["weight"]):
-        path = []
-        while s >= 0:
-            path.append(f"{names[sfr[s]]}{'+' if tiers[sfr[s]] == 'optimized' else ''}")
-            s = pre[s]
-        key = ";".join(reversed(path))
-        out[key] = out.get(key, 0) + wgt
-    return out
 
 
 def test_call_line_samples_go_back_to_the_one_function_the_line_calls():

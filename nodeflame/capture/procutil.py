@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from .base import Target, TargetError
+from .target import Target, TargetError
 
 PROC = "/proc"
 

@@ -15,6 +15,7 @@ import argparse
 import sys
 import warnings
 
+from .cli_options import add_render_options, render_options
 from .frames.errors import FormatWarning, NodeflameError
 
 # sub-commands are registered by name -> (configure parser, run); see _commands()
@@ -27,24 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 class _UsageError(Exception):
     pass
-
-
-def add_render_options(ap):
-    ap.add_argument("--title", help="title of an SVG flame graph")
-    ap.add_argument("--width", type=int, help="SVG width in pixels (default 1200)")
-    ap.add_argument("--minwidth", type=float, help="SVG: merge frames narrower than this many pixels into 'other'")
-    ap.add_argument("--inverted", action="store_true", help="icicle: root on top (SVG) / bottom-up tree (text)")
-
-
-def render_options(args) -> dict:
-    opts = {}
-    for k in ("title", "width", "minwidth"):
-        v = getattr(args, k, None)
-        if v is not None:
-            opts[k] = v
-    if getattr(args, "inverted", False):
-        opts["inverted"] = True
-    return opts
 
 
 def _keep_freed_memory() -> None:

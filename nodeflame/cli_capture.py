@@ -118,7 +118,7 @@ def _check_output_path(out: str) -> None:
 
 
 def _writer_options(fmt: str, args) -> dict:
-    from .cli import render_options
+    from .cli_options import render_options
     opts = render_options(args)
     allowed = RENDER_OPTIONS.get(fmt, ())
     return {k: v for k, v in opts.items() if k in allowed}
@@ -215,7 +215,7 @@ def _interrupted_note(p, where: str) -> None:
 # ------------------------------------------------------------------ torch form
 def torch_command(argv) -> int:
     """``nodeflame PID text|flame|raw SECONDS [options]``: the profile to stdout, notes to stderr."""
-    from .cli import add_render_options
+    from .cli_options import add_render_options
     ap = _TorchParser(prog="nodeflame", usage="nodeflame PID text|flame|raw SECONDS [options]",
                       description="torch's form: capture the running node process PID for SECONDS and write "
                                   "its text tree (text), an SVG flame graph (flame) or raw stacks for "
@@ -366,7 +366,7 @@ def _cmd_stap_build(args, pid) -> int:
 
 # ------------------------------------------------------------------ registration
 def register_commands(sub) -> None:
-    from .cli import add_render_options
+    from .cli_options import add_render_options
     r = sub.add_parser("record", help="capture a running node process (--pid) or a command (-- CMD) into OUT",
                        description="Capture a running node process (--pid PID) or start a command and "
                                    "capture it (-- node app.js).  Without -d: until Ctrl-C (pid) or until "

@@ -215,7 +215,7 @@ def phases(path: str, rounds: int):
 
     import nodeflame as nf
     from nodeflame.frames import formats
-    from nodeflame.frames.readers import cpuprofile as cp
+    from nodeflame.frames.readers import v8protocol as cp
     from nodeflame.frames.readers.jsonutil import no_gc
     decoder = cp._decoder()[0][0]
 
@@ -241,7 +241,7 @@ def phases(path: str, rounds: int):
             data = timed("file read", read_bytes)
             held = [timed("msgspec decode alone", lambda: decoder.decode(data))]
             timed("  freeing what it decoded", held.clear)
-            part = timed("fast path: decode + node columns", lambda: cp._fast_protocol(data, path, "main"))
+            part = timed("fast path: decode + node columns", lambda: cp.fast_protocol_part(data, path, "main"))
             timed("build_parts (frames, stacks, tables)", lambda: cp.build_parts([part], path))
             del part, data
         timed("whole nodeflame.read", lambda: nf.read(path))
@@ -290,7 +290,7 @@ def main(argv=None):
         with open(path, "rb") as fh:
             return json.load(fh)
 
-    from nodeflame.frames.readers import cpuprofile as cp_reader
+    from nodeflame.frames.readers import v8protocol as cp_reader
 
     def read_plain():
         """nodeflame.read without msgspec (the json module path, what an install without [fast] runs)."""

@@ -447,7 +447,7 @@ def test_property_cpuprofile_round_trip(p):
 
 # ------------------------------------------------------------------ fast path (msgspec) == careful path
 
-from nodeflame.frames.readers import cpuprofile as cp_reader  # noqa: E402
+from nodeflame.frames.readers import v8protocol as cp_reader  # noqa: E402
 
 _CALL_FRAMES = [{"functionName": "(root)", "scriptId": "0", "url": "", "lineNumber": -1, "columnNumber": -1},
                 {"functionName": "main", "scriptId": "3", "url": "file:///app/main.js", "lineNumber": 0,
@@ -561,7 +561,7 @@ def test_fast_path_reads_what_the_careful_path_reads(case):
     _assert_same(fast, careful)
     if not damaged and cp_reader._decoder():
         # a sound file is read by the fast path itself (else this test would prove nothing)
-        assert cp_reader._fast_protocol(data, "t.cpuprofile", "main") is not None
+        assert cp_reader.fast_protocol_part(data, "t.cpuprofile", "main") is not None
 
 
 def test_hit_count_out_of_range_matters_only_where_it_is_used():
@@ -586,14 +586,14 @@ def test_fast_path_on_the_corpus_and_a_generated_profile(corpus):
     import pathlib
     for rel in (CHROME,):
         data = (corpus / rel).read_bytes()
-        assert cp_reader._fast_protocol(data, "x", "main") is not None
+        assert cp_reader.fast_protocol_part(data, "x", "main") is not None
         _assert_same(*_read_both(data))
     spec = importlib.util.spec_from_file_location(
         "bench_cpuprofile", pathlib.Path(__file__).parent.parent / "bench" / "bench_cpuprofile.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     data = json.dumps(bench.generate(3000, 6000), separators=(",", ":")).encode()
-    assert cp_reader._fast_protocol(data, "x", "main") is not None
+    assert cp_reader.fast_protocol_part(data, "x", "main") is not None
     _assert_same(*_read_both(data))
 
 
@@ -621,7 +621,7 @@ def test_fast_path_refuses_what_the_json_module_cannot_decode():
     doc["zzz"] = "YY"
     for mark in (b'"XX"', b'"YY"'):
         data = json.dumps(doc).encode().replace(mark, b'"\xff\xfe"')
-        assert cp_reader._fast_protocol(data, "t.cpuprofile", "main") is None
+        assert cp_reader.fast_protocol_part(data, "t.cpuprofile", "main") is None
         fast, careful = _read_both(data)
         assert fast == careful and "invalid text encoding" in fast
     # UTF-8 beyond ASCII and an encoded lone surrogate (which json.loads lets through) are read alike
@@ -722,7 +722,7 @@ def test_reading_a_cpuprofile_imports_no_pandas(tmp_path):
 
 
 def test_benchmark_phases_run_on_a_small_profile(tmp_path, capsys):
-    """bench_cpuprofile.py --phases reaches into the reader's fast path (its decoder, _fast_protocol,
+    """bench_cpuprofile.py --phases reaches into the reader's fast path (its decoder, fast_protocol_part,
     build_parts): it still runs, and names every phase."""
     import importlib.util
     import pathlib

@@ -1200,7 +1200,7 @@ class InspectorSession(Session):
         return self._profile()
 
     def _profile(self):
-        from ..frames.readers.cpuprofile import read_protocol_profiles
+        from ..frames.readers.v8protocol import read_protocol_profiles
         threads = [self.main] + [t for t in self.workers.values() if t.profile is not None]
         names = [th.name for th in threads]
         t0 = self.main.profile.get("startTime", 0)
@@ -1580,7 +1580,7 @@ def worker_thread_name(info: dict, taken=()) -> str:
 
 def cpuprofile_to_profile(profile: dict, source: str):
     """A Profile from one Profiler.stop result (the parsed reply), through the cpuprofile reader."""
-    from ..frames.readers.cpuprofile import read_protocol_profiles
+    from ..frames.readers.v8protocol import read_protocol_profiles
     return read_protocol_profiles([("main", profile)], source)
 
 

@@ -36,7 +36,7 @@ NO_PROFILE = "a Chrome trace recorded with the disabled-by-default-v8.cpu_profil
 
 def read_chrome_trace(data: bytes, source: str = "<trace>"):
     """Read the CPU profiles of a Chrome trace file as one Profile (a thread per profile)."""
-    from .cpuprofile import build_parts
+    from .v8protocol import build_parts
     with no_gc():
         doc = load_json(data, source, "a Chrome trace (JSON)")
         return build_parts(parts_of(doc, source), source, "chrome-trace")
@@ -48,7 +48,7 @@ def is_trace(doc) -> bool:
 
 
 def parts_of(doc, source: str) -> list:
-    """The cpuprofile reader's parts (one per profile) of a parsed trace document."""
+    """The protocol parts (:mod:`.v8protocol`, one per profile) of a parsed trace document."""
     if isinstance(doc, dict) and "traceEvents" in doc:
         return trace_parts(doc["traceEvents"], source, "traceEvents")
     if isinstance(doc, list):
@@ -110,7 +110,7 @@ class _Chunks:
 
 def trace_parts(events, source, path) -> list:
     """One cpuprofile part per profile in a list of trace events at JSON path ``path``."""
-    from .cpuprofile import protocol_part
+    from .v8protocol import protocol_part
     if not isinstance(events, list):
         raise FormatError(f"{path or 'top level'} is {type_name(events)}", source=source,
                           position=path or None, expected="a list of trace events")

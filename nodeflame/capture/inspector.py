@@ -1501,7 +1501,7 @@ class _Corrections:
 def _merge_chunks(chunks: list) -> tuple[dict | None, list]:
     """One cpuprofile from the consecutive profiles of one thread collected during a capture: node
     ids renumbered, every part's root merged into the first's, sample times kept absolute; and the
-    gaps between the parts, ``(last sample of one, first sample of the next)`` in µs, in which V8
+    gaps between the parts, ``(latest sample of one, earliest of the next)`` in µs, in which V8
     sampled nothing (a collection's Profiler.stop -> Profiler.start, and the samples V8 still held
     unprocessed when it stopped: 1-5 ms before ``endTime`` on an idle machine)."""
     chunks = [c for c in chunks if isinstance(c, dict) and c.get("nodes")]
@@ -1539,7 +1539,9 @@ def _merge_chunks(chunks: list) -> tuple[dict | None, list]:
             t += d
             samples.append(remap.get(sid, root["id"]))
             times.append(t)
-        bounds.append((times[first], times[-1]) if len(times) > first else
+        # V8 now and then writes a negative timeDelta (the reader puts such samples back in time order):
+        # a part's first and last samples in time are its earliest and latest, not its first and last
+        bounds.append((min(times[first:]), max(times[first:])) if len(times) > first else
                       (c.get("startTime"), c.get("endTime")))
     gaps = [(a[1], b[0]) for a, b in zip(bounds, bounds[1:])
             if isinstance(a[1], (int, float)) and isinstance(b[0], (int, float)) and b[0] > a[1]]

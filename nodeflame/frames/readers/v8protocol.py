@@ -340,6 +340,17 @@ def _parse_nodes(nodes, source, path, need_hits=True):
     return ukeys, codes, id_arr, idx, parent, hit, (ln, ll, lt), True  # V8 always records scriptIds
 
 
+def _sample_nodes(idx, s, source, path, expected) -> np.ndarray:
+    """The node row of each sample's node id ``s``; an id no node has is a FormatError at its JSON path."""
+    node = idx.lookup(s)
+    bad = np.flatnonzero(node < 0)
+    if len(bad):
+        k = int(bad[0])
+        raise FormatError(f"{path}samples[{k}] is {int(s[k])}, which is no node's id", source=source,
+                          position=f"{path}samples[{k}]", expected=expected)
+    return node
+
+
 def _samples_times(doc, source, path, idx, n_nodes, start_us, warns, arrays=None):
     """(sample_node, times_ns or None) of a protocol-form profile.  ``arrays``: samples (int64,
     non-empty) and timeDeltas (float64 or None) already parsed (the fast path's), else ``doc``'s."""
@@ -350,12 +361,7 @@ def _samples_times(doc, source, path, idx, n_nodes, start_us, warns, arrays=None
         s = int_array(raw, source, f"{path}samples", "node ids")
     else:
         s = arrays[0]
-    node = idx.lookup(s)
-    bad = np.flatnonzero(node < 0)
-    if len(bad):
-        k = int(bad[0])
-        raise FormatError(f"{path}samples[{k}] is {int(s[k])}, which is no node's id", source=source,
-                          position=f"{path}samples[{k}]", expected="the id of a node in nodes")
+    node = _sample_nodes(idx, s, source, path, "the id of a node in nodes")
     deltas = doc.get("timeDeltas") if arrays is None else arrays[1]
     if deltas is None:
         warns.append("no timeDeltas: samples are untimed")
@@ -498,12 +504,7 @@ def tree_part(doc, source, thread="main") -> _Part:
     raw = doc.get("samples")
     if raw:
         s = int_array(raw, source, "samples", "node ids")
-        sample_node = idx.lookup(s)
-        bad = np.flatnonzero(sample_node < 0)
-        if len(bad):
-            k = int(bad[0])
-            raise FormatError(f"samples[{k}] is {int(s[k])}, which is no node's id", source=source,
-                              position=f"samples[{k}]", expected="the id of a node under head")
+        sample_node = _sample_nodes(idx, s, source, "", "the id of a node under head")
         ts = doc.get("timestamps")
         if ts is not None:
             t = num_array(ts, source, "timestamps")

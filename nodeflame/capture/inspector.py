@@ -43,12 +43,12 @@ How a capture of a live pid goes:
    ``inlined``; ``meta['inline_split']``, ``meta['inlined_reattributed']``),
    from ``Profiler.getBestEffortCoverage`` (function ranges) and the script
    sources (read from disk through /proc/PID/root; ``Debugger.getScriptSource``
-   only for a script not on disk that holds >= 1 % of the samples).  OSR code
-   compiled before ``Profiler.start``, which V8's profiler does not know, is
-   and time in builtins V8 charges one frame up land on the caller's line
-   that calls the function: where that line calls one function only, the
-   samples go back under it (``meta['osr_unknown']``, a warning); nothing is
-   done to the target about it.  backend_options:
+   only for a script not on disk that holds >= 1 % of the samples).  The
+   samples of OSR code compiled before ``Profiler.start`` (which V8's
+   profiler does not know) and of some builtins (which V8 charges one frame
+   up) land on the caller's line that calls the function: where that line
+   calls one function only they go back under it (``meta['osr_unknown']``,
+   a warning); nothing is done to the target about it.  backend_options:
    ``reattribute`` (default True), ``sources`` (``auto``/``disk``/``debugger``),
    ``inline_max_heap_mb`` (coverage walks the heap: skipped above it, 1024).
 5. ``close()``: when the capture opened the inspector it closes it again

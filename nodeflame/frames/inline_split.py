@@ -19,8 +19,7 @@ on every node version nodeflame supports:
    parseToken``), or from the node's callees in the profile.  Every frame
    added this way has the tier ``inlined``.
 2. **OSR code compiled before the profiler started is unknown to it**: a
-   function that runs such code (one long call of a hot loop, or every call of
-   a function V8 keeps entering through its cached OSR code) shows less than
+   function that runs such code (one long call of a hot loop) shows less than
    it runs and its caller gets the samples, as self time on the line of the
    call.  Time in builtins an optimized function calls can land there too.
    :func:`reattribute_call_lines` finds those lines and, where the line calls
@@ -759,8 +758,7 @@ def reattribute_call_lines(prof: Profile, scripts: dict) -> tuple[Profile, list,
     charges the sample to the caller, as self time on the line of the call:
 
     * **OSR code compiled before the profiler started is unknown to it** (a
-      long call of a hot loop, or every call of a function V8 keeps entering
-      through its cached OSR code);
+      long call of a hot loop);
     * **time in a builtin that an optimized function calls** (string
       concatenation, ``Number()``, array growth) can go one frame up (seen on
       the demo program against the walker, which sees every frame: with

@@ -639,10 +639,12 @@ def _unsplit_warning(report, total):
             "code, or in no function whose source is known); they stay with that function")
 
 
-def _apply(prof: Profile, w: _Work, plans: dict, report: dict, remap: dict | None = None) -> Profile:
+def _apply(prof: Profile, w: _Work, plans: dict, report: dict | None = None, remap: dict | None = None) -> Profile:
     """The profile with ``plans`` (stack -> (groups, line moves, own ticks): its self samples split
-    among leaves) and ``remap`` (stack -> stack: whole nodes moved elsewhere) carried out."""
+    among leaves) and ``remap`` (stack -> stack: whole nodes moved elsewhere) carried out; what was
+    moved goes into ``report`` when given (reattribute_inlined's)."""
     remap = remap or {}
+    report = {"stacks_split": 0} if report is None else report
     sa = prof.samples
     stack = sa["stack"].to_numpy().astype(np.int64)
     weight = sa["weight"].to_numpy().astype(np.int64)
@@ -860,7 +862,7 @@ def reattribute_call_lines(prof: Profile, scripts: dict) -> tuple[Profile, list,
     new = prof
     if plans:
         plans = {s: (g, m, int(tick_sum[s]) - sum(x[1] for x in g)) for s, (g, m) in plans.items()}
-        new = _apply(prof, w, plans, {"stacks_split": 0}, _rehung(w, rehang, plans))
+        new = _apply(prof, w, plans, remap=_rehung(w, rehang, plans))
     return new, findings, _call_line_warnings(findings, total)
 
 

@@ -98,6 +98,66 @@ def resumed(run, request):
         run.w.pause()
 
 
+
+def _anon_code(pid):
+    """The anonymous executable mappings of pid (V8's code space), as a set of ranges."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {ln.split()[0] for ln in f if ln.split()[1][2] == "x" and len(ln.split()) < 6}
+
+
+def test_code_compiled_after_attaching_is_named(run):
+    # the walker reads the target's maps when it attaches; code V8 commits later (new pages of its code
+    # space, executable only from then on) must still be known as JS code, not end the stack as [unknown]
+    # (CI, node 18: 168 of 171 samples were a lone [unknown] frame)
+    work = os.path.join(os.path.dirname(__file__), "workloads", "late_code.js")
+    proc = subprocess.Popen([run.node, work], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    box, seen = {}, {}
+    sampling = threading.Event()
+
+    def phase(ph):
+        if ph == "sampling":
+            seen["before"] = _anon_code(proc.pid)
+            sampling.set()
+
+    try:
+        procutil.wait_until_node(proc.pid, timeout=10, proc=proc)
+
+        def cap():
+            try:
+                box["p"] = nf.capture(proc.pid, 30, backend="walker", hz=500, on_phase=phase)
+            except BaseException as e:  # noqa: BLE001
+                box["e"] = e
+        th = threading.Thread(target=cap, daemon=True)
+        th.start()
+        assert sampling.wait(60), "the walker never started sampling"
+        proc.stdin.write(b"1500\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        seen["after"] = _anon_code(proc.pid) if proc.poll() is None else None
+        th.join(60)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if "e" in box:
+        raise box["e"]
+    assert line.startswith(b"done"), line
+    p = box["p"]
+    p.validate()
+    f = innermost_js(p, files={"late_code.js"})
+    names = _names(p)
+    leaf = p.arrays()["stack_func"][p.samples["stack"].to_numpy().astype(np.int64)]
+    unknown = int((names[leaf] == "[unknown]").sum())
+    named = int((f >= 0).sum())
+    detail = f"{named} samples in late_code.js, {unknown} ending in [unknown] of {len(p.samples)}\n{p.text()}"
+    cpu_s = int(line.split()[3]) / 1e6           # what the workload measured of its own CPU time
+    assert named >= 0.7 * 500 * cpu_s, f"{cpu_s:.2f} s of CPU time: " + detail
+    assert unknown <= 0.02 * named + 3, detail
+    if run.major != "24" and seen.get("after") is not None:
+        # node 24 maps its whole code space executable up front: nothing new to find there
+        assert seen["after"] - seen["before"], "the workload mapped no new code: the test tests nothing"
+
 def _names(p):
     return p.funcs["name"].astype(str).to_numpy(object)
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 
 from .elf import read_elf
@@ -77,6 +78,7 @@ class AddressSpace:
     def __init__(self, pid: int, exe: str | None = None):
         self.pid = pid
         self.exe = exe or os.path.realpath(f"/proc/{pid}/exe")
+        self._none_pages: dict = {}   # page -> when a re-read of the maps found it was not code
         self.refresh()
 
     def refresh(self):
@@ -123,6 +125,7 @@ class AddressSpace:
             self._restore_rt = None
         self.cls_cache = {}
         self._fstart = {}
+        self._refreshed = time.monotonic()
 
     # ------------------------------------------------------------------ lookup
     def region(self, addr: int):
@@ -157,6 +160,37 @@ class AddressSpace:
         if len(self.cls_cache) < 200000:
             self.cls_cache[pc] = c
         return c
+
+    # a pc the target really ran at (or returns to) that the maps call "not code" may be on a page the
+    # target made executable after the maps were read: V8 commits code pages as it compiles (node 18
+    # commits optimized code into a new page of its reserved code range), and addons are loaded late
+    REREAD_S = 0.02        # at most one re-read of the maps per 20 ms
+    PAGE_RECHECK_S = 1.0   # a page found not to be code is looked at again after a second
+
+    def classify_live(self, pc: int) -> int:
+        """``classify`` for a pc the thread was at or returns to: when the maps read say it is not code,
+        they are read again first (bounded as above), so code mapped since the last read is found."""
+        c = self.classify(pc)
+        if c == NONE and pc and self._reread_for(pc):
+            c = self.classify(pc)
+        return c
+
+    def _reread_for(self, pc: int) -> bool:
+        """Re-read the maps because of ``pc``; True when they were re-read."""
+        now = time.monotonic()
+        checked = self._none_pages
+        t = checked.get(pc >> 12)
+        if t is not None and now - t < self.PAGE_RECHECK_S or now - self._refreshed < self.REREAD_S:
+            return False
+        try:
+            self.refresh()
+        except OSError:          # the target is gone: what was read stays
+            self._refreshed = now
+            return False
+        if len(checked) > 4096:
+            checked.clear()
+        checked[pc >> 12] = now
+        return True
 
     def symbolize(self, pc: int):
         """(name, module path, start vaddr) or (None, module, None)."""

@@ -228,10 +228,12 @@ def test_program_that_never_yields_is_profiled_and_its_port_closed(inspect_progr
     leaf_func = prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()[prof.samples["stack"].to_numpy()]]
     in_spin = prof.funcs["file"].astype(str).to_numpy()[leaf_func] == prog.as_uri()
     assert prof.total > 20 and in_spin.mean() > 0.8, prof.text()[:500]
-    # nothing went wrong; V8's own profile may hold a sample out of time order on a busy machine (CI, load
+    # nothing went wrong; on a busy machine V8's own profile may hold a sample out of time order (CI, load
     # 3: "1 negative timeDeltas: samples put back in time order", inside one Profiler.stop reply, no
-    # mid-capture collection in 1 s): the reader's note of that is V8's data, not this capture's fault
-    assert [w for w in prof.meta["warnings"] if not w.endswith("negative timeDeltas: samples put back in time order")] == []
+    # mid-capture collection in 1 s) and V8's sampler thread waits for a CPU (the capture says so, with
+    # meta['sampler']): notes on the machine and V8's data, not faults of this capture
+    busy = ("negative timeDeltas: samples put back in time order", "sampler thread in the target waited")
+    assert [w for w in prof.meta["warnings"] if not any(b in w for b in busy)] == []
     assert procutil.listening_ports(p.pid) == []
     assert p.poll() is None and procutil.state(p.pid) == "R" and procutil.tracer_pid(p.pid) == 0
 

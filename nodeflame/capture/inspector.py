@@ -24,7 +24,11 @@ How a capture of a live pid goes:
    ``receivedMessageFromWorker`` carry the same Profiler calls to it),
    ``NodeRuntime.notifyWhenWaitingForDisconnect`` (main thread only) so that a
    process that exits during the capture waits for us to fetch its profile,
-   then ``Profiler.start`` everywhere.  Every COLLECT_EVERY s (backend_options
+   then ``Profiler.start`` everywhere.  How long the sampler thread each start
+   creates in the target waited for a CPU is read from the kernel
+   (:mod:`.sampler_thread`, meta['sampler']): on a machine whose CPUs are all
+   busy its samples follow the program's cycle, and a warning says so.
+   Every COLLECT_EVERY s (backend_options
    ``collect_every``) each thread's profile so far is collected (Profiler.stop,
    Profiler.start; a ``console.profile`` of ours keeps V8's CpuProfiler alive
    between them, so a restart costs no re-logging of all code), so a target
@@ -83,6 +87,7 @@ import time
 
 from ..frames.ops import with_meta
 from . import procutil
+from .sampler_thread import SamplerThreads
 from .base import Backend, CaptureError, CaptureOptions, Session, Target, TargetError, TargetExited
 
 DEFAULT_PORT = 9229
@@ -951,6 +956,8 @@ class InspectorSession(Session):
         self.next_collect = time.monotonic() + self.collect_every
         self.no_calls: str | None = None   # why no more protocol calls are made (the target is stopped)
         self.stopped_note: str | None = None
+        # V8's sampler threads that our Profiler.start creates, and how long they waited for a CPU
+        self.sampler = SamplerThreads(target.pid)
 
     # -- protocol helpers
     def _setup_thread(self, th: _Thread):
@@ -968,6 +975,7 @@ class InspectorSession(Session):
                 pass  # older node: a process that exits mid-capture loses its samples
         c.call("Profiler.start", session=s)
         th.started = True
+        self.sampler.adopt()
         th.collected_at = time.monotonic()
         if self.collect_every > 0:
             # a second profile (console.profile) keeps V8's CpuProfiler alive, so that collecting
@@ -1101,6 +1109,7 @@ class InspectorSession(Session):
                     th.started = False
                     th.lost = f"{th.name}: its profiler could not be restarted after a collection ({e})"
                 continue
+            self.sampler.adopt()     # a new sampler thread if V8's profiler had ended meanwhile
             # the capture's profile runs again: restart the keepalive, so that it never holds more than
             # one collection's samples in the target (its consoleProfileFinished event is ignored)
             try:
@@ -1137,6 +1146,7 @@ class InspectorSession(Session):
         if self.collect_every > 0 and time.monotonic() >= self.next_collect:
             self._collect()
             self.next_collect = time.monotonic() + self.collect_every
+        self.sampler.read()
         return None
 
     def target_exited(self) -> bool:
@@ -1160,6 +1170,7 @@ class InspectorSession(Session):
 
     def stop(self):
         self.stop_time = time.time()
+        self.sampler.read()       # before the thread ends with its profiler
         self._drain()
         pid = self.target.pid
         if self.client.closed or not procutil.exists(pid):
@@ -1235,6 +1246,10 @@ class InspectorSession(Session):
             "inspector_threads": [self.main.info] + [t.info for t in self.workers.values()],
         }
         md.update(fixes.meta())
+        md["sampler"] = self.sampler.report()
+        late = self.sampler.warning()
+        if late:
+            self.warnings.append(late)
         # what the collections during the capture left unsampled, on the samples' clock (time_ns)
         gaps = {th.name: [[int(a * 1000), int(b * 1000)] for a, b in th.gaps] for th in threads if th.gaps}
         if gaps:

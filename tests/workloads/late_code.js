@@ -1,8 +1,9 @@
 // Code compiled after the profiler attached: idle until a line arrives on stdin (as a server is until
 // its first requests), then builds 300 request handlers (as a lazily loaded module or a template engine
 // does), warms them (TurboFan compiles them and inlines them into `serve`) and keeps them hot for the
-// number of milliseconds given on the line, then prints "done", the CPU time it used, and exits.  node 18, 20 and 22 commit
-// the new code into pages of their code space that were not executable (or not mapped) before.
+// number of milliseconds given on the line; then prints "done", the total and the CPU time it used
+// ("done T cpu_us N"), and exits when its stdin ends.  node 18, 20 and 22 commit the new code into
+// pages of their code space that were not executable (or not mapped) before.
 "use strict";
 const N = 300;
 
@@ -30,7 +31,8 @@ process.stdin.on("data", (line) => {
     else {
       const cpu = process.cpuUsage(cpu0);
       process.stdout.write(`done ${total} cpu_us ${cpu.user + cpu.system}\n`);
-      process.exit(0);
+      process.stdin.resume();     // then idle until stdin ends
+      process.stdin.on("end", () => process.exit(0));
     }
   };
   tick();

@@ -80,7 +80,8 @@ class Unwinder:
 
         if orig_rax < (1 << 63) and ((rax - (1 << 64)) in _ERESTART):
             out.append(("sys", orig_rax))
-        cls = self.space.classify_live   # a pc on the chain is code: maps read before it was mapped are re-read
+        cls = self.space.classify
+        live = self.space.classify_live   # a pc on the chain is code: maps read before it was mapped are re-read
         pc, fp, sp = rip, rbp, rsp
         # a stop at the very first instruction of a signal handler: [rsp] is the return to __restore_rt
         if self.restore_rt and rd(sp) == self.restore_rt:
@@ -110,6 +111,8 @@ class Unwinder:
                     depth -= 1
                     out.pop()
             c = cls(pc)
+            if c == NONE and pc:
+                c = live(pc)
             if c == NONE:
                 if pc:
                     out.append(("pc", pc))

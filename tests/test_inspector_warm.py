@@ -270,10 +270,14 @@ def test_osr_code_compiled_before_the_capture_is_put_back_under_its_function(sta
         f = osr[0]
         assert len(osr) == 1 and (f["caller"], f["callee"]) == ("main", "spin"), msg
         # what was put back: main's self samples on the line of the call, and digest's subtree
-        assert f["moved"] >= 0.9 * f["samples"] and f["share"] > 0.5, msg
+        assert f["moved"] >= 0.9 * f["samples"] and f["share"] == pytest.approx(f["samples"] / wt.sum()), msg
         assert len(warn) == 1 and f"({100 * f['share']:.1f} %)" in warn[0] and "put back" in warn[0], msg
-        tiers = prof.frames["tier"].astype(str).to_numpy()[prof.stacks["frame"].to_numpy()[st]]
-        assert (tiers[in_spin & ~in_digest] == "optimized").mean() > 0.9, msg
+        if f["share"] > 0.5:
+            # the OSR code V8 did not know ran the whole window: spin is the frame added for it
+            tiers = prof.frames["tier"].astype(str).to_numpy()[prof.stacks["frame"].to_numpy()[st]]
+            assert (tiers[in_spin & ~in_digest] == "optimized").mean() > 0.9, msg
+        # else V8 compiled the loop again early in the capture (CI, node 22 under load: 8 samples of 1,318
+        # on main's line before it knew the new code): those few were put back, and the truth above holds
     assert procutil.listening_ports(w.pid) == [] and w.proc.poll() is None
 
 

@@ -14,9 +14,9 @@ against 13 % of the CPU samples.  Its sampler waited 22-27 us on average before 
 3-4 us with a CPU to spare.
 
 Raising that thread's priority for the capture was tried and is not done: under SCHED_FIFO it ran on
-time (waits under 1 us) and the samples locked onto the program the other way (JSON.parse 26-41 %
-depending on the sampling rate: a strictly periodic sampler that preempts the load generator sets the
-server's rhythm), at nice -20 the errors were 4-8 points.  So the capture reads the thread's waits from
+time (waits under 1 us) and the samples locked onto the program the other way (JSON.parse 24-41 % over
+19 captures at 500-1234 Hz, most of them 28-33: a strictly periodic sampler that preempts the load
+generator sets the server's rhythm); at nice -20 the errors were 4-8 points.  So the capture reads the thread's waits from
 the kernel (``/proc/PID/task/TID/schedstat``) and says when it was exposed; the walker and perf backends
 sample from the kernel and are not.
 

@@ -242,6 +242,11 @@ class Decoder:
                 ids.append(self._native(tok[1]))
             elif kind == "bpc":
                 w.pending_bpc = tok[1]
+            elif kind == "wasm":
+                if w.pending_bpc is not None:
+                    ids.append(self._native(w.pending_bpc))
+                    w.pending_bpc = None
+                ids.append(self.ft.add("(wasm)", "", hint="js", tier=""))   # see unwind: no name to read
             elif kind == "sys":
                 nm = SYSCALLS.get(tok[1], f"syscall_{tok[1]}")
                 ids.append(self.ft.add(f"sys_{nm}", "", hint="kernel"))

@@ -7,6 +7,7 @@ tokens the sampler turns into FrameTable ids:
 * ``("js", fn, tier, bytecode_array, bytecode_offset, pc, leaf)`` -- a JavaScript frame; ``pc`` is
   where its machine code runs (a return address unless ``leaf``) when that code is JIT code, else 0,
 * ``("pc", pc)`` -- native or builtin code, symbolised later,
+* ``("wasm", pc)`` -- a WebAssembly function's frame (V8 keeps nothing on it that names the function),
 * ``("sys", nr)`` -- the syscall the thread was blocked in (kernel).
 
 Frame layout facts (x64): [fp] caller fp, [fp+8] return address, [fp-8]
@@ -38,6 +39,10 @@ class Unwinder:
         ft = lay.frame_types
         self.max_marker = max(ft.values()) if ft else 40
         self.entry_types = {ft.get("EntryFrame"), ft.get("ConstructEntryFrame")}
+        # frames of WebAssembly functions (their code is V8's, in its wasm code space): a frame of their
+        # own, never dropped (their time went to the JS function that called them)
+        self.wasm_types = {v for k, v in ft.items()
+                           if k in ("WasmFrame", "WasmExitFrame", "WasmDebugBreakFrame", "WasmLiftoffSetupFrame")}
         self.bc_header = lay.field("BytecodeArray", "data") - lay["HeapObjectTag"]
         self.interp_names = set()
         self.restore_rt = space.restore_rt()
@@ -134,9 +139,11 @@ class Unwinder:
                     out.append(("pc", pc))
                     break
                 if m & 1 == 0 and (m >> 1) <= self.max_marker:
-                    # typed frame (entry, exit, stub, internal, construct, builtin exit ...)
+                    # typed frame (entry, exit, stub, internal, construct, builtin exit, wasm ...)
                     if c == BUILTIN:
                         out.append(("pc", pc))
+                    elif (m >> 1) in self.wasm_types:
+                        out.append(("wasm", pc))
                 else:
                     fn = rd(fp + self.off_fn)
                     bca = rd(fp + self.off_bca)

@@ -72,8 +72,9 @@ class Server:
             self.proc.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server():
+    # one warmed server for the module: the inspector's capture leaves it as it was (its own test checks)
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: the server and its load generator each keep one busy")

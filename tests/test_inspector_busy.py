@@ -8,11 +8,7 @@ phases the server measured.
 """
 from __future__ import annotations
 
-import json
 import os
-import pathlib
-import subprocess
-import threading
 import time
 
 import numpy as np
@@ -22,54 +18,12 @@ import nodeflame as nf
 from nodeflame.capture import procutil
 from nodeflame.capture.sampler_thread import LATE_US, THREAD_NAME, SamplerThreads
 
+from json_workload import WORKLOADS, JsonWorkload
 from walker_helpers import need_ptrace, node_for
 
-WORKLOAD = pathlib.Path(__file__).resolve().parent / "workloads" / "http_phases.js"
+WORKLOAD = WORKLOADS / "http_phases.js"
 PHASES = {"parse": ("handle",), "rank": ("rank", "score", "byScore"),
           "render": ("render", "renderRow", "escapeHtml"), "digest": ("digest",)}
-
-
-class Server:
-    def __init__(self, node, cpus):
-        self.proc = subprocess.Popen([node, "--inspect-port=0", str(WORKLOAD), "--warm-ms=3000"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     bufsize=0, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-        self.pid = self.proc.pid
-        self.lines: list = []
-        self.cv = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cv:
-                self.lines.append(json.loads(raw))
-                self.cv.notify_all()
-
-    def wait(self, pred, timeout):
-        end = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                hit = [m for m in self.lines if pred(m)]
-                if hit:
-                    return hit[-1]
-                left = end - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"no such line from the server in {timeout} s: {self.lines[-3:]}")
-                self.cv.wait(left)
-
-    def stats(self):
-        n = len(self.lines)
-        self.proc.stdin.write(b"stats\n")
-        return self.wait(lambda m: "parse" in m and self.lines.index(m) >= n, 10)
-
-    def close(self):
-        try:
-            self.proc.stdin.write(b"exit\n")
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +32,12 @@ def server():
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs: the server and its load generator each keep one busy")
-    s = Server(node_for("20"), set(cpus[:2]))
+    s = JsonWorkload(node_for("20"), "http_phases.js", "--warm-ms=3000", cpus=set(cpus[:2]))
     try:
-        s.wait(lambda m: m.get("warm") is True, 120)
+        s.wait_for(lambda m: m.get("warm") is True, 120)
         yield s
     finally:
-        s.close()
+        s.kill()
 
 
 def _oncpu_ns(pid):
@@ -140,11 +94,11 @@ def test_inspector_says_when_its_sampler_waited_for_a_cpu(server):
 
 def test_walker_gives_the_phases_the_server_measured(server):
     need_ptrace()
-    a = server.stats()
+    a = server.ask("stats", "parse")
     c0, m0 = _oncpu_ns(server.pid), time.monotonic_ns()
     prof = nf.capture(server.pid, 4, backend="walker", hz=1000)
     oncpu = (_oncpu_ns(server.pid) - c0) / (time.monotonic_ns() - m0)
-    b = server.stats()
+    b = server.ask("stats", "parse")
     truth, requests = _truth(a, b)
     got, n = _phase_shares(prof)
     msg = f"walker {got}, the server's own timing {truth} over {requests} requests; {n:.0f} samples; " \

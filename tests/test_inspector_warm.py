@@ -11,8 +11,6 @@ call whose loop was OSR-compiled before the capture.
 from __future__ import annotations
 
 import json
-import pathlib
-import subprocess
 import threading
 import time
 
@@ -25,61 +23,10 @@ from nodeflame.capture import procutil
 from nodeflame.frames.inline_split import Script, reattribute_call_lines, reattribute_inlined
 from nodeflame.frames.readers.cpuprofile import read_cpuprofile
 
+from json_workload import JsonWorkload as Proc
 from walker_helpers import node_for
 
-WORKLOADS = pathlib.Path(__file__).resolve().parent / "workloads"
 MAJORS = ("18", "20", "22", "24")
-
-
-class Proc:
-    """A workload printing one JSON object per line, read by a thread; stdin commands."""
-
-    def __init__(self, node, script, *args):
-        # --inspect-port=0: SIGUSR1 opens the inspector on a free port (other tests may hold 9229)
-        self.proc = subprocess.Popen([node, "--inspect-port=0", str(WORKLOADS / script), *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
-        self.pid = self.proc.pid
-        self.msgs: list = []          # (monotonic ns at receipt, message)
-        self.cv = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                continue
-            with self.cv:
-                self.msgs.append((time.monotonic_ns(), msg))
-                self.cv.notify_all()
-        with self.cv:
-            self.msgs.append((time.monotonic_ns(), None))
-            self.cv.notify_all()
-
-    def wait_for(self, pred, timeout, after=0):
-        """Index of the first message from ``after`` on for which ``pred`` holds."""
-        end = time.monotonic() + timeout
-        with self.cv:
-            while True:
-                for i in range(after, len(self.msgs)):
-                    m = self.msgs[i][1]
-                    if m is None:
-                        raise AssertionError(f"the workload exited ({self.proc.poll()})")
-                    if pred(m):
-                        return i
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("the workload did not answer in time")
-                self.cv.wait(left)
-
-    def send(self, cmd):
-        self.proc.stdin.write(cmd.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 @pytest.fixture

@@ -99,6 +99,33 @@ def resumed(run, request):
 
 
 
+class _Background:
+    """A walker capture at 500 Hz on a thread of its own (the test drives the target meanwhile)."""
+
+    def __init__(self, pid, seconds, **kw):
+        self.box = {}
+
+        def cap():
+            try:
+                self.box["p"] = nf.capture(pid, seconds, backend="walker", hz=500, **kw)
+            except BaseException as e:  # noqa: BLE001
+                self.box["e"] = e
+        self.thread = threading.Thread(target=cap, daemon=True)
+        self.thread.start()
+
+    def profile(self):
+        """The capture's profile, or what it raised."""
+        if "e" in self.box:
+            raise self.box["e"]
+        return self.box["p"]
+
+
+def _reap(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def _anon_code(pid):
     """The anonymous executable mappings of pid (V8's code space), as a set of ranges."""
     with open(f"/proc/{pid}/maps") as f:
@@ -111,7 +138,7 @@ def test_code_compiled_after_attaching_is_named(run):
     # (CI, node 18: 168 of 171 samples were a lone [unknown] frame)
     work = os.path.join(os.path.dirname(__file__), "workloads", "late_code.js")
     proc = subprocess.Popen([run.node, work], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    box, seen = {}, {}
+    seen = {}
     sampling = threading.Event()
 
     def phase(ph):
@@ -121,30 +148,19 @@ def test_code_compiled_after_attaching_is_named(run):
 
     try:
         procutil.wait_until_node(proc.pid, timeout=10, proc=proc)
-
-        def cap():
-            try:
-                box["p"] = nf.capture(proc.pid, 30, backend="walker", hz=500, on_phase=phase)
-            except BaseException as e:  # noqa: BLE001
-                box["e"] = e
-        th = threading.Thread(target=cap, daemon=True)
-        th.start()
+        cap = _Background(proc.pid, 30, on_phase=phase)
         assert sampling.wait(60), "the walker never started sampling"
         proc.stdin.write(b"1500\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
         seen["after"] = _anon_code(proc.pid)     # it waits for the end of its stdin to exit
         proc.stdin.close()
-        th.join(60)
+        cap.thread.join(60)
         proc.wait(10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if "e" in box:
-        raise box["e"]
+        _reap(proc)
+    p = cap.profile()
     assert line.startswith(b"done"), line
-    p = box["p"]
     p.validate()
     f = innermost_js(p, files={"late_code.js"})
     names = _names(p)
@@ -465,18 +481,11 @@ def test_target_exiting_mid_capture(run):
             "let end = Infinity; process.stdin.on('data', () => { end = Date.now() + 300; process.stdin.pause(); }); "
             "function go() { spin(); if (Date.now() < end) setImmediate(go); else process.exit(0); } go();")
     proc = subprocess.Popen([run.node, "-e", prog], stdin=subprocess.PIPE)
-    box = {}
     try:
         procutil.wait_until_node(proc.pid, timeout=10, proc=proc)
-
-        def cap():
-            try:
-                box["p"] = nf.capture(proc.pid, 20, backend="walker", hz=500)
-            except BaseException as e:  # noqa: BLE001
-                box["e"] = e
-        th = threading.Thread(target=cap, daemon=True)
         t0 = time.monotonic()
-        th.start()
+        cap = _Background(proc.pid, 20)
+        th = cap.thread
         end = time.monotonic() + 60
         while not _attached(proc.pid) and time.monotonic() < end and th.is_alive():
             time.sleep(0.01)
@@ -493,12 +502,8 @@ def test_target_exiting_mid_capture(run):
         took = time.monotonic() - told
         proc.wait(10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if "e" in box:
-        raise box["e"]
-    p = box["p"]
+        _reap(proc)
+    p = cap.profile()
     assert took < 10, f"the capture went on for {took:.1f} s after the target was told to exit"
     assert time.monotonic() - t0 < 19
     assert len(p.samples) > 0

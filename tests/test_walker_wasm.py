@@ -4,51 +4,13 @@ function that called them (before, V8's typed wasm frames were skipped and `driv
 TurboFan inlines the js-to-wasm wrapper, had all of it as self time)."""
 from __future__ import annotations
 
-import json
-import pathlib
-import subprocess
-import threading
 
 import numpy as np
 import pytest
 
 import nodeflame as nf
+from json_workload import JsonWorkload
 from walker_helpers import MAJORS, need_ptrace, node_for
-
-WORKLOAD = pathlib.Path(__file__).resolve().parent / "workloads" / "wasm.js"
-
-
-class Wasm:
-    def __init__(self, node):
-        self.proc = subprocess.Popen([node, str(WORKLOAD), "--warm-ms=2000"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, bufsize=0)
-        self.pid = self.proc.pid
-        self.lines: list = []
-        self.cv = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cv:
-                self.lines.append(json.loads(raw))
-                self.cv.notify_all()
-
-    def next_line(self, after, timeout=60):
-        with self.cv:
-            assert self.cv.wait_for(lambda: len(self.lines) > after or self.proc.poll() is not None, timeout), \
-                f"no line from the workload in {timeout} s"
-            assert len(self.lines) > after, f"the workload exited ({self.proc.returncode})"
-            return self.lines[after]
-
-    def stats(self):
-        n = len(self.lines)
-        self.proc.stdin.write(b"stats\n")
-        return self.next_line(n, 10)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 def _on_stack(prof, pred):
@@ -67,19 +29,19 @@ def _on_stack(prof, pred):
 @pytest.mark.parametrize("major", MAJORS)
 def test_wasm_time_is_its_own_frame_with_the_measured_share(major):
     need_ptrace()
-    w = Wasm(node_for(major))
+    w = JsonWorkload(node_for(major), "wasm.js", "--warm-ms=2000")
     try:
-        assert w.next_line(0, 90).get("warm") is True
+        w.wait_for(lambda m: m.get("warm") is True, 90)
         # the truth over the sampling itself (node 18 still tiers jsChecksum up and down after its warm-up:
         # its share moved from 13.8 to 10.3 % between windows seconds apart)
         got_stats = {}
 
         def phase(ph):
             if ph in ("sampling", "stopping"):
-                got_stats[ph] = w.stats()
+                got_stats[ph] = w.ask("stats", "wasm")
         prof = nf.capture(w.pid, 2.0, backend="walker", hz=1000, on_phase=phase)
     finally:
-        w.close()
+        w.kill()
     prof.validate()
     a, b = got_stats["sampling"], got_stats["stopping"]
     truth = 100.0 * (b["wasm"] - a["wasm"]) / ((b["wasm"] - a["wasm"]) + (b["js"] - a["js"]))

@@ -24,7 +24,7 @@ Threads of that name that ran before the capture (another profiler's) are not co
 """
 from __future__ import annotations
 
-import os
+from . import procutil
 
 THREAD_NAME = "v8:ProfEvntProc"
 #: mean wait for a CPU before each sample (us) from which the capture warns (see above: 22-27 on a busy
@@ -55,14 +55,10 @@ def _schedstat(pid: int, tid: int):
 def sampler_tids(pid: int) -> dict:
     """{tid: starttime} of the target's V8 sampler threads now."""
     out = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for t in tids:
-        st = _task_stat(pid, int(t))
+    for tid, name in procutil.threads(pid).items():
+        st = _task_stat(pid, tid) if name == THREAD_NAME else None
         if st is not None and st[0] == THREAD_NAME:
-            out[int(t)] = st[1]
+            out[tid] = st[1]
     return out
 
 

@@ -61,5 +61,8 @@ def test_wasm_time_is_its_own_frame_with_the_measured_share(major):
     assert abs(got - truth) <= 3.0, msg
     # the time in wasm is not the caller's: driver itself only times the two calls
     assert driver_self <= 2.0, msg
+    # the export's own frame, where V8 did not inline its wrapper into driver, says what it is
+    exports = prof.funcs[prof.funcs["file"].astype(str).str.startswith("wasm://")]
+    assert set(exports["name"].astype(str)) <= {"wasm-function[0]"}, (exports, msg)
     # and nothing of it is in a JS frame on top of the wasm one
     assert not (in_wasm & (names[leaf] != "(wasm)") & np.isin(names[leaf], ["driver", "jsChecksum"])).any(), msg

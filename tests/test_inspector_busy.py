@@ -19,7 +19,7 @@ from nodeflame.capture import procutil
 from nodeflame.capture.sampler_thread import LATE_US, THREAD_NAME, SamplerThreads
 
 from json_workload import WORKLOADS, JsonWorkload
-from walker_helpers import need_ptrace, node_for
+from walker_helpers import innermost_js, need_ptrace, node_for
 
 WORKLOAD = WORKLOADS / "http_phases.js"
 PHASES = {"parse": ("handle",), "rank": ("rank", "score", "byScore"),
@@ -49,25 +49,18 @@ def _phase_shares(prof):
     """{phase: % of the samples in the four phases}, a sample counting for the innermost frame of
     http_phases.js on its stack (natives and builtins belong to the JS that called them)."""
     f = prof.funcs
-    ours = f["file"].astype(str).str.contains("http_phases.js").to_numpy()
     name = f["name"].astype(str).to_numpy()
-    a = prof.arrays()
-    sf, pre = a["stack_func"], a["prefix"]
-    inner = np.full(len(sf), -1)
-    for i in range(len(sf)):        # parents come before children
-        inner[i] = sf[i] if ours[sf[i]] else (inner[pre[i]] if pre[i] >= 0 else -1)
-    per = inner[prof.samples["stack"].to_numpy().astype(np.int64)]
-    w = prof.samples["weight"].to_numpy()
-    got = {}
+    # escapeHtml's replacer, an arrow function on its line, is render's too
+    esc = next(i + 1 for i, s in enumerate(WORKLOAD.read_text().split("\n")) if "s.replace(" in s)
+    anon = np.isin(name, ["", "(anonymous)"]) & (f["line"].to_numpy() == esc)
+    phase = np.full(len(f), "", object)
     for ph, fns in PHASES.items():
-        # the callbacks defined inside a phase's function (escapeHtml's replacer) are that phase's
-        hit = np.isin(name, fns) & ours
-        got[ph] = float(w[(per >= 0) & hit[np.maximum(per, 0)]].sum())
-    lines = f["line"].to_numpy()
-    src = WORKLOAD.read_text().split("\n")
-    esc = next(i + 1 for i, s in enumerate(src) if "s.replace(" in s)
-    anon = ours & (name == "") | ours & (name == "(anonymous)")
-    got["render"] += float(w[(per >= 0) & (anon & (lines == esc))[np.maximum(per, 0)]].sum())
+        phase[np.isin(name, fns)] = ph
+    phase[anon] = "render"
+    per = innermost_js(prof, files={WORKLOAD.name})
+    ph_of = np.where(per >= 0, phase[np.maximum(per, 0)], "")
+    w = prof.samples["weight"].to_numpy()
+    got = {ph: float(w[ph_of == ph].sum()) for ph in PHASES}
     total = sum(got.values())
     return {ph: 100.0 * v / total for ph, v in got.items()}, total
 

@@ -24,7 +24,7 @@ from nodeflame.frames.inline_split import Script, reattribute_call_lines, reattr
 from nodeflame.frames.readers.cpuprofile import read_cpuprofile
 
 from json_workload import JsonWorkload as Proc
-from walker_helpers import node_for
+from walker_helpers import node_for, stack_has
 
 MAJORS = ("18", "20", "22", "24")
 
@@ -45,19 +45,6 @@ def start():
 def oncpu_ns(pid):
     with open(f"/proc/{pid}/task/{pid}/schedstat") as fh:
         return int(fh.read().split()[0])
-
-
-def stack_has(prof, name, file_part):
-    """Per stack: whether a frame of function ``name`` (in a file containing file_part) is on it."""
-    f = prof.funcs
-    hit_func = (f["name"].astype(str).to_numpy() == name) & f["file"].astype(str).str.contains(file_part).to_numpy()
-    hit = hit_func[prof.frames["func"].to_numpy()][prof.stacks["frame"].to_numpy()]
-    pre = prof.stacks["prefix"].to_numpy()
-    out = hit.copy()
-    for i in range(len(pre)):   # parents come before children
-        if pre[i] >= 0 and out[pre[i]]:
-            out[i] = True
-    return out
 
 
 def _poll_stats(w, stop, replies):

@@ -10,20 +10,7 @@ import pytest
 
 import nodeflame as nf
 from json_workload import JsonWorkload
-from walker_helpers import MAJORS, need_ptrace, node_for
-
-
-def _on_stack(prof, pred):
-    """Per sample: whether a frame whose function satisfies ``pred(name, file)`` is on its stack."""
-    f = prof.funcs
-    hit_f = np.array([bool(pred(n, fl)) for n, fl in zip(f["name"].astype(str), f["file"].astype(str))])
-    a = prof.arrays()
-    sf, pre = a["stack_func"], a["prefix"]
-    on = hit_f[sf].copy()
-    for i in range(len(sf)):        # parents come before children
-        if pre[i] >= 0 and on[pre[i]]:
-            on[i] = True
-    return on[prof.samples["stack"].to_numpy().astype(np.int64)]
+from walker_helpers import MAJORS, need_ptrace, node_for, stack_has
 
 
 @pytest.mark.parametrize("major", MAJORS)
@@ -46,10 +33,11 @@ def test_wasm_time_is_its_own_frame_with_the_measured_share(major):
     a, b = got_stats["sampling"], got_stats["stopping"]
     truth = 100.0 * (b["wasm"] - a["wasm"]) / ((b["wasm"] - a["wasm"]) + (b["js"] - a["js"]))
     wt = prof.samples["weight"].to_numpy()
-    in_driver = _on_stack(prof, lambda n, f: n == "driver" and f.endswith("wasm.js"))
-    in_wasm = _on_stack(prof, lambda n, f: n == "(wasm)")
-    in_js = _on_stack(prof, lambda n, f: n == "jsChecksum")
-    leaf = prof.arrays()["stack_func"][prof.samples["stack"].to_numpy().astype(np.int64)]
+    st = prof.samples["stack"].to_numpy().astype(np.int64)
+    in_driver = stack_has(prof, "driver", "wasm.js")[st]
+    in_wasm = stack_has(prof, "(wasm)", "")[st]
+    in_js = stack_has(prof, "jsChecksum", "wasm.js")[st]
+    leaf = prof.arrays()["stack_func"][st]
     names = prof.funcs["name"].astype(str).to_numpy()
     n = wt[in_driver].sum()
     got = 100.0 * wt[in_driver & in_wasm].sum() / n

@@ -342,6 +342,19 @@ def innermost_js(p, files=WORKLOAD_FILES):
     return best[p.samples["stack"].to_numpy().astype(np.int64)]
 
 
+def stack_has(prof, name, file_part):
+    """Per stack: whether a frame of function ``name`` (in a file containing file_part) is on it."""
+    f = prof.funcs
+    hit_func = (f["name"].astype(str).to_numpy() == name) & f["file"].astype(str).str.contains(file_part).to_numpy()
+    hit = hit_func[prof.frames["func"].to_numpy()][prof.stacks["frame"].to_numpy()]
+    pre = prof.stacks["prefix"].to_numpy()
+    out = hit.copy()
+    for i in range(len(pre)):   # parents come before children
+        if pre[i] >= 0 and out[pre[i]]:
+            out[i] = True
+    return out
+
+
 GC_FRAMES = re.compile(r"Heap::CollectGarbage|Heap::Scavenge|ScavengerCollector|MarkCompactCollector|"
                        r"Heap::PerformGarbageCollection|MinorMarkSweep|\(garbage collector\)")
 

@@ -427,10 +427,7 @@ class Decoder:
             w.leaf_line = levels[0][1]
         own = []
         for fi, line, col, ftier in levels:
-            name = fi.name
-            if name.isdigit() and fi.file.startswith("wasm://"):
-                name = f"wasm-function[{name}]"   # a wasm module's export: V8 names it by its index
-            own.append(self.ft.add(name, fi.file, line, col, hint="builtin" if fi.native else "js", tier=ftier,
+            own.append(self.ft.add(fi.name, fi.file, line, col, hint="builtin" if fi.native else "js", tier=ftier,
                                    func_line=fi.line, func_column=fi.column))
         self.stats.inlined_frames += len(levels) - 1
         if entry is not None and len(entry.memo) < 4096 and self.codes.entries().get(entry.start) is entry:

@@ -296,6 +296,8 @@ class V8Heap:
             if start >= 0:
                 line, col = self.line_col(sc, start)
         nm = name or inferred or "(anonymous)"
+        if nm.isdigit() and file.startswith("wasm://"):
+            nm = f"wasm-function[{nm}]"   # a wasm module's export: V8 names it by its index
         return FuncInfo(nm, file, line, col, start, script if sc is not None else 0, native, b"")
 
     def scope_info(self, si):

@@ -335,6 +335,10 @@ def test_inspector_already_open_is_used_and_left_open(workload):
 def test_not_a_node_process():
     p = subprocess.Popen(["sleep", "60"])
     try:
+        # asleep before the captures (CI, loaded: a sleep just started was still 'R' at the check below)
+        end = time.monotonic() + 10
+        while procutil.state(p.pid) != "S" and time.monotonic() < end:
+            time.sleep(0.01)
         with pytest.raises(TargetError, match=r"is not a node process \(it runs .*sleep\)"):
             nf.capture(p.pid, 1, backend="inspector")
         with pytest.raises(TargetError, match="is not a node process"):

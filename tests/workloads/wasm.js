@@ -5,7 +5,9 @@
 // js-to-wasm wrapper, into `driver` once warm).  Each side times itself, so the truth is known.
 //
 // stdin commands, answered with one JSON line:
-//   stats -> {"wasm": ns in checksum, "js": ns in jsChecksum, "calls": n}
+//   stats -> {"wasm": ns in checksum, "js": ns in jsChecksum, "wasm_cpu"/"js_cpu": us of the process's CPU
+//             time in each (process.cpuUsage(): what a CPU sampler is checked against, which a busy machine
+//             does not skew by descheduling the thread mid-call), "calls": n}
 //   exit  -> exits 0 (so does the end of stdin)
 // First line printed: {"ready": pid, "warm": true} after --warm-ms (default 2000) of rounds.
 //
@@ -62,15 +64,21 @@ function jsChecksum(buf) {
 }
 
 const now = process.hrtime.bigint;
-const T = { wasm: 0n, js: 0n, calls: 0 };
+const T = { wasm: 0n, js: 0n, wasmCpu: 0, jsCpu: 0, calls: 0 };
+const cpu = () => { const u = process.cpuUsage(); return u.user + u.system; };
 function driver() {
+  const c0 = cpu();
   const t0 = now();
   const a = checksum(0, LEN);
   const t1 = now();
+  const c1 = cpu();
   const b = jsChecksum(copy);
   const t2 = now();
+  const c2 = cpu();
   T.wasm += t1 - t0;
   T.js += t2 - t1;
+  T.wasmCpu += c1 - c0;
+  T.jsCpu += c2 - c1;
   T.calls++;
   if (a !== b) throw new Error(`checksums differ: wasm ${a}, js ${b}`);
 }
@@ -90,7 +98,8 @@ function loop() {
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
   for (const cmd of d.split('\n')) {
-    if (cmd === 'stats') process.stdout.write(JSON.stringify({ wasm: Number(T.wasm), js: Number(T.js), calls: T.calls }) + '\n');
+    if (cmd === 'stats') process.stdout.write(JSON.stringify({ wasm: Number(T.wasm), js: Number(T.js), wasm_cpu: T.wasmCpu,
+                                          js_cpu: T.jsCpu, calls: T.calls }) + '\n');
     else if (cmd === 'exit') process.exit(0);
   }
 });

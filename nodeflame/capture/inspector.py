@@ -1325,15 +1325,14 @@ DEBUGGER_MIN_SHARE = 0.01
 #: best-effort coverage walks the target's heap (a pause after the capture): skipped above this
 #: heap size unless backend_options inline_max_heap_mb says otherwise.
 INLINE_MAX_HEAP_MB = 1024
+#: scripts read besides the profile's own because one of those loads them (require, import)
+MAX_LOADED_SCRIPTS = 64
 
 
-def _url_path(url: str) -> str | None:
-    from urllib.parse import unquote, urlparse
-    if url.startswith("file://"):
-        return unquote(urlparse(url).path) or None
-    if url.startswith("/"):
-        return url
-    return None
+def _ranges(sc: dict) -> list:
+    """(name, start, end) of each function of one script's best-effort coverage."""
+    return [(f.get("functionName") or "", f["ranges"][0]["startOffset"], f["ranges"][0]["endOffset"])
+            for f in sc.get("functions") or [] if f.get("ranges")]
 
 
 def _source_matches(src: str, functions: list) -> bool:
@@ -1409,7 +1408,7 @@ class _Corrections:
         return self.s.client.call(method, params, session=th.session, timeout=timeout)
 
     def _apply(self, th, prof):
-        from ..frames.inline_split import Script, reattribute_inlined, reattribute_call_lines
+        from ..frames.inline_split import Script, loaded_urls, reattribute_inlined, reattribute_call_lines
         c = self.s.client
         if c.closed or (th.session is not None and th.lost):
             return prof
@@ -1428,21 +1427,36 @@ class _Corrections:
         t = time.monotonic()
         cov = self._call(th, "Profiler.getBestEffortCoverage").get("result") or []
         self.pause_ms["coverage"] += 1000 * (time.monotonic() - t)
-        by_url: dict = {}
+        every: dict = {}
         for sc in cov:
             url = sc.get("url") or ""
-            if url in files and (url not in by_url or len(sc.get("functions") or []) >
-                                 len(by_url[url].get("functions") or [])):
-                by_url[url] = sc
-        ranges = {url: [(f.get("functionName") or "", f["ranges"][0]["startOffset"], f["ranges"][0]["endOffset"])
-                        for f in sc.get("functions") or [] if f.get("ranges")]
-                  for url, sc in by_url.items()}
+            if url and (url not in every or len(sc.get("functions") or []) > len(every[url].get("functions") or [])):
+                every[url] = sc
+        by_url = {url: sc for url, sc in every.items() if url in files}
+        ranges = {url: _ranges(sc) for url, sc in by_url.items()}
         scripts = {}
         for url, fr in ranges.items():
             src = self._disk_source(url, fr)
             if src is not None:
                 scripts[url] = Script(url, src, fr)
                 self.source_counts["disk"] += 1
+        # the scripts those load by a relative path, which may hold a function V8 inlined into every
+        # caller (no node of its own, so not among the profile's files), two levels down at most
+        todo = list(scripts.values())
+        for _level in range(2):
+            nxt = []
+            for sc in todo:
+                for url in loaded_urls(sc.source, sc.url, every):
+                    if url in by_url or len(by_url) >= len(files) + MAX_LOADED_SCRIPTS:
+                        continue
+                    by_url[url] = every[url]
+                    ranges[url] = _ranges(every[url])
+                    src = self._disk_source(url, ranges[url])
+                    if src is not None:
+                        scripts[url] = Script(url, src, ranges[url])
+                        self.source_counts["disk"] += 1
+                        nxt.append(scripts[url])
+            todo = nxt
         new, rep = reattribute_inlined(prof, scripts)
         total = max(rep["samples"], 1)
         want = [u for u, w in rep["wanted"].items() if u in by_url and u not in scripts and
@@ -1463,7 +1477,8 @@ class _Corrections:
         return new
 
     def _disk_source(self, url: str, functions: list) -> str | None:
-        path = _url_path(url)
+        from ..frames.inline_split import url_path
+        path = url_path(url)
         if path is None:
             return None
         for p in (f"/proc/{self.s.target.pid}/root{path}", path):

@@ -28,7 +28,8 @@ on every node version nodeflame supports:
 Limits: ``positionTicks`` give a line, not a column nor a script, so lines
 shared by several functions (one-line minified bundles, ``xs.map(x => ...)``)
 cannot be split, and a cross-script inlinee whose line number also falls in
-the outer function's own script is not seen; intermediate frames come from
+the outer function's own script is not seen (nor one in a script loaded
+otherwise than by a relative path, when it has no node of its own); intermediate frames come from
 calls by name (a heuristic); which of a node's samples moved is not known
 (the samples are split in proportion to the ticks, interleaved in time).
 What cannot be split stays where V8 put it and is counted.
@@ -62,6 +63,44 @@ else with void delete in of instanceof case throw try finally class extends let 
 _CALL = re.compile(r"(?<![\w$])([A-Za-z_$][\w$]*)\s*\(")
 _LOOP = re.compile(r"(?<![\w$.])(for|while|do)(?![\w$])")
 _SUSPEND = re.compile(r"(?<![\w$.])(await|yield)(?![\w$])")
+# a module loaded by a relative path: require('./x'), import('./x'), import ... from './x', import './x'
+_LOADS = re.compile(r"""(?<![\w$.])(?:require\s*\(\s*|import\s*\(\s*|from\s*|import\s*)(['"])(\.\.?/[^'"\n]{1,400})\1""")
+_EXTENSIONS = ("", ".js", ".cjs", ".mjs", ".ts", ".cts", ".mts", "/index.js", "/index.mjs", "/index.ts")
+
+
+def url_path(url: str) -> str | None:
+    """The file path of a script url (``file:///a/b.js`` or ``/a/b.js``); None for any other url."""
+    from urllib.parse import unquote, urlparse
+    if url.startswith("file://"):
+        return unquote(urlparse(url).path) or None
+    if url.startswith("/"):
+        return url
+    return None
+
+
+def loaded_urls(source: str, url: str, urls) -> list:
+    """Those of ``urls`` that the script ``url`` (its ``source``) loads by a relative path
+    (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution of a file, an
+    extension or a directory's index), in the order the source names them."""
+    import posixpath
+    base = url_path(url)
+    if not base:
+        return []
+    by_path: dict = {}
+    for u in urls:
+        pth = url_path(u)
+        if pth:
+            by_path.setdefault(posixpath.normpath(pth), u)
+    out: list = []
+    for m in _LOADS.finditer(source):
+        p = posixpath.normpath(posixpath.join(posixpath.dirname(base), m.group(2)))
+        for ext in _EXTENSIONS:
+            u = by_path.get(p + ext)
+            if u is not None:
+                if u not in out and u != url:
+                    out.append(u)
+                break
+    return out
 
 
 @dataclass
@@ -80,6 +119,7 @@ class _Index:
 
     def __init__(self, script: Script):
         self.url = script.url
+        self.source = script.source
         self.u16 = np.frombuffer(script.source.encode("utf-16-le", "surrogatepass"), dtype="<u2")
         n = len(self.u16)
         self.n = n
@@ -351,6 +391,7 @@ class _Work:
         self.frame_func = prof.frames["func"].to_numpy().astype(np.int64)
         self.stack_func = self.frame_func[self.sframe] if len(self.sframe) else np.empty(0, np.int64)
         self._children = None
+        self._loads: dict = {}
         self._own: dict = {}
         self._fid: dict = {}          # (url, function index) -> func row
         self._by_name: dict | None = None
@@ -379,6 +420,13 @@ class _Work:
             if len(path) < MAX_CHAIN:
                 todo.extend((k, path + (k,)) for k in self.children(c))
         return out
+
+    def loads(self, ix: _Index) -> list:
+        """The indexed scripts that script ``ix`` loads by a relative path."""
+        got = self._loads.get(ix.url)
+        if got is None:
+            got = self._loads[ix.url] = [self.idx[u] for u in loaded_urls(ix.source, ix.url, self.idx)]
+        return got
 
     # -- functions of the profile in the scripts
     def own(self, func: int):
@@ -595,6 +643,17 @@ def reattribute_inlined(prof: Profile, scripts: dict) -> tuple[Profile, dict]:
                         found.append((dix, c2[0]))
                     elif len(c2) > 1:
                         found.append(None)
+                if not found:
+                    # an inlinee with no node of its own anywhere (V8 inlined every call of it): in a
+                    # script the outer function's script loads
+                    for dix in w.loads(oix):
+                        if dix.url in seen:
+                            continue
+                        c2 = dix.owners(line)
+                        if len(c2) == 1:
+                            found.append((dix, c2[0]))
+                        elif len(c2) > 1:
+                            found.append(None)
                 if len(found) == 1 and found[0] is not None:
                     tgt = found[0]
                 else:

@@ -519,3 +519,23 @@ def test_target_exiting_mid_capture(run):
         f"message showed only a truncated table: the whole tree here)\n{p.text()}\nwalker: {p.meta.get('walker')}")
     assert any("exit" in w for w in p.meta["warnings"]), p.meta["warnings"]
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("major", ("20", "24"))
+def test_a_named_worker_is_named_as_node_names_its_thread(major):
+    # node >= 24 names a worker's thread after new Worker(f, {name}) (hot.js: 'hot-worker'), as the perf
+    # backend and the inspector show it; earlier versions give every thread the same name: 'worker 1'
+    need_ptrace()
+    from hot_driver import HotJS
+    h = HotJS(node=node_for(major))
+    try:
+        p = nf.capture(h.pid, 1.0, backend="walker", hz=500)
+    finally:
+        h.kill()
+    want = "hot-worker" if major == "24" else "worker 1"
+    th = p.samples["thread"].astype(str).to_numpy()
+    assert set(th) == {"main", want}, set(th)
+    f = innermost_js(p, files={"hot.js"})
+    names = _names(p)
+    on_worker = {names[x] for x in f[(th == want) & (f >= 0)]}
+    assert "functionW" in on_worker and not on_worker & {"functionA", "functionB"}, on_worker

@@ -600,14 +600,9 @@ class PerfSession(Session):
         wsample = in_stack[s["stack"].to_numpy()] | np.isin(comm, WORKER_COMMS)
         worker_tids = sorted(set(tid[wsample & (spid == pid)].tolist()))
         names = {pid: "main"}
-        generic = {"node", "nodejs", "MainThread", "WorkerThread", "", *comm[tid == pid].tolist()}
+        main_comm = set(comm[tid == pid].tolist())
         for i, t in enumerate(worker_tids):
-            # node >= 24 names a worker's thread after new Worker(f, {name}) (15 characters, the kernel's limit)
-            own = [c for c in dict.fromkeys(comm[tid == t].tolist()) if c not in generic]
-            name = own[-1] if own else f"worker {i + 1}"
-            if name in names.values():
-                name = f"{name} (worker {i + 1})"
-            names[t] = name
+            names[t] = procutil.worker_label(comm[tid == t].tolist(), i + 1, set(names.values()), main_comm)
         out = np.empty(len(s), dtype=object)
         for t in np.unique(tid).tolist():
             m = tid == t

@@ -218,6 +218,22 @@ def threads(pid: int) -> dict[int, str]:
     return out
 
 
+#: thread names node gives every thread, and its name for a worker it was given no name for
+GENERIC_THREAD_NAMES = frozenset({"node", "nodejs", "MainThread", "WorkerThread", ""})
+
+
+def worker_label(comms, index: int, taken=(), main_comm=()) -> str:
+    """The ``thread`` value of worker thread number ``index`` (1-based, in the order found), whose
+    thread names (comm) were ``comms``: node >= 24 names a worker's thread after ``new Worker(f, {name})``
+    (cut to the kernel's 15 characters), so the last of them that is neither generic nor the main
+    thread's (``main_comm``), else ``worker <index>``; made unique among ``taken`` by adding the index."""
+    own = [c for c in dict.fromkeys(comms) if c not in GENERIC_THREAD_NAMES and c not in main_comm]
+    name = own[-1] if own else f"worker {index}"
+    if name in taken:
+        name = f"{name} (worker {index})"
+    return name
+
+
 # ---------------------------------------------------------------------- node
 _NODE_EXE = re.compile(r"^(node|nodejs)(\d+(\.\d+)*)?$")
 

@@ -249,7 +249,9 @@ class Sampler:
             t = _Thread(tid, "main")
             if kind == "worker":
                 self.n_workers += 1
-                t.label = f"worker {self.n_workers}"
+                names = procutil.threads(self.pid)   # its name, if node gave it one (node >= 24)
+                t.label = procutil.worker_label([names.get(tid, "")], self.n_workers,
+                                                {x.label for x in self.threads.values()}, {names.get(self.pid, "")})
             if self.engine != "ptrace" and self.perf.open_ring(t):
                 self.threads[tid] = t
                 self.stats.threads_seen += 1

@@ -335,6 +335,33 @@ def test_split_rebuilds_the_inlined_chain_and_keeps_what_it_cannot_split():
     assert any("could not be split" in x for x in rep["warnings"]), rep["warnings"]
 
 
+def test_split_finds_an_inlinee_with_no_node_in_a_script_that_defines_what_the_caller_calls():
+    # outer (app.js) calls clamp from a package it loads by name (require('fastutil'): no relative path to
+    # read), which V8 inlined into every call: no node of clamp, no function of the package in the profile
+    app = ("// app.js\n//\n//\n//\n//\nconst { clamp } = require('fastutil');\n"
+           "function outer(xs) {\n  let n = 0;\n  for (const x of xs) n += clamp(x, 0, 9);\n  return n;\n}\n")
+    lib = ("'use strict';\nfunction clamp(x, lo, hi) {\n  return x < lo ? lo : x > hi ? hi : x;\n}\n"
+           "module.exports = { clamp };\n")
+    other = "function unrelated(x) {\n  x = x + 1;\n  return x * 2;\n}\n"   # its line 3 too, never called
+    url, lurl, ourl = "file:///app/app.js", "file:///app/node_modules/fastutil/index.js", "file:///app/other.js"
+    doc = _cpuprofile([(1, "(root)", "", -1, -1, None, []),
+                       (2, "outer", url, 6, 15, 1, [(9, 10), (3, 30)])],   # line 3: clamp's, and a comment here
+                      [2] * 40)
+    prof = read_cpuprofile(json.dumps(doc).encode())
+    scripts = {url: Script(url, app, _ranges(app, "outer")), lurl: Script(lurl, lib, _ranges(lib, "clamp")),
+               ourl: Script(ourl, other, _ranges(other, "unrelated"))}
+    new, rep = reattribute_inlined(prof, scripts)
+    new.validate()
+    assert _paths(new) == {"outer": 10, "outer;clamp*": 30}, (_paths(new), rep)
+    files = dict(zip(new.funcs["name"].astype(str), new.funcs["file"].astype(str)))
+    assert files["clamp"] == lurl
+    # two scripts that define a clamp holding that line: which one ran cannot be told, and nothing moves
+    dup = "file:///app/node_modules/other-clamp/index.js"
+    scripts[dup] = Script(dup, lib, _ranges(lib, "clamp"))
+    new, rep = reattribute_inlined(prof, scripts)
+    assert _paths(new) == {"outer": 40} and rep["unsplit"]["ambiguous"] == 30, (_paths(new), rep)
+
+
 def test_call_line_samples_go_back_to_the_one_function_the_line_calls():
     """V8 charges to the caller's line that calls a function the samples of that function's frame it
     missed (OSR code it did not know, a builtin the function ran): moved where the line names one

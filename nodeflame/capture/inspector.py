@@ -1408,7 +1408,8 @@ class _Corrections:
         return self.s.client.call(method, params, session=th.session, timeout=timeout)
 
     def _apply(self, th, prof):
-        from ..frames.inline_split import Script, loaded_urls, reattribute_inlined, reattribute_call_lines
+        from ..frames.inline_split import (Script, called_names, defining_urls, loaded_urls, reattribute_call_lines,
+                                           reattribute_inlined, url_path)
         c = self.s.client
         if c.closed or (th.session is not None and th.lost):
             return prof
@@ -1440,23 +1441,28 @@ class _Corrections:
             if src is not None:
                 scripts[url] = Script(url, src, fr)
                 self.source_counts["disk"] += 1
-        # the scripts those load by a relative path, which may hold a function V8 inlined into every
-        # caller (no node of its own, so not among the profile's files), two levels down at most
-        todo = list(scripts.values())
+        # scripts that may hold a function V8 inlined into every caller (no node of its own, so not among
+        # the profile's files): those the profile's scripts load by a relative path (two levels down at
+        # most), then those that define a function they call by name
+        def add(url):
+            if url in by_url or url_path(url) is None or len(by_url) >= len(files) + MAX_LOADED_SCRIPTS:
+                return None
+            by_url[url] = every[url]
+            ranges[url] = _ranges(every[url])
+            src = self._disk_source(url, ranges[url])
+            if src is None:
+                return None
+            scripts[url] = Script(url, src, ranges[url])
+            self.source_counts["disk"] += 1
+            return scripts[url]
+        own = list(scripts.values())
+        todo = own
         for _level in range(2):
-            nxt = []
-            for sc in todo:
-                for url in loaded_urls(sc.source, sc.url, every):
-                    if url in by_url or len(by_url) >= len(files) + MAX_LOADED_SCRIPTS:
-                        continue
-                    by_url[url] = every[url]
-                    ranges[url] = _ranges(every[url])
-                    src = self._disk_source(url, ranges[url])
-                    if src is not None:
-                        scripts[url] = Script(url, src, ranges[url])
-                        self.source_counts["disk"] += 1
-                        nxt.append(scripts[url])
-            todo = nxt
+            todo = [got for sc in todo for url in loaded_urls(sc.source, sc.url, every) for got in [add(url)] if got]
+        called = set().union(*(called_names(sc.source) for sc in own)) if own else set()
+        for url in defining_urls(called, {u: _ranges(sc) for u, sc in every.items()
+                                          if u not in by_url and url_path(u) is not None}):
+            add(url)
         new, rep = reattribute_inlined(prof, scripts)
         total = max(rep["samples"], 1)
         want = [u for u, w in rep["wanted"].items() if u in by_url and u not in scripts and

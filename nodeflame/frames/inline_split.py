@@ -14,7 +14,9 @@ on every node version nodeflame supports:
    by those lines: a line outside the node's own function goes to the
    innermost function that contains it (looked for in the node's own script,
    else, for cross-script inlining, in the scripts of the node's callees in
-   the profile), and the inlined frames between the two are rebuilt from a
+   the profile, else in the scripts its script loads by a relative path,
+   ``require('./lib')`` or ``import ... from './lib.js'``, else in the scripts
+   that define a function it calls by name), and the inlined frames between the two are rebuilt from a
    static by-name call chain in the source (``lexer -> tokenize ->
    parseToken``), or from the node's callees in the profile.  Every frame
    added this way has the tier ``inlined``.
@@ -28,8 +30,7 @@ on every node version nodeflame supports:
 Limits: ``positionTicks`` give a line, not a column nor a script, so lines
 shared by several functions (one-line minified bundles, ``xs.map(x => ...)``)
 cannot be split, and a cross-script inlinee whose line number also falls in
-the outer function's own script is not seen (nor one in a script loaded
-otherwise than by a relative path, when it has no node of its own); intermediate frames come from
+the outer function's own script is not seen; intermediate frames come from
 calls by name (a heuristic); which of a node's samples moved is not known
 (the samples are split in proportion to the ticks, interleaved in time).
 What cannot be split stays where V8 put it and is counted.
@@ -76,6 +77,23 @@ def url_path(url: str) -> str | None:
     if url.startswith("/"):
         return url
     return None
+
+
+def called_names(source: str) -> set:
+    """The names a script's text calls (``name(``, ``obj.name(``), keywords left out."""
+    return {m.group(1) for m in _CALL.finditer(source)} - _KEYWORDS
+
+
+def defining_urls(names: set, functions: dict) -> list:
+    """Of ``functions`` (url -> [(name, start, end)], a script's function ranges), the urls of the
+    scripts that define a function of one of ``names`` (``Class.method`` counting as ``method``),
+    most such functions first."""
+    hits = []
+    for url, fr in functions.items():
+        k = sum(1 for nm, _s, _e in fr if nm and (nm in names or nm.rsplit(".", 1)[-1] in names))
+        if k:
+            hits.append((-k, url))
+    return [u for _k, u in sorted(hits)]
 
 
 def loaded_urls(source: str, url: str, urls) -> list:
@@ -421,6 +439,26 @@ class _Work:
                 todo.extend((k, path + (k,)) for k in self.children(c))
         return out
 
+    def defining(self, ix: _Index, g: int) -> list:
+        """The indexed scripts besides ``ix`` that define a function that function ``g`` of ``ix`` calls by
+        name, or that a function of ``ix`` it calls does (and so on: what V8 inlined into g), nearest
+        first."""
+        out: list = []
+        names = self.by_name()
+        seen = {g}
+        todo = deque([(g, 1)])
+        while todo:
+            c, d = todo.popleft()
+            for nm in sorted(ix.calls(c)):
+                for dix, h in names.get(nm, ()):
+                    if dix is not ix:
+                        if dix not in out:
+                            out.append(dix)
+                    elif h not in seen and d < MAX_CHAIN:
+                        seen.add(h)
+                        todo.append((h, d + 1))
+        return out
+
     def loads(self, ix: _Index) -> list:
         """The indexed scripts that script ``ix`` loads by a relative path."""
         got = self._loads.get(ix.url)
@@ -643,12 +681,16 @@ def reattribute_inlined(prof: Profile, scripts: dict) -> tuple[Profile, dict]:
                         found.append((dix, c2[0]))
                     elif len(c2) > 1:
                         found.append(None)
-                if not found:
-                    # an inlinee with no node of its own anywhere (V8 inlined every call of it): in a
-                    # script the outer function's script loads
-                    for dix in w.loads(oix):
+                # an inlinee with no node of its own anywhere (V8 inlined every call of it): in a script
+                # the outer function's script loads by a relative path, else in one that defines a
+                # function the outer function calls by name
+                for more in (w.loads(oix), w.defining(oix, o)):
+                    if found:
+                        break
+                    for dix in more:
                         if dix.url in seen:
                             continue
+                        seen.add(dix.url)
                         c2 = dix.owners(line)
                         if len(c2) == 1:
                             found.append((dix, c2[0]))

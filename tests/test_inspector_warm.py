@@ -242,9 +242,15 @@ def test_helper_inlined_from_another_file_gets_its_samples(start, major):
     n = wt[in_hash | in_scan].sum()
     assert n >= 500, msg
     # the two phases as the workload timed them (wall-clock, over the sampling window: no system call in
-    # a round, so the thread's waits for a CPU fall on both phases alike)
+    # a round, so the thread's waits for a CPU fall on both phases alike).  Where the capture says V8's
+    # sampler thread waited for a CPU (its samples then follow the program's cycle: 5-8 points low here
+    # with a second test worker beside it, see test_inspector_busy), within 10 points: what is checked
+    # here is that the helper's time is found at all (before the split found it, hashAll had 10 %
+    # where the workload measured 61 %)
     truth = (s1["hash"] - s0["hash"]) / ((s1["hash"] - s0["hash"]) + (s1["scan"] - s0["scan"]))
-    assert abs(wt[in_hash].sum() / n - truth) <= 0.03, (wt[in_hash].sum() / n, truth, msg)
+    skewed = any("sampler thread" in x for x in prof.meta["warnings"])
+    assert abs(wt[in_hash].sum() / n - truth) <= (0.10 if skewed else 0.03), (
+        wt[in_hash].sum() / n, truth, prof.meta.get("sampler"), msg)
     # chunk and round (which V8 inlines everything into) keep no more than their own little work; node 18
     # (V8 10.2) gives part of an inlinee's ticks the line of the call in its caller (see the phases test
     # above: 3-4 % here), which no split can give back

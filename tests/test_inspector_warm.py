@@ -361,6 +361,15 @@ def test_split_finds_an_inlinee_with_no_node_in_a_script_that_defines_what_the_c
     assert _paths(new) == {"outer": 10, "outer;clamp*": 30}, (_paths(new), rep)
     files = dict(zip(new.funcs["name"].astype(str), new.funcs["file"].astype(str)))
     assert files["clamp"] == lurl
+    # a script that defines something outer calls, whose function on that line outer never reaches: a
+    # coincidence of line numbers, not taken
+    near = "file:///app/node_modules/near/index.js"
+    near_src = "function clampish(x) {\n  return x;\n  // three\n}\nfunction clamp2(x) { return x; }\n"
+    alone = {url: scripts[url], near: Script(near, near_src, _ranges(near_src, "clampish", "clamp2"))}
+    app2 = app.replace("clamp(x, 0, 9)", "clamp2(x)")
+    alone[url] = Script(url, app2, _ranges(app2, "outer"))
+    new2, rep2 = reattribute_inlined(prof, alone)
+    assert _paths(new2) == {"outer": 40} and rep2["unsplit"]["no_function"] == 30, (_paths(new2), rep2)
     # two scripts that define a clamp holding that line: which one ran cannot be told, and nothing moves
     dup = "file:///app/node_modules/other-clamp/index.js"
     scripts[dup] = Script(dup, lib, _ranges(lib, "clamp"))

@@ -410,6 +410,7 @@ class _Work:
         self.stack_func = self.frame_func[self.sframe] if len(self.sframe) else np.empty(0, np.int64)
         self._children = None
         self._loads: dict = {}
+        self._defining: dict = {}
         self._own: dict = {}
         self._fid: dict = {}          # (url, function index) -> func row
         self._by_name: dict | None = None
@@ -443,7 +444,10 @@ class _Work:
         """The indexed scripts besides ``ix`` that define a function that function ``g`` of ``ix`` calls by
         name, or that a function of ``ix`` it calls does (and so on: what V8 inlined into g), nearest
         first."""
-        out: list = []
+        key = (ix.url, g)
+        if key in self._defining:
+            return self._defining[key]
+        out: list = self._defining.setdefault(key, [])
         names = self.by_name()
         seen = {g}
         todo = deque([(g, 1)])
@@ -683,7 +687,8 @@ def reattribute_inlined(prof: Profile, scripts: dict) -> tuple[Profile, dict]:
                         found.append(None)
                 # an inlinee with no node of its own anywhere (V8 inlined every call of it): in a script
                 # the outer function's script loads by a relative path, else in one that defines a
-                # function the outer function calls by name
+                # function the outer function calls by name; a line of a function the outer function
+                # does not reach by a chain of calls by name is a coincidence of line numbers, not taken
                 for more in (w.loads(oix), w.defining(oix, o)):
                     if found:
                         break
@@ -692,10 +697,10 @@ def reattribute_inlined(prof: Profile, scripts: dict) -> tuple[Profile, dict]:
                             continue
                         seen.add(dix.url)
                         c2 = dix.owners(line)
-                        if len(c2) == 1:
-                            found.append((dix, c2[0]))
-                        elif len(c2) > 1:
+                        if len(c2) > 1:
                             found.append(None)
+                        elif len(c2) == 1 and w.chain(oix, o, dix, c2[0]) is not None:
+                            found.append((dix, c2[0]))
                 if len(found) == 1 and found[0] is not None:
                     tgt = found[0]
                 else:

@@ -1408,8 +1408,7 @@ class _Corrections:
         return self.s.client.call(method, params, session=th.session, timeout=timeout)
 
     def _apply(self, th, prof):
-        from ..frames.inline_split import (Script, called_names, defining_urls, loaded_urls, reattribute_call_lines,
-                                           reattribute_inlined, url_path)
+        from ..frames.inline_split import Script, loaded_urls, reattribute_call_lines, reattribute_inlined, url_path
         c = self.s.client
         if c.closed or (th.session is not None and th.lost):
             return prof
@@ -1442,8 +1441,12 @@ class _Corrections:
                 scripts[url] = Script(url, src, fr)
                 self.source_counts["disk"] += 1
         # scripts that may hold a function V8 inlined into every caller (no node of its own, so not among
-        # the profile's files): those the profile's scripts load by a relative path (two levels down at
-        # most), then those that define a function they call by name
+        # the profile's files): those the profile's scripts load by a relative path, two levels down at
+        # most.  (Not every loaded script that defines a name they call: with common names that reads
+        # scripts by the dozen, and each one's names make more calls ambiguous.)  The call-line split
+        # below keeps to the profile's own scripts, as before.
+        base = dict(scripts)
+
         def add(url):
             if url in by_url or url_path(url) is None or len(by_url) >= len(files) + MAX_LOADED_SCRIPTS:
                 return None
@@ -1455,14 +1458,9 @@ class _Corrections:
             scripts[url] = Script(url, src, ranges[url])
             self.source_counts["disk"] += 1
             return scripts[url]
-        own = list(scripts.values())
-        todo = own
+        todo = list(scripts.values())
         for _level in range(2):
             todo = [got for sc in todo for url in loaded_urls(sc.source, sc.url, every) for got in [add(url)] if got]
-        called = set().union(*(called_names(sc.source) for sc in own)) if own else set()
-        for url in defining_urls(called, {u: _ranges(sc) for u, sc in every.items()
-                                          if u not in by_url and url_path(u) is not None}):
-            add(url)
         new, rep = reattribute_inlined(prof, scripts)
         total = max(rep["samples"], 1)
         want = [u for u, w in rep["wanted"].items() if u in by_url and u not in scripts and
@@ -1470,10 +1468,10 @@ class _Corrections:
         if want:
             got = self._debugger_sources(th, [(u, by_url[u]["scriptId"]) for u in want])
             for url, src in got.items():
-                scripts[url] = Script(url, src, ranges[url])
+                scripts[url] = base[url] = Script(url, src, ranges[url])
             if got:
                 new, rep = reattribute_inlined(prof, scripts)
-        new, findings, osr_warn = reattribute_call_lines(new, scripts)
+        new, findings, osr_warn = reattribute_call_lines(new, base)
         prefix = f"{th.name}: " if th is not self.s.main else ""
         self.warnings.extend(prefix + w for w in rep["warnings"] + osr_warn)
         self.osr.extend(dict(f, thread=th.name) for f in findings)

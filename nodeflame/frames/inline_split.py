@@ -79,23 +79,6 @@ def url_path(url: str) -> str | None:
     return None
 
 
-def called_names(source: str) -> set:
-    """The names a script's text calls (``name(``, ``obj.name(``), keywords left out."""
-    return {m.group(1) for m in _CALL.finditer(source)} - _KEYWORDS
-
-
-def defining_urls(names: set, functions: dict) -> list:
-    """Of ``functions`` (url -> [(name, start, end)], a script's function ranges), the urls of the
-    scripts that define a function of one of ``names`` (``Class.method`` counting as ``method``),
-    most such functions first."""
-    hits = []
-    for url, fr in functions.items():
-        k = sum(1 for nm, _s, _e in fr if nm and (nm in names or nm.rsplit(".", 1)[-1] in names))
-        if k:
-            hits.append((-k, url))
-    return [u for _k, u in sorted(hits)]
-
-
 def loaded_urls(source: str, url: str, urls) -> list:
     """Those of ``urls`` that the script ``url`` (its ``source``) loads by a relative path
     (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution of a file, an

@@ -341,9 +341,9 @@ def test_split_rebuilds_the_inlined_chain_and_keeps_what_it_cannot_split():
     assert any("could not be split" in x for x in rep["warnings"]), rep["warnings"]
 
 
-def test_split_finds_an_inlinee_with_no_node_in_a_script_that_defines_what_the_caller_calls():
-    # outer (app.js) calls clamp from a package it loads by name (require('fastutil'): no relative path to
-    # read), which V8 inlined into every call: no node of clamp, no function of the package in the profile
+def test_split_finds_an_inlinee_with_no_node_in_a_script_its_caller_loads_or_calls_into():
+    # outer (app.js) calls clamp from a package it loads by name (require('fastutil')), which V8 inlined
+    # into every call: no node of clamp, no function of the package in the profile
     app = ("// app.js\n//\n//\n//\n//\nconst { clamp } = require('fastutil');\n"
            "function outer(xs) {\n  let n = 0;\n  for (const x of xs) n += clamp(x, 0, 9);\n  return n;\n}\n")
     lib = ("'use strict';\nfunction clamp(x, lo, hi) {\n  return x < lo ? lo : x > hi ? hi : x;\n}\n"
@@ -370,7 +370,12 @@ def test_split_finds_an_inlinee_with_no_node_in_a_script_that_defines_what_the_c
     alone[url] = Script(url, app2, _ranges(app2, "outer"))
     new2, rep2 = reattribute_inlined(prof, alone)
     assert _paths(new2) == {"outer": 40} and rep2["unsplit"]["no_function"] == 30, (_paths(new2), rep2)
-    # two scripts that define a clamp holding that line: which one ran cannot be told, and nothing moves
+    # the package loaded by a name made at run time: found as the script that defines what outer calls
+    dyn = app.replace("require('fastutil')", "require(process.env.UTIL)")
+    scripts[url] = Script(url, dyn, _ranges(dyn, "outer"))
+    new, rep = reattribute_inlined(prof, scripts)
+    assert _paths(new) == {"outer": 10, "outer;clamp*": 30}, (_paths(new), rep)
+    # and where two scripts define a clamp holding that line, which one ran cannot be told: nothing moves
     dup = "file:///app/node_modules/other-clamp/index.js"
     scripts[dup] = Script(dup, lib, _ranges(lib, "clamp"))
     new, rep = reattribute_inlined(prof, scripts)
@@ -449,3 +454,13 @@ const fs = require('fs'), again = require('./lib.js'), no = require('./missing')
         "file:///app/src/l%C3%A4rm.js"]
     assert loaded_urls(src, "file:///app/src/main.js", urls)[0] == "/app/src/lib.js"
     assert loaded_urls(src, "node:internal/main", urls) == []   # no file: nothing is relative to it
+    # packages by name, from the nearest node_modules up: a path in the package, its index, else its
+    # loaded files; a built-in module or a package not loaded is nothing
+    pk = ["/app/node_modules/fastutil/index.js", "/app/src/node_modules/near/lib/a.js",
+          "/app/src/node_modules/near/lib/b.js", "/app/node_modules/@org/kit/dist/clamp.js",
+          "/app/node_modules/near/index.js", "/app/src/main.js"]
+    src = ("const u = require('fastutil'), n = require(\"near\"), fs = require('fs'), gone = require('gone');\n"
+           "import { clamp } from '@org/kit/dist/clamp';\n")
+    assert loaded_urls(src, "/app/src/main.js", pk) == [
+        "/app/node_modules/fastutil/index.js", "/app/src/node_modules/near/lib/a.js",
+        "/app/src/node_modules/near/lib/b.js", "/app/node_modules/@org/kit/dist/clamp.js"]

@@ -64,9 +64,11 @@ else with void delete in of instanceof case throw try finally class extends let 
 _CALL = re.compile(r"(?<![\w$])([A-Za-z_$][\w$]*)\s*\(")
 _LOOP = re.compile(r"(?<![\w$.])(for|while|do)(?![\w$])")
 _SUSPEND = re.compile(r"(?<![\w$.])(await|yield)(?![\w$])")
-# a module loaded by a relative path: require('./x'), import('./x'), import ... from './x', import './x'
-_LOADS = re.compile(r"""(?<![\w$.])(?:require\s*\(\s*|import\s*\(\s*|from\s*|import\s*)(['"])(\.\.?/[^'"\n]{1,400})\1""")
+# a module loaded by a path or a package's name: require('./x'), import('./x'), import ... from 'pkg/x', import './x'
+_LOADS = re.compile(r"""(?<![\w$.])(?:require\s*\(\s*|import\s*\(\s*|from\s*|import\s*)(['"])"""
+                    r"""(\.\.?/[^'"\n]{1,400}|(?:@[\w.-]+/)?[\w][\w.-]*(?:/[^'"\n]{1,400})?)\1""")
 _EXTENSIONS = ("", ".js", ".cjs", ".mjs", ".ts", ".cts", ".mts", "/index.js", "/index.mjs", "/index.ts")
+PACKAGE_FILES = 16     # files of one package loaded by name (no entry point found) taken at most
 
 
 def url_path(url: str) -> str | None:
@@ -80,9 +82,12 @@ def url_path(url: str) -> str | None:
 
 
 def loaded_urls(source: str, url: str, urls) -> list:
-    """Those of ``urls`` that the script ``url`` (its ``source``) loads by a relative path
-    (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution of a file, an
-    extension or a directory's index), in the order the source names them."""
+    """Those of ``urls`` that the script ``url`` (its ``source``) loads, in the order the source names
+    them: by a relative path (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution
+    of a file, an extension or a directory's index), or a package by name from a ``node_modules``
+    of its directory or one above (``require('pkg/sub')`` as a path in the package; ``require('pkg')``
+    its ``index`` if that was loaded, else the package's loaded files, ``PACKAGE_FILES`` at most:
+    its entry point is in a package.json, not read here).  A built-in module (``fs``) is no file."""
     import posixpath
     base = url_path(url)
     if not base:
@@ -93,14 +98,48 @@ def loaded_urls(source: str, url: str, urls) -> list:
         if pth:
             by_path.setdefault(posixpath.normpath(pth), u)
     out: list = []
-    for m in _LOADS.finditer(source):
-        p = posixpath.normpath(posixpath.join(posixpath.dirname(base), m.group(2)))
+
+    def take(u):
+        if u not in out and u != url:
+            out.append(u)
+
+    def resolve(p):
         for ext in _EXTENSIONS:
             u = by_path.get(p + ext)
             if u is not None:
-                if u not in out and u != url:
-                    out.append(u)
+                return u
+        return None
+
+    here = posixpath.dirname(base)
+    for m in _LOADS.finditer(source):
+        spec = m.group(2)
+        if spec.startswith("."):
+            u = resolve(posixpath.normpath(posixpath.join(here, spec)))
+            if u is not None:
+                take(u)
+            continue
+        parts = spec.split("/")
+        k = 2 if spec.startswith("@") else 1
+        name, sub = "/".join(parts[:k]), "/".join(parts[k:])
+        d = here
+        while True:
+            root = posixpath.join(d, "node_modules", name)
+            if sub:
+                u = resolve(posixpath.normpath(posixpath.join(root, sub)))
+                if u is not None:
+                    take(u)
+                    break
+            else:
+                u = resolve(root + "/index")
+                files = [u] if u is not None else sorted(v for pth, v in by_path.items()
+                                                         if pth.startswith(root + "/"))[:PACKAGE_FILES]
+                if files:
+                    for u in files:
+                        take(u)
+                    break
+            if d in ("/", ""):
                 break
+            d = posixpath.dirname(d)
     return out
 
 

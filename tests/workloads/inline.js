@@ -86,6 +86,24 @@ try {
 const spent = { geometry: 0n, lexer: 0n };
 const cpu = { geometry: 0, lexer: 0 };
 const usage = (u) => u.user + u.system;
+// the process's CPU time in us (getrusage(RUSAGE_SELF) brings the running thread's time up to date; the
+// thread's own figure, RUSAGE_THREAD or /proc/thread-self/schedstat, moves a scheduler tick at a time)
+const cpuUs = () => usage(process.cpuUsage());
+// a reading's own cost (us, whole: cpuUsage's resolution) as measured in each measured round, kept as a
+// histogram: the mean of its lower 90 % is taken off each phase of each measured round at `stats` (one
+// round's own figure also holds whatever V8's helper threads ran meanwhile: taken off round by round,
+// under load it put geometry's truth 3 points low)
+const costs = new Float64Array(64);
+let measured = 0;
+const readingCost = () => {
+  let left = 0.9 * measured, sum = 0;
+  for (let k = 0; k < costs.length && left > 0; k++) {
+    const n = Math.min(costs[k], left);
+    sum += n * k;
+    left -= n;
+  }
+  return measured ? sum / (0.9 * measured) : 0;
+};
 let rounds = 0;
 let sink = 0;
 const t0 = process.hrtime.bigint();
@@ -98,29 +116,34 @@ function round() {
   // 21 %, and without the calls the samples gave 20.5-22 %).  Wall-clock time per phase is no truth on a
   // busy machine: the thread is descheduled where it makes a system call (then lexer: 44 % wall where
   // its CPU time was 62 %, node 18) or waits for V8's helper threads (geometry's allocations).
-  // A phase's span from one reading to the next also holds a reading's own cost (getrusage sums the
-  // threads' times: ~1-2 us, 1 pp of geometry's share on node 24): measured by a first reading right
-  // before, and taken off each phase.
+  // A phase's span from one reading to the next also holds a reading's own cost (~1-2 us, 1 pp of
+  // geometry's share on node 24): measured by a first reading right before, taken off at `stats`.
   const m = CPU_TRUTH && (rounds & 7) === 0;
-  const u0 = m ? usage(process.cpuUsage()) : 0;
-  const ua = m ? usage(process.cpuUsage()) : 0;
+  const u0 = m ? cpuUs() : 0;
+  const ua = m ? cpuUs() : 0;
   const a = process.hrtime.bigint();
   sink += geometry(alt ? POINTS_ALT : POINTS);
   const b = process.hrtime.bigint();
-  const ub = m ? usage(process.cpuUsage()) : 0;
+  const ub = m ? cpuUs() : 0;
   sink += lexer(alt ? SOURCE_ALT : SOURCE, LEXER_N);
   const c = process.hrtime.bigint();
-  const uc = m ? usage(process.cpuUsage()) : 0;
+  const uc = m ? cpuUs() : 0;
   spent.geometry += b - a;
   spent.lexer += c - b;
-  cpu.geometry += ub - ua - (ua - u0);
-  cpu.lexer += uc - ub - (ua - u0);
+  if (m) {
+    cpu.geometry += ub - ua;
+    cpu.lexer += uc - ub;
+    costs[Math.min(Math.max(ua - u0, 0), costs.length - 1)]++;
+    measured++;
+  }
   rounds++;
 }
 
 function stats() {
+  const c = measured * readingCost();
   return JSON.stringify({ t: Number(process.hrtime.bigint() - t0), geometry: Number(spent.geometry),
-                          lexer: Number(spent.lexer), rounds, cpu, sink: sink > 0 });
+                          lexer: Number(spent.lexer), rounds,
+                          cpu: { geometry: cpu.geometry - c, lexer: cpu.lexer - c }, sink: sink > 0 });
 }
 
 let ready = false;

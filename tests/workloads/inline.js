@@ -84,66 +84,34 @@ try {
 } catch (e) { /* natives syntax not allowed: input switches only */ }
 
 const spent = { geometry: 0n, lexer: 0n };
-const cpu = { geometry: 0, lexer: 0 };
 const usage = (u) => u.user + u.system;
-// the process's CPU time in us (getrusage(RUSAGE_SELF) brings the running thread's time up to date; the
-// thread's own figure, RUSAGE_THREAD or /proc/thread-self/schedstat, moves a scheduler tick at a time)
-const cpuUs = () => usage(process.cpuUsage());
-// a reading's own cost (us, whole: cpuUsage's resolution) as measured in each measured round, kept as a
-// histogram: the mean of its lower 90 % is taken off each phase of each measured round at `stats` (one
-// round's own figure also holds whatever V8's helper threads ran meanwhile: taken off round by round,
-// under load it put geometry's truth 3 points low)
-const costs = new Float64Array(64);
-let measured = 0;
-const readingCost = () => {
-  let left = 0.9 * measured, sum = 0;
-  for (let k = 0; k < costs.length && left > 0; k++) {
-    const n = Math.min(costs[k], left);
-    sum += n * k;
-    left -= n;
-  }
-  return measured ? sum / (0.9 * measured) : 0;
-};
+const { PhaseCpu } = require('./cpu_truth.js');
+const truth = new PhaseCpu(['geometry', 'lexer']);
 let rounds = 0;
 let sink = 0;
 const t0 = process.hrtime.bigint();
 
 function round() {
-  // --cpu-truth: also the process's CPU time per phase, in every 8th round (a system call at each phase
-  // boundary, so only when asked: the inspector's tests run the workload without it).  Not in every
-  // round: 3 getrusage() a round (one every ~50 us) skewed where the samplers' samples fell (node 24,
-  // geometry: perf engine 19.5 %, ptrace engine 17 % of the samples where the phases' wall-clock time gave
-  // 21 %, and without the calls the samples gave 20.5-22 %).  Wall-clock time per phase is no truth on a
-  // busy machine: the thread is descheduled where it makes a system call (then lexer: 44 % wall where
-  // its CPU time was 62 %, node 18) or waits for V8's helper threads (geometry's allocations).
-  // A phase's span from one reading to the next also holds a reading's own cost (~1-2 us, 1 pp of
-  // geometry's share on node 24): measured by a first reading right before, taken off at `stats`.
-  const m = CPU_TRUTH && (rounds & 7) === 0;
-  const u0 = m ? cpuUs() : 0;
-  const ua = m ? cpuUs() : 0;
+  // --cpu-truth: also the process's CPU time per phase (cpu_truth.js: system calls at the phase boundaries
+  // of every 8th round, so only when asked: the inspector's tests run the workload without it).  Wall-clock
+  // time per phase is no truth on a busy machine: the thread is descheduled where it makes a system call
+  // (then lexer: 44 % wall where its CPU time was 62 %, node 18) or waits for V8's helper threads.
+  if (CPU_TRUTH) truth.start();
   const a = process.hrtime.bigint();
   sink += geometry(alt ? POINTS_ALT : POINTS);
   const b = process.hrtime.bigint();
-  const ub = m ? cpuUs() : 0;
+  if (CPU_TRUTH) truth.end('geometry');
   sink += lexer(alt ? SOURCE_ALT : SOURCE, LEXER_N);
   const c = process.hrtime.bigint();
-  const uc = m ? cpuUs() : 0;
+  if (CPU_TRUTH) truth.end('lexer');
   spent.geometry += b - a;
   spent.lexer += c - b;
-  if (m) {
-    cpu.geometry += ub - ua;
-    cpu.lexer += uc - ub;
-    costs[Math.min(Math.max(ua - u0, 0), costs.length - 1)]++;
-    measured++;
-  }
   rounds++;
 }
 
 function stats() {
-  const c = measured * readingCost();
   return JSON.stringify({ t: Number(process.hrtime.bigint() - t0), geometry: Number(spent.geometry),
-                          lexer: Number(spent.lexer), rounds,
-                          cpu: { geometry: cpu.geometry - c, lexer: cpu.lexer - c }, sink: sink > 0 });
+                          lexer: Number(spent.lexer), rounds, cpu: truth.stats(), sink: sink > 0 });
 }
 
 let ready = false;

@@ -6,8 +6,8 @@
 //
 // stdin commands, answered with one JSON line:
 //   stats -> {"wasm": ns in checksum, "js": ns in jsChecksum, "wasm_cpu"/"js_cpu": us of the process's CPU
-//             time in each (process.cpuUsage(): what a CPU sampler is checked against, which a busy machine
-//             does not skew by descheduling the thread mid-call), "calls": n}
+//             time in each over every 8th call (cpu_truth.js: what a CPU sampler is checked against, which
+//             a busy machine does not skew by descheduling the thread mid-call; compare shares), "calls": n}
 //   exit  -> exits 0 (so does the end of stdin)
 // First line printed: {"ready": pid, "warm": true} after --warm-ms (default 2000) of rounds.
 //
@@ -64,21 +64,20 @@ function jsChecksum(buf) {
 }
 
 const now = process.hrtime.bigint;
-const T = { wasm: 0n, js: 0n, wasmCpu: 0, jsCpu: 0, calls: 0 };
-const cpu = () => { const u = process.cpuUsage(); return u.user + u.system; };
+const T = { wasm: 0n, js: 0n, calls: 0 };
+const { PhaseCpu } = require('./cpu_truth.js');
+const truth = new PhaseCpu(['wasm', 'js']);   // (every 8th call: see cpu_truth.js)
 function driver() {
-  const c0 = cpu();
+  truth.start();
   const t0 = now();
   const a = checksum(0, LEN);
   const t1 = now();
-  const c1 = cpu();
+  truth.end('wasm');
   const b = jsChecksum(copy);
   const t2 = now();
-  const c2 = cpu();
+  truth.end('js');
   T.wasm += t1 - t0;
   T.js += t2 - t1;
-  T.wasmCpu += c1 - c0;
-  T.jsCpu += c2 - c1;
   T.calls++;
   if (a !== b) throw new Error(`checksums differ: wasm ${a}, js ${b}`);
 }
@@ -98,8 +97,11 @@ function loop() {
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (d) => {
   for (const cmd of d.split('\n')) {
-    if (cmd === 'stats') process.stdout.write(JSON.stringify({ wasm: Number(T.wasm), js: Number(T.js), wasm_cpu: T.wasmCpu,
-                                          js_cpu: T.jsCpu, calls: T.calls }) + '\n');
+    if (cmd === 'stats') {
+      const cpu = truth.stats();
+      process.stdout.write(JSON.stringify({ wasm: Number(T.wasm), js: Number(T.js), wasm_cpu: cpu.wasm,
+                                            js_cpu: cpu.js, calls: T.calls }) + '\n');
+    } else if (cmd === 'exit') process.exit(0);
     else if (cmd === 'exit') process.exit(0);
   }
 });

@@ -1408,7 +1408,8 @@ class _Corrections:
         return self.s.client.call(method, params, session=th.session, timeout=timeout)
 
     def _apply(self, th, prof):
-        from ..frames.inline_split import Script, loaded_urls, reattribute_call_lines, reattribute_inlined, url_path
+        from ..frames.inline_split import (PathIndex, Script, loaded_urls, reattribute_call_lines, reattribute_inlined,
+                                           url_path)
         c = self.s.client
         if c.closed or (th.session is not None and th.lost):
             return prof
@@ -1459,8 +1460,10 @@ class _Corrections:
             self.source_counts["disk"] += 1
             return scripts[url]
         todo = list(scripts.values())
+        paths = PathIndex(every)
         for _level in range(2):
-            todo = [got for sc in todo for url in loaded_urls(sc.source, sc.url, every) for got in [add(url)] if got]
+            todo = [got for sc in todo for url in loaded_urls(sc.source, sc.url, (), index=paths)
+                    for got in [add(url)] if got]
         new, rep = reattribute_inlined(prof, scripts)
         total = max(rep["samples"], 1)
         want = [u for u, w in rep["wanted"].items() if u in by_url and u not in scripts and

@@ -81,7 +81,27 @@ def url_path(url: str) -> str | None:
     return None
 
 
-def loaded_urls(source: str, url: str, urls) -> list:
+class PathIndex:
+    """Script urls by their normalised file path, for :func:`loaded_urls` (made once for many scripts)."""
+
+    def __init__(self, urls):
+        import posixpath
+        self.by_path: dict = {}
+        for u in urls:
+            pth = url_path(u)
+            if pth:
+                self.by_path.setdefault(posixpath.normpath(pth), u)
+        self.paths = sorted(self.by_path)
+
+    def under(self, root: str) -> list:
+        """The urls of the files below directory ``root``, by path."""
+        import bisect
+        lo = bisect.bisect_left(self.paths, root + "/")
+        hi = bisect.bisect_left(self.paths, root + "0")   # '0' follows '/'
+        return [self.by_path[p] for p in self.paths[lo:hi]]
+
+
+def loaded_urls(source: str, url: str, urls, *, index: PathIndex | None = None) -> list:
     """Those of ``urls`` that the script ``url`` (its ``source``) loads, in the order the source names
     them: by a relative path (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution
     of a file, an extension or a directory's index), or a package by name from a ``node_modules``
@@ -92,11 +112,8 @@ def loaded_urls(source: str, url: str, urls) -> list:
     base = url_path(url)
     if not base:
         return []
-    by_path: dict = {}
-    for u in urls:
-        pth = url_path(u)
-        if pth:
-            by_path.setdefault(posixpath.normpath(pth), u)
+    index = index or PathIndex(urls)
+    by_path = index.by_path
     out: list = []
 
     def take(u):
@@ -131,8 +148,7 @@ def loaded_urls(source: str, url: str, urls) -> list:
                     break
             else:
                 u = resolve(root + "/index")
-                files = [u] if u is not None else sorted(v for pth, v in by_path.items()
-                                                         if pth.startswith(root + "/"))[:PACKAGE_FILES]
+                files = [u] if u is not None else index.under(root)[:PACKAGE_FILES]
                 if files:
                     for u in files:
                         take(u)
@@ -432,6 +448,7 @@ class _Work:
         self.stack_func = self.frame_func[self.sframe] if len(self.sframe) else np.empty(0, np.int64)
         self._children = None
         self._loads: dict = {}
+        self._paths: PathIndex | None = None
         self._defining: dict = {}
         self._own: dict = {}
         self._fid: dict = {}          # (url, function index) -> func row
@@ -489,7 +506,9 @@ class _Work:
         """The indexed scripts that script ``ix`` loads by a relative path."""
         got = self._loads.get(ix.url)
         if got is None:
-            got = self._loads[ix.url] = [self.idx[u] for u in loaded_urls(ix.source, ix.url, self.idx)]
+            if self._paths is None:
+                self._paths = PathIndex(self.idx)
+            got = self._loads[ix.url] = [self.idx[u] for u in loaded_urls(ix.source, ix.url, (), index=self._paths)]
         return got
 
     # -- functions of the profile in the scripts

@@ -116,7 +116,10 @@ def _cmd_diff(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="nodeflame", description="Profile running Node.js processes; convert and inspect profiles.")
+    ap = _Parser(prog="nodeflame", description="Profile running Node.js processes; convert and inspect profiles.",
+                 epilog="torch's form, too: nodeflame PID text|flame|raw SECONDS [options] captures the running "
+                        "node process PID and writes a text tree, an SVG flame graph or raw stacks to stdout "
+                        "(nodeflame PID text 1 --help for its options).")
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
     c = sub.add_parser("convert", help="convert a profile between formats (format sniffed / from extension)")
     c.add_argument("input")

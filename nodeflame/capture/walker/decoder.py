@@ -382,10 +382,18 @@ class Decoder:
             sfi = None
             info = heap.function_info(fn) if fn else None
         if info is None:
-            self.stats.invalid_js += 1
             if w.pending_bpc is not None:
                 ids.append(self._native(w.pending_bpc))
                 w.pending_bpc = None
+            e = self.codes.lookup(pc) if tier == "jit" and pc else None
+            if e is not None and e.tier is None:
+                # JIT code of no JS function (irregexp's compiled regular expressions, called from
+                # NativeRegExpMacroAssembler::Match): its frame holds no function to read; '(JIT code)'
+                self.stats.code_unknown += 1
+                ids.append(self._native(pc))
+                w.first_js = False
+                return []
+            self.stats.invalid_js += 1
             ids.append(self.ft.add("(unknown JS)", "", hint="js", tier=""))
             w.first_js = False
             return []

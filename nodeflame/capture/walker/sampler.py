@@ -429,7 +429,8 @@ class Sampler:
             "walk_us_mean": (ds.walk_ns / ds.samples / 1e3) if ds.samples else None,
             "moved_objects": self.heap.moved if self.heap else 0,
             "stack_truncated": st.truncated, "signal_frames": self.unwinder.stats["signal_frames"]
-            if self.unwinder else 0, "consistent": self.consistent,
+            if self.unwinder else 0, "partial_frames": self.unwinder.stats["partial_frames"] if self.unwinder else 0,
+            "consistent": self.consistent,
             "v8_version": self.lay.v8_version, "realtime": st.realtime,
             "idle_reused": st.idle_reused, "decode_errors": ds.decode_errors,
             "inline_decodes": ds.inline_decodes, "decode_lag_ms_max": ds.max_lag_ns / 1e6,

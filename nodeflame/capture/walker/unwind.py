@@ -47,7 +47,7 @@ class Unwinder:
         self.interp_names = set()
         self.restore_rt = space.restore_rt()
         self._builtin_is_interp: dict = {}
-        self.stats = {"signal_frames": 0, "scanned": 0}
+        self.stats = {"signal_frames": 0, "scanned": 0, "partial_frames": 0}
         self._prologues: dict = {}
         self._cfi_rules: dict = {}
         self._calls: dict = {}
@@ -132,6 +132,13 @@ class Unwinder:
                     pc, fp, sp = nxt
                     leaf = False
                     continue
+            elif leaf and sp <= fp < sp - self.off_fn:
+                # V8 code whose own frame at fp is being built (after ``push rbp; mov rbp, rsp``) or torn
+                # down: its function slot is not on the stack (the perf engine's dump starts at rsp; the
+                # ptrace engine would read what an earlier call left below rsp).  The code is named by
+                # its pc (a builtin, the interpreter's entry, JIT code); [fp] and [fp+8] lead to its caller
+                out.append(("bpc" if c == BUILTIN and not self._interp(pc) else "pc", pc))
+                self.stats["partial_frames"] += 1
             else:
                 # V8 code: JIT or embedded builtins
                 m = rd(fp + self.off_marker) if fp else None

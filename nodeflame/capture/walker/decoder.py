@@ -381,25 +381,11 @@ class Decoder:
         else:
             sfi = None
             info = heap.function_info(fn) if fn else None
-        e = None
-        if info is None and tier == "jit" and pc:
-            # the frame's function is unreadable, its code is not: the JSFunction a frame holds may be a
-            # closure made for one call (a callback such as ``s.replace(re, (c) => ...)``'s), which the
-            # young generation's next scavenge frees or moves before the perf engine's sample is decoded
-            # (ms later; the thread ran on).  Optimized code names its own function: the outermost of its
-            # inlining chain
-            e = self.codes.lookup(pc)
-            if e is not None and e.tier in ("optimized", "maglev"):
-                chain = self.codes.inline_stack(e, pc, leaf)
-                if chain:
-                    sfi = chain[-1][0]
-                    info = heap.sfi_info(sfi)
-                    if info is not None:
-                        self.stats.fn_from_code += 1
         if info is None:
             if w.pending_bpc is not None:
                 ids.append(self._native(w.pending_bpc))
                 w.pending_bpc = None
+            e = self.codes.lookup(pc) if tier == "jit" and pc else None
             if e is not None and e.tier is None:
                 # JIT code of no JS function (irregexp's compiled regular expressions, called from
                 # NativeRegExpMacroAssembler::Match): its frame holds no function to read; '(JIT code)'

@@ -64,7 +64,6 @@ class DecodeStats:
     samples: int = 0
     walk_ns: int = 0
     invalid_js: int = 0             # JS frames that could not be decoded ('(unknown JS)')
-    fn_from_code: int = 0           # optimized frames named by their code (the frame's JSFunction was gone)
     dump_truncated: int = 0         # perf dumps shorter than the stack
     perf_samples: int = 0
     ptrace_samples: int = 0

@@ -420,7 +420,7 @@ class Sampler:
         md["period_ns"] = 1_000_000_000 // self.hz
         md["walker"] = {
             "samples": ds.samples, "missed_periods": int(st.missed),
-            "forwarded_signals": st.forwarded_signals, "invalid_js_frames": ds.invalid_js, "fn_from_code": ds.fn_from_code,
+            "forwarded_signals": st.forwarded_signals, "invalid_js_frames": ds.invalid_js,
             "threads": sorted(dec.thread_labels),
             "stopped_us_p50": float(np.percentile(stopped, 50) / 1e3) if len(stopped) else None,
             "stopped_us_p90": float(np.percentile(stopped, 90) / 1e3) if len(stopped) else None,

@@ -150,3 +150,19 @@ def test_a_complete_frame_is_still_read_from_its_slots(unwinder):
     for toks in (perf, ptrace):
         assert toks[0] == ("bpc", pc), toks
         assert toks[1][:3] == ("js", FN_CALLER, "?"), toks
+
+
+def test_a_typed_frame_with_only_its_marker_pushed_is_read_by_its_marker(unwinder):
+    """A wasm function's frame is known by its type marker at [fp-8] alone: with the marker pushed and
+    the rest not yet, it is still a wasm frame (the rule above is for frames that need their function)."""
+    wasm = unwinder.lay.frame_types.get("WasmFrame")
+    if wasm is None:
+        pytest.skip("this node's layout names no WasmFrame type")
+    rsp = 0x7fff_0000_0000
+    fp = rsp + 8
+    caller_fp = fp + 0x40
+    words = {fp - 8: wasm << 1, fp: caller_fp, fp + 8: CALLER_PC, **_caller_frame(caller_fp)}
+    pc = JITS[0] + 0x5000
+    for toks in _frames(unwinder, pc, rsp, fp, words):
+        assert toks[0] == ("wasm", pc), toks
+        assert [t[1] for t in toks if t[0] == "js"] == [FN_CALLER], toks

@@ -132,11 +132,12 @@ class Unwinder:
                     pc, fp, sp = nxt
                     leaf = False
                     continue
-            elif leaf and sp <= fp < sp - self.off_fn:
+            elif leaf and sp <= fp < sp - self.off_fn and not self._typed_marker(fp, sp, rd):
                 # V8 code whose own frame at fp is being built (after ``push rbp; mov rbp, rsp``) or torn
                 # down: its function slot is not on the stack (the perf engine's dump starts at rsp; the
                 # ptrace engine would read what an earlier call left below rsp).  The code is named by
-                # its pc (a builtin, the interpreter's entry, JIT code); [fp] and [fp+8] lead to its caller
+                # its pc (a builtin, the interpreter's entry, JIT code); [fp] and [fp+8] lead to its caller.
+                # (A typed frame, a wasm function's say, is known by its marker alone: read as before.)
                 out.append(("bpc" if c == BUILTIN and not self._interp(pc) else "pc", pc))
                 self.stats["partial_frames"] += 1
             else:
@@ -206,6 +207,13 @@ class Unwinder:
             pc, fp = ret, nfp
             leaf = False
         return out
+
+    def _typed_marker(self, fp, sp, rd) -> bool:
+        """Whether the marker slot of the frame at fp is on the stack and holds a frame-type marker."""
+        if fp + self.off_marker < sp:
+            return False
+        m = rd(fp + self.off_marker)
+        return m is not None and m & 1 == 0 and (m >> 1) <= self.max_marker
 
     def _js_return(self, sp, fp, rd, limit=64):
         """Where the JS frame at fp called the frameless builtin running at the leaf: the first word

@@ -119,25 +119,16 @@ def test_a_builtin_building_its_frame_is_a_builtin_under_its_caller(unwinder, pu
         assert js[0][2] == "jit" and js[0][5] == CALLER_PC, toks
 
 
-def test_the_interpreters_entry_building_a_frame_is_named_by_its_pc(unwinder):
+@pytest.mark.parametrize("pc", [INTERP[0] + 0x40, JITS[0] + 0x9000], ids=["interpreter-entry", "jit-prologue"])
+def test_the_interpreters_entry_or_jit_code_building_a_frame_is_named_by_its_pc(unwinder, pc):
     rsp = 0x7fff_0000_0000
     caller_fp = rsp + 0x40
     words = {rsp: caller_fp, rsp + 8: CALLER_PC, **_caller_frame(caller_fp)}
-    pc = INTERP[0] + 0x40
+    before = unwinder.stats["partial_frames"]
     for toks in _frames(unwinder, pc, rsp, rsp, words, below={rsp - 16: STALE_FN, rsp - 8: CONTEXT}):
         assert toks[0] == ("pc", pc), toks
         assert [t[1] for t in toks if t[0] == "js"] == [FN_CALLER], toks
-
-
-def test_jit_code_in_its_prologue_is_named_by_its_pc_under_its_caller(unwinder):
-    rsp = 0x7fff_0000_0000
-    caller_fp = rsp + 0x40
-    words = {rsp: caller_fp, rsp + 8: CALLER_PC, **_caller_frame(caller_fp)}
-    pc = JITS[0] + 0x9000
-    for toks in _frames(unwinder, pc, rsp, rsp, words, below={rsp - 16: STALE_FN, rsp - 8: CONTEXT}):
-        assert toks[0] == ("pc", pc), toks
-        assert [t[1] for t in toks if t[0] == "js"] == [FN_CALLER], toks
-    assert unwinder.stats["partial_frames"] >= 2
+    assert unwinder.stats["partial_frames"] == before + 2
 
 
 def test_a_complete_frame_is_still_read_from_its_slots(unwinder):

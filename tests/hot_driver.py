@@ -5,6 +5,7 @@ Shared by the capture tests and the benchmarks (bench/ puts tests/ on sys.path).
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import queue
 import shutil
@@ -116,6 +117,12 @@ class HotJS:
                 pass
         if self._own_cwd:
             shutil.rmtree(self._own_cwd, ignore_errors=True)
+        if any(a.startswith("--perf-basic-prof") or a == "--perf-prof" for a in self.argv):
+            # node leaves /tmp/perf-PID.map behind; a later process given the same pid would find it
+            try:
+                os.unlink(f"/tmp/perf-{self.pid}.map")
+            except OSError:
+                pass
         if self.stderr_path:
             self._err.close()
 

@@ -144,6 +144,10 @@ class Hot:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        try:   # node leaves its perf map behind; a later process given the same pid would find it
+            os.unlink(f"/tmp/perf-{self.pid}.map")
+        except OSError:
+            pass
 
     def truth(self, t_first, t_last, wait=True):
         """Shares of functionA/functionB (and functionW of the worker) between two monotonic times, in %,
@@ -456,15 +460,27 @@ def test_run_starts_node_with_the_flags(perf_ok, tmp_path):
 
 # ------------------------------------------------------------------ faults
 
+def _file_state(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def test_target_without_perf_map(hot):
     h = hot(flags=())
+    # an earlier node given this pid may have left its perf map (node never removes it): the capture
+    # must neither make one nor touch one
+    perf_map = f"/tmp/perf-{h.pid}.map"
+    before = _file_state(perf_map)
     why = nf.backends(h.pid).set_index("backend").loc["perf", "reason"]
     assert "--perf-basic-prof" in why and "inspector" in why, why
     with pytest.raises(BackendUnavailable, match="--perf-basic-prof") as ei:
         nf.capture(h.pid, 1, backend="perf")
     assert "inspector" in str(ei.value)
     assert_healthy(h.pid)
-    assert not os.path.exists(f"/tmp/perf-{h.pid}.map")
+    assert _file_state(perf_map) == before, (perf_map, before)
 
 
 def test_perf_not_installed(hot, monkeypatch, tmp_path):

@@ -261,10 +261,13 @@ def test_helper_inlined_from_another_file_gets_its_samples(start, major):
         leaf = prof.funcs["name"].astype(str).to_numpy()[prof.frames["func"].to_numpy()[prof.stacks["frame"].to_numpy()]]
         assert wt[np.isin(leaf[st], ["chunk", "round"])].sum() <= 0.03 * wt.sum(), msg
         assert wt[in_mix].sum() >= 0.5 * wt[in_hash].sum(), msg
-        # as a frame the split added (a node V8 made for a call it had not inlined, early on, has none)
+        # most of them as frames the split added: a node V8 made for a call it had not inlined has none
+        # (early on; on a loaded machine V8 runs such code longer: node 24 gave 12 % of mix's own samples to
+        # such a node once beside stress-ng and a second test worker, against a bound of 10 % then; without
+        # the split none of them is a frame it added)
         tiers = prof.frames["tier"].astype(str).to_numpy()[prof.stacks["frame"].to_numpy()[st]]
         own = in_mix & (leaf[st] == "mix")
-        assert wt[own & (tiers == "inlined")].sum() >= 0.9 * wt[own].sum(), msg
+        assert wt[own & (tiers == "inlined")].sum() >= 0.75 * wt[own].sum(), msg
 
 
 # ----------------------------------------------------------------------------------- the split alone

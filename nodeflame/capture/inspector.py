@@ -1442,8 +1442,8 @@ class _Corrections:
                 scripts[url] = Script(url, src, fr)
                 self.source_counts["disk"] += 1
         # scripts that may hold a function V8 inlined into every caller (no node of its own, so not among
-        # the profile's files): those the profile's scripts load by a relative path, two levels down at
-        # most.  (Not every loaded script that defines a name they call: with common names that reads
+        # the profile's files): those the profile's scripts load by a relative path or a package's name,
+        # two levels down at most.  (Not every loaded script that defines a name they call: with common names that reads
         # scripts by the dozen, and each one's names make more calls ambiguous.)  The call-line split
         # below keeps to the profile's own scripts, as before.
         base = dict(scripts)
@@ -1462,7 +1462,7 @@ class _Corrections:
         todo = list(scripts.values())
         paths = PathIndex(every)
         for _level in range(2):
-            todo = [got for sc in todo for url in loaded_urls(sc.source, sc.url, (), index=paths)
+            todo = [got for sc in todo for url in loaded_urls(sc.source, sc.url, paths)
                     for got in [add(url)] if got]
         new, rep = reattribute_inlined(prof, scripts)
         total = max(rep["samples"], 1)

@@ -101,8 +101,8 @@ class PathIndex:
         return [self.by_path[p] for p in self.paths[lo:hi]]
 
 
-def loaded_urls(source: str, url: str, urls, *, index: PathIndex | None = None) -> list:
-    """Those of ``urls`` that the script ``url`` (its ``source``) loads, in the order the source names
+def loaded_urls(source: str, url: str, urls) -> list:
+    """Those of ``urls`` (script urls, or a :class:`PathIndex` of them made once for many scripts) that the script ``url`` (its ``source``) loads, in the order the source names
     them: by a relative path (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution
     of a file, an extension or a directory's index), or a package by name from a ``node_modules``
     of its directory or one above (``require('pkg/sub')`` as a path in the package; ``require('pkg')``
@@ -112,7 +112,7 @@ def loaded_urls(source: str, url: str, urls, *, index: PathIndex | None = None) 
     base = url_path(url)
     if not base:
         return []
-    index = index or PathIndex(urls)
+    index = urls if isinstance(urls, PathIndex) else PathIndex(urls)
     by_path = index.by_path
     out: list = []
 
@@ -508,7 +508,7 @@ class _Work:
         if got is None:
             if self._paths is None:
                 self._paths = PathIndex(self.idx)
-            got = self._loads[ix.url] = [self.idx[u] for u in loaded_urls(ix.source, ix.url, (), index=self._paths)]
+            got = self._loads[ix.url] = [self.idx[u] for u in loaded_urls(ix.source, ix.url, self._paths)]
         return got
 
     # -- functions of the profile in the scripts

@@ -4,7 +4,9 @@
 The inspector's samples come from a thread of the target that must first get a CPU; here they lock
 onto the server's request cycle (nodeflame.capture.sampler_thread has the numbers), so the capture
 must say that its sampler waited, and the walker, which samples from the kernel, must give the
-phases the server measured.
+phases the server measured: in CPU time for its perf engine (a cpu-clock event), in wall time for its
+ptrace engine.  A capture at a fixed 1 ms of CPU time ran in step with the kernel's 1000 Hz tick,
+which paces this server's cycle, and gave JSON.parse 2-5 points too little (perf_engine.py).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from json_workload import WORKLOADS, JsonWorkload
 from walker_helpers import innermost_js, need_ptrace, node_for
 
 WORKLOAD = WORKLOADS / "http_phases.js"
-PHASES = {"parse": ("handle",), "rank": ("rank", "score", "byScore"),
+PHASES = {"parse": (), "rank": ("rank", "score", "byScore"),
           "render": ("render", "renderRow", "escapeHtml"), "digest": ("digest",)}
 
 
@@ -45,19 +47,26 @@ def _oncpu_ns(pid):
         return int(fh.read().split()[0])
 
 
+def _line_of(marker):
+    return next(i + 1 for i, s in enumerate(WORKLOAD.read_text().split("\n")) if marker in s)
+
+
 def _phase_shares(prof):
     """{phase: % of the samples in the four phases}, a sample counting for the innermost frame of
-    http_phases.js on its stack (natives and builtins belong to the JS that called them)."""
+    http_phases.js on its stack (natives and builtins belong to the JS that called them): parse is
+    handle's JSON.parse line only (the rest of handle is the server's bookkeeping, timed by no phase)."""
     f = prof.funcs
     name = f["name"].astype(str).to_numpy()
-    # escapeHtml's replacer, an arrow function on its line, is render's too
-    esc = next(i + 1 for i, s in enumerate(WORKLOAD.read_text().split("\n")) if "s.replace(" in s)
-    anon = np.isin(name, ["", "(anonymous)"]) & (f["line"].to_numpy() == esc)
-    phase = np.full(len(f), "", object)
+    fr = prof.frames
+    fname = name[fr["func"].to_numpy()]
+    line = fr["line"].to_numpy()
+    phase = np.full(len(fr), "", object)
     for ph, fns in PHASES.items():
-        phase[np.isin(name, fns)] = ph
-    phase[anon] = "render"
-    per = innermost_js(prof, files={WORKLOAD.name})
+        phase[np.isin(fname, fns)] = ph
+    # escapeHtml's replacer, an arrow function on its line, is render's too
+    phase[np.isin(fname, ["", "(anonymous)"]) & (line == _line_of("s.replace("))] = "render"
+    phase[(fname == "handle") & (line == _line_of("PHASE:parse"))] = "parse"
+    per = innermost_js(prof, files={WORKLOAD.name}, frames=True)
     ph_of = np.where(per >= 0, phase[np.maximum(per, 0)], "")
     w = prof.samples["weight"].to_numpy()
     got = {ph: float(w[ph_of == ph].sum()) for ph in PHASES}
@@ -65,8 +74,11 @@ def _phase_shares(prof):
     return {ph: 100.0 * v / total for ph, v in got.items()}, total
 
 
-def _truth(a, b):
-    ns = {ph: b[ph] - a[ph] for ph in PHASES}
+def _truth(a, b, clock):
+    """{phase: % of the time the server measured in its four phases}, in CPU time (what a
+    cpu-clock sampler sees) or wall time (what a wall-clock one sees); and the requests served."""
+    before, after = (a["cpu"], b["cpu"]) if clock == "cpu" else (a, b)
+    ns = {ph: after[ph] - before[ph] for ph in PHASES}
     total = sum(ns.values())
     return {ph: 100.0 * v / total for ph, v in ns.items()}, b["requests"] - a["requests"]
 
@@ -92,15 +104,16 @@ def test_walker_gives_the_phases_the_server_measured(server):
     prof = nf.capture(server.pid, 4, backend="walker", hz=1000)
     oncpu = (_oncpu_ns(server.pid) - c0) / (time.monotonic_ns() - m0)
     b = server.ask("stats", "parse")
-    truth, requests = _truth(a, b)
+    # the perf engine samples CPU time, the ptrace engine wall time: on two busy CPUs the main thread
+    # waits for one (here 26 % of the time in a CI run) and the two clocks part by up to 3 pp a phase
+    engine = prof.meta["walker"]["engine"]
+    assert engine in ("perf", "ptrace"), prof.meta["walker"]
+    truth, requests = _truth(a, b, "cpu" if engine == "perf" else "wall")
     got, n = _phase_shares(prof)
-    msg = f"walker {got}, the server's own timing {truth} over {requests} requests; {n:.0f} samples; " \
-          f"main thread on a CPU {100 * oncpu:.0f} % of the time"
+    msg = f"walker ({engine} engine) {got}, the server's own timing {truth} over {requests} requests; " \
+          f"{n:.0f} samples; main thread on a CPU {100 * oncpu:.0f} % of the time"
     assert n >= 1000, msg
     wrong = [ph for ph in PHASES if abs(got[ph] - truth[ph]) > 3.0]
-    if wrong and oncpu < 0.7:
-        # the server's truth is wall time: a main thread descheduled mid-phase is time no CPU sampler sees
-        pytest.skip(f"machine overloaded: {msg}")
     assert not wrong, msg
 
 

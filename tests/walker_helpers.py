@@ -327,18 +327,19 @@ def js_named_right(p):
 WORKLOAD_FILES = ("walker_main.js", "walker_lib.js", "walker_worker.js")
 
 
-def innermost_js(p, files=WORKLOAD_FILES):
-    """Per sample: (func id or -1) of the innermost frame whose file's basename is in ``files``."""
+def innermost_js(p, files=WORKLOAD_FILES, *, frames=False):
+    """Per sample: (func id or -1) of the innermost frame whose file's basename is in ``files``; with
+    ``frames=True`` that frame's id (its line is the one executing, or the call under way)."""
     import numpy as np
     a = p.arrays()
     fnames = p.funcs["file"].astype(str).map(os.path.basename).to_numpy(object)
     is_ours = np.isin(fnames, list(files))
     sf = a["stack_func"]
+    of = a["frame"] if frames else sf
     pre = a["prefix"]
     best = np.full(len(sf), -1, np.int64)
     for i in range(len(sf)):      # parents come before children
-        f = sf[i]
-        best[i] = f if is_ours[f] else (best[pre[i]] if pre[i] >= 0 else -1)
+        best[i] = of[i] if is_ours[sf[i]] else (best[pre[i]] if pre[i] >= 0 else -1)
     return best[p.samples["stack"].to_numpy().astype(np.int64)]
 
 

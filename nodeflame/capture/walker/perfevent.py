@@ -37,6 +37,7 @@ CONTEXT_MARK = (1 << 64) - 4095     # callchain entries at or above this are PER
 MAX_KERNEL_FRAMES = 64
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 IOC_ENABLE, IOC_DISABLE = 0x2400, 0x2401
+IOC_PERIOD = 0x40082404           # _IOW('$', 4, __u64)
 CLOCK_MONOTONIC = 1
 RECORD_LOST, RECORD_SAMPLE = 2, 9
 RECORD_THROTTLE, RECORD_UNTHROTTLE = 5, 6
@@ -109,6 +110,8 @@ class Ring:
         self.records = 0
         self.bad = 0                 # records that could not be parsed
         self._tail = 0
+        self._period = ctypes.c_uint64(0)
+        self.jitter = True           # its period is drawn anew after each read (perf_engine.py)
 
     def enable(self):
         if _ioctl(self.fd, IOC_ENABLE, 0) != 0:
@@ -118,6 +121,12 @@ class Ring:
     def disable(self):
         if self.fd >= 0:
             _ioctl(self.fd, IOC_DISABLE, 0)
+
+    def set_period(self, ns: int) -> bool:
+        """Sample every ``ns`` of the thread's CPU time from now on (the period under way restarts);
+        False when the kernel refused."""
+        self._period.value = max(10_000, int(ns))
+        return self.fd >= 0 and _ioctl(self.fd, IOC_PERIOD, ctypes.addressof(self._period)) == 0
 
     def pending(self) -> bool:
         return _HEAD.unpack_from(self.mm, 1024)[0] != self._tail

@@ -19,6 +19,7 @@ import pytest
 import nodeflame as nf
 from nodeflame.capture import procutil
 from nodeflame.capture.sampler_thread import LATE_US, THREAD_NAME, SamplerThreads
+from nodeflame.capture.walker import perfevent
 
 from json_workload import WORKLOADS, JsonWorkload
 from walker_helpers import innermost_js, need_ptrace, node_for
@@ -97,24 +98,48 @@ def test_inspector_says_when_its_sampler_waited_for_a_cpu(server):
     assert THREAD_NAME not in procutil.threads(server.pid).values()
 
 
-def test_walker_gives_the_phases_the_server_measured(server):
+@pytest.mark.parametrize("engine", ["perf", "ptrace"])
+def test_walker_gives_the_phases_the_server_measured(server, engine):
     need_ptrace()
+    if engine == "perf" and perfevent.unavailable():
+        pytest.skip(f"the perf engine cannot run here: {perfevent.unavailable()}")
     a = server.ask("stats", "parse")
     c0, m0 = _oncpu_ns(server.pid), time.monotonic_ns()
-    prof = nf.capture(server.pid, 4, backend="walker", hz=1000)
+    prof = nf.capture(server.pid, 4, backend="walker", hz=1000, backend_options={"engine": engine})
     oncpu = (_oncpu_ns(server.pid) - c0) / (time.monotonic_ns() - m0)
     b = server.ask("stats", "parse")
+    m = prof.meta["walker"]
+    assert m["engine"] == engine, m
     # the perf engine samples CPU time, the ptrace engine wall time: on two busy CPUs the main thread
-    # waits for one (here 26 % of the time in a CI run) and the two clocks part by up to 3 pp a phase
-    engine = prof.meta["walker"]["engine"]
-    assert engine in ("perf", "ptrace"), prof.meta["walker"]
+    # waits for one (26 % of the time in a CI run) and the two clocks part by up to 3 points a phase
     truth, requests = _truth(a, b, "cpu" if engine == "perf" else "wall")
     got, n = _phase_shares(prof)
     msg = f"walker ({engine} engine) {got}, the server's own timing {truth} over {requests} requests; " \
-          f"{n:.0f} samples; main thread on a CPU {100 * oncpu:.0f} % of the time"
+          f"{n:.0f} samples; main thread on a CPU {100 * oncpu:.0f} % of the time; {m}"
     assert n >= 1000, msg
+    if engine == "ptrace":
+        # its sampler waits for a CPU like V8's (44-75 us a wake-up here) and, left so, sampled where the
+        # server blocked (render +12 to +17 points); it went real-time after its first ~64 rounds
+        assert m["sampler_wait_us_mean"] < LATE_US, msg
+        waited = m["sampler_wait_us_before_realtime"]
+        assert (waited is None) == (m["realtime_from_s"] is None), msg
+        if waited is not None:
+            assert waited >= LATE_US and m["realtime"] is True and m["realtime_from_s"] < 0.5, msg
     wrong = [ph for ph in PHASES if abs(got[ph] - truth[ph]) > 3.0]
     assert not wrong, msg
+
+
+def test_ptrace_engine_kept_off_real_time_says_its_samples_waited(server):
+    need_ptrace()
+    prof = nf.capture(server.pid, 2, backend="walker", hz=1000,
+                      backend_options={"engine": "ptrace", "realtime": False})
+    m = prof.meta["walker"]
+    warned = [w for w in prof.meta["warnings"] if "waited" in w and "ptrace samples" in w]
+    assert m["realtime"] is False and m["realtime_from_s"] is None, m
+    if m["sampler_wait_us_mean"] >= LATE_US:           # two CPUs kept busy by the server and its client
+        assert len(warned) == 1 and f"{m['sampler_wait_us_mean']:.0f} us" in warned[0], prof.meta["warnings"]
+    else:                                              # a machine with a CPU to spare
+        assert not warned, prof.meta["warnings"]
 
 
 def test_the_warning_needs_long_waits_over_enough_samples():

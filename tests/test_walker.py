@@ -153,9 +153,11 @@ def test_code_compiled_after_attaching_is_named(major):
         procutil.wait_until_node(proc.pid, timeout=10, proc=proc)
         cap = _Background(proc.pid, 30, on_phase=phase)
         assert sampling.wait(60), "the walker never started sampling"
+        main0 = _main_cpu(proc.pid)
         proc.stdin.write(b"1500\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
+        main_s = _main_cpu(proc.pid) - main0     # what the sampled thread ran meanwhile
         seen["after"] = _anon_code(proc.pid)     # it waits for the end of its stdin to exit
         proc.stdin.close()
         cap.thread.join(60)
@@ -171,8 +173,10 @@ def test_code_compiled_after_attaching_is_named(major):
     unknown = int((names[leaf] == "[unknown]").sum())
     named = int((f >= 0).sum())
     detail = f"{named} samples in late_code.js, {unknown} ending in [unknown] of {len(p.samples)}\n{p.text()}"
-    cpu_s = int(line.split()[3]) / 1e6           # what the workload measured of its own CPU time
-    assert named >= 0.7 * 500 * cpu_s, f"{cpu_s:.2f} s of CPU time: " + detail
+    # the main thread's CPU time, not the process's (the workload's own cpu_us): TurboFan's threads compile
+    # its 300 handlers beside it, more or less of that time as the machine is busy (the test failed at 0.69
+    # of the process's CPU time beside the other worker)
+    assert named >= 0.8 * 500 * main_s, f"{main_s:.2f} s of the main thread's CPU time: " + detail
     assert unknown <= 0.02 * named + 3, detail
     if major != "24":
         # node 24 maps its whole code space executable up front: nothing new to find there

@@ -340,16 +340,21 @@ def test_unknown_engine_is_a_clear_error(node):
 def test_perf_engine_period_is_jittered_around_its_rate(node):
     """A fixed 1 ms of CPU time between samples runs in step with the kernel's 1000 Hz tick: a program
     whose cycle the tick paces is then sampled at the same points of it (tests/test_inspector_busy.py
-    shows the shares it skewed).  The period is drawn anew within +-25 % after each read of the ring:
-    the gaps between samples spread, and their mean stays the asked rate."""
+    shows the shares it skewed).  A ring's period is drawn within +-25 % of 1/hz when it opens and
+    again now and then (when it is read just after a sample): the gaps between samples spread, their
+    mean stays the asked rate."""
     need_perf_event()
     p = _captured(node, seconds=2, engine="perf")
     s = p.samples
     t = np.sort(s["time_ns"].to_numpy()[(s["thread"].astype(str) == "main").to_numpy()])
     gaps = np.diff(t) / 1e6
-    gaps = gaps[gaps < 2.0]          # gaps the thread spent off its CPU are no period
+    # (wall-clock gaps: one the thread spent partly off its CPU is longer than its period; a new period
+    # restarts the one under way, at most 0.25 ms after a sample)
+    gaps = gaps[gaps < 1.6]
     assert len(gaps) >= 500, len(gaps)
-    q1, med, q3 = np.percentile(gaps, [25, 50, 75])
-    # fixed: every gap 1.000 ms (quartiles within 0.01 ms); drawn from [0.75, 1.25] ms: quartiles ~0.25 ms apart
-    assert q3 - q1 >= 0.12, (q1, med, q3)
-    assert 0.9 <= gaps.mean() <= 1.1 and gaps.min() >= 0.2, (gaps.mean(), gaps.min())
+    # fixed: all but the preempted gaps within 2 % of 1 ms, spread ~0.005 ms; drawn from [0.75, 1.25] ms:
+    # ~8 % there, spread ~0.14 ms
+    at_1ms = float(np.mean(np.abs(gaps - 1.0) < 0.02))
+    assert at_1ms < 0.5 and gaps.std() >= 0.05, (at_1ms, gaps.std())
+    lo, med = np.percentile(gaps, [1, 50])
+    assert 0.9 <= med <= 1.1 and lo >= 0.6, (lo, med)

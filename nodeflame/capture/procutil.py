@@ -147,6 +147,16 @@ def stopped_state(pid: int, settle: float = 0.2) -> str | None:
     return st
 
 
+def schedstat(pid: int, tid: int):
+    """(ns on a CPU, ns waiting on a run queue, times run) of a thread, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            a = f.read().split()
+        return int(a[0]), int(a[1]), int(a[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system, all threads) process ``pid`` has used, in seconds (0.0 when gone)."""
     raw = _read(f"/proc/{pid}/stat")

@@ -44,16 +44,6 @@ def _task_stat(pid: int, tid: int):
     return s[s.index("(") + 1:s.rindex(")")], int(s[s.rindex(")") + 2:].split()[19])
 
 
-def _schedstat(pid: int, tid: int):
-    """(ns on a CPU, ns waiting on a run queue, times run) of a thread, or None."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            a = f.read().split()
-        return int(a[0]), int(a[1]), int(a[2])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def sampler_tids(pid: int) -> dict:
     """{tid: starttime} of the target's V8 sampler threads now."""
     out = {}
@@ -83,7 +73,7 @@ class SamplerThreads:
             key = (tid, start)
             if self.others.get(tid) == start or key in self.first:
                 continue
-            st = _schedstat(self.pid, tid)
+            st = procutil.schedstat(self.pid, tid)
             if st is not None:
                 self.first[key] = self.last[key] = st
 
@@ -92,7 +82,7 @@ class SamplerThreads:
         for key in self.first:
             tid, start = key
             if _task_stat(self.pid, tid) == (THREAD_NAME, start):
-                self.last[key] = _schedstat(self.pid, tid) or self.last[key]
+                self.last[key] = procutil.schedstat(self.pid, tid) or self.last[key]
 
     def report(self) -> dict:
         """threads, wakeups and the mean wait for a CPU before each (us), over the time they were watched."""

@@ -2,13 +2,18 @@
 
 A cpu-clock perf_event per thread (:mod:`.perfevent`) samples it at every period of its CPU time and
 writes its user registers and a ``stack_dump``-byte dump of its stack into the thread's ring buffer.
-Each time a ring has given samples, its period is drawn anew within +-25 % of 1/hz (as the ptrace
-engine jitters its rounds): a fixed period of 1 ms runs in step with the kernel's 1000 Hz tick, and a
-program whose cycle the tick paces (a server whose client gets a CPU at the tick) is then sampled at
-the same points of that cycle.  Measured on tests/workloads/http_phases.js on two busy CPUs: captures
-at a fixed 1 ms gave JSON.parse up to 3 points less than the server's own CPU timing, while
-``perf record -c 1013000`` at the same time did not.
-Nothing is stopped or traced.  The engine reads the rings (waking when one is half full, its
+Nothing is stopped or traced.
+
+A ring's period is drawn within +-25 % of 1/hz when it opens, and again every 16 or more samples (when the
+ring is read just after one; the ptrace engine jitters its rounds alike).  A fixed period of 1 ms runs
+in step with the kernel's 1000 Hz tick, and a program whose cycle the tick paces (a server whose client
+gets a CPU at the tick) is then sampled at the same points of that cycle.  Measured on
+tests/workloads/http_phases.js with the server and its client on two CPUs, the largest error of a
+phase's share against the server's own CPU timing, over 5 or 6 captures each: at a fixed 1 ms
+1.9-5.6 points (JSON.parse short in most), jittered 0.2-2.1.  ``perf record -c 1013000`` at the same
+time was not skewed.
+
+The engine reads the rings (waking when one is half full, its
 watermark) and hands each record to the :class:`~.decoder.Decoder` as a snapshot.  A dump whose walk
 reaches past its end (a stack deeper than the dump) marks its thread ``outgrown``: the sampler then
 calls :meth:`PerfEngine.grow`, which gives the thread the largest dump (64 KiB) or says it must move to
@@ -58,6 +63,7 @@ class PerfEngine:
         try:
             ring = perfevent.open_ring(t.tid, self.hz, dump or self.stack_dump, self.ring_pages)
             ring.enable()
+            self._jitter(ring)
         except perfevent.PerfEventError as e:
             if ring is not None:
                 ring.close()
@@ -89,16 +95,23 @@ class PerfEngine:
         rip, rsp, rbp, bc = self._pos
         dump = ring.stack_dump
         submit = self.decoder.submit
+        now = time.monotonic_ns()
         records = ring.read()
+        # a new period restarts the one under way, whose elapsed part is lost: so only just after a
+        # sample, and not before 16 more (the loop reads the rings every round when ptrace threads set
+        # its pace; at the end of its 10 ms poll otherwise): 16-40 samples a period, <1 % lost
+        ring.since_draw += len(records)
+        if records and ring.jitter and ring.since_draw >= 16 and now - records[-1][0] < self.period // 4:
+            self._jitter(ring)
         for when, kmode, regs, stack, kpcs in records:
             snap = Snapshot(regs[rip], regs[rsp], regs[rbp], regs[bc], _NO_SYSCALL, 0, stack, when, None,
                             PERF_KERNEL if kmode else PERF_USER, dump, kpcs)
             submit(t, (snap, None, None))
-        if records and ring.jitter:
-            # only after a sample: a new period restarts the one under way, and rings are read more often
-            # than they fill when ptrace threads set the pace of the loop
-            p = self.period
-            ring.jitter = ring.set_period(p + self._rng.randint(-p // 4, p // 4))
+
+    def _jitter(self, ring):
+        p = self.period
+        ring.jitter = ring.set_period(p + self._rng.randint(-p // 4, p // 4))
+        ring.since_draw = 0
 
     def read_rings(self, threads):
         for t in threads:

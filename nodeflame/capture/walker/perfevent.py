@@ -111,7 +111,8 @@ class Ring:
         self.bad = 0                 # records that could not be parsed
         self._tail = 0
         self._period = ctypes.c_uint64(0)
-        self.jitter = True           # its period is drawn anew after each read (perf_engine.py)
+        self.jitter = True           # its period is drawn anew now and then (perf_engine.py)
+        self.since_draw = 0          # samples read since
 
     def enable(self):
         if _ioctl(self.fd, IOC_ENABLE, 0) != 0:

@@ -79,6 +79,19 @@ class PtraceEngine:
         else:
             self.stats.realtime = True
 
+    def go_realtime(self) -> bool:
+        """From "stops" to SCHED_RR for the rest of the capture (the sampler's waits for a CPU were long:
+        see sampler.py); False when not allowed."""
+        if not self._rr_stops:
+            return False
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        except OSError:
+            return False
+        self._rr_stops = False
+        self.stats.realtime = True
+        return True
+
     def _boost(self, on: bool):
         """SCHED_RR while target threads are stopped (realtime="stops"), normal otherwise."""
         try:

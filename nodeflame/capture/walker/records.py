@@ -49,6 +49,10 @@ class SamplerStats:
     stopped_ns: array = field(default_factory=lambda: array("q"))   # per stop: how long the thread was held
     latency_ns: array = field(default_factory=lambda: array("q"))   # per stop: interrupt to stop
     realtime: "bool | str" = False  # the sampler thread's SCHED_RR: False, True or "stops"
+    wait_ns: int = 0                # the sampler thread's time waiting for a CPU while ptrace rounds ran
+    wait_runs: int = 0              # ... over this many wake-ups (its schedstat)
+    realtime_from_ns: int = -1      # "stops" that went real-time for good (its waits were long): when
+    wait_before_rt: tuple = ()      # (wait_ns, wait_runs) up to then
     # perf engine
     dump_grown: int = 0             # threads given the largest dump
     switched_to_ptrace: int = 0     # threads whose stack outgrew the largest dump

@@ -40,6 +40,23 @@ machine, but bench/bench_capture.py measured the target 17.7 % slower at
 1 kHz); ``False`` never (7.6 %, but a stopped thread can wait for the sampler
 to be scheduled again).  Sample times are jittered by +-25 % of the period.
 
+When every CPU is busy, a sampler thread that competes like any other waits
+for a CPU after each wake-up and gets one when a thread of the target (or
+anything else) blocks or is preempted: its ptrace samples then fall at those
+points of the program's cycle, not evenly in time -- the inspector's sampler
+thread has the same fault (:mod:`..sampler_thread`).  Measured on
+tests/workloads/http_phases.js on two busy CPUs: 44-75 us of waiting per
+wake-up and render +12 to +17 points over the server's own wall-clock timing;
+with a CPU to spare, 6 us and within 2 points.  So the loop reads its own
+waits (``/proc/self/task/TID/schedstat``) every 64 rounds, and under
+``"stops"`` a mean of ``LATE_US`` or more makes it SCHED_RR for the rest of the
+capture (``meta["walker"]["realtime_from_s"]``; there, after ~70 ms, within
+2 points).  Not while it forwards signals to the target (another profiler's
+SIGPROF: its loop would then poll every 0.25 ms in real time; beside the
+inspector on a loaded machine such captures were off by 10-20 points).
+Under ``False``, where SCHED_RR is not allowed, or with signals, the capture
+warns instead.  The perf engine is not exposed: the kernel takes its samples.
+
 Every path out of :meth:`Sampler.run` detaches from every thread.
 """
 from __future__ import annotations
@@ -61,6 +78,7 @@ from .perf_engine import PerfEngine
 from .ptrace_engine import PtraceEngine
 from .records import SamplerStats
 from .. import procutil
+from ..sampler_thread import LATE_US
 from ..native.symbols import AddressSpace, kallsyms
 from .unwind import Unwinder
 
@@ -324,6 +342,9 @@ class Sampler:
         next_t = time.monotonic_ns()
         next_scan = time.monotonic() + self.rescan_s
         end = None if self.duration is None else self.t0 + int(self.duration * 1e9)
+        rounds = 0
+        self._me = (os.getpid(), threading.get_native_id())
+        self._sched = procutil.schedstat(*self._me)
         while not self._stop.is_set() and not self.exited:
             # threads the kernel samples (perf rings) need no round of ours: only the ptrace ones do
             stoppable = [t for t in self.threads.values() if t.ring is None and not t.gone and not t.group_stopped]
@@ -355,6 +376,9 @@ class Sampler:
                 break
             if stoppable:
                 self.ptrace.sample_round(stoppable)
+                rounds += 1
+                if rounds % 64 == 0:
+                    self._watch_waits()
             for t in [t for t in self.threads.values() if t.outgrown and t.ring is not None and not t.gone]:
                 self._outgrown(t)
             for tid in [tid for tid, t in self.threads.items() if t.gone]:
@@ -388,6 +412,25 @@ class Sampler:
                         t.gone = True
                 if not os.path.exists(f"/proc/{self.pid}"):
                     self.exited = True
+
+    def _watch_waits(self):
+        """Add this thread's waits for a CPU since the last call (its schedstat) to the stats; under
+        realtime="stops", long waits make it real-time for the rest of the capture."""
+        cur, last = procutil.schedstat(*self._me), self._sched
+        self._sched = cur
+        if cur is None or last is None:
+            return
+        st = self.stats
+        wait, runs = cur[1] - last[1], cur[2] - last[2]
+        st.wait_ns += wait
+        st.wait_runs += runs
+        # not while signals are forwarded (another profiler's SIGPROF): a real-time loop polls for them
+        # every 0.25 ms, and captures beside the inspector on a loaded machine went wrong by 10-20 points
+        signals = time.monotonic_ns() - self.ptrace.last_signal_ns < 1_000_000_000
+        if runs >= 32 and wait / runs >= LATE_US * 1e3 and not signals and self.ptrace.go_realtime():
+            st.realtime_from_ns = time.monotonic_ns() - self.t0
+            st.wait_before_rt = (st.wait_ns, st.wait_runs)
+            st.wait_ns = st.wait_runs = 0
 
     # ------------------------------------------------------------- detach
     def _detach_all(self):
@@ -432,6 +475,9 @@ class Sampler:
             if self.unwinder else 0, "partial_frames": self.unwinder.stats["partial_frames"] if self.unwinder else 0,
             "consistent": self.consistent,
             "v8_version": self.lay.v8_version, "realtime": st.realtime,
+            "sampler_wait_us_mean": _mean_us(st.wait_ns, st.wait_runs),
+            "realtime_from_s": round(st.realtime_from_ns / 1e9, 3) if st.realtime_from_ns >= 0 else None,
+            "sampler_wait_us_before_realtime": _mean_us(*st.wait_before_rt) if st.wait_before_rt else None,
             "idle_reused": st.idle_reused, "decode_errors": ds.decode_errors,
             "inline_decodes": ds.inline_decodes, "decode_lag_ms_max": ds.max_lag_ns / 1e6,
             "engine": "+".join(e for e, n in (("perf", ds.perf_samples), ("ptrace", ds.ptrace_samples)) if n)
@@ -449,5 +495,15 @@ class Sampler:
             warns.append(f"walker: the kernel dropped {st.perf_lost} sample(s) (ring buffer full)")
         if ds.invalid_js:
             warns.append(f"walker: {ds.invalid_js} JS frame(s) could not be decoded (shown as '(unknown JS)')")
+        wait = _mean_us(st.wait_ns, st.wait_runs)
+        if ds.ptrace_samples >= 100 and wait is not None and wait >= LATE_US:
+            warns.append(f"walker: the sampler waited {wait:.0f} us for a CPU before each of its ptrace samples "
+                         "(every CPU busy), so they fell where the target's threads blocked or were preempted "
+                         "rather than evenly in time and the shares may be skewed; realtime=True (as root or "
+                         "with CAP_SYS_NICE) or the perf engine keeps them on time")
         md["warnings"] = warns
         return dec.profile(md)
+
+
+def _mean_us(ns, runs):
+    return round(ns / runs / 1e3, 1) if runs else None

@@ -449,6 +449,10 @@ def test_run_starts_node_with_the_flags(perf_ok, tmp_path):
     assert cmd.startswith(f"{NODE} --perf-basic-prof --interpreted-frames-native-stack {' '.join(QUIET)} "), cmd
     pid = p.meta["pid"]
     assert not procutil.exists(pid) and perf_processes(pid) == []
+    # node never removes the perf map the flag makes it write: the run that added the flag does, once
+    # perf has read it and node has ended
+    assert p.meta["perf_maps_removed"] == [f"/tmp/perf-{pid}.map"], p.meta.get("perf_maps_removed")
+    assert not os.path.exists(f"/tmp/perf-{pid}.map")
     names = set(p.funcs["name"].astype(str))
     assert {"functionA", "functionB", "functionW"} <= names
     assert {"main", worker_name(p)} <= set(p.samples["thread"].astype(str))
@@ -593,6 +597,7 @@ def test_run_of_a_command_that_is_not_node_gets_the_flags_through_node_options(p
     f = p.funcs.set_index("name")
     assert "functionA" in f.index and f.loc["functionA", "file"] == str(HOT)  # the perf map was written
     assert perf_processes(p.meta["pid"]) == []
+    assert not os.path.exists(f"/tmp/perf-{p.meta['pid']}.map")             # and removed once node ended
 
 
 # ------------------------------------------------------------------ measuring by hand

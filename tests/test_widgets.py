@@ -4,11 +4,13 @@ Profiles are generated with known shapes (who calls whom, how often, when, on
 which thread), so every number the widget shows can be checked exactly.
 """
 import base64
+import gzip
 import json
 import os
 import pathlib
 import re
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -1056,3 +1058,34 @@ def test_notebook_display_is_a_static_chart_then_the_live_explorer(prof, monkeyp
     assert static["text/plain"].startswith("1,000 samples")
     assert "text/html" not in live and live["application/vnd.jupyter.widget-view+json"]["model_id"] == e.model_id
     assert e.widget._nf_static == e.static_key and re.fullmatch("[0-9a-f]{16}", e.static_key)
+
+
+def test_plotly_module_cache_keeps_a_bounded_number_of_files(tmp_path, monkeypatch):
+    """Each plotly install (a new virtualenv, an upgrade) has its own key in the cache of compressed
+    front-end modules; the cache keeps the newest few, so that it does not grow with every install."""
+    from nodeflame.widgets import frontend
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    d = tmp_path / "nodeflame"
+    d.mkdir()
+    now = time.time()
+    old = []
+    for i in range(5):                     # five earlier installs, the newest last
+        f = d / f"plotly-widget-5.0.{i}-100-{i}.js.gz"
+        f.write_bytes(b"\x1f\x8b old")
+        os.utime(f, (now - 1000 + i, now - 1000 + i))
+        old.append(f)
+    dead = d / "plotly-widget-5.0.9-100-9.js.123.tmp"       # a writer that died two hours ago
+    dead.write_bytes(b"x")
+    os.utime(dead, (now - 7200, now - 7200))
+    busy = d / "plotly-widget-5.0.8-100-8.js.456.tmp"       # one writing now
+    busy.write_bytes(b"x")
+    other = d / "v8layout"                                   # the cache's other tenants
+    other.mkdir()
+    version, data = frontend.plotly_module.__wrapped__()
+    assert gzip.decompress(data)                             # the module itself, compressed
+    left = sorted(p.name for p in d.iterdir())
+    current = [n for n in left if n.startswith(f"plotly-widget-{version}-")]
+    assert len(current) == 1, left
+    assert set(left) == {current[0], old[3].name, old[4].name, busy.name, "v8layout"}, left
+    # read back from the cache the next time, as it is
+    assert frontend.plotly_module.__wrapped__() == (version, data)

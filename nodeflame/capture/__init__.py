@@ -530,6 +530,8 @@ def run(cmd, duration: float | None = None, *, backend: str = "auto", hz: int | 
     elif note is not None and not interrupted:
         note = None   # the program ended by itself: the expected end of a run(), not a warning
     prof = _finish(prof, target, b, opts, skipped, start_time, elapsed, interrupted, note)
+    if proc.poll() is not None:
+        prof = b.spawned_ended(prof, start_time)
     if backend == "auto":
         prof = with_meta(prof, backend_choice=_auto_choice(b, candidates[i + 1:]))
     prof = with_meta(prof, exit_code=proc.returncode)

@@ -180,6 +180,12 @@ class Backend:
             procutil.terminate(proc)
             raise
 
+    def spawned_ended(self, prof, since: float):
+        """After a command ``spawn()`` started has ended: undo what starting it so left on the machine,
+        ``since`` its start (time.time()); returns ``prof`` (or it with a note in its meta).  Default:
+        nothing to undo."""
+        return prof
+
     def __repr__(self) -> str:
         return f"<capture backend {self.name}>"
 

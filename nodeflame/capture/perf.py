@@ -310,6 +310,27 @@ class PerfBackend(Backend):
             raise
 
 
+    def spawned_ended(self, prof, since: float):
+        """node never removes the /tmp/perf-PID.map that --perf-basic-prof makes it write: spawn() started
+        them, so the maps of its node processes (the command and, through NODE_OPTIONS, its children: the
+        pids of the samples) are removed once perf script has read them and the processes have ended.  A
+        map older than the command, or of a pid that runs again, is not ours and stays."""
+        pids = {int(prof.meta.get("pid") or 0)}
+        if "pid" in prof.samples:
+            pids |= set(np.unique(prof.samples["pid"].to_numpy()).tolist())
+        removed = []
+        for pid in sorted(p for p in pids if p > 0):
+            path = f"/tmp/perf-{pid}.map"
+            try:
+                if os.stat(path).st_mtime < since - 1 or procutil.exists(pid):
+                    continue
+                os.unlink(path)
+            except OSError:
+                continue
+            removed.append(path)
+        return with_meta(prof, perf_maps_removed=removed) if removed else prof
+
+
 def _open_gate(fifo: str, proc, timeout: float = 10.0):
     """Tell the gate to exec the command: write 'go' into its fifo once it reads it."""
     deadline = time.monotonic() + timeout

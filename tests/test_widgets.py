@@ -1033,7 +1033,7 @@ def test_clicks_queued_by_a_busy_kernel_each_focus_their_frame_in_order(prof):
     assert [len(c["transforms"]) for c in e.clicks] == [1] * 5          # each from the first view
     last = e.clicks[-1]["function"]
     assert e.transforms == [f"focus=^{re.escape(last)}$"] and str(e.profile.func_labels()[e.selected]) == last
-    assert e.crumbs.children[-1].tooltip == f"focus {last}" and f"<b>handle</b>" in e.details.value
+    assert e.crumbs.children[-1].tooltip == f"focus {last}" and "<b>handle</b>" in e.details.value
     assert e.widget.layout.meta["nodeflame"]["view"] > view
     # a click on the chart shown now adds to its view
     browser_click(e, "parse")

@@ -309,7 +309,6 @@ class PerfBackend(Backend):
                 procutil.terminate(proc)
             raise
 
-
     def spawned_ended(self, prof, since: float):
         """node never removes the /tmp/perf-PID.map that --perf-basic-prof makes it write: spawn() started
         them, so the maps of its node processes (the command and, through NODE_OPTIONS, its children: the

@@ -361,9 +361,16 @@ def test_capture_on_other_node_versions(hot, node):
     assert not any(n.startswith("'") for n in f.index)
 
 
+def test_rates_in_step_with_the_tick_are_moved_off_it():
+    from nodeflame.capture.perf import off_the_tick
+    assert [off_the_tick(h) for h in (1000, 500, 100, 99, 999, 997, 2000, 1234, 1)] == \
+        [999, 499, 99, 99, 999, 997, 1999, 1234, 1]
+
+
 def test_capture_main_thread_only(hot):
     h = hot()
-    p = nf.capture(h.pid, 2, backend="perf", threads="main")
+    p = nf.capture(h.pid, 2, backend="perf", threads="main", hz=1000)
+    assert " -F 999 " in p.meta["perf_record"], p.meta["perf_record"]
     p.validate()
     assert_healthy(h.pid)
     assert set(p.samples["thread"].astype(str)) == {"main"}

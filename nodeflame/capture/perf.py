@@ -16,7 +16,9 @@ How a capture of a live pid goes:
    it is never left running.  ``threads="main"`` records the main thread
    only (``-t <pid> --no-inherit``).  Without the privilege to sample the
    kernel (``perf_event_paranoid`` 2 and not root) the event is
-   ``cpu-clock:u``: user-space frames only, and a warning says so.
+   ``cpu-clock:u``: user-space frames only, and a warning says so.  A rate in
+   step with the kernel's tick (1000, 500, 100 Hz...) is asked for 1 Hz lower
+   (:func:`off_the_tick`).
 3. ``stop()``: SIGINT, perf writes its file and exits; ``perf script -F
    comm,pid,tid,time,period,event,ip,sym,dso --ns`` reads it, with perf
    itself resolving JIT addresses through ``/tmp/perf-<pid>.map``; the text
@@ -330,6 +332,17 @@ class PerfBackend(Backend):
         return with_meta(prof, perf_maps_removed=removed) if removed else prof
 
 
+def off_the_tick(hz: int) -> int:
+    """The rate perf is asked for: ``hz``, or ``hz - 1`` when its period is a whole number of the
+    kernel's ticks or a tick a whole number of periods (1000 % hz == 0 or hz % 1000 == 0; the tick is
+    1, 4 or 10 ms).  For cpu-clock the kernel turns ``-F`` into a fixed period, and a period in step
+    with the tick samples a program whose cycle the tick paces at the same points of that cycle (the
+    walker's perf engine measured 2-6 points of skew so, and jitters its period); 999 Hz drifts 1 us
+    a sample against a 1 ms tick, as perf's own 99 / 999 Hz habit intends."""
+    hz = int(hz)
+    return hz - 1 if hz > 1 and (1000 % hz == 0 or hz % 1000 == 0) else hz
+
+
 def _open_gate(fifo: str, proc, timeout: float = 10.0):
     """Tell the gate to exec the command: write 'go' into its fifo once it reads it."""
     deadline = time.monotonic() + timeout
@@ -433,7 +446,7 @@ class PerfSession(Session):
                 self.warnings.append(f"perf caps the rate at {cap} Hz ({MAX_RATE}); asked for {self.hz} Hz")
         except (OSError, ValueError):
             pass
-        argv = [self.perf, "record", "-e", self.event, "-F", str(self.hz), "-g"]
+        argv = [self.perf, "record", "-e", self.event, "-F", str(off_the_tick(self.hz)), "-g"]
         argv += ["-t", str(pid), "--no-inherit"] if self.main_only else ["-p", str(pid)]
         argv += ["-o", self.data, "-k", "CLOCK_MONOTONIC", "--no-buildid", "--no-buildid-cache"]
         if _version_tuple(self.version) >= (5, 1):

@@ -337,7 +337,7 @@ def off_the_tick(hz: int) -> int:
     kernel's ticks or a tick a whole number of periods (1000 % hz == 0 or hz % 1000 == 0; the tick is
     1, 4 or 10 ms).  For cpu-clock the kernel turns ``-F`` into a fixed period, and a period in step
     with the tick samples a program whose cycle the tick paces at the same points of that cycle (the
-    walker's perf engine measured 2-6 points of skew so, and jitters its period); 999 Hz drifts 1 us
+    walker's perf engine measured up to 5.6 points of skew so, and jitters its period); 999 Hz drifts 1 us
     a sample against a 1 ms tick, as perf's own 99 / 999 Hz habit intends."""
     hz = int(hz)
     return hz - 1 if hz > 1 and (1000 % hz == 0 or hz % 1000 == 0) else hz

@@ -9,9 +9,9 @@ ring is read just after one; the ptrace engine jitters its rounds alike).  A fix
 in step with the kernel's 1000 Hz tick, and a program whose cycle the tick paces (a server whose client
 gets a CPU at the tick) is then sampled at the same points of that cycle.  Measured on
 tests/workloads/http_phases.js with the server and its client on two CPUs, the largest error of a
-phase's share against the server's own CPU timing, over 5 or 6 captures each: at a fixed 1 ms
-1.9-5.6 points (JSON.parse short in most), jittered 0.2-2.1.  ``perf record -c 1013000`` at the same
-time was not skewed.
+phase's share against the server's own CPU timing, 16 captures each: at a fixed 1 ms 0.8-5.6 points
+(mean 2.3-3.4 per run of 5-6; JSON.parse short in most), jittered 0.2-2.1 (mean 1.0-1.3).  Beside
+the walker, ``perf record -c 1000000`` saw what it saw; ``-c 1013000`` saw more of JSON.parse.
 
 The engine reads the rings (waking when one is half full, its
 watermark) and hands each record to the :class:`~.decoder.Decoder` as a snapshot.  A dump whose walk

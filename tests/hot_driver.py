@@ -118,11 +118,7 @@ class HotJS:
         if self._own_cwd:
             shutil.rmtree(self._own_cwd, ignore_errors=True)
         if any(a.startswith("--perf-basic-prof") or a == "--perf-prof" for a in self.argv):
-            # node leaves /tmp/perf-PID.map behind; a later process given the same pid would find it
-            try:
-                os.unlink(f"/tmp/perf-{self.pid}.map")
-            except OSError:
-                pass
+            forget_perf_map(self.pid)
         if self.stderr_path:
             self._err.close()
 
@@ -141,3 +137,12 @@ def factory(make):
     finally:
         for proc in started:
             proc.kill()
+
+
+def forget_perf_map(pid: int) -> None:
+    """Remove the /tmp/perf-PID.map a node started with --perf-basic-prof left behind (node never does;
+    a later process given the same pid would find it)."""
+    try:
+        os.unlink(f"/tmp/perf-{pid}.map")
+    except OSError:
+        pass

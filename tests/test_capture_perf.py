@@ -25,7 +25,7 @@ import nodeflame as nf
 from nodeflame.capture import procutil
 from nodeflame.capture.base import BackendUnavailable, CaptureError
 
-from hot_driver import HOT, factory
+from hot_driver import HOT, factory, forget_perf_map
 
 FLAGS = ("--perf-basic-prof", "--interpreted-frames-native-stack")
 QUIET = ("--no-logfile-per-isolate", "--logfile=+")   # no isolate-*-v8.log files (see nodeflame/capture/perf.py)
@@ -144,10 +144,7 @@ class Hot:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-        try:   # node leaves its perf map behind; a later process given the same pid would find it
-            os.unlink(f"/tmp/perf-{self.pid}.map")
-        except OSError:
-            pass
+        forget_perf_map(self.pid)
 
     def truth(self, t_first, t_last, wait=True):
         """Shares of functionA/functionB (and functionW of the worker) between two monotonic times, in %,

@@ -34,6 +34,11 @@ THREAD_NAME = "v8:ProfEvntProc"
 LATE_US = 10.0
 
 
+def mean_wait_us(wait_ns: int, runs: int):
+    """Mean wait for a CPU per run (us, one decimal) from schedstat deltas; None without runs."""
+    return round(wait_ns / runs / 1000, 1) if runs else None
+
+
 def _task_stat(pid: int, tid: int):
     """(comm, starttime) of a thread, or None when it is gone."""
     try:
@@ -92,7 +97,7 @@ class SamplerThreads:
             wait += b[1] - a[1]
             runs += b[2] - a[2]
         return {"threads": len(self.first), "wakeups": runs,
-                "wait_us_mean": round(wait / runs / 1000, 1) if runs else None}
+                "wait_us_mean": mean_wait_us(wait, runs)}
 
     def warning(self) -> str | None:
         r = self.report()

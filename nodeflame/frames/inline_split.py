@@ -102,9 +102,10 @@ class PathIndex:
 
 
 def loaded_urls(source: str, url: str, urls) -> list:
-    """Those of ``urls`` (script urls, or a :class:`PathIndex` of them made once for many scripts) that the script ``url`` (its ``source``) loads, in the order the source names
-    them: by a relative path (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution
-    of a file, an extension or a directory's index), or a package by name from a ``node_modules``
+    """Those of ``urls`` (script urls, or a :class:`PathIndex` of them made once for many scripts) that
+    the script ``url`` (its ``source``) loads, in the order the source names them: by a relative path
+    (``require('./lib')``, ``import ... from '../lib.js'``: node's resolution of a file, an extension
+    or a directory's index), or a package by name from a ``node_modules``
     of its directory or one above (``require('pkg/sub')`` as a path in the package; ``require('pkg')``
     its ``index`` if that was loaded, else the package's loaded files, ``PACKAGE_FILES`` at most:
     its entry point is in a package.json, not read here).  A built-in module (``fs``) is no file."""

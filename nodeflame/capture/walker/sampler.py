@@ -78,7 +78,7 @@ from .perf_engine import PerfEngine
 from .ptrace_engine import PtraceEngine
 from .records import SamplerStats
 from .. import procutil
-from ..sampler_thread import LATE_US
+from ..sampler_thread import LATE_US, mean_wait_us
 from ..native.symbols import AddressSpace, kallsyms
 from .unwind import Unwinder
 
@@ -149,6 +149,8 @@ class Sampler:
         self.heap = None
         self.unwinder = None
         self._last_refresh = 0.0
+        self._me = None                       # (pid, tid) of the sampler thread, set as its loop starts
+        self._sched = None                    # its schedstat at the last _watch_waits
         regcode = lay.get("InterpreterBytecodeOffsetRegister", 9)
         self.bc_reg = _REG_NAMES.get(regcode, "r9")
         pages = max(8, int(ring_kb) * 1024 // mmap.PAGESIZE)
@@ -475,9 +477,9 @@ class Sampler:
             if self.unwinder else 0, "partial_frames": self.unwinder.stats["partial_frames"] if self.unwinder else 0,
             "consistent": self.consistent,
             "v8_version": self.lay.v8_version, "realtime": st.realtime,
-            "sampler_wait_us_mean": _mean_us(st.wait_ns, st.wait_runs),
+            "sampler_wait_us_mean": mean_wait_us(st.wait_ns, st.wait_runs),
             "realtime_from_s": round(st.realtime_from_ns / 1e9, 3) if st.realtime_from_ns >= 0 else None,
-            "sampler_wait_us_before_realtime": _mean_us(*st.wait_before_rt) if st.wait_before_rt else None,
+            "sampler_wait_us_before_realtime": mean_wait_us(*st.wait_before_rt) if st.wait_before_rt else None,
             "idle_reused": st.idle_reused, "decode_errors": ds.decode_errors,
             "inline_decodes": ds.inline_decodes, "decode_lag_ms_max": ds.max_lag_ns / 1e6,
             "engine": "+".join(e for e, n in (("perf", ds.perf_samples), ("ptrace", ds.ptrace_samples)) if n)
@@ -495,7 +497,7 @@ class Sampler:
             warns.append(f"walker: the kernel dropped {st.perf_lost} sample(s) (ring buffer full)")
         if ds.invalid_js:
             warns.append(f"walker: {ds.invalid_js} JS frame(s) could not be decoded (shown as '(unknown JS)')")
-        wait = _mean_us(st.wait_ns, st.wait_runs)
+        wait = mean_wait_us(st.wait_ns, st.wait_runs)
         if ds.ptrace_samples >= 100 and wait is not None and wait >= LATE_US:
             warns.append(f"walker: the sampler waited {wait:.0f} us for a CPU before each of its ptrace samples "
                          "(every CPU busy), so they fell where the target's threads blocked or were preempted "
@@ -504,6 +506,3 @@ class Sampler:
         md["warnings"] = warns
         return dec.profile(md)
 
-
-def _mean_us(ns, runs):
-    return round(ns / runs / 1e3, 1) if runs else None
